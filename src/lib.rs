@@ -1,0 +1,22 @@
+//! twlab: reproduce, observe and explain TCP address and port reuse.
+//!
+//! # Layout
+//! - [`socket`]: [`socket::SocketOpts`] and socket calls done as recorded steps.
+//! - [`outcome`]: which step failed, with which errno ([`outcome::Outcome`]).
+//! - [`sys`]: the only platform-specific code (errno and Winsock names).
+//! - [`diag`]: the kernel's TCP socket table via sock_diag netlink, with
+//!   TIME_WAIT timers; the one source of socket states for every command.
+//! - [`netns`]: fresh Linux network namespaces with their own sysctls.
+//! - [`scenario`]: the classic two-connection experiment as data, and its runner.
+//! - [`peer`]: the `server` and `client` programs of the story.
+//! - [`demo`]: the lesson in one command.
+//! - [`report`]: table and JSON rendering.
+
+pub mod diag;
+pub mod error;
+pub mod netns;
+pub mod outcome;
+pub mod socket;
+pub mod sys;
+
+pub use error::{Error, Result};

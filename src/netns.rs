@@ -1,0 +1,204 @@
+//! Fresh Linux network namespaces, so experiments run in parallel with
+//! their own loopback, their own port space and their own sysctls, and never
+//! touch the host's.
+//!
+//! `unshare(CLONE_NEWNET)` acts on the calling *thread* (kernel/fork.c,
+//! `ksys_unshare` → `switch_task_namespaces`), so each worker thread can hold
+//! its own namespace. Files under /proc/sys/net are resolved against the
+//! namespace of the thread that opens them, so sysctls written from that
+//! thread change only its namespace.
+
+use crate::error::{Error, Result};
+
+/// One `net.*` sysctl setting, e.g. `net.ipv4.tcp_timestamps = 0`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Sysctl {
+    pub name: String,
+    pub value: String,
+}
+
+impl Sysctl {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Sysctl {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// `net.ipv4.tcp_timestamps` → `/proc/sys/net/ipv4/tcp_timestamps`.
+pub fn sysctl_path(name: &str) -> String {
+    format!("/proc/sys/{}", name.replace('.', "/"))
+}
+
+/// Read a sysctl of the calling thread's namespace; `None` if this kernel
+/// has no such sysctl.
+pub fn read_sysctl(name: &str) -> Option<String> {
+    std::fs::read_to_string(sysctl_path(name))
+        .ok()
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Write a sysctl of the calling thread's namespace.
+pub fn write_sysctl(s: &Sysctl) -> Result<()> {
+    let path = sysctl_path(&s.name);
+    if !std::path::Path::new(&path).exists() {
+        return Err(Error::Sysctl {
+            name: s.name.clone(),
+            why: "this kernel has no such sysctl".into(),
+        });
+    }
+    std::fs::write(&path, format!("{}\n", s.value)).map_err(|e| Error::Sysctl {
+        name: s.name.clone(),
+        why: format!("cannot set it to '{}': {e}", s.value),
+    })?;
+    Ok(())
+}
+
+/// The host values of the sysctls that decide address reuse, for reports.
+pub fn reuse_sysctls() -> Vec<(String, Option<String>)> {
+    [
+        "net.ipv4.tcp_timestamps",
+        "net.ipv4.tcp_tw_reuse",
+        "net.ipv4.tcp_tw_reuse_delay",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.tcp_max_tw_buckets",
+        "net.ipv4.tcp_fin_timeout",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), read_sysctl(n)))
+    .collect()
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use super::*;
+    use nix::sched::{CloneFlags, unshare};
+
+    /// Move the calling thread into a new, empty network namespace, bring
+    /// its `lo` up and apply `sysctls`.
+    pub fn enter_fresh(sysctls: &[Sysctl]) -> Result<()> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
+            Error::Netns(format!(
+                "unshare(CLONE_NEWNET) failed: {} ({}); run as root, or with CAP_SYS_ADMIN",
+                crate::sys::errno_name(e as i32),
+                e as i32
+            ))
+        })?;
+        loopback_up()?;
+        for s in sysctls {
+            write_sysctl(s)?;
+        }
+        Ok(())
+    }
+
+    /// A new namespace has `lo` DOWN; set IFF_UP with SIOCSIFFLAGS.
+    fn loopback_up() -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .map_err(|e| Error::Netns(format!("socket for ioctl: {e}")))?;
+        // SAFETY: ifreq is plain data; the name is NUL-terminated "lo" and
+        // the ioctls read/write only the ifreq we pass.
+        unsafe {
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            ifr.ifr_name[0] = b'l' as libc::c_char;
+            ifr.ifr_name[1] = b'o' as libc::c_char;
+            if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
+                return Err(Error::Netns(format!(
+                    "SIOCGIFFLAGS lo: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, &ifr) < 0 {
+                return Err(Error::Netns(format!(
+                    "SIOCSIFFLAGS lo up: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `f` on a new thread that lives in a fresh namespace with
+    /// `sysctls`. The namespace dies with the thread's last socket.
+    pub fn run_in_fresh<T: Send + 'static>(
+        sysctls: Vec<Sysctl>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        std::thread::Builder::new()
+            .name("twlab-netns".into())
+            .spawn(move || {
+                enter_fresh(&sysctls)?;
+                Ok(f())
+            })
+            .map_err(|e| Error::Netns(format!("spawn: {e}")))?
+            .join()
+            .map_err(|_| Error::Netns("the namespace thread panicked".into()))?
+    }
+
+    /// Can this process make network namespaces per thread? Probed by doing
+    /// it on a throwaway thread.
+    pub fn can_unshare() -> std::result::Result<(), String> {
+        std::thread::spawn(|| unshare(CloneFlags::CLONE_NEWNET).map_err(|e| e.desc().to_string()))
+            .join()
+            .unwrap_or_else(|_| Err("probe thread panicked".into()))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use super::*;
+
+    pub fn enter_fresh(_sysctls: &[Sysctl]) -> Result<()> {
+        Err(Error::Unsupported {
+            os: crate::sys::OS_NAME,
+            what: "network namespaces are a Linux feature".into(),
+        })
+    }
+
+    pub fn run_in_fresh<T: Send + 'static>(
+        _sysctls: Vec<Sysctl>,
+        _f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        enter_fresh(&[]).map(|_| unreachable!())
+    }
+
+    pub fn can_unshare() -> std::result::Result<(), String> {
+        Err("network namespaces are a Linux feature".into())
+    }
+}
+
+pub use imp::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_paths() {
+        assert_eq!(
+            sysctl_path("net.ipv4.tcp_timestamps"),
+            "/proc/sys/net/ipv4/tcp_timestamps"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fresh_namespace_has_its_own_sysctls() {
+        if let Err(why) = can_unshare() {
+            eprintln!("skipped: cannot create network namespaces here ({why})");
+            return;
+        }
+        let host = read_sysctl("net.ipv4.tcp_timestamps").unwrap();
+        let want = if host == "0" { "1" } else { "0" };
+        let inside = run_in_fresh(vec![Sysctl::new("net.ipv4.tcp_timestamps", want)], || {
+            read_sysctl("net.ipv4.tcp_timestamps")
+        })
+        .unwrap();
+        assert_eq!(inside.as_deref(), Some(want));
+        assert_eq!(read_sysctl("net.ipv4.tcp_timestamps").unwrap(), host);
+        let missing = run_in_fresh(vec![Sysctl::new("net.ipv4.no_such_thing", "1")], || ());
+        assert!(matches!(missing, Err(Error::Sysctl { .. })));
+    }
+}

@@ -1,0 +1,432 @@
+//! Sockets as the experiment sees them: options chosen up front
+//! ([`SocketOpts`]), and each socket call done as a separate, recorded step.
+//!
+//! socket2 gives the raw calls (bind, connect, listen, setsockopt) without
+//! std's opinions: std's `TcpListener::bind` sets SO_REUSEADDR on its own on
+//! Unix, which would hide exactly the rule twlab exists to show.
+
+use crate::error::{Error, Result};
+use crate::outcome::{Step, StepResult, SysError};
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{self, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// Parse `IP:PORT`, `[IPv6]:PORT` or `localhost:PORT`.
+///
+/// Names other than `localhost` are refused on purpose: twlab only talks to
+/// loopback and to namespaces it made, and a DNS lookup would leave the host.
+pub fn parse_endpoint(input: &str) -> Result<SocketAddr> {
+    let bad = |why: &str| Error::BadAddress {
+        input: input.to_string(),
+        why: why.to_string(),
+    };
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port = parse_port(port).map_err(|w| bad(&w))?;
+        return Ok(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+    }
+    // Give the most useful reason we can.
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => return Err(bad("the port is missing")),
+        Ok(IpAddr::V6(_)) => {
+            return Err(bad(
+                "the port is missing (an IPv6 address with a port is written [ADDR]:PORT)",
+            ));
+        }
+        Err(_) => {}
+    }
+    if s.starts_with(':') || s.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad("the IP address is missing"));
+    }
+    if s.matches(':').count() > 1 && !s.starts_with('[') {
+        return Err(bad("an IPv6 address needs brackets before the port"));
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            if let Err(w) = parse_port(port) {
+                return Err(bad(&w));
+            }
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.parse::<IpAddr>().is_err() {
+                return Err(bad(&format!("'{host}' is not an IP address")));
+            }
+            Err(bad("cannot parse"))
+        }
+        None => Err(bad("the port is missing")),
+    }
+}
+
+fn parse_port(p: &str) -> std::result::Result<u16, String> {
+    match p.parse::<u32>() {
+        Ok(n) if n <= 65535 => Ok(n as u16),
+        Ok(n) => Err(format!("port {n} is out of range 0-65535")),
+        Err(_) => Err(format!("'{p}' is not a port number")),
+    }
+}
+
+/// IP version of an experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: &SocketAddr) -> Self {
+        if addr.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+    pub fn loopback(self) -> IpAddr {
+        match self {
+            Family::V4 => Ipv4Addr::LOCALHOST.into(),
+            Family::V6 => Ipv6Addr::LOCALHOST.into(),
+        }
+    }
+    pub fn domain(self) -> Domain {
+        match self {
+            Family::V4 => Domain::IPV4,
+            Family::V6 => Domain::IPV6,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// The socket options that decide address reuse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SocketOpts {
+    /// SO_REUSEADDR.
+    pub reuseaddr: bool,
+    /// SO_REUSEPORT (Linux, BSD, macOS; absent on Windows).
+    pub reuseport: bool,
+    /// SO_LINGER {on, secs}; `Some(0)` makes close() send RST and skip
+    /// TIME_WAIT (tcp_close → tcp_disconnect path, RFC 793 "ABORT").
+    pub linger: Option<u32>,
+    /// IP_BIND_ADDRESS_NO_PORT: with bind(addr, 0), defer the port choice to
+    /// connect() so the 4-tuple can be checked as a whole (Linux 4.2+).
+    pub bind_no_port: bool,
+}
+
+impl SocketOpts {
+    /// "REUSEADDR+LINGER0", or "none".
+    pub fn label(&self) -> String {
+        let mut v = Vec::new();
+        if self.reuseaddr {
+            v.push("REUSEADDR".to_string());
+        }
+        if self.reuseport {
+            v.push("REUSEPORT".to_string());
+        }
+        if let Some(s) = self.linger {
+            v.push(format!("LINGER{s}"));
+        }
+        if self.bind_no_port {
+            v.push("BIND_NO_PORT".to_string());
+        }
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join("+")
+        }
+    }
+}
+
+/// A TCP socket created with [`SocketOpts`], each call recorded as a step.
+#[derive(Debug)]
+pub struct TcpSock {
+    pub sock: Socket,
+    pub opts: SocketOpts,
+}
+
+/// A failed step: which call, and the OS error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    pub step: Step,
+    pub error: SysError,
+    pub io_kind: io::ErrorKind,
+}
+
+impl StepError {
+    fn new(step: Step, e: &io::Error) -> Self {
+        StepError {
+            step,
+            error: SysError::from_io(e),
+            io_kind: e.kind(),
+        }
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}() failed: {}", self.step, self.error)
+    }
+}
+
+pub type StepRes<T> = std::result::Result<T, StepError>;
+
+impl TcpSock {
+    /// socket() and the options, in the order a C program would set them.
+    pub fn new(family: Family, opts: SocketOpts) -> StepRes<Self> {
+        let sock = Socket::new(family.domain(), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| StepError::new(Step::Socket, &e))?;
+        let set = |r: io::Result<()>| r.map_err(|e| StepError::new(Step::SetOpt, &e));
+        set(sock.set_reuse_address(opts.reuseaddr))?;
+        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+        if opts.reuseport {
+            set(sock.set_reuse_port(true))?;
+        }
+        if let Some(secs) = opts.linger {
+            set(sock.set_linger(Some(Duration::from_secs(secs as u64))))?;
+        }
+        #[cfg(target_os = "linux")]
+        if opts.bind_no_port {
+            set(sys_set_bind_no_port(&sock))?;
+        }
+        if family == Family::V6 {
+            // Keep v6 sockets v6-only so a v4 experiment next door in the
+            // same namespace never shares their port space by accident.
+            set(sock.set_only_v6(true))?;
+        }
+        Ok(TcpSock { sock, opts })
+    }
+
+    pub fn bind(&self, addr: SocketAddr) -> StepRes<()> {
+        self.sock
+            .bind(&SockAddr::from(addr))
+            .map_err(|e| StepError::new(Step::Bind, &e))
+    }
+
+    pub fn listen(&self, backlog: i32) -> StepRes<()> {
+        self.sock
+            .listen(backlog)
+            .map_err(|e| StepError::new(Step::Listen, &e))
+    }
+
+    /// Blocking connect with a timeout (loopback answers at once; the timeout
+    /// only guards against a peer namespace that drops SYNs).
+    pub fn connect(&self, addr: SocketAddr, timeout: Duration) -> StepRes<()> {
+        self.sock
+            .connect_timeout(&SockAddr::from(addr), timeout)
+            .map_err(|e| StepError::new(Step::Connect, &e))
+    }
+
+    /// accept() with a timeout, so a lost SYN never hangs the experiment.
+    pub fn accept(&self, timeout: Duration) -> StepRes<(TcpSock, SocketAddr)> {
+        wait_readable(&self.sock, timeout).map_err(|e| StepError::new(Step::Accept, &e))?;
+        let (s, a) = self
+            .sock
+            .accept()
+            .map_err(|e| StepError::new(Step::Accept, &e))?;
+        let peer = a.as_socket().ok_or_else(|| StepError {
+            step: Step::Accept,
+            error: SysError::from_code(libc::EAFNOSUPPORT),
+            io_kind: io::ErrorKind::Other,
+        })?;
+        Ok((
+            TcpSock {
+                sock: s,
+                opts: self.opts,
+            },
+            peer,
+        ))
+    }
+
+    /// Read until EOF (the peer's FIN) or an error such as ECONNRESET.
+    /// Returns the number of bytes read before EOF.
+    pub fn recv_until_eof(&mut self, timeout: Duration) -> StepRes<usize> {
+        self.sock
+            .set_read_timeout(Some(timeout))
+            .map_err(|e| StepError::new(Step::Recv, &e))?;
+        let mut buf = [0u8; 1024];
+        let mut total = 0;
+        loop {
+            match (&self.sock).read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StepError::new(Step::Recv, &e)),
+            }
+        }
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.sock.local_addr().ok().and_then(|a| a.as_socket())
+    }
+
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.sock.peer_addr().ok().and_then(|a| a.as_socket())
+    }
+
+    /// close(): with SO_LINGER {on, 0} this sends RST.
+    pub fn close(self) {
+        drop(self.sock);
+    }
+}
+
+/// IP_BIND_ADDRESS_NO_PORT (Linux 4.2+; socket2 has no setter for it).
+#[cfg(target_os = "linux")]
+fn sys_set_bind_no_port(sock: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd and a c_int option value of the right size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Wait until `sock` is readable (a connection to accept, data or EOF).
+fn wait_readable(sock: &Socket, timeout: Duration) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        let mut fds = [nix::poll::PollFd::new(
+            sock.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        loop {
+            match nix::poll::poll(
+                &mut fds,
+                nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+            ) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from_raw_os_error(e as i32)),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        // Winsock accept() blocks; a read timeout does not apply to it, so
+        // use non-blocking polling in small, bounded steps.
+        let start = std::time::Instant::now();
+        sock.set_nonblocking(true)?;
+        let r = loop {
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            match sock.peek(&mut buf) {
+                Ok(_) => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => break Ok(()),
+            }
+            if start.elapsed() >= timeout {
+                break Err(io::Error::from(io::ErrorKind::TimedOut));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        sock.set_nonblocking(false)?;
+        r
+    }
+}
+
+/// Turn a failed step of a user-facing command into the one-line error the
+/// CLI prints, recognising the common faults (port in use, privileged port,
+/// connection refused).
+pub fn explain_step_error(e: &StepError, addr: SocketAddr) -> Error {
+    let err = e.error.clone();
+    match (e.step, e.io_kind) {
+        (Step::Bind, io::ErrorKind::AddrInUse) => Error::AddrInUse { addr, err },
+        (Step::Bind, io::ErrorKind::PermissionDenied) => Error::PrivilegedPort { addr, err },
+        (Step::Connect, io::ErrorKind::ConnectionRefused) => Error::Refused { addr, err },
+        _ => Error::Sys {
+            what: format!("{} {addr}", e.step),
+            err,
+        },
+    }
+}
+
+/// Convert a step result for reports.
+pub fn step_result<T>(r: &StepRes<T>) -> StepResult {
+    match r {
+        Ok(_) => StepResult::Ok,
+        Err(e) => StepResult::Err {
+            error: e.error.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_endpoints() {
+        assert_eq!(
+            parse_endpoint("127.0.0.1:12345").unwrap(),
+            "127.0.0.1:12345".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_endpoint("[::1]:80").unwrap(),
+            "[::1]:80".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_endpoint(" localhost:23456 ").unwrap(),
+            "127.0.0.1:23456".parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    fn why(input: &str) -> String {
+        match parse_endpoint(input) {
+            Err(Error::BadAddress { why, .. }) => why,
+            other => panic!("{input}: expected BadAddress, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_endpoints_say_why() {
+        assert_eq!(why(""), "empty");
+        assert_eq!(why("127.0.0.1"), "the port is missing");
+        assert_eq!(why("12345"), "the IP address is missing");
+        assert_eq!(why(":12345"), "the IP address is missing");
+        assert_eq!(why("127.0.0.1:70000"), "port 70000 is out of range 0-65535");
+        assert_eq!(why("127.0.0.1:http"), "'http' is not a port number");
+        assert_eq!(why("example.com:80"), "'example.com' is not an IP address");
+        assert_eq!(
+            why("::1:80"),
+            "the port is missing (an IPv6 address with a port is written [ADDR]:PORT)"
+        );
+        assert_eq!(
+            why("fe80::1::80"),
+            "an IPv6 address needs brackets before the port"
+        );
+        assert_eq!(why("300.1.1.1:80"), "'300.1.1.1' is not an IP address");
+    }
+
+    #[test]
+    fn option_labels() {
+        assert_eq!(SocketOpts::default().label(), "none");
+        let o = SocketOpts {
+            reuseaddr: true,
+            linger: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(o.label(), "REUSEADDR+LINGER0");
+    }
+}

@@ -1,0 +1,22 @@
+//! Platform code, chosen at compile time as socket2 does with its `sys/`.
+//!
+//! Everything outside this folder is platform-neutral: it asks `sys` for the
+//! symbolic name of an OS error code and for the few options that exist on
+//! one platform only.
+
+pub mod wsa;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+#[cfg(all(unix, not(target_os = "linux")))]
+mod macos;
+#[cfg(all(unix, not(target_os = "linux")))]
+pub use macos::*;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
