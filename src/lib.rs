@@ -21,3 +21,18 @@ pub mod socket;
 pub mod sys;
 
 pub use error::{Error, Result};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Install a Ctrl-C handler that sets a flag every long loop checks, so an
+/// interrupted run closes its sockets and exits with one line, not a trace.
+pub fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+}
+
+/// True once Ctrl-C was pressed.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}

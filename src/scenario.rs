@@ -231,3 +231,360 @@ impl Report {
         self.at_failure.as_ref().unwrap_or(&self.before)
     }
 }
+
+/// How long to wait for the kernel to reach a state a step needs. Loopback
+/// settles in microseconds; this bound only turns a stuck run into an error.
+const SETTLE: Duration = Duration::from_secs(3);
+/// Connect/accept bound: a SYN on loopback is answered at once.
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Records steps as they happen.
+struct Log {
+    start: Instant,
+    steps: Vec<StepRecord>,
+}
+
+impl Log {
+    fn rec<T>(&mut self, actor: &str, step: Step, r: &std::result::Result<T, StepError>) {
+        self.steps.push(StepRecord {
+            actor: actor.to_string(),
+            step,
+            result: match r {
+                Ok(_) => StepResult::Ok,
+                Err(e) => StepResult::Err {
+                    error: e.error.clone(),
+                },
+            },
+            at_us: self.start.elapsed().as_micros() as u64,
+            note: None,
+        });
+    }
+    fn note(&mut self, actor: &str, step: Step, note: String) {
+        self.steps.push(StepRecord {
+            actor: actor.to_string(),
+            step,
+            result: StepResult::Ok,
+            at_us: self.start.elapsed().as_micros() as u64,
+            note: Some(note),
+        });
+    }
+}
+
+/// A setup step that must succeed (the experiment is about the *next* step).
+fn setup<T>(log: &mut Log, actor: &str, step: Step, r: std::result::Result<T, StepError>) -> Result<T> {
+    log.rec(actor, step, &r);
+    r.map_err(|e| Error::Sys {
+        what: format!("setting up the experiment: {actor} {step}"),
+        err: e.error,
+    })
+}
+
+/// Wait (bounded) until the kernel's view of the old connection satisfies
+/// `pred`; `what` names the state for the error if it never comes.
+fn settle(
+    client: SocketAddr,
+    server: SocketAddr,
+    what: &str,
+    pred: impl Fn(&TupleView) -> bool,
+) -> Result<TupleView> {
+    let (view, ok) = diag::wait_for(client, server, SETTLE, pred)?;
+    if ok {
+        Ok(view)
+    } else {
+        Err(Error::Timeout {
+            secs: SETTLE.as_secs_f64(),
+            what: format!("{what} (kernel shows {})", view.describe()),
+        })
+    }
+}
+
+/// True while an end is still closing after its FIN: it has not reached
+/// TIME_WAIT (or gone) yet.
+fn closing(s: Option<TcpState>) -> bool {
+    matches!(
+        s,
+        Some(TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck | TcpState::Established)
+    )
+}
+
+/// Pick a free port on `family`'s loopback by binding port 0 and reading it
+/// back. The probe socket never connects, so it leaves no TIME_WAIT.
+pub fn free_port(family: Family) -> Result<u16> {
+    let s = TcpSock::new(family, SocketOpts::default()).map_err(|e| Error::Sys {
+        what: "socket".into(),
+        err: e.error,
+    })?;
+    let addr = SocketAddr::new(family.loopback(), 0);
+    s.bind(addr).map_err(|e| Error::Sys {
+        what: format!("bind {addr}"),
+        err: e.error,
+    })?;
+    Ok(s.local_addr().map(|a| a.port()).unwrap_or(0))
+}
+
+/// Bind a client socket as `mode` says. `port` is the fixed port for
+/// `Fixed`; ignored otherwise.
+fn bind_client(sock: &TcpSock, family: Family, mode: ClientPort, port: u16) -> std::result::Result<bool, StepError> {
+    match mode {
+        ClientPort::Fixed(_) => sock.bind(SocketAddr::new(family.loopback(), port)).map(|_| true),
+        ClientPort::BindNoPort => sock.bind(SocketAddr::new(family.loopback(), 0)).map(|_| true),
+        ClientPort::Ephemeral => Ok(false),
+    }
+}
+
+/// Run one experiment on real sockets in the calling thread's network
+/// namespace.
+pub fn run(x: &Experiment) -> Result<Report> {
+    let mut log = Log {
+        start: Instant::now(),
+        steps: Vec::new(),
+    };
+    let fam = x.family;
+    let lo = fam.loopback();
+
+    // 1. The listener, and the first connection.
+    let server_port = if x.server_port == 0 { free_port(fam)? } else { x.server_port };
+    let server_addr = SocketAddr::new(lo, server_port);
+    let mut listener = Some(setup(&mut log, "server", Step::Socket, TcpSock::new(fam, x.listener))?);
+    if let Some(l) = &listener {
+        setup(&mut log, "server", Step::Bind, l.bind(server_addr))?;
+        setup(&mut log, "server", Step::Listen, l.listen(16))?;
+    }
+
+    let fixed_port = match x.client_port {
+        ClientPort::Fixed(0) => free_port(fam)?,
+        ClientPort::Fixed(p) => p,
+        _ => 0,
+    };
+    let mut opts1 = x.client;
+    if x.client_port == ClientPort::BindNoPort {
+        opts1.bind_no_port = true;
+    }
+    let c1 = setup(&mut log, "client", Step::Socket, TcpSock::new(fam, opts1))?;
+    setup(&mut log, "client", Step::Bind, bind_client(&c1, fam, x.client_port, fixed_port))?;
+    setup(&mut log, "client", Step::Connect, c1.connect(server_addr, IO_TIMEOUT))?;
+    let (a1, _) = setup(
+        &mut log,
+        "server",
+        Step::Accept,
+        listener.as_ref().expect("listener is open here").accept(IO_TIMEOUT),
+    )?;
+    let client_addr = c1.local_addr().ok_or_else(|| Error::Invalid("client has no local address".into()))?;
+    settle(client_addr, server_addr, "both ends ESTABLISHED", |v| {
+        v.client_state() == Some(TcpState::Established) && v.server_state() == Some(TcpState::Established)
+    })?;
+
+    // 2. The first close.
+    let (mut first, other) = match x.close.first() {
+        diag::Side::Client => (c1, a1),
+        diag::Side::Server => (a1, c1),
+    };
+    let (first_name, other_name) = match x.close.first() {
+        diag::Side::Client => ("client", "server"),
+        diag::Side::Server => ("server", "client"),
+    };
+    if x.close.is_rst() {
+        // SO_LINGER {on, 0} at close time: tcp_close() → tcp_disconnect()
+        // sends RST and the socket goes straight to CLOSE (RFC 793 ABORT).
+        let r = first
+            .sock
+            .set_linger(Some(Duration::ZERO))
+            .map_err(|e| StepError::from_io(Step::SetOpt, &e));
+        setup(&mut log, first_name, Step::SetOpt, r)?;
+        first.opts.linger = Some(0);
+    }
+    first.close();
+    log.note(first_name, Step::Close, if x.close.is_rst() { "RST".into() } else { "FIN".into() });
+    let first_side = x.close.first();
+    let pick = move |v: &TupleView, side: diag::Side| match side {
+        diag::Side::Client => v.client_state(),
+        diag::Side::Server => v.server_state(),
+    };
+    let other_side = match first_side {
+        diag::Side::Client => diag::Side::Server,
+        diag::Side::Server => diag::Side::Client,
+    };
+    if x.close.is_rst() {
+        // The RST removes the tuple from both ends' established hash.
+        settle(client_addr, server_addr, "the RST to reach both ends", |v| {
+            v.client.is_none() && v.server.is_none()
+        })?;
+    } else {
+        // FIN sent and ACKed: closer in FIN_WAIT2 (a full socket, or an
+        // orphan kept as a timewait mini-socket with substate FIN_WAIT2, see
+        // tcp_close()), the other end in CLOSE_WAIT.
+        settle(client_addr, server_addr, "the FIN to be acknowledged (FIN_WAIT2 / CLOSE_WAIT)", |v| {
+            pick(v, first_side) == Some(TcpState::FinWait2) && pick(v, other_side) == Some(TcpState::CloseWait)
+        })?;
+    }
+
+    // 3. When.
+    let mut other_open = Some(other);
+    if x.when != When::AtOnce {
+        let mut o = other_open.take().expect("other end still open");
+        let r = o.recv_until_eof(IO_TIMEOUT);
+        // After an RST the read ends in ECONNRESET: that is the point.
+        log.rec(other_name, Step::Recv, &r);
+        o.close();
+        log.note(other_name, Step::Close, "after EOF".into());
+        settle(
+            client_addr,
+            server_addr,
+            "the second close to settle (TIME_WAIT on the first closer)",
+            |v| pick(v, other_side).is_none() && !closing(pick(v, first_side)) && pick(v, first_side) != Some(TcpState::FinWait2),
+        )?;
+        if let When::AfterMs(ms) = x.when {
+            // The wait itself is the factor under test, not a synchronisation.
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+    }
+
+    // 4. The next step.
+    let mut new_local = None;
+    let mut keep: Vec<TcpSock> = Vec::new();
+    if x.next == NextStep::RestartListener
+        && let Some(l) = listener.take()
+    {
+        l.close();
+        log.note("server", Step::Close, "old listener".into());
+    }
+    let before = diag::tuple_view(client_addr, server_addr)?;
+    let attempt = |log: &mut Log, keep: &mut Vec<TcpSock>| -> (Outcome, Option<SocketAddr>) {
+        let out = |step, e: StepError| Outcome::Failed { step, error: e.error };
+        match x.next {
+            NextStep::Reconnect => {
+                let mut opts = x.new_opts;
+                if x.client_port == ClientPort::BindNoPort {
+                    opts.bind_no_port = true;
+                }
+                let s = match TcpSock::new(fam, opts) {
+                    Ok(s) => s,
+                    Err(e) => return (out(e.step, e), None),
+                };
+                let port = match x.client_port {
+                    ClientPort::Fixed(_) => client_addr.port(),
+                    _ => 0,
+                };
+                let r = bind_client(&s, fam, x.client_port, port);
+                log.rec("client#2", Step::Bind, &r);
+                if let Err(e) = r {
+                    return (out(Step::Bind, e), None);
+                }
+                let r = s.connect(server_addr, IO_TIMEOUT);
+                log.rec("client#2", Step::Connect, &r);
+                if let Err(e) = r {
+                    return (out(Step::Connect, e), None);
+                }
+                let local = s.local_addr();
+                keep.push(s);
+                (Outcome::Ok, local)
+            }
+            NextStep::Rebind => {
+                let s = match TcpSock::new(fam, x.new_opts) {
+                    Ok(s) => s,
+                    Err(e) => return (out(e.step, e), None),
+                };
+                let r = s.bind(client_addr);
+                log.rec("client#2", Step::Bind, &r);
+                if let Err(e) = r {
+                    return (out(Step::Bind, e), None);
+                }
+                let local = s.local_addr();
+                keep.push(s);
+                (Outcome::Ok, local)
+            }
+            NextStep::RestartListener => {
+                let s = match TcpSock::new(fam, x.new_opts) {
+                    Ok(s) => s,
+                    Err(e) => return (out(e.step, e), None),
+                };
+                let r = s.bind(server_addr);
+                log.rec("server#2", Step::Bind, &r);
+                if let Err(e) = r {
+                    return (out(Step::Bind, e), None);
+                }
+                // listen() checks the port again (inet_csk_listen_start →
+                // get_port), so it can fail where bind() passed.
+                let r = s.listen(16);
+                log.rec("server#2", Step::Listen, &r);
+                if let Err(e) = r {
+                    return (out(Step::Listen, e), None);
+                }
+                let local = s.local_addr();
+                keep.push(s);
+                (Outcome::Ok, local)
+            }
+        }
+    };
+    let (outcome, local) = attempt(&mut log, &mut keep);
+    new_local = new_local.or(local);
+    let at_failure = if outcome.is_ok() {
+        None
+    } else {
+        Some(diag::tuple_view(client_addr, server_addr)?)
+    };
+
+    // 5. Optionally: how long until the blocked step succeeds.
+    let until_free = match (x.until_free, &outcome) {
+        (Some(limit), Outcome::Failed { .. }) => {
+            let t0 = Instant::now();
+            let mut attempts = 0u32;
+            let mut last = outcome.clone();
+            let mut pause = Duration::from_millis(1);
+            let mut freed = None;
+            let mut quiet = Log {
+                start: log.start,
+                steps: Vec::new(),
+            };
+            // Bounded by `limit` and by the attempt count.
+            while t0.elapsed() < limit && attempts < 100_000 {
+                if crate::interrupted() {
+                    return Err(Error::Interrupted);
+                }
+                std::thread::sleep(pause);
+                // Back off to at most 50 ms between tries: the resolution
+                // promised for "freed after".
+                pause = (pause * 2).min(Duration::from_millis(50));
+                attempts += 1;
+                let (o, local) = attempt(&mut quiet, &mut keep);
+                if o.is_ok() {
+                    freed = Some(t0.elapsed().as_millis() as u64);
+                    new_local = local;
+                    break;
+                }
+                last = o;
+            }
+            Some(UntilFree {
+                freed_after_ms: freed,
+                attempts,
+                last,
+            })
+        }
+        _ => None,
+    };
+
+    // Clean up: the new connection's server end, then everything else.
+    if x.next == NextStep::Reconnect
+        && outcome.is_ok()
+        && let Some(l) = &listener
+        && let Ok((a2, _)) = l.accept(IO_TIMEOUT)
+    {
+        keep.push(a2);
+    }
+    drop(other_open);
+    drop(keep);
+    drop(listener);
+
+    Ok(Report {
+        experiment: x.clone(),
+        client_addr,
+        server_addr,
+        before,
+        outcome,
+        at_failure,
+        new_local,
+        until_free,
+        steps: log.steps,
+        elapsed_us: log.start.elapsed().as_micros() as u64,
+    })
+}

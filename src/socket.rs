@@ -163,6 +163,10 @@ pub struct StepError {
 }
 
 impl StepError {
+    pub fn from_io(step: Step, e: &io::Error) -> Self {
+        Self::new(step, e)
+    }
+
     fn new(step: Step, e: &io::Error) -> Self {
         StepError {
             step,
