@@ -14,6 +14,7 @@
 
 pub mod diag;
 pub mod error;
+pub mod matrix;
 pub mod model;
 pub mod netns;
 pub mod outcome;

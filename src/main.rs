@@ -21,11 +21,14 @@ struct Cli {
 enum Cmd {
     // Subcommands are added here, one line each; their arguments and logic
     // live in the library.
+    Matrix(twlab::matrix::MatrixArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r: anyhow::Result<u8> = match cli.cmd {};
+    let r: anyhow::Result<u8> = match cli.cmd {
+        Cmd::Matrix(a) => twlab::matrix::run(&a).map_err(Into::into),
+    };
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -323,8 +323,11 @@ fn holder(x: &Experiment, view: &TupleView, side: Side) -> Option<Holder> {
             x.client,
             matches!(x.client_port, ClientPort::Fixed(_)),
         ),
-        // Accepted sockets inherit the listener's explicit bind lock.
-        Side::Server => (view.server.as_ref(), x.listener, true),
+        // Accepted sockets do NOT inherit the listener's bind lock:
+        // sk_clone_lock() sets `sk_userlocks & ~SOCK_BINDPORT_LOCK`, so a
+        // reset child leaves the port at TCP_CLOSE even with its descriptor
+        // open (first found by a matrix mismatch, then read in the source).
+        Side::Server => (view.server.as_ref(), x.listener, false),
     };
     match entry {
         Some(e) => Some(holder_from_entry(e, opts)),
@@ -534,7 +537,7 @@ fn predict_reconnect(
                     ),
                 );
                 if h.state == TcpState::FinWait2 {
-                    p.explanation.push_str("; the peer, still in CLOSE_WAIT, answers the SYN with a challenge ACK (RFC 5961 §4), the client's RST kills it and the SYN retransmit 1 s later connects");
+                    p.explanation.push_str("; the peer, still in CLOSE_WAIT, answers the SYN with a challenge ACK (RFC 5961 §4), the client answers that ACK with an RST that kills it, and tcp_rcv_synsent_state_process() re-arms the SYN timer at TCP_TIMEOUT_MIN so the retransmitted SYN connects within milliseconds");
                     p.rule = RuleId::ChallengeAckThenRetry;
                     p.version_note = Some("6.11+ sets reuse = 0 for a FIN_WAIT2 substate, which only matters for kernel-chosen ports".into());
                 }
@@ -681,7 +684,7 @@ fn free_tuple(cell: &CellFacts, server: Option<Holder>) -> Prediction {
         Some(h) => ok(
             RuleId::ChallengeAckThenRetry,
             format!(
-                "connect(): the 4-tuple is free at the client; {} answers the SYN with a challenge ACK (tcp_validate_incoming(), RFC 5961 §4), the client's RST kills it and the SYN retransmit connects",
+                "connect(): the 4-tuple is free at the client; {} answers the SYN with a challenge ACK (tcp_validate_incoming(), RFC 5961 §4), the client's RST kills it and the SYN, retransmitted after TCP_TIMEOUT_MIN (tcp_rcv_synsent_state_process()), connects",
                 describe_holder(Side::Server, &h)
             ),
         ),
@@ -1334,6 +1337,11 @@ mod tests {
             ClientPort::Ephemeral,
         );
         x.client = SocketOpts::default();
+        x.new_opts = SocketOpts::default();
+        assert_eq!(short(&predict(&x, &v, &facts())), "ok");
+        // An accepted socket's bind lock is cleared by sk_clone_lock(), so
+        // a reset child with an open descriptor does not keep the port.
+        let mut x = exp(CloseBy::ClientRst, When::AtOnce, NextStep::RestartListener, ClientPort::Fixed(23456));
         x.new_opts = SocketOpts::default();
         assert_eq!(short(&predict(&x, &v, &facts())), "ok");
         // After the peer closed too, nothing holds anything.
