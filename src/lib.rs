@@ -16,6 +16,7 @@ pub mod diag;
 pub mod error;
 pub mod netns;
 pub mod outcome;
+pub mod peer;
 pub mod scenario;
 pub mod socket;
 pub mod sys;

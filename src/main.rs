@@ -19,13 +19,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    // Subcommands are added here, one line each; their arguments and logic
-    // live in the library.
+    /// The story's server: listen, accept, close first or after the peer.
+    Server(twlab::peer::server::ServerArgs),
+    /// The story's client: bind a fixed port, connect, close, loop; every
+    /// failure shown with the kernel state of the 4-tuple that caused it.
+    Client(twlab::peer::client::ClientArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r: anyhow::Result<u8> = match cli.cmd {};
+    twlab::install_interrupt_handler();
+    let r: anyhow::Result<u8> = match cli.cmd {
+        Cmd::Server(a) => twlab::peer::server::run(&a).map_err(Into::into),
+        Cmd::Client(a) => twlab::peer::client::run(&a).map_err(Into::into),
+    };
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
