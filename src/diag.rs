@@ -26,12 +26,16 @@ pub enum TcpState {
     Established = 1,
     SynSent = 2,
     SynRecv = 3,
+    // Serialised with ss's state names (`ss state fin-wait-1`).
+    #[serde(rename = "fin-wait-1")]
     FinWait1 = 4,
+    #[serde(rename = "fin-wait-2")]
     FinWait2 = 5,
     TimeWait = 6,
     Closed = 7,
     CloseWait = 8,
     LastAck = 9,
+    #[serde(rename = "listening")]
     Listen = 10,
     Closing = 11,
     /// A request socket (mini socket for a SYN received on a listener);

@@ -280,7 +280,12 @@ impl Log {
 }
 
 /// A setup step that must succeed (the experiment is about the *next* step).
-fn setup<T>(log: &mut Log, actor: &str, step: Step, r: std::result::Result<T, StepError>) -> Result<T> {
+fn setup<T>(
+    log: &mut Log,
+    actor: &str,
+    step: Step,
+    r: std::result::Result<T, StepError>,
+) -> Result<T> {
     log.rec(actor, step, &r);
     r.map_err(|e| Error::Sys {
         what: format!("setting up the experiment: {actor} {step}"),
@@ -333,10 +338,19 @@ pub fn free_port(family: Family) -> Result<u16> {
 
 /// Bind a client socket as `mode` says. `port` is the fixed port for
 /// `Fixed`; ignored otherwise.
-fn bind_client(sock: &TcpSock, family: Family, mode: ClientPort, port: u16) -> std::result::Result<bool, StepError> {
+fn bind_client(
+    sock: &TcpSock,
+    family: Family,
+    mode: ClientPort,
+    port: u16,
+) -> std::result::Result<bool, StepError> {
     match mode {
-        ClientPort::Fixed(_) => sock.bind(SocketAddr::new(family.loopback(), port)).map(|_| true),
-        ClientPort::BindNoPort => sock.bind(SocketAddr::new(family.loopback(), 0)).map(|_| true),
+        ClientPort::Fixed(_) => sock
+            .bind(SocketAddr::new(family.loopback(), port))
+            .map(|_| true),
+        ClientPort::BindNoPort => sock
+            .bind(SocketAddr::new(family.loopback(), 0))
+            .map(|_| true),
         ClientPort::Ephemeral => Ok(false),
     }
 }
@@ -352,9 +366,18 @@ pub fn run(x: &Experiment) -> Result<Report> {
     let lo = fam.loopback();
 
     // 1. The listener, and the first connection.
-    let server_port = if x.server_port == 0 { free_port(fam)? } else { x.server_port };
+    let server_port = if x.server_port == 0 {
+        free_port(fam)?
+    } else {
+        x.server_port
+    };
     let server_addr = SocketAddr::new(lo, server_port);
-    let mut listener = Some(setup(&mut log, "server", Step::Socket, TcpSock::new(fam, x.listener))?);
+    let mut listener = Some(setup(
+        &mut log,
+        "server",
+        Step::Socket,
+        TcpSock::new(fam, x.listener),
+    )?);
     if let Some(l) = &listener {
         setup(&mut log, "server", Step::Bind, l.bind(server_addr))?;
         setup(&mut log, "server", Step::Listen, l.listen(16))?;
@@ -370,17 +393,33 @@ pub fn run(x: &Experiment) -> Result<Report> {
         opts1.bind_no_port = true;
     }
     let c1 = setup(&mut log, "client", Step::Socket, TcpSock::new(fam, opts1))?;
-    setup(&mut log, "client", Step::Bind, bind_client(&c1, fam, x.client_port, fixed_port))?;
-    setup(&mut log, "client", Step::Connect, c1.connect(server_addr, IO_TIMEOUT))?;
+    setup(
+        &mut log,
+        "client",
+        Step::Bind,
+        bind_client(&c1, fam, x.client_port, fixed_port),
+    )?;
+    setup(
+        &mut log,
+        "client",
+        Step::Connect,
+        c1.connect(server_addr, IO_TIMEOUT),
+    )?;
     let (a1, _) = setup(
         &mut log,
         "server",
         Step::Accept,
-        listener.as_ref().expect("listener is open here").accept(IO_TIMEOUT),
+        listener
+            .as_ref()
+            .expect("listener is open here")
+            .accept(IO_TIMEOUT),
     )?;
-    let client_addr = c1.local_addr().ok_or_else(|| Error::Invalid("client has no local address".into()))?;
+    let client_addr = c1
+        .local_addr()
+        .ok_or_else(|| Error::Invalid("client has no local address".into()))?;
     settle(client_addr, server_addr, "both ends ESTABLISHED", |v| {
-        v.client_state() == Some(TcpState::Established) && v.server_state() == Some(TcpState::Established)
+        v.client_state() == Some(TcpState::Established)
+            && v.server_state() == Some(TcpState::Established)
     })?;
 
     // 2. The first close.
@@ -403,7 +442,15 @@ pub fn run(x: &Experiment) -> Result<Report> {
         first.opts.linger = Some(0);
     }
     first.close();
-    log.note(first_name, Step::Close, if x.close.is_rst() { "RST".into() } else { "FIN".into() });
+    log.note(
+        first_name,
+        Step::Close,
+        if x.close.is_rst() {
+            "RST".into()
+        } else {
+            "FIN".into()
+        },
+    );
     let first_side = x.close.first();
     let pick = move |v: &TupleView, side: diag::Side| match side {
         diag::Side::Client => v.client_state(),
@@ -415,16 +462,25 @@ pub fn run(x: &Experiment) -> Result<Report> {
     };
     if x.close.is_rst() {
         // The RST removes the tuple from both ends' established hash.
-        settle(client_addr, server_addr, "the RST to reach both ends", |v| {
-            v.client.is_none() && v.server.is_none()
-        })?;
+        settle(
+            client_addr,
+            server_addr,
+            "the RST to reach both ends",
+            |v| v.client.is_none() && v.server.is_none(),
+        )?;
     } else if x.when == When::AfterAck {
         // FIN sent and ACKed: closer in FIN_WAIT2 (a full socket, or an
         // orphan kept as a timewait mini-socket with substate FIN_WAIT2, see
         // tcp_close()), the other end in CLOSE_WAIT.
-        settle(client_addr, server_addr, "the FIN to be acknowledged (FIN_WAIT2 / CLOSE_WAIT)", |v| {
-            pick(v, first_side) == Some(TcpState::FinWait2) && pick(v, other_side) == Some(TcpState::CloseWait)
-        })?;
+        settle(
+            client_addr,
+            server_addr,
+            "the FIN to be acknowledged (FIN_WAIT2 / CLOSE_WAIT)",
+            |v| {
+                pick(v, first_side) == Some(TcpState::FinWait2)
+                    && pick(v, other_side) == Some(TcpState::CloseWait)
+            },
+        )?;
     }
 
     // 3. When.
@@ -440,7 +496,11 @@ pub fn run(x: &Experiment) -> Result<Report> {
             client_addr,
             server_addr,
             "the second close to settle (TIME_WAIT on the first closer)",
-            |v| pick(v, other_side).is_none() && !closing(pick(v, first_side)) && pick(v, first_side) != Some(TcpState::FinWait2),
+            |v| {
+                pick(v, other_side).is_none()
+                    && !closing(pick(v, first_side))
+                    && pick(v, first_side) != Some(TcpState::FinWait2)
+            },
         )?;
         if let When::AfterMs(ms) = x.when {
             // The wait itself is the factor under test, not a synchronisation.
@@ -459,7 +519,10 @@ pub fn run(x: &Experiment) -> Result<Report> {
     }
     let before = diag::tuple_view(client_addr, server_addr)?;
     let attempt = |log: &mut Log, keep: &mut Vec<TcpSock>| -> (Outcome, Option<SocketAddr>) {
-        let out = |step, e: StepError| Outcome::Failed { step, error: e.error };
+        let out = |step, e: StepError| Outcome::Failed {
+            step,
+            error: e.error,
+        };
         match x.next {
             NextStep::Reconnect => {
                 let mut opts = x.new_opts;

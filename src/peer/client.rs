@@ -83,9 +83,17 @@ pub struct Attempt {
     pub local: Option<SocketAddr>,
     pub steps: Vec<(Step, StepResult)>,
     pub outcome: Outcome,
-    /// The old 4-tuple as the kernel saw it when the attempt failed.
+    /// The old 4-tuple as the kernel saw it when the attempt failed, as
+    /// text lines.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kernel_view: Vec<String>,
+    /// The 4-tuple (local → server) from both ends just before connect()
+    /// (only with a fixed --bind port, only kept for failures).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_before: Option<diag::TupleView>,
+    /// The same, right after the failed step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_after: Option<diag::TupleView>,
 }
 
 /// The end of the loop.
@@ -101,7 +109,13 @@ pub struct Summary {
     pub stopped_because: String,
 }
 
-fn attempt(a: &ClientArgs, n: u64, start: Instant, server: SocketAddr, bind: Option<SocketAddr>) -> Result<Attempt> {
+fn attempt(
+    a: &ClientArgs,
+    n: u64,
+    start: Instant,
+    server: SocketAddr,
+    bind: Option<SocketAddr>,
+) -> Result<Attempt> {
     let opts = SocketOpts {
         reuseaddr: a.reuseaddr,
         reuseport: a.reuseport,
@@ -116,34 +130,47 @@ fn attempt(a: &ClientArgs, n: u64, start: Instant, server: SocketAddr, bind: Opt
     // FIN_WAIT1 into FIN_WAIT2, the peer's FIN turns it into TIME_WAIT), so
     // a failure is shown with both the view before the call and after it.
     let mut before: Option<diag::TupleView> = None;
-    let fail = |steps: Vec<(Step, StepResult)>, e: StepError, local, before: Option<diag::TupleView>| {
-        let mut kernel_view = Vec::new();
-        if let (Some(l), Some(v)) = (local, &before) {
-            kernel_view.push("just before connect():".to_string());
-            kernel_view.extend(describe_view(l, server, v).into_iter().map(|s| format!("  {s}")));
-        }
-        match local {
-            Some(l) if e.step != Step::Socket => match diag::tuple_view(l, server) {
-                Ok(v) => {
-                    kernel_view.push(format!("right after {}() failed:", e.step));
-                    kernel_view.extend(describe_view(l, server, &v).into_iter().map(|s| format!("  {s}")));
-                }
-                Err(err) => kernel_view.push(format!("(socket states unavailable: {err})")),
-            },
-            _ => {}
-        }
-        Ok(Attempt {
-            n,
-            t,
-            local,
-            steps,
-            outcome: Outcome::Failed {
-                step: e.step,
-                error: e.error,
-            },
-            kernel_view,
-        })
-    };
+    let fail =
+        |steps: Vec<(Step, StepResult)>, e: StepError, local, before: Option<diag::TupleView>| {
+            let mut kernel_view = Vec::new();
+            if let (Some(l), Some(v)) = (local, &before) {
+                kernel_view.push("just before connect():".to_string());
+                kernel_view.extend(
+                    describe_view(l, server, v)
+                        .into_iter()
+                        .map(|s| format!("  {s}")),
+                );
+            }
+            let mut view_after = None;
+            match local {
+                Some(l) if e.step != Step::Socket => match diag::tuple_view(l, server) {
+                    Ok(v) => {
+                        kernel_view.push(format!("right after {}() failed:", e.step));
+                        kernel_view.extend(
+                            describe_view(l, server, &v)
+                                .into_iter()
+                                .map(|s| format!("  {s}")),
+                        );
+                        view_after = Some(v);
+                    }
+                    Err(err) => kernel_view.push(format!("(socket states unavailable: {err})")),
+                },
+                _ => {}
+            }
+            Ok(Attempt {
+                n,
+                t,
+                local,
+                steps,
+                outcome: Outcome::Failed {
+                    step: e.step,
+                    error: e.error,
+                },
+                kernel_view,
+                view_before: before,
+                view_after,
+            })
+        };
     let s = match TcpSock::new(Family::of(&server), opts) {
         Ok(s) => s,
         Err(e) => return fail(steps, e, bind, None),
@@ -162,7 +189,10 @@ fn attempt(a: &ClientArgs, n: u64, start: Instant, server: SocketAddr, bind: Opt
     steps.push((Step::Connect, crate::socket::step_result(&r)));
     if let Err(e) = r {
         if e.io_kind == std::io::ErrorKind::ConnectionRefused {
-            return Err(Error::Refused { addr: server, err: e.error });
+            return Err(Error::Refused {
+                addr: server,
+                err: e.error,
+            });
         }
         return fail(steps, e, bind, before);
     }
@@ -171,7 +201,12 @@ fn attempt(a: &ClientArgs, n: u64, start: Instant, server: SocketAddr, bind: Opt
     if a.close == CloseMode::AfterPeer
         && let Err(e) = s.recv_until_eof(Duration::from_secs(30))
     {
-        steps.push((Step::Recv, StepResult::Err { error: e.error.clone() }));
+        steps.push((
+            Step::Recv,
+            StepResult::Err {
+                error: e.error.clone(),
+            },
+        ));
     }
     s.close();
     steps.push((Step::Close, StepResult::Ok));
@@ -182,6 +217,8 @@ fn attempt(a: &ClientArgs, n: u64, start: Instant, server: SocketAddr, bind: Opt
         steps,
         outcome: Outcome::Ok,
         kernel_view: Vec::new(),
+        view_before: None,
+        view_after: None,
     })
 }
 
@@ -223,7 +260,9 @@ pub fn run(a: &ClientArgs) -> Result<u8> {
         )));
     }
     if a.timeout.is_nan() || a.timeout <= 0.0 {
-        return Err(Error::Invalid("--timeout must be a positive number of seconds".into()));
+        return Err(Error::Invalid(
+            "--timeout must be a positive number of seconds".into(),
+        ));
     }
     let start = Instant::now();
     let limit = Duration::from_secs_f64(a.timeout);
@@ -239,7 +278,14 @@ pub fn run(a: &ClientArgs) -> Result<u8> {
     // on Linux, up to 240 s on Windows).
     let mut n = 0u64;
     let mut retry_pause = Duration::from_millis(1);
-    while n < a.count {
+    loop {
+        let retrying = a.until == Until::FirstOk && first_failure.is_some();
+        if !retrying {
+            if n >= a.count {
+                break;
+            }
+            n += 1;
+        }
         if crate::interrupted() {
             return Err(Error::Interrupted);
         }
@@ -247,16 +293,16 @@ pub fn run(a: &ClientArgs) -> Result<u8> {
             stopped = format!("--timeout {} s reached", a.timeout);
             break;
         }
-        let retrying = a.until == Until::FirstOk && first_failure.is_some();
-        if !retrying {
-            n += 1;
-        }
         let at = attempt(a, n, start, server, bind)?;
         let is_ok = at.outcome.is_ok();
         // While retrying a failure, print only the first failure and the
         // success that ends it.
         let printed = !(retrying && !is_ok);
-        if printed && print_attempt(&mut out, &at, a.json).and_then(|_| out.flush()).is_err() {
+        if printed
+            && print_attempt(&mut out, &at, a.json)
+                .and_then(|_| out.flush())
+                .is_err()
+        {
             return Ok(0);
         }
         if is_ok {
@@ -299,7 +345,11 @@ pub fn run(a: &ClientArgs) -> Result<u8> {
         stopped_because: stopped,
     };
     let r = if a.json {
-        writeln!(out, "{}", serde_json::to_string(&summary).unwrap_or_default())
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&summary).unwrap_or_default()
+        )
     } else {
         let freed = summary
             .freed_after_s

@@ -28,10 +28,14 @@ pub fn describe_end(local: SocketAddr, peer: SocketAddr, e: &Option<diag::SockEn
         None => format!("{local} → {peer}: no socket (gone)"),
         Some(e) => {
             let why = match e.state {
-                TcpState::FinWait2 if e.timer.is_some_and(|t| t.kind == diag::TimerKind::Timewait) => {
+                TcpState::FinWait2
+                    if e.timer.is_some_and(|t| t.kind == diag::TimerKind::Timewait) =>
+                {
                     " (orphaned: closed here, the peer has not closed yet; kept as a timewait mini-socket)"
                 }
-                TcpState::FinWait2 | TcpState::FinWait1 => ": still closing, the peer has not closed yet",
+                TcpState::FinWait2 | TcpState::FinWait1 => {
+                    ": still closing, the peer has not closed yet"
+                }
                 TcpState::CloseWait => ": the peer closed, this end has not",
                 TcpState::LastAck => ": closed after the peer, waiting for the last ACK",
                 TcpState::TimeWait => " (this end closed first)",

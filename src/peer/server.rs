@@ -35,6 +35,11 @@ pub struct ServerArgs {
     /// holds TIME_WAIT); `first` closes at once (the server holds it).
     #[arg(long, value_enum, default_value_t = CloseMode::AfterPeer)]
     pub close: CloseMode,
+    /// With `--close after-peer`: wait this many milliseconds after the
+    /// peer's FIN before closing (a slow server). Meanwhile the client's old
+    /// socket stays FIN_WAIT2 and this end CLOSE_WAIT.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub close_delay: u64,
     /// SO_LINGER on accepted sockets, in seconds; 0 closes with RST.
     #[arg(long, value_name = "SECS")]
     pub linger: Option<u32>,
@@ -72,7 +77,9 @@ pub struct ServerEvent {
 pub fn run(a: &ServerArgs) -> Result<u8> {
     let addr = parse_endpoint(&a.listen)?;
     if a.idle_timeout.is_nan() || a.idle_timeout <= 0.0 {
-        return Err(Error::Invalid("--idle-timeout must be a positive number of seconds".into()));
+        return Err(Error::Invalid(
+            "--idle-timeout must be a positive number of seconds".into(),
+        ));
     }
     let opts = SocketOpts {
         reuseaddr: a.reuseaddr,
@@ -113,7 +120,11 @@ pub fn run(a: &ServerArgs) -> Result<u8> {
                 Err(e) if e.io_kind == std::io::ErrorKind::TimedOut => {
                     if t_wait.elapsed() >= idle {
                         if !a.json {
-                            let _ = writeln!(out, "no connection for {:.0} s: stopping after {n} connections", idle.as_secs_f64());
+                            let _ = writeln!(
+                                out,
+                                "no connection for {:.0} s: stopping after {n} connections",
+                                idle.as_secs_f64()
+                            );
                         }
                         return Ok(0);
                     }
@@ -126,16 +137,27 @@ pub fn run(a: &ServerArgs) -> Result<u8> {
         let (closed_first, result) = match a.close {
             CloseMode::First => ("server", "ok".to_string()),
             CloseMode::AfterPeer => match conn.recv_until_eof(Duration::from_secs(30)) {
-                Ok(_) => ("client", "ok".to_string()),
-                Err(e) if e.step == Step::Recv && e.error.is("ECONNRESET") => ("client", format!("recv: {}", e.error)),
+                Ok(_) => {
+                    if a.close_delay > 0 {
+                        // The delay is the experiment's knob, not a
+                        // synchronisation; bounded by an hour.
+                        std::thread::sleep(Duration::from_millis(a.close_delay.min(3_600_000)));
+                    }
+                    ("client", "ok".to_string())
+                }
+                Err(e) if e.step == Step::Recv && e.error.is("ECONNRESET") => {
+                    ("client", format!("recv: {}", e.error))
+                }
                 Err(e) => ("server", format!("recv: {}", e.error)),
             },
         };
         let close_kind = if a.linger == Some(0) { "RST" } else { "FIN" };
         conn.close();
-        let state_after_close = diag::tuple_view(peer, conn_local)
-            .ok()
-            .map(|v| v.server.map(|e| e.describe()).unwrap_or_else(|| "gone".into()));
+        let state_after_close = diag::tuple_view(peer, conn_local).ok().map(|v| {
+            v.server
+                .map(|e| e.describe())
+                .unwrap_or_else(|| "gone".into())
+        });
         let ev = ServerEvent {
             t: start.elapsed().as_secs_f64(),
             n,
