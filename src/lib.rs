@@ -14,6 +14,7 @@
 
 pub mod diag;
 pub mod error;
+pub mod model;
 pub mod netns;
 pub mod outcome;
 pub mod peer;
