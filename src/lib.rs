@@ -12,12 +12,14 @@
 //! - [`demo`]: the lesson in one command.
 //! - [`report`]: table and JSON rendering.
 
+pub mod demo;
 pub mod diag;
 pub mod error;
 pub mod model;
 pub mod netns;
 pub mod outcome;
 pub mod peer;
+pub mod report;
 pub mod scenario;
 pub mod socket;
 pub mod sys;

@@ -19,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The lesson in one command: the fixed-client-port experiment in five
+    /// variants on loopback, each outcome explained by the kernel rule.
+    Demo(twlab::demo::DemoArgs),
     /// The story's server: listen, accept, close first or after the peer.
     Server(twlab::peer::server::ServerArgs),
     /// The story's client: bind a fixed port, connect, close, loop; every
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
     };
     twlab::install_interrupt_handler();
     let r: anyhow::Result<u8> = match cli.cmd {
+        Cmd::Demo(a) => twlab::demo::run(&a).map_err(Into::into),
         Cmd::Server(a) => twlab::peer::server::run(&a).map_err(Into::into),
         Cmd::Client(a) => twlab::peer::client::run(&a).map_err(Into::into),
     };

@@ -297,7 +297,7 @@ pub fn run(a: &ClientArgs) -> Result<u8> {
         let is_ok = at.outcome.is_ok();
         // While retrying a failure, print only the first failure and the
         // success that ends it.
-        let printed = !(retrying && !is_ok);
+        let printed = !retrying || is_ok;
         if printed
             && print_attempt(&mut out, &at, a.json)
                 .and_then(|_| out.flush())
