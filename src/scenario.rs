@@ -379,7 +379,10 @@ pub fn run(x: &Experiment) -> Result<Report> {
         TcpSock::new(fam, x.listener),
     )?);
     if let Some(l) = &listener {
-        setup(&mut log, "server", Step::Bind, l.bind(server_addr))?;
+        let r = l.bind(server_addr);
+        log.rec("server", Step::Bind, &r);
+        // A port the user chose may be taken: say so plainly.
+        r.map_err(|e| crate::socket::explain_step_error(&e, server_addr))?;
         setup(&mut log, "server", Step::Listen, l.listen(16))?;
     }
 
