@@ -2,11 +2,12 @@
 //! five variants on loopback, in this process, and explains each outcome
 //! with the kernel rule that decided it ([`crate::model`]).
 
+use crate::check::{self, Checked};
 use crate::diag::{Side, TupleView};
 use crate::error::{Error, Result};
-use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts, Prediction};
+use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts};
 use crate::outcome::Outcome;
-use crate::scenario::{self, ClientPort, CloseBy, Experiment, NextStep, Report, When};
+use crate::scenario::{ClientPort, CloseBy, Experiment, NextStep, Report, When};
 use crate::socket::{Family, SocketOpts};
 use serde::Serialize;
 use std::io::Write;
@@ -51,6 +52,9 @@ pub struct DemoRow {
     pub fix: Option<String>,
     /// True when the model's prediction equals what the kernel did.
     pub model_agrees: bool,
+    /// Runs needed: more than 1 when the old connection changed state
+    /// during the step and the run was repeated (see [`crate::check`]).
+    pub runs: u32,
     pub windows: DocumentedPrediction,
     pub bsd: DocumentedPrediction,
     pub report: Report,
@@ -119,7 +123,13 @@ pub fn cases(family: Family, port: Option<u16>) -> Vec<(&'static str, Experiment
     ]
 }
 
-fn row(case: &str, r: Report, kernel: &KernelFacts) -> DemoRow {
+fn row(case: &str, c: Checked, kernel: &KernelFacts) -> DemoRow {
+    let Checked {
+        report: r,
+        prediction: p,
+        agrees,
+        runs,
+    } = c;
     let view: &TupleView = r.deciding_view();
     let facts = CellFacts {
         experiment: &r.experiment,
@@ -127,7 +137,6 @@ fn row(case: &str, r: Report, kernel: &KernelFacts) -> DemoRow {
         client_addr: r.client_addr,
         kernel,
     };
-    let p: Prediction = model::predict_linux(&facts);
     let windows = model::predict_windows(&facts);
     let bsd = model::predict_bsd(&facts);
     let x = &r.experiment;
@@ -148,7 +157,8 @@ fn row(case: &str, r: Report, kernel: &KernelFacts) -> DemoRow {
         time_wait_held_by: view.time_wait_holder(),
         explanation: p.explanation.clone(),
         fix: p.fix.clone(),
-        model_agrees: model::same_outcome(&p.outcome, &r.outcome),
+        model_agrees: agrees,
+        runs,
         windows,
         bsd,
         report: r,
@@ -165,8 +175,8 @@ pub fn run_demo(a: &DemoArgs) -> Result<Demo> {
         if crate::interrupted() {
             return Err(Error::Interrupted);
         }
-        let r = scenario::run(&x)?;
-        rows.push(row(case, r, &kernel));
+        let c = check::run_checked(&x, &kernel, 5)?;
+        rows.push(row(case, c, &kernel));
     }
     Ok(Demo {
         kernel,

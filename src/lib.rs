@@ -12,6 +12,7 @@
 //! - [`demo`]: the lesson in one command.
 //! - [`report`]: table and JSON rendering.
 
+pub mod check;
 pub mod demo;
 pub mod diag;
 pub mod error;
