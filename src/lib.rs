@@ -11,6 +11,7 @@
 //! - [`peer`]: the `server` and `client` programs of the story.
 //! - [`demo`]: the lesson in one command.
 //! - [`report`]: table and JSON rendering.
+//! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
 
 pub mod diag;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod netns;
 pub mod outcome;
 pub mod scenario;
 pub mod socket;
+pub mod ss;
 pub mod sys;
 
 pub use error::{Error, Result};

@@ -21,11 +21,16 @@ struct Cli {
 enum Cmd {
     // Subcommands are added here, one line each; their arguments and logic
     // live in the library.
+    /// Show TCP sockets with TIME_WAIT timers, like `ss -tan`; --summary
+    /// explains where the ephemeral ports went; --watch shows them live.
+    Ss(twlab::ss::SsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let r: anyhow::Result<u8> = match cli.cmd {};
+    let r: anyhow::Result<u8> = match cli.cmd {
+        Cmd::Ss(args) => twlab::ss::run(args).map_err(Into::into),
+    };
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
