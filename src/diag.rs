@@ -703,5 +703,21 @@ mod tests {
         assert_eq!(e.time_wait_left(), Some(Duration::from_millis(58_912)));
         assert_eq!(e.describe(), "TIME_WAIT, 58.9 s left");
         assert!(parse_inet_diag_msg(&p[..71]).is_none());
+
+        // The same mini socket with tw_substate FIN_WAIT2 (an orphaned
+        // FIN_WAIT2 socket turned into a mini socket by tcp_time_wait).
+        p[1] = 5;
+        p[52..56].copy_from_slice(&59_812u32.to_ne_bytes());
+        let e = parse_inet_diag_msg(&p).unwrap();
+        assert_eq!(e.state, TcpState::FinWait2);
+        assert!(e.is_timewait_sock());
+        assert_eq!(e.time_wait_left(), None);
+        assert_eq!(
+            e.describe(),
+            "FIN_WAIT2 (orphaned, timewait timer 59.8 s left)"
+        );
+        // A full socket in FIN_WAIT2 (timer 0) is just FIN_WAIT2.
+        p[2] = 0;
+        assert_eq!(parse_inet_diag_msg(&p).unwrap().describe(), "FIN_WAIT2");
     }
 }

@@ -128,7 +128,7 @@ pub struct SsArgs {
 
     /// With --watch: stop after N refreshes (default: until q or Ctrl-C,
     /// at most 1,000,000).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", requires = "watch")]
     pub iterations: Option<u64>,
 }
 
@@ -1315,7 +1315,7 @@ mod watch {
         for frame in 0..frames {
             let now = Instant::now();
             let mut entries = collect(filter)?;
-            entries.sort_by(|a, b| (a.local, a.peer).cmp(&(b.local, b.peer)));
+            entries.sort_by_key(|e| (e.local, e.peer));
             let mut cur: HashMap<Key, TcpState> = HashMap::with_capacity(entries.len());
             let mut marks = Vec::with_capacity(entries.len());
             let (mut n_new, mut n_changed) = (0, 0);
@@ -1419,20 +1419,23 @@ mod watch {
         write_header(out, &w, "  ", false)?;
         let budget = rows.saturating_sub(3);
         let mut f = Field::new();
-        let mut shown = 0usize;
-        let total = entries.len() + gone.len();
-        for (e, m) in entries
+        let mut rows: Vec<(&SockEntry, Mark)> = entries
             .iter()
             .zip(marks.iter().copied())
             .chain(gone.iter().map(|(e, _)| (e, Mark::Gone)))
-        {
-            if shown >= budget && shown < total {
+            .collect();
+        if rows.len() > budget {
+            // Not everything fits: show what moved first (stable order).
+            rows.sort_by_key(|(_, m)| *m == Mark::Same);
+        }
+        let total = rows.len();
+        for (shown, (e, m)) in rows.into_iter().enumerate() {
+            if shown >= budget {
                 writeln!(out, "  ... {} more", total - shown)?;
                 break;
             }
             out.write_all(m.prefix().as_bytes())?;
             write_row(out, &mut f, e, &w, None, false)?;
-            shown += 1;
         }
         Ok(())
     }
