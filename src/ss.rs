@@ -894,10 +894,11 @@ fn write_text_list(
 pub struct PortUse {
     pub local_addr: IpAddr,
     pub peer: SocketAddr,
-    /// TIME_WAIT sockets (and FIN_WAIT2 mini sockets) of this pair whose
-    /// local port lies in the ephemeral range.
+    /// TIME_WAIT sockets of this pair whose local port lies in the
+    /// ephemeral range.
     pub time_wait: u32,
-    /// Other sockets of this pair with a local port in the range.
+    /// Other sockets of this pair with a local port in the range (they
+    /// hold their port too).
     pub other_states: u32,
     /// Ports connect() may pick for this pair: the range minus
     /// `ip_local_reserved_ports`.
@@ -916,8 +917,9 @@ pub struct Count<K> {
 pub struct TwBuckets {
     /// `net.ipv4.tcp_max_tw_buckets` of this network namespace.
     pub limit: Option<u64>,
-    /// TIME_WAIT mini sockets in the namespace (both families, unfiltered;
-    /// the limit counts them all, `inet_twsk_alloc`).
+    /// TIME_WAIT mini sockets in the namespace, including orphaned
+    /// FIN_WAIT2 ones (both families, unfiltered: `inet_twsk_alloc()`
+    /// counts them all against the limit).
     pub in_use: u64,
     pub percent: Option<f64>,
 }
@@ -927,7 +929,11 @@ pub struct Summary {
     pub total: u64,
     /// Counts per state, in `ss -tan`'s column names.
     pub states: Vec<Count<&'static str>>,
+    /// Sockets in TIME_WAIT proper.
     pub time_wait_total: u64,
+    /// Orphaned FIN_WAIT2 sockets kept as mini sockets (they also hold
+    /// their 4-tuple and count against tcp_max_tw_buckets).
+    pub fin_wait2_mini: u64,
     pub time_wait_by_peer: Vec<Count<SocketAddr>>,
     pub time_wait_by_local_port: Vec<Count<u16>>,
     pub ip_local_port_range: Option<(u16, u16)>,
@@ -994,13 +1000,14 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
     let mut in_use = 0u64;
     let mut total = 0u64;
     let mut tw_total = 0u64;
+    let mut fw2_mini = 0u64;
     let mut per_state = [0u32; 13];
     let mut by_peer: HashMap<SocketAddr, u32> = HashMap::new();
     let mut by_lport: HashMap<u16, u32> = HashMap::new();
     let mut pairs: HashMap<(IpAddr, SocketAddr), (u32, u32)> = HashMap::new();
     diag::dump_each(&all, |e| {
-        let tw = e.is_timewait_sock();
-        if tw {
+        let mini = e.is_timewait_sock();
+        if mini {
             in_use += 1;
         }
         if !filter.query.families.contains(&e.family)
@@ -1015,6 +1022,8 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
             s => s,
         };
         per_state[st as usize] += 1;
+        let tw = e.state == TcpState::TimeWait;
+        fw2_mini += u64::from(mini && !tw);
         if tw {
             tw_total += 1;
             *by_peer.entry(e.peer).or_default() += 1;
@@ -1099,6 +1108,7 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         total,
         states,
         time_wait_total: tw_total,
+        fin_wait2_mini: fw2_mini,
         time_wait_by_peer: top(by_peer, top_n),
         time_wait_by_local_port: top(by_lport, top_n),
         ip_local_port_range: range,
@@ -1148,11 +1158,19 @@ fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
         writeln!(out, "  {:<11} {:>9}", c.key, group(u64::from(c.count)))?;
     }
     writeln!(out)?;
-    writeln!(
+    write!(
         out,
-        "TIME_WAIT mini sockets: {} (each holds its 4-tuple for up to 60 s)",
+        "TIME_WAIT: {} (each holds its 4-tuple for up to 60 s)",
         group(s.time_wait_total)
     )?;
+    if s.fin_wait2_mini > 0 {
+        write!(
+            out,
+            "; plus {} orphaned FIN-WAIT-2 mini sockets (tcp_fin_timeout)",
+            group(s.fin_wait2_mini)
+        )?;
+    }
+    writeln!(out)?;
     if !s.time_wait_by_peer.is_empty() {
         writeln!(out, "  top peers (peer address:port, TIME_WAIT count):")?;
         for c in &s.time_wait_by_peer {

@@ -558,3 +558,34 @@ fn a_closed_stdout_is_not_an_error() {
     })
     .unwrap();
 }
+
+#[test]
+fn processes_are_found_for_full_sockets_only() {
+    need_netns!();
+    netns::run_in_fresh(vec![], || {
+        let l = TcpListener::bind(v4(7500)).unwrap();
+        client_closed(&l, 1).unwrap();
+        wait_until("one TIME_WAIT", Duration::from_secs(5), || {
+            count(&[TcpState::TimeWait]) == 1
+        });
+        let (_, socks) = twlab_rows(&["-p"]);
+        let me = u64::from(std::process::id());
+        let listener = socks.iter().find(|s| s["state"] == "listening").unwrap();
+        let procs = listener["processes"].as_array().unwrap();
+        assert!(
+            procs
+                .iter()
+                .any(|p| p["pid"] == me && p["name"].is_string()),
+            "{listener}"
+        );
+        assert!(listener["inode"].as_u64().unwrap() > 0);
+        let tw = socks.iter().find(|s| s["state"] == "time-wait").unwrap();
+        assert!(tw.get("processes").is_none(), "{tw}");
+        // Without -p no scan is done.
+        let (_, socks) = twlab_rows(&[]);
+        assert!(socks.iter().all(|s| s.get("processes").is_none()));
+        let text = String::from_utf8(twlab(&["-p", "--state", "listening"]).stdout).unwrap();
+        assert!(text.contains(&format!("(pid={me})")), "{text}");
+    })
+    .unwrap();
+}
