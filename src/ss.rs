@@ -98,7 +98,7 @@ pub struct SsArgs {
     pub family: Option<String>,
 
     /// One JSON document on stdout: {"sockets": [...]} (or the summary).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
 
     /// Show owning processes (pid and name) of full sockets, found by
