@@ -605,3 +605,73 @@ fn processes_are_found_for_full_sockets_only() {
     })
     .unwrap();
 }
+
+/// The interactive path: a real terminal (tmux), raw mode, `q` quits and
+/// the terminal is restored. Skipped without tmux.
+#[test]
+fn watch_in_a_terminal_quits_on_q() {
+    need_netns!();
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: tmux is not installed");
+        return;
+    }
+    netns::run_in_fresh(no_tw_reuse(), || {
+        let l = TcpListener::bind(v4(7600)).unwrap();
+        // A private tmux server, started from this thread, so it and the
+        // shell it runs live in this namespace.
+        let sock = format!("twlab-ss-test-{}", std::process::id());
+        let tmux = |args: &[&str]| {
+            std::process::Command::new("tmux")
+                .args(["-L", &sock])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let cmd = format!(
+            "{} ss --watch=100; echo EXIT=$?; stty -a; sleep 20",
+            env!("CARGO_BIN_EXE_twlab")
+        );
+        let o = tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "w",
+            "-x",
+            "150",
+            "-y",
+            "30",
+            &cmd,
+        ]);
+        assert!(o.status.success(), "{o:?}");
+        let pane = || String::from_utf8(tmux(&["capture-pane", "-p", "-t", "w"]).stdout).unwrap();
+        let wait_pane = |what: &str| -> String {
+            let end = Instant::now() + Duration::from_secs(10);
+            loop {
+                let p = pane();
+                if p.contains(what) || Instant::now() > end {
+                    return p;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let p = wait_pane("127.0.0.1:7600");
+        let shown = p.contains("twlab ss --watch:") && p.contains("LISTEN");
+        tmux(&["send-keys", "-t", "w", "q"]);
+        let after = wait_pane("EXIT=");
+        tmux(&["kill-server"]);
+        drop(l);
+        assert!(shown, "{p}");
+        assert!(after.contains("EXIT=0"), "{after}");
+        // Left the alternate screen and restored canonical mode and echo.
+        assert!(!after.contains("twlab ss --watch:"), "{after}");
+        let words: Vec<&str> = after.split_whitespace().collect();
+        for flag in ["icanon", "echo", "isig"] {
+            assert!(words.contains(&flag), "{flag} not restored: {after}");
+        }
+    })
+    .unwrap();
+}
