@@ -656,8 +656,11 @@ fn timer_len(e: &SockEntry, f: &mut Field) -> usize {
 
 const SPACES: [u8; 64] = [b' '; 64];
 
+/// Pad a field of `used` bytes to `width`, always leaving one space so an
+/// unusually wide value (a 7-digit queue, a 6-digit uid) never runs into
+/// the next column.
 fn pad(out: &mut impl Write, used: usize, width: usize) -> io::Result<()> {
-    let mut n = width.saturating_sub(used);
+    let mut n = width.saturating_sub(used).max(1);
     while n > 0 {
         let k = n.min(SPACES.len());
         out.write_all(&SPACES[..k])?;

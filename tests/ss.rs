@@ -143,6 +143,24 @@ fn v6(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv6Addr::LOCALHOST, port))
 }
 
+/// Close `first`, then close `second` once it has seen `first`'s FIN.
+/// Closing both at once can, on a loaded machine where loopback softirqs
+/// are deferred, cross the FINs (simultaneous close, RFC 793 CLOSING) and
+/// leave TIME_WAIT on both ends; waiting for EOF makes `first` the only
+/// TIME_WAIT holder.
+fn close_in_order(first: TcpStream, second: TcpStream) {
+    drop(first);
+    close_after_eof(second);
+}
+
+/// Wait (bounded, 5 s) until the peer's FIN has arrived, then close.
+fn close_after_eof(s: TcpStream) {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = (&s).read(&mut [0u8; 16]).expect("EOF from the peer");
+    assert_eq!(n, 0, "expected EOF");
+}
+
 /// Sockets kept open by a test while it reads the table.
 struct Table {
     _keep: Vec<TcpStream>,
@@ -173,14 +191,12 @@ fn build_table() -> Table {
         }
         for _ in 0..3 {
             let (c, s) = pair();
-            drop(c);
-            drop(s);
+            close_in_order(c, s);
             tw += 1;
         }
         for _ in 0..2 {
             let (c, s) = pair();
-            drop(s);
-            drop(c);
+            close_in_order(s, c);
             tw += 1;
         }
         let (c, s) = pair();
@@ -395,7 +411,9 @@ fn client_closed(l: &TcpListener, n: usize) -> std::io::Result<()> {
         }
         let (cs, ss): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
         drop(cs);
-        drop(ss);
+        for s in ss {
+            close_after_eof(s);
+        }
         left -= k;
     }
     Ok(())
@@ -632,7 +650,7 @@ fn watch_in_a_terminal_quits_on_q() {
                 .unwrap()
         };
         let cmd = format!(
-            "{} ss --watch=100; echo EXIT=$?; stty -a; sleep 20",
+            "{} ss --watch=100; echo EXIT=$?; stty -a; echo STTY-DONE; sleep 20",
             env!("CARGO_BIN_EXE_twlab")
         );
         let o = tmux(&[
@@ -661,7 +679,7 @@ fn watch_in_a_terminal_quits_on_q() {
         let p = wait_pane("127.0.0.1:7600");
         let shown = p.contains("twlab ss --watch:") && p.contains("LISTEN");
         tmux(&["send-keys", "-t", "w", "q"]);
-        let after = wait_pane("EXIT=");
+        let after = wait_pane("STTY-DONE");
         tmux(&["kill-server"]);
         drop(l);
         assert!(shown, "{p}");
