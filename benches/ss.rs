@@ -11,6 +11,7 @@
 //! the same table. Each child is reaped with wait4() to read its own wall
 //! time and peak RSS (ru_maxrss).
 
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -188,10 +189,19 @@ fn make_time_wait(want: usize) -> Result<usize, String> {
             clients.push(c);
             servers.push(s);
         }
-        // Client first (FIN_WAIT2), then the server (its FIN moves the
-        // client's mini socket to TIME_WAIT).
+        // Client first (FIN_WAIT2), then the server once it has read the
+        // client's FIN (its own FIN moves the client's mini socket to
+        // TIME_WAIT). Waiting for EOF avoids a simultaneous close, which
+        // would leave TIME_WAIT on the server end too.
         drop(clients);
-        drop(servers);
+        for s in servers {
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .map_err(|e| e.to_string())?;
+            match (&s).read(&mut [0u8; 16]) {
+                Ok(0) => {}
+                other => return Err(format!("expected EOF from the client, got {other:?}")),
+            }
+        }
         made += n;
     }
     // The last FINs are processed synchronously on loopback, but wait on
