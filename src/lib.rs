@@ -11,6 +11,7 @@
 //! - [`peer`]: the `server` and `client` programs of the story.
 //! - [`demo`]: the lesson in one command.
 //! - [`report`]: table and JSON rendering.
+//! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
 
 pub mod check;
 pub mod demo;
@@ -23,6 +24,7 @@ pub mod peer;
 pub mod report;
 pub mod scenario;
 pub mod socket;
+pub mod ss;
 pub mod sys;
 
 pub use error::{Error, Result};

@@ -27,6 +27,9 @@ enum Cmd {
     /// The story's client: bind a fixed port, connect, close, loop; every
     /// failure shown with the kernel state of the 4-tuple that caused it.
     Client(twlab::peer::client::ClientArgs),
+    /// Show TCP sockets with TIME_WAIT timers, like `ss -tan`; --summary
+    /// explains where the ephemeral ports went; --watch shows them live.
+    Ss(twlab::ss::SsArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => twlab::demo::run(&a).map_err(Into::into),
         Cmd::Server(a) => twlab::peer::server::run(&a).map_err(Into::into),
         Cmd::Client(a) => twlab::peer::client::run(&a).map_err(Into::into),
+        Cmd::Ss(a) => twlab::ss::run(a).map_err(Into::into),
     };
     match r {
         Ok(code) => ExitCode::from(code),
