@@ -26,12 +26,16 @@ pub enum TcpState {
     Established = 1,
     SynSent = 2,
     SynRecv = 3,
+    // Serialised with ss's state names (`ss state fin-wait-1`).
+    #[serde(rename = "fin-wait-1")]
     FinWait1 = 4,
+    #[serde(rename = "fin-wait-2")]
     FinWait2 = 5,
     TimeWait = 6,
     Closed = 7,
     CloseWait = 8,
     LastAck = 9,
+    #[serde(rename = "listening")]
     Listen = 10,
     Closing = 11,
     /// A request socket (mini socket for a SYN received on a listener);
@@ -217,11 +221,34 @@ impl SockEntry {
         }
     }
 
-    /// "TIME_WAIT, 58.9 s left" / "FIN_WAIT2".
+    /// Is this a TIME_WAIT mini socket (`struct inet_timewait_sock`)? Only
+    /// `inet_twsk_diag_fill()` reports `idiag_timer == 3`; such a socket
+    /// reports its `tw_substate` as state: TIME_WAIT, or FIN_WAIT2 for an
+    /// orphaned FIN_WAIT2 socket that `tcp_time_wait(sk, TCP_FIN_WAIT2, tmo)`
+    /// turned into a mini socket (tcp_close / tcp_rcv_state_process).
+    pub fn is_timewait_sock(&self) -> bool {
+        matches!(self.timer, Some(t) if t.kind == TimerKind::Timewait)
+    }
+
+    /// Time left on whatever timer runs on the socket, if any.
+    pub fn timer_left(&self) -> Option<Duration> {
+        self.timer
+            .map(|t| Duration::from_millis(u64::from(t.expires_ms)))
+    }
+
+    /// "TIME_WAIT, 58.9 s left" / "FIN_WAIT2 (orphaned, timewait timer
+    /// 59.8 s left)" / "ESTABLISHED".
     pub fn describe(&self) -> String {
-        match self.time_wait_left() {
-            Some(left) => format!("{}, {:.1} s left", self.state, left.as_secs_f64()),
-            None => self.state.to_string(),
+        if let Some(left) = self.time_wait_left() {
+            return format!("{}, {:.1} s left", self.state, left.as_secs_f64());
+        }
+        match (self.is_timewait_sock(), self.timer_left()) {
+            (true, Some(left)) => format!(
+                "{} (orphaned, timewait timer {:.1} s left)",
+                self.state,
+                left.as_secs_f64()
+            ),
+            _ => self.state.to_string(),
         }
     }
 }
@@ -263,6 +290,14 @@ pub fn dump(q: &Query) -> Result<Vec<SockEntry>> {
 
 /// Dump the TCP sockets matching `q`, calling `f` for each as it is decoded
 /// (no intermediate vector, so a 30,000-socket table streams straight out).
+///
+/// A dump is never an atomic snapshot: `inet_diag_dump_icsk()` walks the
+/// hash buckets one lock at a time, so sockets that appear or vanish while
+/// it runs may or may not be in it, exactly as with `ss`. If the kernel
+/// flags the dump as interrupted (NLM_F_DUMP_INTR; inet_diag does not call
+/// `nl_dump_check_consistent()` today, but the netlink contract allows it),
+/// the family is dumped again, bounded, and only sockets not delivered yet
+/// are passed on: each socket is delivered at most once.
 #[cfg(target_os = "linux")]
 pub fn dump_each(q: &Query, mut f: impl FnMut(SockEntry) -> Result<()>) -> Result<()> {
     if q.states.is_empty() {
@@ -270,28 +305,54 @@ pub fn dump_each(q: &Query, mut f: impl FnMut(SockEntry) -> Result<()>) -> Resul
     }
     let nl = linux::DiagSocket::open()?;
     for fam in &q.families {
-        // A dump interrupted by a concurrent change of the hash tables is
-        // flagged NLM_F_DUMP_INTR; retry it (bounded) so we never print a
-        // half-consistent table. Entries are buffered per attempt only when
-        // a retry may be needed.
-        let mut tries = 0;
-        loop {
+        // Keys of delivered sockets: 8 bytes each, so the fast path costs
+        // one small vector, not a copy of the table.
+        let mut seen: Vec<u64> = Vec::new();
+        let mut interrupted = nl.dump(*fam, q.states, &mut |e| {
+            seen.push(entry_key(&e));
+            f(e)
+        })?;
+        let mut tries = 1;
+        while interrupted && tries < 5 {
             tries += 1;
-            let mut batch = Vec::new();
-            let interrupted = nl.dump(*fam, q.states, &mut |e| {
-                batch.push(e);
+            seen.sort_unstable();
+            let mut fresh = Vec::new();
+            interrupted = nl.dump(*fam, q.states, &mut |e| {
+                let k = entry_key(&e);
+                if seen.binary_search(&k).is_err() {
+                    fresh.push(k);
+                    f(e)?;
+                }
                 Ok(())
             })?;
-            if interrupted && tries < 5 {
-                continue;
-            }
-            for e in batch {
-                f(e)?;
-            }
-            break;
+            seen.extend(fresh);
         }
     }
     Ok(())
+}
+
+/// A 64-bit key for a socket's 4-tuple and state (FNV-1a), used only to
+/// avoid delivering a socket twice when a dump is retried.
+#[cfg(target_os = "linux")]
+fn entry_key(e: &SockEntry) -> u64 {
+    fn eat(h: &mut u64, bytes: &[u8]) {
+        for b in bytes {
+            *h ^= u64::from(*b);
+            *h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn addr(h: &mut u64, a: &SocketAddr) {
+        match a.ip() {
+            IpAddr::V4(v) => eat(h, &v.octets()),
+            IpAddr::V6(v) => eat(h, &v.octets()),
+        }
+        eat(h, &a.port().to_be_bytes());
+    }
+    let mut h = 0xcbf2_9ce4_8422_2325;
+    addr(&mut h, &e.local);
+    addr(&mut h, &e.peer);
+    eat(&mut h, &[e.state as u8]);
+    h
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -646,5 +707,21 @@ mod tests {
         assert_eq!(e.time_wait_left(), Some(Duration::from_millis(58_912)));
         assert_eq!(e.describe(), "TIME_WAIT, 58.9 s left");
         assert!(parse_inet_diag_msg(&p[..71]).is_none());
+
+        // The same mini socket with tw_substate FIN_WAIT2 (an orphaned
+        // FIN_WAIT2 socket turned into a mini socket by tcp_time_wait).
+        p[1] = 5;
+        p[52..56].copy_from_slice(&59_812u32.to_ne_bytes());
+        let e = parse_inet_diag_msg(&p).unwrap();
+        assert_eq!(e.state, TcpState::FinWait2);
+        assert!(e.is_timewait_sock());
+        assert_eq!(e.time_wait_left(), None);
+        assert_eq!(
+            e.describe(),
+            "FIN_WAIT2 (orphaned, timewait timer 59.8 s left)"
+        );
+        // A full socket in FIN_WAIT2 (timer 0) is just FIN_WAIT2.
+        p[2] = 0;
+        assert_eq!(parse_inet_diag_msg(&p).unwrap().describe(), "FIN_WAIT2");
     }
 }

@@ -11,15 +11,21 @@
 //! - [`peer`]: the `server` and `client` programs of the story.
 //! - [`demo`]: the lesson in one command.
 //! - [`report`]: table and JSON rendering.
+//! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
 
+pub mod check;
+pub mod demo;
 pub mod diag;
 pub mod error;
 pub mod matrix;
 pub mod model;
 pub mod netns;
 pub mod outcome;
+pub mod peer;
+pub mod report;
 pub mod scenario;
 pub mod socket;
+pub mod ss;
 pub mod sys;
 
 pub use error::{Error, Result};

@@ -19,14 +19,69 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    // Subcommands are added here, one line each; their arguments and logic
-    // live in the library.
+    /// The lesson in one command: the fixed-client-port experiment in five
+    /// variants on loopback, each outcome explained by the kernel rule.
+    Demo(twlab::demo::DemoArgs),
+    /// The story's server: listen, accept, close first or after the peer.
+    Server(twlab::peer::server::ServerArgs),
+    /// The story's client: bind a fixed port, connect, close, loop; every
+    /// failure shown with the kernel state of the 4-tuple that caused it.
+    Client(twlab::peer::client::ClientArgs),
+    /// Show TCP sockets with TIME_WAIT timers, like `ss -tan`; --summary
+    /// explains where the ephemeral ports went; --watch shows them live.
+    Ss(twlab::ss::SsArgs),
+    /// Factors × values → cells, each in a fresh network namespace: the
+    /// observed outcome beside the rule model's prediction (exit 3 if any
+    /// differ), with Windows and BSD/macOS expectations.
     Matrix(twlab::matrix::MatrixArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || matches!(
+                    e.kind(),
+                    ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                )
+            {
+                let _ = e.print();
+                return ExitCode::from(
+                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                        2
+                    } else {
+                        0
+                    },
+                );
+            }
+            // Usage errors in one line too: clap's first line names the
+            // problem; --help has the rest.
+            let text = e.to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let what = what.join(" ");
+            let what = what.trim_start_matches("error: ");
+            eprintln!("twlab: error: {what} (see `twlab --help` or `twlab <command> --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    // The unprivileged matrix worker must unshare its user namespace while
+    // the process is single-threaded, before the Ctrl-C handler's thread.
+    if let Cmd::Matrix(a) = &cli.cmd {
+        twlab::matrix::before_threads(a);
+    }
+    twlab::install_interrupt_handler();
     let r: anyhow::Result<u8> = match cli.cmd {
+        Cmd::Demo(a) => twlab::demo::run(&a).map_err(Into::into),
+        Cmd::Server(a) => twlab::peer::server::run(&a).map_err(Into::into),
+        Cmd::Client(a) => twlab::peer::client::run(&a).map_err(Into::into),
+        Cmd::Ss(a) => twlab::ss::run(a).map_err(Into::into),
         Cmd::Matrix(a) => twlab::matrix::run(&a).map_err(Into::into),
     };
     match r {

@@ -119,22 +119,102 @@ pub struct FactorInfo {
 }
 
 pub const FACTORS: &[FactorInfo] = &[
-    FactorInfo { name: "close", values: "client, server, client-rst, server-rst", default: "all", what: "who closes first, with FIN or RST (SO_LINGER 0)" },
-    FactorInfo { name: "when", values: "at-once, after-peer, after-<N>ms", default: "at-once, after-peer", what: "next step before the peer closed, or after both closed and settled (+N ms)" },
-    FactorInfo { name: "next", values: "reconnect, rebind, restart-listener", default: "all", what: "the step whose outcome is observed" },
-    FactorInfo { name: "old-client-reuseaddr", values: "off, on", default: "varied when the client side is touched", what: "SO_REUSEADDR on the first client socket" },
-    FactorInfo { name: "old-listener-reuseaddr", values: "off, on", default: "varied for restart-listener", what: "SO_REUSEADDR on the first listener (accepted sockets inherit it)" },
-    FactorInfo { name: "new-reuseaddr", values: "off, on", default: "off, on", what: "SO_REUSEADDR on the socket the next step creates" },
-    FactorInfo { name: "old-client-reuseport", values: "off, on", default: "on together with new-reuseport, client side", what: "SO_REUSEPORT on the first client socket" },
-    FactorInfo { name: "old-listener-reuseport", values: "off, on", default: "on together with new-reuseport, restart-listener", what: "SO_REUSEPORT on the first listener" },
-    FactorInfo { name: "new-reuseport", values: "off, on", default: "see above", what: "SO_REUSEPORT on the new socket" },
-    FactorInfo { name: "client-port", values: "fixed, ephemeral, bind-no-port", default: "all (fixed for restart-listener)", what: "bind(port) / no bind / bind(addr,0)+IP_BIND_ADDRESS_NO_PORT" },
-    FactorInfo { name: "family", values: "ipv4, ipv6", default: "ipv4, ipv6", what: "127.0.0.1 or ::1" },
-    FactorInfo { name: "tcp-timestamps", values: "0, 1", default: "0, 1 (reconnect); host (others)", what: "net.ipv4.tcp_timestamps in the cell's namespace" },
-    FactorInfo { name: "tcp-tw-reuse", values: "0, 1, 2", default: "0, 1, 2 (reconnect); host (others)", what: "net.ipv4.tcp_tw_reuse" },
-    FactorInfo { name: "tcp-tw-reuse-delay", values: "1..60000 (ms)", default: "host", what: "net.ipv4.tcp_tw_reuse_delay (Linux 6.14+)" },
-    FactorInfo { name: "port-range", values: "host, one, LOW-HIGH", default: "host", what: "ip_local_port_range; 'one' = exactly the port the first connection uses" },
-    FactorInfo { name: "tcp-max-tw-buckets", values: "N", default: "host", what: "net.ipv4.tcp_max_tw_buckets (0: no TIME_WAIT at all)" },
+    FactorInfo {
+        name: "close",
+        values: "client, server, client-rst, server-rst",
+        default: "all",
+        what: "who closes first, with FIN or RST (SO_LINGER 0)",
+    },
+    FactorInfo {
+        name: "when",
+        values: "at-once, after-ack, after-peer, after-<N>ms",
+        default: "at-once, after-ack (FIN closes), after-peer",
+        what: "right after close() (closer FIN_WAIT1), after the FIN's ACK (FIN_WAIT2/CLOSE_WAIT), or after both closed and settled (+N ms)",
+    },
+    FactorInfo {
+        name: "next",
+        values: "reconnect, rebind, restart-listener",
+        default: "all",
+        what: "the step whose outcome is observed",
+    },
+    FactorInfo {
+        name: "old-client-reuseaddr",
+        values: "off, on",
+        default: "varied when the client side is touched",
+        what: "SO_REUSEADDR on the first client socket",
+    },
+    FactorInfo {
+        name: "old-listener-reuseaddr",
+        values: "off, on",
+        default: "varied for restart-listener",
+        what: "SO_REUSEADDR on the first listener (accepted sockets inherit it)",
+    },
+    FactorInfo {
+        name: "new-reuseaddr",
+        values: "off, on",
+        default: "off, on",
+        what: "SO_REUSEADDR on the socket the next step creates",
+    },
+    FactorInfo {
+        name: "old-client-reuseport",
+        values: "off, on",
+        default: "on together with new-reuseport, client side",
+        what: "SO_REUSEPORT on the first client socket",
+    },
+    FactorInfo {
+        name: "old-listener-reuseport",
+        values: "off, on",
+        default: "on together with new-reuseport, restart-listener",
+        what: "SO_REUSEPORT on the first listener",
+    },
+    FactorInfo {
+        name: "new-reuseport",
+        values: "off, on",
+        default: "see above",
+        what: "SO_REUSEPORT on the new socket",
+    },
+    FactorInfo {
+        name: "client-port",
+        values: "fixed, ephemeral, bind-no-port",
+        default: "all (fixed for restart-listener)",
+        what: "bind(port) / no bind / bind(addr,0)+IP_BIND_ADDRESS_NO_PORT",
+    },
+    FactorInfo {
+        name: "family",
+        values: "ipv4, ipv6",
+        default: "ipv4, ipv6",
+        what: "127.0.0.1 or ::1",
+    },
+    FactorInfo {
+        name: "tcp-timestamps",
+        values: "0, 1",
+        default: "0, 1 (reconnect); host (others)",
+        what: "net.ipv4.tcp_timestamps in the cell's namespace",
+    },
+    FactorInfo {
+        name: "tcp-tw-reuse",
+        values: "0, 1, 2",
+        default: "0, 1, 2 (reconnect); host (others)",
+        what: "net.ipv4.tcp_tw_reuse",
+    },
+    FactorInfo {
+        name: "tcp-tw-reuse-delay",
+        values: "1..60000 (ms)",
+        default: "host",
+        what: "net.ipv4.tcp_tw_reuse_delay (Linux 6.14+)",
+    },
+    FactorInfo {
+        name: "port-range",
+        values: "host, one, LOW-HIGH",
+        default: "host",
+        what: "ip_local_port_range; 'one' = exactly the port the first connection uses",
+    },
+    FactorInfo {
+        name: "tcp-max-tw-buckets",
+        values: "N",
+        default: "host",
+        what: "net.ipv4.tcp_max_tw_buckets (0: no TIME_WAIT at all)",
+    },
 ];
 
 /// `--list-factors` text.
@@ -160,6 +240,7 @@ fn parse_onoff(v: &str) -> Option<bool> {
 fn parse_when(v: &str) -> Option<When> {
     match v {
         "at-once" => Some(When::AtOnce),
+        "after-ack" => Some(When::AfterAck),
         "after-peer" => Some(When::AfterPeer),
         _ => v
             .strip_prefix("after-")
@@ -243,36 +324,74 @@ impl Selection {
             let info = FACTORS.iter().find(|f| f.name == name).ok_or_else(|| {
                 Error::Invalid(format!(
                     "unknown factor '{name}'; valid factors: {}",
-                    FACTORS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+                    FACTORS
+                        .iter()
+                        .map(|f| f.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })?;
-            let vs: Vec<&str> = vals.split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
+            let vs: Vec<&str> = vals
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
             if vs.is_empty() {
                 return Err(Error::Invalid(format!(
                     "factor '{name}' has no values; valid values: {}",
                     info.values
                 )));
             }
-            fn each<T>(vs: &[&str], f: impl Fn(&str) -> Option<T>, name: &str, valid: &str) -> Result<Vec<T>> {
-                vs.iter().map(|v| f(v).ok_or_else(|| bad_value(name, v, valid))).collect()
+            fn each<T>(
+                vs: &[&str],
+                f: impl Fn(&str) -> Option<T>,
+                name: &str,
+                valid: &str,
+            ) -> Result<Vec<T>> {
+                vs.iter()
+                    .map(|v| f(v).ok_or_else(|| bad_value(name, v, valid)))
+                    .collect()
             }
             let valid = info.values;
             match name {
                 "close" => {
-                    s.close = Some(each(&vs, |v| CloseBy::ALL.iter().copied().find(|c| c.name() == v), name, valid)?)
+                    s.close = Some(each(
+                        &vs,
+                        |v| CloseBy::ALL.iter().copied().find(|c| c.name() == v),
+                        name,
+                        valid,
+                    )?)
                 }
                 "when" => s.when = Some(each(&vs, parse_when, name, valid)?),
                 "next" => {
-                    s.next = Some(each(&vs, |v| NextStep::ALL.iter().copied().find(|c| c.name() == v), name, valid)?)
+                    s.next = Some(each(
+                        &vs,
+                        |v| NextStep::ALL.iter().copied().find(|c| c.name() == v),
+                        name,
+                        valid,
+                    )?)
                 }
-                "old-client-reuseaddr" => s.old_client_reuseaddr = Some(each(&vs, parse_onoff, name, valid)?),
-                "old-listener-reuseaddr" => s.old_listener_reuseaddr = Some(each(&vs, parse_onoff, name, valid)?),
+                "old-client-reuseaddr" => {
+                    s.old_client_reuseaddr = Some(each(&vs, parse_onoff, name, valid)?)
+                }
+                "old-listener-reuseaddr" => {
+                    s.old_listener_reuseaddr = Some(each(&vs, parse_onoff, name, valid)?)
+                }
                 "new-reuseaddr" => s.new_reuseaddr = Some(each(&vs, parse_onoff, name, valid)?),
-                "old-client-reuseport" => s.old_client_reuseport = Some(each(&vs, parse_onoff, name, valid)?),
-                "old-listener-reuseport" => s.old_listener_reuseport = Some(each(&vs, parse_onoff, name, valid)?),
+                "old-client-reuseport" => {
+                    s.old_client_reuseport = Some(each(&vs, parse_onoff, name, valid)?)
+                }
+                "old-listener-reuseport" => {
+                    s.old_listener_reuseport = Some(each(&vs, parse_onoff, name, valid)?)
+                }
                 "new-reuseport" => s.new_reuseport = Some(each(&vs, parse_onoff, name, valid)?),
                 "client-port" => {
-                    s.client_port = Some(each(&vs, |v| ClientPortKind::ALL.iter().copied().find(|c| c.name() == v), name, valid)?)
+                    s.client_port = Some(each(
+                        &vs,
+                        |v| ClientPortKind::ALL.iter().copied().find(|c| c.name() == v),
+                        name,
+                        valid,
+                    )?)
                 }
                 "family" => {
                     s.family = Some(each(
@@ -287,10 +406,20 @@ impl Selection {
                     )?)
                 }
                 "tcp-timestamps" => {
-                    s.timestamps = Some(each(&vs, |v| v.parse::<u8>().ok().filter(|n| *n <= 1), name, valid)?)
+                    s.timestamps = Some(each(
+                        &vs,
+                        |v| v.parse::<u8>().ok().filter(|n| *n <= 1),
+                        name,
+                        valid,
+                    )?)
                 }
                 "tcp-tw-reuse" => {
-                    s.tw_reuse = Some(each(&vs, |v| v.parse::<u8>().ok().filter(|n| *n <= 2), name, valid)?)
+                    s.tw_reuse = Some(each(
+                        &vs,
+                        |v| v.parse::<u8>().ok().filter(|n| *n <= 2),
+                        name,
+                        valid,
+                    )?)
                 }
                 "tcp-tw-reuse-delay" => {
                     s.tw_reuse_delay = Some(each(
@@ -377,7 +506,11 @@ fn opt_combos(sel: &Selection, next: NextStep, port: ClientPortKind) -> Vec<Cell
     }
     let none = SocketOpts::default();
     if next == NextStep::Reconnect && port != ClientPortKind::Fixed {
-        return vec![CellOpts { client: none, listener: none, new: none }];
+        return vec![CellOpts {
+            client: none,
+            listener: none,
+            new: none,
+        }];
     }
     let mut combos: Vec<(SocketOpts, SocketOpts)> = Vec::new();
     for old in [false, true] {
@@ -389,8 +522,16 @@ fn opt_combos(sel: &Selection, next: NextStep, port: ClientPortKind) -> Vec<Cell
     combos
         .into_iter()
         .map(|(old, new)| match next {
-            NextStep::RestartListener => CellOpts { client: none, listener: old, new },
-            _ => CellOpts { client: old, listener: none, new },
+            NextStep::RestartListener => CellOpts {
+                client: none,
+                listener: old,
+                new,
+            },
+            _ => CellOpts {
+                client: old,
+                listener: none,
+                new,
+            },
         })
         .collect()
 }
@@ -460,7 +601,12 @@ pub fn build_cells(sel: &Selection, host: &HostSysctls, isolated: bool) -> Resul
         });
     }
     let closes = sel.close.clone().unwrap_or(CloseBy::ALL.to_vec());
-    let whens = sel.when.clone().unwrap_or(vec![When::AtOnce, When::AfterPeer]);
+    let whens_for = |close: CloseBy| match &sel.when {
+        Some(w) => w.clone(),
+        // After an RST there is no ACK to wait for: after-ack = at-once.
+        None if close.is_rst() => vec![When::AtOnce, When::AfterPeer],
+        None => vec![When::AtOnce, When::AfterAck, When::AfterPeer],
+    };
     let nexts = sel.next.clone().unwrap_or(NextStep::ALL.to_vec());
     let fams = sel.family.clone().unwrap_or(vec![Family::V4, Family::V6]);
     let host_ts: u8 = host.timestamps.trim().parse().unwrap_or(1).min(1);
@@ -473,13 +619,29 @@ pub fn build_cells(sel: &Selection, host: &HostSysctls, isolated: bool) -> Resul
             (None, _) => ClientPortKind::ALL.to_vec(),
         };
         let vary_sysctls = next == NextStep::Reconnect;
-        let tss = sel.timestamps.clone().unwrap_or(if vary_sysctls { vec![0, 1] } else { vec![host_ts] });
-        let reuses = sel.tw_reuse.clone().unwrap_or(if vary_sysctls { vec![0, 1, 2] } else { vec![host_reuse] });
-        let delays: Vec<Option<u32>> = sel.tw_reuse_delay.clone().map(|v| v.into_iter().map(Some).collect()).unwrap_or(vec![None]);
+        let tss = sel.timestamps.clone().unwrap_or(if vary_sysctls {
+            vec![0, 1]
+        } else {
+            vec![host_ts]
+        });
+        let reuses = sel.tw_reuse.clone().unwrap_or(if vary_sysctls {
+            vec![0, 1, 2]
+        } else {
+            vec![host_reuse]
+        });
+        let delays: Vec<Option<u32>> = sel
+            .tw_reuse_delay
+            .clone()
+            .map(|v| v.into_iter().map(Some).collect())
+            .unwrap_or(vec![None]);
         let ranges = sel.port_range.clone().unwrap_or(vec![RangeChoice::Host]);
-        let maxtws: Vec<Option<u32>> = sel.max_tw_buckets.clone().map(|v| v.into_iter().map(Some).collect()).unwrap_or(vec![None]);
+        let maxtws: Vec<Option<u32>> = sel
+            .max_tw_buckets
+            .clone()
+            .map(|v| v.into_iter().map(Some).collect())
+            .unwrap_or(vec![None]);
         for &close in &closes {
-            for &when in &whens {
+            for when in whens_for(close) {
                 for &port in &ports {
                     for &fam in &fams {
                         for o in opt_combos(sel, next, port) {
@@ -489,14 +651,26 @@ pub fn build_cells(sel: &Selection, host: &HostSysctls, isolated: bool) -> Resul
                                         for &range in &ranges {
                                             for &maxtw in &maxtws {
                                                 let client_port = match (port, isolated) {
-                                                    (ClientPortKind::Fixed, true) => ClientPort::Fixed(CLIENT_PORT),
-                                                    (ClientPortKind::Fixed, false) => ClientPort::Fixed(0),
-                                                    (ClientPortKind::Ephemeral, _) => ClientPort::Ephemeral,
-                                                    (ClientPortKind::BindNoPort, _) => ClientPort::BindNoPort,
+                                                    (ClientPortKind::Fixed, true) => {
+                                                        ClientPort::Fixed(CLIENT_PORT)
+                                                    }
+                                                    (ClientPortKind::Fixed, false) => {
+                                                        ClientPort::Fixed(0)
+                                                    }
+                                                    (ClientPortKind::Ephemeral, _) => {
+                                                        ClientPort::Ephemeral
+                                                    }
+                                                    (ClientPortKind::BindNoPort, _) => {
+                                                        ClientPort::BindNoPort
+                                                    }
                                                 };
                                                 let experiment = Experiment {
                                                     family: fam,
-                                                    server_port: if isolated { SERVER_PORT } else { 0 },
+                                                    server_port: if isolated {
+                                                        SERVER_PORT
+                                                    } else {
+                                                        0
+                                                    },
                                                     client_port,
                                                     listener: o.listener,
                                                     client: o.client,
@@ -517,22 +691,34 @@ pub fn build_cells(sel: &Selection, host: &HostSysctls, isolated: bool) -> Resul
                                                 if reuse.to_string() != host.tw_reuse.trim() {
                                                     label.push(format!("tw_reuse={reuse}"));
                                                 }
-                                                if vary_sysctls && sel.timestamps.is_none() && sel.tw_reuse.is_none() {
+                                                if vary_sysctls
+                                                    && sel.timestamps.is_none()
+                                                    && sel.tw_reuse.is_none()
+                                                {
                                                     // Always show the varied pair in the default matrix.
-                                                    label = vec![format!("ts={ts} tw_reuse={reuse}")];
+                                                    label =
+                                                        vec![format!("ts={ts} tw_reuse={reuse}")];
                                                 }
                                                 match (delay, &host.tw_reuse_delay) {
                                                     (Some(d), _) => {
-                                                        sysctls.push(Sysctl::new(TW_DELAY, d.to_string()));
+                                                        sysctls.push(Sysctl::new(
+                                                            TW_DELAY,
+                                                            d.to_string(),
+                                                        ));
                                                         label.push(format!("tw_delay={d}"));
                                                     }
-                                                    (None, Some(h)) => sysctls.push(Sysctl::new(TW_DELAY, h.clone())),
+                                                    (None, Some(h)) => sysctls
+                                                        .push(Sysctl::new(TW_DELAY, h.clone())),
                                                     (None, None) => {}
                                                 }
                                                 let range_value = match range {
                                                     RangeChoice::Host => host.port_range.clone(),
                                                     RangeChoice::One => {
-                                                        let p = if port == ClientPortKind::Fixed { CLIENT_PORT } else { ONE_PORT };
+                                                        let p = if port == ClientPortKind::Fixed {
+                                                            CLIENT_PORT
+                                                        } else {
+                                                            ONE_PORT
+                                                        };
                                                         label.push(format!("range={p}"));
                                                         format!("{p} {p}")
                                                     }
@@ -544,10 +730,16 @@ pub fn build_cells(sel: &Selection, host: &HostSysctls, isolated: bool) -> Resul
                                                 sysctls.push(Sysctl::new(RANGE, range_value));
                                                 match maxtw {
                                                     Some(m) => {
-                                                        sysctls.push(Sysctl::new(MAX_TW, m.to_string()));
+                                                        sysctls.push(Sysctl::new(
+                                                            MAX_TW,
+                                                            m.to_string(),
+                                                        ));
                                                         label.push(format!("max_tw={m}"));
                                                     }
-                                                    None => sysctls.push(Sysctl::new(MAX_TW, host.max_tw_buckets.clone())),
+                                                    None => sysctls.push(Sysctl::new(
+                                                        MAX_TW,
+                                                        host.max_tw_buckets.clone(),
+                                                    )),
                                                 }
                                                 cells.push(CellSpec {
                                                     id: cells.len(),
@@ -555,7 +747,11 @@ pub fn build_cells(sel: &Selection, host: &HostSysctls, isolated: bool) -> Resul
                                                     port_kind: port,
                                                     range,
                                                     sysctls,
-                                                    sysctl_label: if label.is_empty() { "host".into() } else { label.join(" ") },
+                                                    sysctl_label: if label.is_empty() {
+                                                        "host".into()
+                                                    } else {
+                                                        label.join(" ")
+                                                    },
                                                 });
                                             }
                                         }
@@ -581,6 +777,8 @@ pub struct RanCell {
     pub bsd: DocumentedPrediction,
     /// Observation equals prediction (step and errno name).
     pub matches: bool,
+    /// Runs needed (more than 1 only after a race with a transient state).
+    pub runs: u32,
 }
 
 /// What happened to a cell.
@@ -611,7 +809,7 @@ fn touched(next: NextStep) -> Side {
 /// comes at once and that end did not close first): a failure there never
 /// clears by waiting, so `--until-free` does not wait for it.
 pub fn held_by_open_descriptor(x: &Experiment) -> bool {
-    x.when == When::AtOnce && x.close.first() != touched(x.next)
+    model::fd_open(x, touched(x.next))
 }
 
 /// Predict and compare for a finished run.
@@ -633,12 +831,18 @@ fn judge(report: Report, kernel: KernelFacts) -> RanCell {
         windows,
         bsd,
         matches,
+        runs: 1,
     }
 }
 
 /// Run one cell on the calling thread (already in its namespace, or in the
 /// host namespace when `host` is set).
-fn run_cell(spec: &CellSpec, until_free: bool, fresh_ns: bool, host: Option<&HostSysctls>) -> CellStatus {
+fn run_cell(
+    spec: &CellSpec,
+    until_free: bool,
+    fresh_ns: bool,
+    host: Option<&HostSysctls>,
+) -> CellStatus {
     if let Some(h) = host {
         // Host fallback: only cells whose sysctls equal the host's.
         let host_value = |n: &str| match n {
@@ -653,35 +857,91 @@ fn run_cell(spec: &CellSpec, until_free: bool, fresh_ns: bool, host: Option<&Hos
             let norm = |v: &str| v.split_whitespace().collect::<Vec<_>>().join(" ");
             if host_value(&s.name).map(|v| norm(&v)) != Some(norm(&s.value)) {
                 return CellStatus::Skipped {
-                    reason: format!("needs {}={} but runs in the host namespace (no namespaces available)", s.name, s.value),
+                    reason: format!(
+                        "needs {}={} but runs in the host namespace (no namespaces available)",
+                        s.name, s.value
+                    ),
                 };
             }
         }
     }
     if fresh_ns && let Err(e) = netns::enter_fresh(&spec.sysctls) {
-        return CellStatus::Error { message: e.to_string() };
+        return CellStatus::Error {
+            message: e.to_string(),
+        };
     }
     let kernel = match KernelFacts::read_current() {
         Ok(k) => k,
-        Err(e) => return CellStatus::Error { message: e.to_string() },
+        Err(e) => {
+            return CellStatus::Error {
+                message: e.to_string(),
+            };
+        }
     };
     let mut x = spec.experiment.clone();
-    let first = match scenario::run(&x) {
-        Ok(r) => r,
-        Err(e) => return CellStatus::Error { message: e.to_string() },
+    let first = match checked_run(&x, &kernel, &spec.sysctls, fresh_ns) {
+        Ok(c) => c,
+        Err(e) => {
+            return CellStatus::Error {
+                message: e.to_string(),
+            };
+        }
     };
-    if !until_free || first.outcome.is_ok() || held_by_open_descriptor(&x) {
-        return CellStatus::Ran(Box::new(judge(first, kernel)));
+    if !until_free || first.report.outcome.is_ok() || held_by_open_descriptor(&x) {
+        return CellStatus::Ran(Box::new(first));
     }
     // Measure how long the blocked step stays blocked: a fresh namespace for
     // the re-run, so nothing of the first run is left.
     x.until_free = Some(UNTIL_FREE_LIMIT);
     if fresh_ns && let Err(e) = netns::enter_fresh(&spec.sysctls) {
-        return CellStatus::Error { message: e.to_string() };
+        return CellStatus::Error {
+            message: e.to_string(),
+        };
     }
     match scenario::run(&x) {
-        Ok(r) => CellStatus::Ran(Box::new(judge(r, kernel))),
-        Err(e) => CellStatus::Error { message: e.to_string() },
+        Ok(r) => {
+            let mut c = judge(r, kernel);
+            c.runs += first.runs;
+            CellStatus::Ran(Box::new(c))
+        }
+        Err(e) => CellStatus::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
+/// How many times a cell whose old connection was in a transient state
+/// (FIN_WAIT1 waiting for a delayed ACK, LAST_ACK, ...) may run: such a run
+/// is not evidence either way (`check::run_checked`).
+const MAX_RUNS: u32 = 3;
+
+/// Run a cell, re-running it in a fresh namespace (bounded) when a race with
+/// a transient state spoiled it; stable-state mismatches are never retried.
+fn checked_run(
+    x: &Experiment,
+    kernel: &KernelFacts,
+    sysctls: &[Sysctl],
+    fresh_ns: bool,
+) -> Result<RanCell> {
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        if runs > 1 && fresh_ns {
+            netns::enter_fresh(sysctls)?;
+        }
+        let c = crate::check::run_checked(x, kernel, 1)?;
+        let spoiled = !c.agrees
+            && (crate::check::transient(c.report.before.client_state())
+                || crate::check::transient(c.report.before.server_state())
+                || c.prediction.borderline);
+        // In the host namespace a re-run would meet the first run's sockets.
+        if !spoiled || runs >= MAX_RUNS || !fresh_ns {
+            let mut r = judge(c.report, kernel.clone());
+            r.predicted = c.prediction;
+            r.matches = c.agrees;
+            r.runs = runs;
+            return Ok(r);
+        }
     }
 }
 
@@ -722,7 +982,8 @@ fn run_pool(
             handles.push(h);
         }
         for h in handles {
-            h.join().map_err(|_| Error::Netns("a cell worker panicked".into()))?;
+            h.join()
+                .map_err(|_| Error::Netns("a cell worker panicked".into()))?;
         }
         Ok(())
     })?;
@@ -738,7 +999,9 @@ fn default_jobs(until_free: bool, n_cells: usize) -> usize {
         // wait at once so the whole run takes about one period.
         return n_cells.clamp(1, 4096);
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     // Cells mostly wait on the kernel (sock_diag polls), not on the CPU.
     cores * 4
 }
@@ -755,7 +1018,9 @@ pub fn choose_isolation(force_host: bool) -> Isolation {
         Err(why) => match userns_probe() {
             Ok(()) => Isolation::UserNs,
             Err(why2) => Isolation::Host {
-                why: format!("cannot create network namespaces ({why}) nor user namespaces ({why2})"),
+                why: format!(
+                    "cannot create network namespaces ({why}) nor user namespaces ({why2})"
+                ),
             },
         },
     }
@@ -790,16 +1055,23 @@ fn userns_probe() -> std::result::Result<(), String> {
 /// single-threaded, map our uid to root there, then run the cells from
 /// stdin, one JSON line per result on stdout.
 pub fn internal_worker(args: &MatrixArgs) -> Result<u8> {
-    enter_userns()?;
+    let entered = USERNS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(|| Err("the worker did not unshare before threads started".into()));
+    entered.map_err(Error::Netns)?;
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
         .map_err(|e| Error::Invalid(format!("reading cells: {e}")))?;
-    let cells: Vec<CellSpec> = serde_json::from_str(&input)
-        .map_err(|e| Error::Invalid(format!("bad cell list: {e}")))?;
+    let cells: Vec<CellSpec> =
+        serde_json::from_str(&input).map_err(|e| Error::Invalid(format!("bad cell list: {e}")))?;
     if cells.is_empty() {
         return Ok(0);
     }
-    let jobs = args.jobs.unwrap_or_else(|| default_jobs(args.until_free, cells.len()));
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| default_jobs(args.until_free, cells.len()));
     let out = Mutex::new(std::io::stdout());
     run_pool(&cells, jobs, args.until_free, true, None, &|r| {
         if let Ok(line) = serde_json::to_string(&r) {
@@ -809,6 +1081,19 @@ pub fn internal_worker(args: &MatrixArgs) -> Result<u8> {
         }
     })?;
     Ok(0)
+}
+
+/// The result of the worker's early unshare (see [`before_threads`]).
+static USERNS: Mutex<Option<std::result::Result<(), String>>> = Mutex::new(None);
+
+/// Called by main before anything starts a thread (the Ctrl-C handler does):
+/// the hidden worker enters its user + network namespace here, because
+/// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process.
+pub fn before_threads(args: &MatrixArgs) {
+    if args.internal_worker {
+        let r = enter_userns().map_err(|e| e.to_string());
+        *USERNS.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -903,7 +1188,9 @@ impl MatrixRun {
     /// Cells whose observation differs from the prediction (borderline
     /// timing cells are listed but do not count).
     pub fn mismatches(&self) -> Vec<(&CellSpec, &RanCell)> {
-        self.ran().filter(|(_, r)| !r.matches && !r.predicted.borderline).collect()
+        self.ran()
+            .filter(|(_, r)| !r.matches && !r.predicted.borderline)
+            .collect()
     }
 }
 
@@ -919,7 +1206,10 @@ pub fn execute(args: &MatrixArgs, progress: bool) -> Result<MatrixRun> {
     }
     let t0 = Instant::now();
     let bar = if progress {
-        indicatif::ProgressBar::with_draw_target(Some(cells.len() as u64), indicatif::ProgressDrawTarget::stderr())
+        indicatif::ProgressBar::with_draw_target(
+            Some(cells.len() as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        )
     } else {
         indicatif::ProgressBar::hidden()
     };
@@ -932,11 +1222,15 @@ pub fn execute(args: &MatrixArgs, progress: bool) -> Result<MatrixRun> {
         bar.inc(1);
         results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
     };
-    let jobs = args.jobs.unwrap_or_else(|| default_jobs(args.until_free, cells.len()));
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| default_jobs(args.until_free, cells.len()));
     match &iso {
         Isolation::Netns => run_pool(&cells, jobs, args.until_free, true, None, &done)?,
         Isolation::UserNs => run_via_worker(&cells, args, &done)?,
-        Isolation::Host { .. } => run_pool(&cells, jobs, args.until_free, false, Some(&host), &done)?,
+        Isolation::Host { .. } => {
+            run_pool(&cells, jobs, args.until_free, false, Some(&host), &done)?
+        }
     }
     bar.finish_and_clear();
     let mut cells = results.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -945,7 +1239,9 @@ pub fn execute(args: &MatrixArgs, progress: bool) -> Result<MatrixRun> {
         kernel_release: model::kernel_release(),
         isolation: match iso {
             Isolation::Netns => "one fresh network namespace per cell".into(),
-            Isolation::UserNs => "one fresh network namespace per cell, inside an unprivileged user namespace".into(),
+            Isolation::UserNs => {
+                "one fresh network namespace per cell, inside an unprivileged user namespace".into()
+            }
             Isolation::Host { why } => format!(
                 "HOST NAMESPACE: {why}; cells ran on free ports with the host's sysctls, cells needing other sysctls were skipped"
             ),
@@ -969,7 +1265,9 @@ pub fn run(args: &MatrixArgs) -> Result<u8> {
     let run = execute(args, tty)?;
     let color = std::io::stdout().is_terminal() && args.format == Format::Table;
     let text = match args.format {
-        Format::Json => serde_json::to_string_pretty(&run).map_err(|e| Error::Invalid(e.to_string()))?,
+        Format::Json => {
+            serde_json::to_string_pretty(&run).map_err(|e| Error::Invalid(e.to_string()))?
+        }
         Format::Csv => render_csv(&run),
         Format::Md => render_md(&run),
         Format::Table => render_table(&run, color),
@@ -1099,31 +1397,60 @@ fn row(spec: &CellSpec, status: &CellStatus, with_free: bool) -> Vec<String> {
 
 fn header(with_free: bool) -> Vec<&'static str> {
     let mut h = vec![
-        "#", "next", "close", "when", "client port", "fam", "opts old→new", "sysctls", "predicted (Linux)", "observed",
+        "#",
+        "next",
+        "close",
+        "when",
+        "client port",
+        "fam",
+        "opts old→new",
+        "sysctls",
+        "predicted (Linux)",
+        "observed",
         "old 4-tuple client / server",
     ];
     if with_free {
         h.push("freed after");
     }
-    h.extend(["Windows (documented, not run)", "BSD/macOS (documented, not run)", "rule"]);
+    h.extend([
+        "Windows (documented, not run)",
+        "BSD/macOS (documented, not run)",
+        "rule",
+    ]);
     h
 }
 
 fn with_free(run: &MatrixRun) -> bool {
-    run.ran().any(|(_, c)| c.report.experiment.until_free.is_some())
+    run.ran()
+        .any(|(_, c)| c.report.experiment.until_free.is_some())
         || run.ran().any(|(s, _)| s.experiment.until_free.is_some())
 }
 
 fn summary(run: &MatrixRun) -> String {
     let ran = run.ran().count();
-    let skipped = run.cells.iter().filter(|c| matches!(c.status, CellStatus::Skipped { .. })).count();
-    let errors = run.cells.iter().filter(|c| matches!(c.status, CellStatus::Error { .. })).count();
+    let skipped = run
+        .cells
+        .iter()
+        .filter(|c| matches!(c.status, CellStatus::Skipped { .. }))
+        .count();
+    let errors = run
+        .cells
+        .iter()
+        .filter(|c| matches!(c.status, CellStatus::Error { .. }))
+        .count();
     let mism = run.mismatches().len();
-    let border = run.ran().filter(|(_, r)| !r.matches && r.predicted.borderline).count();
+    let border = run
+        .ran()
+        .filter(|(_, r)| !r.matches && r.predicted.borderline)
+        .count();
     format!(
         "{} cells: {ran} ran, {skipped} skipped, {errors} errors; {mism} mismatches{}; {:.2} s on kernel {}",
         run.cells.len(),
-        if border > 0 { format!(" (+{border} borderline timing)") } else { String::new() },
+        if border > 0 {
+            format!(" (+{border} borderline timing)")
+        } else {
+            String::new()
+        },
         run.elapsed_ms as f64 / 1000.0,
         run.kernel_release
     )
@@ -1160,9 +1487,12 @@ fn mismatch_text(run: &MatrixRun) -> String {
 fn rules_text(run: &MatrixRun) -> String {
     let mut seen = std::collections::BTreeMap::new();
     for (_, c) in run.ran() {
-        seen.entry(c.predicted.rule.name()).or_insert_with(|| c.predicted.explanation.clone());
+        seen.entry(c.predicted.rule.name())
+            .or_insert_with(|| c.predicted.explanation.clone());
     }
-    seen.into_iter().map(|(k, v)| format!("- {k}: {v}\n")).collect()
+    seen.into_iter()
+        .map(|(k, v)| format!("- {k}: {v}\n"))
+        .collect()
 }
 
 pub fn render_table(run: &MatrixRun, color: bool) -> String {
@@ -1180,7 +1510,8 @@ pub fn render_table(run: &MatrixRun, color: bool) -> String {
         }
         last_group = Some(group);
         let cells = row(&c.spec, &c.status, wf);
-        let bad = matches!(&c.status, CellStatus::Ran(r) if !r.matches) || matches!(c.status, CellStatus::Error { .. });
+        let bad = matches!(&c.status, CellStatus::Ran(r) if !r.matches)
+            || matches!(c.status, CellStatus::Error { .. });
         let row: Vec<Cell> = cells
             .into_iter()
             .enumerate()
@@ -1223,7 +1554,10 @@ pub fn render_md(run: &MatrixRun) -> String {
     s.push_str(&format!("|{}\n", "---|".repeat(h.len())));
     for c in &run.cells {
         let r = row(&c.spec, &c.status, wf);
-        s.push_str(&format!("| {} |\n", r.iter().map(|x| esc(x)).collect::<Vec<_>>().join(" | ")));
+        s.push_str(&format!(
+            "| {} |\n",
+            r.iter().map(|x| esc(x)).collect::<Vec<_>>().join(" | ")
+        ));
     }
     let m = mismatch_text(run);
     if !m.is_empty() {
@@ -1245,10 +1579,20 @@ pub fn render_csv(run: &MatrixRun) -> String {
             s.to_string()
         }
     };
-    let mut s = header(wf).iter().map(|h| q(h)).collect::<Vec<_>>().join(",");
+    let mut s = header(wf)
+        .iter()
+        .map(|h| q(h))
+        .collect::<Vec<_>>()
+        .join(",");
     s.push('\n');
     for c in &run.cells {
-        s.push_str(&row(&c.spec, &c.status, wf).iter().map(|x| q(x)).collect::<Vec<_>>().join(","));
+        s.push_str(
+            &row(&c.spec, &c.status, wf)
+                .iter()
+                .map(|x| q(x))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         s.push('\n');
     }
     s
@@ -1271,22 +1615,34 @@ mod tests {
     #[test]
     fn default_matrix_size_follows_the_documented_pruning() {
         let cells = build_cells(&Selection::default(), &host(), true).unwrap();
-        // reconnect: fixed 4×2×2 (close×when×fam) × 5 opts × 6 sysctls,
-        // kernel-chosen 2 kinds × 4×2×2 × 1 × 6; rebind: 4×2×3×2 × 5;
-        // restart-listener: 4×2×1×2 × 5.
-        let want = 16 * 5 * 6 + 2 * 16 * 6 + 48 * 5 + 16 * 5;
+        // reconnect: fixed 10×2 (close×when × fam) × 5 opts × 6 sysctls,
+        // kernel-chosen 2 kinds × 10×2 × 1 × 6; rebind: 10×3×2 × 5;
+        // restart-listener: 10×1×2 × 5.
+        // when: 3 values for FIN closes, 2 for RST closes → 10 close×when.
+        let want = 20 * 5 * 6 + 2 * 20 * 6 + 60 * 5 + 20 * 5;
         assert_eq!(cells.len(), want);
         assert!(cells.iter().enumerate().all(|(i, c)| c.id == i));
     }
 
     #[test]
     fn factors_parse_and_reject() {
-        let s = Selection::parse(&["when=at-once,after-250ms".into(), "close=client".into()]).unwrap();
+        let s =
+            Selection::parse(&["when=at-once,after-250ms".into(), "close=client".into()]).unwrap();
         assert_eq!(s.when, Some(vec![When::AtOnce, When::AfterMs(250)]));
-        let e = Selection::parse(&["colse=client".into()]).unwrap_err().to_string();
-        assert!(e.contains("unknown factor 'colse'") && e.contains("close, when, next"), "{e}");
-        let e = Selection::parse(&["close=clinet".into()]).unwrap_err().to_string();
-        assert!(e.contains("unknown value 'clinet'") && e.contains("client-rst"), "{e}");
+        let e = Selection::parse(&["colse=client".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown factor 'colse'") && e.contains("close, when, next"),
+            "{e}"
+        );
+        let e = Selection::parse(&["close=clinet".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown value 'clinet'") && e.contains("client-rst"),
+            "{e}"
+        );
         assert!(Selection::parse(&["tcp-tw-reuse=3".into()]).is_err());
         assert!(Selection::parse(&["close".into()]).is_err());
     }
@@ -1297,25 +1653,52 @@ mod tests {
         h.tw_reuse_delay = None;
         let s = Selection::parse(&["tcp-tw-reuse-delay=1".into()]).unwrap();
         let e = build_cells(&s, &h, true).unwrap_err().to_string();
-        assert!(e.contains("this kernel") && e.contains("has no net.ipv4.tcp_tw_reuse_delay"), "{e}");
+        assert!(
+            e.contains("this kernel") && e.contains("has no net.ipv4.tcp_tw_reuse_delay"),
+            "{e}"
+        );
     }
 
     #[test]
     fn port_range_one_uses_the_cells_client_port() {
-        let s = Selection::parse(&["port-range=one".into(), "next=reconnect".into(), "client-port=ephemeral,fixed".into()]).unwrap();
+        let s = Selection::parse(&[
+            "port-range=one".into(),
+            "next=reconnect".into(),
+            "client-port=ephemeral,fixed".into(),
+        ])
+        .unwrap();
         let cells = build_cells(&s, &host(), true).unwrap();
         for c in cells {
             let r = c.sysctls.iter().find(|s| s.name == RANGE).unwrap();
-            let p = if c.port_kind == ClientPortKind::Fixed { CLIENT_PORT } else { ONE_PORT };
+            let p = if c.port_kind == ClientPortKind::Fixed {
+                CLIENT_PORT
+            } else {
+                ONE_PORT
+            };
             assert_eq!(r.value, format!("{p} {p}"));
         }
     }
 
     #[test]
     fn open_descriptor_holders() {
-        let c = build_cells(&Selection::parse(&["next=reconnect".into(), "close=server".into(), "when=at-once".into()]).unwrap(), &host(), true).unwrap();
+        let c = build_cells(
+            &Selection::parse(&[
+                "next=reconnect".into(),
+                "close=server".into(),
+                "when=at-once".into(),
+            ])
+            .unwrap(),
+            &host(),
+            true,
+        )
+        .unwrap();
         assert!(c.iter().all(|c| held_by_open_descriptor(&c.experiment)));
-        let c = build_cells(&Selection::parse(&["next=reconnect".into(), "close=client".into()]).unwrap(), &host(), true).unwrap();
+        let c = build_cells(
+            &Selection::parse(&["next=reconnect".into(), "close=client".into()]).unwrap(),
+            &host(),
+            true,
+        )
+        .unwrap();
         assert!(c.iter().all(|c| !held_by_open_descriptor(&c.experiment)));
     }
 }

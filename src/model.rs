@@ -307,9 +307,10 @@ fn holder_from_entry(e: &SockEntry, opts: SocketOpts) -> Holder {
 }
 
 /// Is a side's descriptor still open at the step? Only the end that did not
-/// close first, and only when the step comes at once (scenario::When).
-fn fd_open(x: &Experiment, side: Side) -> bool {
-    x.when == When::AtOnce && x.close.first() != side
+/// close first, and only when the step comes before that end closed
+/// (`When::AtOnce`, `When::AfterAck`).
+pub fn fd_open(x: &Experiment, side: Side) -> bool {
+    matches!(x.when, When::AtOnce | When::AfterAck) && x.close.first() != side
 }
 
 /// The holder of one end of the old connection.
@@ -1341,7 +1342,12 @@ mod tests {
         assert_eq!(short(&predict(&x, &v, &facts())), "ok");
         // An accepted socket's bind lock is cleared by sk_clone_lock(), so
         // a reset child with an open descriptor does not keep the port.
-        let mut x = exp(CloseBy::ClientRst, When::AtOnce, NextStep::RestartListener, ClientPort::Fixed(23456));
+        let mut x = exp(
+            CloseBy::ClientRst,
+            When::AtOnce,
+            NextStep::RestartListener,
+            ClientPort::Fixed(23456),
+        );
         x.new_opts = SocketOpts::default();
         assert_eq!(short(&predict(&x, &v, &facts())), "ok");
         // After the peer closed too, nothing holds anything.

@@ -134,7 +134,9 @@ mod imp {
             })
             .map_err(|e| Error::Netns(format!("spawn: {e}")))?
             .join()
-            .map_err(|_| Error::Netns("the namespace thread panicked".into()))?
+            // A panic inside `f` is a bug of the caller (or a failed test
+            // assertion): pass it on unchanged.
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
     }
 
     /// Can this process make network namespaces per thread? Probed by doing

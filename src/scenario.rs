@@ -80,9 +80,17 @@ impl fmt::Display for CloseBy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum When {
-    /// Right after the first close took effect; the other end has not
-    /// closed its socket (the story's tight loop).
+    /// Right after the first close() returns, with no wait at all; the
+    /// other end has not closed (the story's tight loop). After a FIN the
+    /// closer is usually still FIN_WAIT1 here: the peer delays its ACK of a
+    /// FIN (tcp_fin() enters pingpong mode, so the ACK waits for the
+    /// delayed-ACK timer, about 40 ms, or for the peer's own FIN).
     AtOnce,
+    /// After the first FIN was acknowledged (closer FIN_WAIT2, other end
+    /// CLOSE_WAIT), the other end still open. On Linux the orphaned
+    /// FIN_WAIT2 is a timewait mini-socket (tcp_close → tcp_time_wait(sk,
+    /// TCP_FIN_WAIT2, ...)) when tcp_fin_timeout ≤ 60 s.
+    AfterAck,
     /// After the other end saw EOF and closed too, and the kernel settled.
     AfterPeer,
     /// As `AfterPeer`, then a further wait of this many milliseconds.
@@ -93,6 +101,7 @@ impl When {
     pub fn name(self) -> String {
         match self {
             When::AtOnce => "at-once".into(),
+            When::AfterAck => "after-ack".into(),
             When::AfterPeer => "after-peer".into(),
             When::AfterMs(ms) => format!("after-{ms}ms"),
         }
@@ -370,7 +379,10 @@ pub fn run(x: &Experiment) -> Result<Report> {
         TcpSock::new(fam, x.listener),
     )?);
     if let Some(l) = &listener {
-        setup(&mut log, "server", Step::Bind, l.bind(server_addr))?;
+        let r = l.bind(server_addr);
+        log.rec("server", Step::Bind, &r);
+        // A port the user chose may be taken: say so plainly.
+        r.map_err(|e| crate::socket::explain_step_error(&e, server_addr))?;
         setup(&mut log, "server", Step::Listen, l.listen(16))?;
     }
 
@@ -459,7 +471,7 @@ pub fn run(x: &Experiment) -> Result<Report> {
             "the RST to reach both ends",
             |v| v.client.is_none() && v.server.is_none(),
         )?;
-    } else {
+    } else if x.when == When::AfterAck {
         // FIN sent and ACKed: closer in FIN_WAIT2 (a full socket, or an
         // orphan kept as a timewait mini-socket with substate FIN_WAIT2, see
         // tcp_close()), the other end in CLOSE_WAIT.
@@ -476,7 +488,7 @@ pub fn run(x: &Experiment) -> Result<Report> {
 
     // 3. When.
     let mut other_open = Some(other);
-    if x.when != When::AtOnce {
+    if matches!(x.when, When::AfterPeer | When::AfterMs(_)) {
         let mut o = other_open.take().expect("other end still open");
         let r = o.recv_until_eof(IO_TIMEOUT);
         // After an RST the read ends in ECONNRESET: that is the point.

@@ -195,6 +195,15 @@ impl TcpSock {
         if opts.reuseport {
             set(sock.set_reuse_port(true))?;
         }
+        #[cfg(not(unix))]
+        if opts.reuseport {
+            // Windows has no SO_REUSEPORT; say so instead of ignoring it.
+            return Err(StepError {
+                step: Step::SetOpt,
+                error: SysError::from_code(10042), // WSAENOPROTOOPT
+                io_kind: io::ErrorKind::Unsupported,
+            });
+        }
         if let Some(secs) = opts.linger {
             set(sock.set_linger(Some(Duration::from_secs(secs as u64))))?;
         }

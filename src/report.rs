@@ -1,0 +1,95 @@
+//! Rendering for people: the demo's table and notes. (JSON comes straight
+//! from the serde types.)
+
+use crate::demo::Demo;
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use std::fmt::Write;
+
+/// A table that wraps to the terminal, or to 160 columns when not a tty.
+pub fn new_table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if t.width().is_none() {
+        t.set_width(160);
+    }
+    t
+}
+
+/// The demo as a table, the explanations under it, then the host facts and
+/// what other systems would do.
+pub fn demo_text(d: &Demo) -> String {
+    let mut t = new_table();
+    t.set_header(vec![
+        "#",
+        "case",
+        "closed first",
+        "options",
+        "failed step",
+        "errno",
+        "old 4-tuple at that moment",
+    ]);
+    for (i, r) in d.rows.iter().enumerate() {
+        t.add_row(vec![
+            (i + 1).to_string(),
+            r.case.clone(),
+            r.closed_first.clone(),
+            r.options.clone(),
+            r.step.clone(),
+            r.errno.clone().unwrap_or_else(|| "-".into()),
+            r.old_tuple.clone(),
+        ]);
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "twlab demo: the fixed-client-port experiment, run {} times on this machine's loopback ({:.0} ms)\n",
+        d.rows.len(),
+        d.elapsed_ms
+    );
+    let _ = writeln!(s, "{t}\n");
+    let _ = writeln!(
+        s,
+        "Why (Linux rule model; every row checked against what the kernel did):"
+    );
+    for (i, r) in d.rows.iter().enumerate() {
+        let agree = if r.model_agrees {
+            ""
+        } else {
+            "  [MODEL DISAGREES WITH THE KERNEL: please report]"
+        };
+        let _ = writeln!(s, "  {}. {}{agree}", i + 1, r.explanation);
+        if let Some(fix) = &r.fix {
+            let _ = writeln!(s, "     fix: {fix}");
+        }
+    }
+    let k = &d.kernel;
+    let _ = writeln!(s, "\nThis host: Linux {}", k.release);
+    let _ = writeln!(
+        s,
+        "  net.ipv4.tcp_timestamps = {}   net.ipv4.tcp_tw_reuse = {}   net.ipv4.tcp_tw_reuse_delay = {}",
+        u8::from(k.timestamps),
+        k.tw_reuse.value(),
+        k.tw_reuse_delay_ms
+            .map(|v| format!("{v} ms"))
+            .unwrap_or_else(|| "(not in this kernel: 1 s fixed)".into())
+    );
+    let _ = writeln!(
+        s,
+        "  net.ipv4.ip_local_port_range = {} {}   net.ipv4.tcp_max_tw_buckets = {}",
+        k.port_range.low, k.port_range.high, k.max_tw_buckets
+    );
+    let _ = writeln!(s, "\nOther systems (documented, not run here):");
+    for (i, r) in d.rows.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  {}. Windows: {} — {}\n     BSD/macOS: {} — {}",
+            i + 1,
+            r.windows.outcome.short(),
+            r.windows.explanation,
+            r.bsd.outcome.short(),
+            r.bsd.explanation
+        );
+    }
+    s
+}

@@ -1,0 +1,197 @@
+//! Bad input and faults: each gives one clear line on stderr and a non-zero
+//! exit code; never a panic or a backtrace.
+
+mod common;
+
+use common::*;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn malformed_addresses_are_one_line_errors() {
+    for (args, want) in [
+        (
+            vec!["client", "--connect", "1.2.3:80"],
+            "malformed address '1.2.3:80'",
+        ),
+        (
+            vec!["client", "--connect", "127.0.0.1"],
+            "the port is missing",
+        ),
+        (
+            vec!["client", "--connect", "127.0.0.1:99999"],
+            "out of range",
+        ),
+        (
+            vec!["client", "--connect", "127.0.0.1:1", "--bind", "x:1"],
+            "'x' is not an IP address",
+        ),
+        (
+            vec!["server", "--listen", "localhost"],
+            "malformed address 'localhost'",
+        ),
+    ] {
+        let o = run(&args);
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(line.contains(want), "{args:?}: {line}");
+        assert!(line.contains("expected IP:PORT"), "{line}");
+    }
+}
+
+#[test]
+fn mixed_families_are_refused() {
+    let o = run(&["client", "--connect", "[::1]:80", "--bind", "127.0.0.1:0"]);
+    let line = one_line_failure(&o);
+    assert!(line.contains("different address families"), "{line}");
+}
+
+#[test]
+fn a_port_in_use_by_a_listener() {
+    // A listener of the test's own on a free loopback port (kernel-chosen,
+    // so parallel tests never collide).
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    for extra in [&[][..], &["--reuseaddr"][..]] {
+        let mut args = vec!["server", "--listen", addr.as_str(), "--count", "1"];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        let line = one_line_failure(&o);
+        assert!(
+            line.contains(&format!("{addr} is already in use")),
+            "{line}"
+        );
+        assert!(line.contains("EADDRINUSE (98)"), "{line}");
+        assert!(line.contains("pick another port"), "{line}");
+    }
+}
+
+#[test]
+fn connection_refused() {
+    // A port nothing listens on: bound (so no one else takes it) but never
+    // listening, so the SYN is answered with RST.
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    holder
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let addr = holder
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+        .to_string();
+    let o = run(&["client", "--connect", &addr, "--count", "1"]);
+    let line = one_line_failure(&o);
+    assert!(
+        line.contains(&format!("connection to {addr} refused")),
+        "{line}"
+    );
+    assert!(line.contains("ECONNREFUSED"), "{line}");
+    assert!(line.contains("twlab server --listen"), "{line}");
+}
+
+#[test]
+fn a_privileged_port_as_an_ordinary_user() {
+    let nobody_can_run = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let is_root = nix::unistd::geteuid().is_root();
+    if is_root && !nobody_can_run {
+        eprintln!(
+            "skipped a_privileged_port_as_an_ordinary_user: setpriv cannot run the binary as nobody here"
+        );
+        return;
+    }
+    let go = move || {
+        let mut cmd = if is_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(bin());
+            c
+        } else {
+            Command::new(bin())
+        };
+        cmd.args(["server", "--listen", "127.0.0.1:80", "--count", "1"])
+            .output()
+            .unwrap()
+    };
+    // As root, in a namespace of our own where ports below 1024 are
+    // privileged whatever the host says.
+    let o = if is_root && twlab::netns::can_unshare().is_ok() {
+        in_netns(&[("net.ipv4.ip_unprivileged_port_start", "1024")], go)
+    } else if twlab::netns::read_sysctl("net.ipv4.ip_unprivileged_port_start").as_deref()
+        == Some("1024")
+    {
+        go()
+    } else {
+        eprintln!(
+            "skipped a_privileged_port_as_an_ordinary_user: ports below 1024 are not privileged on this host"
+        );
+        return;
+    };
+    let line = one_line_failure(&o);
+    assert!(
+        line.contains("permission denied binding 127.0.0.1:80"),
+        "{line}"
+    );
+    assert!(line.contains("EACCES (13)"), "{line}");
+    assert!(line.contains("use a port of 1024 or more"), "{line}");
+}
+
+#[test]
+fn ctrl_c_stops_the_server_with_one_line() {
+    if !netns_or_skip("ctrl_c_stops_the_server_with_one_line") {
+        return;
+    }
+    in_netns(&[], || {
+        let addr: SocketAddr = "127.0.0.1:12345".parse().unwrap();
+        let child = Command::new(bin())
+            .args(["server", "--listen", "127.0.0.1:12345"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_listening(addr);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let start = Instant::now();
+        let o = child.wait_with_output().unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(130));
+        assert!(line.contains("interrupted"), "{line}");
+    });
+}
+
+#[test]
+fn bad_numbers_are_one_line_errors() {
+    let o = run(&["client", "--connect", "127.0.0.1:1", "--timeout=-1"]);
+    let line = one_line_failure(&o);
+    assert!(
+        line.contains("--timeout must be a positive number"),
+        "{line}"
+    );
+}
+
+#[test]
+fn usage_errors_are_one_line_with_exit_code_2() {
+    for args in [
+        &["client"][..],
+        &["client", "--connect", "127.0.0.1:1", "--count", "many"][..],
+        &["server", "--close", "sometimes"][..],
+        &["no-such-command"][..],
+    ] {
+        let o = run(args);
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+        assert!(line.contains("--help"), "{line}");
+    }
+}

@@ -1,0 +1,95 @@
+//! Shared helpers for the integration tests: run the `twlab` binary inside a
+//! fresh network namespace of the test's own, and wait on kernel state.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use twlab::diag::{self, Query, StateSet, TcpState};
+use twlab::netns::{self, Sysctl};
+
+pub fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin!("twlab").to_path_buf()
+}
+
+/// True if this test can make network namespaces; prints why not otherwise.
+pub fn netns_or_skip(test: &str) -> bool {
+    match netns::can_unshare() {
+        Ok(()) => true,
+        Err(why) => {
+            eprintln!("skipped {test}: cannot create network namespaces ({why}); run as root");
+            false
+        }
+    }
+}
+
+/// Run `f` on a thread inside a fresh namespace with `sysctls`; child
+/// processes spawned by `f` inherit the namespace.
+pub fn in_netns<T: Send + 'static>(
+    sysctls: &[(&str, &str)],
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let s = sysctls.iter().map(|(n, v)| Sysctl::new(*n, *v)).collect();
+    netns::run_in_fresh(s, f).expect("fresh network namespace")
+}
+
+/// Wait (bounded, 5 s) until something listens on `addr`.
+pub fn wait_listening(addr: SocketAddr) {
+    let start = Instant::now();
+    loop {
+        let l = diag::dump(&Query::states(StateSet::of(&[TcpState::Listen]))).unwrap();
+        if l.iter().any(|e| e.local == addr) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "nothing listens on {addr} after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Start `twlab server` with `args` and wait until it listens on `addr`.
+pub fn start_server(addr: SocketAddr, args: &[&str]) -> Child {
+    let child = Command::new(bin())
+        .arg("server")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args(["--idle-timeout", "30"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn twlab server");
+    wait_listening(addr);
+    child
+}
+
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).output().expect("run twlab")
+}
+
+/// The JSON lines a command printed.
+pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+/// Assert a command failed cleanly: non-zero exit, exactly one line on
+/// stderr, no panic; return that line.
+pub fn one_line_failure(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "backtrace hint: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {err}");
+    lines[0].to_string()
+}
