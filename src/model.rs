@@ -376,7 +376,7 @@ fn predict_bind(
     new: SocketOpts,
     h: Option<Holder>,
     step: Step,
-) -> std::result::Result<Option<RuleId>, Prediction> {
+) -> std::result::Result<Option<RuleId>, Box<Prediction>> {
     let Some(h) = h else {
         return Ok(None);
     };
@@ -390,7 +390,7 @@ fn predict_bind(
             } else {
                 "set SO_REUSEADDR on both sockets"
             };
-            Err(Prediction {
+            Err(Box::new(Prediction {
                 outcome: err(step, libc::EADDRINUSE),
                 rule: RuleId::BindConflict,
                 explanation: format!(
@@ -404,7 +404,7 @@ fn predict_bind(
                     "5.x: inet_csk_bind_conflict(); 6.x split into inet_bind_conflict()/inet_bhash2_conflict(), same rule".into(),
                 ),
                 borderline: false,
-            })
+            }))
         }
     }
 }
@@ -426,7 +426,7 @@ pub fn predict_linux(cell: &CellFacts) -> Prediction {
     match x.next {
         NextStep::Rebind => {
             match predict_bind("bind()", Side::Client, x.new_opts, client, Step::Bind) {
-                Err(p) => p,
+                Err(p) => *p,
                 Ok(Some(rule)) => ok(
                     rule,
                     format!(
@@ -449,7 +449,7 @@ pub fn predict_linux(cell: &CellFacts) -> Prediction {
                 server,
                 Step::Bind,
             ) {
-                Err(p) => return p,
+                Err(p) => return *p,
                 Ok(Some(rule)) => (
                     rule,
                     format!(
@@ -488,7 +488,7 @@ fn predict_reconnect(
     let mut bind_rule = None;
     if fixed {
         match predict_bind("bind()", Side::Client, x.new_opts, client, Step::Bind) {
-            Err(p) => return p,
+            Err(p) => return *p,
             Ok(r) => bind_rule = r,
         }
     }
@@ -813,7 +813,10 @@ pub fn predict_bsd(cell: &CellFacts) -> DocumentedPrediction {
     };
     let blocked = |h: Option<Holder>| match h {
         // A reset socket is removed from the PCB hash (in_pcbdrop).
-        Some(h) if h.hashed => !x.new_opts.reuseaddr && !(x.new_opts.reuseport && h.opts.reuseport),
+        Some(h) if h.hashed => {
+            let shares = x.new_opts.reuseaddr || (x.new_opts.reuseport && h.opts.reuseport);
+            !shares
+        }
         _ => false,
     };
     match x.next {
