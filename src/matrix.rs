@@ -95,8 +95,8 @@ pub struct MatrixArgs {
     /// resolution, give up after 70 s) and show how long that took.
     #[arg(long)]
     pub until_free: bool,
-    /// Cells run at once (default: 4 × available cores; with --until-free,
-    /// all blocked cells wait together).
+    /// Cells run at once (default: 4 × available cores). With --until-free
+    /// the blocked cells are then re-run all at once, whatever this says.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     #[arg(long, value_enum, default_value = "table")]
@@ -779,6 +779,42 @@ pub struct RanCell {
     pub matches: bool,
     /// Runs needed (more than 1 only after a race with a transient state).
     pub runs: u32,
+    /// Every run disagreed while the old connection was in a transient
+    /// state (FIN_WAIT1, LAST_ACK, ...): a race, not evidence either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raced: bool,
+    /// `--until-free`: how long the failed step stayed blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_free: Option<FreeTiming>,
+}
+
+/// How long a blocked step stayed blocked (`--until-free`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FreeTiming {
+    /// The step first succeeded this long after its first failure.
+    FreedAfterMs(u64),
+    /// Still blocked when twlab gave up.
+    NotWithin { secs: u64 },
+    /// The blocker is a socket whose descriptor stays open for the whole
+    /// cell: waiting cannot free it.
+    HeldByOpenSocket,
+    /// The re-run's step succeeded at once (it raced a state change).
+    OkOnRerun,
+    /// The re-run itself failed.
+    Error(String),
+}
+
+impl FreeTiming {
+    pub fn label(&self) -> String {
+        match self {
+            FreeTiming::FreedAfterMs(ms) => format!("{:.2} s", *ms as f64 / 1000.0),
+            FreeTiming::NotWithin { secs } => format!("not within {secs} s"),
+            FreeTiming::HeldByOpenSocket => "never (open socket)".into(),
+            FreeTiming::OkOnRerun => "ok on re-run".into(),
+            FreeTiming::Error(e) => format!("error: {e}"),
+        }
+    }
 }
 
 /// What happened to a cell.
@@ -832,17 +868,14 @@ fn judge(report: Report, kernel: KernelFacts) -> RanCell {
         bsd,
         matches,
         runs: 1,
+        raced: false,
+        until_free: None,
     }
 }
 
 /// Run one cell on the calling thread (already in its namespace, or in the
 /// host namespace when `host` is set).
-fn run_cell(
-    spec: &CellSpec,
-    until_free: bool,
-    fresh_ns: bool,
-    host: Option<&HostSysctls>,
-) -> CellStatus {
+fn run_cell(spec: &CellSpec, fresh_ns: bool, host: Option<&HostSysctls>) -> CellStatus {
     if let Some(h) = host {
         // Host fallback: only cells whose sysctls equal the host's.
         let host_value = |n: &str| match n {
@@ -878,36 +911,35 @@ fn run_cell(
             };
         }
     };
-    let mut x = spec.experiment.clone();
-    let first = match checked_run(&x, &kernel, &spec.sysctls, fresh_ns) {
-        Ok(c) => c,
-        Err(e) => {
-            return CellStatus::Error {
-                message: e.to_string(),
-            };
-        }
-    };
-    if !until_free || first.report.outcome.is_ok() || held_by_open_descriptor(&x) {
-        return CellStatus::Ran(Box::new(first));
-    }
-    // Measure how long the blocked step stays blocked: a fresh namespace for
-    // the re-run, so nothing of the first run is left.
-    x.until_free = Some(UNTIL_FREE_LIMIT);
-    if fresh_ns && let Err(e) = netns::enter_fresh(&spec.sysctls) {
-        return CellStatus::Error {
-            message: e.to_string(),
-        };
-    }
-    match scenario::run(&x) {
-        Ok(r) => {
-            let mut c = judge(r, kernel);
-            c.runs += first.runs;
-            CellStatus::Ran(Box::new(c))
-        }
+    match checked_run(&spec.experiment, &kernel, &spec.sysctls, fresh_ns) {
+        Ok(c) => CellStatus::Ran(Box::new(c)),
         Err(e) => CellStatus::Error {
             message: e.to_string(),
         },
     }
+}
+
+/// `--until-free` phase: run a blocked cell again, in a fresh namespace,
+/// retrying the step until it succeeds; only the timing is kept (the
+/// prediction was checked in the first phase, on a calmer machine: hundreds
+/// of concurrently waiting cells would race with the FIN_WAIT1 → FIN_WAIT2
+/// transition).
+fn measure_until_free(spec: &CellSpec, fresh_ns: bool) -> std::result::Result<FreeTiming, String> {
+    if fresh_ns {
+        netns::enter_fresh(&spec.sysctls).map_err(|e| e.to_string())?;
+    }
+    let mut x = spec.experiment.clone();
+    x.until_free = Some(UNTIL_FREE_LIMIT);
+    let r = scenario::run(&x).map_err(|e| e.to_string())?;
+    Ok(match r.until_free {
+        Some(u) => match u.freed_after_ms {
+            Some(ms) => FreeTiming::FreedAfterMs(ms),
+            None => FreeTiming::NotWithin {
+                secs: UNTIL_FREE_LIMIT.as_secs(),
+            },
+        },
+        None => FreeTiming::OkOnRerun,
+    })
 }
 
 /// How many times a cell whose old connection was in a transient state
@@ -940,22 +972,22 @@ fn checked_run(
             r.predicted = c.prediction;
             r.matches = c.agrees;
             r.runs = runs;
+            r.raced = spoiled && fresh_ns;
             return Ok(r);
         }
     }
 }
 
-/// Run cells on `jobs` worker threads, calling `done` as each finishes.
-fn run_pool(
-    cells: &[CellSpec],
+/// Run `work` for each item on `jobs` worker threads, calling `done` as
+/// each finishes.
+fn run_pool<I: Sync, T>(
+    items: &[I],
     jobs: usize,
-    until_free: bool,
-    fresh_ns: bool,
-    host: Option<&HostSysctls>,
-    done: &(dyn Fn(CellResult) + Sync),
+    work: &(dyn Fn(&I) -> T + Sync),
+    done: &(dyn Fn(usize, T) + Sync),
 ) -> Result<()> {
     let next = AtomicUsize::new(0);
-    let jobs = jobs.clamp(1, cells.len().max(1));
+    let jobs = jobs.clamp(1, items.len().max(1));
     std::thread::scope(|s| -> Result<()> {
         let mut handles = Vec::new();
         for i in 0..jobs {
@@ -970,12 +1002,8 @@ fn run_pool(
                             break;
                         }
                         let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(spec) = cells.get(i) else { break };
-                        let status = run_cell(spec, until_free, fresh_ns, host);
-                        done(CellResult {
-                            spec: spec.clone(),
-                            status,
-                        });
+                        let Some(item) = items.get(i) else { break };
+                        done(i, work(item));
                     }
                 })
                 .map_err(|e| Error::Netns(format!("spawn worker: {e}")))?;
@@ -993,16 +1021,80 @@ fn run_pool(
     Ok(())
 }
 
-fn default_jobs(until_free: bool, n_cells: usize) -> usize {
-    if until_free {
-        // Blocked cells mostly sleep for a TIME_WAIT period; let them all
-        // wait at once so the whole run takes about one period.
-        return n_cells.clamp(1, 4096);
+/// Run cells in the calling thread's process: first every cell, checked
+/// against the model (`jobs` at once); then, with `until_free`, the cells
+/// whose step failed are re-run all at once to time how long they stay
+/// blocked, so the whole run takes about one TIME_WAIT period.
+fn run_cells(
+    cells: &[CellSpec],
+    jobs: usize,
+    until_free: bool,
+    fresh_ns: bool,
+    host: Option<&HostSysctls>,
+    done: &(dyn Fn(CellResult) + Sync),
+) -> Result<()> {
+    let held: Mutex<Vec<CellResult>> = Mutex::new(Vec::new());
+    run_pool(
+        cells,
+        jobs,
+        &|spec| run_cell(spec, fresh_ns, host),
+        &|i, status| {
+            let r = CellResult {
+                spec: cells[i].clone(),
+                status,
+            };
+            let blocked = matches!(&r.status, CellStatus::Ran(c) if !c.report.outcome.is_ok());
+            if until_free && blocked {
+                held.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+            } else {
+                done(r);
+            }
+        },
+    )?;
+    let mut held = held.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (open, wait): (Vec<_>, Vec<_>) = held
+        .drain(..)
+        .partition(|r| held_by_open_descriptor(&r.spec.experiment));
+    for mut r in open {
+        if let CellStatus::Ran(c) = &mut r.status {
+            c.until_free = Some(FreeTiming::HeldByOpenSocket);
+        }
+        done(r);
     }
+    let waiting: Vec<Mutex<Option<CellResult>>> =
+        wait.into_iter().map(|r| Mutex::new(Some(r))).collect();
+    run_pool(
+        &waiting,
+        waiting.len(),
+        &|slot| {
+            let spec = slot
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|r| r.spec.clone());
+            match spec {
+                Some(spec) => measure_until_free(&spec, fresh_ns).unwrap_or_else(FreeTiming::Error),
+                None => FreeTiming::Error("cell lost".into()),
+            }
+        },
+        &|i, timing| {
+            if let Some(mut r) = waiting[i].lock().unwrap_or_else(|p| p.into_inner()).take() {
+                if let CellStatus::Ran(c) = &mut r.status {
+                    c.until_free = Some(timing);
+                }
+                done(r);
+            }
+        },
+    )
+}
+
+/// Default for `--jobs`: cells mostly wait on the kernel (sock_diag polls),
+/// not on the CPU, so a few per core. (The `--until-free` phase runs every
+/// blocked cell at once regardless.)
+fn default_jobs() -> usize {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    // Cells mostly wait on the kernel (sock_diag polls), not on the CPU.
     cores * 4
 }
 
@@ -1069,11 +1161,9 @@ pub fn internal_worker(args: &MatrixArgs) -> Result<u8> {
     if cells.is_empty() {
         return Ok(0);
     }
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| default_jobs(args.until_free, cells.len()));
+    let jobs = args.jobs.unwrap_or_else(default_jobs);
     let out = Mutex::new(std::io::stdout());
-    run_pool(&cells, jobs, args.until_free, true, None, &|r| {
+    run_cells(&cells, jobs, args.until_free, true, None, &|r| {
         if let Ok(line) = serde_json::to_string(&r) {
             let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
             let _ = writeln!(o, "{line}");
@@ -1189,7 +1279,7 @@ impl MatrixRun {
     /// timing cells are listed but do not count).
     pub fn mismatches(&self) -> Vec<(&CellSpec, &RanCell)> {
         self.ran()
-            .filter(|(_, r)| !r.matches && !r.predicted.borderline)
+            .filter(|(_, r)| !r.matches && !r.predicted.borderline && !r.raced)
             .collect()
     }
 }
@@ -1222,14 +1312,12 @@ pub fn execute(args: &MatrixArgs, progress: bool) -> Result<MatrixRun> {
         bar.inc(1);
         results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
     };
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| default_jobs(args.until_free, cells.len()));
+    let jobs = args.jobs.unwrap_or_else(default_jobs);
     match &iso {
-        Isolation::Netns => run_pool(&cells, jobs, args.until_free, true, None, &done)?,
+        Isolation::Netns => run_cells(&cells, jobs, args.until_free, true, None, &done)?,
         Isolation::UserNs => run_via_worker(&cells, args, &done)?,
         Isolation::Host { .. } => {
-            run_pool(&cells, jobs, args.until_free, false, Some(&host), &done)?
+            run_cells(&cells, jobs, args.until_free, false, Some(&host), &done)?
         }
     }
     bar.finish_and_clear();
@@ -1354,19 +1442,17 @@ fn row(spec: &CellSpec, status: &CellStatus, with_free: bool) -> Vec<String> {
                     ""
                 } else if c.predicted.borderline {
                     " (≠, borderline)"
+                } else if c.raced {
+                    " (≠, raced a transient state)"
                 } else {
                     " ✗ MISMATCH"
                 }
             ));
             r.push(view_cell(c.report.deciding_view()));
             if with_free {
-                r.push(match &c.report.until_free {
-                    Some(u) => match u.freed_after_ms {
-                        Some(ms) => format!("{:.2} s", ms as f64 / 1000.0),
-                        None => format!("never ({} s)", UNTIL_FREE_LIMIT.as_secs()),
-                    },
-                    None if c.report.outcome.is_ok() => "-".into(),
-                    None => "never (open socket)".into(),
+                r.push(match &c.until_free {
+                    Some(t) => t.label(),
+                    None => "-".into(),
                 });
             }
             r.push(c.windows.outcome.short());
@@ -1421,9 +1507,7 @@ fn header(with_free: bool) -> Vec<&'static str> {
 }
 
 fn with_free(run: &MatrixRun) -> bool {
-    run.ran()
-        .any(|(_, c)| c.report.experiment.until_free.is_some())
-        || run.ran().any(|(s, _)| s.experiment.until_free.is_some())
+    run.ran().any(|(_, c)| c.until_free.is_some())
 }
 
 fn summary(run: &MatrixRun) -> String {
@@ -1441,13 +1525,13 @@ fn summary(run: &MatrixRun) -> String {
     let mism = run.mismatches().len();
     let border = run
         .ran()
-        .filter(|(_, r)| !r.matches && r.predicted.borderline)
+        .filter(|(_, r)| !r.matches && (r.predicted.borderline || r.raced))
         .count();
     format!(
         "{} cells: {ran} ran, {skipped} skipped, {errors} errors; {mism} mismatches{}; {:.2} s on kernel {}",
         run.cells.len(),
         if border > 0 {
-            format!(" (+{border} borderline timing)")
+            format!(" (+{border} borderline timing or raced)")
         } else {
             String::new()
         },
