@@ -1,14 +1,6 @@
-//! BSD / macOS: errno names from nix.
+//! BSD / macOS.
 
-/// Symbolic name of an errno value.
-pub fn errno_name(code: i32) -> String {
-    let e = nix::errno::Errno::from_raw(code);
-    if e == nix::errno::Errno::UnknownErrno {
-        format!("E{code}")
-    } else {
-        format!("{e:?}")
-    }
-}
+pub use super::unix::errno_name;
 
 /// Windows-only option.
 pub const HAS_EXCLUSIVEADDRUSE: bool = false;

@@ -6,6 +6,9 @@
 
 pub mod wsa;
 
+#[cfg(unix)]
+mod unix;
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
