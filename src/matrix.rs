@@ -1572,7 +1572,10 @@ fn rules_text(run: &MatrixRun) -> String {
     let mut seen = std::collections::BTreeMap::new();
     for (_, c) in run.ran() {
         seen.entry(c.predicted.rule.name())
-            .or_insert_with(|| c.predicted.explanation.clone());
+            .or_insert_with(|| match &c.predicted.version_note {
+                Some(v) => format!("{} [version: {v}]", c.predicted.explanation),
+                None => c.predicted.explanation.clone(),
+            });
     }
     seen.into_iter()
         .map(|(k, v)| format!("- {k}: {v}\n"))

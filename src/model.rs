@@ -13,6 +13,13 @@
 //! a socket that bound its port explicitly takes the FIN_WAIT2 mini-socket
 //! over just like a TIME_WAIT one, as long as timestamps were seen.
 //!
+//! IPv6 follows the same rules: `inet6_hash_connect()` is
+//! `__inet_hash_connect()` with `__inet6_check_established()`, TCPv6 uses the
+//! same `tcp_twsk_unique()` and `inet_csk_get_port()`. IP_BIND_ADDRESS_NO_PORT
+//! with bind(addr, 0) skips `inet_csk_get_port()` in `__inet_bind()`, so the
+//! port is chosen in `__inet_hash_connect()` exactly as for a socket that never
+//! bound (no SOCK_BINDPORT_LOCK either).
+//!
 //! Windows and BSD/macOS predictions come from their documentation (DESIGN.md
 //! §3) and are labelled "documented, not run".
 
@@ -409,13 +416,20 @@ fn predict_bind(
     }
 }
 
+/// `tcp_twsk_unique()`'s loopback test for tcp_tw_reuse=2: a loopback
+/// address at either end, IPv4-mapped IPv6 loopback included
+/// (`ipv6_addr_v4mapped_loopback`).
 fn is_loopback(view: &TupleView, client_addr: SocketAddr) -> bool {
-    let ip = view
-        .client
-        .as_ref()
-        .map(|e| e.local.ip())
-        .unwrap_or(client_addr.ip());
-    ip.is_loopback()
+    let lo = |ip: std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(a) => a.is_loopback(),
+        std::net::IpAddr::V6(a) => {
+            a.is_loopback() || a.to_ipv4_mapped().is_some_and(|m| m.is_loopback())
+        }
+    };
+    match &view.client {
+        Some(e) => lo(e.local.ip()) || lo(e.peer.ip()),
+        None => lo(client_addr.ip()),
+    }
 }
 
 /// Predict the Linux outcome of the cell's next step.
@@ -460,7 +474,7 @@ pub fn predict_linux(cell: &CellFacts) -> Prediction {
                 ),
                 Ok(None) => (
                     RuleId::BindFree,
-                    "the old listener is closed and no accepted socket is left on the server port, so bind() and listen() (inet_csk_listen_start() → get_port()) find it free".into(),
+                    "the old listener is closed and no accepted socket holds the server port (a reset one released it at TCP_CLOSE even with its descriptor open, since sk_clone_lock() clears SOCK_BINDPORT_LOCK), so bind() and listen() (inet_csk_listen_start() → get_port()) find it free".into(),
                 ),
             };
             ok(why.0, why.1)
