@@ -748,6 +748,13 @@ pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
         explanation: explanation.to_string(),
         label: DOCUMENTED.into(),
     };
+    if x.client.reuseport || x.listener.reuseport || x.new_opts.reuseport {
+        // twlab's socket layer refuses it on Windows the same way.
+        return d(
+            wsa(Step::SetOpt, 10042),
+            "setsockopt(SO_REUSEPORT): Windows has no SO_REUSEPORT (WSAENOPROTOOPT); the nearest is SO_REUSEADDR, and SO_EXCLUSIVEADDRUSE forbids sharing",
+        );
+    }
     let bind_blocked = |h: Option<Holder>| h.is_some() && !x.new_opts.reuseaddr;
     match x.next {
         NextStep::Rebind => {
@@ -1443,6 +1450,34 @@ mod tests {
         assert_eq!(w.outcome.error().unwrap().code, 10048);
         let b = predict_bsd(&cell);
         assert_eq!(b.outcome.short(), "connect: EADDRINUSE");
+        // No SO_REUSEPORT on Windows at all.
+        let mut x = x.clone();
+        x.new_opts = rp();
+        let cell = CellFacts {
+            experiment: &x,
+            ..cell
+        };
+        assert_eq!(
+            predict_windows(&cell).outcome.short(),
+            "setsockopt: WSAENOPROTOOPT"
+        );
+    }
+
+    // after-ack: the other end's descriptor is still open, as at once; an
+    // RST peer that keeps an explicitly bound port blocks a rebind.
+    #[test]
+    fn after_ack_keeps_the_peer_descriptor_open() {
+        let mut x = exp(
+            CloseBy::ServerRst,
+            When::AfterAck,
+            NextStep::Rebind,
+            ClientPort::Fixed(23456),
+        );
+        x.client = SocketOpts::default();
+        let v = view(None, None);
+        assert_eq!(short(&predict(&x, &v, &facts())), "bind: EADDRINUSE");
+        x.when = When::AfterPeer;
+        assert_eq!(short(&predict(&x, &v, &facts())), "ok");
     }
 
     #[test]
