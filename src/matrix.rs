@@ -1361,16 +1361,24 @@ pub fn run(args: &MatrixArgs) -> Result<u8> {
         Format::Table => render_table(&run, color),
     };
     println!("{text}");
-    let mism = run.mismatches();
+    Ok(exit_code(&run))
+}
+
+/// 3 if any cell's observation differs from the prediction, else 1 if a
+/// cell could not run, else 0.
+pub fn exit_code(run: &MatrixRun) -> u8 {
     let errors = run
         .cells
         .iter()
         .filter(|c| matches!(c.status, CellStatus::Error { .. }))
         .count();
-    if !mism.is_empty() {
-        return Ok(3);
+    if !run.mismatches().is_empty() {
+        3
+    } else if errors > 0 {
+        1
+    } else {
+        0
     }
-    Ok(if errors > 0 { 1 } else { 0 })
 }
 
 fn opt_label(o: SocketOpts) -> String {
@@ -1764,6 +1772,79 @@ mod tests {
             };
             assert_eq!(r.value, format!("{p} {p}"));
         }
+    }
+
+    /// A cell whose observation differs from the prediction is loud: listed
+    /// under the table, and exit code 3.
+    #[test]
+    fn a_mismatch_is_loud_and_exits_3() {
+        let spec = build_cells(
+            &Selection::parse(&[
+                "next=rebind".into(),
+                "close=client".into(),
+                "when=after-peer".into(),
+                "family=ipv4".into(),
+                "client-port=fixed".into(),
+                "old-client-reuseaddr=off".into(),
+                "new-reuseaddr=off".into(),
+            ])
+            .unwrap(),
+            &host(),
+            true,
+        )
+        .unwrap()
+        .remove(0);
+        let addr = |s: &str| s.parse().unwrap();
+        let report = Report {
+            experiment: spec.experiment.clone(),
+            client_addr: addr("127.0.0.1:23456"),
+            server_addr: addr("127.0.0.1:12345"),
+            before: TupleView {
+                client: None,
+                server: None,
+            },
+            // Nothing holds the port, so the model says ok; pretend the
+            // kernel said otherwise.
+            outcome: Outcome::Failed {
+                step: crate::outcome::Step::Bind,
+                error: crate::outcome::SysError::from_code(libc::EADDRINUSE),
+            },
+            at_failure: None,
+            new_local: None,
+            until_free: None,
+            steps: Vec::new(),
+            elapsed_us: 0,
+        };
+        let kernel = KernelFacts {
+            release: "test".into(),
+            timestamps: true,
+            tw_reuse: model::TwReuse::LoopbackOnly,
+            tw_reuse_delay_ms: Some(1000),
+            port_range: model::PortRange {
+                low: 32768,
+                high: 60999,
+            },
+            max_tw_buckets: 1,
+        };
+        let cell = judge(report, kernel);
+        assert!(!cell.matches);
+        let run = MatrixRun {
+            kernel_release: "test".into(),
+            isolation: "test".into(),
+            cells: vec![CellResult {
+                spec,
+                status: CellStatus::Ran(Box::new(cell)),
+            }],
+            elapsed_ms: 0,
+        };
+        assert_eq!(run.mismatches().len(), 1);
+        assert_eq!(exit_code(&run), 3);
+        let t = render_table(&run, false);
+        assert!(
+            t.contains("MISMATCH cell 0") && t.contains("predicted ok, observed bind: EADDRINUSE"),
+            "{t}"
+        );
+        assert!(render_md(&run).contains("**Mismatches**"));
     }
 
     #[test]
