@@ -58,6 +58,9 @@ const TW_REUSE: &str = "net.ipv4.tcp_tw_reuse";
 const TW_DELAY: &str = "net.ipv4.tcp_tw_reuse_delay";
 const RANGE: &str = "net.ipv4.ip_local_port_range";
 const MAX_TW: &str = "net.ipv4.tcp_max_tw_buckets";
+/// Copied from the host: it decides whether an orphaned FIN_WAIT2 becomes a
+/// timewait mini-socket (≤ 60 s, `tcp_close`) or stays a full socket.
+const FIN_TIMEOUT: &str = "net.ipv4.tcp_fin_timeout";
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -558,6 +561,7 @@ pub struct HostSysctls {
     pub tw_reuse_delay: Option<String>,
     pub port_range: String,
     pub max_tw_buckets: String,
+    pub fin_timeout: Option<String>,
 }
 
 impl HostSysctls {
@@ -574,6 +578,7 @@ impl HostSysctls {
             tw_reuse_delay: netns::read_sysctl(TW_DELAY),
             port_range: need(RANGE)?,
             max_tw_buckets: need(MAX_TW)?,
+            fin_timeout: netns::read_sysctl(FIN_TIMEOUT),
         })
     }
 }
@@ -741,6 +746,10 @@ pub fn build_cells(sel: &Selection, host: &HostSysctls, isolated: bool) -> Resul
                                                         host.max_tw_buckets.clone(),
                                                     )),
                                                 }
+                                                if let Some(f) = &host.fin_timeout {
+                                                    sysctls
+                                                        .push(Sysctl::new(FIN_TIMEOUT, f.clone()));
+                                                }
                                                 cells.push(CellSpec {
                                                     id: cells.len(),
                                                     experiment,
@@ -884,6 +893,7 @@ fn run_cell(spec: &CellSpec, fresh_ns: bool, host: Option<&HostSysctls>) -> Cell
             TW_DELAY => h.tw_reuse_delay.clone(),
             RANGE => Some(h.port_range.clone()),
             MAX_TW => Some(h.max_tw_buckets.clone()),
+            FIN_TIMEOUT => h.fin_timeout.clone(),
             _ => None,
         };
         for s in &spec.sysctls {
@@ -1263,6 +1273,9 @@ fn run_via_worker(cells: &[CellSpec], args: &MatrixArgs, done: &dyn Fn(CellResul
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MatrixRun {
     pub kernel_release: String,
+    /// The host's reuse sysctls (the cells' defaults), for bug reports.
+    #[serde(default)]
+    pub host_sysctls: Vec<Sysctl>,
     pub isolation: String,
     pub cells: Vec<CellResult>,
     pub elapsed_ms: u64,
@@ -1325,6 +1338,10 @@ pub fn execute(args: &MatrixArgs, progress: bool) -> Result<MatrixRun> {
     cells.sort_by_key(|c| c.spec.id);
     Ok(MatrixRun {
         kernel_release: model::kernel_release(),
+        host_sysctls: netns::reuse_sysctls()
+            .into_iter()
+            .filter_map(|(n, v)| v.map(|v| Sysctl::new(n, v)))
+            .collect(),
         isolation: match iso {
             Isolation::Netns => "one fresh network namespace per cell".into(),
             Isolation::UserNs => {
@@ -1639,8 +1656,13 @@ pub fn render_md(run: &MatrixRun) -> String {
     let wf = with_free(run);
     let esc = |s: &str| s.replace('|', "\\|");
     let mut s = format!(
-        "### twlab matrix\n\n- kernel: `{}`\n- isolation: {}\n- {}\n\n",
+        "### twlab matrix\n\n- kernel: `{}`\n- host sysctls (cell defaults): {}\n- isolation: {}\n- {}\n\n",
         run.kernel_release,
+        run.host_sysctls
+            .iter()
+            .map(|s| format!("`{}={}`", s.name, s.value))
+            .collect::<Vec<_>>()
+            .join(", "),
         run.isolation,
         summary(run)
     );
@@ -1704,6 +1726,7 @@ mod tests {
             tw_reuse_delay: Some("1000".into()),
             port_range: "32768 60999".into(),
             max_tw_buckets: "131072".into(),
+            fin_timeout: Some("60".into()),
         }
     }
 
@@ -1830,6 +1853,7 @@ mod tests {
         assert!(!cell.matches);
         let run = MatrixRun {
             kernel_release: "test".into(),
+            host_sysctls: Vec::new(),
             isolation: "test".into(),
             cells: vec![CellResult {
                 spec,
