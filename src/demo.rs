@@ -47,6 +47,8 @@ pub struct DemoRow {
     /// Which end held TIME_WAIT, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_wait_held_by: Option<Side>,
+    /// The rule of the model that decided it.
+    pub rule: model::RuleId,
     pub explanation: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
@@ -88,32 +90,32 @@ pub fn cases(family: Family, port: Option<u16>) -> Vec<(&'static str, Experiment
     };
     vec![
         (
-            "client closes first, fixed port, reconnect after the peer closed",
+            "client closes first; reconnect after the peer closed",
             base.clone(),
         ),
         (
-            "the same, reconnecting before the peer has closed (the story's tight loop)",
+            "client closes first; reconnect before the peer closed (the story's tight loop)",
             Experiment {
                 when: When::AtOnce,
                 ..base.clone()
             },
         ),
         (
-            "server closes first, reconnect at once from the same fixed port",
+            "server closes first; reconnect at once",
             Experiment {
                 close: CloseBy::Server,
                 ..base.clone()
             },
         ),
         (
-            "client closes with SO_LINGER 0 (RST), reconnect",
+            "client closes with SO_LINGER 0 (RST); reconnect",
             Experiment {
                 close: CloseBy::ClientRst,
                 ..base.clone()
             },
         ),
         (
-            "no SO_REUSEADDR on the client, reconnect after the peer closed",
+            "no SO_REUSEADDR on the client; reconnect after the peer closed",
             Experiment {
                 client: SocketOpts::default(),
                 new_opts: SocketOpts::default(),
@@ -147,7 +149,7 @@ fn row(case: &str, c: Checked, kernel: &KernelFacts) -> DemoRow {
             x.close.first(),
             if x.close.is_rst() { " (RST)" } else { "" }
         ),
-        options: format!("client {}, server {}", x.client.label(), x.listener.label()),
+        options: format!("{} / {}", x.client.label(), x.listener.label()),
         step: match &r.outcome {
             Outcome::Ok => "ok".into(),
             Outcome::Failed { step, .. } => format!("{step}()"),
@@ -155,6 +157,7 @@ fn row(case: &str, c: Checked, kernel: &KernelFacts) -> DemoRow {
         errno: r.outcome.error().map(|e| e.to_string()),
         old_tuple: view.describe(),
         time_wait_held_by: view.time_wait_holder(),
+        rule: p.rule,
         explanation: p.explanation.clone(),
         fix: p.fix.clone(),
         model_agrees: agrees,

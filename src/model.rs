@@ -797,13 +797,24 @@ pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
                 );
             }
             match client.filter(|h| h.hashed) {
-                Some(_) => d(
+                Some(h) => d(
                     wsa(Step::Connect, 10048),
-                    "connect(): the 4-tuple is still in use (TIME_WAIT lasts 2×MSL = 240 s by default); SO_REUSEADDR does not help at connect()",
+                    &format!(
+                        "connect(): the client's old socket ({}) still holds the 4-tuple{}; SO_REUSEADDR does not help at connect()",
+                        holder_state_name(&h),
+                        if h.state == TcpState::TimeWait {
+                            " for 2×MSL (240 s by default)"
+                        } else {
+                            ", and TIME_WAIT (240 s by default) follows"
+                        }
+                    ),
                 ),
                 None => d(
                     Outcome::Ok,
-                    "connect(): the 4-tuple is free at the client; a SYN newer than the server's TIME_WAIT is accepted (RFC 1122 §4.2.2.13)",
+                    &free_tuple_text(
+                        server,
+                        "a SYN newer than the server's TIME_WAIT is accepted (RFC 1122 §4.2.2.13)",
+                    ),
                 ),
             }
         }
@@ -878,16 +889,46 @@ pub fn predict_bsd(cell: &CellFacts) -> DocumentedPrediction {
                 );
             }
             match client.filter(|h| h.hashed) {
-                Some(_) => d(
+                Some(h) => d(
                     inuse(Step::Connect),
-                    "connect(): in_pcbconnect/in_pcblookup_hash finds the 4-tuple (TIME_WAIT included) → EADDRINUSE; no timestamp-based early reuse",
+                    &format!(
+                        "connect(): in_pcbconnect/in_pcblookup_hash finds the 4-tuple held by the client's old socket ({}) → EADDRINUSE; no timestamp-based early reuse",
+                        holder_state_name(&h)
+                    ),
                 ),
                 None => d(
                     Outcome::Ok,
-                    "connect(): the 4-tuple is free at the client; a SYN with SEQ > RCV.NXT closes the server's TIME_WAIT and is processed",
+                    &free_tuple_text(
+                        server,
+                        "a SYN with SEQ > RCV.NXT closes the server's TIME_WAIT and is processed",
+                    ),
                 ),
             }
         }
+    }
+}
+
+/// "TIME_WAIT", "FIN_WAIT2 (timewait mini-socket)".
+fn holder_state_name(h: &Holder) -> String {
+    if h.mini && h.state != TcpState::TimeWait {
+        format!("{} (timewait mini-socket)", h.state)
+    } else {
+        h.state.to_string()
+    }
+}
+
+/// Why a reconnect from a fixed port succeeds when the client end is free:
+/// the server's TIME_WAIT (if any) takes the SYN per `tw_rule`.
+fn free_tuple_text(server: Option<Holder>, tw_rule: &str) -> String {
+    match server.filter(|h| h.hashed) {
+        Some(h) if h.state == TcpState::TimeWait => {
+            format!("connect(): the 4-tuple is free at the client; {tw_rule}")
+        }
+        Some(h) => format!(
+            "connect(): the 4-tuple is free at the client; the server's old socket ({}) answers the SYN with an ACK, the client resets it and its retransmitted SYN connects (RFC 793 §3.4, RFC 5961 §4)",
+            holder_state_name(&h)
+        ),
+        None => "connect(): neither end holds the old 4-tuple any more".to_string(),
     }
 }
 

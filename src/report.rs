@@ -2,7 +2,9 @@
 //! from the serde types.)
 
 use crate::demo::Demo;
-use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{
+    ColumnConstraint, ContentArrangement, Table, Width, presets::UTF8_FULL_CONDENSED,
+};
 use std::fmt::Write;
 
 /// A table that wraps to the terminal, or to 160 columns when not a tty.
@@ -24,26 +26,38 @@ pub fn demo_text(d: &Demo) -> String {
         "#",
         "case",
         "closed first",
-        "options",
-        "failed step",
-        "errno",
+        "options client / server",
+        "result",
         "old 4-tuple at that moment",
+        "TIME_WAIT held by",
+        "rule (why: below)",
     ]);
     for (i, r) in d.rows.iter().enumerate() {
+        let result = match &r.errno {
+            Some(e) => format!("{} failed: {e}", r.step),
+            None => "ok".into(),
+        };
         t.add_row(vec![
             (i + 1).to_string(),
             r.case.clone(),
             r.closed_first.clone(),
             r.options.clone(),
-            r.step.clone(),
-            r.errno.clone().unwrap_or_else(|| "-".into()),
+            result,
             r.old_tuple.clone(),
+            r.time_wait_held_by
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "nobody".into()),
+            r.rule.to_string(),
         ]);
+    }
+    // Keep the rule names whole; the case column wraps instead.
+    if let Some(c) = t.column_mut(7) {
+        c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(24)));
     }
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "twlab demo: the fixed-client-port experiment, run {} times on this machine's loopback ({:.0} ms)\n",
+        "twlab demo: a client with a fixed local port reconnects; {} cases run on this machine's loopback ({:.0} ms)\n",
         d.rows.len(),
         d.elapsed_ms
     );

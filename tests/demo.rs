@@ -114,7 +114,8 @@ fn demo_text_shows_the_table_the_rules_and_other_systems() {
         String::from_utf8(o.stdout).unwrap()
     });
     for want in [
-        "failed step",
+        "TIME_WAIT held by",
+        "tw-takeover-timestamps",
         "EADDRINUSE (98)",
         "TIME_WAIT",
         "net.ipv4.tcp_timestamps",
