@@ -3,7 +3,7 @@
 //! with the kernel rule that decided it ([`crate::model`]).
 
 use crate::check::{self, Checked};
-use crate::diag::{Side, TupleView};
+use crate::diag::Side;
 use crate::error::{Error, Result};
 use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts};
 use crate::outcome::Outcome;
@@ -129,13 +129,14 @@ fn row(case: &str, c: Checked, kernel: &KernelFacts) -> DemoRow {
     let Checked {
         report: r,
         prediction: p,
+        view,
         agrees,
         runs,
+        raced: _,
     } = c;
-    let view: &TupleView = r.deciding_view();
     let facts = CellFacts {
         experiment: &r.experiment,
-        view,
+        view: &view,
         client_addr: r.client_addr,
         kernel,
     };
@@ -178,7 +179,8 @@ pub fn run_demo(a: &DemoArgs) -> Result<Demo> {
         if crate::interrupted() {
             return Err(Error::Interrupted);
         }
-        let c = check::run_checked(&x, &kernel, 5)?;
+        // Each run picks fresh ports, so a re-run needs no preparation.
+        let c = check::run_checked(&x, &kernel, 5, || Ok(()))?;
         rows.push(row(case, c, &kernel));
     }
     Ok(Demo {

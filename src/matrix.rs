@@ -780,6 +780,8 @@ pub fn build_cells(sel: &Selection, host: &HostSysctls, isolated: bool) -> Resul
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RanCell {
     pub report: Report,
+    /// The old 4-tuple the prediction was made from (see `check::Checked`).
+    pub view: TupleView,
     pub kernel: KernelFacts,
     pub predicted: Prediction,
     pub windows: DocumentedPrediction,
@@ -858,10 +860,10 @@ pub fn held_by_open_descriptor(x: &Experiment) -> bool {
 }
 
 /// Predict and compare for a finished run.
-fn judge(report: Report, kernel: KernelFacts) -> RanCell {
+fn judge(report: Report, view: TupleView, kernel: KernelFacts) -> RanCell {
     let facts = CellFacts {
         experiment: &report.experiment,
-        view: &report.before,
+        view: &view,
         client_addr: report.client_addr,
         kernel: &kernel,
     };
@@ -871,6 +873,7 @@ fn judge(report: Report, kernel: KernelFacts) -> RanCell {
     let matches = model::same_outcome(&predicted.outcome, &report.outcome);
     RanCell {
         report,
+        view,
         kernel,
         predicted,
         windows,
@@ -965,27 +968,15 @@ fn checked_run(
     sysctls: &[Sysctl],
     fresh_ns: bool,
 ) -> Result<RanCell> {
-    let mut runs = 0;
-    loop {
-        runs += 1;
-        if runs > 1 && fresh_ns {
-            netns::enter_fresh(sysctls)?;
-        }
-        let c = crate::check::run_checked(x, kernel, 1)?;
-        let spoiled = !c.agrees
-            && (crate::check::transient(c.report.before.client_state())
-                || crate::check::transient(c.report.before.server_state())
-                || c.prediction.borderline);
-        // In the host namespace a re-run would meet the first run's sockets.
-        if !spoiled || runs >= MAX_RUNS || !fresh_ns {
-            let mut r = judge(c.report, kernel.clone());
-            r.predicted = c.prediction;
-            r.matches = c.agrees;
-            r.runs = runs;
-            r.raced = spoiled && fresh_ns;
-            return Ok(r);
-        }
-    }
+    // In the host namespace a re-run would meet the first run's sockets.
+    let max_runs = if fresh_ns { MAX_RUNS } else { 1 };
+    let c = crate::check::run_checked(x, kernel, max_runs, || netns::enter_fresh(sysctls))?;
+    let mut r = judge(c.report, c.view, kernel.clone());
+    debug_assert_eq!(r.predicted, c.prediction);
+    r.matches = c.agrees;
+    r.runs = c.runs;
+    r.raced = c.raced && fresh_ns;
+    Ok(r)
 }
 
 /// Run `work` for each item on `jobs` worker threads, calling `done` as
@@ -1473,7 +1464,7 @@ fn row(spec: &CellSpec, status: &CellStatus, with_free: bool) -> Vec<String> {
                     " ✗ MISMATCH"
                 }
             ));
-            r.push(view_cell(c.report.deciding_view()));
+            r.push(view_cell(&c.view));
             if with_free {
                 r.push(match &c.until_free {
                     Some(t) => t.label(),
@@ -1580,7 +1571,7 @@ fn mismatch_text(run: &MatrixRun) -> String {
             spec.sysctl_label,
             c.predicted.outcome.short(),
             c.report.outcome.short(),
-            c.report.deciding_view().describe(),
+            &c.view.describe(),
             c.predicted.explanation
         ));
     }
@@ -1849,7 +1840,8 @@ mod tests {
             },
             max_tw_buckets: 1,
         };
-        let cell = judge(report, kernel);
+        let view = report.before.clone();
+        let cell = judge(report, view, kernel);
         assert!(!cell.matches);
         let run = MatrixRun {
             kernel_release: "test".into(),

@@ -233,14 +233,6 @@ pub struct Report {
     pub elapsed_us: u64,
 }
 
-impl Report {
-    /// The view the outcome should be explained by: at the failure if there
-    /// was one, else right before the step.
-    pub fn deciding_view(&self) -> &TupleView {
-        self.at_failure.as_ref().unwrap_or(&self.before)
-    }
-}
-
 /// How long to wait for the kernel to reach a state a step needs. Loopback
 /// settles in microseconds; this bound only turns a stuck run into an error.
 const SETTLE: Duration = Duration::from_secs(3);
