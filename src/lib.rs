@@ -8,10 +8,15 @@
 //!   TIME_WAIT timers; the one source of socket states for every command.
 //! - [`netns`]: fresh Linux network namespaces with their own sysctls.
 //! - [`scenario`]: the classic two-connection experiment as data, and its runner.
+//! - [`model`]: the Linux rule model (predicts and explains an outcome from the
+//!   factors, the old 4-tuple's state and the sysctls), plus documented
+//!   Windows and BSD/macOS behaviour.
+//! - [`check`]: run an experiment and check it against the model.
 //! - [`peer`]: the `server` and `client` programs of the story.
 //! - [`demo`]: the lesson in one command.
-//! - [`report`]: table and JSON rendering.
+//! - [`matrix`]: every combination of factors, one namespace per cell.
 //! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
+//! - [`report`]: the demo's table.
 
 pub mod check;
 pub mod demo;

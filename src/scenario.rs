@@ -234,10 +234,13 @@ pub struct Report {
 }
 
 /// How long to wait for the kernel to reach a state a step needs. Loopback
-/// settles in microseconds; this bound only turns a stuck run into an error.
-const SETTLE: Duration = Duration::from_secs(3);
-/// Connect/accept bound: a SYN on loopback is answered at once.
-const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// settles in microseconds; this bound only turns a stuck run into an error,
+/// so it is generous: on a machine loaded with hundreds of parallel cells a
+/// thread can wait seconds for a CPU.
+const SETTLE: Duration = Duration::from_secs(10);
+/// Connect/accept bound: a SYN on loopback is answered at once (same
+/// generosity as SETTLE).
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Records steps as they happen.
 struct Log {
@@ -328,8 +331,9 @@ pub fn free_port(family: Family) -> Result<u16> {
     Ok(s.local_addr().map(|a| a.port()).unwrap_or(0))
 }
 
-/// Bind a client socket as `mode` says. `port` is the fixed port for
-/// `Fixed`; ignored otherwise.
+/// Bind a client socket as `mode` says; `Ok(false)` when the mode makes no
+/// bind() call (ephemeral). `port` is the fixed port for `Fixed`; ignored
+/// otherwise.
 fn bind_client(
     sock: &TcpSock,
     family: Family,
@@ -388,12 +392,10 @@ pub fn run(x: &Experiment) -> Result<Report> {
         opts1.bind_no_port = true;
     }
     let c1 = setup(&mut log, "client", Step::Socket, TcpSock::new(fam, opts1))?;
-    setup(
-        &mut log,
-        "client",
-        Step::Bind,
-        bind_client(&c1, fam, x.client_port, fixed_port),
-    )?;
+    let bound = bind_client(&c1, fam, x.client_port, fixed_port);
+    if !matches!(bound, Ok(false)) {
+        setup(&mut log, "client", Step::Bind, bound)?;
+    }
     setup(
         &mut log,
         "client",
@@ -517,75 +519,58 @@ pub fn run(x: &Experiment) -> Result<Report> {
         log.note("server", Step::Close, "old listener".into());
     }
     let before = diag::tuple_view(client_addr, server_addr)?;
+    // The next step: a new socket, its bind(), then connect() (reconnect)
+    // or listen() (restart-listener); rebind stops after bind().
     let attempt = |log: &mut Log, keep: &mut Vec<TcpSock>| -> (Outcome, Option<SocketAddr>) {
-        let out = |step, e: StepError| Outcome::Failed {
-            step,
-            error: e.error,
+        let fail = |e: StepError| {
+            (
+                Outcome::Failed {
+                    step: e.step,
+                    error: e.error,
+                },
+                None,
+            )
         };
-        match x.next {
-            NextStep::Reconnect => {
-                let mut opts = x.new_opts;
-                if x.client_port == ClientPort::BindNoPort {
-                    opts.bind_no_port = true;
-                }
-                let s = match TcpSock::new(fam, opts) {
-                    Ok(s) => s,
-                    Err(e) => return (out(e.step, e), None),
-                };
-                let port = match x.client_port {
-                    ClientPort::Fixed(_) => client_addr.port(),
-                    _ => 0,
-                };
-                let r = bind_client(&s, fam, x.client_port, port);
-                log.rec("client#2", Step::Bind, &r);
-                if let Err(e) = r {
-                    return (out(Step::Bind, e), None);
-                }
-                let r = s.connect(server_addr, IO_TIMEOUT);
-                log.rec("client#2", Step::Connect, &r);
-                if let Err(e) = r {
-                    return (out(Step::Connect, e), None);
-                }
-                let local = s.local_addr();
-                keep.push(s);
-                (Outcome::Ok, local)
-            }
-            NextStep::Rebind => {
-                let s = match TcpSock::new(fam, x.new_opts) {
-                    Ok(s) => s,
-                    Err(e) => return (out(e.step, e), None),
-                };
-                let r = s.bind(client_addr);
-                log.rec("client#2", Step::Bind, &r);
-                if let Err(e) = r {
-                    return (out(Step::Bind, e), None);
-                }
-                let local = s.local_addr();
-                keep.push(s);
-                (Outcome::Ok, local)
-            }
-            NextStep::RestartListener => {
-                let s = match TcpSock::new(fam, x.new_opts) {
-                    Ok(s) => s,
-                    Err(e) => return (out(e.step, e), None),
-                };
-                let r = s.bind(server_addr);
-                log.rec("server#2", Step::Bind, &r);
-                if let Err(e) = r {
-                    return (out(Step::Bind, e), None);
-                }
-                // listen() checks the port again (inet_csk_listen_start →
-                // get_port), so it can fail where bind() passed.
-                let r = s.listen(16);
-                log.rec("server#2", Step::Listen, &r);
-                if let Err(e) = r {
-                    return (out(Step::Listen, e), None);
-                }
-                let local = s.local_addr();
-                keep.push(s);
-                (Outcome::Ok, local)
+        let actor = match x.next {
+            NextStep::Reconnect | NextStep::Rebind => "client#2",
+            NextStep::RestartListener => "server#2",
+        };
+        let mut opts = x.new_opts;
+        if x.next == NextStep::Reconnect && x.client_port == ClientPort::BindNoPort {
+            opts.bind_no_port = true;
+        }
+        let s = match TcpSock::new(fam, opts) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        let bound = match x.next {
+            NextStep::Reconnect => bind_client(&s, fam, x.client_port, client_addr.port()),
+            NextStep::Rebind => s.bind(client_addr).map(|_| true),
+            NextStep::RestartListener => s.bind(server_addr).map(|_| true),
+        };
+        // A reconnect from a kernel-chosen port makes no bind() call at all.
+        if !matches!(bound, Ok(false)) {
+            log.rec(actor, Step::Bind, &bound);
+        }
+        if let Err(e) = bound {
+            return fail(e);
+        }
+        let last = match x.next {
+            NextStep::Reconnect => Some((Step::Connect, s.connect(server_addr, IO_TIMEOUT))),
+            // listen() checks the port again (inet_csk_listen_start →
+            // get_port), so it can fail where bind() passed.
+            NextStep::RestartListener => Some((Step::Listen, s.listen(16))),
+            NextStep::Rebind => None,
+        };
+        if let Some((step, r)) = last {
+            log.rec(actor, step, &r);
+            if let Err(e) = r {
+                return fail(e);
             }
         }
+        let local = s.local_addr();
+        keep.push(s);
+        (Outcome::Ok, local)
     };
     let (outcome, local) = attempt(&mut log, &mut keep);
     new_local = new_local.or(local);
