@@ -12,17 +12,17 @@ pub enum Error {
     BadAddress { input: String, why: String },
 
     #[error(
-        "{addr} is already in use ({err}): another program listens there; pick another port or stop it (see `twlab ss --local {addr}`)"
+        "{addr} is already in use: {err}; another program listens there: pick another port, or find it with `twlab ss --local {addr} -p`"
     )]
     AddrInUse { addr: SocketAddr, err: SysError },
 
     #[error(
-        "permission denied binding {addr} ({err}): ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port of 1024 or more"
+        "permission denied binding {addr}: {err}; ports below 1024 need root or CAP_NET_BIND_SERVICE: use a port of 1024 or more"
     )]
     PrivilegedPort { addr: SocketAddr, err: SysError },
 
     #[error(
-        "connection to {addr} refused ({err}): nothing listens there; start `twlab server --listen {addr}` first"
+        "connection to {addr} refused: {err}; nothing listens there: start `twlab server --listen {addr}` first"
     )]
     Refused { addr: SocketAddr, err: SysError },
 
