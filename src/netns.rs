@@ -73,18 +73,66 @@ pub fn reuse_sysctls() -> Vec<(String, Option<String>)> {
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;
-    use nix::sched::{CloneFlags, unshare};
+    use nix::sched::{CloneFlags, setns, unshare};
+    use std::cell::RefCell;
+    use std::os::fd::OwnedFd;
 
-    /// Move the calling thread into a new, empty network namespace, bring
-    /// its `lo` up and apply `sysctls`.
-    pub fn enter_fresh(sysctls: &[Sysctl]) -> Result<()> {
+    thread_local! {
+        /// This thread's nursery namespace (see [`enter_fresh_private_ehash`]).
+        static NURSERY: RefCell<Option<OwnedFd>> = const { RefCell::new(None) };
+    }
+
+    fn unshare_net() -> Result<()> {
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
             Error::Netns(format!(
                 "unshare(CLONE_NEWNET) failed: {} ({}); run as root, or with CAP_SYS_ADMIN",
                 crate::sys::errno_name(e as i32),
                 e as i32
             ))
+        })
+    }
+
+    /// Like [`enter_fresh`], but the new namespace gets a TCP established
+    /// hash of its own with `buckets` buckets instead of sharing the host's.
+    ///
+    /// Why: by default (`tcp_child_ehash_entries` = 0) every namespace shares
+    /// the initial namespace's ehash, which on a machine with a lot of memory
+    /// has hundreds of thousands of buckets, and every sock_diag dump walks
+    /// all of them (`inet_diag_dump_icsk`): about 1 ms per dump even in an
+    /// empty namespace. The size of a new namespace's ehash is read from the
+    /// *creating* namespace's `net.ipv4.tcp_child_ehash_entries`
+    /// (`tcp_set_hashinfo`, Linux 6.1+). Setting it on the host would change
+    /// the host, so each thread first makes a "nursery" namespace of its own
+    /// (never used for sockets), sets the sysctl there, and creates every
+    /// fresh namespace from it. Where the sysctl is missing or refused, the
+    /// new namespace simply shares the global hash, as with `enter_fresh`.
+    pub fn enter_fresh_private_ehash(sysctls: &[Sysctl], buckets: u32) -> Result<()> {
+        NURSERY.with(|cell| -> Result<()> {
+            let mut nursery = cell.borrow_mut();
+            match nursery.as_ref() {
+                Some(fd) => setns(fd, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| Error::Netns(format!("setns to the nursery namespace: {e}")))?,
+                None => {
+                    unshare_net()?;
+                    // Best effort: kernels before 6.1 have no such sysctl.
+                    let _ = write_sysctl(&Sysctl::new(
+                        "net.ipv4.tcp_child_ehash_entries",
+                        buckets.to_string(),
+                    ));
+                    let f = std::fs::File::open("/proc/thread-self/ns/net")
+                        .map_err(|e| Error::Netns(format!("open the nursery namespace: {e}")))?;
+                    *nursery = Some(f.into());
+                }
+            }
+            Ok(())
         })?;
+        enter_fresh(sysctls)
+    }
+
+    /// Move the calling thread into a new, empty network namespace, bring
+    /// its `lo` up and apply `sysctls`.
+    pub fn enter_fresh(sysctls: &[Sysctl]) -> Result<()> {
+        unshare_net()?;
         loopback_up()?;
         for s in sysctls {
             write_sysctl(s)?;
@@ -151,6 +199,10 @@ mod imp {
 #[cfg(not(target_os = "linux"))]
 mod imp {
     use super::*;
+
+    pub fn enter_fresh_private_ehash(sysctls: &[Sysctl], _buckets: u32) -> Result<()> {
+        enter_fresh(sysctls)
+    }
 
     pub fn enter_fresh(_sysctls: &[Sysctl]) -> Result<()> {
         Err(Error::Unsupported {
