@@ -255,4 +255,35 @@ mod tests {
         let missing = run_in_fresh(vec![Sysctl::new("net.ipv4.no_such_thing", "1")], || ());
         assert!(matches!(missing, Err(Error::Sysctl { .. })));
     }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn private_ehash_namespaces_get_their_own_small_hash() {
+        if let Err(why) = can_unshare() {
+            eprintln!("skipped: cannot create network namespaces here ({why})");
+            return;
+        }
+        if read_sysctl("net.ipv4.tcp_child_ehash_entries").is_none() {
+            eprintln!("skipped: this kernel has no net.ipv4.tcp_child_ehash_entries (before 6.1)");
+            return;
+        }
+        let host_child = read_sysctl("net.ipv4.tcp_child_ehash_entries");
+        let seen = std::thread::spawn(|| {
+            let mut v = Vec::new();
+            // Twice: the second namespace comes from the same nursery.
+            for _ in 0..2 {
+                enter_fresh_private_ehash(&[], 256).unwrap();
+                // tcp_sk_init() sizes a namespace's default
+                // tcp_max_tw_buckets to half its ehash: 128 proves the
+                // private 256-bucket hash.
+                v.push(read_sysctl("net.ipv4.tcp_max_tw_buckets"));
+            }
+            v
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, vec![Some("128".to_string()), Some("128".to_string())]);
+        // The host's own setting is untouched.
+        assert_eq!(read_sysctl("net.ipv4.tcp_child_ehash_entries"), host_child);
+    }
 }
