@@ -703,10 +703,23 @@ fn free_tuple(cell: &CellFacts, server: Option<Holder>) -> Prediction {
                 describe_holder(Side::Server, &h)
             ),
         ),
-        None => ok(
-            RuleId::TupleFree,
-            "connect(): neither end holds the old 4-tuple any more (RST close, tcp_max_tw_buckets reached, or the closes finished), so __inet_check_established() finds it free".into(),
-        ),
+        None => {
+            let x = cell.experiment;
+            // Say which of the ways to free a 4-tuple applied here.
+            let why = if x.close.is_rst() {
+                "the SO_LINGER 0 close sent an RST, which leaves no TIME_WAIT at either end (tcp_disconnect(), RFC 793 ABORT)"
+            } else if cell.kernel.max_tw_buckets == 0 {
+                "tcp_max_tw_buckets = 0, so the first closer got no TIME_WAIT (inet_twsk_alloc() refused) and was destroyed"
+            } else {
+                "both ends finished closing and no TIME_WAIT is left"
+            };
+            ok(
+                RuleId::TupleFree,
+                format!(
+                    "connect(): neither end holds the old 4-tuple any more: {why}; __inet_check_established() finds it free"
+                ),
+            )
+        }
     }
 }
 
