@@ -22,7 +22,8 @@
 //!
 //! # Isolation
 //! As root, each cell runs on a worker thread that first moves into a fresh
-//! network namespace (`netns::enter_fresh`). As an ordinary user, twlab
+//! network namespace with a TCP hash of its own
+//! (`netns::enter_fresh_private_ehash`). As an ordinary user, twlab
 //! re-executes itself as a hidden worker that unshares a user and a network
 //! namespace before any thread exists (CLONE_NEWUSER needs a single-threaded
 //! process), maps its uid to root there, and then does the same per thread;

@@ -35,7 +35,7 @@ fn story(
 ) -> Story {
     in_netns(sysctls, move || {
         let (c, s) = addrs();
-        let mut server = start_server(s, server_args);
+        let server = start_server(s, server_args);
         let base = [
             "client",
             "--connect",
@@ -53,14 +53,19 @@ fn story(
             lines[0]["outcome"]["kind"], "ok",
             "first connection: {lines:?}"
         );
-        let (view, ok) = diag::wait_for(c, s, Duration::from_secs(5), settled).unwrap();
-        assert!(
-            ok,
-            "the old 4-tuple never reached the state the step needs: {view:?}"
-        );
+        let (view, ok) = diag::wait_for(c, s, Duration::from_secs(10), settled).unwrap();
+        if !ok {
+            let table = socket_table();
+            panic!(
+                "the old 4-tuple never reached the state the step needs: {view:?}\nsockets:\n{table}\nss:\n{}\ncounters: {}\nclient: {}\nserver: {}",
+                iproute2_ss(),
+                tcp_counters(),
+                String::from_utf8_lossy(&first.stdout),
+                stop_server(server)
+            );
+        }
         let second = run(&args);
-        let _ = server.kill();
-        let _ = server.wait();
+        stop_server(server);
         let lines = json_lines(&second);
         Story {
             view,
@@ -305,7 +310,7 @@ fn until_first_ok_reports_when_the_port_came_free() {
         ],
         || {
             let (_, s) = addrs();
-            let mut server = start_server(s, &["--reuseaddr", "--close-delay", "300"]);
+            let server = start_server(s, &["--reuseaddr", "--close-delay", "300"]);
             let o = run(&[
                 "client",
                 "--connect",
@@ -321,8 +326,7 @@ fn until_first_ok_reports_when_the_port_came_free() {
                 "first-ok",
                 "--json",
             ]);
-            let _ = server.kill();
-            let _ = server.wait();
+            stop_server(server);
             let lines = json_lines(&o);
             let summary = lines.last().unwrap();
             assert_eq!(o.status.code(), Some(0), "{lines:?}");

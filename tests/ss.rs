@@ -426,6 +426,7 @@ fn a_dump_larger_than_one_netlink_buffer_comes_back_whole() {
         vec![
             Sysctl::new("net.ipv4.ip_local_port_range", "10000 60000"),
             Sysctl::new("net.ipv4.tcp_tw_reuse", "0"),
+            Sysctl::new("net.ipv4.tcp_rfc1337", "1"),
         ],
         || {
             let n = 3_000;
@@ -455,6 +456,7 @@ fn summary_measures_ephemeral_port_exhaustion() {
         vec![
             Sysctl::new("net.ipv4.ip_local_port_range", "40000 40199"),
             Sysctl::new("net.ipv4.tcp_tw_reuse", "0"),
+            Sysctl::new("net.ipv4.tcp_rfc1337", "1"),
             Sysctl::new("net.ipv4.tcp_max_tw_buckets", "1000"),
         ],
         || {

@@ -26,11 +26,20 @@ pub fn netns_or_skip(test: &str) -> bool {
 
 /// Run `f` on a thread inside a fresh namespace with `sysctls`; child
 /// processes spawned by `f` inherit the namespace.
+///
+/// Every test namespace turns on RFC 1337 protection first: on a loaded
+/// machine a late retransmission can draw an RST from an end that is
+/// already gone, and by default (`tcp_rfc1337 = 0`) that RST kills the other
+/// end's TIME_WAIT ("TIME-WAIT assassination", tcp_timewait_state_process()).
+/// Seen here: 3 runs in 60 of the peer tests under CPU load lost their
+/// TIME_WAIT that way (netstat: TW=1, OutRsts=1); with protection, 0 in 80.
 pub fn in_netns<T: Send + 'static>(
     sysctls: &[(&str, &str)],
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let s = sysctls.iter().map(|(n, v)| Sysctl::new(*n, *v)).collect();
+    let s = std::iter::once(Sysctl::new("net.ipv4.tcp_rfc1337", "1"))
+        .chain(sysctls.iter().map(|(n, v)| Sysctl::new(*n, *v)))
+        .collect();
     netns::run_in_fresh(s, f).expect("fresh network namespace")
 }
 
@@ -58,12 +67,73 @@ pub fn start_server(addr: SocketAddr, args: &[&str]) -> Child {
         .arg(addr.to_string())
         .args(["--idle-timeout", "30"])
         .args(args)
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn twlab server");
     wait_listening(addr);
     child
+}
+
+/// Stop a server started by [`start_server`] and return what it printed
+/// (its event lines help explain a failed test).
+pub fn stop_server(mut child: Child) -> String {
+    let _ = child.kill();
+    match child.wait_with_output() {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("(server output lost: {e})"),
+    }
+}
+
+/// The namespace's non-zero TCP counters (/proc/thread-self/net/netstat
+/// and snmp), to explain a socket that vanished.
+pub fn tcp_counters() -> String {
+    let mut out = Vec::new();
+    for f in [
+        "/proc/thread-self/net/netstat",
+        "/proc/thread-self/net/snmp",
+    ] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            if let [names, values] = pair {
+                for (n, v) in names
+                    .split_whitespace()
+                    .zip(values.split_whitespace())
+                    .skip(1)
+                {
+                    if v != "0" {
+                        out.push(format!("{n}={v}"));
+                    }
+                }
+            }
+        }
+    }
+    out.join(" ")
+}
+
+/// What iproute2's `ss -tanoe` says about the calling thread's namespace.
+pub fn iproute2_ss() -> String {
+    match std::process::Command::new("ss").arg("-tanoe").output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
+        Err(e) => format!("(ss: {e})"),
+    }
+}
+
+/// Every TCP socket of the calling thread's namespace, one per line.
+pub fn socket_table() -> String {
+    match diag::dump(&Query::default()) {
+        Ok(v) => v
+            .iter()
+            .map(|e| format!("  {} {} → {} {:?}", e.state, e.local, e.peer, e.timer))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(no socket table: {e})"),
+    }
 }
 
 pub fn run(args: &[&str]) -> Output {
