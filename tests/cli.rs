@@ -102,9 +102,7 @@ fn a_privileged_port_as_an_ordinary_user() {
         .unwrap_or(false);
     let is_root = nix::unistd::geteuid().is_root();
     if is_root && !nobody_can_run {
-        eprintln!(
-            "skipped a_privileged_port_as_an_ordinary_user: setpriv cannot run the binary as nobody here"
-        );
+        skip("a_privileged_port_as_an_ordinary_user: setpriv cannot run the binary as nobody here");
         return;
     }
     let go = move || {
@@ -129,8 +127,8 @@ fn a_privileged_port_as_an_ordinary_user() {
     {
         go()
     } else {
-        eprintln!(
-            "skipped a_privileged_port_as_an_ordinary_user: ports below 1024 are not privileged on this host"
+        skip(
+            "a_privileged_port_as_an_ordinary_user: ports below 1024 are not privileged on this host",
         );
         return;
     };

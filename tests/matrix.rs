@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bin, netns_or_skip, one_line_failure, run};
+use common::{bin, netns_or_skip, one_line_failure, run, skip};
 use std::process::Command;
 use twlab::matrix::{self, CellStatus, Format, MatrixArgs};
 
@@ -138,11 +138,15 @@ fn cli_prints_counts_and_exits_zero_on_agreement() {
 #[test]
 fn unprivileged_user_runs_cells_in_a_user_namespace() {
     if !nix::unistd::getuid().is_root() {
-        eprintln!("skipped: not root, cannot switch to uid 65534 with setpriv");
+        skip(
+            "unprivileged_user_runs_cells_in_a_user_namespace: not root, cannot switch to uid 65534 with setpriv",
+        );
         return;
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
+        skip(
+            "unprivileged_user_runs_cells_in_a_user_namespace: setpriv (util-linux) is not installed",
+        );
         return;
     }
     let exe = bin();
@@ -154,11 +158,11 @@ fn unprivileged_user_runs_cells_in_a_user_namespace() {
         .output()
         .expect("setpriv");
     if !probe.status.success() {
-        eprintln!(
-            "skipped: uid 65534 cannot execute {} ({})",
+        skip(&format!(
+            "unprivileged_user_runs_cells_in_a_user_namespace: uid 65534 cannot execute {} ({})",
             exe.display(),
             String::from_utf8_lossy(&probe.stderr).trim()
-        );
+        ));
         return;
     }
     let userns = Command::new("setpriv")
@@ -168,14 +172,16 @@ fn unprivileged_user_runs_cells_in_a_user_namespace() {
     match userns {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "skipped: user namespaces are not allowed for uid 65534 here ({})",
+            skip(&format!(
+                "unprivileged_user_runs_cells_in_a_user_namespace: user namespaces are not allowed for uid 65534 here ({})",
                 String::from_utf8_lossy(&o.stderr).trim()
-            );
+            ));
             return;
         }
         Err(e) => {
-            eprintln!("skipped: cannot run unshare ({e})");
+            skip(&format!(
+                "unprivileged_user_runs_cells_in_a_user_namespace: cannot run unshare ({e})"
+            ));
             return;
         }
     }

@@ -9,6 +9,7 @@
 use assert_cmd::Command;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use twlab::diag::{self, Query, StateSet, TcpState};
@@ -30,7 +31,8 @@ fn skip_reason() -> Option<String> {
 macro_rules! need_netns {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("skipped: {why}");
+            // Straight to stderr: eprintln! is hidden for passing tests.
+            let _ = writeln!(std::io::stderr(), "skipped: {why}");
             return;
         }
     };
@@ -636,7 +638,10 @@ fn watch_in_a_terminal_quits_on_q() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: tmux is not installed");
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped watch_in_a_terminal_quits_on_q: tmux is not installed"
+        );
         return;
     }
     netns::run_in_fresh(no_tw_reuse(), || {

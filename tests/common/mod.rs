@@ -13,12 +13,22 @@ pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin!("twlab").to_path_buf()
 }
 
+/// Say that a test was skipped and why. Written to the process's stderr
+/// directly, not through `eprintln!`, which the test harness captures and
+/// hides for passing tests: a skip must be visible in every run.
+pub fn skip(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped {msg}");
+}
+
 /// True if this test can make network namespaces; prints why not otherwise.
 pub fn netns_or_skip(test: &str) -> bool {
     match netns::can_unshare() {
         Ok(()) => true,
         Err(why) => {
-            eprintln!("skipped {test}: cannot create network namespaces ({why}); run as root");
+            skip(&format!(
+                "{test}: cannot create network namespaces ({why}); run as root"
+            ));
             false
         }
     }
