@@ -229,6 +229,12 @@ pub use imp::*;
 mod tests {
     use super::*;
 
+    /// Straight to stderr: `eprintln!` is hidden for passing tests.
+    fn skip(msg: &str) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipped {msg}");
+    }
+
     #[test]
     fn sysctl_paths() {
         assert_eq!(
@@ -241,7 +247,9 @@ mod tests {
     #[test]
     fn a_fresh_namespace_has_its_own_sysctls() {
         if let Err(why) = can_unshare() {
-            eprintln!("skipped: cannot create network namespaces here ({why})");
+            skip(&format!(
+                "a_fresh_namespace_has_its_own_sysctls: cannot create network namespaces ({why})"
+            ));
             return;
         }
         let host = read_sysctl("net.ipv4.tcp_timestamps").unwrap();
@@ -260,11 +268,15 @@ mod tests {
     #[test]
     fn private_ehash_namespaces_get_their_own_small_hash() {
         if let Err(why) = can_unshare() {
-            eprintln!("skipped: cannot create network namespaces here ({why})");
+            skip(&format!(
+                "private_ehash_namespaces_get_their_own_small_hash: cannot create network namespaces ({why})"
+            ));
             return;
         }
         if read_sysctl("net.ipv4.tcp_child_ehash_entries").is_none() {
-            eprintln!("skipped: this kernel has no net.ipv4.tcp_child_ehash_entries (before 6.1)");
+            skip(
+                "private_ehash_namespaces_get_their_own_small_hash: this kernel has no net.ipv4.tcp_child_ehash_entries (before 6.1)",
+            );
             return;
         }
         let host_child = read_sysctl("net.ipv4.tcp_child_ehash_entries");
