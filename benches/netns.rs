@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 use twlab::netns;
-use twlab::scenario::{self, ClientPort, CloseBy, Experiment, NextStep, When};
-use twlab::socket::{Family, SocketOpts};
+use twlab::scenario::{self, Experiment};
+use twlab::socket::Family;
 
 const N: usize = 300;
 
@@ -30,22 +30,7 @@ fn main() {
         println!("netns bench skipped: cannot create network namespaces ({why}); run as root");
         return;
     }
-    let ra = SocketOpts {
-        reuseaddr: true,
-        ..Default::default()
-    };
-    let x = Experiment {
-        family: Family::V4,
-        server_port: 12345,
-        client_port: ClientPort::Fixed(23456),
-        listener: ra,
-        client: ra,
-        close: CloseBy::Client,
-        when: When::AfterPeer,
-        next: NextStep::Reconnect,
-        new_opts: ra,
-        until_free: None,
-    };
+    let x = Experiment::story(Family::V4, 12345, 23456);
     let (c, s) = (
         "127.0.0.1:1".parse().unwrap(),
         "127.0.0.1:2".parse().unwrap(),

@@ -7,7 +7,7 @@ use crate::diag::Side;
 use crate::error::{Error, Result};
 use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts};
 use crate::outcome::Outcome;
-use crate::scenario::{ClientPort, CloseBy, Experiment, NextStep, Report, When};
+use crate::scenario::{CloseBy, Experiment, Report, When};
 use crate::socket::{Family, SocketOpts};
 use serde::Serialize;
 use std::io::Write;
@@ -72,22 +72,7 @@ pub struct Demo {
 
 /// The five cases of the lesson.
 pub fn cases(family: Family, port: Option<u16>) -> Vec<(&'static str, Experiment)> {
-    let ra = SocketOpts {
-        reuseaddr: true,
-        ..Default::default()
-    };
-    let base = Experiment {
-        family,
-        server_port: port.unwrap_or(0),
-        client_port: ClientPort::Fixed(0),
-        listener: ra,
-        client: ra,
-        close: CloseBy::Client,
-        when: When::AfterPeer,
-        next: NextStep::Reconnect,
-        new_opts: ra,
-        until_free: None,
-    };
+    let base = Experiment::story(family, port.unwrap_or(0), 0);
     vec![
         (
             "client closes first; reconnect after the peer closed",

@@ -184,6 +184,31 @@ pub struct Experiment {
     pub until_free: Option<Duration>,
 }
 
+impl Experiment {
+    /// The story's experiment: SO_REUSEADDR on every socket, the client
+    /// binds `client_port` (0: a free one), closes first, the server closes
+    /// after it, then the client reconnects from the same port. Other cases
+    /// are this with a field or two changed.
+    pub fn story(family: Family, server_port: u16, client_port: u16) -> Self {
+        let ra = SocketOpts {
+            reuseaddr: true,
+            ..Default::default()
+        };
+        Experiment {
+            family,
+            server_port,
+            client_port: ClientPort::Fixed(client_port),
+            listener: ra,
+            client: ra,
+            close: CloseBy::Client,
+            when: When::AfterPeer,
+            next: NextStep::Reconnect,
+            new_opts: ra,
+            until_free: None,
+        }
+    }
+}
+
 /// When a step of the retry loop first succeeded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UntilFree {
