@@ -37,12 +37,12 @@ pub fn netns_or_skip(test: &str) -> bool {
 /// Run `f` on a thread inside a fresh namespace with `sysctls`; child
 /// processes spawned by `f` inherit the namespace.
 ///
-/// Every test namespace turns on RFC 1337 protection first: on a loaded
-/// machine a late retransmission can draw an RST from an end that is
-/// already gone, and by default (`tcp_rfc1337 = 0`) that RST kills the other
-/// end's TIME_WAIT ("TIME-WAIT assassination", tcp_timewait_state_process()).
-/// Seen here: 3 runs in 60 of the peer tests under CPU load lost their
-/// TIME_WAIT that way (netstat: TW=1, OutRsts=1); with protection, 0 in 80.
+/// Every test namespace turns on RFC 1337 protection first: by default
+/// (`tcp_rfc1337 = 0`) an RST that reaches a TIME_WAIT kills it ("TIME-WAIT
+/// assassination", tcp_timewait_state_process()). Seen here: in 3 runs in 60
+/// of the peer tests under CPU load the TIME_WAIT vanished early and the
+/// namespace had sent one RST (netstat: TW=1, OutRsts=1); with protection,
+/// 0 in 80.
 pub fn in_netns<T: Send + 'static>(
     sysctls: &[(&str, &str)],
     f: impl FnOnce() -> T + Send + 'static,
