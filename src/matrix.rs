@@ -51,6 +51,9 @@ pub const SERVER_PORT: u16 = 12345;
 pub const CLIENT_PORT: u16 = 23456;
 /// The one port of `port-range=one` for kernel-chosen client ports.
 pub const ONE_PORT: u16 = 40000;
+/// At most this many cells wait `after-<N>ms` at once (threads, each in its
+/// own namespace).
+const MAX_SLEEPERS: usize = 256;
 /// `--until-free` gives up after this long.
 pub const UNTIL_FREE_LIMIT: Duration = Duration::from_secs(70);
 
@@ -99,8 +102,9 @@ pub struct MatrixArgs {
     /// resolution, give up after 70 s) and show how long that took.
     #[arg(long)]
     pub until_free: bool,
-    /// Cells run at once (default: 4 × available cores). With --until-free
-    /// the blocked cells are then re-run all at once, whatever this says.
+    /// Cells run at once (default: 4 × available cores). Cells that wait
+    /// after-<N>ms (N ≥ 50) run afterwards, up to 256 at once, since they
+    /// sleep; with --until-free the blocked cells are re-run all at once.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
     #[arg(long, value_enum, default_value = "table")]
@@ -1045,23 +1049,32 @@ fn run_cells(
     done: &(dyn Fn(CellResult) + Sync),
 ) -> Result<()> {
     let held: Mutex<Vec<CellResult>> = Mutex::new(Vec::new());
-    run_pool(
-        cells,
-        jobs,
-        &|spec| run_cell(spec, fresh_ns, host),
-        &|i, status| {
-            let r = CellResult {
-                spec: cells[i].clone(),
-                status,
-            };
-            let blocked = matches!(&r.status, CellStatus::Ran(c) if !c.report.outcome.is_ok());
-            if until_free && blocked {
-                held.lock().unwrap_or_else(|p| p.into_inner()).push(r);
-            } else {
-                done(r);
-            }
-        },
-    )?;
+    // Cells that wait `after-<N>ms` spend that time asleep, not on a CPU: a
+    // pool of `jobs` would make N ms of waiting cost N ms per `jobs` cells.
+    // They run after the others, in a pool as wide as they are many (at
+    // most MAX_SLEEPERS threads), so the waiting costs about N ms in all.
+    let (sleepers, busy): (Vec<usize>, Vec<usize>) = (0..cells.len())
+        .partition(|&i| matches!(cells[i].experiment.when, When::AfterMs(ms) if ms >= 50));
+    let sleepers_width = sleepers.len().clamp(jobs, MAX_SLEEPERS.max(jobs));
+    for (group, width) in [(busy, jobs), (sleepers, sleepers_width)] {
+        run_pool(
+            &group,
+            width,
+            &|&i| run_cell(&cells[i], fresh_ns, host),
+            &|k, status| {
+                let r = CellResult {
+                    spec: cells[group[k]].clone(),
+                    status,
+                };
+                let blocked = matches!(&r.status, CellStatus::Ran(c) if !c.report.outcome.is_ok());
+                if until_free && blocked {
+                    held.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                } else {
+                    done(r);
+                }
+            },
+        )?;
+    }
     let mut held = held.into_inner().unwrap_or_else(|p| p.into_inner());
     let (open, wait): (Vec<_>, Vec<_>) = held
         .drain(..)
