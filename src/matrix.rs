@@ -32,6 +32,7 @@
 //! ports, with the host's sysctls only; cells that need other sysctls are
 //! skipped, and the output says so above the table.
 
+use crate::check::Checked;
 use crate::diag::{Side, TupleView};
 use crate::error::{Error, Result};
 use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts, Prediction};
@@ -865,27 +866,28 @@ pub fn held_by_open_descriptor(x: &Experiment) -> bool {
 }
 
 /// Predict and compare for a finished run.
-fn judge(report: Report, view: TupleView, kernel: KernelFacts) -> RanCell {
+/// A cell's result from the checked run: the Linux prediction and its
+/// verdict come from [`crate::check`] (computed once, from the view that
+/// decided); the Windows and BSD columns are added here from the same view.
+fn judge(c: Checked, kernel: KernelFacts) -> RanCell {
     let facts = CellFacts {
-        experiment: &report.experiment,
-        view: &view,
-        client_addr: report.client_addr,
+        experiment: &c.report.experiment,
+        view: &c.view,
+        client_addr: c.report.client_addr,
         kernel: &kernel,
     };
-    let predicted = model::predict_linux(&facts);
     let windows = model::predict_windows(&facts);
     let bsd = model::predict_bsd(&facts);
-    let matches = model::same_outcome(&predicted.outcome, &report.outcome);
     RanCell {
-        report,
-        view,
+        report: c.report,
+        view: c.view,
         kernel,
-        predicted,
+        predicted: c.prediction,
         windows,
         bsd,
-        matches,
-        runs: 1,
-        raced: false,
+        matches: c.agrees,
+        runs: c.runs,
+        raced: c.raced,
         until_free: None,
     }
 }
@@ -985,11 +987,8 @@ fn checked_run(
     // In the host namespace a re-run would meet the first run's sockets.
     let max_runs = if fresh_ns { MAX_RUNS } else { 1 };
     let c = crate::check::run_checked(x, kernel, max_runs, || enter_cell_netns(sysctls))?;
-    let mut r = judge(c.report, c.view, kernel.clone());
-    debug_assert_eq!(r.predicted, c.prediction);
-    r.matches = c.agrees;
-    r.runs = c.runs;
-    r.raced = c.raced && fresh_ns;
+    let mut r = judge(c, kernel.clone());
+    r.raced &= fresh_ns;
     Ok(r)
 }
 
@@ -1864,7 +1863,24 @@ mod tests {
             max_tw_buckets: 1,
         };
         let view = report.before.clone();
-        let cell = judge(report, view, kernel);
+        let prediction = model::predict_linux(&CellFacts {
+            experiment: &report.experiment,
+            view: &view,
+            client_addr: report.client_addr,
+            kernel: &kernel,
+        });
+        let agrees = model::same_outcome(&prediction.outcome, &report.outcome);
+        let cell = judge(
+            Checked {
+                report,
+                prediction,
+                view,
+                agrees,
+                runs: 1,
+                raced: false,
+            },
+            kernel,
+        );
         assert!(!cell.matches);
         let run = MatrixRun {
             kernel_release: "test".into(),

@@ -21,6 +21,19 @@ fn row(v: &Value, i: usize) -> &Value {
     &v["rows"][i]
 }
 
+/// Every one of the five rows: the model agreed with what the kernel did.
+fn assert_every_row_agrees(v: &Value) {
+    for i in 0..5 {
+        assert_eq!(
+            row(v, i)["model_agrees"],
+            true,
+            "row {}: {}",
+            i + 1,
+            row(v, i)
+        );
+    }
+}
+
 fn outcome(r: &Value) -> String {
     let o = &r["report"]["outcome"];
     match o["kind"].as_str() {
@@ -54,14 +67,8 @@ fn demo_with_timestamps_on() {
     assert_eq!(outcome(row(&v, 4)), "bind: EADDRINUSE");
     assert_eq!(row(&v, 4)["time_wait_held_by"], "client");
     // Every row: the model agrees with the kernel, and the exit code says so.
+    assert_every_row_agrees(&v);
     for i in 0..5 {
-        assert_eq!(
-            row(&v, i)["model_agrees"],
-            true,
-            "row {}: {}",
-            i + 1,
-            row(&v, i)
-        );
         assert!(!row(&v, i)["explanation"].as_str().unwrap().is_empty());
     }
     assert_eq!(code, 0);
@@ -86,15 +93,7 @@ fn demo_with_timestamps_off() {
     assert!(st == "fin-wait-1" || st == "fin-wait-2", "{st}");
     // 3: the server's TIME_WAIT accepts the SYN (sequence numbers suffice).
     assert_eq!(outcome(row(&v, 2)), "ok");
-    for i in 0..5 {
-        assert_eq!(
-            row(&v, i)["model_agrees"],
-            true,
-            "row {}: {}",
-            i + 1,
-            row(&v, i)
-        );
-    }
+    assert_every_row_agrees(&v);
     assert_eq!(code, 0);
 }
 
@@ -146,15 +145,7 @@ fn demo_ipv6() {
             .unwrap()
             .starts_with("[::1]")
     );
-    for i in 0..5 {
-        assert_eq!(
-            row(&v, i)["model_agrees"],
-            true,
-            "row {}: {}",
-            i + 1,
-            row(&v, i)
-        );
-    }
+    assert_every_row_agrees(&v);
 }
 
 #[test]
