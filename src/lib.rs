@@ -6,6 +6,7 @@
 //! - [`sys`]: the only platform-specific code (errno and Winsock names).
 //! - [`diag`]: the kernel's TCP socket table via sock_diag netlink, with
 //!   TIME_WAIT timers; the one source of socket states for every command.
+//! - [`sysctl`]: the namespace's net sysctls, read and written in one place.
 //! - [`netns`]: fresh Linux network namespaces with their own sysctls.
 //! - [`scenario`]: the classic two-connection experiment as data, and its runner.
 //! - [`model`]: the Linux rule model (predicts and explains an outcome from the
@@ -32,6 +33,7 @@ pub mod scenario;
 pub mod socket;
 pub mod ss;
 pub mod sys;
+pub mod sysctl;
 
 pub use error::{Error, Result};
 

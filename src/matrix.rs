@@ -573,7 +573,7 @@ pub struct HostSysctls {
 impl HostSysctls {
     pub fn read() -> Result<Self> {
         let need = |n: &str| {
-            netns::read_sysctl(n).ok_or_else(|| Error::Sysctl {
+            crate::sysctl::read(n).ok_or_else(|| Error::Sysctl {
                 name: n.into(),
                 why: "cannot read it on this host".into(),
             })
@@ -581,10 +581,10 @@ impl HostSysctls {
         Ok(HostSysctls {
             timestamps: need(TS)?,
             tw_reuse: need(TW_REUSE)?,
-            tw_reuse_delay: netns::read_sysctl(TW_DELAY),
+            tw_reuse_delay: crate::sysctl::read(TW_DELAY),
             port_range: need(RANGE)?,
             max_tw_buckets: need(MAX_TW)?,
-            fin_timeout: netns::read_sysctl(FIN_TIMEOUT),
+            fin_timeout: crate::sysctl::read(FIN_TIMEOUT),
         })
     }
 }
@@ -1351,7 +1351,7 @@ pub fn execute(args: &MatrixArgs, progress: bool) -> Result<MatrixRun> {
     cells.sort_by_key(|c| c.spec.id);
     Ok(MatrixRun {
         kernel_release: model::kernel_release(),
-        host_sysctls: netns::reuse_sysctls()
+        host_sysctls: crate::sysctl::reuse_sysctls()
             .into_iter()
             .filter_map(|(n, v)| v.map(|v| Sysctl::new(n, v)))
             .collect(),

@@ -40,56 +40,7 @@ pub const TIMEWAIT_LEN_MS: u32 = 60_000;
 /// dump and the connect().
 pub const BORDER_MS: u32 = 30;
 
-/// `net.ipv4.tcp_tw_reuse`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TwReuse {
-    /// 0: never for kernel-chosen ports.
-    Off,
-    /// 1: for any address.
-    On,
-    /// 2 (default since 5.x): only if the TIME_WAIT's address is loopback
-    /// or it is bound to `lo` (`tcp_twsk_unique`).
-    LoopbackOnly,
-}
-
-impl TwReuse {
-    pub fn from_sysctl(v: &str) -> Option<Self> {
-        match v.trim() {
-            "0" => Some(TwReuse::Off),
-            "1" => Some(TwReuse::On),
-            "2" => Some(TwReuse::LoopbackOnly),
-            _ => None,
-        }
-    }
-    pub fn value(self) -> u8 {
-        match self {
-            TwReuse::Off => 0,
-            TwReuse::On => 1,
-            TwReuse::LoopbackOnly => 2,
-        }
-    }
-}
-
-/// `net.ipv4.ip_local_port_range`, inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PortRange {
-    pub low: u16,
-    pub high: u16,
-}
-
-impl PortRange {
-    pub fn len(&self) -> u32 {
-        (self.high as u32 + 1).saturating_sub(self.low as u32)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// True if `port` is the only port the range allows.
-    pub fn is_only(&self, port: u16) -> bool {
-        self.low == port && self.high == port
-    }
-}
+pub use crate::sysctl::{PortRange, TwReuse};
 
 /// What the model needs to know about the kernel and the namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,39 +61,19 @@ impl KernelFacts {
     /// Read the calling thread's network namespace sysctls and the kernel
     /// release.
     pub fn read_current() -> crate::Result<Self> {
-        use crate::netns::read_sysctl;
-        let need = |name: &str| {
-            read_sysctl(name).ok_or_else(|| crate::Error::Sysctl {
-                name: name.into(),
-                why: "cannot read it".into(),
-            })
-        };
-        let bad = |name: &str, v: &str| crate::Error::Sysctl {
-            name: name.into(),
-            why: format!("unexpected value '{v}'"),
-        };
-        let ts = need("net.ipv4.tcp_timestamps")?;
-        let reuse = need("net.ipv4.tcp_tw_reuse")?;
-        let range = need("net.ipv4.ip_local_port_range")?;
-        let maxtw = need("net.ipv4.tcp_max_tw_buckets")?;
-        let mut it = range.split_whitespace().map(|p| p.parse::<u16>());
-        let port_range = match (it.next(), it.next()) {
-            (Some(Ok(low)), Some(Ok(high))) => PortRange { low, high },
-            _ => return Err(bad("net.ipv4.ip_local_port_range", &range)),
-        };
-        Ok(KernelFacts {
+        Ok(Self::from_sysctls(&crate::sysctl::NetSysctls::read()?))
+    }
+
+    /// The facts for a namespace whose sysctls are `s`.
+    pub fn from_sysctls(s: &crate::sysctl::NetSysctls) -> Self {
+        KernelFacts {
             release: kernel_release(),
-            timestamps: ts.trim() != "0",
-            tw_reuse: TwReuse::from_sysctl(&reuse)
-                .ok_or_else(|| bad("net.ipv4.tcp_tw_reuse", &reuse))?,
-            tw_reuse_delay_ms: read_sysctl("net.ipv4.tcp_tw_reuse_delay")
-                .and_then(|v| v.trim().parse().ok()),
-            port_range,
-            max_tw_buckets: maxtw
-                .trim()
-                .parse()
-                .map_err(|_| bad("net.ipv4.tcp_max_tw_buckets", &maxtw))?,
-        })
+            timestamps: s.timestamps,
+            tw_reuse: s.tw_reuse,
+            tw_reuse_delay_ms: s.tw_reuse_delay_ms,
+            port_range: s.port_range,
+            max_tw_buckets: s.max_tw_buckets,
+        }
     }
 }
 

@@ -10,65 +10,8 @@
 
 use crate::error::{Error, Result};
 
-/// One `net.*` sysctl setting, e.g. `net.ipv4.tcp_timestamps = 0`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct Sysctl {
-    pub name: String,
-    pub value: String,
-}
-
-impl Sysctl {
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Sysctl {
-            name: name.into(),
-            value: value.into(),
-        }
-    }
-}
-
-/// `net.ipv4.tcp_timestamps` → `/proc/sys/net/ipv4/tcp_timestamps`.
-pub fn sysctl_path(name: &str) -> String {
-    format!("/proc/sys/{}", name.replace('.', "/"))
-}
-
-/// Read a sysctl of the calling thread's namespace; `None` if this kernel
-/// has no such sysctl.
-pub fn read_sysctl(name: &str) -> Option<String> {
-    std::fs::read_to_string(sysctl_path(name))
-        .ok()
-        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
-}
-
-/// Write a sysctl of the calling thread's namespace.
-pub fn write_sysctl(s: &Sysctl) -> Result<()> {
-    let path = sysctl_path(&s.name);
-    if !std::path::Path::new(&path).exists() {
-        return Err(Error::Sysctl {
-            name: s.name.clone(),
-            why: "this kernel has no such sysctl".into(),
-        });
-    }
-    std::fs::write(&path, format!("{}\n", s.value)).map_err(|e| Error::Sysctl {
-        name: s.name.clone(),
-        why: format!("cannot set it to '{}': {e}", s.value),
-    })?;
-    Ok(())
-}
-
-/// The host values of the sysctls that decide address reuse, for reports.
-pub fn reuse_sysctls() -> Vec<(String, Option<String>)> {
-    [
-        "net.ipv4.tcp_timestamps",
-        "net.ipv4.tcp_tw_reuse",
-        "net.ipv4.tcp_tw_reuse_delay",
-        "net.ipv4.ip_local_port_range",
-        "net.ipv4.tcp_max_tw_buckets",
-        "net.ipv4.tcp_fin_timeout",
-    ]
-    .iter()
-    .map(|n| (n.to_string(), read_sysctl(n)))
-    .collect()
-}
+pub use crate::sysctl::Sysctl;
+use crate::sysctl::write as write_sysctl;
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -235,14 +178,6 @@ mod tests {
         let _ = writeln!(std::io::stderr(), "skipped {msg}");
     }
 
-    #[test]
-    fn sysctl_paths() {
-        assert_eq!(
-            sysctl_path("net.ipv4.tcp_timestamps"),
-            "/proc/sys/net/ipv4/tcp_timestamps"
-        );
-    }
-
     #[cfg(target_os = "linux")]
     #[test]
     fn a_fresh_namespace_has_its_own_sysctls() {
@@ -252,14 +187,17 @@ mod tests {
             ));
             return;
         }
-        let host = read_sysctl("net.ipv4.tcp_timestamps").unwrap();
+        let host = crate::sysctl::read("net.ipv4.tcp_timestamps").unwrap();
         let want = if host == "0" { "1" } else { "0" };
         let inside = run_in_fresh(vec![Sysctl::new("net.ipv4.tcp_timestamps", want)], || {
-            read_sysctl("net.ipv4.tcp_timestamps")
+            crate::sysctl::read("net.ipv4.tcp_timestamps")
         })
         .unwrap();
         assert_eq!(inside.as_deref(), Some(want));
-        assert_eq!(read_sysctl("net.ipv4.tcp_timestamps").unwrap(), host);
+        assert_eq!(
+            crate::sysctl::read("net.ipv4.tcp_timestamps").unwrap(),
+            host
+        );
         let missing = run_in_fresh(vec![Sysctl::new("net.ipv4.no_such_thing", "1")], || ());
         assert!(matches!(missing, Err(Error::Sysctl { .. })));
     }
@@ -273,13 +211,13 @@ mod tests {
             ));
             return;
         }
-        if read_sysctl("net.ipv4.tcp_child_ehash_entries").is_none() {
+        if crate::sysctl::read("net.ipv4.tcp_child_ehash_entries").is_none() {
             skip(
                 "private_ehash_namespaces_get_their_own_small_hash: this kernel has no net.ipv4.tcp_child_ehash_entries (before 6.1)",
             );
             return;
         }
-        let host_child = read_sysctl("net.ipv4.tcp_child_ehash_entries");
+        let host_child = crate::sysctl::read("net.ipv4.tcp_child_ehash_entries");
         let seen = std::thread::spawn(|| {
             let mut v = Vec::new();
             // Twice: the second namespace comes from the same nursery.
@@ -288,7 +226,7 @@ mod tests {
                 // tcp_sk_init() sizes a namespace's default
                 // tcp_max_tw_buckets to half its ehash: 128 proves the
                 // private 256-bucket hash.
-                v.push(read_sysctl("net.ipv4.tcp_max_tw_buckets"));
+                v.push(crate::sysctl::read("net.ipv4.tcp_max_tw_buckets"));
             }
             v
         })
@@ -296,6 +234,9 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![Some("128".to_string()), Some("128".to_string())]);
         // The host's own setting is untouched.
-        assert_eq!(read_sysctl("net.ipv4.tcp_child_ehash_entries"), host_child);
+        assert_eq!(
+            crate::sysctl::read("net.ipv4.tcp_child_ehash_entries"),
+            host_child
+        );
     }
 }

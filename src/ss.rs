@@ -990,12 +990,12 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         families: vec![Family::V4, Family::V6],
         states: StateSet::all(),
     };
-    let range = crate::netns::read_sysctl("net.ipv4.ip_local_port_range")
+    let range = crate::sysctl::read("net.ipv4.ip_local_port_range")
         .as_deref()
         .and_then(parse_range);
     let reserved = match (
         range,
-        crate::netns::read_sysctl("net.ipv4.ip_local_reserved_ports"),
+        crate::sysctl::read("net.ipv4.ip_local_reserved_ports"),
     ) {
         (Some((lo, hi)), Some(list)) => reserved_in(&list, lo, hi),
         _ => 0,
@@ -1095,7 +1095,7 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
             }
         }
     }
-    let limit = crate::netns::read_sysctl("net.ipv4.tcp_max_tw_buckets")
+    let limit = crate::sysctl::read("net.ipv4.tcp_max_tw_buckets")
         .and_then(|s| s.trim().parse::<u64>().ok());
     let percent = limit
         .filter(|l| *l > 0)
@@ -1122,8 +1122,8 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
             in_use,
             percent,
         },
-        tcp_tw_reuse: crate::netns::read_sysctl("net.ipv4.tcp_tw_reuse"),
-        tcp_timestamps: crate::netns::read_sysctl("net.ipv4.tcp_timestamps"),
+        tcp_tw_reuse: crate::sysctl::read("net.ipv4.tcp_tw_reuse"),
+        tcp_timestamps: crate::sysctl::read("net.ipv4.tcp_timestamps"),
         warnings,
     })
 }

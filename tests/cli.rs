@@ -122,8 +122,7 @@ fn a_privileged_port_as_an_ordinary_user() {
     // privileged whatever the host says.
     let o = if is_root && twlab::netns::can_unshare().is_ok() {
         in_netns(&[("net.ipv4.ip_unprivileged_port_start", "1024")], go)
-    } else if twlab::netns::read_sysctl("net.ipv4.ip_unprivileged_port_start").as_deref()
-        == Some("1024")
+    } else if twlab::sysctl::read("net.ipv4.ip_unprivileged_port_start").as_deref() == Some("1024")
     {
         go()
     } else {

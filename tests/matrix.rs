@@ -271,7 +271,7 @@ fn host_fallback_skips_cells_needing_other_sysctls() {
 }
 
 fn host_fallback_body() {
-    let host_ts = twlab::netns::read_sysctl("net.ipv4.tcp_timestamps").unwrap();
+    let host_ts = twlab::sysctl::read("net.ipv4.tcp_timestamps").unwrap();
     let other = if host_ts == "0" { "1" } else { "0" };
     let mut a = args(&[
         "next=rebind",
