@@ -9,6 +9,9 @@ pub mod wsa;
 #[cfg(unix)]
 mod unix;
 
+#[cfg(unix)]
+pub(crate) mod term;
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]

@@ -1,0 +1,376 @@
+//! The socket table: aligned text like `ss -tan` (formatted without
+//! allocating per row) or one JSON document.
+
+use super::owners::{Owner, owners_for};
+use super::{Filter, Format, Processes, collect, io_err, json_err};
+use crate::diag::{SockEntry, TimerKind};
+use crate::error::Result;
+use crate::socket::Family;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+
+/// A small stack buffer that rows are formatted into.
+pub(super) struct Field {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl Field {
+    pub(super) fn new() -> Self {
+        Field {
+            buf: [0; 96],
+            len: 0,
+        }
+    }
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+    fn push(&mut self, b: &[u8]) {
+        let n = b.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+    }
+    fn push_u64(&mut self, mut n: u64) {
+        let mut tmp = [0u8; 20];
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&tmp[i..]);
+    }
+    /// `58.912s` from milliseconds.
+    fn push_ms_as_secs(&mut self, ms: u32) {
+        self.push_u64(u64::from(ms / 1000));
+        let frac = ms % 1000;
+        self.push(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+            b's',
+        ]);
+    }
+    /// `127.0.0.1:80`, `[::1]:80`, `0.0.0.0:*` (port 0 as `*`, like ss).
+    fn push_addr(&mut self, a: &SocketAddr) {
+        match a.ip() {
+            IpAddr::V4(v) => {
+                let o = v.octets();
+                for (i, b) in o.iter().enumerate() {
+                    if i > 0 {
+                        self.push(b".");
+                    }
+                    self.push_u64(u64::from(*b));
+                }
+            }
+            IpAddr::V6(v) => {
+                self.push(b"[");
+                let mut w = io::Cursor::new(&mut self.buf[self.len..]);
+                // 39 bytes at most for an IPv6 address; the buffer has room.
+                let _ = write!(w, "{v}");
+                self.len += w.position() as usize;
+                self.push(b"]");
+            }
+        }
+        self.push(b":");
+        if a.port() == 0 {
+            self.push(b"*");
+        } else {
+            self.push_u64(u64::from(a.port()));
+        }
+    }
+    fn push_timer(&mut self, e: &SockEntry) {
+        match e.timer {
+            Some(t) => {
+                self.push(t.kind.ss_name().as_bytes());
+                self.push(b" ");
+                self.push_ms_as_secs(t.expires_ms);
+                if t.kind == TimerKind::Retransmit && t.retrans > 0 {
+                    self.push(b" x");
+                    self.push_u64(u64::from(t.retrans));
+                }
+            }
+            None => self.push(b"-"),
+        }
+    }
+}
+
+fn addr_len(a: &SocketAddr, f: &mut Field) -> usize {
+    f.clear();
+    f.push_addr(a);
+    f.len
+}
+
+fn timer_len(e: &SockEntry, f: &mut Field) -> usize {
+    f.clear();
+    f.push_timer(e);
+    f.len
+}
+
+const SPACES: [u8; 64] = [b' '; 64];
+
+/// Pad a field of `used` bytes to `width`, always leaving one space so an
+/// unusually wide value (a 7-digit queue, a 6-digit uid) never runs into
+/// the next column.
+fn pad(out: &mut impl Write, used: usize, width: usize) -> io::Result<()> {
+    let mut n = width.saturating_sub(used).max(1);
+    while n > 0 {
+        let k = n.min(SPACES.len());
+        out.write_all(&SPACES[..k])?;
+        n -= k;
+    }
+    Ok(())
+}
+
+/// Column widths of the text table.
+pub(super) struct Widths {
+    local: usize,
+    peer: usize,
+    timer: usize,
+}
+
+impl Widths {
+    pub(super) fn of<'a>(entries: impl IntoIterator<Item = &'a SockEntry>) -> Widths {
+        let mut f = Field::new();
+        let mut w = Widths {
+            local: "Local Address:Port".len(),
+            peer: "Peer Address:Port".len(),
+            timer: "Timer".len(),
+        };
+        let mut v4_done = false;
+        for e in entries {
+            // Every IPv4 row fits in 21 columns; measure only until one
+            // needs that much, and always measure IPv6 rows.
+            if e.local.is_ipv4() && e.peer.is_ipv4() && v4_done {
+                w.timer = w.timer.max(timer_len(e, &mut f));
+                continue;
+            }
+            let (l, p) = (addr_len(&e.local, &mut f), addr_len(&e.peer, &mut f));
+            w.local = w.local.max(l);
+            w.peer = w.peer.max(p);
+            v4_done |= w.local >= 21 && w.peer >= 21;
+            w.timer = w.timer.max(timer_len(e, &mut f));
+        }
+        w
+    }
+}
+
+const STATE_W: usize = 11;
+
+pub(super) fn write_header(
+    out: &mut impl Write,
+    w: &Widths,
+    prefix: &str,
+    procs: bool,
+) -> io::Result<()> {
+    out.write_all(prefix.as_bytes())?;
+    out.write_all(b"State")?;
+    pad(out, 5, STATE_W)?;
+    out.write_all(b"Recv-Q Send-Q ")?;
+    out.write_all(b"Local Address:Port")?;
+    pad(out, 18, w.local + 1)?;
+    out.write_all(b"Peer Address:Port")?;
+    pad(out, 17, w.peer + 1)?;
+    out.write_all(b"Timer")?;
+    pad(out, 5, w.timer + 1)?;
+    out.write_all(b"Uid   Inode")?;
+    if procs {
+        out.write_all(b"      Process")?;
+    }
+    out.write_all(b"\n")
+}
+
+pub(super) fn write_row(
+    out: &mut impl Write,
+    f: &mut Field,
+    e: &SockEntry,
+    w: &Widths,
+    owners: Option<&Vec<Owner>>,
+    procs: bool,
+) -> io::Result<()> {
+    let st = e.state.ss_column();
+    out.write_all(st.as_bytes())?;
+    pad(out, st.len(), STATE_W)?;
+    f.clear();
+    f.push_u64(u64::from(e.recv_q));
+    out.write_all(f.as_bytes())?;
+    pad(out, f.len, 7)?;
+    f.clear();
+    f.push_u64(u64::from(e.send_q));
+    out.write_all(f.as_bytes())?;
+    pad(out, f.len, 7)?;
+    f.clear();
+    f.push_addr(&e.local);
+    out.write_all(f.as_bytes())?;
+    pad(out, f.len, w.local + 1)?;
+    f.clear();
+    f.push_addr(&e.peer);
+    out.write_all(f.as_bytes())?;
+    pad(out, f.len, w.peer + 1)?;
+    f.clear();
+    f.push_timer(e);
+    out.write_all(f.as_bytes())?;
+    pad(out, f.len, w.timer + 1)?;
+    if e.is_timewait_sock() {
+        out.write_all(b"-     -")?;
+    } else {
+        f.clear();
+        f.push_u64(u64::from(e.uid));
+        out.write_all(f.as_bytes())?;
+        pad(out, f.len, 6)?;
+        f.clear();
+        f.push_u64(u64::from(e.inode));
+        out.write_all(f.as_bytes())?;
+    }
+    if procs {
+        if let Some(os) = owners {
+            pad(out, if e.is_timewait_sock() { 7 } else { 6 + f.len }, 17)?;
+            for (i, o) in os.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                out.write_all(o.name.as_bytes())?;
+                f.clear();
+                f.push(b"(pid=");
+                f.push_u64(u64::from(o.pid));
+                f.push(b")");
+                out.write_all(f.as_bytes())?;
+            }
+        }
+    }
+    out.write_all(b"\n")
+}
+
+/// One socket in --json output.
+#[derive(Serialize)]
+struct JsonSock<'a> {
+    family: &'static str,
+    state: &'static str,
+    local: &'a SocketAddr,
+    peer: &'a SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timer: Option<JsonTimer>,
+    recv_q: u32,
+    send_q: u32,
+    /// `None` for TIME_WAIT mini sockets, which have no owner.
+    uid: Option<u32>,
+    inode: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processes: Option<&'a [Owner]>,
+}
+
+#[derive(Serialize)]
+struct JsonTimer {
+    kind: &'static str,
+    expires_ms: u32,
+    retrans: u8,
+}
+
+impl<'a> JsonSock<'a> {
+    fn of(e: &'a SockEntry, owners: &'a HashMap<u32, Vec<Owner>>, procs: bool) -> Self {
+        let tw = e.is_timewait_sock();
+        JsonSock {
+            family: match e.family {
+                Family::V4 => "ipv4",
+                Family::V6 => "ipv6",
+            },
+            state: e.state.ss_name(),
+            local: &e.local,
+            peer: &e.peer,
+            timer: e.timer.map(|t| JsonTimer {
+                kind: t.kind.ss_name(),
+                expires_ms: t.expires_ms,
+                retrans: t.retrans,
+            }),
+            recv_q: e.recv_q,
+            send_q: e.send_q,
+            uid: (!tw).then_some(e.uid),
+            inode: (!tw).then_some(e.inode),
+            processes: if procs && !tw {
+                Some(owners.get(&e.inode).map(|v| v.as_slice()).unwrap_or(&[]))
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// Print the filtered table on stdout.
+pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Result<u8> {
+    let entries = collect(filter)?;
+    let procs = processes == Processes::Show;
+    let owners = if procs {
+        owners_for(&entries)
+    } else {
+        HashMap::new()
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(128 * 1024, stdout.lock());
+    match format {
+        Format::Json => write_json_list(&mut out, &entries, &owners, procs)?,
+        Format::Text => write_text_list(&mut out, &entries, &owners, procs).map_err(io_err)?,
+    }
+    out.flush().map_err(io_err)?;
+    Ok(0)
+}
+
+fn write_json_list(
+    out: &mut impl Write,
+    entries: &[SockEntry],
+    owners: &HashMap<u32, Vec<Owner>>,
+    procs: bool,
+) -> Result<()> {
+    out.write_all(b"{\"sockets\":[").map_err(io_err)?;
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",").map_err(io_err)?;
+        }
+        serde_json::to_writer(&mut *out, &JsonSock::of(e, owners, procs)).map_err(json_err)?;
+    }
+    out.write_all(b"]}\n").map_err(io_err)
+}
+
+fn write_text_list(
+    out: &mut impl Write,
+    entries: &[SockEntry],
+    owners: &HashMap<u32, Vec<Owner>>,
+    procs: bool,
+) -> io::Result<()> {
+    let w = Widths::of(entries);
+    write_header(out, &w, "", procs)?;
+    let mut f = Field::new();
+    for e in entries {
+        write_row(out, &mut f, e, &w, owners.get(&e.inode), procs)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rows_like_ss() {
+        let mut f = Field::new();
+        f.push_addr(&"127.0.0.1:0".parse().unwrap());
+        assert_eq!(f.as_bytes(), b"127.0.0.1:*");
+        f.clear();
+        f.push_addr(&"[::1]:443".parse().unwrap());
+        assert_eq!(f.as_bytes(), b"[::1]:443");
+        f.clear();
+        f.push_ms_as_secs(58_912);
+        assert_eq!(f.as_bytes(), b"58.912s");
+        f.clear();
+        f.push_ms_as_secs(5);
+        assert_eq!(f.as_bytes(), b"0.005s");
+    }
+}

@@ -1,0 +1,132 @@
+//! `twlab ss`: the kernel's TCP socket table, TIME_WAIT timers first.
+//!
+//! Everything comes from NETLINK_SOCK_DIAG through [`crate::diag`]: one dump
+//! per address family, with the state filter applied by the kernel
+//! (`inet_diag_dump_icsk` skips hash chains of unwanted states), never
+//! /proc/net/tcp. Port and address filters are applied here, on the decoded
+//! entries.
+//!
+//! The command line (clap, in the binary) is turned into a [`Plan`]: the
+//! [`Filter`] and one [`View`]. Three views share the filters:
+//! - the list (default, [`list`]): aligned text or JSON, streamed with one
+//!   lock of stdout and one buffered writer, no allocation per row;
+//! - the summary ([`summary`]): counts per state, TIME_WAIT per peer and per
+//!   local port, how much of `ip_local_port_range` TIME_WAIT holds per
+//!   (local address, peer), and the distance to `tcp_max_tw_buckets`;
+//! - watch ([`watch`]): a live view that marks sockets appearing, changing
+//!   state and going away.
+
+pub mod filter;
+pub mod list;
+pub mod owners;
+pub mod summary;
+pub mod watch;
+
+pub use filter::{
+    AddrMatch, Filter, GROUP_NAMES, STATE_NAMES, collect, parse_family, parse_port_filter,
+    parse_state, parse_states,
+};
+pub use owners::{Owner, socket_owners};
+pub use summary::{Count, PortUse, Summary, TwBuckets, build_summary, group};
+pub use watch::{MAX_WATCH_FRAMES, parse_watch_ms};
+
+use crate::error::{Error, Result};
+use std::io;
+use std::time::Duration;
+
+/// Text for people or one JSON document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Aligned columns like `ss -tan`.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Whether the list names the processes holding each socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Processes {
+    /// No /proc scan (the default: it is slow on busy hosts).
+    #[default]
+    Hide,
+    /// Scan /proc/*/fd for the owners of full sockets.
+    Show,
+}
+
+/// What `twlab ss` shows of the filtered sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    /// The socket table.
+    List {
+        /// Text or JSON.
+        format: Format,
+        /// With owning processes or not.
+        processes: Processes,
+    },
+    /// Counts, TIME_WAIT per peer and port, ephemeral port use.
+    Summary {
+        /// Text or JSON.
+        format: Format,
+        /// Rows of each top list.
+        top: usize,
+    },
+    /// A live view on the terminal.
+    Watch {
+        /// Time between refreshes.
+        every: Duration,
+        /// Refreshes before it stops by itself (at most
+        /// [`MAX_WATCH_FRAMES`]).
+        frames: u64,
+    },
+}
+
+/// One `twlab ss` call, fully parsed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Which sockets.
+    pub filter: Filter,
+    /// How to show them.
+    pub view: View,
+}
+
+/// Run `twlab ss`. Returns the exit code.
+pub fn run(plan: &Plan) -> Result<u8> {
+    if !cfg!(target_os = "linux") {
+        return Err(Error::Unsupported {
+            os: crate::sys::OS_NAME,
+            what: "`twlab ss` reads the socket table through Linux sock_diag netlink".into(),
+        });
+    }
+    let filter = &plan.filter;
+    let r = match plan.view {
+        View::List { format, processes } => list::run(filter, format, processes),
+        View::Summary { format, top } => summary::run(filter, format, top),
+        View::Watch { every, frames } => watch::run(filter, every, frames),
+    };
+    match r {
+        Ok(code) => Ok(code),
+        // `twlab ss | head`: the reader went away; that is not an error.
+        Err(Error::Sys { what, .. }) if what == PIPE_CLOSED => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Marks a write that failed because stdout's reader went away (EPIPE;
+/// Rust ignores SIGPIPE, so the write returns the error).
+const PIPE_CLOSED: &str = "writing to stdout (closed pipe)";
+
+fn io_err(e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Error::sys(PIPE_CLOSED, &e)
+    } else {
+        Error::sys("writing to stdout", &e)
+    }
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    match e.io_error_kind() {
+        Some(kind) => io_err(io::Error::from(kind)),
+        None => Error::Invalid(format!("JSON encoding failed: {e}")),
+    }
+}

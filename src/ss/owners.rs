@@ -1,0 +1,80 @@
+//! Which processes hold a socket (`twlab ss -p`), found the way `ss -p`
+//! finds them: the `socket:[INODE]` links in /proc/PID/fd.
+
+use crate::diag::SockEntry;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// A process holding a socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    /// Process id.
+    pub pid: u32,
+    /// Its command name (/proc/PID/comm), `?` if unreadable.
+    pub name: String,
+}
+
+/// Map socket inodes to the processes holding them, by reading the
+/// `socket:[INODE]` links in /proc/PID/fd (what `ss -p` does). Only inodes
+/// in `wanted` are kept; processes we may not read are skipped.
+pub fn socket_owners(wanted: &[u32]) -> HashMap<u32, Vec<Owner>> {
+    let mut map: HashMap<u32, Vec<Owner>> = HashMap::new();
+    if wanted.is_empty() {
+        return map;
+    }
+    let mut want = wanted.to_vec();
+    want.sort_unstable();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return map;
+    };
+    // Bounded: /proc lists each process once.
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let mut name: Option<String> = None;
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(ino) = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("socket:["))
+                .and_then(|l| l.strip_suffix(']'))
+                .and_then(|l| l.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if want.binary_search(&ino).is_err() {
+                continue;
+            }
+            let name = name.get_or_insert_with(|| {
+                std::fs::read_to_string(p.path().join("comm"))
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_else(|_| "?".into())
+            });
+            let owners = map.entry(ino).or_default();
+            if !owners.iter().any(|o| o.pid == pid) {
+                owners.push(Owner {
+                    pid,
+                    name: name.clone(),
+                });
+            }
+        }
+    }
+    map
+}
+
+/// The owners of the full sockets among `entries`, by inode.
+pub(crate) fn owners_for(entries: &[SockEntry]) -> HashMap<u32, Vec<Owner>> {
+    // TIME_WAIT mini sockets have no inode and no owner: skip them.
+    let inodes: Vec<u32> = entries
+        .iter()
+        .filter(|e| e.inode != 0 && !e.is_timewait_sock())
+        .map(|e| e.inode)
+        .collect();
+    socket_owners(&inodes)
+}

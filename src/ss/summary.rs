@@ -1,0 +1,503 @@
+//! `twlab ss --summary`: where the sockets and the ephemeral ports went.
+//!
+//! One unfiltered dump of the namespace feeds both the filtered counts and
+//! the `tcp_max_tw_buckets` headroom, which the kernel counts over every
+//! TIME_WAIT mini socket (`inet_twsk_alloc()`), whatever the filter.
+
+use super::{Filter, Format, io_err, json_err};
+use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
+use crate::error::Result;
+use crate::socket::Family;
+use crate::sysctl::{self, NetSysctls, PortRange};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+
+/// The `ip_local_port_range` share one (local address, peer) pair holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortUse {
+    /// The local address of the pair.
+    pub local_addr: IpAddr,
+    /// The peer of the pair.
+    pub peer: SocketAddr,
+    /// TIME_WAIT sockets of this pair whose local port lies in the
+    /// ephemeral range.
+    pub time_wait: u32,
+    /// Other sockets of this pair with a local port in the range (they
+    /// hold their port too).
+    pub other_states: u32,
+    /// Ports connect() may pick for this pair: the range minus
+    /// `ip_local_reserved_ports`.
+    pub ephemeral_ports: u32,
+    /// `time_wait` as a share of `ephemeral_ports`.
+    pub percent_time_wait: f64,
+    /// `time_wait + other_states` as a share of `ephemeral_ports`.
+    pub percent_held: f64,
+}
+
+/// How many sockets have `key`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Count<K> {
+    /// A state name, peer or port.
+    pub key: K,
+    /// Sockets with it.
+    pub count: u32,
+}
+
+/// TIME_WAIT mini sockets against `tcp_max_tw_buckets`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TwBuckets {
+    /// `net.ipv4.tcp_max_tw_buckets` of this network namespace.
+    pub limit: Option<u64>,
+    /// TIME_WAIT mini sockets in the namespace, including orphaned
+    /// FIN_WAIT2 ones (both families, unfiltered: `inet_twsk_alloc()`
+    /// counts them all against the limit).
+    pub in_use: u64,
+    /// `in_use` as a share of `limit` (none for an unknown or zero limit).
+    pub percent: Option<f64>,
+}
+
+/// Everything `--summary` prints (and `--summary --json` serialises).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Sockets that pass the filter.
+    pub total: u64,
+    /// Counts per state, in `ss -tan`'s column names.
+    pub states: Vec<Count<&'static str>>,
+    /// Sockets in TIME_WAIT proper.
+    pub time_wait_total: u64,
+    /// Orphaned FIN_WAIT2 sockets kept as mini sockets (they also hold
+    /// their 4-tuple and count against tcp_max_tw_buckets).
+    pub fin_wait2_mini: u64,
+    /// Peers with the most TIME_WAIT sockets.
+    pub time_wait_by_peer: Vec<Count<SocketAddr>>,
+    /// Local ports with the most TIME_WAIT sockets.
+    pub time_wait_by_local_port: Vec<Count<u16>>,
+    /// `net.ipv4.ip_local_port_range` (low, high).
+    pub ip_local_port_range: Option<(u16, u16)>,
+    /// Ports of `ip_local_reserved_ports` inside that range.
+    pub reserved_in_range: u32,
+    /// (local address, peer) pairs holding the most ephemeral ports.
+    pub port_use: Vec<PortUse>,
+    /// The `tcp_max_tw_buckets` headroom.
+    pub tw_buckets: TwBuckets,
+    /// `net.ipv4.tcp_tw_reuse` as the sysctl says it.
+    pub tcp_tw_reuse: Option<String>,
+    /// `net.ipv4.tcp_timestamps` as the sysctl says it.
+    pub tcp_timestamps: Option<String>,
+    /// Exhaustion warnings, one line each.
+    pub warnings: Vec<String>,
+}
+
+fn top<K: Ord + Copy + std::hash::Hash>(m: HashMap<K, u32>, n: usize) -> Vec<Count<K>> {
+    let mut v: Vec<Count<K>> = m
+        .into_iter()
+        .map(|(key, count)| Count { key, count })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then(a.key.cmp(&b.key)));
+    v.truncate(n);
+    v
+}
+
+/// Counts gathered from one pass over the namespace's sockets.
+#[derive(Default)]
+struct Tally {
+    /// Every TIME_WAIT mini socket, unfiltered.
+    in_use: u64,
+    total: u64,
+    tw_total: u64,
+    fw2_mini: u64,
+    per_state: [u32; 13],
+    by_peer: HashMap<SocketAddr, u32>,
+    by_lport: HashMap<u16, u32>,
+    /// (TIME_WAIT, other states) per (local address, peer) with a local
+    /// port in the ephemeral range.
+    pairs: HashMap<(IpAddr, SocketAddr), (u32, u32)>,
+}
+
+impl Tally {
+    fn add(&mut self, e: &SockEntry, filter: &Filter, range: Option<PortRange>) {
+        let mini = e.is_timewait_sock();
+        if mini {
+            self.in_use += 1;
+        }
+        if !filter.query.families.contains(&e.family)
+            || !filter.query.states.contains(e.state)
+            || !filter.matches(e)
+        {
+            return;
+        }
+        self.total += 1;
+        let st = match e.state {
+            TcpState::NewSynRecv => TcpState::SynRecv,
+            s => s,
+        };
+        self.per_state[st as usize] += 1;
+        let tw = e.state == TcpState::TimeWait;
+        self.fw2_mini += u64::from(mini && !tw);
+        if tw {
+            self.tw_total += 1;
+            *self.by_peer.entry(e.peer).or_default() += 1;
+            *self.by_lport.entry(e.local.port()).or_default() += 1;
+        }
+        if let Some(r) = range {
+            let p = e.local.port();
+            if e.state != TcpState::Listen && r.contains(p) && e.peer.port() != 0 {
+                let c = self.pairs.entry((e.local.ip(), e.peer)).or_default();
+                if tw {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
+            }
+        }
+    }
+
+    fn states(&self) -> Vec<Count<&'static str>> {
+        TcpState::ALL
+            .iter()
+            .filter(|s| **s != TcpState::NewSynRecv && self.per_state[**s as usize] > 0)
+            .map(|s| Count {
+                key: s.ss_column(),
+                count: self.per_state[*s as usize],
+            })
+            .collect()
+    }
+}
+
+/// The `top_n` pairs holding the most ports of the range, and a warning
+/// for each that holds 90 % or more.
+fn port_use(
+    pairs: HashMap<(IpAddr, SocketAddr), (u32, u32)>,
+    avail: u32,
+    top_n: usize,
+    warnings: &mut Vec<String>,
+) -> Vec<PortUse> {
+    let avail = avail.max(1);
+    let mut port_use: Vec<PortUse> = pairs
+        .into_iter()
+        .filter(|(_, (tw, _))| *tw > 0)
+        .map(|((local_addr, peer), (tw, other))| PortUse {
+            local_addr,
+            peer,
+            time_wait: tw,
+            other_states: other,
+            ephemeral_ports: avail,
+            percent_time_wait: 100.0 * f64::from(tw) / f64::from(avail),
+            percent_held: 100.0 * f64::from(tw + other) / f64::from(avail),
+        })
+        .collect();
+    port_use.sort_by(|a, b| {
+        (b.time_wait + b.other_states)
+            .cmp(&(a.time_wait + a.other_states))
+            .then(a.peer.cmp(&b.peer))
+            .then(a.local_addr.cmp(&b.local_addr))
+    });
+    port_use.truncate(top_n);
+    for u in port_use.iter().filter(|u| u.percent_held >= 90.0) {
+        let free = u
+            .ephemeral_ports
+            .saturating_sub(u.time_wait + u.other_states);
+        warnings.push(format!(
+            "{} -> {}: ephemeral ports nearly exhausted ({} free of {}); connect() without an explicit bind() fails with EADDRNOTAVAIL once none is free (__inet_hash_connect)",
+            u.local_addr,
+            u.peer,
+            group(u64::from(free)),
+            group(u64::from(u.ephemeral_ports))
+        ));
+    }
+    port_use
+}
+
+/// The headroom below `tcp_max_tw_buckets`, and a warning at 90 % or more.
+fn tw_buckets(limit: Option<u64>, in_use: u64, warnings: &mut Vec<String>) -> TwBuckets {
+    let percent = limit
+        .filter(|l| *l > 0)
+        .map(|l| 100.0 * in_use as f64 / l as f64);
+    if let (Some(l), Some(p)) = (limit, percent) {
+        if p >= 90.0 {
+            warnings.push(format!(
+                "TIME_WAIT sockets at {p:.1}% of tcp_max_tw_buckets ({l}): beyond it the kernel closes connections without TIME_WAIT (TCPTIMEWAITOVERFLOW in nstat)"
+            ));
+        }
+    }
+    TwBuckets {
+        limit,
+        in_use,
+        percent,
+    }
+}
+
+/// Build the summary from one unfiltered dump of the namespace.
+pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
+    let all = Query {
+        families: vec![Family::V4, Family::V6],
+        states: StateSet::all(),
+    };
+    // None when the namespace's sysctls cannot be read: the summary then
+    // says the range and the limit are unknown.
+    let sys = NetSysctls::read().ok();
+    let range = sys.as_ref().map(|s| s.port_range).filter(|r| !r.is_empty());
+    let reserved = match (&sys, range) {
+        (Some(s), Some(r)) => s.reserved_ports.count_in(r),
+        _ => 0,
+    };
+    let mut t = Tally::default();
+    diag::dump_each(&all, |e| {
+        t.add(&e, filter, range);
+        Ok(())
+    })?;
+    let states = t.states();
+    let mut warnings = Vec::new();
+    let port_use = match range {
+        Some(r) => port_use(
+            std::mem::take(&mut t.pairs),
+            r.len().saturating_sub(reserved),
+            top_n,
+            &mut warnings,
+        ),
+        None => Vec::new(),
+    };
+    let limit = sys.as_ref().map(|s| u64::from(s.max_tw_buckets));
+    let tw_buckets = tw_buckets(limit, t.in_use, &mut warnings);
+    Ok(Summary {
+        total: t.total,
+        states,
+        time_wait_total: t.tw_total,
+        fin_wait2_mini: t.fw2_mini,
+        time_wait_by_peer: top(t.by_peer, top_n),
+        time_wait_by_local_port: top(t.by_lport, top_n),
+        ip_local_port_range: range.map(|r| (r.low, r.high)),
+        reserved_in_range: reserved,
+        port_use,
+        tw_buckets,
+        tcp_tw_reuse: sys.as_ref().map(|s| s.tw_reuse.value().to_string()),
+        tcp_timestamps: sysctl::read(sysctl::TIMESTAMPS),
+        warnings,
+    })
+}
+
+/// 28001 → "28,001".
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Print the summary on stdout.
+pub(super) fn run(filter: &Filter, format: Format, top_n: usize) -> Result<u8> {
+    let s = build_summary(filter, top_n)?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &s).map_err(json_err)?;
+            out.write_all(b"\n").map_err(io_err)?;
+        }
+        Format::Text => write_summary(&mut out, &s).map_err(io_err)?,
+    }
+    out.flush().map_err(io_err)?;
+    Ok(0)
+}
+
+fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
+    write_counts(out, s)?;
+    writeln!(out)?;
+    write_port_use(out, s)?;
+    writeln!(out)?;
+    write_limits(out, s)
+}
+
+/// Counts per state and the TIME_WAIT top lists.
+fn write_counts(out: &mut impl Write, s: &Summary) -> io::Result<()> {
+    writeln!(out, "TCP sockets: {}", group(s.total))?;
+    for c in &s.states {
+        writeln!(out, "  {:<11} {:>9}", c.key, group(u64::from(c.count)))?;
+    }
+    writeln!(out)?;
+    write!(
+        out,
+        "TIME_WAIT: {} (each holds its 4-tuple for up to 60 s)",
+        group(s.time_wait_total)
+    )?;
+    if s.fin_wait2_mini > 0 {
+        write!(
+            out,
+            "; plus {} orphaned FIN-WAIT-2 mini sockets (tcp_fin_timeout)",
+            group(s.fin_wait2_mini)
+        )?;
+    }
+    writeln!(out)?;
+    if !s.time_wait_by_peer.is_empty() {
+        writeln!(out, "  top peers (peer address:port, TIME_WAIT count):")?;
+        for c in &s.time_wait_by_peer {
+            writeln!(
+                out,
+                "    {:<47} {:>9}",
+                c.key.to_string(),
+                group(u64::from(c.count))
+            )?;
+        }
+        writeln!(out, "  top local ports:")?;
+        for c in &s.time_wait_by_local_port {
+            writeln!(out, "    {:<47} {:>9}", c.key, group(u64::from(c.count)))?;
+        }
+    }
+    Ok(())
+}
+
+/// The ephemeral port range and the pairs that use it most.
+fn write_port_use(out: &mut impl Write, s: &Summary) -> io::Result<()> {
+    match s.ip_local_port_range {
+        Some((lo, hi)) => {
+            write!(out, "Ephemeral ports (ip_local_port_range {lo}-{hi}")?;
+            if s.reserved_in_range > 0 {
+                write!(out, ", {} reserved", s.reserved_in_range)?;
+            }
+            writeln!(
+                out,
+                "): connect() without bind() needs a local port free for its (local address, peer) pair"
+            )?;
+            if s.port_use.is_empty() {
+                writeln!(out, "  no TIME_WAIT holds an ephemeral port")?;
+            }
+            for u in &s.port_use {
+                write!(
+                    out,
+                    "  {} -> {}: {} of {} ephemeral ports ({:.1}%) in TIME_WAIT",
+                    u.local_addr,
+                    u.peer,
+                    group(u64::from(u.time_wait)),
+                    group(u64::from(u.ephemeral_ports)),
+                    u.percent_time_wait
+                )?;
+                if u.other_states > 0 {
+                    write!(
+                        out,
+                        ", {} more in other states ({:.1}% held)",
+                        group(u64::from(u.other_states)),
+                        u.percent_held
+                    )?;
+                }
+                writeln!(out)?;
+            }
+        }
+        None => writeln!(
+            out,
+            "Ephemeral ports: cannot read net.ipv4.ip_local_port_range"
+        )?,
+    }
+    Ok(())
+}
+
+/// The tcp_max_tw_buckets headroom, tcp_tw_reuse, and the warnings.
+fn write_limits(out: &mut impl Write, s: &Summary) -> io::Result<()> {
+    match (s.tw_buckets.limit, s.tw_buckets.percent) {
+        (Some(l), Some(p)) => writeln!(
+            out,
+            "tcp_max_tw_buckets: {} of {} in use ({p:.1}%)",
+            group(s.tw_buckets.in_use),
+            group(l)
+        )?,
+        _ => writeln!(
+            out,
+            "tcp_max_tw_buckets: unknown; {} TIME_WAIT mini sockets",
+            group(s.tw_buckets.in_use)
+        )?,
+    }
+    if let (Some(r), Some(ts)) = (&s.tcp_tw_reuse, &s.tcp_timestamps) {
+        writeln!(
+            out,
+            "tcp_tw_reuse = {r}, tcp_timestamps = {ts}: {}",
+            tw_reuse_note(r, ts)
+        )?;
+    }
+    if !s.warnings.is_empty() {
+        writeln!(out)?;
+        for w in &s.warnings {
+            writeln!(out, "WARNING: {w}")?;
+        }
+        if s.port_use.iter().any(|u| u.percent_held >= 90.0) {
+            writeln!(
+                out,
+                "  what helps: let the server close first (it then holds TIME_WAIT), reuse connections, spread over more peer ports or local addresses, widen net.ipv4.ip_local_port_range, or tcp_tw_reuse (needs timestamps)"
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn tw_reuse_note(reuse: &str, ts: &str) -> &'static str {
+    // tcp_twsk_unique(): reuse of a TIME_WAIT port by connect() needs the
+    // TIME_WAIT to have seen timestamps (ts_recent_stamp), and tcp_tw_reuse
+    // 1, or 2 on loopback, after tcp_tw_reuse_delay ms.
+    match (reuse, ts) {
+        (_, "0") => "connect() cannot take over a TIME_WAIT port (no timestamps)",
+        ("1", _) => {
+            "connect() may take over a TIME_WAIT port once it is older than tcp_tw_reuse_delay"
+        }
+        ("2", _) => {
+            "connect() may take over a TIME_WAIT port on loopback only, once older than tcp_tw_reuse_delay"
+        }
+        _ => {
+            "connect() cannot take over a TIME_WAIT port: each one blocks its port until it expires"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(28001), "28,001");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1_000_000), "1,000,000");
+    }
+
+    #[test]
+    fn port_use_counts_pairs_and_warns_near_exhaustion() {
+        let peer: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:81".parse().unwrap();
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let pairs = HashMap::from([
+            ((local, peer), (90, 5)),
+            ((local, other), (10, 0)),
+            ((local, "127.0.0.1:82".parse().unwrap()), (0, 50)),
+        ]);
+        let mut w = Vec::new();
+        let u = port_use(pairs, 100, 10, &mut w);
+        // The pair with no TIME_WAIT is left out; the fullest comes first.
+        assert_eq!(u.len(), 2);
+        assert_eq!(
+            (u[0].peer, u[0].time_wait, u[0].other_states),
+            (peer, 90, 5)
+        );
+        assert_eq!(u[0].percent_time_wait, 90.0);
+        assert_eq!(u[0].percent_held, 95.0);
+        assert_eq!(u[1].peer, other);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].starts_with(
+            "127.0.0.1 -> 127.0.0.1:80: ephemeral ports nearly exhausted (5 free of 100)"
+        ));
+    }
+
+    #[test]
+    fn tw_bucket_headroom() {
+        let mut w = Vec::new();
+        let b = tw_buckets(Some(1000), 950, &mut w);
+        assert_eq!(b.percent, Some(95.0));
+        assert_eq!(w.len(), 1);
+        let b = tw_buckets(Some(0), 5, &mut w);
+        assert_eq!(b.percent, None);
+        assert_eq!(w.len(), 1);
+    }
+}
