@@ -140,12 +140,8 @@ fn a_privileged_port_as_an_ordinary_user() {
     assert!(line.contains("use a port of 1024 or more"), "{line}");
 }
 
-#[test]
-fn ctrl_c_stops_the_server_with_one_line() {
-    if !netns_or_skip("ctrl_c_stops_the_server_with_one_line") {
-        return;
-    }
-    in_netns(&[], || {
+netns_test! {
+    fn ctrl_c_stops_the_server_with_one_line() {
         let addr: SocketAddr = "127.0.0.1:12345".parse().unwrap();
         let child = Command::new(bin())
             .args(["server", "--listen", "127.0.0.1:12345"])
@@ -165,7 +161,7 @@ fn ctrl_c_stops_the_server_with_one_line() {
         let line = one_line_failure(&o);
         assert_eq!(o.status.code(), Some(130));
         assert!(line.contains("interrupted"), "{line}");
-    });
+    }
 }
 
 #[test]

@@ -6,15 +6,15 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-fn demo_json(sysctls: &'static [(&'static str, &'static str)]) -> (Value, i32) {
-    in_netns(sysctls, || {
-        let o = run(&["demo", "--json"]);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!err.contains("panicked"), "{err}");
-        let v: Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("demo --json is not JSON ({e}): {err}"));
-        (v, o.status.code().unwrap_or(-1))
-    })
+/// `twlab demo --json` in the calling thread's namespace: the document
+/// and the exit code.
+fn demo_json() -> (Value, i32) {
+    let o = run(&["demo", "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("demo --json is not JSON ({e}): {err}"));
+    (v, o.status.code().unwrap_or(-1))
 }
 
 fn row(v: &Value, i: usize) -> &Value {
@@ -46,63 +46,55 @@ fn outcome(r: &Value) -> String {
     }
 }
 
-#[test]
-fn demo_with_timestamps_on() {
-    if !netns_or_skip("demo_with_timestamps_on") {
-        return;
+netns_test! {
+    fn demo_with_timestamps_on(sysctls = [("net.ipv4.tcp_timestamps", "1")]) {
+        let (v, code) = demo_json();
+        assert_eq!(v["rows"].as_array().unwrap().len(), 5);
+        // 1: the client's TIME_WAIT is taken over (bound port + timestamps).
+        assert_eq!(outcome(row(&v, 0)), "ok");
+        assert_eq!(row(&v, 0)["time_wait_held_by"], "client");
+        // 3: server closed first: the server held TIME_WAIT, the SYN got in.
+        assert_eq!(outcome(row(&v, 2)), "ok");
+        assert_eq!(row(&v, 2)["time_wait_held_by"], "server");
+        // 4: RST: no TIME_WAIT anywhere.
+        assert_eq!(outcome(row(&v, 3)), "ok");
+        assert!(row(&v, 3)["time_wait_held_by"].is_null());
+        assert_eq!(row(&v, 3)["report"]["before"]["client"], Value::Null);
+        // 5: no SO_REUSEADDR: bind() refuses the port held by TIME_WAIT.
+        assert_eq!(outcome(row(&v, 4)), "bind: EADDRINUSE");
+        assert_eq!(row(&v, 4)["time_wait_held_by"], "client");
+        // Every row: the model agrees with the kernel, and the exit code says so.
+        assert_every_row_agrees(&v);
+        for i in 0..5 {
+            assert!(!row(&v, i)["explanation"].as_str().unwrap().is_empty());
+        }
+        assert_eq!(code, 0);
+        assert_eq!(v["kernel"]["timestamps"], true);
     }
-    let (v, code) = demo_json(&[("net.ipv4.tcp_timestamps", "1")]);
-    assert_eq!(v["rows"].as_array().unwrap().len(), 5);
-    // 1: the client's TIME_WAIT is taken over (bound port + timestamps).
-    assert_eq!(outcome(row(&v, 0)), "ok");
-    assert_eq!(row(&v, 0)["time_wait_held_by"], "client");
-    // 3: server closed first: the server held TIME_WAIT, the SYN got in.
-    assert_eq!(outcome(row(&v, 2)), "ok");
-    assert_eq!(row(&v, 2)["time_wait_held_by"], "server");
-    // 4: RST: no TIME_WAIT anywhere.
-    assert_eq!(outcome(row(&v, 3)), "ok");
-    assert!(row(&v, 3)["time_wait_held_by"].is_null());
-    assert_eq!(row(&v, 3)["report"]["before"]["client"], Value::Null);
-    // 5: no SO_REUSEADDR: bind() refuses the port held by TIME_WAIT.
-    assert_eq!(outcome(row(&v, 4)), "bind: EADDRINUSE");
-    assert_eq!(row(&v, 4)["time_wait_held_by"], "client");
-    // Every row: the model agrees with the kernel, and the exit code says so.
-    assert_every_row_agrees(&v);
-    for i in 0..5 {
-        assert!(!row(&v, i)["explanation"].as_str().unwrap().is_empty());
-    }
-    assert_eq!(code, 0);
-    assert_eq!(v["kernel"]["timestamps"], true);
 }
 
-#[test]
-fn demo_with_timestamps_off() {
-    if !netns_or_skip("demo_with_timestamps_off") {
-        return;
+netns_test! {
+    fn demo_with_timestamps_off(sysctls = [("net.ipv4.tcp_timestamps", "0")]) {
+        let (v, code) = demo_json();
+        // 1: without timestamps the TIME_WAIT cannot be taken over.
+        assert_eq!(outcome(row(&v, 0)), "connect: EADDRNOTAVAIL");
+        assert_eq!(row(&v, 0)["time_wait_held_by"], "client");
+        assert!(row(&v, 0)["fix"].is_string());
+        // 2: before the peer closed: the old 4-tuple is still closing.
+        assert_eq!(outcome(row(&v, 1)), "connect: EADDRNOTAVAIL");
+        let st = row(&v, 1)["report"]["at_failure"]["client"]["state"]
+            .as_str()
+            .unwrap();
+        assert!(st == "fin-wait-1" || st == "fin-wait-2", "{st}");
+        // 3: the server's TIME_WAIT accepts the SYN (sequence numbers suffice).
+        assert_eq!(outcome(row(&v, 2)), "ok");
+        assert_every_row_agrees(&v);
+        assert_eq!(code, 0);
     }
-    let (v, code) = demo_json(&[("net.ipv4.tcp_timestamps", "0")]);
-    // 1: without timestamps the TIME_WAIT cannot be taken over.
-    assert_eq!(outcome(row(&v, 0)), "connect: EADDRNOTAVAIL");
-    assert_eq!(row(&v, 0)["time_wait_held_by"], "client");
-    assert!(row(&v, 0)["fix"].is_string());
-    // 2: before the peer closed: the old 4-tuple is still closing.
-    assert_eq!(outcome(row(&v, 1)), "connect: EADDRNOTAVAIL");
-    let st = row(&v, 1)["report"]["at_failure"]["client"]["state"]
-        .as_str()
-        .unwrap();
-    assert!(st == "fin-wait-1" || st == "fin-wait-2", "{st}");
-    // 3: the server's TIME_WAIT accepts the SYN (sequence numbers suffice).
-    assert_eq!(outcome(row(&v, 2)), "ok");
-    assert_every_row_agrees(&v);
-    assert_eq!(code, 0);
 }
 
-#[test]
-fn demo_text_shows_the_table_the_rules_and_other_systems() {
-    if !netns_or_skip("demo_text_shows_the_table_the_rules_and_other_systems") {
-        return;
-    }
-    let out = in_netns(&[], || {
+netns_test! {
+    fn demo_text_shows_the_table_the_rules_and_other_systems() {
         let o = run(&["demo", "--port", "12345"]);
         assert_eq!(
             o.status.code(),
@@ -110,42 +102,38 @@ fn demo_text_shows_the_table_the_rules_and_other_systems() {
             "{}",
             String::from_utf8_lossy(&o.stderr)
         );
-        String::from_utf8(o.stdout).unwrap()
-    });
-    for want in [
-        "TIME_WAIT held by",
-        "tw-takeover-timestamps",
-        "EADDRINUSE (98)",
-        "TIME_WAIT",
-        "net.ipv4.tcp_timestamps",
-        "net.ipv4.tcp_tw_reuse",
-        "documented, not run here",
-        "Windows",
-        "BSD/macOS",
-        "inet_bind_conflict",
-    ] {
-        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        let out = String::from_utf8(o.stdout).unwrap();
+        for want in [
+            "TIME_WAIT held by",
+            "tw-takeover-timestamps",
+            "EADDRINUSE (98)",
+            "TIME_WAIT",
+            "net.ipv4.tcp_timestamps",
+            "net.ipv4.tcp_tw_reuse",
+            "documented, not run here",
+            "Windows",
+            "BSD/macOS",
+            "inet_bind_conflict",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
     }
 }
 
-#[test]
-fn demo_ipv6() {
-    if !netns_or_skip("demo_ipv6") {
-        return;
-    }
-    let v = in_netns(&[("net.ipv4.tcp_timestamps", "0")], || {
+netns_test! {
+    fn demo_ipv6(sysctls = [("net.ipv4.tcp_timestamps", "0")]) {
         let o = run(&["demo", "--ipv6", "--json"]);
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()
-    });
-    // net.ipv4.tcp_timestamps governs IPv6 TCP too.
-    assert_eq!(outcome(row(&v, 0)), "connect: EADDRNOTAVAIL");
-    assert!(
-        row(&v, 0)["report"]["client_addr"]
-            .as_str()
-            .unwrap()
-            .starts_with("[::1]")
-    );
-    assert_every_row_agrees(&v);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        // net.ipv4.tcp_timestamps governs IPv6 TCP too.
+        assert_eq!(outcome(row(&v, 0)), "connect: EADDRNOTAVAIL");
+        assert!(
+            row(&v, 0)["report"]["client_addr"]
+                .as_str()
+                .unwrap()
+                .starts_with("[::1]")
+        );
+        assert_every_row_agrees(&v);
+    }
 }
 
 #[test]

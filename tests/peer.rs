@@ -25,54 +25,48 @@ struct Story {
     second_exit: i32,
 }
 
-/// Run server + client once, wait (bounded, on sock_diag) until `settled`
-/// holds for the old 4-tuple, then run the client once more.
-fn story(
-    sysctls: &'static [(&'static str, &'static str)],
-    server_args: &'static [&'static str],
-    client_args: &'static [&'static str],
-    settled: fn(&TupleView) -> bool,
-) -> Story {
-    in_netns(sysctls, move || {
-        let (c, s) = addrs();
-        let server = start_server(s, server_args);
-        let base = [
-            "client",
-            "--connect",
-            SERVER,
-            "--bind",
-            CLIENT,
-            "--count",
-            "1",
-            "--json",
-        ];
-        let args: Vec<&str> = base.iter().chain(client_args.iter()).copied().collect();
-        let first = run(&args);
-        let lines = json_lines(&first);
-        assert_eq!(
-            lines[0]["outcome"]["kind"], "ok",
-            "first connection: {lines:?}"
+/// Run server + client once in the calling thread's namespace, wait
+/// (bounded, on sock_diag) until `settled` holds for the old 4-tuple, then
+/// run the client once more.
+fn story(server_args: &[&str], client_args: &[&str], settled: fn(&TupleView) -> bool) -> Story {
+    let (c, s) = addrs();
+    let server = start_server(s, server_args);
+    let base = [
+        "client",
+        "--connect",
+        SERVER,
+        "--bind",
+        CLIENT,
+        "--count",
+        "1",
+        "--json",
+    ];
+    let args: Vec<&str> = base.iter().chain(client_args.iter()).copied().collect();
+    let first = run(&args);
+    let lines = json_lines(&first);
+    assert_eq!(
+        lines[0]["outcome"]["kind"], "ok",
+        "first connection: {lines:?}"
+    );
+    let (view, ok) = diag::wait_for(c, s, Duration::from_secs(10), settled).unwrap();
+    if !ok {
+        let table = socket_table();
+        panic!(
+            "the old 4-tuple never reached the state the step needs: {view:?}\nsockets:\n{table}\nss:\n{}\ncounters: {}\nclient: {}\nserver: {}",
+            iproute2_ss(),
+            tcp_counters(),
+            String::from_utf8_lossy(&first.stdout),
+            stop_server(server)
         );
-        let (view, ok) = diag::wait_for(c, s, Duration::from_secs(10), settled).unwrap();
-        if !ok {
-            let table = socket_table();
-            panic!(
-                "the old 4-tuple never reached the state the step needs: {view:?}\nsockets:\n{table}\nss:\n{}\ncounters: {}\nclient: {}\nserver: {}",
-                iproute2_ss(),
-                tcp_counters(),
-                String::from_utf8_lossy(&first.stdout),
-                stop_server(server)
-            );
-        }
-        let second = run(&args);
-        stop_server(server);
-        let lines = json_lines(&second);
-        Story {
-            view,
-            second: lines[0].clone(),
-            second_exit: second.status.code().unwrap_or(-1),
-        }
-    })
+    }
+    let second = run(&args);
+    stop_server(server);
+    let lines = json_lines(&second);
+    Story {
+        view,
+        second: lines[0].clone(),
+        second_exit: second.status.code().unwrap_or(-1),
+    }
 }
 
 fn client_time_wait(v: &TupleView) -> bool {
@@ -100,241 +94,224 @@ fn failed_step(attempt: &Value) -> (String, String) {
     )
 }
 
-#[test]
-fn client_closes_first_reconnect_after_peer_with_timestamps_is_ok() {
-    if !netns_or_skip("client_closes_first_reconnect_after_peer_with_timestamps_is_ok") {
-        return;
-    }
-    let st = story(
-        &[("net.ipv4.tcp_timestamps", "1")],
-        &["--reuseaddr"],
-        &["--reuseaddr", "--close", "first"],
-        client_time_wait,
-    );
-    // Linux tcp_twsk_unique(): a bound port (twp == NULL) may take over a
-    // TIME_WAIT that saw timestamps, whatever tcp_tw_reuse says.
-    assert_eq!(st.view.time_wait_holder(), Some(diag::Side::Client));
-    assert_eq!(st.second["outcome"]["kind"], "ok", "{}", st.second);
-    assert_eq!(st.second_exit, 0);
-}
-
-#[test]
-fn client_closes_first_reconnect_after_peer_without_timestamps_fails_at_connect() {
-    if !netns_or_skip(
-        "client_closes_first_reconnect_after_peer_without_timestamps_fails_at_connect",
+netns_test! {
+    fn client_closes_first_reconnect_after_peer_with_timestamps_is_ok(
+        sysctls = [("net.ipv4.tcp_timestamps", "1")]
     ) {
-        return;
+        let st = story(
+            &["--reuseaddr"],
+            &["--reuseaddr", "--close", "first"],
+            client_time_wait,
+        );
+        // Linux tcp_twsk_unique(): a bound port (twp == NULL) may take over a
+        // TIME_WAIT that saw timestamps, whatever tcp_tw_reuse says.
+        assert_eq!(st.view.time_wait_holder(), Some(diag::Side::Client));
+        assert_eq!(st.second["outcome"]["kind"], "ok", "{}", st.second);
+        assert_eq!(st.second_exit, 0);
     }
-    let st = story(
-        &[("net.ipv4.tcp_timestamps", "0")],
-        &["--reuseaddr"],
-        &["--reuseaddr", "--close", "first"],
-        client_time_wait,
-    );
-    // bind() passes (both SO_REUSEADDR, holder not LISTEN), connect() finds
-    // the 4-tuple in TIME_WAIT without timestamps: __inet_check_established
-    // → EADDRNOTAVAIL.
-    assert_eq!(
-        failed_step(&st.second),
-        ("connect".into(), "EADDRNOTAVAIL".into())
-    );
-    assert_eq!(st.second["outcome"]["error"]["code"], 99);
-    assert_eq!(st.second_exit, 4);
-    // The reported state of the old 4-tuple: TIME_WAIT, held by the client.
-    let before: TupleView = serde_json::from_value(st.second["view_before"].clone()).unwrap();
-    assert_eq!(before.client_state(), Some(TcpState::TimeWait));
-    assert_eq!(before.time_wait_holder(), Some(diag::Side::Client));
-    let left = before.client.as_ref().unwrap().time_wait_left().unwrap();
-    assert!(
-        left > Duration::from_secs(50) && left <= Duration::from_secs(60),
-        "{left:?}"
-    );
-    let text = st.second["kernel_view"].to_string();
-    assert!(
-        text.contains("127.0.0.1:23456 → 127.0.0.1:12345 is TIME_WAIT"),
-        "{text}"
-    );
 }
 
-#[test]
-fn server_closes_first_reconnect_is_ok_and_the_server_held_time_wait() {
-    if !netns_or_skip("server_closes_first_reconnect_is_ok_and_the_server_held_time_wait") {
-        return;
-    }
-    // Timestamps on or off: the SYN is accepted into the server's TIME_WAIT
-    // (tcp_timewait_state_process → TCP_TW_SYN, RFC 1122 §4.2.2.13).
-    for ts in ["0", "1"] {
-        let sysctls: &'static [(&str, &str)] = if ts == "0" {
-            &[("net.ipv4.tcp_timestamps", "0")]
-        } else {
-            &[("net.ipv4.tcp_timestamps", "1")]
-        };
+netns_test! {
+    fn client_closes_first_reconnect_after_peer_without_timestamps_fails_at_connect(
+        sysctls = [("net.ipv4.tcp_timestamps", "0")]
+    ) {
         let st = story(
-            sysctls,
+            &["--reuseaddr"],
             &["--reuseaddr", "--close", "first"],
-            &["--reuseaddr", "--close", "after-peer"],
-            server_time_wait,
+            client_time_wait,
+        );
+        // bind() passes (both SO_REUSEADDR, holder not LISTEN), connect() finds
+        // the 4-tuple in TIME_WAIT without timestamps: __inet_check_established
+        // → EADDRNOTAVAIL.
+        assert_eq!(
+            failed_step(&st.second),
+            ("connect".into(), "EADDRNOTAVAIL".into())
+        );
+        assert_eq!(st.second["outcome"]["error"]["code"], 99);
+        assert_eq!(st.second_exit, 4);
+        // The reported state of the old 4-tuple: TIME_WAIT, held by the client.
+        let before: TupleView = serde_json::from_value(st.second["view_before"].clone()).unwrap();
+        assert_eq!(before.client_state(), Some(TcpState::TimeWait));
+        assert_eq!(before.time_wait_holder(), Some(diag::Side::Client));
+        let left = before.client.as_ref().unwrap().time_wait_left().unwrap();
+        assert!(
+            left > Duration::from_secs(50) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
+        let text = st.second["kernel_view"].to_string();
+        assert!(
+            text.contains("127.0.0.1:23456 → 127.0.0.1:12345 is TIME_WAIT"),
+            "{text}"
+        );
+    }
+}
+
+/// Server closes first: the reconnect is ok and the server held TIME_WAIT.
+/// Timestamps on or off: the SYN is accepted into the server's TIME_WAIT
+/// (tcp_timewait_state_process → TCP_TW_SYN, RFC 1122 §4.2.2.13).
+fn server_closes_first() {
+    let st = story(
+        &["--reuseaddr", "--close", "first"],
+        &["--reuseaddr", "--close", "after-peer"],
+        server_time_wait,
+    );
+    assert_eq!(st.view.time_wait_holder(), Some(diag::Side::Server));
+    assert!(st.view.client.is_none(), "the client end must be gone");
+    assert_eq!(st.second["outcome"]["kind"], "ok", "{}", st.second);
+}
+
+netns_test! {
+    fn server_closes_first_without_timestamps_reconnect_is_ok(
+        sysctls = [("net.ipv4.tcp_timestamps", "0")]
+    ) {
+        server_closes_first();
+    }
+}
+
+netns_test! {
+    fn server_closes_first_with_timestamps_reconnect_is_ok(
+        sysctls = [("net.ipv4.tcp_timestamps", "1")]
+    ) {
+        server_closes_first();
+    }
+}
+
+netns_test! {
+    fn reconnect_before_the_peer_closed_fails_at_connect_in_fin_wait2(
+        sysctls = [("net.ipv4.tcp_timestamps", "0")]
+    ) {
+        // The server holds its end open (CLOSE_WAIT) for 20 s after the FIN, so
+        // the client's old socket stays FIN_WAIT2. Without timestamps nothing
+        // may take the 4-tuple over (tcp_twsk_unique needs tw_ts_recent_stamp).
+        let st = story(
+            &["--reuseaddr", "--close-delay", "20000"],
+            &["--reuseaddr", "--close", "first"],
+            client_fin_wait2,
         );
         assert_eq!(
-            st.view.time_wait_holder(),
-            Some(diag::Side::Server),
-            "ts={ts}"
+            failed_step(&st.second),
+            ("connect".into(), "EADDRNOTAVAIL".into())
         );
-        assert!(
-            st.view.client.is_none(),
-            "ts={ts}: the client end must be gone"
+        let before: TupleView = serde_json::from_value(st.second["view_before"].clone()).unwrap();
+        assert_eq!(
+            before.client_state(),
+            Some(TcpState::FinWait2),
+            "{before:?}"
         );
-        assert_eq!(st.second["outcome"]["kind"], "ok", "ts={ts}: {}", st.second);
+        assert_eq!(
+            before.server_state(),
+            Some(TcpState::CloseWait),
+            "{before:?}"
+        );
     }
 }
 
-#[test]
-fn reconnect_before_the_peer_closed_fails_at_connect_in_fin_wait2() {
-    if !netns_or_skip("reconnect_before_the_peer_closed_fails_at_connect_in_fin_wait2") {
-        return;
-    }
-    // The server holds its end open (CLOSE_WAIT) for 20 s after the FIN, so
-    // the client's old socket stays FIN_WAIT2. Without timestamps nothing
-    // may take the 4-tuple over (tcp_twsk_unique needs tw_ts_recent_stamp).
-    let st = story(
-        &[("net.ipv4.tcp_timestamps", "0")],
-        &["--reuseaddr", "--close-delay", "20000"],
-        &["--reuseaddr", "--close", "first"],
-        client_fin_wait2,
-    );
-    assert_eq!(
-        failed_step(&st.second),
-        ("connect".into(), "EADDRNOTAVAIL".into())
-    );
-    let before: TupleView = serde_json::from_value(st.second["view_before"].clone()).unwrap();
-    assert_eq!(
-        before.client_state(),
-        Some(TcpState::FinWait2),
-        "{before:?}"
-    );
-    assert_eq!(
-        before.server_state(),
-        Some(TcpState::CloseWait),
-        "{before:?}"
-    );
-}
-
-#[test]
-fn fin_wait2_kept_as_a_full_socket_blocks_the_reconnect_even_with_timestamps() {
-    if !netns_or_skip("fin_wait2_kept_as_a_full_socket_blocks_the_reconnect_even_with_timestamps") {
-        return;
-    }
-    // tcp_fin_timeout > 60 s keeps the orphaned FIN_WAIT2 as a full socket
-    // (tcp_close: tmo > TCP_TIMEWAIT_LEN → keepalive timer), which
-    // __inet_check_established treats as busy whatever the timestamps.
-    let st = story(
-        &[
+netns_test! {
+    fn fin_wait2_kept_as_a_full_socket_blocks_the_reconnect_even_with_timestamps(
+        sysctls = [
             ("net.ipv4.tcp_timestamps", "1"),
             ("net.ipv4.tcp_fin_timeout", "120"),
-        ],
-        &["--reuseaddr", "--close-delay", "20000"],
-        &["--reuseaddr", "--close", "first"],
-        client_fin_wait2,
-    );
-    assert_eq!(
-        failed_step(&st.second),
-        ("connect".into(), "EADDRNOTAVAIL".into())
-    );
+        ]
+    ) {
+        // tcp_fin_timeout > 60 s keeps the orphaned FIN_WAIT2 as a full socket
+        // (tcp_close: tmo > TCP_TIMEWAIT_LEN → keepalive timer), which
+        // __inet_check_established treats as busy whatever the timestamps.
+        let st = story(
+            &["--reuseaddr", "--close-delay", "20000"],
+            &["--reuseaddr", "--close", "first"],
+            client_fin_wait2,
+        );
+        assert_eq!(
+            failed_step(&st.second),
+            ("connect".into(), "EADDRNOTAVAIL".into())
+        );
+    }
 }
 
-#[test]
-fn orphaned_fin_wait2_with_timestamps_is_taken_over() {
-    if !netns_or_skip("orphaned_fin_wait2_with_timestamps_is_taken_over") {
-        return;
-    }
-    // With tcp_fin_timeout ≤ 60 s the orphan is a timewait mini-socket in
-    // substate FIN_WAIT2 (tcp_time_wait(sk, TCP_FIN_WAIT2, tmo)); for a bound
-    // port tcp_twsk_unique() looks only at tw_ts_recent_stamp, so the
-    // reconnect takes the 4-tuple over although the peer never closed.
-    let st = story(
-        &[
+netns_test! {
+    fn orphaned_fin_wait2_with_timestamps_is_taken_over(
+        sysctls = [
             ("net.ipv4.tcp_timestamps", "1"),
             ("net.ipv4.tcp_fin_timeout", "60"),
-        ],
-        &["--reuseaddr", "--close-delay", "20000"],
-        &["--reuseaddr", "--close", "first"],
-        client_fin_wait2,
-    );
-    let e = st.view.client.as_ref().unwrap();
-    assert_eq!(
-        e.timer.map(|t| t.kind),
-        Some(diag::TimerKind::Timewait),
-        "{e:?}"
-    );
-    assert_eq!(st.second["outcome"]["kind"], "ok", "{}", st.second);
+        ]
+    ) {
+        // With tcp_fin_timeout ≤ 60 s the orphan is a timewait mini-socket in
+        // substate FIN_WAIT2 (tcp_time_wait(sk, TCP_FIN_WAIT2, tmo)); for a bound
+        // port tcp_twsk_unique() looks only at tw_ts_recent_stamp, so the
+        // reconnect takes the 4-tuple over although the peer never closed.
+        let st = story(
+            &["--reuseaddr", "--close-delay", "20000"],
+            &["--reuseaddr", "--close", "first"],
+            client_fin_wait2,
+        );
+        let e = st.view.client.as_ref().unwrap();
+        assert_eq!(
+            e.timer.map(|t| t.kind),
+            Some(diag::TimerKind::Timewait),
+            "{e:?}"
+        );
+        assert_eq!(st.second["outcome"]["kind"], "ok", "{}", st.second);
+    }
 }
 
-#[test]
-fn no_reuseaddr_fails_at_bind() {
-    if !netns_or_skip("no_reuseaddr_fails_at_bind") {
-        return;
+netns_test! {
+    fn no_reuseaddr_fails_at_bind(sysctls = [("net.ipv4.tcp_timestamps", "1")]) {
+        let st = story(
+            &["--reuseaddr"],
+            &["--close", "first"],
+            client_time_wait,
+        );
+        // inet_bind_conflict: the TIME_WAIT keeps the old socket's sk_reuse = 0.
+        assert_eq!(
+            failed_step(&st.second),
+            ("bind".into(), "EADDRINUSE".into())
+        );
+        assert_eq!(
+            st.second["outcome"]["error"]["wsa"]["name"],
+            "WSAEADDRINUSE"
+        );
+        assert_eq!(st.second["outcome"]["error"]["wsa"]["code"], 10048);
     }
-    let st = story(
-        &[("net.ipv4.tcp_timestamps", "1")],
-        &["--reuseaddr"],
-        &["--close", "first"],
-        client_time_wait,
-    );
-    // inet_bind_conflict: the TIME_WAIT keeps the old socket's sk_reuse = 0.
-    assert_eq!(
-        failed_step(&st.second),
-        ("bind".into(), "EADDRINUSE".into())
-    );
-    assert_eq!(
-        st.second["outcome"]["error"]["wsa"]["name"],
-        "WSAEADDRINUSE"
-    );
-    assert_eq!(st.second["outcome"]["error"]["wsa"]["code"], 10048);
 }
 
-#[test]
-fn until_first_ok_reports_when_the_port_came_free() {
-    if !netns_or_skip("until_first_ok_reports_when_the_port_came_free") {
-        return;
-    }
-    // tcp_fin_timeout = 120 keeps the client's orphaned FIN_WAIT2 a full
-    // socket, which blocks the reconnect until the server closes, 300 ms
-    // after the FIN. With tcp_max_tw_buckets = 0 the kernel then creates no
-    // TIME_WAIT (inet_twsk_alloc refuses, tcp_time_wait → tcp_done), so the
-    // 4-tuple is free the moment the server's FIN arrives.
-    in_netns(
-        &[
+netns_test! {
+    fn until_first_ok_reports_when_the_port_came_free(
+        sysctls = [
             ("net.ipv4.tcp_timestamps", "0"),
             ("net.ipv4.tcp_fin_timeout", "120"),
             ("net.ipv4.tcp_max_tw_buckets", "0"),
-        ],
-        || {
-            let (_, s) = addrs();
-            let server = start_server(s, &["--reuseaddr", "--close-delay", "300"]);
-            let o = run(&[
-                "client",
-                "--connect",
-                SERVER,
-                "--bind",
-                CLIENT,
-                "--reuseaddr",
-                "--close",
-                "first",
-                "--count",
-                "2",
-                "--until",
-                "first-ok",
-                "--json",
-            ]);
-            stop_server(server);
-            let lines = json_lines(&o);
-            let summary = lines.last().unwrap();
-            assert_eq!(o.status.code(), Some(0), "{lines:?}");
-            let freed = summary["freed_after_s"].as_f64().expect("freed_after_s");
-            // The server closes 300 ms after the FIN; the retry resolution
-            // is 50 ms; loopback adds nothing measurable.
-            assert!(freed > 0.2 && freed < 2.0, "freed after {freed} s");
-            assert!(summary["failed"].as_u64().unwrap() >= 1);
-        },
-    );
+        ]
+    ) {
+        // tcp_fin_timeout = 120 keeps the client's orphaned FIN_WAIT2 a full
+        // socket, which blocks the reconnect until the server closes, 300 ms
+        // after the FIN. With tcp_max_tw_buckets = 0 the kernel then creates no
+        // TIME_WAIT (inet_twsk_alloc refuses, tcp_time_wait → tcp_done), so the
+        // 4-tuple is free the moment the server's FIN arrives.
+        let (_, s) = addrs();
+        let server = start_server(s, &["--reuseaddr", "--close-delay", "300"]);
+        let o = run(&[
+            "client",
+            "--connect",
+            SERVER,
+            "--bind",
+            CLIENT,
+            "--reuseaddr",
+            "--close",
+            "first",
+            "--count",
+            "2",
+            "--until",
+            "first-ok",
+            "--json",
+        ]);
+        stop_server(server);
+        let lines = json_lines(&o);
+        let summary = lines.last().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{lines:?}");
+        let freed = summary["freed_after_s"].as_f64().expect("freed_after_s");
+        // The server closes 300 ms after the FIN; the retry resolution
+        // is 50 ms; loopback adds nothing measurable.
+        assert!(freed > 0.2 && freed < 2.0, "freed after {freed} s");
+        assert!(summary["failed"].as_u64().unwrap() >= 1);
+    }
 }

@@ -1,50 +1,28 @@
 //! `twlab ss` on real sockets, checked against iproute2's `ss` in the same
 //! network namespace.
 //!
-//! Each test builds its own namespace on its own thread
-//! (`netns::run_in_fresh`) and spawns `twlab` and `ss` from inside it: a
-//! child process starts in the namespace of the thread that forked it, so
-//! tests run in parallel without seeing each other's sockets.
+//! Each test builds its own namespace on its own thread (`netns_test!`)
+//! and spawns `twlab` and `ss` from inside it: a child process starts in
+//! the namespace of the thread that forked it, so tests run in parallel
+//! without seeing each other's sockets.
 
-use assert_cmd::Command;
+mod common;
+
+use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use twlab::diag::{self, Query, StateSet, TcpState};
-use twlab::netns::{self, Sysctl};
 
 /// (ss state column, local, peer)
 type Row = (String, SocketAddr, SocketAddr);
 
-fn skip_reason() -> Option<String> {
-    if let Err(why) = netns::can_unshare() {
-        return Some(format!("cannot create network namespaces ({why})"));
-    }
-    if std::process::Command::new("ss").arg("-V").output().is_err() {
-        return Some("iproute2's ss is not installed".into());
-    }
-    None
-}
-
-macro_rules! need_netns {
-    () => {
-        if let Some(why) = skip_reason() {
-            // Straight to stderr: eprintln! is hidden for passing tests.
-            let _ = writeln!(std::io::stderr(), "skipped: {why}");
-            return;
-        }
-    };
-}
-
+/// `twlab ss ARGS`.
 fn twlab(args: &[&str]) -> std::process::Output {
-    Command::cargo_bin("twlab")
-        .unwrap()
-        .arg("ss")
-        .args(args)
-        .output()
-        .unwrap()
+    let all: Vec<&str> = std::iter::once("ss").chain(args.iter().copied()).collect();
+    run(&all)
 }
 
 fn column_of(ss_name: &str) -> String {
@@ -97,11 +75,7 @@ fn ss_addr(s: &str) -> SocketAddr {
 /// `ss -tan ARGS` as rows. When one state is selected ss leaves out the
 /// State column; `state` then says which it is.
 fn ss_rows(args: &[&str], state: Option<&str>) -> BTreeSet<Row> {
-    let out = std::process::Command::new("ss")
-        .arg("-tanH")
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new("ss").arg("-tanH").args(args).output().unwrap();
     assert!(out.status.success(), "ss {args:?}: {out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     text.lines()
@@ -116,27 +90,10 @@ fn ss_rows(args: &[&str], state: Option<&str>) -> BTreeSet<Row> {
         .collect()
 }
 
-fn count(states: &[TcpState]) -> usize {
-    diag::dump(&Query::states(StateSet::of(states)))
-        .unwrap()
-        .len()
-}
-
-/// Poll the kernel (bounded) until `pred` holds.
-fn wait_until(what: &str, timeout: Duration, pred: impl Fn() -> bool) {
-    let end = Instant::now() + timeout;
-    while !pred() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// With the default tcp_tw_reuse=2, connect() on loopback may take over a
 /// TIME_WAIT port older than tcp_tw_reuse_delay (1 s) on a slow run, and
-/// the count of TIME_WAIT would fall short: turn it off.
-fn no_tw_reuse() -> Vec<Sysctl> {
-    vec![Sysctl::new("net.ipv4.tcp_tw_reuse", "0")]
-}
+/// the count of TIME_WAIT would fall short: every test turns it off.
+const NO_TW_REUSE: (&str, &str) = ("net.ipv4.tcp_tw_reuse", "0");
 
 fn v4(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
@@ -208,12 +165,13 @@ fn build_table() -> Table {
         listeners.push(l);
     }
     wait_until(
-        "TIME_WAIT and FIN_WAIT2 to settle",
         Duration::from_secs(5),
+        "TIME_WAIT and FIN_WAIT2 to settle",
         || {
-            count(&[TcpState::TimeWait]) == tw
+            (count(&[TcpState::TimeWait]) == tw
                 && count(&[TcpState::FinWait2]) == fw2
-                && count(&[TcpState::LastAck, TcpState::FinWait1, TcpState::Closing]) == 0
+                && count(&[TcpState::LastAck, TcpState::FinWait1, TcpState::Closing]) == 0)
+                .then_some(())
         },
     );
     Table {
@@ -222,10 +180,8 @@ fn build_table() -> Table {
     }
 }
 
-#[test]
-fn list_matches_ss_and_time_wait_counts_down() {
-    need_netns!();
-    netns::run_in_fresh(no_tw_reuse(), || {
+netns_test! {
+    fn list_matches_ss_and_time_wait_counts_down(sysctls = [NO_TW_REUSE], tools = ["ss"]) {
         let _t = build_table();
         let (ours, socks) = twlab_rows(&[]);
         let theirs = ss_rows(&[], None);
@@ -296,14 +252,11 @@ fn list_matches_ss_and_time_wait_counts_down() {
             let (s, frac) = t.trim_end_matches('s').split_once('.').expect(t);
             assert!(s.parse::<u32>().unwrap() <= 60 && frac.len() == 3, "{l}");
         }
-    })
-    .unwrap();
+    }
 }
 
-#[test]
-fn filters_narrow_like_ss() {
-    need_netns!();
-    netns::run_in_fresh(no_tw_reuse(), || {
+netns_test! {
+    fn filters_narrow_like_ss(sysctls = [NO_TW_REUSE], tools = ["ss"]) {
         let _t = build_table();
         let cases: &[(&[&str], &[&str], Option<&str>)] = &[
             (
@@ -370,8 +323,7 @@ fn filters_narrow_like_ss() {
                 assert!(ours.len() < all.len(), "{ours_args:?} did not narrow");
             }
         }
-    })
-    .unwrap();
+    }
 }
 
 #[test]
@@ -421,110 +373,99 @@ fn client_closed(l: &TcpListener, n: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_dump_larger_than_one_netlink_buffer_comes_back_whole() {
-    need_netns!();
-    netns::run_in_fresh(
-        vec![
-            Sysctl::new("net.ipv4.ip_local_port_range", "10000 60000"),
-            Sysctl::new("net.ipv4.tcp_tw_reuse", "0"),
-            Sysctl::new("net.ipv4.tcp_rfc1337", "1"),
+netns_test! {
+    fn a_dump_larger_than_one_netlink_buffer_comes_back_whole(
+        sysctls = [
+            ("net.ipv4.ip_local_port_range", "10000 60000"),
+            NO_TW_REUSE,
         ],
-        || {
-            let n = 3_000;
-            let l = TcpListener::bind(v4(7200)).unwrap();
-            client_closed(&l, n).unwrap();
-            wait_until("3,000 TIME_WAIT", Duration::from_secs(10), || {
-                count(&[TcpState::TimeWait]) == n
-            });
-            // 3,000 × 88 bytes is ~8 netlink skbs of 32 KiB.
-            let (ours, _) = twlab_rows(&["--state", "time-wait"]);
-            assert_eq!(ours.len(), n);
-            assert_eq!(ours, ss_rows(&["state", "time-wait"], Some("TIME-WAIT")));
-            let text = twlab(&["--state", "time-wait"]);
-            assert_eq!(
-                String::from_utf8(text.stdout).unwrap().lines().count(),
-                n + 1
-            );
-        },
-    )
-    .unwrap();
+        tools = ["ss"]
+    ) {
+        let n = 3_000;
+        let l = TcpListener::bind(v4(7200)).unwrap();
+        client_closed(&l, n).unwrap();
+        wait_until(Duration::from_secs(10), "3,000 TIME_WAIT", || {
+            (count(&[TcpState::TimeWait]) == n).then_some(())
+        });
+        // 3,000 × 88 bytes is ~8 netlink skbs of 32 KiB.
+        let (ours, _) = twlab_rows(&["--state", "time-wait"]);
+        assert_eq!(ours.len(), n);
+        assert_eq!(ours, ss_rows(&["state", "time-wait"], Some("TIME-WAIT")));
+        let text = twlab(&["--state", "time-wait"]);
+        assert_eq!(
+            String::from_utf8(text.stdout).unwrap().lines().count(),
+            n + 1
+        );
+    }
 }
 
-#[test]
-fn summary_measures_ephemeral_port_exhaustion() {
-    need_netns!();
-    netns::run_in_fresh(
-        vec![
-            Sysctl::new("net.ipv4.ip_local_port_range", "40000 40199"),
-            Sysctl::new("net.ipv4.tcp_tw_reuse", "0"),
-            Sysctl::new("net.ipv4.tcp_rfc1337", "1"),
-            Sysctl::new("net.ipv4.tcp_max_tw_buckets", "1000"),
-        ],
-        || {
-            let l = TcpListener::bind(v4(7100)).unwrap();
-            client_closed(&l, 150).unwrap();
-            wait_until("150 TIME_WAIT", Duration::from_secs(5), || {
-                count(&[TcpState::TimeWait]) == 150
-            });
-            let out = twlab(&["--summary", "--json"]);
-            assert!(out.status.success());
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(v["ip_local_port_range"], serde_json::json!([40000, 40199]));
-            let u = &v["port_use"][0];
-            assert_eq!(u["peer"], "127.0.0.1:7100");
-            assert_eq!(u["local_addr"], "127.0.0.1");
-            assert_eq!(u["time_wait"], 150);
-            assert_eq!(u["ephemeral_ports"], 200);
-            assert_eq!(u["percent_time_wait"], 75.0);
-            assert_eq!(v["tw_buckets"]["limit"], 1000);
-            assert_eq!(v["tw_buckets"]["in_use"], 150);
-            assert_eq!(v["time_wait_by_peer"][0]["key"], "127.0.0.1:7100");
-            assert_eq!(v["time_wait_by_peer"][0]["count"], 150);
-            assert!(v["warnings"].as_array().unwrap().is_empty());
+netns_test! {
+    fn summary_measures_ephemeral_port_exhaustion(
+        sysctls = [
+            ("net.ipv4.ip_local_port_range", "40000 40199"),
+            NO_TW_REUSE,
+            ("net.ipv4.tcp_max_tw_buckets", "1000"),
+        ]
+    ) {
+        let l = TcpListener::bind(v4(7100)).unwrap();
+        client_closed(&l, 150).unwrap();
+        wait_until(Duration::from_secs(5), "150 TIME_WAIT", || {
+            (count(&[TcpState::TimeWait]) == 150).then_some(())
+        });
+        let out = twlab(&["--summary", "--json"]);
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["ip_local_port_range"], serde_json::json!([40000, 40199]));
+        let u = &v["port_use"][0];
+        assert_eq!(u["peer"], "127.0.0.1:7100");
+        assert_eq!(u["local_addr"], "127.0.0.1");
+        assert_eq!(u["time_wait"], 150);
+        assert_eq!(u["ephemeral_ports"], 200);
+        assert_eq!(u["percent_time_wait"], 75.0);
+        assert_eq!(v["tw_buckets"]["limit"], 1000);
+        assert_eq!(v["tw_buckets"]["in_use"], 150);
+        assert_eq!(v["time_wait_by_peer"][0]["key"], "127.0.0.1:7100");
+        assert_eq!(v["time_wait_by_peer"][0]["count"], 150);
+        assert!(v["warnings"].as_array().unwrap().is_empty());
 
-            // Take the rest of the range: the summary must say it is
-            // exhausted, and the kernel must agree (EADDRNOTAVAIL).
-            client_closed(&l, 50).unwrap();
-            wait_until("200 TIME_WAIT", Duration::from_secs(5), || {
-                count(&[TcpState::TimeWait]) == 200
-            });
-            let next = TcpStream::connect(v4(7100));
-            assert_eq!(
-                next.err().and_then(|e| e.raw_os_error()),
-                Some(libc::EADDRNOTAVAIL)
-            );
-            let out = twlab(&["--summary"]);
-            assert!(out.status.success());
-            let text = String::from_utf8(out.stdout).unwrap();
-            assert!(
-                text.contains(
-                    "127.0.0.1 -> 127.0.0.1:7100: 200 of 200 ephemeral ports (100.0%) in TIME_WAIT"
-                ),
-                "{text}"
-            );
-            assert!(text.contains("EADDRNOTAVAIL"), "{text}");
-            assert!(
-                text.contains("tcp_max_tw_buckets: 200 of 1,000 in use (20.0%)"),
-                "{text}"
-            );
-            assert!(text.contains("TIME-WAIT"), "{text}");
-        },
-    )
-    .unwrap();
+        // Take the rest of the range: the summary must say it is
+        // exhausted, and the kernel must agree (EADDRNOTAVAIL).
+        client_closed(&l, 50).unwrap();
+        wait_until(Duration::from_secs(5), "200 TIME_WAIT", || {
+            (count(&[TcpState::TimeWait]) == 200).then_some(())
+        });
+        let next = TcpStream::connect(v4(7100));
+        assert_eq!(
+            next.err().and_then(|e| e.raw_os_error()),
+            Some(libc::EADDRNOTAVAIL)
+        );
+        let out = twlab(&["--summary"]);
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            text.contains(
+                "127.0.0.1 -> 127.0.0.1:7100: 200 of 200 ephemeral ports (100.0%) in TIME_WAIT"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("EADDRNOTAVAIL"), "{text}");
+        assert!(
+            text.contains("tcp_max_tw_buckets: 200 of 1,000 in use (20.0%)"),
+            "{text}"
+        );
+        assert!(text.contains("TIME-WAIT"), "{text}");
+    }
 }
 
-#[test]
-fn watch_is_bounded_and_marks_changes() {
-    need_netns!();
-    netns::run_in_fresh(no_tw_reuse(), || {
+netns_test! {
+    fn watch_is_bounded_and_marks_changes(sysctls = [NO_TW_REUSE]) {
         use std::io::{BufRead, BufReader};
         let l = TcpListener::bind(v4(7300)).unwrap();
         let frames = 10;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_twlab"))
+        let mut child = Command::new(bin())
             .args(["ss", "--watch=100", "--iterations", &frames.to_string()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -568,21 +509,18 @@ fn watch_is_bounded_and_marks_changes() {
             !text.contains('\x1b'),
             "no ANSI codes when stdout is not a terminal"
         );
-    })
-    .unwrap();
+    }
 }
 
-#[test]
-fn a_closed_stdout_is_not_an_error() {
-    need_netns!();
-    netns::run_in_fresh(no_tw_reuse(), || {
+netns_test! {
+    fn a_closed_stdout_is_not_an_error(sysctls = [NO_TW_REUSE]) {
         let l = TcpListener::bind(v4(7400)).unwrap();
         client_closed(&l, 2_000).unwrap();
         // Read one line, then close the pipe while twlab still writes.
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_twlab"))
+        let mut child = Command::new(bin())
             .args(["ss"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut first = [0u8; 16];
@@ -593,18 +531,15 @@ fn a_closed_stdout_is_not_an_error() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(err.is_empty(), "{err}");
         assert!(out.status.success());
-    })
-    .unwrap();
+    }
 }
 
-#[test]
-fn processes_are_found_for_full_sockets_only() {
-    need_netns!();
-    netns::run_in_fresh(no_tw_reuse(), || {
+netns_test! {
+    fn processes_are_found_for_full_sockets_only(sysctls = [NO_TW_REUSE]) {
         let l = TcpListener::bind(v4(7500)).unwrap();
         client_closed(&l, 1).unwrap();
-        wait_until("one TIME_WAIT", Duration::from_secs(5), || {
-            count(&[TcpState::TimeWait]) == 1
+        wait_until(Duration::from_secs(5), "one TIME_WAIT", || {
+            (count(&[TcpState::TimeWait]) == 1).then_some(())
         });
         let (_, socks) = twlab_rows(&["-p"]);
         let me = u64::from(std::process::id());
@@ -624,43 +559,59 @@ fn processes_are_found_for_full_sockets_only() {
         assert!(socks.iter().all(|s| s.get("processes").is_none()));
         let text = String::from_utf8(twlab(&["-p", "--state", "listening"]).stdout).unwrap();
         assert!(text.contains(&format!("(pid={me})")), "{text}");
-    })
-    .unwrap();
+    }
 }
 
-/// The interactive path: a real terminal (tmux), raw mode, `q` quits and
-/// the terminal is restored. Skipped without tmux.
-#[test]
-fn watch_in_a_terminal_quits_on_q() {
-    need_netns!();
-    if std::process::Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped watch_in_a_terminal_quits_on_q: tmux is not installed"
-        );
-        return;
+/// A private tmux server (its own socket), killed on drop so a failed
+/// assertion leaves nothing running.
+struct Tmux {
+    sock: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.sock])
+            .args(args)
+            .output()
+            .unwrap()
     }
-    netns::run_in_fresh(no_tw_reuse(), || {
-        let l = TcpListener::bind(v4(7600)).unwrap();
-        // A private tmux server, started from this thread, so it and the
-        // shell it runs live in this namespace.
-        let sock = format!("twlab-ss-test-{}", std::process::id());
-        let tmux = |args: &[&str]| {
-            std::process::Command::new("tmux")
-                .args(["-L", &sock])
-                .args(args)
-                .output()
-                .unwrap()
+
+    /// The pane once it shows `what` (bounded, 10 s).
+    fn pane_showing(&self, what: &str) -> String {
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{what:?} in the pane"),
+            || {
+                let p =
+                    String::from_utf8(self.run(&["capture-pane", "-p", "-t", "w"]).stdout).unwrap();
+                p.contains(what).then_some(p)
+            },
+        )
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+netns_test! {
+    /// The interactive path: a real terminal (tmux), raw mode, `q` quits and
+    /// the terminal is restored. Skipped without tmux.
+    fn watch_in_a_terminal_quits_on_q(sysctls = [NO_TW_REUSE], tools = ["tmux"]) {
+        let _l = TcpListener::bind(v4(7600)).unwrap();
+        // Started from this thread, so the tmux server and the shell it
+        // runs live in this namespace.
+        let tmux = Tmux {
+            sock: format!("twlab-ss-test-{}", std::process::id()),
         };
         let cmd = format!(
             "{} ss --watch=100; echo EXIT=$?; stty -a; echo STTY-DONE; sleep 20",
-            env!("CARGO_BIN_EXE_twlab")
+            bin().display()
         );
-        let o = tmux(&[
+        let o = tmux.run(&[
             "new-session",
             "-d",
             "-s",
@@ -672,24 +623,10 @@ fn watch_in_a_terminal_quits_on_q() {
             &cmd,
         ]);
         assert!(o.status.success(), "{o:?}");
-        let pane = || String::from_utf8(tmux(&["capture-pane", "-p", "-t", "w"]).stdout).unwrap();
-        let wait_pane = |what: &str| -> String {
-            let end = Instant::now() + Duration::from_secs(10);
-            loop {
-                let p = pane();
-                if p.contains(what) || Instant::now() > end {
-                    return p;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        };
-        let p = wait_pane("127.0.0.1:7600");
-        let shown = p.contains("twlab ss --watch:") && p.contains("LISTEN");
-        tmux(&["send-keys", "-t", "w", "q"]);
-        let after = wait_pane("STTY-DONE");
-        tmux(&["kill-server"]);
-        drop(l);
-        assert!(shown, "{p}");
+        let p = tmux.pane_showing("127.0.0.1:7600");
+        assert!(p.contains("twlab ss --watch:") && p.contains("LISTEN"), "{p}");
+        tmux.run(&["send-keys", "-t", "w", "q"]);
+        let after = tmux.pane_showing("STTY-DONE");
         assert!(after.contains("EXIT=0"), "{after}");
         // Left the alternate screen and restored canonical mode and echo.
         assert!(!after.contains("twlab ss --watch:"), "{after}");
@@ -697,6 +634,5 @@ fn watch_in_a_terminal_quits_on_q() {
         for flag in ["icanon", "echo", "isig"] {
             assert!(words.contains(&flag), "{flag} not restored: {after}");
         }
-    })
-    .unwrap();
+    }
 }

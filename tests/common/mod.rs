@@ -1,5 +1,10 @@
 //! Shared helpers for the integration tests: run the `twlab` binary inside a
 //! fresh network namespace of the test's own, and wait on kernel state.
+//!
+//! The harness in three pieces: [`netns_test!`] defines a test that runs in
+//! a fresh namespace (or says it was skipped, under its own name), [`skip`]
+//! is the one way to say a test did not run, and [`wait_until`] is the one
+//! bounded wait on kernel state.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -9,16 +14,93 @@ use std::time::{Duration, Instant};
 use twlab::diag::{self, Query, StateSet, TcpState};
 use twlab::netns::{self, Sysctl};
 
+/// The `twlab` binary Cargo built for these tests.
 pub fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin!("twlab").to_path_buf()
 }
 
-/// Say that a test was skipped and why. Written to the process's stderr
-/// directly, not through `eprintln!`, which the test harness captures and
-/// hides for passing tests: a skip must be visible in every run.
-pub fn skip(msg: &str) {
+/// Say that a test was skipped and why: `what` is "<test>: <why>", printed
+/// as "skipped <test>: <why>". Written to the process's stderr directly,
+/// not through `eprintln!`, which the test harness captures and hides for
+/// passing tests: a skip must be visible in every run. ([`netns_test!`]
+/// supplies the test's name itself.)
+pub fn skip(what: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "skipped {msg}");
+    let _ = writeln!(std::io::stderr(), "skipped {what}");
+}
+
+/// Define a `#[test]` whose body runs on a thread in a fresh network
+/// namespace (see [`in_netns`]), with the namespace's sysctls set first and
+/// the tools it needs checked. Without namespaces (not root) or a tool, it
+/// calls [`skip`] with the test's own name and passes.
+///
+/// ```ignore
+/// netns_test! {
+///     /// What it shows.
+///     fn name(sysctls = [("net.ipv4.tcp_tw_reuse", "0")], tools = ["ss"]) {
+///         ...
+///     }
+/// }
+/// ```
+/// `sysctls = [...]` and `tools = [...]` are optional, in that order.
+#[macro_export]
+macro_rules! netns_test {
+    (@test $(#[$m:meta])* $name:ident, [$($s:expr),*], [$($t:expr),*], $body:block) => {
+        $(#[$m])*
+        #[test]
+        fn $name() {
+            let test = stringify!($name);
+            if !$crate::common::netns_or_skip(test) {
+                return;
+            }
+            let tools: &[&str] = &[$($t),*];
+            if !tools.iter().all(|t| $crate::common::tool_or_skip(test, t)) {
+                return;
+            }
+            $crate::common::in_netns(&[$($s),*], move || $body);
+        }
+    };
+    ($(#[$m:meta])* fn $name:ident() $body:block) => {
+        $crate::netns_test!(@test $(#[$m])* $name, [], [], $body);
+    };
+    ($(#[$m:meta])* fn $name:ident(sysctls = [$($s:expr),* $(,)?]) $body:block) => {
+        $crate::netns_test!(@test $(#[$m])* $name, [$($s),*], [], $body);
+    };
+    ($(#[$m:meta])* fn $name:ident(tools = [$($t:expr),* $(,)?]) $body:block) => {
+        $crate::netns_test!(@test $(#[$m])* $name, [], [$($t),*], $body);
+    };
+    (
+        $(#[$m:meta])*
+        fn $name:ident(sysctls = [$($s:expr),* $(,)?], tools = [$($t:expr),* $(,)?])
+        $body:block
+    ) => {
+        $crate::netns_test!(@test $(#[$m])* $name, [$($s),*], [$($t),*], $body);
+    };
+}
+
+/// Wait (bounded by `timeout`, polling every 2 ms) until `ready` returns
+/// `Some`, and return that; panics naming `what` on timeout.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut ready: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// True if `tool` runs (`tool -V`); otherwise skips `test` and says why.
+pub fn tool_or_skip(test: &str, tool: &str) -> bool {
+    if Command::new(tool).arg("-V").output().is_ok() {
+        return true;
+    }
+    skip(&format!("{test}: {tool} is not installed"));
+    false
 }
 
 /// True if this test can make network namespaces; prints why not otherwise.
@@ -55,18 +137,22 @@ pub fn in_netns<T: Send + 'static>(
 
 /// Wait (bounded, 5 s) until something listens on `addr`.
 pub fn wait_listening(addr: SocketAddr) {
-    let start = Instant::now();
-    loop {
-        let l = diag::dump(&Query::states(StateSet::of(&[TcpState::Listen]))).unwrap();
-        if l.iter().any(|e| e.local == addr) {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "nothing listens on {addr} after 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let listening = StateSet::of(&[TcpState::Listen]);
+    wait_until(
+        Duration::from_secs(5),
+        &format!("a listener on {addr}"),
+        || {
+            let l = diag::dump(&Query::states(listening)).unwrap();
+            l.iter().any(|e| e.local == addr).then_some(())
+        },
+    );
+}
+
+/// How many sockets of the calling thread's namespace are in `states`.
+pub fn count(states: &[TcpState]) -> usize {
+    diag::dump(&Query::states(StateSet::of(states)))
+        .unwrap()
+        .len()
 }
 
 /// Start `twlab server` with `args` and wait until it listens on `addr`.
@@ -146,6 +232,7 @@ pub fn socket_table() -> String {
     }
 }
 
+/// Run the `twlab` binary with `args` and wait for it.
 pub fn run(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().expect("run twlab")
 }
