@@ -31,8 +31,7 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return Err("needs root to create a network namespace".into());
     }
     netns::can_unshare().map_err(|e| format!("cannot create network namespaces: {e}"))?;
