@@ -9,7 +9,7 @@ use super::holder::{Holder, holder, holder_state_name};
 use super::rules::DocumentedPrediction;
 use crate::diag::{Side, TcpState, TupleView};
 use crate::outcome::{Outcome, Step, SysError};
-use crate::scenario::{ClientPort, Experiment, NextStep};
+use crate::scenario::{Experiment, NextStep};
 
 const DOCUMENTED: &str = "documented, not run";
 
@@ -96,7 +96,7 @@ pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
             Outcome::Ok,
             "bind()/listen(): the server port is free, or SO_REUSEADDR on the new listener shares it (SO_EXCLUSIVEADDRUSE on the old one would forbid it)",
         ),
-        NextStep::Reconnect if !matches!(x.client_port, ClientPort::Fixed(_)) => documented(
+        NextStep::Reconnect if !x.client_port.is_fixed() => documented(
             Outcome::Ok,
             "connect(): Windows picks another ephemeral port",
         ),
@@ -167,7 +167,7 @@ pub fn predict_bsd(cell: &CellFacts) -> DocumentedPrediction {
             Outcome::Ok,
             "bind()/listen(): free, or SO_REUSEADDR on the new listener (the classic server-restart use)",
         ),
-        NextStep::Reconnect if !matches!(x.client_port, ClientPort::Fixed(_)) => {
+        NextStep::Reconnect if !x.client_port.is_fixed() => {
             documented(Outcome::Ok, "connect(): another ephemeral port is chosen")
         }
         NextStep::Reconnect if blocked(client) => documented(

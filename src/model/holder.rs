@@ -4,7 +4,7 @@
 
 use super::TIMEWAIT_LEN_MS;
 use crate::diag::{Side, SockEntry, TcpState, TupleView};
-use crate::scenario::{ClientPort, Experiment, When};
+use crate::scenario::{Experiment, When};
 use crate::socket::SocketOpts;
 
 /// What holds a port's bind bucket or a 4-tuple, as far as the rules care.
@@ -59,11 +59,7 @@ pub(super) fn holder(x: &Experiment, view: &TupleView, side: Side) -> Option<Hol
         // A fixed client port was bound explicitly (SOCK_BINDPORT_LOCK);
         // ephemeral and bind-no-port ports were chosen by connect() and are
         // released at TCP_CLOSE.
-        Side::Client => (
-            view.client.as_ref(),
-            x.client,
-            matches!(x.client_port, ClientPort::Fixed(_)),
-        ),
+        Side::Client => (view.client.as_ref(), x.client, x.client_port.is_fixed()),
         // Accepted sockets do NOT inherit the listener's bind lock:
         // sk_clone_lock() sets `sk_userlocks & ~SOCK_BINDPORT_LOCK`, so a
         // reset child leaves the port at TCP_CLOSE even with its descriptor
