@@ -7,17 +7,22 @@
 //! read and the syscall, on a loaded machine by tens of milliseconds. Such a
 //! run is not evidence either way: it is run again (bounded), and the number
 //! of runs is reported. A mismatch from a stable state is never retried.
+//!
+//! The Windows and BSD/macOS expectations are attached here too, from the
+//! same view as the Linux prediction, so every caller shows the same ones.
 
 use crate::diag::{TcpState, TupleView};
 use crate::error::Result;
-use crate::model::{self, CellFacts, KernelFacts, Prediction};
+use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts, Prediction};
 use crate::scenario::{self, Experiment, Report};
 use serde::Serialize;
 
 /// An experiment's report with the model's verdict on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Checked {
+    /// What the run showed.
     pub report: Report,
+    /// The Linux model's prediction, from `view`.
     pub prediction: Prediction,
     /// The kernel's view of the old 4-tuple the prediction was made from:
     /// the one read before the step, or the one read right after a failure
@@ -29,6 +34,54 @@ pub struct Checked {
     pub runs: u32,
     /// The last run still disagreed while the old connection was in a
     /// transient state (or the prediction was borderline): not evidence.
+    pub raced: bool,
+    /// What Windows would do, from its documentation, for the same view.
+    pub windows: DocumentedPrediction,
+    /// What BSD/macOS would do, from their documentation and source, for
+    /// the same view.
+    pub bsd: DocumentedPrediction,
+}
+
+impl Checked {
+    /// A verdict on `report`: the Linux `prediction` made from `view`, and
+    /// the Windows and BSD/macOS expectations computed here from the same
+    /// view.
+    pub fn new(
+        report: Report,
+        view: TupleView,
+        prediction: Prediction,
+        verdict: Verdict,
+        kernel: &KernelFacts,
+    ) -> Self {
+        let facts = CellFacts {
+            experiment: &report.experiment,
+            view: &view,
+            client_addr: report.client_addr,
+            kernel,
+        };
+        let windows = model::predict_windows(&facts);
+        let bsd = model::predict_bsd(&facts);
+        Checked {
+            report,
+            prediction,
+            view,
+            agrees: verdict.agrees,
+            runs: verdict.runs,
+            raced: verdict.raced,
+            windows,
+            bsd,
+        }
+    }
+}
+
+/// How a checked run came out against the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// The prediction equals what the kernel did.
+    pub agrees: bool,
+    /// How many times the experiment ran.
+    pub runs: u32,
+    /// The last run disagreed from a transient state: not evidence.
     pub raced: bool,
 }
 
@@ -93,14 +146,93 @@ pub fn run_checked(
         }
         let spoiled = !agrees && (racy(&report.before) || prediction.borderline);
         if !spoiled || runs >= max_runs {
-            return Ok(Checked {
-                report,
-                prediction,
-                view,
+            let verdict = Verdict {
                 agrees,
                 runs,
                 raced: spoiled,
-            });
+            };
+            return Ok(Checked::new(report, view, prediction, verdict, kernel));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::{SockEntry, Timer, TimerKind};
+    use crate::outcome::Outcome;
+    use crate::socket::Family;
+    use crate::sysctl::{PortRange, TwReuse};
+
+    const C: &str = "127.0.0.1:23456";
+    const S: &str = "127.0.0.1:12345";
+
+    fn client_time_wait() -> SockEntry {
+        SockEntry {
+            family: Family::V4,
+            state: TcpState::TimeWait,
+            local: C.parse().unwrap(),
+            peer: S.parse().unwrap(),
+            timer: Some(Timer {
+                kind: TimerKind::Timewait,
+                expires_ms: 59_990,
+                retrans: 0,
+            }),
+            recv_q: 0,
+            send_q: 0,
+            uid: 0,
+            inode: 0,
+        }
+    }
+
+    // The documented predictions come from the view the verdict was made
+    // from (here: the client's TIME_WAIT read at the failure), not from the
+    // report's `before` (here: nothing left).
+    #[test]
+    fn other_systems_are_predicted_from_the_deciding_view() {
+        let report = Report {
+            experiment: Experiment::story(Family::V4, 12345, 23456),
+            client_addr: C.parse().unwrap(),
+            server_addr: S.parse().unwrap(),
+            before: TupleView {
+                client: None,
+                server: None,
+            },
+            outcome: Outcome::Ok,
+            at_failure: None,
+            new_local: None,
+            until_free: None,
+            steps: Vec::new(),
+            elapsed_us: 0,
+        };
+        let view = TupleView {
+            client: Some(client_time_wait()),
+            server: None,
+        };
+        let kernel = KernelFacts {
+            release: "test".into(),
+            timestamps: true,
+            tw_reuse: TwReuse::LoopbackOnly,
+            tw_reuse_delay_ms: Some(1000),
+            port_range: PortRange {
+                low: 32768,
+                high: 60999,
+            },
+            max_tw_buckets: 131072,
+        };
+        let prediction = predict(&report, &view, &kernel);
+        let verdict = Verdict {
+            agrees: true,
+            runs: 1,
+            raced: false,
+        };
+        let c = Checked::new(report, view, prediction, verdict, &kernel);
+        // Linux takes the TIME_WAIT over (bound port, timestamps); Windows
+        // and BSD refuse a 4-tuple in TIME_WAIT at connect().
+        assert_eq!(c.prediction.outcome.short(), "ok");
+        assert_eq!(c.windows.outcome.short(), "connect: WSAEADDRINUSE");
+        assert_eq!(c.bsd.outcome.short(), "connect: EADDRINUSE");
+        assert_eq!(c.windows.label, "documented, not run");
+        assert_eq!((c.agrees, c.runs, c.raced), (true, 1, false));
     }
 }

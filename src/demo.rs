@@ -5,37 +5,43 @@
 use crate::check::{self, Checked};
 use crate::diag::Side;
 use crate::error::{Error, Result};
-use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts};
+use crate::model::{self, DocumentedPrediction, KernelFacts};
 use crate::outcome::Outcome;
 use crate::scenario::{CloseBy, Experiment, Report, When};
 use crate::socket::{Family, SocketOpts};
 use serde::Serialize;
 use std::io::Write;
 
-/// Arguments of `twlab demo`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "\
-Runs in well under 2 seconds and never waits for TIME_WAIT to expire. Each
-row is a real experiment on this machine's loopback; the explanation names
-the kernel function or RFC section that decided it. Use `twlab matrix` for
-every combination, each in its own network namespace.")]
-pub struct DemoArgs {
-    /// Server port to use; by default a free one is picked for each case.
-    #[arg(long)]
+/// What `twlab demo` runs and how it prints it (the command line's
+/// arguments, parsed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoPlan {
+    /// IPv4 (127.0.0.1) or IPv6 (::1) loopback.
+    pub family: Family,
+    /// Server port for every case; `None` picks a free one for each case.
     pub port: Option<u16>,
-    /// Use IPv6 loopback (::1) instead of 127.0.0.1.
-    #[arg(long)]
-    pub ipv6: bool,
-    /// Print one JSON document instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    /// Table or JSON.
+    pub output: Output,
+}
+
+/// How the demo is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The table, the explanations under it, the host facts and other
+    /// systems (`report::demo_text`).
+    Table,
+    /// One JSON document (the [`Demo`] as serde writes it).
+    Json,
 }
 
 /// One row of the lesson.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoRow {
+    /// The case, in words.
     pub case: String,
+    /// The end that closed first, with " (RST)" for an abortive close.
     pub closed_first: String,
+    /// "client options / listener options".
     pub options: String,
     /// "ok", or the step that failed.
     pub step: String,
@@ -49,7 +55,9 @@ pub struct DemoRow {
     pub time_wait_held_by: Option<Side>,
     /// The rule of the model that decided it.
     pub rule: model::RuleId,
+    /// The model's explanation, citing the kernel function or RFC.
     pub explanation: String,
+    /// What would make a failed step succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
     /// True when the model's prediction equals what the kernel did.
@@ -57,16 +65,22 @@ pub struct DemoRow {
     /// Runs needed: more than 1 when the old connection changed state
     /// during the step and the run was repeated (see [`crate::check`]).
     pub runs: u32,
+    /// What Windows would do (documented, not run).
     pub windows: DocumentedPrediction,
+    /// What BSD/macOS would do (documented, not run).
     pub bsd: DocumentedPrediction,
+    /// The run itself.
     pub report: Report,
 }
 
 /// The whole demo.
 #[derive(Debug, Clone, Serialize)]
 pub struct Demo {
+    /// This kernel and the namespace's sysctls.
     pub kernel: KernelFacts,
+    /// One row per case, in order.
     pub rows: Vec<DemoRow>,
+    /// Wall time of all the cases.
     pub elapsed_ms: f64,
 }
 
@@ -110,7 +124,7 @@ pub fn cases(family: Family, port: Option<u16>) -> Vec<(&'static str, Experiment
     ]
 }
 
-fn row(case: &str, c: Checked, kernel: &KernelFacts) -> DemoRow {
+fn row(case: &str, c: Checked) -> DemoRow {
     let Checked {
         report: r,
         prediction: p,
@@ -118,15 +132,9 @@ fn row(case: &str, c: Checked, kernel: &KernelFacts) -> DemoRow {
         agrees,
         runs,
         raced: _,
+        windows,
+        bsd,
     } = c;
-    let facts = CellFacts {
-        experiment: &r.experiment,
-        view: &view,
-        client_addr: r.client_addr,
-        kernel,
-    };
-    let windows = model::predict_windows(&facts);
-    let bsd = model::predict_bsd(&facts);
     let x = &r.experiment;
     DemoRow {
         case: case.to_string(),
@@ -144,8 +152,8 @@ fn row(case: &str, c: Checked, kernel: &KernelFacts) -> DemoRow {
         old_tuple: view.describe(),
         time_wait_held_by: view.time_wait_holder(),
         rule: p.rule,
-        explanation: p.explanation.clone(),
-        fix: p.fix.clone(),
+        explanation: p.explanation,
+        fix: p.fix,
         model_agrees: agrees,
         runs,
         windows,
@@ -155,18 +163,17 @@ fn row(case: &str, c: Checked, kernel: &KernelFacts) -> DemoRow {
 }
 
 /// Run the demo and return its data.
-pub fn run_demo(a: &DemoArgs) -> Result<Demo> {
+pub fn run_demo(plan: &DemoPlan) -> Result<Demo> {
     let start = std::time::Instant::now();
-    let family = if a.ipv6 { Family::V6 } else { Family::V4 };
     let kernel = KernelFacts::read_current()?;
     let mut rows = Vec::new();
-    for (case, x) in cases(family, a.port) {
+    for (case, x) in cases(plan.family, plan.port) {
         if crate::interrupted() {
             return Err(Error::Interrupted);
         }
         // Each run picks fresh ports, so a re-run needs no preparation.
         let c = check::run_checked(&x, &kernel, 5, || Ok(()))?;
-        rows.push(row(case, c, &kernel));
+        rows.push(row(case, c));
     }
     Ok(Demo {
         kernel,
@@ -175,15 +182,17 @@ pub fn run_demo(a: &DemoArgs) -> Result<Demo> {
     })
 }
 
-/// `twlab demo`.
-pub fn run(a: &DemoArgs) -> Result<u8> {
-    let demo = run_demo(a)?;
+/// `twlab demo`: run it, print it; the exit code is 0 when the model agreed
+/// with the kernel on every row, 3 otherwise.
+pub fn run(plan: &DemoPlan) -> Result<u8> {
+    let demo = run_demo(plan)?;
     let out = std::io::stdout();
     let mut out = out.lock();
-    let text = if a.json {
-        serde_json::to_string_pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?
-    } else {
-        crate::report::demo_text(&demo)
+    let text = match plan.output {
+        Output::Json => {
+            serde_json::to_string_pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?
+        }
+        Output::Table => crate::report::demo_text(&demo),
     };
     let _ = writeln!(out, "{text}").and_then(|_| out.flush());
     Ok(if demo.rows.iter().all(|r| r.model_agrees) {

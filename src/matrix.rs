@@ -1870,17 +1870,13 @@ mod tests {
             kernel: &kernel,
         });
         let agrees = model::same_outcome(&prediction.outcome, &report.outcome);
-        let cell = judge(
-            Checked {
-                report,
-                prediction,
-                view,
-                agrees,
-                runs: 1,
-                raced: false,
-            },
-            kernel,
-        );
+        let verdict = crate::check::Verdict {
+            agrees,
+            runs: 1,
+            raced: false,
+        };
+        let checked = Checked::new(report, view, prediction, verdict, &kernel);
+        let cell = judge(checked, kernel);
         assert!(!cell.matches);
         let run = MatrixRun {
             kernel_release: "test".into(),

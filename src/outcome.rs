@@ -12,17 +12,26 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
+    /// socket().
     Socket,
+    /// setsockopt().
     SetOpt,
+    /// bind().
     Bind,
+    /// listen().
     Listen,
+    /// connect().
     Connect,
+    /// accept().
     Accept,
+    /// recv() until EOF.
     Recv,
+    /// close().
     Close,
 }
 
 impl Step {
+    /// The syscall's name, as reports print it.
     pub fn name(self) -> &'static str {
         match self {
             Step::Socket => "socket",
@@ -60,7 +69,9 @@ pub struct SysError {
 /// The Winsock name and code of an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WsaName {
+    /// E.g. `WSAEADDRINUSE`.
     pub name: String,
+    /// E.g. 10048.
     pub code: i32,
 }
 
@@ -113,11 +124,17 @@ impl fmt::Display for SysError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum StepResult {
+    /// The call succeeded.
     Ok,
-    Err { error: SysError },
+    /// The call failed.
+    Err {
+        /// With this error.
+        error: SysError,
+    },
 }
 
 impl StepResult {
+    /// The result of an `io::Result`.
     pub fn from_io<T>(r: &std::io::Result<T>) -> Self {
         match r {
             Ok(_) => StepResult::Ok,
@@ -126,9 +143,11 @@ impl StepResult {
             },
         }
     }
+    /// True if the call succeeded.
     pub fn is_ok(&self) -> bool {
         matches!(self, StepResult::Ok)
     }
+    /// The error, if the call failed.
     pub fn error(&self) -> Option<&SysError> {
         match self {
             StepResult::Ok => None,
@@ -144,10 +163,16 @@ pub enum Outcome {
     /// Every step succeeded.
     Ok,
     /// `step` failed with `error`; later steps were not attempted.
-    Failed { step: Step, error: SysError },
+    Failed {
+        /// The step that failed.
+        step: Step,
+        /// Its error.
+        error: SysError,
+    },
 }
 
 impl Outcome {
+    /// True if every step succeeded.
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok)
     }
@@ -158,12 +183,14 @@ impl Outcome {
             Outcome::Failed { step, error } => format!("{step}: {}", error.name),
         }
     }
+    /// The step that failed, if one did.
     pub fn failed_step(&self) -> Option<Step> {
         match self {
             Outcome::Ok => None,
             Outcome::Failed { step, .. } => Some(*step),
         }
     }
+    /// The error of the step that failed, if one did.
     pub fn error(&self) -> Option<&SysError> {
         match self {
             Outcome::Ok => None,

@@ -2,6 +2,7 @@
 //! from the serde types.)
 
 use crate::demo::Demo;
+use crate::model::KernelFacts;
 use comfy_table::{
     ColumnConstraint, ContentArrangement, Table, Width, presets::UTF8_FULL_CONDENSED,
 };
@@ -21,6 +22,22 @@ pub fn new_table() -> Table {
 /// The demo as a table, the explanations under it, then the host facts and
 /// what other systems would do.
 pub fn demo_text(d: &Demo) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "twlab demo: a client with a fixed local port reconnects; {} cases run on this machine's loopback ({:.0} ms)\n",
+        d.rows.len(),
+        d.elapsed_ms
+    );
+    let _ = writeln!(s, "{}\n", demo_table(d));
+    why(&mut s, d);
+    host_facts(&mut s, &d.kernel);
+    other_systems(&mut s, d);
+    s
+}
+
+/// One row per case: what happened and the rule that decided it.
+fn demo_table(d: &Demo) -> Table {
     let mut t = new_table();
     t.set_header(vec![
         "#",
@@ -54,14 +71,11 @@ pub fn demo_text(d: &Demo) -> String {
     if let Some(c) = t.column_mut(7) {
         c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(24)));
     }
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "twlab demo: a client with a fixed local port reconnects; {} cases run on this machine's loopback ({:.0} ms)\n",
-        d.rows.len(),
-        d.elapsed_ms
-    );
-    let _ = writeln!(s, "{t}\n");
+    t
+}
+
+/// The model's explanation (and fix) for each row.
+fn why(s: &mut String, d: &Demo) {
     let _ = writeln!(
         s,
         "Why (Linux rule model; every row checked against what the kernel did):"
@@ -77,7 +91,10 @@ pub fn demo_text(d: &Demo) -> String {
             let _ = writeln!(s, "     fix: {fix}");
         }
     }
-    let k = &d.kernel;
+}
+
+/// The kernel release and the sysctls the rules read.
+fn host_facts(s: &mut String, k: &KernelFacts) {
     let _ = writeln!(s, "\nThis host: Linux {}", k.release);
     let _ = writeln!(
         s,
@@ -93,6 +110,10 @@ pub fn demo_text(d: &Demo) -> String {
         "  net.ipv4.ip_local_port_range = {} {}   net.ipv4.tcp_max_tw_buckets = {}",
         k.port_range.low, k.port_range.high, k.max_tw_buckets
     );
+}
+
+/// What Windows and BSD/macOS would do for each row (documented, not run).
+fn other_systems(s: &mut String, d: &Demo) {
     let _ = writeln!(s, "\nOther systems (documented, not run here):");
     for (i, r) in d.rows.iter().enumerate() {
         let _ = writeln!(
@@ -105,5 +126,4 @@ pub fn demo_text(d: &Demo) -> String {
             r.bsd.explanation
         );
     }
-    s
 }

@@ -1,0 +1,215 @@
+//! What Windows and BSD/macOS would do, from their documentation and
+//! source rather than a run here: the same holders as on Linux (they follow
+//! from the TCP state machine, RFC 793), their own bind and connect rules,
+//! and no timestamp-based early reuse of a TIME_WAIT. Every prediction is
+//! labelled "documented, not run".
+
+use super::facts::CellFacts;
+use super::holder::{Holder, holder, holder_state_name};
+use super::rules::DocumentedPrediction;
+use crate::diag::{Side, TcpState, TupleView};
+use crate::outcome::{Outcome, Step, SysError};
+use crate::scenario::{Experiment, NextStep};
+
+const DOCUMENTED: &str = "documented, not run";
+
+/// WSAENOPROTOOPT.
+const WSAENOPROTOOPT: i32 = 10042;
+/// WSAEADDRINUSE.
+const WSAEADDRINUSE: i32 = 10048;
+/// EADDRINUSE on FreeBSD and macOS (sys/errno.h).
+const BSD_EADDRINUSE: i32 = 48;
+
+fn documented(outcome: Outcome, explanation: &str) -> DocumentedPrediction {
+    DocumentedPrediction {
+        outcome,
+        explanation: explanation.to_string(),
+        label: DOCUMENTED.into(),
+    }
+}
+
+fn wsa(step: Step, code: i32) -> Outcome {
+    let name = crate::sys::wsa::wsa_name(code)
+        .unwrap_or("WSA?")
+        .to_string();
+    Outcome::Failed {
+        step,
+        error: SysError {
+            name,
+            code,
+            wsa: None,
+        },
+    }
+}
+
+/// BSD's EADDRINUSE, named portably (its number differs from Linux's).
+fn bsd_inuse(step: Step) -> Outcome {
+    Outcome::Failed {
+        step,
+        error: SysError {
+            name: "EADDRINUSE".into(),
+            code: BSD_EADDRINUSE,
+            wsa: None,
+        },
+    }
+}
+
+/// Who would hold the port/4-tuple on another OS: the same states as on
+/// Linux, since they follow from the TCP state machine (RFC 793), except
+/// that there is no timestamp-based early reuse.
+fn other_holders(x: &Experiment, view: &TupleView) -> (Option<Holder>, Option<Holder>) {
+    (holder(x, view, Side::Client), holder(x, view, Side::Server))
+}
+
+/// Windows, from Microsoft's "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE" and
+/// the Winsock connect() documentation: a 4-tuple in TIME_WAIT (2×MSL,
+/// 240 s by default) makes connect() fail with WSAEADDRINUSE even with
+/// SO_REUSEADDR; SO_REUSEADDR on the *new* socket alone lets bind() share a
+/// port unless the holder used SO_EXCLUSIVEADDRUSE; there is no SO_REUSEPORT.
+/// Parts of Microsoft's tables were found wrong by trio's notes-to-self
+/// experiments, so this is a documented expectation, not a measurement.
+pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
+    let x = cell.experiment;
+    let (client, server) = other_holders(x, cell.view);
+    if x.client.reuseport || x.listener.reuseport || x.new_opts.reuseport {
+        // twlab's socket layer refuses it on Windows the same way.
+        return documented(
+            wsa(Step::SetOpt, WSAENOPROTOOPT),
+            "setsockopt(SO_REUSEPORT): Windows has no SO_REUSEPORT (WSAENOPROTOOPT); the nearest is SO_REUSEADDR, and SO_EXCLUSIVEADDRUSE forbids sharing",
+        );
+    }
+    let bind_blocked = |h: Option<Holder>| h.is_some() && !x.new_opts.reuseaddr;
+    match x.next {
+        NextStep::Rebind if bind_blocked(client) => documented(
+            wsa(Step::Bind, WSAEADDRINUSE),
+            "bind(): the address is still in use and the new socket has no SO_REUSEADDR (SO_REUSEPORT does not exist on Windows)",
+        ),
+        NextStep::Rebind => documented(
+            Outcome::Ok,
+            "bind(): SO_REUSEADDR on the new socket alone allows sharing the port unless the holder set SO_EXCLUSIVEADDRUSE",
+        ),
+        NextStep::RestartListener if bind_blocked(server) => documented(
+            wsa(Step::Bind, WSAEADDRINUSE),
+            "bind(): connections on the server port still use it and the new listener has no SO_REUSEADDR",
+        ),
+        NextStep::RestartListener => documented(
+            Outcome::Ok,
+            "bind()/listen(): the server port is free, or SO_REUSEADDR on the new listener shares it (SO_EXCLUSIVEADDRUSE on the old one would forbid it)",
+        ),
+        NextStep::Reconnect if !x.client_port.is_fixed() => documented(
+            Outcome::Ok,
+            "connect(): Windows picks another ephemeral port",
+        ),
+        NextStep::Reconnect if bind_blocked(client) => documented(
+            wsa(Step::Bind, WSAEADDRINUSE),
+            "bind(): the client port is still in use and the new socket has no SO_REUSEADDR",
+        ),
+        NextStep::Reconnect => windows_connect(client, server),
+    }
+}
+
+/// Windows connect() from a bound port: any socket still on the 4-tuple,
+/// TIME_WAIT included, refuses it.
+fn windows_connect(client: Option<Holder>, server: Option<Holder>) -> DocumentedPrediction {
+    match client.filter(|h| h.hashed) {
+        Some(h) => documented(
+            wsa(Step::Connect, WSAEADDRINUSE),
+            &format!(
+                "connect(): the client's old socket ({}) still holds the 4-tuple{}; SO_REUSEADDR does not help at connect()",
+                holder_state_name(&h),
+                if h.state == TcpState::TimeWait {
+                    " for 2×MSL (240 s by default)"
+                } else {
+                    ", and TIME_WAIT (240 s by default) follows"
+                }
+            ),
+        ),
+        None => documented(
+            Outcome::Ok,
+            &free_tuple_text(
+                server,
+                "a SYN newer than the server's TIME_WAIT is accepted (RFC 1122 §4.2.2.13)",
+            ),
+        ),
+    }
+}
+
+/// BSD/macOS, from FreeBSD `in_pcbbind_setup`/`in_pcbconnect` and XNU
+/// `tcp_connect` → `in_pcblookup_hash`: SO_REUSEADDR on the new socket alone
+/// allows binding a port held only by connected or TIME_WAIT sockets; a
+/// 4-tuple still present (TIME_WAIT included) makes connect() fail with
+/// EADDRINUSE — no timestamp-based early reuse.
+pub fn predict_bsd(cell: &CellFacts) -> DocumentedPrediction {
+    let x = cell.experiment;
+    let (client, server) = other_holders(x, cell.view);
+    let blocked = |h: Option<Holder>| match h {
+        // A reset socket is removed from the PCB hash (in_pcbdrop).
+        Some(h) if h.hashed => {
+            let shares = x.new_opts.reuseaddr || (x.new_opts.reuseport && h.opts.reuseport);
+            !shares
+        }
+        _ => false,
+    };
+    match x.next {
+        NextStep::Rebind if blocked(client) => documented(
+            bsd_inuse(Step::Bind),
+            "bind(): the port is held and the new socket has neither SO_REUSEADDR nor a shared SO_REUSEPORT",
+        ),
+        NextStep::Rebind => documented(
+            Outcome::Ok,
+            "bind(): free, or SO_REUSEADDR on the new socket allows a port held by connected/TIME_WAIT sockets",
+        ),
+        NextStep::RestartListener if blocked(server) => documented(
+            bsd_inuse(Step::Bind),
+            "bind(): accepted connections still hold the server port and the new listener has no SO_REUSEADDR",
+        ),
+        NextStep::RestartListener => documented(
+            Outcome::Ok,
+            "bind()/listen(): free, or SO_REUSEADDR on the new listener (the classic server-restart use)",
+        ),
+        NextStep::Reconnect if !x.client_port.is_fixed() => {
+            documented(Outcome::Ok, "connect(): another ephemeral port is chosen")
+        }
+        NextStep::Reconnect if blocked(client) => documented(
+            bsd_inuse(Step::Bind),
+            "bind(): the client port is held and the new socket has no SO_REUSEADDR",
+        ),
+        NextStep::Reconnect => bsd_connect(client, server),
+    }
+}
+
+/// BSD connect() from a bound port: `in_pcblookup_hash()` finds any socket
+/// still on the 4-tuple, TIME_WAIT included.
+fn bsd_connect(client: Option<Holder>, server: Option<Holder>) -> DocumentedPrediction {
+    match client.filter(|h| h.hashed) {
+        Some(h) => documented(
+            bsd_inuse(Step::Connect),
+            &format!(
+                "connect(): in_pcbconnect/in_pcblookup_hash finds the 4-tuple held by the client's old socket ({}) → EADDRINUSE; no timestamp-based early reuse",
+                holder_state_name(&h)
+            ),
+        ),
+        None => documented(
+            Outcome::Ok,
+            &free_tuple_text(
+                server,
+                "a SYN with SEQ > RCV.NXT closes the server's TIME_WAIT and is processed",
+            ),
+        ),
+    }
+}
+
+/// Why a reconnect from a fixed port succeeds when the client end is free:
+/// the server's TIME_WAIT (if any) takes the SYN per `tw_rule`.
+fn free_tuple_text(server: Option<Holder>, tw_rule: &str) -> String {
+    match server.filter(|h| h.hashed) {
+        Some(h) if h.state == TcpState::TimeWait => {
+            format!("connect(): the 4-tuple is free at the client; {tw_rule}")
+        }
+        Some(h) => format!(
+            "connect(): the 4-tuple is free at the client; the server's old socket ({}) answers the SYN with an ACK, the client resets it and its retransmitted SYN connects (RFC 793 §3.4, RFC 5961 §4)",
+            holder_state_name(&h)
+        ),
+        None => "connect(): neither end holds the old 4-tuple any more".to_string(),
+    }
+}

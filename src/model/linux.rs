@@ -1,0 +1,223 @@
+//! The Linux rules for the next step: dispatch on the step, and the bind
+//! rules (`inet_csk_get_port()` → `inet_bind_conflict()`) that a rebind, a
+//! new listener and a reconnect from a fixed port all pass through first.
+//! The connect() rules are in `connect`.
+
+use super::connect::predict_reconnect;
+use super::facts::CellFacts;
+use super::holder::{Holder, describe_holder, holder};
+use super::rules::{Prediction, RuleId};
+use crate::diag::{Side, TcpState};
+use crate::outcome::{Outcome, Step, SysError};
+use crate::scenario::{Experiment, NextStep};
+use crate::socket::SocketOpts;
+
+/// Predict the Linux outcome of the cell's next step.
+pub fn predict_linux(cell: &CellFacts) -> Prediction {
+    let x = cell.experiment;
+    let client = holder(x, cell.view, Side::Client);
+    let server = holder(x, cell.view, Side::Server);
+    match x.next {
+        NextStep::Rebind => predict_rebind(x, client),
+        NextStep::RestartListener => predict_restart_listener(x, server),
+        NextStep::Reconnect => predict_reconnect(cell, client, server),
+    }
+}
+
+/// A failed step's outcome with the errno `code`.
+pub(super) fn failed(step: Step, code: i32) -> Outcome {
+    Outcome::Failed {
+        step,
+        error: SysError::from_code(code),
+    }
+}
+
+/// A new client socket binds the old client address:port.
+fn predict_rebind(x: &Experiment, client: Option<Holder>) -> Prediction {
+    match predict_bind("bind()", Side::Client, x.new_opts, client) {
+        BindVerdict::Conflict(p) => *p,
+        BindVerdict::Shared(rule, h) => Prediction::ok(
+            rule,
+            format!(
+                "bind(): {} holds the port but {}, so inet_bind_conflict() lets them share it",
+                describe_holder(Side::Client, &h),
+                share_reason(rule)
+            ),
+        ),
+        BindVerdict::Free => Prediction::ok(
+            RuleId::BindFree,
+            "bind(): no socket is left in the port's bind bucket (RST close, or the connect()-chosen port was released at TCP_CLOSE), so inet_csk_get_port() finds it free".into(),
+        ),
+    }
+}
+
+/// The old listener closes; a new one binds and listens on the server port.
+fn predict_restart_listener(x: &Experiment, server: Option<Holder>) -> Prediction {
+    match predict_bind(
+        "bind() of the new listener",
+        Side::Server,
+        x.new_opts,
+        server,
+    ) {
+        BindVerdict::Conflict(p) => *p,
+        BindVerdict::Shared(rule, h) => Prediction::ok(
+            rule,
+            format!(
+                "{} holds the server port but {}, so inet_bind_conflict() passes at bind() and again at listen() (inet_csk_listen_start() → get_port(), relax = true, the holder is not LISTEN)",
+                describe_holder(Side::Server, &h),
+                share_reason(rule)
+            ),
+        ),
+        BindVerdict::Free => Prediction::ok(
+            RuleId::BindFree,
+            "the old listener is closed and no accepted socket holds the server port (a reset one released it at TCP_CLOSE even with its descriptor open, since sk_clone_lock() clears SOCK_BINDPORT_LOCK), so bind() and listen() (inet_csk_listen_start() → get_port()) find it free".into(),
+        ),
+    }
+}
+
+fn share_reason(rule: RuleId) -> &'static str {
+    match rule {
+        RuleId::BindReuseaddr => "both sockets have SO_REUSEADDR and it is not listening",
+        RuleId::BindReuseport => "both sockets have SO_REUSEPORT (same uid)",
+        _ => "nothing conflicts",
+    }
+}
+
+/// `inet_bind_conflict()` with relax = true and reuseport_ok = true, as
+/// `inet_csk_get_port()` calls it for bind() and, through
+/// `inet_csk_listen_start()`, again for listen(). Returns the rule that lets
+/// the new socket share the port, or `None` on a conflict.
+fn bind_shares(new: SocketOpts, h: &Holder) -> Option<RuleId> {
+    if new.reuseaddr && h.opts.reuseaddr && h.state != TcpState::Listen {
+        Some(RuleId::BindReuseaddr)
+    } else if new.reuseport && h.opts.reuseport {
+        // Same uid always holds here (one process), and a TIME_WAIT holder
+        // is accepted whatever its uid.
+        Some(RuleId::BindReuseport)
+    } else {
+        None
+    }
+}
+
+/// What bind() of a port does, given what (if anything) holds it.
+#[derive(Debug)]
+pub(super) enum BindVerdict {
+    /// Nothing holds the port: `inet_csk_get_port()` finds it free.
+    Free,
+    /// The holder is there but `inet_bind_conflict()` lets the new socket
+    /// share the port by this rule.
+    Shared(RuleId, Holder),
+    /// `inet_bind_conflict()` refuses: the step fails here.
+    Conflict(Box<Prediction>),
+}
+
+/// bind() of the port held by `h` (if anything holds it); `step_name` and
+/// `side` only word the explanation.
+pub(super) fn predict_bind(
+    step_name: &str,
+    side: Side,
+    new: SocketOpts,
+    h: Option<Holder>,
+) -> BindVerdict {
+    let Some(h) = h else {
+        return BindVerdict::Free;
+    };
+    if let Some(rule) = bind_shares(new, &h) {
+        return BindVerdict::Shared(rule, h);
+    }
+    let fix = if h.opts.reuseaddr && !new.reuseaddr {
+        "set SO_REUSEADDR on the new socket too"
+    } else if !h.opts.reuseaddr && new.reuseaddr {
+        "set SO_REUSEADDR on the old socket too (the kernel checks both)"
+    } else {
+        "set SO_REUSEADDR on both sockets"
+    };
+    BindVerdict::Conflict(Box::new(Prediction {
+        outcome: failed(Step::Bind, libc::EADDRINUSE),
+        rule: RuleId::BindConflict,
+        explanation: format!(
+            "{step_name}: {} still sits in the port's bind bucket and SO_REUSEADDR is not set on both sockets (old {}, new {}), so inet_csk_get_port() → inet_bind_conflict() refuses it",
+            describe_holder(side, &h),
+            h.opts.label(),
+            new.label()
+        ),
+        fix: Some(fix.into()),
+        version_note: Some(
+            "5.x: inet_csk_bind_conflict(); 6.x split into inet_bind_conflict()/inet_bhash2_conflict(), same rule".into(),
+        ),
+        borderline: false,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    //! `inet_bind_conflict()` over plain data: no sockets.
+    use super::*;
+
+    fn held(state: TcpState, reuseaddr: bool, reuseport: bool) -> Holder {
+        Holder {
+            state,
+            mini: state == TcpState::TimeWait,
+            hashed: true,
+            tw_age_ms: None,
+            opts: SocketOpts {
+                reuseaddr,
+                reuseport,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn opts(reuseaddr: bool, reuseport: bool) -> SocketOpts {
+        SocketOpts {
+            reuseaddr,
+            reuseport,
+            ..Default::default()
+        }
+    }
+
+    // sk_reuse on both, and the holder not TCP_LISTEN.
+    #[test]
+    fn reuseaddr_shares_unless_the_holder_listens() {
+        let tw = held(TcpState::TimeWait, true, false);
+        assert_eq!(
+            bind_shares(opts(true, false), &tw),
+            Some(RuleId::BindReuseaddr)
+        );
+        assert_eq!(bind_shares(opts(false, false), &tw), None);
+        let listening = held(TcpState::Listen, true, false);
+        assert_eq!(bind_shares(opts(true, false), &listening), None);
+    }
+
+    // sk_reuseport on both shares even a LISTEN holder (same uid).
+    #[test]
+    fn reuseport_on_both_shares_even_a_listener() {
+        let listening = held(TcpState::Listen, false, true);
+        assert_eq!(
+            bind_shares(opts(false, true), &listening),
+            Some(RuleId::BindReuseport)
+        );
+        assert_eq!(bind_shares(opts(true, false), &listening), None);
+    }
+
+    // The fix names the side that lacks SO_REUSEADDR.
+    #[test]
+    fn a_conflict_says_which_socket_needs_reuseaddr() {
+        let fix = |old, new| match predict_bind(
+            "bind()",
+            Side::Client,
+            opts(new, false),
+            Some(held(TcpState::TimeWait, old, false)),
+        ) {
+            BindVerdict::Conflict(p) => p.fix.unwrap(),
+            v => panic!("expected a conflict, got {v:?}"),
+        };
+        assert!(fix(true, false).contains("new socket"));
+        assert!(fix(false, true).contains("old socket"));
+        assert!(fix(false, false).contains("both"));
+        assert!(matches!(
+            predict_bind("bind()", Side::Client, opts(false, false), None),
+            BindVerdict::Free
+        ));
+    }
+}
