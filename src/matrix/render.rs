@@ -180,11 +180,7 @@ fn summary(run: &MatrixRun) -> String {
         .iter()
         .filter(|c| matches!(c.status, CellStatus::Skipped { .. }))
         .count();
-    let errors = run
-        .cells
-        .iter()
-        .filter(|c| matches!(c.status, CellStatus::Error { .. }))
-        .count();
+    let errors = run.errors();
     let mism = run.mismatches().len();
     let border = run
         .ran()
