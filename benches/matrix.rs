@@ -9,24 +9,19 @@
 //! or the bench reports it: a fast wrong run is not a result.
 
 use std::time::{Duration, Instant};
-use twlab::matrix::{self, Format, MatrixArgs};
+use twlab::matrix::{self, Plan, RunOptions};
 
 const ROUNDS: usize = 3;
 
-fn args(jobs: Option<usize>, until_free: bool) -> MatrixArgs {
-    MatrixArgs {
-        factors: Vec::new(),
-        list_factors: false,
-        until_free,
-        jobs,
-        format: Format::Json,
-        internal_worker: false,
-        host_netns: false,
+fn args(jobs: Option<usize>, until_free: bool) -> Plan {
+    Plan {
+        run: RunOptions { jobs, until_free },
+        ..Plan::default()
     }
 }
 
 /// One run: wall time, cell count, mismatches.
-fn once(a: &MatrixArgs) -> Result<(Duration, usize, usize), String> {
+fn once(a: &Plan) -> Result<(Duration, usize, usize), String> {
     let t = Instant::now();
     let run = matrix::execute(a, false).map_err(|e| e.to_string())?;
     Ok((t.elapsed(), run.cells.len(), run.mismatches().len()))
@@ -37,7 +32,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn series(label: &str, a: &MatrixArgs) -> Result<Duration, String> {
+fn series(label: &str, a: &Plan) -> Result<Duration, String> {
     let mut times = Vec::new();
     for _ in 0..ROUNDS {
         let (t, cells, bad) = once(a)?;

@@ -16,7 +16,7 @@ use crate::sysctl::write as write_sysctl;
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;
-    use nix::sched::{CloneFlags, setns, unshare};
+    use crate::sys::ns;
     use std::cell::RefCell;
     use std::os::fd::OwnedFd;
 
@@ -26,7 +26,7 @@ mod imp {
     }
 
     fn unshare_net() -> Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
+        ns::unshare_net().map_err(|e| {
             Error::Netns(format!(
                 "unshare(CLONE_NEWNET) failed: {} ({}); run as root, or with CAP_SYS_ADMIN",
                 crate::sys::errno_name(e as i32),
@@ -53,7 +53,7 @@ mod imp {
         NURSERY.with(|cell| -> Result<()> {
             let mut nursery = cell.borrow_mut();
             match nursery.as_ref() {
-                Some(fd) => setns(fd, CloneFlags::CLONE_NEWNET)
+                Some(fd) => ns::enter_net(fd)
                     .map_err(|e| Error::Netns(format!("setns to the nursery namespace: {e}")))?,
                 None => {
                     unshare_net()?;
@@ -62,9 +62,9 @@ mod imp {
                         "net.ipv4.tcp_child_ehash_entries",
                         buckets.to_string(),
                     ));
-                    let f = std::fs::File::open("/proc/thread-self/ns/net")
+                    let f = ns::open_own_net()
                         .map_err(|e| Error::Netns(format!("open the nursery namespace: {e}")))?;
-                    *nursery = Some(f.into());
+                    *nursery = Some(f);
                 }
             }
             Ok(())
@@ -76,37 +76,9 @@ mod imp {
     /// its `lo` up and apply `sysctls`.
     pub fn enter_fresh(sysctls: &[Sysctl]) -> Result<()> {
         unshare_net()?;
-        loopback_up()?;
+        ns::loopback_up().map_err(Error::Netns)?;
         for s in sysctls {
             write_sysctl(s)?;
-        }
-        Ok(())
-    }
-
-    /// A new namespace has `lo` DOWN; set IFF_UP with SIOCSIFFLAGS.
-    fn loopback_up() -> Result<()> {
-        use std::os::fd::AsRawFd;
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-            .map_err(|e| Error::Netns(format!("socket for ioctl: {e}")))?;
-        // SAFETY: ifreq is plain data; the name is NUL-terminated "lo" and
-        // the ioctls read/write only the ifreq we pass.
-        unsafe {
-            let mut ifr: libc::ifreq = std::mem::zeroed();
-            ifr.ifr_name[0] = b'l' as libc::c_char;
-            ifr.ifr_name[1] = b'o' as libc::c_char;
-            if libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
-                return Err(Error::Netns(format!(
-                    "SIOCGIFFLAGS lo: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            if libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS as _, &ifr) < 0 {
-                return Err(Error::Netns(format!(
-                    "SIOCSIFFLAGS lo up: {}",
-                    std::io::Error::last_os_error()
-                )));
-            }
         }
         Ok(())
     }
@@ -133,7 +105,7 @@ mod imp {
     /// Can this process make network namespaces per thread? Probed by doing
     /// it on a throwaway thread.
     pub fn can_unshare() -> std::result::Result<(), String> {
-        std::thread::spawn(|| unshare(CloneFlags::CLONE_NEWNET).map_err(|e| e.desc().to_string()))
+        std::thread::spawn(|| ns::unshare_net().map_err(|e| e.desc().to_string()))
             .join()
             .unwrap_or_else(|_| Err("probe thread panicked".into()))
     }
@@ -143,10 +115,12 @@ mod imp {
 mod imp {
     use super::*;
 
+    /// Network namespaces are a Linux feature: an error.
     pub fn enter_fresh_private_ehash(sysctls: &[Sysctl], _buckets: u32) -> Result<()> {
         enter_fresh(sysctls)
     }
 
+    /// Network namespaces are a Linux feature: an error.
     pub fn enter_fresh(_sysctls: &[Sysctl]) -> Result<()> {
         Err(Error::Unsupported {
             os: crate::sys::OS_NAME,
@@ -154,6 +128,7 @@ mod imp {
         })
     }
 
+    /// Network namespaces are a Linux feature: an error.
     pub fn run_in_fresh<T: Send + 'static>(
         _sysctls: Vec<Sysctl>,
         _f: impl FnOnce() -> T + Send + 'static,
@@ -161,6 +136,7 @@ mod imp {
         enter_fresh(&[]).map(|_| unreachable!())
     }
 
+    /// Network namespaces are a Linux feature: never.
     pub fn can_unshare() -> std::result::Result<(), String> {
         Err("network namespaces are a Linux feature".into())
     }

@@ -5,17 +5,14 @@ mod common;
 
 use common::{bin, netns_or_skip, one_line_failure, run, skip};
 use std::process::Command;
-use twlab::matrix::{self, CellStatus, Format, MatrixArgs};
+use twlab::matrix::{self, CellStatus, IsolationChoice, Plan, Selection};
 
-fn args(factors: &[&str]) -> MatrixArgs {
-    MatrixArgs {
-        factors: factors.iter().map(|s| s.to_string()).collect(),
-        list_factors: false,
-        until_free: false,
-        jobs: None,
-        format: Format::Json,
-        internal_worker: false,
-        host_netns: false,
+/// The plan of `twlab matrix -f F1 -f F2 ...`.
+fn plan(factors: &[&str]) -> Plan {
+    let factors: Vec<String> = factors.iter().map(|s| s.to_string()).collect();
+    Plan {
+        selection: Selection::parse(&factors).expect("valid factors"),
+        ..Plan::default()
     }
 }
 
@@ -24,7 +21,7 @@ fn assert_all_agree(factors: &[&str], test: &str) {
     if !netns_or_skip(test) {
         return;
     }
-    let run = matrix::execute(&args(factors), false).expect("matrix runs");
+    let run = matrix::execute(&plan(factors), false).expect("matrix runs");
     assert!(
         run.isolation.starts_with("one fresh network namespace"),
         "{}",
@@ -273,16 +270,17 @@ fn host_fallback_skips_cells_needing_other_sysctls() {
 fn host_fallback_body() {
     let host_ts = twlab::sysctl::read("net.ipv4.tcp_timestamps").unwrap();
     let other = if host_ts == "0" { "1" } else { "0" };
-    let mut a = args(&[
+    let ts = format!("tcp-timestamps={host_ts},{other}");
+    let mut p = plan(&[
         "next=rebind",
         "close=client-rst",
         "family=ipv4",
         "client-port=fixed",
         "when=after-peer",
+        &ts,
     ]);
-    a.factors.push(format!("tcp-timestamps={host_ts},{other}"));
-    a.host_netns = true;
-    let run = matrix::execute(&a, false).expect("host fallback runs");
+    p.isolation = IsolationChoice::Host;
+    let run = matrix::execute(&p, false).expect("host fallback runs");
     assert!(
         run.isolation.starts_with("HOST NAMESPACE"),
         "{}",

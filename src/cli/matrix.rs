@@ -1,14 +1,108 @@
-//! `twlab matrix`: arguments (clap) → the library's plan.
-// Shim: the clap struct still lives in the library; moving it here is the
-// next step.
+//! `twlab matrix`: arguments (clap) → the library's [`Plan`].
 
-pub use twlab::matrix::MatrixArgs;
+use twlab::matrix::{self, Format, IsolationChoice, Plan, RunOptions, Selection};
 
-pub fn run(a: MatrixArgs) -> anyhow::Result<u8> {
-    twlab::matrix::run(&a).map_err(Into::into)
+/// Run the experiment over a matrix of factors, compare each cell with the
+/// rule model, and show Windows and BSD/macOS expectations beside it.
+///
+/// Default: every meaningful combination of close × when × next × socket
+/// options × client-port × family, with tcp_timestamps 0/1 and tcp_tw_reuse
+/// 0/1/2 for reconnects. "Meaningful": options vary on the side the next step
+/// touches (client for reconnect/rebind, listener for restart-listener):
+/// SO_REUSEADDR old×new plus SO_REUSEPORT on both; a reconnect from a
+/// kernel-chosen port binds nothing, so runs with no options;
+/// restart-listener runs with a fixed client port only; the sysctls vary
+/// only for reconnect (only connect() reads them). Naming a factor replaces
+/// its defaults; naming any option factor runs the product of the named
+/// option factors (unnamed ones off). See `--list-factors`.
+///
+/// Exit code 3 if any observation differs from the prediction.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MatrixArgs {
+    /// NAME=V1,V2,...: the values of one factor (repeatable).
+    #[arg(long = "factor", short = 'f', value_name = "NAME=V1,V2")]
+    factors: Vec<String>,
+    /// List the factors, their values and defaults, and exit.
+    #[arg(long)]
+    list_factors: bool,
+    /// For cells whose step failed, retry until it succeeds (≤ 50 ms
+    /// resolution, give up after 70 s) and show how long that took.
+    #[arg(long)]
+    until_free: bool,
+    /// Cells run at once (default: 4 × available cores). Cells that wait
+    /// after-<N>ms (N ≥ 50) run afterwards, up to 256 at once, since they
+    /// sleep; with --until-free the blocked cells are re-run all at once.
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: FormatArg,
+    /// Internal: run cells read from stdin inside a user+network namespace
+    /// (`twlab::matrix::isolation`'s worker protocol).
+    #[arg(long, hide = true)]
+    internal_worker: bool,
+    /// Internal/testing: do not create namespaces (host fallback).
+    #[arg(long, hide = true)]
+    host_netns: bool,
 }
 
-/// Before any thread starts (see `twlab::matrix::before_threads`).
+/// `--format`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FormatArg {
+    Table,
+    Json,
+    Md,
+    Csv,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Table => Format::Table,
+            FormatArg::Json => Format::Json,
+            FormatArg::Md => Format::Md,
+            FormatArg::Csv => Format::Csv,
+        }
+    }
+}
+
+impl MatrixArgs {
+    fn run_options(&self) -> RunOptions {
+        RunOptions {
+            jobs: self.jobs,
+            until_free: self.until_free,
+        }
+    }
+
+    fn plan(&self) -> anyhow::Result<Plan> {
+        Ok(Plan {
+            selection: Selection::parse(&self.factors)?,
+            run: self.run_options(),
+            isolation: if self.host_netns {
+                IsolationChoice::Host
+            } else {
+                IsolationChoice::Auto
+            },
+            format: self.format.into(),
+        })
+    }
+}
+
+/// Run the command; returns the exit code.
+pub fn run(a: MatrixArgs) -> anyhow::Result<u8> {
+    if a.internal_worker {
+        return Ok(matrix::run_worker(a.run_options())?);
+    }
+    if a.list_factors {
+        println!("{}", matrix::list_factors());
+        return Ok(0);
+    }
+    Ok(matrix::run(&a.plan()?)?)
+}
+
+/// Before any thread starts: the unprivileged worker enters its user and
+/// network namespace here (see `twlab::matrix::before_worker_threads`).
 pub fn before_threads(a: &MatrixArgs) {
-    twlab::matrix::before_threads(a)
+    if a.internal_worker {
+        matrix::before_worker_threads();
+    }
 }

@@ -1,0 +1,610 @@
+//! Cells: the product of the selected factor values, pruned to the
+//! meaningful combinations (see the [module doc](super)), each an
+//! [`Experiment`] plus the sysctls of its namespace.
+
+use super::factors::{RangeChoice, Selection};
+use crate::error::{Error, Result};
+use crate::model;
+use crate::scenario::{ClientPort, CloseBy, Experiment, NextStep, When};
+use crate::socket::{Family, SocketOpts};
+use crate::sysctl::{
+    FIN_TIMEOUT, MAX_TW_BUCKETS, NetSysctls, PORT_RANGE, Sysctl, TIMESTAMPS, TW_REUSE,
+    TW_REUSE_DELAY,
+};
+use serde::{Deserialize, Serialize};
+
+/// Server port inside a fresh namespace (the story's).
+pub const SERVER_PORT: u16 = 12345;
+/// Fixed client port inside a fresh namespace (the story's).
+pub const CLIENT_PORT: u16 = 23456;
+/// The one port of `port-range=one` for kernel-chosen client ports.
+pub const ONE_PORT: u16 = 40000;
+
+/// The socket options of one cell: first client, first listener, new socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellOpts {
+    /// The first client socket.
+    pub client: SocketOpts,
+    /// The first listener (accepted sockets inherit its options).
+    pub listener: SocketOpts,
+    /// The socket the next step creates.
+    pub new: SocketOpts,
+}
+
+/// One cell: an experiment plus the sysctls of its namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellSpec {
+    /// Position in the matrix, from 0.
+    pub id: usize,
+    /// What runs.
+    pub experiment: Experiment,
+    /// The `port-range` factor's value.
+    pub range: RangeChoice,
+    /// The sysctls written into the cell's namespace (host values unless a
+    /// factor says otherwise).
+    pub sysctls: Vec<Sysctl>,
+    /// Values that differ from the host's, for display ("ts=0 reuse=1").
+    pub sysctl_label: String,
+}
+
+fn opts(reuseaddr: bool, reuseport: bool) -> SocketOpts {
+    SocketOpts {
+        reuseaddr,
+        reuseport,
+        ..Default::default()
+    }
+}
+
+/// The option combinations of a cell (see the module doc).
+fn opt_combos(sel: &Selection, next: NextStep, port: ClientPort) -> Vec<CellOpts> {
+    if sel.any_opts() {
+        let v = |o: &Option<Vec<bool>>| o.clone().unwrap_or_else(|| vec![false]);
+        // The product of the named option factors, unnamed ones off, in the
+        // order client RA, client RP, listener RA, listener RP, new RA, new RP.
+        let axes = [
+            v(&sel.old_client_reuseaddr),
+            v(&sel.old_client_reuseport),
+            v(&sel.old_listener_reuseaddr),
+            v(&sel.old_listener_reuseport),
+            v(&sel.new_reuseaddr),
+            v(&sel.new_reuseport),
+        ];
+        let combos = axes.iter().fold(vec![Vec::new()], |points, axis| {
+            (points.iter())
+                .flat_map(|p: &Vec<bool>| axis.iter().map(move |&x| [p.as_slice(), &[x]].concat()))
+                .collect()
+        });
+        return combos
+            .into_iter()
+            .map(|o| CellOpts {
+                client: opts(o[0], o[1]),
+                listener: opts(o[2], o[3]),
+                new: opts(o[4], o[5]),
+            })
+            .collect();
+    }
+    let none = SocketOpts::default();
+    if next == NextStep::Reconnect && !matches!(port, ClientPort::Fixed(_)) {
+        return vec![CellOpts {
+            client: none,
+            listener: none,
+            new: none,
+        }];
+    }
+    let mut combos: Vec<(SocketOpts, SocketOpts)> = Vec::new();
+    for old in [false, true] {
+        for new in [false, true] {
+            combos.push((opts(old, false), opts(new, false)));
+        }
+    }
+    combos.push((opts(false, true), opts(false, true)));
+    combos
+        .into_iter()
+        .map(|(old, new)| match next {
+            NextStep::RestartListener => CellOpts {
+                client: none,
+                listener: old,
+                new,
+            },
+            _ => CellOpts {
+                client: old,
+                listener: none,
+                new,
+            },
+        })
+        .collect()
+}
+
+/// One point of the matrix: a value of every cell-level factor.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    next: NextStep,
+    close: CloseBy,
+    when: When,
+    port: ClientPort,
+    family: Family,
+    opts: CellOpts,
+    ts: u8,
+    reuse: u8,
+    delay: Option<u32>,
+    range: RangeChoice,
+    max_tw: Option<u32>,
+}
+
+/// What the value lists of the axes depend on besides the earlier axes.
+struct Defaults<'a> {
+    sel: &'a Selection,
+    host_ts: u8,
+    host_reuse: u8,
+}
+
+/// An axis of the product: the values one factor takes at a point, given
+/// the values the earlier axes chose (`when` depends on `close`, options
+/// and sysctls on `next` ...), each returned as the extended point.
+type Axis = fn(&Defaults, &Point) -> Vec<Point>;
+
+fn each<V: Copy>(values: Vec<V>, p: &Point, set: fn(&mut Point, V)) -> Vec<Point> {
+    values
+        .into_iter()
+        .map(|v| {
+            let mut q = *p;
+            set(&mut q, v);
+            q
+        })
+        .collect()
+}
+
+/// The axes in nesting order, each named after its factor ("options" is
+/// the six socket-option factors, pruned together by `opt_combos`); this
+/// order is the order of the cells.
+const AXES: [(&str, Axis); 11] = [
+    ("next", |d, p| {
+        each(
+            d.sel.next.clone().unwrap_or(NextStep::ALL.to_vec()),
+            p,
+            |q, v| q.next = v,
+        )
+    }),
+    ("close", |d, p| {
+        each(
+            d.sel.close.clone().unwrap_or(CloseBy::ALL.to_vec()),
+            p,
+            |q, v| q.close = v,
+        )
+    }),
+    ("when", |d, p| {
+        let whens = match &d.sel.when {
+            Some(w) => w.clone(),
+            // After an RST there is no ACK to wait for: after-ack = at-once.
+            None if p.close.is_rst() => vec![When::AtOnce, When::AfterPeer],
+            None => vec![When::AtOnce, When::AfterAck, When::AfterPeer],
+        };
+        each(whens, p, |q, v| q.when = v)
+    }),
+    ("client-port", |d, p| {
+        let ports = match (&d.sel.client_port, p.next) {
+            (Some(ports), _) => ports.clone(),
+            (None, NextStep::RestartListener) => vec![ClientPort::Fixed(0)],
+            (None, _) => vec![
+                ClientPort::Fixed(0),
+                ClientPort::Ephemeral,
+                ClientPort::BindNoPort,
+            ],
+        };
+        each(ports, p, |q, v| q.port = v)
+    }),
+    ("family", |d, p| {
+        let fams = d.sel.family.clone().unwrap_or(vec![Family::V4, Family::V6]);
+        each(fams, p, |q, v| q.family = v)
+    }),
+    ("options", |d, p| {
+        each(opt_combos(d.sel, p.next, p.port), p, |q, v| q.opts = v)
+    }),
+    ("tcp-timestamps", |d, p| {
+        let vary = p.next == NextStep::Reconnect;
+        let tss =
+            (d.sel.timestamps.clone()).unwrap_or(if vary { vec![0, 1] } else { vec![d.host_ts] });
+        each(tss, p, |q, v| q.ts = v)
+    }),
+    ("tcp-tw-reuse", |d, p| {
+        let vary = p.next == NextStep::Reconnect;
+        let reuses = (d.sel.tw_reuse.clone()).unwrap_or(if vary {
+            vec![0, 1, 2]
+        } else {
+            vec![d.host_reuse]
+        });
+        each(reuses, p, |q, v| q.reuse = v)
+    }),
+    ("tcp-tw-reuse-delay", |d, p| {
+        each(optional(&d.sel.tw_reuse_delay), p, |q, v| q.delay = v)
+    }),
+    ("port-range", |d, p| {
+        let ranges = d.sel.port_range.clone().unwrap_or(vec![RangeChoice::Host]);
+        each(ranges, p, |q, v| q.range = v)
+    }),
+    ("tcp-max-tw-buckets", |d, p| {
+        each(optional(&d.sel.max_tw_buckets), p, |q, v| q.max_tw = v)
+    }),
+];
+
+/// A factor whose default is "the host's value" (`None`).
+fn optional(v: &Option<Vec<u32>>) -> Vec<Option<u32>> {
+    match v {
+        Some(v) => v.iter().copied().map(Some).collect(),
+        None => vec![None],
+    }
+}
+
+/// Build the cells of a selection. `host` supplies the values of the sysctls
+/// no factor sets; `isolated` says whether cells get a namespace of their own
+/// (then the story's fixed ports, else free ports picked at run time).
+pub fn build_cells(sel: &Selection, host: &NetSysctls, isolated: bool) -> Result<Vec<CellSpec>> {
+    if sel.tw_reuse_delay.is_some() && host.tw_reuse_delay_ms.is_none() {
+        return Err(Error::Sysctl {
+            name: TW_REUSE_DELAY.into(),
+            why: format!(
+                "this kernel ({}) has no net.ipv4.tcp_tw_reuse_delay (added in Linux 6.14); drop the tcp-tw-reuse-delay factor",
+                model::kernel_release()
+            ),
+        });
+    }
+    let d = Defaults {
+        sel,
+        host_ts: u8::from(host.timestamps),
+        host_reuse: host.tw_reuse.value(),
+    };
+    // Every axis overwrites its field before any cell is made: the start
+    // point's values are never seen.
+    let start = Point {
+        next: NextStep::Reconnect,
+        close: CloseBy::Client,
+        when: When::AtOnce,
+        port: ClientPort::Ephemeral,
+        family: Family::V4,
+        opts: CellOpts {
+            client: SocketOpts::default(),
+            listener: SocketOpts::default(),
+            new: SocketOpts::default(),
+        },
+        ts: 0,
+        reuse: 0,
+        delay: None,
+        range: RangeChoice::Host,
+        max_tw: None,
+    };
+    // The cartesian product of the axes, the first varying slowest (as
+    // nested loops would): each point so far is extended by every value the
+    // next axis takes there.
+    let points = AXES.iter().fold(vec![start], |points, (_, axis)| {
+        points.iter().flat_map(|p| axis(&d, p)).collect()
+    });
+    Ok(points
+        .iter()
+        .enumerate()
+        .map(|(id, p)| cell(id, p, &d, host, isolated))
+        .collect())
+}
+
+/// The cell at one point.
+fn cell(id: usize, p: &Point, d: &Defaults, host: &NetSysctls, isolated: bool) -> CellSpec {
+    let client_port = match (p.port, isolated) {
+        (ClientPort::Fixed(_), true) => ClientPort::Fixed(CLIENT_PORT),
+        // Picked at run time among the host's free ports.
+        (ClientPort::Fixed(_), false) => ClientPort::Fixed(0),
+        (other, _) => other,
+    };
+    let experiment = Experiment {
+        family: p.family,
+        server_port: if isolated { SERVER_PORT } else { 0 },
+        client_port,
+        listener: p.opts.listener,
+        client: p.opts.client,
+        close: p.close,
+        when: p.when,
+        next: p.next,
+        new_opts: p.opts.new,
+        until_free: None,
+    };
+    let (sysctls, label) = namespace_sysctls(p, d, host);
+    CellSpec {
+        id,
+        experiment,
+        range: p.range,
+        sysctls,
+        sysctl_label: if label.is_empty() {
+            "host".into()
+        } else {
+            label.join(" ")
+        },
+    }
+}
+
+/// The sysctls of the cell at `p` (its factors' values, else the host's),
+/// and the labels of the values no default chose.
+fn namespace_sysctls(p: &Point, d: &Defaults, host: &NetSysctls) -> (Vec<Sysctl>, Vec<String>) {
+    let (ts, reuse) = (p.ts, p.reuse);
+    let mut sysctls = vec![
+        Sysctl::new(TIMESTAMPS, ts.to_string()),
+        Sysctl::new(TW_REUSE, reuse.to_string()),
+    ];
+    let mut label = Vec::new();
+    if ts != d.host_ts {
+        label.push(format!("ts={ts}"));
+    }
+    if reuse != d.host_reuse {
+        label.push(format!("tw_reuse={reuse}"));
+    }
+    if p.next == NextStep::Reconnect && d.sel.timestamps.is_none() && d.sel.tw_reuse.is_none() {
+        // Always show the varied pair in the default matrix.
+        label = vec![format!("ts={ts} tw_reuse={reuse}")];
+    }
+    match (p.delay, host.tw_reuse_delay_ms) {
+        (Some(ms), _) => {
+            sysctls.push(Sysctl::new(TW_REUSE_DELAY, ms.to_string()));
+            label.push(format!("tw_delay={ms}"));
+        }
+        (None, Some(h)) => sysctls.push(Sysctl::new(TW_REUSE_DELAY, h.to_string())),
+        (None, None) => {}
+    }
+    let range_value = match p.range {
+        RangeChoice::Host => format!("{} {}", host.port_range.low, host.port_range.high),
+        RangeChoice::One => {
+            let one = if matches!(p.port, ClientPort::Fixed(_)) {
+                CLIENT_PORT
+            } else {
+                ONE_PORT
+            };
+            label.push(format!("range={one}"));
+            format!("{one} {one}")
+        }
+        RangeChoice::Span(a, b) => {
+            label.push(format!("range={a}-{b}"));
+            format!("{a} {b}")
+        }
+    };
+    sysctls.push(Sysctl::new(PORT_RANGE, range_value));
+    let max_tw = match p.max_tw {
+        Some(m) => {
+            label.push(format!("max_tw={m}"));
+            m
+        }
+        None => host.max_tw_buckets,
+    };
+    sysctls.push(Sysctl::new(MAX_TW_BUCKETS, max_tw.to_string()));
+    // Copied from the host: it decides whether an orphaned FIN_WAIT2 becomes
+    // a timewait mini-socket (≤ 60 s, `tcp_close`) or stays a full socket.
+    if let Some(f) = host.fin_timeout_s {
+        sysctls.push(Sysctl::new(FIN_TIMEOUT, f.to_string()));
+    }
+    (sysctls, label)
+}
+
+/// The host sysctls the unit tests build cells against.
+#[cfg(test)]
+pub(super) fn test_host() -> NetSysctls {
+    NetSysctls {
+        timestamps: true,
+        tw_reuse: crate::sysctl::TwReuse::LoopbackOnly,
+        tw_reuse_delay_ms: Some(1000),
+        port_range: crate::sysctl::PortRange {
+            low: 32768,
+            high: 60999,
+        },
+        reserved_ports: Default::default(),
+        max_tw_buckets: 131072,
+        fin_timeout_s: Some(60),
+        rfc1337: None,
+        bindv6only: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::held_by_open_descriptor;
+
+    fn sel(args: &[&str]) -> Selection {
+        Selection::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn none() -> SocketOpts {
+        SocketOpts::default()
+    }
+
+    /// The default matrix, counted and spot-checked from the documented
+    /// pruning rather than from the builder.
+    #[test]
+    fn default_matrix_size_and_order_follow_the_documented_pruning() {
+        let cells = build_cells(&Selection::default(), &test_host(), true).unwrap();
+        // close × when: FIN closes (2) × 3 whens + RST closes (2) × 2 whens.
+        let close_when = 2 * 3 + 2 * 2;
+        let fams = 2;
+        let sysctls = 2 * 3; // reconnect: tcp_timestamps × tcp_tw_reuse
+        let opt_sets = 5; // RA old×new, plus RP on both
+        let reconnect_fixed = close_when * fams * opt_sets * sysctls;
+        let reconnect_kernel_chosen = 2 * close_when * fams * sysctls; // no options
+        let rebind = close_when * 3 * fams * opt_sets;
+        let restart = close_when * fams * opt_sets; // fixed port only
+        assert_eq!(
+            cells.len(),
+            reconnect_fixed + reconnect_kernel_chosen + rebind + restart
+        );
+        assert_eq!(cells.len(), 1240);
+        assert!(cells.iter().enumerate().all(|(i, c)| c.id == i));
+
+        let c = &cells[0].experiment;
+        assert_eq!(
+            (c.next, c.close, c.when, c.client_port, c.family),
+            (
+                NextStep::Reconnect,
+                CloseBy::Client,
+                When::AtOnce,
+                ClientPort::Fixed(CLIENT_PORT),
+                Family::V4
+            )
+        );
+        assert_eq!((c.client, c.listener, c.new_opts), (none(), none(), none()));
+        assert_eq!(c.server_port, SERVER_PORT);
+        assert_eq!(cells[0].sysctl_label, "ts=0 tw_reuse=0");
+        assert_eq!(
+            cells[0].sysctls,
+            vec![
+                Sysctl::new(TIMESTAMPS, "0"),
+                Sysctl::new(TW_REUSE, "0"),
+                Sysctl::new(TW_REUSE_DELAY, "1000"),
+                Sysctl::new(PORT_RANGE, "32768 60999"),
+                Sysctl::new(MAX_TW_BUCKETS, "131072"),
+                Sysctl::new(FIN_TIMEOUT, "60"),
+            ]
+        );
+        // The sysctls vary fastest: timestamps, then tw_reuse.
+        assert_eq!(cells[1].sysctl_label, "ts=0 tw_reuse=1");
+        assert_eq!(cells[5].sysctl_label, "ts=1 tw_reuse=2");
+        // Then the options: old client off, new socket SO_REUSEADDR.
+        let c = &cells[6].experiment;
+        assert!(!c.client.reuseaddr && c.new_opts.reuseaddr && !c.new_opts.reuseport);
+        // Fixed v4 and v6 (5 options × 6 sysctls each), then ephemeral,
+        // with no options.
+        let c = &cells[60];
+        assert_eq!(c.experiment.client_port, ClientPort::Ephemeral);
+        assert_eq!(c.experiment.family, Family::V4);
+        assert_eq!(c.experiment.new_opts, none());
+        assert_eq!(c.sysctl_label, "ts=0 tw_reuse=0");
+        assert_eq!(cells[72].experiment.client_port, ClientPort::BindNoPort);
+        // The first rebind runs with the host's sysctls.
+        let c = &cells[reconnect_fixed + reconnect_kernel_chosen];
+        assert_eq!(c.experiment.next, NextStep::Rebind);
+        assert_eq!(c.experiment.close, CloseBy::Client);
+        assert_eq!(c.sysctl_label, "host");
+        assert_eq!(c.sysctls[0], Sysctl::new(TIMESTAMPS, "1"));
+        assert_eq!(c.sysctls[1], Sysctl::new(TW_REUSE, "2"));
+        // The last: restart-listener after a server RST, SO_REUSEPORT on
+        // both listeners.
+        let c = &cells[1239].experiment;
+        assert_eq!(
+            (c.next, c.close, c.when, c.client_port, c.family),
+            (
+                NextStep::RestartListener,
+                CloseBy::ServerRst,
+                When::AfterPeer,
+                ClientPort::Fixed(CLIENT_PORT),
+                Family::V6
+            )
+        );
+        assert!(c.listener.reuseport && c.new_opts.reuseport && c.client == none());
+    }
+
+    #[test]
+    fn named_option_factors_run_their_product_and_the_host_fallback_picks_ports() {
+        let cells = build_cells(
+            &sel(&[
+                "next=rebind",
+                "close=client",
+                "when=at-once",
+                "family=ipv4",
+                "client-port=fixed",
+                "old-client-reuseport=on,off",
+                "new-reuseaddr=off,on",
+            ]),
+            &test_host(),
+            false,
+        )
+        .unwrap();
+        let got: Vec<(bool, bool, SocketOpts)> = cells
+            .iter()
+            .map(|c| {
+                let x = &c.experiment;
+                (x.client.reuseport, x.new_opts.reuseaddr, x.listener)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (true, false, none()),
+                (true, true, none()),
+                (false, false, none()),
+                (false, true, none()),
+            ]
+        );
+        for c in &cells {
+            assert_eq!(c.experiment.client_port, ClientPort::Fixed(0));
+            assert_eq!(c.experiment.server_port, 0);
+            assert_eq!(c.sysctl_label, "host");
+        }
+    }
+
+    /// Every factor is an axis of the product, once (the six option
+    /// factors through the one "options" axis).
+    #[test]
+    fn the_axes_are_the_factors() {
+        let is_option = |n: &str| n.starts_with("old-") || n.starts_with("new-");
+        let mut factors: Vec<&str> = (crate::matrix::FACTORS.iter())
+            .map(|f| f.name)
+            .filter(|n| !is_option(n))
+            .chain(["options"])
+            .collect();
+        let mut axes: Vec<&str> = AXES.iter().map(|(n, _)| *n).collect();
+        factors.sort();
+        axes.sort();
+        assert_eq!(axes, factors);
+        assert_eq!(
+            crate::matrix::FACTORS
+                .iter()
+                .filter(|f| is_option(f.name))
+                .count(),
+            6
+        );
+    }
+
+    #[test]
+    fn missing_delay_sysctl_is_a_clear_error() {
+        let mut h = test_host();
+        h.tw_reuse_delay_ms = None;
+        let e = build_cells(&sel(&["tcp-tw-reuse-delay=1"]), &h, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("this kernel") && e.contains("has no net.ipv4.tcp_tw_reuse_delay"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn port_range_one_uses_the_cells_client_port() {
+        let s = sel(&[
+            "port-range=one",
+            "next=reconnect",
+            "client-port=ephemeral,fixed",
+        ]);
+        let cells = build_cells(&s, &test_host(), true).unwrap();
+        assert!(!cells.is_empty());
+        for c in cells {
+            let r = c.sysctls.iter().find(|s| s.name == PORT_RANGE).unwrap();
+            let p = if matches!(c.experiment.client_port, ClientPort::Fixed(_)) {
+                CLIENT_PORT
+            } else {
+                ONE_PORT
+            };
+            assert_eq!(r.value, format!("{p} {p}"));
+            assert!(c.sysctl_label.ends_with(&format!("range={p}")));
+        }
+    }
+
+    #[test]
+    fn open_descriptor_holders() {
+        let c = build_cells(
+            &sel(&["next=reconnect", "close=server", "when=at-once"]),
+            &test_host(),
+            true,
+        )
+        .unwrap();
+        assert!(c.iter().all(|c| held_by_open_descriptor(&c.experiment)));
+        let c = build_cells(
+            &sel(&["next=reconnect", "close=client"]),
+            &test_host(),
+            true,
+        )
+        .unwrap();
+        assert!(c.iter().all(|c| !held_by_open_descriptor(&c.experiment)));
+    }
+}

@@ -1,0 +1,247 @@
+//! How cells are kept apart: a fresh network namespace per cell (root), the
+//! same inside an unprivileged user namespace made by a re-executed worker
+//! (ordinary user), or the host namespace as a last resort.
+//!
+//! # The worker protocol
+//! The front end starts `<this exe> matrix --internal-worker [--until-free]
+//! [--jobs N]` ([`worker_args`]); the binary must accept those arguments and,
+//! before it starts any thread, call [`before_worker_threads`], then
+//! [`run_worker`]. The worker reads the cells as one JSON array on stdin and
+//! writes one JSON [`CellResult`] per line on stdout as each finishes; an
+//! empty array only sets up the namespaces (the probe).
+
+use super::cells::CellSpec;
+use super::pool::{Place, RunOptions, run_cells};
+use super::results::CellResult;
+use crate::error::{Error, Result};
+use crate::netns;
+use std::io::{BufRead, Write};
+use std::sync::Mutex;
+
+/// How the plan asks for cells to be isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationChoice {
+    /// The best available: namespaces as root, else a user namespace, else
+    /// the host namespace.
+    #[default]
+    Auto,
+    /// The host namespace (testing the fallback).
+    Host,
+}
+
+/// How cells are isolated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// Root: one fresh network namespace per cell, per thread.
+    Netns,
+    /// Ordinary user: a re-executed worker in a user+network namespace.
+    UserNs,
+    /// Neither possible: the host namespace, host sysctls only.
+    Host {
+        /// Why neither namespace kind was possible.
+        why: String,
+    },
+}
+
+impl Isolation {
+    /// True if each cell gets a network namespace of its own.
+    pub fn is_isolated(&self) -> bool {
+        !matches!(self, Isolation::Host { .. })
+    }
+
+    /// The report's "isolation:" line.
+    pub fn describe(&self) -> String {
+        match self {
+            Isolation::Netns => "one fresh network namespace per cell".into(),
+            Isolation::UserNs => {
+                "one fresh network namespace per cell, inside an unprivileged user namespace".into()
+            }
+            Isolation::Host { why } => format!(
+                "HOST NAMESPACE: {why}; cells ran on free ports with the host's sysctls, cells needing other sysctls were skipped"
+            ),
+        }
+    }
+
+    /// Run `cells` isolated this way, calling `done` as each finishes.
+    pub(crate) fn run(
+        &self,
+        cells: &[CellSpec],
+        opts: RunOptions,
+        done: &(dyn Fn(CellResult) + Sync),
+    ) -> Result<()> {
+        match self {
+            Isolation::Netns => run_cells(cells, opts, Place::FreshNetns, done),
+            Isolation::UserNs => run_via_worker(cells, opts, done),
+            Isolation::Host { .. } => run_cells(cells, opts, Place::Host, done),
+        }
+    }
+}
+
+/// Decide how to isolate cells.
+pub fn choose_isolation(choice: IsolationChoice) -> Isolation {
+    if choice == IsolationChoice::Host {
+        return Isolation::Host {
+            why: "--host-netns given".into(),
+        };
+    }
+    match netns::can_unshare() {
+        Ok(()) => Isolation::Netns,
+        Err(why) => match userns_probe() {
+            Ok(()) => Isolation::UserNs,
+            Err(why2) => Isolation::Host {
+                why: format!(
+                    "cannot create network namespaces ({why}) nor user namespaces ({why2})"
+                ),
+            },
+        },
+    }
+}
+
+/// The arguments that start this executable as the hidden worker.
+pub fn worker_args(opts: RunOptions) -> Vec<String> {
+    let mut a: Vec<String> = vec!["matrix".into(), "--internal-worker".into()];
+    if opts.until_free {
+        a.push("--until-free".into());
+    }
+    if let Some(j) = opts.jobs {
+        a.extend(["--jobs".into(), j.to_string()]);
+    }
+    a
+}
+
+/// Can an unprivileged child make a user+network namespace? Probed with a
+/// re-executed worker (unshare(CLONE_NEWUSER) needs a single-threaded
+/// process) given no cells.
+fn userns_probe() -> std::result::Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(worker_args(RunOptions::default()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            // An empty cell list: the worker only sets up its namespaces.
+            if let Some(mut i) = c.stdin.take() {
+                let _ = i.write_all(b"[]");
+            }
+            c.wait_with_output()
+        })
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// The result of the worker's early unshare (see [`before_worker_threads`]).
+static USERNS: Mutex<Option<std::result::Result<(), String>>> = Mutex::new(None);
+
+/// The worker calls this before anything starts a thread (the Ctrl-C
+/// handler does): it enters its user + network namespace here, because
+/// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process.
+pub fn before_worker_threads() {
+    let r = enter_userns();
+    *USERNS.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+}
+
+#[cfg(target_os = "linux")]
+fn enter_userns() -> std::result::Result<(), String> {
+    crate::sys::ns::enter_user_and_net()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enter_userns() -> std::result::Result<(), String> {
+    Err(format!(
+        "{}: user namespaces are a Linux feature",
+        crate::sys::OS_NAME
+    ))
+}
+
+/// The hidden worker: having entered a user + network namespace while still
+/// single-threaded (its uid mapped to root there), run the cells from stdin,
+/// one JSON line per result on stdout.
+pub fn run_worker(opts: RunOptions) -> Result<u8> {
+    let entered = USERNS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(|| Err("the worker did not unshare before threads started".into()));
+    entered.map_err(Error::Netns)?;
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .map_err(|e| Error::Invalid(format!("reading cells: {e}")))?;
+    let cells: Vec<CellSpec> =
+        serde_json::from_str(&input).map_err(|e| Error::Invalid(format!("bad cell list: {e}")))?;
+    if cells.is_empty() {
+        return Ok(0);
+    }
+    let out = Mutex::new(std::io::stdout());
+    run_cells(&cells, opts, Place::FreshNetns, &|r| {
+        if let Ok(line) = serde_json::to_string(&r) {
+            let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(o, "{line}");
+            let _ = o.flush();
+        }
+    })?;
+    Ok(0)
+}
+
+/// Run cells in a re-executed worker, reading results as they come.
+fn run_via_worker(cells: &[CellSpec], opts: RunOptions, done: &dyn Fn(CellResult)) -> Result<()> {
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().map_err(|e| Error::Netns(format!("current_exe: {e}")))?;
+    let mut child = Command::new(exe)
+        .args(worker_args(opts))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Netns(format!("starting the namespace worker: {e}")))?;
+    let input = serde_json::to_vec(cells).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let stdout = child.stdout.take().expect("piped");
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| Error::Netns(format!("reading the worker: {e}")))?;
+        let r: CellResult = serde_json::from_str(&line)
+            .map_err(|e| Error::Netns(format!("bad worker output: {e}")))?;
+        done(r);
+    }
+    let _ = writer.join();
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Netns(format!("waiting for the worker: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::Netns(format!(
+            "the namespace worker failed: {}",
+            err.lines().last().unwrap_or("no message")
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_args_carry_the_run_options() {
+        assert_eq!(
+            worker_args(RunOptions::default()),
+            ["matrix", "--internal-worker"]
+        );
+        let a = worker_args(RunOptions {
+            jobs: Some(3),
+            until_free: true,
+        });
+        assert_eq!(
+            a,
+            ["matrix", "--internal-worker", "--until-free", "--jobs", "3"]
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! `twlab matrix`: factors × values → cells; each cell is one
+//! [`Experiment`](crate::scenario::Experiment) run in its own fresh network namespace (own loopback, own
+//! port space, own sysctls), in parallel; each shows the rule model's
+//! prediction beside the observation, and any disagreement is loud.
+//!
+//! # Meaningful combinations (the default matrix)
+//! The full product of every factor is mostly repetition, so by default:
+//! - socket options vary on the side the next step touches: the client for
+//!   `reconnect`/`rebind`, the listener for `restart-listener`. Five
+//!   combinations: SO_REUSEADDR old × new (off/on each), plus SO_REUSEPORT on
+//!   both with SO_REUSEADDR off. A reconnect from a kernel-chosen port binds
+//!   no port, so there only "none" is run;
+//! - `restart-listener` does not depend on how the client got its port, so
+//!   it runs with a fixed client port only;
+//! - `tcp_timestamps` (0, 1) and `tcp_tw_reuse` (0, 1, 2) are read by
+//!   connect() only (`tcp_twsk_unique`), so they vary for `reconnect`; the
+//!   other cells use the host's values.
+//!
+//! Naming a factor with `--factor` replaces its default values, and naming
+//! any option factor switches the option defaults off: then the product of the
+//! named option factors is run, unnamed ones off.
+//!
+//! # Isolation
+//! As root, each cell runs on a worker thread that first moves into a fresh
+//! network namespace with a TCP hash of its own
+//! (`netns::enter_fresh_private_ehash`). As an ordinary user, twlab
+//! re-executes itself as a hidden worker that unshares a user and a network
+//! namespace before any thread exists (CLONE_NEWUSER needs a single-threaded
+//! process), maps its uid to root there, and then does the same per thread;
+//! cells travel as JSON on stdin, results come back as JSON lines on stdout.
+//! When neither works, cells run in the host namespace on kernel-chosen free
+//! ports, with the host's sysctls only; cells that need other sysctls are
+//! skipped, and the output says so above the table.
+//!
+//! # Layout
+//! - [`factors`]: the factor descriptors and the parsed [`Selection`];
+//! - [`cells`]: the product of the selected values → [`CellSpec`]s;
+//! - [`pool`]: the worker threads, and the `--until-free` phase;
+//! - [`isolation`]: namespaces per cell, the unprivileged worker, the host
+//!   fallback;
+//! - [`results`]: a cell's observation beside the predictions, the run;
+//! - [`render`](mod@render): table, Markdown, CSV, JSON.
+//!
+//! The command line parses its arguments into a [`Plan`]; [`run`] runs it.
+
+pub mod cells;
+pub mod factors;
+pub mod isolation;
+pub mod pool;
+pub mod render;
+pub mod results;
+
+pub use cells::{CLIENT_PORT, CellOpts, CellSpec, ONE_PORT, SERVER_PORT, build_cells};
+pub use factors::{FACTORS, Factor, RangeChoice, Selection, list_factors};
+pub use isolation::{
+    Isolation, IsolationChoice, before_worker_threads, choose_isolation, run_worker, worker_args,
+};
+pub use pool::{RunOptions, UNTIL_FREE_LIMIT, default_jobs};
+pub use render::{Format, render, render_csv, render_md, render_table};
+pub use results::{
+    CellResult, CellStatus, FreeTiming, MatrixRun, RanCell, exit_code, held_by_open_descriptor,
+};
+
+use crate::error::{Error, Result};
+use crate::model;
+use crate::sysctl::{NetSysctls, Sysctl};
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// A matrix run, as the command line asked for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The factor values (`--factor`).
+    pub selection: Selection,
+    /// Jobs and `--until-free`.
+    pub run: RunOptions,
+    /// Namespaces, or the host's (`--host-netns`).
+    pub isolation: IsolationChoice,
+    /// How [`run`] prints the result.
+    pub format: Format,
+}
+
+/// Run the cells of `plan` and return everything (no printing; a progress
+/// bar on stderr if `progress`).
+pub fn execute(plan: &Plan, progress: bool) -> Result<MatrixRun> {
+    let host = NetSysctls::read()?;
+    let iso = choose_isolation(plan.isolation);
+    let cells = build_cells(&plan.selection, &host, iso.is_isolated())?;
+    if cells.is_empty() {
+        return Err(Error::Invalid("the factors select no cells".into()));
+    }
+    let t0 = Instant::now();
+    let bar = if progress {
+        indicatif::ProgressBar::with_draw_target(
+            Some(cells.len() as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} cells {wide_bar} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let results = Mutex::new(Vec::with_capacity(cells.len()));
+    let done = |r: CellResult| {
+        bar.inc(1);
+        results.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+    };
+    iso.run(&cells, plan.run, &done)?;
+    bar.finish_and_clear();
+    let mut cells = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    cells.sort_by_key(|c| c.spec.id);
+    Ok(MatrixRun {
+        kernel_release: model::kernel_release(),
+        host_sysctls: crate::sysctl::reuse_sysctls()
+            .into_iter()
+            .filter_map(|(n, v)| v.map(|v| Sysctl::new(n, v)))
+            .collect(),
+        isolation: iso.describe(),
+        cells,
+        elapsed_ms: t0.elapsed().as_millis() as u64,
+    })
+}
+
+/// Run `plan`, print the result on stdout in its format, and return the
+/// exit code ([`exit_code`]).
+pub fn run(plan: &Plan) -> Result<u8> {
+    crate::install_interrupt_handler();
+    let tty = std::io::stderr().is_terminal();
+    let run = execute(plan, tty)?;
+    let color = std::io::stdout().is_terminal() && plan.format == Format::Table;
+    println!("{}", render(&run, plan.format, color)?);
+    Ok(exit_code(&run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Checked;
+    use crate::diag::TupleView;
+    use crate::model::{CellFacts, KernelFacts};
+    use crate::outcome::Outcome;
+    use crate::scenario::Report;
+
+    /// A cell whose observation differs from the prediction is loud: listed
+    /// under the table, and exit code 3.
+    #[test]
+    fn a_mismatch_is_loud_and_exits_3() {
+        let spec = build_cells(
+            &Selection::parse(&[
+                "next=rebind".into(),
+                "close=client".into(),
+                "when=after-peer".into(),
+                "family=ipv4".into(),
+                "client-port=fixed".into(),
+                "old-client-reuseaddr=off".into(),
+                "new-reuseaddr=off".into(),
+            ])
+            .unwrap(),
+            &cells::test_host(),
+            true,
+        )
+        .unwrap()
+        .remove(0);
+        let addr = |s: &str| s.parse().unwrap();
+        let report = Report {
+            experiment: spec.experiment.clone(),
+            client_addr: addr("127.0.0.1:23456"),
+            server_addr: addr("127.0.0.1:12345"),
+            before: TupleView {
+                client: None,
+                server: None,
+            },
+            // Nothing holds the port, so the model says ok; pretend the
+            // kernel said otherwise.
+            outcome: Outcome::Failed {
+                step: crate::outcome::Step::Bind,
+                error: crate::outcome::SysError::from_code(libc::EADDRINUSE),
+            },
+            at_failure: None,
+            new_local: None,
+            until_free: None,
+            steps: Vec::new(),
+            elapsed_us: 0,
+        };
+        let kernel = KernelFacts {
+            release: "test".into(),
+            timestamps: true,
+            tw_reuse: model::TwReuse::LoopbackOnly,
+            tw_reuse_delay_ms: Some(1000),
+            port_range: model::PortRange {
+                low: 32768,
+                high: 60999,
+            },
+            max_tw_buckets: 1,
+        };
+        let view = report.before.clone();
+        let prediction = model::predict_linux(&CellFacts {
+            experiment: &report.experiment,
+            view: &view,
+            client_addr: report.client_addr,
+            kernel: &kernel,
+        });
+        let agrees = model::same_outcome(&prediction.outcome, &report.outcome);
+        let cell = results::judge(
+            Checked::new(
+                report,
+                view,
+                prediction,
+                crate::check::Verdict {
+                    agrees,
+                    runs: 1,
+                    raced: false,
+                },
+                &kernel,
+            ),
+            kernel,
+        );
+        assert!(!cell.matches);
+        let run = MatrixRun {
+            kernel_release: "test".into(),
+            host_sysctls: Vec::new(),
+            isolation: "test".into(),
+            cells: vec![CellResult {
+                spec,
+                status: CellStatus::Ran(Box::new(cell)),
+            }],
+            elapsed_ms: 0,
+        };
+        assert_eq!(run.mismatches().len(), 1);
+        assert_eq!(exit_code(&run), 3);
+        let t = render_table(&run, false);
+        assert!(
+            t.contains("MISMATCH cell 0") && t.contains("predicted ok, observed bind: EADDRINUSE"),
+            "{t}"
+        );
+        assert!(render_md(&run).contains("**Mismatches**"));
+    }
+}

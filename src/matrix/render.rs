@@ -1,0 +1,352 @@
+//! The run as text: a table for the terminal, Markdown for a bug report,
+//! CSV, or JSON; every format shows the same columns.
+
+use super::cells::CellSpec;
+use super::results::{CellStatus, MatrixRun};
+use crate::diag::{SockEntry, TupleView};
+use crate::error::{Error, Result};
+use crate::outcome::Outcome;
+use crate::scenario::{Experiment, NextStep};
+use crate::socket::{Family, SocketOpts};
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// A table for the terminal (the default).
+    #[default]
+    Table,
+    /// The whole [`MatrixRun`] as JSON.
+    Json,
+    /// Markdown for a bug report: environment, table, mismatches, rules.
+    Md,
+    /// One line per cell.
+    Csv,
+}
+
+/// The run in `format`; `color` colours the table's "observed" column.
+pub fn render(run: &MatrixRun, format: Format, color: bool) -> Result<String> {
+    Ok(match format {
+        Format::Json => {
+            serde_json::to_string_pretty(run).map_err(|e| Error::Invalid(e.to_string()))?
+        }
+        Format::Csv => render_csv(run),
+        Format::Md => render_md(run),
+        Format::Table => render_table(run, color),
+    })
+}
+
+fn opt_label(o: SocketOpts) -> String {
+    match (o.reuseaddr, o.reuseport) {
+        (false, false) => "-".into(),
+        (true, false) => "RA".into(),
+        (false, true) => "RP".into(),
+        (true, true) => "RA+RP".into(),
+    }
+}
+
+/// "old→new" socket options of the side the step touches.
+fn opts_cell(x: &Experiment) -> String {
+    let old = match x.next {
+        NextStep::RestartListener => x.listener,
+        _ => x.client,
+    };
+    let mut s = format!("{}→{}", opt_label(old), opt_label(x.new_opts));
+    // Show the untouched side only when it is set.
+    let other = match x.next {
+        NextStep::RestartListener => x.client,
+        _ => x.listener,
+    };
+    if other != SocketOpts::default() {
+        s.push_str(&format!(" (other {})", opt_label(other)));
+    }
+    s
+}
+
+/// "state / state" of the old 4-tuple's two ends; "(tw)" marks a timewait
+/// mini-socket in another state (an orphaned FIN_WAIT2, `tcp_time_wait`).
+fn view_cell(v: &TupleView) -> String {
+    let side = |e: &Option<SockEntry>| match e {
+        Some(e) => {
+            let mini = e.is_timewait_sock() && e.state != crate::diag::TcpState::TimeWait;
+            format!("{}{}", e.state, if mini { "(tw)" } else { "" })
+        }
+        None => "gone".into(),
+    };
+    format!("{} / {}", side(&v.client), side(&v.server))
+}
+
+fn outcome_cell(o: &Outcome) -> String {
+    o.short()
+}
+
+/// The columns of one row, shared by every format.
+fn row(spec: &CellSpec, status: &CellStatus, with_free: bool) -> Vec<String> {
+    let x = &spec.experiment;
+    let mut r = vec![
+        spec.id.to_string(),
+        x.next.name().into(),
+        x.close.name().into(),
+        x.when.name(),
+        x.client_port.name().into(),
+        match x.family {
+            Family::V4 => "v4".into(),
+            Family::V6 => "v6".into(),
+        },
+        opts_cell(x),
+        spec.sysctl_label.clone(),
+    ];
+    match status {
+        CellStatus::Ran(c) => {
+            r.push(outcome_cell(&c.predicted.outcome));
+            r.push(format!(
+                "{}{}",
+                outcome_cell(&c.report.outcome),
+                if c.matches {
+                    ""
+                } else if c.predicted.borderline {
+                    " (≠, borderline)"
+                } else if c.raced {
+                    " (≠, raced a transient state)"
+                } else {
+                    " ✗ MISMATCH"
+                }
+            ));
+            r.push(view_cell(&c.view));
+            if with_free {
+                r.push(match &c.until_free {
+                    Some(t) => t.label(),
+                    None => "-".into(),
+                });
+            }
+            r.push(c.windows.outcome.short());
+            r.push(c.bsd.outcome.short());
+            r.push(c.predicted.rule.name().into());
+        }
+        CellStatus::Skipped { reason } => {
+            r.push("skipped".into());
+            r.push(reason.clone());
+            r.push(String::new());
+            if with_free {
+                r.push(String::new());
+            }
+            r.extend([String::new(), String::new(), String::new()]);
+        }
+        CellStatus::Error { message } => {
+            r.push("error".into());
+            r.push(message.clone());
+            r.push(String::new());
+            if with_free {
+                r.push(String::new());
+            }
+            r.extend([String::new(), String::new(), String::new()]);
+        }
+    }
+    r
+}
+
+fn header(with_free: bool) -> Vec<&'static str> {
+    let mut h = vec![
+        "#",
+        "next",
+        "close",
+        "when",
+        "client port",
+        "fam",
+        "opts old→new",
+        "sysctls",
+        "predicted (Linux)",
+        "observed",
+        "old 4-tuple client / server",
+    ];
+    if with_free {
+        h.push("freed after");
+    }
+    h.extend([
+        "Windows (documented, not run)",
+        "BSD/macOS (documented, not run)",
+        "rule",
+    ]);
+    h
+}
+
+fn with_free(run: &MatrixRun) -> bool {
+    run.ran().any(|(_, c)| c.until_free.is_some())
+}
+
+fn summary(run: &MatrixRun) -> String {
+    let ran = run.ran().count();
+    let skipped = run
+        .cells
+        .iter()
+        .filter(|c| matches!(c.status, CellStatus::Skipped { .. }))
+        .count();
+    let errors = run.errors();
+    let mism = run.mismatches().len();
+    let border = run
+        .ran()
+        .filter(|(_, r)| !r.matches && (r.predicted.borderline || r.raced))
+        .count();
+    format!(
+        "{} cells: {ran} ran, {skipped} skipped, {errors} errors; {mism} mismatches{}; {:.2} s on kernel {}",
+        run.cells.len(),
+        if border > 0 {
+            format!(" (+{border} borderline timing or raced)")
+        } else {
+            String::new()
+        },
+        run.elapsed_ms as f64 / 1000.0,
+        run.kernel_release
+    )
+}
+
+fn mismatch_text(run: &MatrixRun) -> String {
+    let mut s = String::new();
+    for (spec, c) in run.mismatches() {
+        s.push_str(&format!(
+            "MISMATCH cell {}: {} {} {} {} {} opts {} [{}]: predicted {}, observed {} (old 4-tuple {}); model said: {}\n",
+            spec.id,
+            spec.experiment.next.name(),
+            spec.experiment.close.name(),
+            spec.experiment.when.name(),
+            spec.experiment.client_port.name(),
+            spec.experiment.family.name(),
+            opts_cell(&spec.experiment),
+            spec.sysctl_label,
+            c.predicted.outcome.short(),
+            c.report.outcome.short(),
+            &c.view.describe(),
+            c.predicted.explanation
+        ));
+    }
+    for c in &run.cells {
+        if let CellStatus::Error { message } = &c.status {
+            s.push_str(&format!("ERROR cell {}: {message}\n", c.spec.id));
+        }
+    }
+    s
+}
+
+/// The rules that decided the cells, once each, with their explanation.
+fn rules_text(run: &MatrixRun) -> String {
+    let mut seen = std::collections::BTreeMap::new();
+    for (_, c) in run.ran() {
+        seen.entry(c.predicted.rule.name())
+            .or_insert_with(|| match &c.predicted.version_note {
+                Some(v) => format!("{} [version: {v}]", c.predicted.explanation),
+                None => c.predicted.explanation.clone(),
+            });
+    }
+    seen.into_iter()
+        .map(|(k, v)| format!("- {k}: {v}\n"))
+        .collect()
+}
+
+/// The terminal table, with the summary, mismatches and rules under it.
+pub fn render_table(run: &MatrixRun, color: bool) -> String {
+    use comfy_table::{Cell, Color, Table};
+    let wf = with_free(run);
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(header(wf));
+    let mut last_group = None;
+    for c in &run.cells {
+        let group = (c.spec.experiment.next, c.spec.experiment.close);
+        if last_group.is_some() && last_group != Some(group) {
+            // A visual break between factor groups (next × close).
+            t.add_row(vec![""; header(wf).len()]);
+        }
+        last_group = Some(group);
+        let cells = row(&c.spec, &c.status, wf);
+        let bad = matches!(&c.status, CellStatus::Ran(r) if !r.matches)
+            || matches!(c.status, CellStatus::Error { .. });
+        let row: Vec<Cell> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut cell = Cell::new(s);
+                if color && i == 9 {
+                    cell = cell.fg(if bad { Color::Red } else { Color::Green });
+                }
+                cell
+            })
+            .collect();
+        t.add_row(row);
+    }
+    let mut s = format!("isolation: {}\n", run.isolation);
+    s.push_str(&t.to_string());
+    s.push('\n');
+    s.push_str(&summary(run));
+    s.push('\n');
+    let m = mismatch_text(run);
+    if !m.is_empty() {
+        s.push_str(&m);
+    }
+    s.push_str("rules:\n");
+    s.push_str(&rules_text(run));
+    s
+}
+
+/// Markdown for a bug report: environment, table, mismatches, rules.
+pub fn render_md(run: &MatrixRun) -> String {
+    let wf = with_free(run);
+    let esc = |s: &str| s.replace('|', "\\|");
+    let mut s = format!(
+        "### twlab matrix\n\n- kernel: `{}`\n- host sysctls (cell defaults): {}\n- isolation: {}\n- {}\n\n",
+        run.kernel_release,
+        run.host_sysctls
+            .iter()
+            .map(|s| format!("`{}={}`", s.name, s.value))
+            .collect::<Vec<_>>()
+            .join(", "),
+        run.isolation,
+        summary(run)
+    );
+    let h = header(wf);
+    s.push_str(&format!("| {} |\n", h.join(" | ")));
+    s.push_str(&format!("|{}\n", "---|".repeat(h.len())));
+    for c in &run.cells {
+        let r = row(&c.spec, &c.status, wf);
+        s.push_str(&format!(
+            "| {} |\n",
+            r.iter().map(|x| esc(x)).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    let m = mismatch_text(run);
+    if !m.is_empty() {
+        s.push_str("\n**Mismatches**\n\n```\n");
+        s.push_str(&m);
+        s.push_str("```\n");
+    }
+    s.push_str("\n**Rules**\n\n");
+    s.push_str(&rules_text(run));
+    s
+}
+
+/// CSV: a header line, then one line per cell.
+pub fn render_csv(run: &MatrixRun) -> String {
+    let wf = with_free(run);
+    let q = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
+    let mut s = header(wf)
+        .iter()
+        .map(|h| q(h))
+        .collect::<Vec<_>>()
+        .join(",");
+    s.push('\n');
+    for c in &run.cells {
+        s.push_str(
+            &row(&c.spec, &c.status, wf)
+                .iter()
+                .map(|x| q(x))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        s.push('\n');
+    }
+    s
+}

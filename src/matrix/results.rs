@@ -1,0 +1,183 @@
+//! What cells produced: a cell's result beside the model's predictions, and
+//! the whole run.
+
+use super::cells::CellSpec;
+use crate::check::Checked;
+use crate::diag::{Side, TupleView};
+use crate::model::{self, DocumentedPrediction, KernelFacts, Prediction};
+use crate::scenario::{Experiment, NextStep, Report};
+use crate::sysctl::Sysctl;
+use serde::{Deserialize, Serialize};
+
+/// A cell that ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RanCell {
+    /// The observation.
+    pub report: Report,
+    /// The old 4-tuple the prediction was made from (see `check::Checked`).
+    pub view: TupleView,
+    /// The kernel and sysctls the cell ran with.
+    pub kernel: KernelFacts,
+    /// The Linux rule model's prediction.
+    pub predicted: Prediction,
+    /// Documented Windows behaviour (not run).
+    pub windows: DocumentedPrediction,
+    /// Documented BSD/macOS behaviour (not run).
+    pub bsd: DocumentedPrediction,
+    /// Observation equals prediction (step and errno name).
+    pub matches: bool,
+    /// Runs needed (more than 1 only after a race with a transient state).
+    pub runs: u32,
+    /// Every run disagreed while the old connection was in a transient
+    /// state (FIN_WAIT1, LAST_ACK, ...): a race, not evidence either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raced: bool,
+    /// `--until-free`: how long the failed step stayed blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_free: Option<FreeTiming>,
+}
+
+/// How long a blocked step stayed blocked (`--until-free`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FreeTiming {
+    /// The step first succeeded this long after its first failure.
+    FreedAfterMs(u64),
+    /// Still blocked when twlab gave up.
+    NotWithin {
+        /// The limit, in seconds.
+        secs: u64,
+    },
+    /// The blocker is a socket whose descriptor stays open for the whole
+    /// cell: waiting cannot free it.
+    HeldByOpenSocket,
+    /// The re-run's step succeeded at once (it raced a state change).
+    OkOnRerun,
+    /// The re-run itself failed.
+    Error(String),
+}
+
+impl FreeTiming {
+    /// The table's "freed after" text.
+    pub fn label(&self) -> String {
+        match self {
+            FreeTiming::FreedAfterMs(ms) => format!("{:.2} s", *ms as f64 / 1000.0),
+            FreeTiming::NotWithin { secs } => format!("not within {secs} s"),
+            FreeTiming::HeldByOpenSocket => "never (open socket)".into(),
+            FreeTiming::OkOnRerun => "ok on re-run".into(),
+            FreeTiming::Error(e) => format!("error: {e}"),
+        }
+    }
+}
+
+/// What happened to a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum CellStatus {
+    /// It ran; the observation beside the predictions.
+    Ran(Box<RanCell>),
+    /// It could not run here (the host fallback lacks its sysctls).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Setting it up or running it failed.
+    Error {
+        /// The error.
+        message: String,
+    },
+}
+
+/// A cell and what happened to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    /// The cell.
+    pub spec: CellSpec,
+    /// What happened.
+    #[serde(flatten)]
+    pub status: CellStatus,
+}
+
+/// Which end of the old connection the next step touches.
+fn touched(next: NextStep) -> Side {
+    match next {
+        NextStep::RestartListener => Side::Server,
+        _ => Side::Client,
+    }
+}
+
+/// The touched end's descriptor stays open for the whole cell (the step
+/// comes at once and that end did not close first): a failure there never
+/// clears by waiting, so `--until-free` does not wait for it.
+pub fn held_by_open_descriptor(x: &Experiment) -> bool {
+    model::fd_open(x, touched(x.next))
+}
+
+/// A cell's result from the checked run: the Linux prediction, its verdict
+/// and the Windows and BSD columns all come from [`crate::check`], computed
+/// once from the view that decided.
+pub(crate) fn judge(c: Checked, kernel: KernelFacts) -> RanCell {
+    RanCell {
+        report: c.report,
+        view: c.view,
+        kernel,
+        predicted: c.prediction,
+        windows: c.windows,
+        bsd: c.bsd,
+        matches: c.agrees,
+        runs: c.runs,
+        raced: c.raced,
+        until_free: None,
+    }
+}
+
+/// Everything a `matrix` run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixRun {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// The host's reuse sysctls (the cells' defaults), for bug reports.
+    #[serde(default)]
+    pub host_sysctls: Vec<Sysctl>,
+    /// How the cells were isolated, in words.
+    pub isolation: String,
+    /// Every cell, in matrix order.
+    pub cells: Vec<CellResult>,
+    /// Wall time of the run.
+    pub elapsed_ms: u64,
+}
+
+impl MatrixRun {
+    /// The cells that ran.
+    pub fn ran(&self) -> impl Iterator<Item = (&CellSpec, &RanCell)> {
+        self.cells.iter().filter_map(|c| match &c.status {
+            CellStatus::Ran(r) => Some((&c.spec, r.as_ref())),
+            _ => None,
+        })
+    }
+    /// Cells whose observation differs from the prediction (borderline
+    /// timing cells are listed but do not count).
+    pub fn mismatches(&self) -> Vec<(&CellSpec, &RanCell)> {
+        self.ran()
+            .filter(|(_, r)| !r.matches && !r.predicted.borderline && !r.raced)
+            .collect()
+    }
+    /// Cells that could not run.
+    pub fn errors(&self) -> usize {
+        (self.cells.iter())
+            .filter(|c| matches!(c.status, CellStatus::Error { .. }))
+            .count()
+    }
+}
+
+/// 3 if any cell's observation differs from the prediction, else 1 if a
+/// cell could not run, else 0.
+pub fn exit_code(run: &MatrixRun) -> u8 {
+    if !run.mismatches().is_empty() {
+        3
+    } else if run.errors() > 0 {
+        1
+    } else {
+        0
+    }
+}
