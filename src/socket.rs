@@ -283,32 +283,48 @@ impl TcpSock {
         self.accept_now()
     }
 
-    /// Make accept() (or recv) return at once when nothing is ready.
-    pub fn set_nonblocking(&self, on: bool) -> StepRes<()> {
-        self.sock
-            .set_nonblocking(on)
-            .map_err(|e| StepError::new(Step::SetOpt, &e))
-    }
-
-    /// accept() on a non-blocking listener: `None` if no connection is
-    /// queued. The accepted socket is blocking (Linux's accept() does not
-    /// pass O_NONBLOCK on).
-    pub fn try_accept(&self) -> StepRes<Option<(TcpSock, SocketAddr)>> {
-        match self.accept_now() {
-            Ok(c) => {
-                // Winsock and the BSDs pass O_NONBLOCK on to the new socket.
-                #[cfg(not(target_os = "linux"))]
-                c.0.set_nonblocking(false)?;
-                Ok(Some(c))
-            }
-            Err(e) if e.io_kind == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
+    /// How long [`Self::accept_timed`] waits. On Linux this is
+    /// SO_RCVTIMEO, which bounds a blocking accept() (inet_csk_accept()
+    /// waits sock_rcvtimeo); set it only when it changes, so a busy
+    /// listener pays one accept() per connection, like C.
+    pub fn set_accept_timeout(&self, timeout: Duration) -> StepRes<()> {
+        #[cfg(target_os = "linux")]
+        {
+            self.sock
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| StepError::new(Step::Accept, &e))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = timeout;
+            Ok(())
         }
     }
 
-    /// Wait until a connection is queued (or `timeout`: TimedOut).
-    pub fn wait_acceptable(&self, timeout: Duration) -> StepRes<()> {
-        wait_readable(&self.sock, timeout).map_err(|e| StepError::new(Step::Accept, &e))
+    /// accept(), waiting at most `timeout`, which must be what
+    /// [`Self::set_accept_timeout`] last set: `None` if no connection came
+    /// (or a signal interrupted the wait).
+    pub fn accept_timed(&self, timeout: Duration) -> StepRes<Option<(TcpSock, SocketAddr)>> {
+        #[cfg(not(target_os = "linux"))]
+        match wait_readable(&self.sock, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(None),
+            Err(e) => return Err(StepError::new(Step::Accept, &e)),
+        }
+        #[cfg(target_os = "linux")]
+        let _ = timeout;
+        match self.accept_now() {
+            Ok(c) => Ok(Some(c)),
+            Err(e)
+                if matches!(
+                    e.io_kind,
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn accept_now(&self) -> StepRes<(TcpSock, SocketAddr)> {

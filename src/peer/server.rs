@@ -88,32 +88,45 @@ enum Next {
     OutputClosed,
 }
 
-/// Accept the next connection. Output is flushed whenever the accept
-/// queue is empty, so lines appear as soon as the server waits, and a
-/// burst of connections costs one write.
+/// While connections keep coming, accept() waits this long before the
+/// server counts itself idle and flushes its output.
+const BUSY_WAIT: Duration = Duration::from_millis(5);
+/// Once idle, accept() waits in slices this long, so Ctrl-C is noticed
+/// within 200 ms.
+const IDLE_SLICE: Duration = Duration::from_millis(200);
+
+/// Accept the next connection. A busy server pays one accept() per
+/// connection; output is flushed when it goes idle (no connection within
+/// [`BUSY_WAIT`]) and every 100 ms, so lines appear as soon as the server
+/// waits, and a burst of connections costs one write.
 fn next_conn(l: &TcpSock, local: SocketAddr, idle: Duration, out: &mut Output) -> Result<Next> {
     let t_wait = Instant::now();
+    let mut wait = BUSY_WAIT;
     loop {
         if crate::interrupted() {
             return Err(Error::Interrupted);
         }
-        match l.try_accept() {
-            Ok(Some((c, peer))) => return Ok(Next::Conn(c, peer)),
+        match l.accept_timed(wait) {
+            Ok(Some((c, peer))) => {
+                if wait != BUSY_WAIT {
+                    l.set_accept_timeout(BUSY_WAIT)
+                        .map_err(|e| explain_step_error(&e, local))?;
+                }
+                return Ok(Next::Conn(c, peer));
+            }
             Ok(None) => {}
             Err(e) => return Err(explain_step_error(&e, local)),
         }
-        if out.flush().is_err() {
-            return Ok(Next::OutputClosed);
-        }
-        // Wait in short slices so Ctrl-C is noticed within 200 ms.
-        match l.wait_acceptable(Duration::from_millis(200)) {
-            Ok(()) => {}
-            Err(e) if e.io_kind == std::io::ErrorKind::TimedOut => {
-                if t_wait.elapsed() >= idle {
-                    return Ok(Next::Idle);
-                }
+        if wait == BUSY_WAIT {
+            if out.flush().is_err() {
+                return Ok(Next::OutputClosed);
             }
-            Err(e) => return Err(explain_step_error(&e, local)),
+            wait = IDLE_SLICE;
+            l.set_accept_timeout(wait)
+                .map_err(|e| explain_step_error(&e, local))?;
+        }
+        if t_wait.elapsed() >= idle {
+            return Ok(Next::Idle);
         }
     }
 }
@@ -146,7 +159,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
     l.bind(addr).map_err(|e| explain_step_error(&e, addr))?;
     l.listen(BACKLOG)
         .map_err(|e| explain_step_error(&e, addr))?;
-    l.set_nonblocking(true)
+    l.set_accept_timeout(BUSY_WAIT)
         .map_err(|e| explain_step_error(&e, addr))?;
     let local = l.local_addr().unwrap_or(addr);
     let mut out = Output::stdout();
@@ -211,7 +224,11 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
             result,
             state_after_close,
         };
-        if ev.write(&mut out, p.format).is_err() {
+        if ev
+            .write(&mut out, p.format)
+            .and_then(|_| out.flush_if_due())
+            .is_err()
+        {
             return Ok(0);
         }
     }
