@@ -234,7 +234,7 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
         serde_json::to_writer(&mut *out, a)?;
         return writeln!(out);
     }
-    write!(out, "{:>8.3}s #{:<4} ", a.t, a.n)?;
+    write!(out, "{}s #{:<4} ", super::Secs3(a.t), a.n)?;
     match a.local {
         Some(l) => write!(out, "{l}  ")?,
         None => write!(out, "-  ")?,

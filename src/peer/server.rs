@@ -69,8 +69,14 @@ impl ServerEvent {
         }
         write!(
             out,
-            "{:>8.3}s #{:<4} {} → {}  {} closed first ({}), {}",
-            self.t, self.n, self.peer, self.local, self.closed_first, self.close_kind, self.result
+            "{}s #{:<4} {} → {}  {} closed first ({}), {}",
+            super::Secs3(self.t),
+            self.n,
+            self.peer,
+            self.local,
+            self.closed_first,
+            self.close_kind,
+            self.result
         )?;
         if let Some(s) = &self.state_after_close {
             write!(out, "; server end now {s}")?;
