@@ -4,7 +4,7 @@
 //! either end closing first, all in one fresh network namespace in one
 //! run. Prints connections per second and the ratio to C/C.
 //!
-//! `cargo bench --bench loop [-- COUNT]` (default 20000 connections per
+//! `cargo bench --bench loop [-- COUNT]` (default 10000 connections per
 //! cell). Needs root (a network namespace), `cc`, and the shared folder
 //! beside the repository; says what is missing and skips otherwise.
 //! twlab's output (one line per attempt or connection, with the kernel's
@@ -161,7 +161,7 @@ fn main() {
     let n: u32 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(10_000);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // `../shared` beside the clone (CI); a worktree nested deeper finds it
     // in a further ancestor.
@@ -227,7 +227,7 @@ fn main() {
     print_table(&cells, &best);
 }
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn print_table(cells: &[Cell], best: &[Result<f64, String>]) {
     println!(
