@@ -192,9 +192,17 @@ impl DiagSocket {
             out.iter_mut().for_each(|o| *o = None);
             return self.lookup_by_dump(tuples, out, StateSet::all());
         }
-        // A bound-only socket (bind() without listen or connect) is in
-        // neither the established nor the listening hash, so the lookup
-        // misses it; the bind-hash walk of a dump finds it.
+        self.find_bound_only(tuples, out)
+    }
+
+    /// A bound-only socket (bind() without listen or connect) is in
+    /// neither the established nor the listening hash, so the lookup
+    /// misses it; the bind-hash walk of a dump finds it.
+    fn find_bound_only(
+        &mut self,
+        tuples: &[(SocketAddr, SocketAddr)],
+        out: &mut [Option<SockEntry>],
+    ) -> Result<()> {
         let unconnected = tuples
             .iter()
             .zip(out.iter())

@@ -352,21 +352,22 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
         freed_after_s,
         stopped_because: stopped,
     };
-    let r = if p.format == Format::Json {
-        serde_json::to_writer(&mut out, &summary)
-            .map_err(std::io::Error::from)
-            .and_then(|_| writeln!(out))
-    } else {
-        let freed = summary
-            .freed_after_s
-            .map(|s| format!("; the failing step succeeded again after {s:.3} s"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "{} attempts: {} ok, {} failed; stopped: {}{freed}",
-            summary.attempts, summary.ok, summary.failed, summary.stopped_because
-        )
-    };
-    let _ = r.and_then(|_| out.flush());
+    let _ = print_summary(&mut out, &summary, p.format).and_then(|_| out.flush());
     Ok(code)
+}
+
+fn print_summary(out: &mut impl Write, summary: &Summary, format: Format) -> std::io::Result<()> {
+    if format == Format::Json {
+        serde_json::to_writer(&mut *out, summary)?;
+        return writeln!(out);
+    }
+    let freed = summary
+        .freed_after_s
+        .map(|s| format!("; the failing step succeeded again after {s:.3} s"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{} attempts: {} ok, {} failed; stopped: {}{freed}",
+        summary.attempts, summary.ok, summary.failed, summary.stopped_because
+    )
 }
