@@ -76,11 +76,14 @@ fn parse_port(p: &str) -> std::result::Result<u16, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
+    /// IPv4.
     V4,
+    /// IPv6.
     V6,
 }
 
 impl Family {
+    /// The family of `addr`.
     pub fn of(addr: &SocketAddr) -> Self {
         if addr.is_ipv4() {
             Family::V4
@@ -88,18 +91,21 @@ impl Family {
             Family::V6
         }
     }
+    /// 127.0.0.1 or ::1.
     pub fn loopback(self) -> IpAddr {
         match self {
             Family::V4 => Ipv4Addr::LOCALHOST.into(),
             Family::V6 => Ipv6Addr::LOCALHOST.into(),
         }
     }
+    /// socket2's domain for socket().
     pub fn domain(self) -> Domain {
         match self {
             Family::V4 => Domain::IPV4,
             Family::V6 => Domain::IPV6,
         }
     }
+    /// "IPv4" / "IPv6".
     pub fn name(self) -> &'static str {
         match self {
             Family::V4 => "IPv4",
@@ -150,19 +156,25 @@ impl SocketOpts {
 /// A TCP socket created with [`SocketOpts`], each call recorded as a step.
 #[derive(Debug)]
 pub struct TcpSock {
+    /// The socket itself.
     pub sock: Socket,
+    /// The options it was created with.
     pub opts: SocketOpts,
 }
 
 /// A failed step: which call, and the OS error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepError {
+    /// The call that failed.
     pub step: Step,
+    /// Its error, by name.
     pub error: SysError,
+    /// std's classification of the error.
     pub io_kind: io::ErrorKind,
 }
 
 impl StepError {
+    /// The error of `step` from an io error.
     pub fn from_io(step: Step, e: &io::Error) -> Self {
         Self::new(step, e)
     }
@@ -182,6 +194,7 @@ impl std::fmt::Display for StepError {
     }
 }
 
+/// The result of one step.
 pub type StepRes<T> = std::result::Result<T, StepError>;
 
 impl TcpSock {
@@ -190,7 +203,10 @@ impl TcpSock {
         let sock = Socket::new(family.domain(), Type::STREAM, Some(Protocol::TCP))
             .map_err(|e| StepError::new(Step::Socket, &e))?;
         let set = |r: io::Result<()>| r.map_err(|e| StepError::new(Step::SetOpt, &e));
-        set(sock.set_reuse_address(opts.reuseaddr))?;
+        // Off is every system's default: one system call saved per socket.
+        if opts.reuseaddr {
+            set(sock.set_reuse_address(true))?;
+        }
         #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
         if opts.reuseport {
             set(sock.set_reuse_port(true))?;
@@ -219,12 +235,14 @@ impl TcpSock {
         Ok(TcpSock { sock, opts })
     }
 
+    /// bind().
     pub fn bind(&self, addr: SocketAddr) -> StepRes<()> {
         self.sock
             .bind(&SockAddr::from(addr))
             .map_err(|e| StepError::new(Step::Bind, &e))
     }
 
+    /// listen() with this queue length.
     pub fn listen(&self, backlog: i32) -> StepRes<()> {
         self.sock
             .listen(backlog)
@@ -234,6 +252,26 @@ impl TcpSock {
     /// Blocking connect with a timeout (loopback answers at once; the timeout
     /// only guards against a peer namespace that drops SYNs).
     pub fn connect(&self, addr: SocketAddr, timeout: Duration) -> StepRes<()> {
+        #[cfg(target_os = "linux")]
+        {
+            // One blocking connect() bounded by SO_SNDTIMEO (Linux's
+            // __inet_stream_connect() waits sk_sndtimeo), instead of
+            // non-blocking connect + poll + two fcntl calls: the story's
+            // loop pays this per attempt.
+            let step = |e: &io::Error| StepError::new(Step::Connect, e);
+            self.sock
+                .set_write_timeout(Some(timeout))
+                .map_err(|e| step(&e))?;
+            match self.sock.connect(&SockAddr::from(addr)) {
+                Ok(()) => Ok(()),
+                // The timeout ran out with the handshake still under way.
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                    Err(step(&io::Error::from_raw_os_error(libc::ETIMEDOUT)))
+                }
+                Err(e) => Err(step(&e)),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
         self.sock
             .connect_timeout(&SockAddr::from(addr), timeout)
             .map_err(|e| StepError::new(Step::Connect, &e))
@@ -242,6 +280,54 @@ impl TcpSock {
     /// accept() with a timeout, so a lost SYN never hangs the experiment.
     pub fn accept(&self, timeout: Duration) -> StepRes<(TcpSock, SocketAddr)> {
         wait_readable(&self.sock, timeout).map_err(|e| StepError::new(Step::Accept, &e))?;
+        self.accept_now()
+    }
+
+    /// How long [`Self::accept_timed`] waits. On Linux this is
+    /// SO_RCVTIMEO, which bounds a blocking accept() (inet_csk_accept()
+    /// waits sock_rcvtimeo); set it only when it changes, so a busy
+    /// listener pays one accept() per connection, like C.
+    pub fn set_accept_timeout(&self, timeout: Duration) -> StepRes<()> {
+        #[cfg(target_os = "linux")]
+        {
+            self.sock
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| StepError::new(Step::Accept, &e))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = timeout;
+            Ok(())
+        }
+    }
+
+    /// accept(), waiting at most `timeout`, which must be what
+    /// [`Self::set_accept_timeout`] last set: `None` if no connection came
+    /// (or a signal interrupted the wait).
+    pub fn accept_timed(&self, timeout: Duration) -> StepRes<Option<(TcpSock, SocketAddr)>> {
+        #[cfg(not(target_os = "linux"))]
+        match wait_readable(&self.sock, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(None),
+            Err(e) => return Err(StepError::new(Step::Accept, &e)),
+        }
+        #[cfg(target_os = "linux")]
+        let _ = timeout;
+        match self.accept_now() {
+            Ok(c) => Ok(Some(c)),
+            Err(e)
+                if matches!(
+                    e.io_kind,
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn accept_now(&self) -> StepRes<(TcpSock, SocketAddr)> {
         let (s, a) = self
             .sock
             .accept()
@@ -278,10 +364,12 @@ impl TcpSock {
         }
     }
 
+    /// getsockname().
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.sock.local_addr().ok().and_then(|a| a.as_socket())
     }
 
+    /// getpeername().
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.sock.peer_addr().ok().and_then(|a| a.as_socket())
     }

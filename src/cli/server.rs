@@ -1,9 +1,107 @@
 //! `twlab server`: arguments (clap) → the library's plan.
-// Shim: the clap struct still lives in the library; moving it here is the
-// next step.
 
-pub use twlab::peer::server::ServerArgs;
+use anyhow::{Result, bail};
+use std::time::Duration;
+use twlab::peer::server::{ServerPlan, run as run_plan};
+use twlab::peer::{CloseMode, Format};
+use twlab::socket::{SocketOpts, parse_endpoint};
 
-pub fn run(a: ServerArgs) -> anyhow::Result<u8> {
-    twlab::peer::server::run(&a).map_err(Into::into)
+/// `--close`, as clap spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloseArg {
+    /// Close as soon as the connection is up: this end sends the first FIN
+    /// and will hold TIME_WAIT (RFC 793 §3.5).
+    First,
+    /// Wait for the peer's FIN (recv returns 0), then close: the peer holds
+    /// TIME_WAIT.
+    AfterPeer,
+}
+
+impl From<CloseArg> for CloseMode {
+    fn from(c: CloseArg) -> Self {
+        match c {
+            CloseArg::First => CloseMode::First,
+            CloseArg::AfterPeer => CloseMode::AfterPeer,
+        }
+    }
+}
+
+/// Seconds given on the command line → a positive [`Duration`].
+pub fn positive_secs(flag: &str, secs: f64) -> Result<Duration> {
+    if secs.is_nan() || secs <= 0.0 {
+        bail!("{flag} must be a positive number of seconds");
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| anyhow::anyhow!("{flag} must be a positive number of seconds"))
+}
+
+/// Arguments of `twlab server`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+Examples:
+  twlab server                                  # 127.0.0.1:12345, closes after the peer
+  twlab server --reuseaddr --close first        # this end holds TIME_WAIT
+  twlab server --linger 0 --close first         # abort with RST: no TIME_WAIT anywhere
+Pair it with `twlab client --connect 127.0.0.1:12345 --bind 127.0.0.1:23456 --reuseaddr`.")]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:12345", value_name = "ADDR:PORT")]
+    pub listen: String,
+    /// Set SO_REUSEADDR on the listener (accepted sockets inherit it). Without
+    /// it, restarting the server while its old connections sit in TIME_WAIT
+    /// fails with EADDRINUSE.
+    #[arg(long)]
+    pub reuseaddr: bool,
+    /// Set SO_REUSEPORT on the listener.
+    #[arg(long)]
+    pub reuseport: bool,
+    /// Who closes first: `after-peer` waits for the client's FIN (the client
+    /// holds TIME_WAIT); `first` closes at once (the server holds it).
+    #[arg(long, value_enum, default_value_t = CloseArg::AfterPeer)]
+    pub close: CloseArg,
+    /// With `--close after-peer`: wait this many milliseconds after the
+    /// peer's FIN before closing (a slow server). Meanwhile the client's old
+    /// socket stays FIN_WAIT2 and this end CLOSE_WAIT.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub close_delay: u64,
+    /// SO_LINGER on accepted sockets, in seconds; 0 closes with RST.
+    #[arg(long, value_name = "SECS")]
+    pub linger: Option<u32>,
+    /// Stop after this many connections.
+    #[arg(long, default_value_t = 100)]
+    pub count: u64,
+    /// Stop when no connection arrives for this many seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub idle_timeout: f64,
+    /// One JSON object per event (JSON Lines) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ServerArgs {
+    /// The typed plan, or the one-line reason the arguments are wrong.
+    pub fn plan(&self) -> Result<ServerPlan> {
+        Ok(ServerPlan {
+            listen: parse_endpoint(&self.listen)?,
+            opts: SocketOpts {
+                reuseaddr: self.reuseaddr,
+                reuseport: self.reuseport,
+                linger: self.linger,
+                bind_no_port: false,
+            },
+            close: self.close.into(),
+            close_delay: Duration::from_millis(self.close_delay),
+            count: self.count,
+            idle_timeout: positive_secs("--idle-timeout", self.idle_timeout)?,
+            format: if self.json {
+                Format::Json
+            } else {
+                Format::Text
+            },
+        })
+    }
+}
+
+pub fn run(a: ServerArgs) -> Result<u8> {
+    Ok(run_plan(&a.plan()?)?)
 }

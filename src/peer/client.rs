@@ -3,18 +3,18 @@
 //! close as separate steps, and every failure comes with the kernel's view
 //! of the 4-tuple that caused it.
 
-use super::{CloseMode, describe_view};
-use crate::diag;
+use super::{CloseMode, Format, Output, describe_view};
+use crate::diag::{self, DiagSocket};
 use crate::error::{Error, Result};
 use crate::outcome::{Outcome, Step, StepResult};
-use crate::socket::{Family, SocketOpts, StepError, TcpSock, parse_endpoint};
+use crate::socket::{Family, SocketOpts, StepError, TcpSock};
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// When the loop stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Until {
     /// Stop at the first failed attempt (the story's loop).
@@ -24,64 +24,58 @@ pub enum Until {
     FirstOk,
 }
 
-/// Arguments of `twlab client`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "\
-Examples:
-  # The story: fixed local port, SO_REUSEADDR, close first, loop until an error
-  twlab client --connect 127.0.0.1:12345 --bind 127.0.0.1:23456 --reuseaddr --close first
-  # How long until the fixed port can reconnect?
-  twlab client --connect 127.0.0.1:12345 --bind 127.0.0.1:23456 --reuseaddr --until first-ok
-Start `twlab server` first. Exit code: 0 if the loop ended as asked, 1 on a fault,
-2 on bad arguments, 4 if --until first-error saw an error.")]
-pub struct ClientArgs {
-    /// Server to connect to.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub connect: String,
-    /// Bind this local address and port before connect() (the fixed client
-    /// port of the story). Without it the kernel picks an ephemeral port.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub bind: Option<String>,
-    /// Set SO_REUSEADDR before bind(). On Linux it lets bind() share a port
-    /// with TIME_WAIT sockets that also had it; connect() is a separate check.
-    #[arg(long)]
-    pub reuseaddr: bool,
-    /// Set SO_REUSEPORT before bind().
-    #[arg(long)]
-    pub reuseport: bool,
-    /// SO_LINGER in seconds; 0 closes with RST (no TIME_WAIT).
-    #[arg(long, value_name = "SECS")]
-    pub linger: Option<u32>,
-    /// `first`: close right after connecting (this end holds TIME_WAIT);
-    /// `after-peer`: wait for the server's FIN, then close.
-    #[arg(long, value_enum, default_value_t = CloseMode::First)]
+/// What `twlab client` does, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct ClientPlan {
+    /// The server.
+    pub connect: SocketAddr,
+    /// The local address to bind before connect(); port 0 lets the kernel
+    /// pick at bind time. `None`: connect() picks (ephemeral port).
+    pub bind: Option<SocketAddr>,
+    /// SO_REUSEADDR, SO_REUSEPORT and SO_LINGER for every attempt.
+    pub opts: SocketOpts,
+    /// Who closes first.
     pub close: CloseMode,
-    /// Number of attempts at most (retries of a failure under
-    /// `--until first-ok` are bounded by --timeout instead).
-    #[arg(long, default_value_t = 100)]
+    /// Attempts at most (retries under [`Until::FirstOk`] are bounded by
+    /// `timeout` instead).
     pub count: u64,
-    /// Pause between attempts, in milliseconds (0 = the tight loop).
-    #[arg(long, default_value_t = 0, value_name = "MS")]
-    pub interval: u64,
+    /// Pause between attempts (zero: the tight loop).
+    pub interval: Duration,
     /// When to stop.
-    #[arg(long, value_enum, default_value_t = Until::FirstError)]
     pub until: Until,
-    /// Give up after this many seconds in all.
-    #[arg(long, default_value_t = 70.0, value_name = "SECS")]
-    pub timeout: f64,
-    /// One JSON object per attempt (JSON Lines), then a summary object.
-    #[arg(long)]
-    pub json: bool,
+    /// Give up after this long in all.
+    pub timeout: Duration,
+    /// Text lines or JSON Lines.
+    pub format: Format,
+}
+
+impl ClientPlan {
+    /// Check what the types cannot: both ends of one address family.
+    pub fn check(&self) -> Result<()> {
+        if let Some(b) = self.bind
+            && b.is_ipv4() != self.connect.is_ipv4()
+        {
+            return Err(Error::Invalid(format!(
+                "--bind {b} and --connect {} are of different address families; use two IPv4 or two IPv6 addresses",
+                self.connect
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// One attempt: bind, connect and close as separate steps.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
+    /// The attempt's number, from 1.
     pub n: u64,
     /// Seconds since the client started.
     pub t: f64,
+    /// The client end's address, once known.
     pub local: Option<SocketAddr>,
+    /// Each call and its result, in order.
     pub steps: Vec<(Step, StepResult)>,
+    /// Ok, or the step that failed and its error.
     pub outcome: Outcome,
     /// The old 4-tuple as the kernel saw it when the attempt failed, as
     /// text lines.
@@ -99,90 +93,99 @@ pub struct Attempt {
 /// The end of the loop.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// Attempts printed or counted.
     pub attempts: u64,
+    /// Attempts that succeeded.
     pub ok: u64,
+    /// Attempts that failed.
     pub failed: u64,
     /// For `--until first-ok`: seconds from the first failure to the first
     /// success after it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub freed_after_s: Option<f64>,
+    /// Why the loop ended.
     pub stopped_because: String,
 }
 
-fn attempt(
-    a: &ClientArgs,
-    n: u64,
-    start: Instant,
+/// The failed attempt, with the kernel's view of the 4-tuple before the
+/// call (if taken) and right after it.
+fn failed(
+    nl: &mut Option<DiagSocket>,
     server: SocketAddr,
-    bind: Option<SocketAddr>,
-) -> Result<Attempt> {
-    let opts = SocketOpts {
-        reuseaddr: a.reuseaddr,
-        reuseport: a.reuseport,
-        linger: a.linger,
-        bind_no_port: false,
-    };
-    let mut steps = Vec::new();
-    let t = start.elapsed().as_secs_f64();
-    // The kernel's view of the 4-tuple just before connect(), taken only
-    // when the local port is fixed (the 4-tuple is known in advance). The
-    // old connection can move on within microseconds (a delayed ACK turns
-    // FIN_WAIT1 into FIN_WAIT2, the peer's FIN turns it into TIME_WAIT), so
-    // a failure is shown with both the view before the call and after it.
-    let mut before: Option<diag::TupleView> = None;
-    let fail =
-        |steps: Vec<(Step, StepResult)>, e: StepError, local, before: Option<diag::TupleView>| {
-            let mut kernel_view = Vec::new();
-            if let (Some(l), Some(v)) = (local, &before) {
-                kernel_view.push("just before connect():".to_string());
+    (n, t): (u64, f64),
+    steps: Vec<(Step, StepResult)>,
+    e: StepError,
+    local: Option<SocketAddr>,
+    before: Option<diag::TupleView>,
+) -> Attempt {
+    let mut kernel_view = Vec::new();
+    if let (Some(l), Some(v)) = (local, &before) {
+        kernel_view.push("just before connect():".to_string());
+        kernel_view.extend(
+            describe_view(l, server, v)
+                .into_iter()
+                .map(|s| format!("  {s}")),
+        );
+    }
+    let mut view_after = None;
+    if let Some(l) = local.filter(|_| e.step != Step::Socket) {
+        let v = match nl.as_mut() {
+            Some(nl) => nl.tuple_view(l, server),
+            None => diag::tuple_view(l, server),
+        };
+        match v {
+            Ok(v) => {
+                kernel_view.push(format!("right after {}() failed:", e.step));
                 kernel_view.extend(
-                    describe_view(l, server, v)
+                    describe_view(l, server, &v)
                         .into_iter()
                         .map(|s| format!("  {s}")),
                 );
+                view_after = Some(v);
             }
-            let mut view_after = None;
-            match local {
-                Some(l) if e.step != Step::Socket => match diag::tuple_view(l, server) {
-                    Ok(v) => {
-                        kernel_view.push(format!("right after {}() failed:", e.step));
-                        kernel_view.extend(
-                            describe_view(l, server, &v)
-                                .into_iter()
-                                .map(|s| format!("  {s}")),
-                        );
-                        view_after = Some(v);
-                    }
-                    Err(err) => kernel_view.push(format!("(socket states unavailable: {err})")),
-                },
-                _ => {}
-            }
-            Ok(Attempt {
-                n,
-                t,
-                local,
-                steps,
-                outcome: Outcome::Failed {
-                    step: e.step,
-                    error: e.error,
-                },
-                kernel_view,
-                view_before: before,
-                view_after,
-            })
-        };
-    let s = match TcpSock::new(Family::of(&server), opts) {
+            Err(err) => kernel_view.push(format!("(socket states unavailable: {err})")),
+        }
+    }
+    Attempt {
+        n,
+        t,
+        local,
+        steps,
+        outcome: Outcome::Failed {
+            step: e.step,
+            error: e.error,
+        },
+        kernel_view,
+        view_before: before,
+        view_after,
+    }
+}
+
+/// One attempt: socket, bind (if asked), connect, close, each a step.
+fn attempt(p: &ClientPlan, nl: &mut Option<DiagSocket>, n: u64, start: Instant) -> Result<Attempt> {
+    let server = p.connect;
+    let bind = p.bind;
+    let mut steps = Vec::with_capacity(4);
+    let t = start.elapsed().as_secs_f64();
+    let s = match TcpSock::new(Family::of(&server), p.opts) {
         Ok(s) => s,
-        Err(e) => return fail(steps, e, bind, None),
+        Err(e) => return Ok(failed(nl, server, (n, t), steps, e, bind, None)),
     };
+    // The kernel's view of the 4-tuple just before connect(), taken only
+    // when the local port is fixed (the 4-tuple is known in advance): two
+    // exact lookups in one netlink request. The old connection can move on
+    // within microseconds (a delayed ACK turns FIN_WAIT1 into FIN_WAIT2,
+    // the peer's FIN turns it into TIME_WAIT), so a failure is shown with
+    // both the view before the call and after it.
+    let mut before = None;
     if let Some(b) = bind {
         let r = s.bind(b);
         steps.push((Step::Bind, crate::socket::step_result(&r)));
         if let Err(e) = r {
-            return fail(steps, e, bind, None);
+            return Ok(failed(nl, server, (n, t), steps, e, bind, None));
         }
         if b.port() != 0 {
-            before = diag::tuple_view(b, server).ok();
+            before = nl.as_mut().and_then(|nl| nl.tuple_view(b, server).ok());
         }
     }
     let r = s.connect(server, Duration::from_secs(5));
@@ -194,11 +197,15 @@ fn attempt(
                 err: e.error,
             });
         }
-        return fail(steps, e, bind, before);
+        return Ok(failed(nl, server, (n, t), steps, e, bind, before));
     }
-    let local = s.local_addr();
+    // A fixed port is known; otherwise ask (getsockname).
+    let local = match bind {
+        Some(b) if b.port() != 0 && !b.ip().is_unspecified() => Some(b),
+        _ => s.local_addr(),
+    };
     let mut s = s;
-    if a.close == CloseMode::AfterPeer
+    if p.close == CloseMode::AfterPeer
         && let Err(e) = s.recv_until_eof(Duration::from_secs(30))
     {
         steps.push((
@@ -222,26 +229,26 @@ fn attempt(
     })
 }
 
-fn print_attempt(out: &mut impl Write, a: &Attempt, json: bool) -> std::io::Result<()> {
-    if json {
-        return writeln!(out, "{}", serde_json::to_string(a).unwrap_or_default());
+fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::Result<()> {
+    if format == Format::Json {
+        serde_json::to_writer(&mut *out, a)?;
+        return writeln!(out);
     }
-    let steps: Vec<String> = a
-        .steps
-        .iter()
-        .map(|(s, r)| match r {
-            StepResult::Ok => format!("{s} ok"),
-            StepResult::Err { error } => format!("{s} FAILED {error}"),
-        })
-        .collect();
-    writeln!(
-        out,
-        "{:>8.3}s #{:<4} {}  {}",
-        a.t,
-        a.n,
-        a.local.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-        steps.join(", ")
-    )?;
+    write!(out, "{}s #{:<4} ", super::Secs3(a.t), a.n)?;
+    match a.local {
+        Some(l) => write!(out, "{l}  ")?,
+        None => write!(out, "-  ")?,
+    }
+    for (i, (s, r)) in a.steps.iter().enumerate() {
+        if i > 0 {
+            write!(out, ", ")?;
+        }
+        match r {
+            StepResult::Ok => write!(out, "{s} ok")?,
+            StepResult::Err { error } => write!(out, "{s} FAILED {error}")?,
+        }
+    }
+    writeln!(out)?;
     for line in &a.kernel_view {
         writeln!(out, "           {line}")?;
     }
@@ -249,29 +256,17 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, json: bool) -> std::io::Resu
 }
 
 /// Run the client loop.
-pub fn run(a: &ClientArgs) -> Result<u8> {
-    let server = parse_endpoint(&a.connect)?;
-    let bind = a.bind.as_deref().map(parse_endpoint).transpose()?;
-    if let Some(b) = bind
-        && b.is_ipv4() != server.is_ipv4()
-    {
-        return Err(Error::Invalid(format!(
-            "--bind {b} and --connect {server} are of different address families; use two IPv4 or two IPv6 addresses"
-        )));
-    }
-    if a.timeout.is_nan() || a.timeout <= 0.0 {
-        return Err(Error::Invalid(
-            "--timeout must be a positive number of seconds".into(),
-        ));
-    }
+pub fn run(p: &ClientPlan) -> Result<u8> {
+    p.check()?;
     let start = Instant::now();
-    let limit = Duration::from_secs_f64(a.timeout);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = Output::stdout();
+    // One sock_diag socket for the whole loop; without one (no sock_diag
+    // here) the attempts still run, without the kernel's view.
+    let mut nl = DiagSocket::open().ok();
     let (mut ok, mut failed) = (0u64, 0u64);
     let mut first_failure: Option<Instant> = None;
     let mut freed_after_s = None;
-    let mut stopped = format!("--count {} reached", a.count);
+    let mut stopped = format!("--count {} reached", p.count);
     let mut code = 0;
     // --count bounds the attempts; under --until first-ok the retries of a
     // failing attempt are bounded by --timeout instead (TIME_WAIT lasts 60 s
@@ -279,42 +274,54 @@ pub fn run(a: &ClientArgs) -> Result<u8> {
     let mut n = 0u64;
     let mut retry_pause = Duration::from_millis(1);
     loop {
-        let retrying = a.until == Until::FirstOk && first_failure.is_some();
+        let retrying = p.until == Until::FirstOk && first_failure.is_some();
         if !retrying {
-            if n >= a.count {
+            if n >= p.count {
                 break;
             }
             n += 1;
         }
         if crate::interrupted() {
+            let _ = out.flush();
             return Err(Error::Interrupted);
         }
-        if start.elapsed() >= limit {
-            stopped = format!("--timeout {} s reached", a.timeout);
+        if start.elapsed() >= p.timeout {
+            stopped = format!("--timeout {} s reached", p.timeout.as_secs_f64());
             break;
         }
-        let at = attempt(a, n, start, server, bind)?;
+        let at = match attempt(p, &mut nl, n, start) {
+            Ok(at) => at,
+            Err(e) => {
+                let _ = out.flush();
+                return Err(e);
+            }
+        };
         let is_ok = at.outcome.is_ok();
         // While retrying a failure, print only the first failure and the
-        // success that ends it.
+        // success that ends it; a failure is flushed at once.
         let printed = !retrying || is_ok;
-        if printed
-            && print_attempt(&mut out, &at, a.json)
-                .and_then(|_| out.flush())
-                .is_err()
-        {
-            return Ok(0);
+        if printed {
+            let r = print_attempt(&mut out, &at, p.format).and_then(|_| {
+                if is_ok {
+                    out.flush_if_due()
+                } else {
+                    out.flush()
+                }
+            });
+            if r.is_err() {
+                return Ok(0);
+            }
         }
         if is_ok {
             ok += 1;
-            if let (Until::FirstOk, Some(t0)) = (a.until, first_failure) {
+            if let (Until::FirstOk, Some(t0)) = (p.until, first_failure) {
                 freed_after_s = Some(t0.elapsed().as_secs_f64());
                 stopped = "first success after a failure".into();
                 break;
             }
         } else {
             failed += 1;
-            if a.until == Until::FirstError {
+            if p.until == Until::FirstError {
                 stopped = format!("first error: {}", at.outcome);
                 code = 4;
                 break;
@@ -328,13 +335,14 @@ pub fn run(a: &ClientArgs) -> Result<u8> {
             retry_pause = (retry_pause * 2).min(Duration::from_millis(50));
             p
         } else {
-            Duration::from_millis(a.interval)
+            p.interval
         };
         if !pause.is_zero() {
+            let _ = out.flush();
             std::thread::sleep(pause);
         }
     }
-    if a.until == Until::FirstOk && first_failure.is_some() && freed_after_s.is_none() {
+    if p.until == Until::FirstOk && first_failure.is_some() && freed_after_s.is_none() {
         code = 4;
     }
     let summary = Summary {
@@ -344,23 +352,22 @@ pub fn run(a: &ClientArgs) -> Result<u8> {
         freed_after_s,
         stopped_because: stopped,
     };
-    let r = if a.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&summary).unwrap_or_default()
-        )
-    } else {
-        let freed = summary
-            .freed_after_s
-            .map(|s| format!("; the failing step succeeded again after {s:.3} s"))
-            .unwrap_or_default();
-        writeln!(
-            out,
-            "{} attempts: {} ok, {} failed; stopped: {}{freed}",
-            summary.attempts, summary.ok, summary.failed, summary.stopped_because
-        )
-    };
-    let _ = r.and_then(|_| out.flush());
+    let _ = print_summary(&mut out, &summary, p.format).and_then(|_| out.flush());
     Ok(code)
+}
+
+fn print_summary(out: &mut impl Write, summary: &Summary, format: Format) -> std::io::Result<()> {
+    if format == Format::Json {
+        serde_json::to_writer(&mut *out, summary)?;
+        return writeln!(out);
+    }
+    let freed = summary
+        .freed_after_s
+        .map(|s| format!("; the failing step succeeded again after {s:.3} s"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{} attempts: {} ok, {} failed; stopped: {}{freed}",
+        summary.attempts, summary.ok, summary.failed, summary.stopped_because
+    )
 }

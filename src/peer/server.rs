@@ -1,57 +1,42 @@
 //! `twlab server`: the story's server. Accepts, then closes first or after
-//! the peer, one event line per connection.
+//! the peer, one event line per connection with the server end's state
+//! right after close (one exact sock_diag lookup per connection).
 
-use super::CloseMode;
-use crate::diag;
+use super::{CloseMode, Format, Output};
+use crate::diag::DiagSocket;
 use crate::error::{Error, Result};
 use crate::outcome::Step;
-use crate::socket::{Family, SocketOpts, TcpSock, explain_step_error, parse_endpoint};
+use crate::socket::{Family, SocketOpts, TcpSock, explain_step_error};
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Arguments of `twlab server`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "\
-Examples:
-  twlab server                                  # 127.0.0.1:12345, closes after the peer
-  twlab server --reuseaddr --close first        # this end holds TIME_WAIT
-  twlab server --linger 0 --close first         # abort with RST: no TIME_WAIT anywhere
-Pair it with `twlab client --connect 127.0.0.1:12345 --bind 127.0.0.1:23456 --reuseaddr`.")]
-pub struct ServerArgs {
+/// The listen queue: as deep as the kernel allows (it caps the value at
+/// net.core.somaxconn, 4096 by default since Linux 5.4), like the C
+/// baseline. With 128, a client closing first in a tight loop overflowed
+/// it (ListenOverflows), and each dropped SYN cost a 1 s retransmission.
+const BACKLOG: i32 = 4096;
+
+/// What `twlab server` does, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct ServerPlan {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:12345", value_name = "ADDR:PORT")]
-    pub listen: String,
-    /// Set SO_REUSEADDR on the listener (accepted sockets inherit it). Without
-    /// it, restarting the server while its old connections sit in TIME_WAIT
-    /// fails with EADDRINUSE.
-    #[arg(long)]
-    pub reuseaddr: bool,
-    /// Set SO_REUSEPORT on the listener.
-    #[arg(long)]
-    pub reuseport: bool,
-    /// Who closes first: `after-peer` waits for the client's FIN (the client
-    /// holds TIME_WAIT); `first` closes at once (the server holds it).
-    #[arg(long, value_enum, default_value_t = CloseMode::AfterPeer)]
+    pub listen: SocketAddr,
+    /// SO_REUSEADDR / SO_REUSEPORT on the listener (accepted sockets
+    /// inherit them) and SO_LINGER on accepted sockets.
+    pub opts: SocketOpts,
+    /// Who closes first.
     pub close: CloseMode,
-    /// With `--close after-peer`: wait this many milliseconds after the
-    /// peer's FIN before closing (a slow server). Meanwhile the client's old
-    /// socket stays FIN_WAIT2 and this end CLOSE_WAIT.
-    #[arg(long, default_value_t = 0, value_name = "MS")]
-    pub close_delay: u64,
-    /// SO_LINGER on accepted sockets, in seconds; 0 closes with RST.
-    #[arg(long, value_name = "SECS")]
-    pub linger: Option<u32>,
+    /// With [`CloseMode::AfterPeer`]: the pause between the peer's FIN and
+    /// this end's close (a slow server).
+    pub close_delay: Duration,
     /// Stop after this many connections.
-    #[arg(long, default_value_t = 100)]
     pub count: u64,
-    /// Stop when no connection arrives for this many seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub idle_timeout: f64,
-    /// One JSON object per event (JSON Lines) instead of text.
-    #[arg(long)]
-    pub json: bool,
+    /// Stop when no connection arrives for this long.
+    pub idle_timeout: Duration,
+    /// Text lines or JSON Lines.
+    pub format: Format,
 }
 
 /// One connection as the server saw it.
@@ -59,8 +44,11 @@ pub struct ServerArgs {
 pub struct ServerEvent {
     /// Seconds since the server started.
     pub t: f64,
+    /// The connection's number, from 1.
     pub n: u64,
+    /// The client's address.
     pub peer: SocketAddr,
+    /// The server end's address.
     pub local: SocketAddr,
     /// "server" or "client".
     pub closed_first: &'static str,
@@ -73,91 +61,165 @@ pub struct ServerEvent {
     pub state_after_close: Option<String>,
 }
 
-/// Run the server until `count` connections, the idle timeout or Ctrl-C.
-pub fn run(a: &ServerArgs) -> Result<u8> {
-    let addr = parse_endpoint(&a.listen)?;
-    if a.idle_timeout.is_nan() || a.idle_timeout <= 0.0 {
-        return Err(Error::Invalid(
-            "--idle-timeout must be a positive number of seconds".into(),
-        ));
+impl ServerEvent {
+    fn write(&self, out: &mut impl Write, format: Format) -> std::io::Result<()> {
+        if format == Format::Json {
+            serde_json::to_writer(&mut *out, self)?;
+            return writeln!(out);
+        }
+        write!(
+            out,
+            "{}s #{:<4} {} → {}  {} closed first ({}), {}",
+            super::Secs3(self.t),
+            self.n,
+            self.peer,
+            self.local,
+            self.closed_first,
+            self.close_kind,
+            self.result
+        )?;
+        if let Some(s) = &self.state_after_close {
+            write!(out, "; server end now {s}")?;
+        }
+        writeln!(out)
     }
-    let opts = SocketOpts {
-        reuseaddr: a.reuseaddr,
-        reuseport: a.reuseport,
-        linger: a.linger,
-        bind_no_port: false,
-    };
-    let l = TcpSock::new(Family::of(&addr), opts).map_err(|e| explain_step_error(&e, addr))?;
+}
+
+/// What waiting for a connection gave.
+enum Next {
+    Conn(TcpSock, SocketAddr),
+    /// No connection for the idle timeout.
+    Idle,
+    /// stdout is closed (e.g. piped into head).
+    OutputClosed,
+}
+
+/// While connections keep coming, accept() waits this long before the
+/// server counts itself idle and flushes its output.
+const BUSY_WAIT: Duration = Duration::from_millis(5);
+/// Once idle, accept() waits in slices this long, so Ctrl-C is noticed
+/// within 200 ms.
+const IDLE_SLICE: Duration = Duration::from_millis(200);
+
+/// Accept the next connection. A busy server pays one accept() per
+/// connection; output is flushed when it goes idle (no connection within
+/// [`BUSY_WAIT`]) and every 100 ms, so lines appear as soon as the server
+/// waits, and a burst of connections costs one write.
+fn next_conn(l: &TcpSock, local: SocketAddr, idle: Duration, out: &mut Output) -> Result<Next> {
+    let t_wait = Instant::now();
+    let mut wait = BUSY_WAIT;
+    loop {
+        if crate::interrupted() {
+            return Err(Error::Interrupted);
+        }
+        match l.accept_timed(wait) {
+            Ok(Some((c, peer))) => {
+                if wait != BUSY_WAIT {
+                    l.set_accept_timeout(BUSY_WAIT)
+                        .map_err(|e| explain_step_error(&e, local))?;
+                }
+                return Ok(Next::Conn(c, peer));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(explain_step_error(&e, local)),
+        }
+        if wait == BUSY_WAIT {
+            if out.flush().is_err() {
+                return Ok(Next::OutputClosed);
+            }
+            wait = IDLE_SLICE;
+            l.set_accept_timeout(wait)
+                .map_err(|e| explain_step_error(&e, local))?;
+        }
+        if t_wait.elapsed() >= idle {
+            return Ok(Next::Idle);
+        }
+    }
+}
+
+/// Wait for the peer's FIN as the plan says; (closed first, result).
+fn finish(conn: &mut TcpSock, p: &ServerPlan) -> (&'static str, String) {
+    match p.close {
+        CloseMode::First => ("server", "ok".to_string()),
+        CloseMode::AfterPeer => match conn.recv_until_eof(Duration::from_secs(30)) {
+            Ok(_) => {
+                if !p.close_delay.is_zero() {
+                    // The delay is the experiment's knob, not a
+                    // synchronisation; bounded by an hour.
+                    std::thread::sleep(p.close_delay.min(Duration::from_secs(3600)));
+                }
+                ("client", "ok".to_string())
+            }
+            Err(e) if e.step == Step::Recv && e.error.is("ECONNRESET") => {
+                ("client", format!("recv: {}", e.error))
+            }
+            Err(e) => ("server", format!("recv: {}", e.error)),
+        },
+    }
+}
+
+/// Run the server until `count` connections, the idle timeout or Ctrl-C.
+pub fn run(p: &ServerPlan) -> Result<u8> {
+    let addr = p.listen;
+    let l = TcpSock::new(Family::of(&addr), p.opts).map_err(|e| explain_step_error(&e, addr))?;
     l.bind(addr).map_err(|e| explain_step_error(&e, addr))?;
-    l.listen(128).map_err(|e| explain_step_error(&e, addr))?;
+    l.listen(BACKLOG)
+        .map_err(|e| explain_step_error(&e, addr))?;
+    l.set_accept_timeout(BUSY_WAIT)
+        .map_err(|e| explain_step_error(&e, addr))?;
     let local = l.local_addr().unwrap_or(addr);
+    let mut out = Output::stdout();
+    let mut nl = DiagSocket::open().ok();
     let start = Instant::now();
-    let out = std::io::stdout();
-    let mut out = out.lock();
-    if !a.json {
+    if p.format == Format::Text {
         let _ = writeln!(
             out,
             "listening on {local} ({}), closing {}; Ctrl-C to stop",
-            opts.label(),
-            match a.close {
+            p.opts.label(),
+            match p.close {
                 CloseMode::First => "first",
                 CloseMode::AfterPeer => "after the peer",
             }
         );
         let _ = out.flush();
     }
-    let idle = Duration::from_secs_f64(a.idle_timeout);
+    // A wildcard listener's connections each have their own local address.
+    let wildcard = local.ip().is_unspecified();
     let mut n = 0;
-    while n < a.count {
-        // Accept in short slices so Ctrl-C is noticed within 200 ms.
-        let t_wait = Instant::now();
-        let (mut conn, peer) = loop {
-            if crate::interrupted() {
-                return Err(Error::Interrupted);
-            }
-            match l.accept(Duration::from_millis(200)) {
-                Ok(c) => break c,
-                Err(e) if e.io_kind == std::io::ErrorKind::TimedOut => {
-                    if t_wait.elapsed() >= idle {
-                        if !a.json {
-                            let _ = writeln!(
-                                out,
-                                "no connection for {:.0} s: stopping after {n} connections",
-                                idle.as_secs_f64()
-                            );
-                        }
-                        return Ok(0);
-                    }
+    while n < p.count {
+        let (mut conn, peer) = match next_conn(&l, local, p.idle_timeout, &mut out)? {
+            Next::Conn(c, peer) => (c, peer),
+            Next::Idle => {
+                if p.format == Format::Text {
+                    let _ = writeln!(
+                        out,
+                        "no connection for {:.0} s: stopping after {n} connections",
+                        p.idle_timeout.as_secs_f64()
+                    );
                 }
-                Err(e) => return Err(explain_step_error(&e, local)),
+                let _ = out.flush();
+                return Ok(0);
             }
+            Next::OutputClosed => return Ok(0),
         };
         n += 1;
-        let conn_local = conn.local_addr().unwrap_or(local);
-        let (closed_first, result) = match a.close {
-            CloseMode::First => ("server", "ok".to_string()),
-            CloseMode::AfterPeer => match conn.recv_until_eof(Duration::from_secs(30)) {
-                Ok(_) => {
-                    if a.close_delay > 0 {
-                        // The delay is the experiment's knob, not a
-                        // synchronisation; bounded by an hour.
-                        std::thread::sleep(Duration::from_millis(a.close_delay.min(3_600_000)));
-                    }
-                    ("client", "ok".to_string())
-                }
-                Err(e) if e.step == Step::Recv && e.error.is("ECONNRESET") => {
-                    ("client", format!("recv: {}", e.error))
-                }
-                Err(e) => ("server", format!("recv: {}", e.error)),
-            },
+        let conn_local = if wildcard {
+            conn.local_addr().unwrap_or(local)
+        } else {
+            local
         };
-        let close_kind = if a.linger == Some(0) { "RST" } else { "FIN" };
+        let (closed_first, result) = finish(&mut conn, p);
+        let close_kind = if p.opts.linger == Some(0) {
+            "RST"
+        } else {
+            "FIN"
+        };
         conn.close();
-        let state_after_close = diag::tuple_view(peer, conn_local).ok().map(|v| {
-            v.server
-                .map(|e| e.describe())
-                .unwrap_or_else(|| "gone".into())
-        });
+        // The server end of this 4-tuple, by exact lookup.
+        let state_after_close = nl
+            .as_mut()
+            .and_then(|nl| nl.lookup(conn_local, peer).ok())
+            .map(|e| e.map(|e| e.describe()).unwrap_or_else(|| "gone".into()));
         let ev = ServerEvent {
             t: start.elapsed().as_secs_f64(),
             n,
@@ -168,29 +230,14 @@ pub fn run(a: &ServerArgs) -> Result<u8> {
             result,
             state_after_close,
         };
-        let r = if a.json {
-            writeln!(out, "{}", serde_json::to_string(&ev).unwrap_or_default())
-        } else {
-            writeln!(
-                out,
-                "{:>8.3}s #{:<4} {} → {}  {} closed first ({}), {}{}",
-                ev.t,
-                ev.n,
-                ev.peer,
-                ev.local,
-                ev.closed_first,
-                ev.close_kind,
-                ev.result,
-                ev.state_after_close
-                    .as_ref()
-                    .map(|s| format!("; server end now {s}"))
-                    .unwrap_or_default()
-            )
-        };
-        if r.and_then(|_| out.flush()).is_err() {
-            // stdout closed (e.g. piped into head): stop quietly.
+        if ev
+            .write(&mut out, p.format)
+            .and_then(|_| out.flush_if_due())
+            .is_err()
+        {
             return Ok(0);
         }
     }
+    let _ = out.flush();
     Ok(0)
 }

@@ -1,0 +1,351 @@
+//! The NETLINK_SOCK_DIAG socket: sending requests built by [`super::wire`]
+//! and reading the kernel's answers, for dumps and for exact lookups.
+
+use super::wire::{self, ENOENT, Reply};
+use super::{Query, SockEntry, StateSet, TupleView};
+use crate::error::{Error, Result};
+use crate::socket::Family;
+use netlink_packet_core::NLM_F_DUMP_INTR;
+use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
+use std::net::{IpAddr, SocketAddr};
+
+/// The kernel never puts more than 32 KiB in one dump skb (netlink_dump
+/// caps at max_recvmsg_len); a larger buffer is wasted.
+const RECV_BUF: usize = 64 * 1024;
+/// Datagrams read for one request at most: a dump ends with NLMSG_DONE;
+/// 1M reads of 32 KiB would be ~30 GB of socket table.
+const MAX_READS: usize = 1_000_000;
+
+/// Whether this kernel answers exact requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exact {
+    /// Yes, or not asked yet.
+    Works,
+    /// It answered an exact request with an error other than ENOENT (a
+    /// kernel without `inet_diag_cmd_exact()` for TCP): filtered dumps
+    /// from now on.
+    Unavailable,
+}
+
+/// An open NETLINK_SOCK_DIAG socket in the calling thread's network
+/// namespace, with its buffers: open it once and reuse it for many queries
+/// (the peer programs ask once per connection).
+pub struct DiagSocket {
+    sock: Socket,
+    buf: Vec<u8>,
+    req: Vec<u8>,
+    seq: u32,
+    exact: Exact,
+}
+
+impl std::fmt::Debug for DiagSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiagSocket")
+            .field("exact", &self.exact)
+            .finish_non_exhaustive()
+    }
+}
+
+fn diag_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Diag(format!("{what}: {e}"))
+}
+
+impl DiagSocket {
+    /// Open a NETLINK_SOCK_DIAG socket.
+    pub fn open() -> Result<Self> {
+        let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| {
+            Error::Diag(format!(
+                "cannot open a NETLINK_SOCK_DIAG socket ({e}); is the inet_diag/tcp_diag module available?"
+            ))
+        })?;
+        sock.bind_auto().map_err(|e| diag_err("bind", e))?;
+        sock.connect(&NlAddr::new(0, 0))
+            .map_err(|e| diag_err("connect", e))?;
+        // A bigger receive queue lets the kernel fill the next skb while
+        // we decode this one.
+        let _ = sock.set_rx_buf_sz(1 << 20);
+        Ok(DiagSocket {
+            sock,
+            buf: vec![0u8; RECV_BUF],
+            req: Vec::with_capacity(256),
+            seq: 0,
+            exact: Exact::Works,
+        })
+    }
+
+    /// False once the kernel refused an exact request and lookups went to
+    /// filtered dumps instead.
+    pub fn uses_exact_lookups(&self) -> bool {
+        self.exact == Exact::Works
+    }
+
+    fn send_req(&mut self) -> Result<()> {
+        self.sock
+            .send(&self.req, 0)
+            .map_err(|e| diag_err("send", e))?;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> Result<usize> {
+        loop {
+            match self.sock.recv(&mut &mut self.buf[..], 0) {
+                Ok(0) => return Err(Error::Diag("the kernel closed the socket".into())),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(diag_err("recv", e)),
+            }
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// The socket whose own end is `local` and whose peer is `peer`, if
+    /// the kernel has one: one exact request, answered from the hash tables
+    /// (`inet_diag_find_one_icsk()` → `inet_lookup()`), TIME_WAIT and
+    /// request sockets included.
+    pub fn lookup(&mut self, local: SocketAddr, peer: SocketAddr) -> Result<Option<SockEntry>> {
+        let mut out = [None];
+        self.lookup_many(&[(local, peer)], &mut out)?;
+        let [e] = out;
+        Ok(e)
+    }
+
+    /// Both ends of `client` ↔ `server`: two exact requests in one send.
+    pub fn tuple_view(&mut self, client: SocketAddr, server: SocketAddr) -> Result<TupleView> {
+        let mut out = [None, None];
+        self.lookup_many(&[(client, server), (server, client)], &mut out)?;
+        let [client, server] = out;
+        Ok(TupleView { client, server })
+    }
+
+    /// Exact lookups for several (local, peer) pairs, batched in one
+    /// datagram (netlink_rcv_skb() handles each message in turn); each
+    /// answer is one SOCK_DIAG_BY_FAMILY message or an NLMSG_ERROR.
+    fn lookup_many(
+        &mut self,
+        tuples: &[(SocketAddr, SocketAddr)],
+        out: &mut [Option<SockEntry>],
+    ) -> Result<()> {
+        if self.exact == Exact::Unavailable {
+            return self.lookup_by_dump(tuples, out, StateSet::all());
+        }
+        self.req.clear();
+        let first = self.seq.wrapping_add(1);
+        let mut pending = 0usize;
+        for &(local, peer) in tuples {
+            let seq = self.next_seq();
+            if local.is_ipv4() != peer.is_ipv4() {
+                continue; // no socket has ends of two families
+            }
+            wire::push_request(
+                &mut self.req,
+                seq,
+                Family::of(&local),
+                StateSet::all(),
+                Some((local, peer)),
+            );
+            pending += 1;
+        }
+        if pending == 0 {
+            return Ok(());
+        }
+        self.send_req()?;
+        let mut refused = None;
+        for _ in 0..MAX_READS {
+            let n = self.recv()?;
+            for m in wire::messages(&self.buf[..n]) {
+                let m = m.map_err(|e| Error::Diag(e.to_string()))?;
+                let i = m.seq.wrapping_sub(first) as usize;
+                if i >= tuples.len() {
+                    continue; // an answer to an earlier, abandoned request
+                }
+                let (local, peer) = tuples[i];
+                match m.reply {
+                    Reply::Sock(msg) => {
+                        // Without an established socket, inet_lookup()
+                        // falls back to the listener on `local`: that is
+                        // not this 4-tuple.
+                        let e = msg.to_entry().ok();
+                        out[i] = e.filter(|e| e.local == local && e.peer == peer);
+                        pending -= 1;
+                    }
+                    Reply::Error(ENOENT) => pending -= 1,
+                    Reply::Error(code) => {
+                        refused.get_or_insert(code);
+                        pending -= 1;
+                    }
+                    Reply::Ack | Reply::Done | Reply::Other(_) => {}
+                }
+            }
+            if pending == 0 {
+                break;
+            }
+        }
+        if pending != 0 {
+            return Err(Error::Diag("the kernel did not answer every lookup".into()));
+        }
+        if refused.is_some() {
+            self.exact = Exact::Unavailable;
+            out.iter_mut().for_each(|o| *o = None);
+            return self.lookup_by_dump(tuples, out, StateSet::all());
+        }
+        self.find_bound_only(tuples, out)
+    }
+
+    /// A bound-only socket (bind() without listen or connect) is in
+    /// neither the established nor the listening hash, so the lookup
+    /// misses it; the bind-hash walk of a dump finds it.
+    fn find_bound_only(
+        &mut self,
+        tuples: &[(SocketAddr, SocketAddr)],
+        out: &mut [Option<SockEntry>],
+    ) -> Result<()> {
+        let unconnected = tuples
+            .iter()
+            .zip(out.iter())
+            .any(|((_, p), o)| p.port() == 0 && o.is_none());
+        if unconnected {
+            let states = StateSet::of(&[super::TcpState::Listen]).with_bound_inactive();
+            let mut found = vec![None; tuples.len()];
+            self.lookup_by_dump(tuples, &mut found, states)?;
+            for (o, f) in out.iter_mut().zip(found) {
+                if o.is_none() {
+                    *o = f;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fallback of [`Self::lookup_many`]: dump each family once
+    /// (sockets in `states`) and keep those whose (local, peer) match.
+    fn lookup_by_dump(
+        &mut self,
+        tuples: &[(SocketAddr, SocketAddr)],
+        out: &mut [Option<SockEntry>],
+        states: StateSet,
+    ) -> Result<()> {
+        for fam in [Family::V4, Family::V6] {
+            if !tuples.iter().any(|(l, _)| Family::of(l) == fam) {
+                continue;
+            }
+            self.dump_family(fam, states, &mut |e| {
+                if let Some(i) = tuples
+                    .iter()
+                    .position(|&(l, p)| e.local == l && e.peer == p)
+                {
+                    out[i] = Some(e);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Dump the TCP sockets matching `q`; see [`super::dump_each`].
+    pub fn dump_each(
+        &mut self,
+        q: &Query,
+        mut f: impl FnMut(SockEntry) -> Result<()>,
+    ) -> Result<()> {
+        if q.states.is_empty() {
+            return Ok(());
+        }
+        for fam in &q.families {
+            // Keys of delivered sockets: 8 bytes each, so the fast path
+            // costs one small vector, not a copy of the table.
+            let mut seen: Vec<u64> = Vec::new();
+            let mut interrupted = self.dump_family(*fam, q.states, &mut |e| {
+                seen.push(entry_key(&e));
+                f(e)
+            })?;
+            let mut tries = 1;
+            while interrupted && tries < 5 {
+                tries += 1;
+                seen.sort_unstable();
+                let mut fresh = Vec::new();
+                interrupted = self.dump_family(*fam, q.states, &mut |e| {
+                    let k = entry_key(&e);
+                    if seen.binary_search(&k).is_err() {
+                        fresh.push(k);
+                        f(e)?;
+                    }
+                    Ok(())
+                })?;
+                seen.extend(fresh);
+            }
+        }
+        Ok(())
+    }
+
+    /// One dump for one family. Returns true if the kernel flagged the
+    /// dump as interrupted (NLM_F_DUMP_INTR).
+    fn dump_family(
+        &mut self,
+        fam: Family,
+        states: StateSet,
+        f: &mut dyn FnMut(SockEntry) -> Result<()>,
+    ) -> Result<bool> {
+        self.req.clear();
+        let seq = self.next_seq();
+        wire::push_request(&mut self.req, seq, fam, states, None);
+        self.send_req()?;
+        let mut interrupted = false;
+        for _ in 0..MAX_READS {
+            let n = self.recv()?;
+            for m in wire::messages(&self.buf[..n]) {
+                let m = m.map_err(|e| Error::Diag(e.to_string()))?;
+                if m.seq != seq {
+                    continue; // a late answer to an earlier request
+                }
+                if m.flags & NLM_F_DUMP_INTR != 0 {
+                    interrupted = true;
+                }
+                match m.reply {
+                    Reply::Done | Reply::Ack => return Ok(interrupted),
+                    Reply::Error(code) => {
+                        return Err(Error::Diag(format!(
+                            "the kernel refused the dump: {}",
+                            crate::outcome::SysError::from_code(code)
+                        )));
+                    }
+                    // Sockets that vanish mid-dump are simply not in it;
+                    // entries of an unknown state are skipped.
+                    Reply::Sock(msg) => {
+                        if let Ok(e) = msg.to_entry() {
+                            f(e)?;
+                        }
+                    }
+                    Reply::Other(_) => {}
+                }
+            }
+        }
+        Err(Error::Diag("dump did not end".into()))
+    }
+}
+
+/// A 64-bit key for a socket's 4-tuple and state (FNV-1a), used only to
+/// avoid delivering a socket twice when a dump is retried.
+fn entry_key(e: &SockEntry) -> u64 {
+    fn eat(h: &mut u64, bytes: &[u8]) {
+        for b in bytes {
+            *h ^= u64::from(*b);
+            *h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn addr(h: &mut u64, a: &SocketAddr) {
+        match a.ip() {
+            IpAddr::V4(v) => eat(h, &v.octets()),
+            IpAddr::V6(v) => eat(h, &v.octets()),
+        }
+        eat(h, &a.port().to_be_bytes());
+    }
+    let mut h = 0xcbf2_9ce4_8422_2325;
+    addr(&mut h, &e.local);
+    addr(&mut h, &e.peer);
+    eat(&mut h, &[e.state as u8]);
+    h
+}

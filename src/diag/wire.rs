@@ -1,0 +1,352 @@
+//! The sock_diag wire format, in the smoltcp style: a checked view over the
+//! bytes ([`InetDiagMsg`], fields named by their byte ranges) kept apart from
+//! the decoded [`SockEntry`], and the netlink framing around it read through
+//! netlink-packet-core's checked [`NetlinkBuffer`].
+//!
+//! Everything here is plain byte handling: every multi-byte field is read
+//! with `from_ne_bytes`/`from_be_bytes` from a slice, never through a
+//! pointer cast, so a message at any offset of a receive buffer decodes
+//! the same (netlink only promises 4-byte alignment, NLMSG_ALIGN).
+//!
+//! Values come from Linux, so they use Linux's numbers (AF_INET = 2,
+//! AF_INET6 = 10), never the host libc's.
+
+use super::{SockEntry, StateSet, TcpState, Timer, TimerKind};
+use crate::socket::Family;
+use netlink_packet_core::{
+    ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage,
+};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{IPPROTO_TCP, SOCK_DIAG_BY_FAMILY},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// Linux's AF_INET (include/linux/socket.h), whatever the host's libc says.
+pub(crate) const AF_INET: u8 = 2;
+/// Linux's AF_INET6 (include/linux/socket.h).
+pub(crate) const AF_INET6: u8 = 10;
+/// Linux's ENOENT: what `inet_diag_find_one_icsk()` answers for a 4-tuple
+/// with no socket.
+pub(crate) const ENOENT: i32 = 2;
+/// `INET_DIAG_NOCOOKIE`: a cookie of all ones matches any socket
+/// (`sock_diag_check_cookie()`).
+const NOCOOKIE: [u8; 8] = [0xff; 8];
+
+/// Byte ranges of `struct inet_diag_msg` (include/uapi/linux/inet_diag.h):
+/// four one-byte fields, the 48-byte `struct inet_diag_sockid`, then five
+/// `__u32`s. Ports and addresses are in network order, the rest in host
+/// order.
+pub(crate) mod field {
+    use std::ops::Range;
+    pub const FAMILY: usize = 0;
+    pub const STATE: usize = 1;
+    pub const TIMER: usize = 2;
+    pub const RETRANS: usize = 3;
+    // struct inet_diag_sockid
+    pub const SPORT: Range<usize> = 4..6;
+    pub const DPORT: Range<usize> = 6..8;
+    pub const SRC: Range<usize> = 8..24;
+    pub const DST: Range<usize> = 24..40;
+    #[allow(dead_code)]
+    pub const IF: Range<usize> = 40..44;
+    #[allow(dead_code)]
+    pub const COOKIE: Range<usize> = 44..52;
+    // After the socket id.
+    pub const EXPIRES: Range<usize> = 52..56;
+    pub const RQUEUE: Range<usize> = 56..60;
+    pub const WQUEUE: Range<usize> = 60..64;
+    pub const UID: Range<usize> = 64..68;
+    pub const INODE: Range<usize> = 68..72;
+    /// `sizeof(struct inet_diag_msg)`; attributes may follow.
+    pub const LEN: usize = INODE.end;
+}
+
+/// What can be wrong with the bytes the kernel sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    /// A netlink message whose header or length field does not fit.
+    #[error("malformed netlink message: {0}")]
+    Framing(String),
+    /// An `inet_diag_msg` shorter than the struct.
+    #[error("inet_diag_msg of {len} bytes, shorter than {} bytes", field::LEN)]
+    Truncated { len: usize },
+    /// An address family other than AF_INET / AF_INET6.
+    #[error("unknown address family {0}")]
+    Family(u8),
+    /// A TCP state number this build does not know.
+    #[error("unknown TCP state {0}")]
+    State(u8),
+}
+
+/// A checked view over one `struct inet_diag_msg`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InetDiagMsg<T: AsRef<[u8]>> {
+    buf: T,
+}
+
+impl<T: AsRef<[u8]>> InetDiagMsg<T> {
+    /// Check that the fixed part is all there; every accessor is then in
+    /// bounds.
+    pub(crate) fn new_checked(buf: T) -> Result<Self, WireError> {
+        let len = buf.as_ref().len();
+        if len < field::LEN {
+            return Err(WireError::Truncated { len });
+        }
+        Ok(InetDiagMsg { buf })
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buf.as_ref()
+    }
+    fn u32_at(&self, r: std::ops::Range<usize>) -> u32 {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&self.b()[r]);
+        u32::from_ne_bytes(a)
+    }
+    fn port_at(&self, r: std::ops::Range<usize>) -> u16 {
+        let mut a = [0u8; 2];
+        a.copy_from_slice(&self.b()[r]);
+        u16::from_be_bytes(a)
+    }
+    fn ip_at(&self, r: std::ops::Range<usize>) -> Result<IpAddr, WireError> {
+        let b = &self.b()[r];
+        match self.family() {
+            AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+            AF_INET6 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(b);
+                Ok(IpAddr::V6(Ipv6Addr::from(a)))
+            }
+            f => Err(WireError::Family(f)),
+        }
+    }
+
+    /// `idiag_family`.
+    pub(crate) fn family(&self) -> u8 {
+        self.b()[field::FAMILY]
+    }
+    /// `idiag_state`.
+    pub(crate) fn state(&self) -> u8 {
+        self.b()[field::STATE]
+    }
+    /// `idiag_timer`: 0 none, 1 retransmit, 2 keepalive, 3 TIME_WAIT, 4 probe.
+    pub(crate) fn timer(&self) -> u8 {
+        self.b()[field::TIMER]
+    }
+    /// `idiag_retrans`.
+    pub(crate) fn retrans(&self) -> u8 {
+        self.b()[field::RETRANS]
+    }
+    /// `id.idiag_src` : `id.idiag_sport`, the socket's own end.
+    pub(crate) fn local(&self) -> Result<SocketAddr, WireError> {
+        Ok(SocketAddr::new(
+            self.ip_at(field::SRC)?,
+            self.port_at(field::SPORT),
+        ))
+    }
+    /// `id.idiag_dst` : `id.idiag_dport`, the peer's end.
+    pub(crate) fn peer(&self) -> Result<SocketAddr, WireError> {
+        Ok(SocketAddr::new(
+            self.ip_at(field::DST)?,
+            self.port_at(field::DPORT),
+        ))
+    }
+    /// `id.idiag_if`.
+    #[allow(dead_code)] // decoded for completeness; the tests read it
+    pub(crate) fn interface(&self) -> u32 {
+        self.u32_at(field::IF)
+    }
+    /// `id.idiag_cookie`, the socket's identity for exact requests.
+    #[allow(dead_code)] // decoded for completeness; the tests read it
+    pub(crate) fn cookie(&self) -> [u8; 8] {
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&self.b()[field::COOKIE]);
+        c
+    }
+    /// `idiag_expires`: milliseconds left on the timer. For TIME_WAIT
+    /// `inet_twsk_diag_fill()` fills it from `tw_timer`.
+    pub(crate) fn expires(&self) -> u32 {
+        self.u32_at(field::EXPIRES)
+    }
+    /// `idiag_rqueue`.
+    pub(crate) fn rqueue(&self) -> u32 {
+        self.u32_at(field::RQUEUE)
+    }
+    /// `idiag_wqueue`.
+    pub(crate) fn wqueue(&self) -> u32 {
+        self.u32_at(field::WQUEUE)
+    }
+    /// `idiag_uid`.
+    pub(crate) fn uid(&self) -> u32 {
+        self.u32_at(field::UID)
+    }
+    /// `idiag_inode`.
+    pub(crate) fn inode(&self) -> u32 {
+        self.u32_at(field::INODE)
+    }
+
+    /// Decode into the library's [`SockEntry`].
+    pub(crate) fn to_entry(&self) -> Result<SockEntry, WireError> {
+        let family = match self.family() {
+            AF_INET => Family::V4,
+            AF_INET6 => Family::V6,
+            f => return Err(WireError::Family(f)),
+        };
+        let state = TcpState::from_kernel(self.state()).ok_or(WireError::State(self.state()))?;
+        let kind = match self.timer() {
+            1 => Some(TimerKind::Retransmit),
+            2 => Some(TimerKind::Keepalive),
+            3 => Some(TimerKind::Timewait),
+            4 => Some(TimerKind::Persist),
+            _ => None,
+        };
+        Ok(SockEntry {
+            family,
+            state,
+            local: self.local()?,
+            peer: self.peer()?,
+            timer: kind.map(|kind| Timer {
+                kind,
+                expires_ms: self.expires(),
+                retrans: self.retrans(),
+            }),
+            recv_q: self.rqueue(),
+            send_q: self.wqueue(),
+            uid: self.uid(),
+            inode: self.inode(),
+        })
+    }
+}
+
+/// One netlink message of a sock_diag reply, classified.
+#[derive(Debug)]
+pub(crate) enum Reply<'a> {
+    /// A `SOCK_DIAG_BY_FAMILY` message: one socket.
+    Sock(InetDiagMsg<&'a [u8]>),
+    /// NLMSG_DONE: the end of a dump.
+    Done,
+    /// NLMSG_ERROR with code 0 (an ACK).
+    Ack,
+    /// NLMSG_ERROR with a code: the positive errno (ENOENT = no socket).
+    Error(i32),
+    /// Any other type (NLMSG_NOOP...), skipped.
+    Other(#[allow(dead_code)] u16),
+}
+
+/// One message of a receive buffer: its header fields and the reply.
+#[derive(Debug)]
+pub(crate) struct Message<'a> {
+    /// `nlmsg_seq`: which request this answers.
+    pub seq: u32,
+    /// `nlmsg_flags` (NLM_F_DUMP_INTR, NLM_F_MULTI).
+    pub flags: u16,
+    pub reply: Reply<'a>,
+}
+
+/// The messages in `buf` (one datagram from the kernel), each framed by
+/// netlink-packet-core's checked buffer; the next starts at
+/// NLMSG_ALIGN(nlmsg_len) (include/uapi/linux/netlink.h).
+pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, WireError>> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        if off >= buf.len() {
+            return None;
+        }
+        let rest = &buf[off..];
+        let nl = match NetlinkBuffer::new_checked(rest) {
+            Ok(nl) => nl,
+            Err(e) => {
+                off = buf.len();
+                return Some(Err(WireError::Framing(e.to_string())));
+            }
+        };
+        let len = nl.length() as usize;
+        let align = usize::from(NLMSG_ALIGNTO);
+        off += (len + align - 1) & !(align - 1);
+        Some(classify(&nl).map(|reply| Message {
+            seq: nl.sequence_number(),
+            flags: nl.flags(),
+            reply,
+        }))
+    })
+}
+
+fn classify<'a>(nl: &NetlinkBuffer<&'a [u8]>) -> Result<Reply<'a>, WireError> {
+    let payload = nl.payload();
+    Ok(match nl.message_type() {
+        NLMSG_DONE => Reply::Done,
+        NLMSG_ERROR => {
+            let e =
+                ErrorBuffer::new_checked(payload).map_err(|e| WireError::Framing(e.to_string()))?;
+            match e.code() {
+                None => Reply::Ack,
+                // The kernel sends -errno (netlink_ack()).
+                Some(c) => Reply::Error(c.get().saturating_neg()),
+            }
+        }
+        SOCK_DIAG_BY_FAMILY => Reply::Sock(InetDiagMsg::new_checked(payload)?),
+        t => Reply::Other(t),
+    })
+}
+
+fn family_byte(f: Family) -> u8 {
+    match f {
+        Family::V4 => AF_INET,
+        Family::V6 => AF_INET6,
+    }
+}
+
+/// Append one request to `out`: a dump of `family` filtered by `states`
+/// (`NLM_F_DUMP`), or, with `exact`, the one socket whose own end is
+/// `exact.0` and peer `exact.1` (no NLM_F_DUMP: `inet_diag_cmd_exact()` →
+/// `inet_diag_find_one_icsk()`, a hash lookup that finds TIME_WAIT and
+/// request sockets too).
+pub(crate) fn push_request(
+    out: &mut Vec<u8>,
+    seq: u32,
+    family: Family,
+    states: StateSet,
+    exact: Option<(SocketAddr, SocketAddr)>,
+) {
+    let mut socket_id = match family {
+        Family::V4 => SocketId::new_v4(),
+        Family::V6 => SocketId::new_v6(),
+    };
+    let mut hdr = NetlinkHeader::default();
+    hdr.sequence_number = seq;
+    hdr.flags = NLM_F_REQUEST;
+    match exact {
+        Some((local, peer)) => {
+            socket_id.source_address = local.ip();
+            socket_id.source_port = local.port();
+            socket_id.destination_address = peer.ip();
+            socket_id.destination_port = peer.port();
+            socket_id.cookie = NOCOOKIE;
+        }
+        None => hdr.flags |= NLM_F_DUMP,
+    }
+    let mut msg = NetlinkMessage::new(
+        hdr,
+        SockDiagMessage::InetRequest(InetRequest {
+            family: family_byte(family),
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            // from_bits_retain: the crate's flags stop at CLOSING, but the
+            // kernel also reads bit 12 (NEW_SYN_RECV) and bit 13
+            // (TCP_BOUND_INACTIVE).
+            states: StateFlags::from_bits_retain(states.mask()),
+            socket_id,
+        })
+        .into(),
+    );
+    msg.finalize();
+    let start = out.len();
+    out.resize(start + msg.header.length as usize, 0);
+    msg.serialize(&mut out[start..]);
+}
+
+#[cfg(test)]
+mod tests;
