@@ -34,6 +34,8 @@ pub mod socket;
 pub mod ss;
 pub mod sys;
 pub mod sysctl;
+#[cfg(target_os = "linux")]
+pub mod trace;
 
 pub use error::{Error, Result};
 

@@ -23,7 +23,7 @@
 
 mod runner;
 
-pub use runner::{free_port, run};
+pub use runner::{free_port, run, with_step_hook};
 
 use crate::diag::{self, TupleView};
 use crate::outcome::{Outcome, Step, StepResult};

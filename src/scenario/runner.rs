@@ -27,6 +27,35 @@ const MAX_RETRIES: u32 = 100_000;
 /// promised for "freed after".
 const MAX_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// A callback run after each recorded step.
+type StepHook = Box<dyn FnMut(&StepRecord)>;
+
+thread_local! {
+    /// Called after every step this thread's runner records (see
+    /// [`with_step_hook`]).
+    static STEP_HOOK: std::cell::RefCell<Option<StepHook>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with `hook` called right after each step the runner records on
+/// this thread (`twlab trace` reads both ends' states there).
+pub fn with_step_hook<T>(hook: impl FnMut(&StepRecord) + 'static, f: impl FnOnce() -> T) -> T {
+    STEP_HOOK.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    let r = f();
+    STEP_HOOK.with(|h| *h.borrow_mut() = None);
+    r
+}
+
+fn call_hook(step: Option<&StepRecord>) {
+    if let Some(step) = step {
+        STEP_HOOK.with(|h| {
+            if let Some(hook) = h.borrow_mut().as_mut() {
+                hook(step)
+            }
+        });
+    }
+}
+
 /// Records steps as they happen.
 struct Log {
     start: Instant,
@@ -57,6 +86,7 @@ impl Log {
             at_us,
             note: None,
         });
+        call_hook(self.steps.last());
     }
     fn note(&mut self, actor: &str, step: Step, note: String) {
         let at_us = self.at_us();
@@ -67,6 +97,7 @@ impl Log {
             at_us,
             note: Some(note),
         });
+        call_hook(self.steps.last());
     }
 }
 

@@ -17,6 +17,8 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) mod ns;
 #[cfg(target_os = "linux")]
+pub(crate) mod packet;
+#[cfg(target_os = "linux")]
 pub use linux::*;
 
 #[cfg(all(unix, not(target_os = "linux")))]

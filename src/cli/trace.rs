@@ -1,0 +1,55 @@
+//! `twlab trace`: arguments (clap) → the library's [`TracePlan`].
+
+/// Run one experiment in a fresh namespace while capturing every TCP
+/// segment, and show the ladder with each end's state and the moment that
+/// explains the outcome.
+///
+/// CASE: a demo case number (1-5) or a word of its name, `rst-unread`
+/// (SO_LINGER 0 with unread bytes).
+/// Default: demo case 3, the server closes first and the client reconnects
+/// at once. With `-f NAME=VALUE` (as `twlab matrix`), the one matrix cell
+/// the factors select. Needs root (CAP_NET_RAW and namespaces).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceArgs {
+    /// Demo case number or name word, or rst-unread.
+    case: Option<String>,
+    /// NAME=VALUE: select a matrix cell instead of a demo case (repeatable).
+    #[arg(long = "factor", short = 'f', value_name = "NAME=VALUE")]
+    factors: Vec<String>,
+    /// net.ipv4.tcp_timestamps in the namespace (0 or 1).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    timestamps: Option<u8>,
+    /// Absolute sequence numbers.
+    #[arg(long)]
+    absolute: bool,
+    /// Also write the frames as a classic pcap file.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<std::path::PathBuf>,
+    /// One JSON document instead of the ladder.
+    #[arg(long)]
+    json: bool,
+}
+
+#[cfg(target_os = "linux")]
+pub fn run(a: TraceArgs) -> anyhow::Result<u8> {
+    use twlab::trace::{DEFAULT_CASE, Target, TracePlan};
+    let target = match (&a.case, a.factors.is_empty()) {
+        (Some(_), false) => anyhow::bail!("give either a CASE or -f factors, not both"),
+        (None, false) => Target::Cell(a.factors.clone()),
+        (Some(c), true) => Target::parse(c)?,
+        (None, true) => Target::Demo(DEFAULT_CASE),
+    };
+    let plan = TracePlan {
+        target,
+        timestamps: a.timestamps.map(|t| t == 1),
+        absolute: a.absolute,
+        pcap: a.pcap,
+        json: a.json,
+    };
+    Ok(twlab::trace::run(&plan)?)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn run(_a: TraceArgs) -> anyhow::Result<u8> {
+    anyhow::bail!("twlab trace needs Linux (AF_PACKET capture in network namespaces)")
+}

@@ -1,0 +1,334 @@
+//! `twlab trace`: run one experiment (a demo case, a matrix cell, or one of
+//! the trace's own scenarios) in a fresh network namespace while an
+//! AF_PACKET socket captures every TCP segment, and show them as a ladder
+//! with each end's state and the annotated moment that answers the story's
+//! question: why a 4-tuple can be used again at once.
+
+mod annotate;
+mod capture;
+mod decode;
+mod lost;
+mod pcap;
+mod render;
+
+pub use annotate::{Admission, Moment, TW_ISN_GAP, seq_end};
+pub use decode::{Captured, Direction, EndStates, Flags, Segment, Wire, decode_frame, number};
+pub use render::ladder_text;
+
+use crate::diag::Side;
+use crate::error::{Error, Result};
+use crate::matrix::{Selection, build_cells};
+use crate::netns::{self, Sysctl};
+use crate::outcome::Step;
+use crate::scenario::{self, ClientPort, Experiment, NextStep, Report, StepRecord};
+use crate::socket::Family;
+use crate::sysctl::NetSysctls;
+use capture::{Capture, Keep, needs_root};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Server port inside the trace's namespace (the story's).
+const SERVER_PORT: u16 = 12345;
+/// Fixed client port inside the trace's namespace (the story's).
+const CLIENT_PORT: u16 = 23456;
+
+/// What to trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A case of `twlab demo`, from 1.
+    Demo(usize),
+    /// The one matrix cell these `--factor NAME=VALUE` arguments select.
+    Cell(Vec<String>),
+    /// The client closes with SO_LINGER 0 while the server's bytes sit
+    /// unread in its receive queue.
+    RstUnread,
+}
+
+impl Target {
+    /// Parse the CASE argument: a demo case number, a word of its name, or
+    /// `rst-unread`.
+    pub fn parse(case: &str) -> Result<Self> {
+        if case == "rst-unread" {
+            return Ok(Target::RstUnread);
+        }
+        let cases = crate::demo::cases(Family::V4, None);
+        if let Ok(n) = case.parse::<usize>() {
+            if (1..=cases.len()).contains(&n) {
+                return Ok(Target::Demo(n));
+            }
+        } else if let Some(i) = cases.iter().position(|(name, _)| name.contains(case)) {
+            return Ok(Target::Demo(i + 1));
+        }
+        let names: Vec<String> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| format!("{}: {n}", i + 1))
+            .collect();
+        Err(Error::Invalid(format!(
+            "no trace case '{case}': give a demo case 1-{} ({}), rst-unread, or -f factors for a matrix cell",
+            cases.len(),
+            names.join("; ")
+        )))
+    }
+}
+
+/// The default: the story's open question, server closes first, reconnect.
+pub const DEFAULT_CASE: usize = 3;
+
+/// What `twlab trace` runs and how it prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracePlan {
+    /// What to trace.
+    pub target: Target,
+    /// `net.ipv4.tcp_timestamps` in the namespace (`None`: its default).
+    pub timestamps: Option<bool>,
+    /// Absolute sequence numbers instead of relative ones.
+    pub absolute: bool,
+    /// Write the captured frames here as a classic pcap.
+    pub pcap: Option<PathBuf>,
+    /// JSON instead of the text ladder.
+    pub json: bool,
+}
+
+/// Where the ladder's states come from.
+pub const STATES_SOURCE: &str = "states at step: a sock_diag dump right after each socket call returned (loopback runs in microseconds, faster than a dump per segment could follow)";
+
+/// Both ends' states right after one socket call.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepState {
+    /// Microseconds since the capture started (same clock as the segments).
+    pub at_us: u64,
+    /// "client", "server", "client#2"...
+    pub actor: String,
+    /// The call, with its note ("close() FIN").
+    pub call: String,
+    /// "ok" or the errno.
+    pub result: String,
+    /// Each end of the traced 4-tuple after the call.
+    pub states: EndStates,
+}
+
+/// Raw snapshots taken by the step hook: when, the call, every socket.
+type Snap = (
+    std::time::SystemTime,
+    StepRecord,
+    Vec<(SocketAddr, SocketAddr, crate::diag::TcpState)>,
+);
+
+/// Take a snapshot of the calling thread's namespace after a step.
+pub(crate) fn snap(step: &StepRecord) -> Snap {
+    let at = std::time::SystemTime::now();
+    let socks = crate::diag::dump(&crate::diag::Query::default())
+        .map(|v| v.into_iter().map(|e| (e.local, e.peer, e.state)).collect())
+        .unwrap_or_default();
+    (at, step.clone(), socks)
+}
+
+/// Snapshots → step rows for the 4-tuple client ↔ server.
+pub(crate) fn step_states(
+    snaps: Vec<Snap>,
+    start: std::time::SystemTime,
+    client: SocketAddr,
+    server: SocketAddr,
+) -> Vec<StepState> {
+    let pick =
+        |v: &[(SocketAddr, SocketAddr, crate::diag::TcpState)], l: SocketAddr, p: SocketAddr| {
+            v.iter()
+                .filter(|(a, b, _)| *a == l && *b == p)
+                .map(|(_, _, s)| *s)
+                .collect()
+        };
+    snaps
+        .into_iter()
+        .map(|(t, step, socks)| StepState {
+            at_us: capture::since(start, t),
+            actor: step.actor.clone(),
+            call: match &step.note {
+                // A call the Step enum has no name for (send): the note says it.
+                Some(n) if step.step == Step::Socket => n.clone(),
+                Some(n) => format!("{}() {n}", step.step),
+                None => format!("{}()", step.step),
+            },
+            result: match &step.result {
+                crate::outcome::StepResult::Ok => "ok".into(),
+                crate::outcome::StepResult::Err { error } => error.to_string(),
+            },
+            states: EndStates {
+                client: pick(&socks, client, server),
+                server: pick(&socks, server, client),
+            },
+        })
+        .collect()
+}
+
+/// A trace: the segments, the moments, and the run behind them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    /// What ran, in words.
+    pub title: String,
+    /// `net.ipv4.tcp_timestamps` in the namespace.
+    pub timestamps: bool,
+    /// The client's end of the first connection.
+    pub client: SocketAddr,
+    /// The server's end.
+    pub server: SocketAddr,
+    /// Frames the capture socket read (on `lo` each twice).
+    pub frames_seen: usize,
+    /// Of those, the PACKET_OUTGOING copies.
+    pub frames_outgoing: usize,
+    /// Where the states come from.
+    pub states_source: &'static str,
+    /// The ladder.
+    pub segments: Vec<Segment>,
+    /// The annotated moments.
+    pub moments: Vec<Moment>,
+    /// Socket calls, in order, with both ends' states after each.
+    pub steps: Vec<StepState>,
+    /// Other facts shown under the ladder (counters, notes).
+    pub notes: Vec<String>,
+    /// The runner's report, for demo cases and matrix cells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Report>,
+    /// The raw frames, for `--pcap`.
+    #[serde(skip)]
+    pub(crate) raw: Vec<capture::RawFrame>,
+}
+
+/// The experiment and namespace sysctls of a demo case or matrix cell.
+fn experiment_of(plan: &TracePlan) -> Result<(String, Experiment, Vec<Sysctl>)> {
+    let mut sysctls = Vec::new();
+    let (title, mut x) = match &plan.target {
+        Target::Demo(n) => {
+            let cases = crate::demo::cases(Family::V4, Some(SERVER_PORT));
+            let (name, x) = cases
+                .into_iter()
+                .nth(n - 1)
+                .ok_or_else(|| Error::Invalid(format!("no demo case {n}")))?;
+            (format!("demo case {n}: {name}"), x)
+        }
+        Target::Cell(factors) => {
+            let sel = Selection::parse(factors)?;
+            let host = NetSysctls::read()?;
+            let cells = build_cells(&sel, &host, true)?;
+            if cells.len() != 1 {
+                return Err(Error::Invalid(format!(
+                    "the factors select {} matrix cells; name more factors (see `twlab matrix --list-factors`) until one remains",
+                    cells.len()
+                )));
+            }
+            let c = cells.into_iter().next().expect("one cell");
+            sysctls = c.sysctls;
+            (format!("matrix cell: {}", factors.join(" ")), c.experiment)
+        }
+        _ => unreachable!("not a runner experiment"),
+    };
+    if let ClientPort::Fixed(0) = x.client_port {
+        x.client_port = ClientPort::Fixed(CLIENT_PORT);
+    }
+    if x.server_port == 0 {
+        x.server_port = SERVER_PORT;
+    }
+    if let Some(ts) = plan.timestamps {
+        sysctls.retain(|s| s.name != crate::sysctl::TIMESTAMPS);
+        sysctls.push(Sysctl::new(
+            crate::sysctl::TIMESTAMPS,
+            if ts { "1" } else { "0" },
+        ));
+    }
+    Ok((title, x, sysctls))
+}
+
+/// Run the plan's experiment under capture and return the trace.
+pub fn run_trace(plan: &TracePlan) -> Result<Trace> {
+    netns::can_unshare().map_err(needs_root)?;
+    if plan.target == Target::RstUnread {
+        return lost::run(plan);
+    }
+    let (title, x, sysctls) = experiment_of(plan)?;
+    let x2 = x.clone();
+    let (report, collected, timestamps, snaps, start) =
+        netns::run_in_fresh(sysctls, move || -> Result<_> {
+            let cap = Capture::start("lo", Keep::IncomingOnly, false)?;
+            let start = cap.start;
+            let snaps = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let s2 = snaps.clone();
+            let report = scenario::with_step_hook(
+                move |st| s2.borrow_mut().push(snap(st)),
+                || scenario::run(&x2),
+            );
+            let collected = cap.finish()?;
+            let ts = crate::sysctl::read(crate::sysctl::TIMESTAMPS).is_some_and(|v| v != "0");
+            let snaps = std::mem::take(&mut *snaps.borrow_mut());
+            Ok((report?, collected, ts, snaps, start))
+        })??;
+    let segments = number(&collected.segments, report.server_addr);
+    let moments = moments_of(&x, &report, &segments);
+    Ok(Trace {
+        title,
+        timestamps,
+        client: report.client_addr,
+        server: report.server_addr,
+        frames_seen: collected.frames_seen,
+        frames_outgoing: collected.frames_outgoing,
+        states_source: STATES_SOURCE,
+        segments,
+        moments,
+        steps: step_states(snaps, start, report.client_addr, report.server_addr),
+        notes: vec![format!(
+            "outcome of the next step: {}",
+            report.outcome.short()
+        )],
+        report: Some(report),
+        raw: collected.raw,
+    })
+}
+
+/// The annotated moments of a runner experiment.
+fn moments_of(x: &Experiment, r: &Report, segs: &[Segment]) -> Vec<Moment> {
+    let mut v = Vec::new();
+    if x.close.is_rst() {
+        // The other end's next call after the RST: its recv() in the runner.
+        let other = match x.close.first() {
+            Side::Client => "server",
+            Side::Server => "client",
+        };
+        let peer_error = r
+            .steps
+            .iter()
+            .find(|s| s.actor == other && s.step == Step::Recv)
+            .and_then(|s| match &s.result {
+                crate::outcome::StepResult::Err { error } => Some(format!("{error} from recv()")),
+                _ => None,
+            });
+        v.extend(annotate::reset(segs, 1, Some(0), peer_error));
+    }
+    let reused = r.new_local == Some(r.client_addr);
+    if x.next == NextStep::Reconnect && reused && r.outcome.is_ok() {
+        let m = match r.before.time_wait_holder() {
+            Some(Side::Server) => annotate::time_wait_syn(segs, 1, 2),
+            Some(Side::Client) => annotate::takeover(segs, 1, 2),
+            None => None,
+        };
+        v.extend(m);
+    }
+    v
+}
+
+/// `twlab trace`: run, print, write the pcap if asked. Exit code 0.
+pub fn run(plan: &TracePlan) -> Result<u8> {
+    use std::io::Write;
+    let t = run_trace(plan)?;
+    if let Some(path) = &plan.pcap {
+        pcap::write(path, &t.raw)?;
+    }
+    let text = if plan.json {
+        serde_json::to_string_pretty(&t).map_err(|e| Error::Invalid(e.to_string()))?
+    } else {
+        ladder_text(&t, plan.absolute)
+    };
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
+    Ok(0)
+}

@@ -1,0 +1,291 @@
+//! `twlab trace`: the decoder on frames built with etherparse, the loopback
+//! dedup, the annotated SYN with and without timestamps (checked against
+//! numbers computed here from the captured segments), and the pcap read
+//! back by tshark.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use etherparse::{PacketBuilder, TcpOptionElement};
+use std::net::SocketAddr;
+use twlab::trace::{
+    Captured, Direction, Segment, Target, Trace, TracePlan, decode_frame, number, run_trace,
+};
+
+const C: &str = "127.0.0.1:23456";
+const S: &str = "127.0.0.1:12345";
+
+/// A frame as lo carries it (zero MACs), built by etherparse.
+fn frame(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    ts: Option<(u32, u32)>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {
+        unreachable!()
+    };
+    let mut b = PacketBuilder::ethernet2([0; 6], [0; 6])
+        .ipv4(s.ip().octets(), d.ip().octets(), 64)
+        .tcp(s.port(), d.port(), seq, 65495);
+    if syn {
+        b = b.syn();
+    }
+    if let Some(a) = ack {
+        b = b.ack(a);
+    }
+    if let Some((v, e)) = ts {
+        b = b
+            .options(&[
+                TcpOptionElement::Noop,
+                TcpOptionElement::Noop,
+                TcpOptionElement::Timestamp(v, e),
+            ])
+            .unwrap();
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+fn cap(bytes: &[u8]) -> Captured {
+    Captured {
+        at_us: 0,
+        wire: decode_frame(bytes).expect("a TCP frame"),
+        states: None,
+        injected: false,
+    }
+}
+
+#[test]
+fn the_decoder_reads_what_etherparse_built() {
+    let (c, s): (SocketAddr, SocketAddr) = (C.parse().unwrap(), S.parse().unwrap());
+    let syn = frame(c, s, 1000, None, true, Some((77, 0)), b"");
+    let w = decode_frame(&syn).unwrap();
+    assert_eq!((w.src, w.dst, w.seq, w.ack), (c, s, 1000, 0));
+    assert!(w.flags.syn && !w.flags.ack && !w.flags.fin && !w.flags.rst);
+    assert_eq!(
+        (w.tsval, w.tsecr, w.window, w.len),
+        (Some(77), Some(0), 65495, 0)
+    );
+    assert_eq!(w.end_seq(), 1001);
+    assert_eq!(w.flags.bits(), 0x02);
+    let synack = frame(s, c, 5000, Some(1001), true, None, b"");
+    let data = frame(c, s, 1001, Some(5001), false, Some((78, 99)), b"hello");
+    let d = decode_frame(&data).unwrap();
+    assert_eq!((d.len, d.end_seq(), d.tsecr), (5, 1006, Some(99)));
+    assert_eq!(d.flags.bits(), 0x10);
+    // Relative numbers per direction, from each side's ISN.
+    let segs = number(&[cap(&syn), cap(&synack), cap(&data)], s);
+    let rel: Vec<(Direction, u32, u32)> =
+        segs.iter().map(|g| (g.dir, g.rel_seq, g.rel_ack)).collect();
+    assert_eq!(
+        rel,
+        vec![
+            (Direction::ToServer, 0, 0),
+            (Direction::ToClient, 0, 1),
+            (Direction::ToServer, 1, 1)
+        ]
+    );
+    // A new SYN with a new ISN on the same 4-tuple opens connection 2.
+    let syn2 = frame(c, s, 9000, None, true, None, b"");
+    let segs = number(&[cap(&syn), cap(&synack), cap(&syn2)], s);
+    assert_eq!(
+        segs.iter().map(|g| g.conn).collect::<Vec<_>>(),
+        vec![1, 1, 2]
+    );
+    // Not TCP: no segment.
+    assert!(decode_frame(&[0u8; 20]).is_none());
+}
+
+fn trace(target: Target, timestamps: Option<bool>) -> Trace {
+    let plan = TracePlan {
+        target,
+        timestamps,
+        absolute: false,
+        pcap: None,
+        json: false,
+    };
+    run_trace(&plan).expect("trace runs")
+}
+
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// What a TIME_WAIT remembers of conn 1, computed here from the segments.
+fn old_client_end(segs: &[Segment]) -> (u32, Option<u32>) {
+    let old: Vec<&Segment> = segs
+        .iter()
+        .filter(|s| s.conn == 1 && s.dir == Direction::ToServer && !s.wire.flags.rst)
+        .collect();
+    let last = old.last().expect("old client segments");
+    (
+        last.wire.seq + u32::from(last.wire.flags.fin) + last.wire.len,
+        last.wire.tsval,
+    )
+}
+
+fn new_syn(segs: &[Segment]) -> &Segment {
+    segs.iter()
+        .find(|s| s.conn == 2 && s.wire.flags.syn && !s.wire.flags.ack)
+        .expect("the new SYN")
+}
+
+#[test]
+fn loopback_frames_are_kept_once() {
+    if !common::netns_or_skip("loopback_frames_are_kept_once") {
+        return;
+    }
+    let t = trace(Target::Demo(3), None);
+    assert_eq!(
+        t.frames_seen,
+        2 * t.frames_outgoing,
+        "lo shows each frame twice"
+    );
+    assert_eq!(t.segments.len(), t.frames_outgoing, "one copy of each kept");
+    let mut keys: Vec<(u32, u32, u8, u32)> = t
+        .segments
+        .iter()
+        .map(|s| (s.conn, s.wire.seq, s.wire.flags.bits(), s.wire.ack))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), t.segments.len(), "no segment twice");
+}
+
+#[test]
+fn the_new_syn_is_newer_than_the_server_time_wait() {
+    if !common::netns_or_skip("the_new_syn_is_newer_than_the_server_time_wait") {
+        return;
+    }
+    for ts in [true, false] {
+        let t = trace(Target::Demo(3), Some(ts));
+        assert_eq!(t.timestamps, ts);
+        let (rcv_nxt, ts_recent) = old_client_end(&t.segments);
+        let syn = new_syn(&t.segments);
+        if ts {
+            let (v, r) = (syn.wire.tsval.unwrap(), ts_recent.unwrap());
+            assert!(
+                (r.wrapping_sub(v) as i32) < 0,
+                "TSval {v} newer than ts_recent {r}"
+            );
+        } else {
+            assert!(syn.wire.tsval.is_none() && ts_recent.is_none());
+            assert!(
+                after(syn.wire.seq, rcv_nxt),
+                "ISN {} after rcv_nxt {rcv_nxt}",
+                syn.wire.seq
+            );
+        }
+        let text = twlab::trace::ladder_text(&t, false);
+        assert!(text.contains("TCP_TW_SYN"), "{text}");
+        let want = if ts { "RFC 6191" } else { "RFC 1122" };
+        assert!(text.contains(want), "{text}");
+    }
+}
+
+#[test]
+fn the_takeover_isn_is_old_snd_nxt_plus_65537() {
+    if !common::netns_or_skip("the_takeover_isn_is_old_snd_nxt_plus_65537") {
+        return;
+    }
+    let t = trace(Target::Demo(1), Some(true));
+    let (snd_nxt, _) = old_client_end(&t.segments);
+    assert_eq!(new_syn(&t.segments).wire.seq, snd_nxt.wrapping_add(65_537));
+}
+
+#[test]
+fn rst_with_unread_data_resets_the_peer() {
+    if !common::netns_or_skip("rst_with_unread_data_resets_the_peer") {
+        return;
+    }
+    let t = trace(Target::RstUnread, None);
+    let rst = t
+        .segments
+        .iter()
+        .find(|s| s.wire.flags.rst)
+        .expect("an RST");
+    assert_eq!(rst.dir, Direction::ToServer);
+    let last = t.steps.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), last.result.starts_with("ECONNRESET")),
+        ("server", true),
+        "{last:?}"
+    );
+}
+
+/// Install tshark (as root, from the distribution) if it is missing.
+fn tshark() -> bool {
+    let has = || {
+        std::process::Command::new("tshark")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if has() {
+        return true;
+    }
+    let _ = std::process::Command::new("apt-get")
+        .args(["install", "-y", "-q", "tshark"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output();
+    has()
+}
+
+#[test]
+fn tshark_reads_the_same_segments_from_the_pcap() {
+    if !common::netns_or_skip("tshark_reads_the_same_segments_from_the_pcap") {
+        return;
+    }
+    if !tshark() {
+        common::skip(
+            "tshark_reads_the_same_segments_from_the_pcap: tshark is not installed and apt-get could not install it",
+        );
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("twlab-trace-{}.pcap", std::process::id()));
+    let o = common::run(&["trace", "--json", "--pcap", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ours: Vec<String> = v["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let f = &s["flags"];
+            let bit = |n: &str, b: u8| if f[n].as_bool().unwrap() { b } else { 0 };
+            let bits =
+                bit("fin", 1) | bit("syn", 2) | bit("rst", 4) | bit("psh", 8) | bit("ack", 16);
+            format!("0x{bits:04x} {}", s["seq"])
+        })
+        .collect();
+    let t = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            path.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "tcp.flags",
+            "-e",
+            "tcp.seq_raw",
+        ])
+        .output()
+        .expect("tshark runs");
+    let _ = std::fs::remove_file(&path);
+    let theirs: Vec<String> = String::from_utf8_lossy(&t.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(!ours.is_empty());
+    assert_eq!(
+        theirs,
+        ours,
+        "tshark stderr: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
+}
