@@ -131,9 +131,9 @@ fn row(spec: &CellSpec, status: &CellStatus, with_free: bool) -> Vec<String> {
             }
             r.extend([String::new(), String::new(), String::new()]);
         }
-        CellStatus::Error { message } => {
+        CellStatus::Error { .. } | CellStatus::SysctlRefused { .. } => {
             r.push("error".into());
-            r.push(message.clone());
+            r.push(status.error_message().unwrap_or_default());
             r.push(String::new());
             if with_free {
                 r.push(String::new());
@@ -219,7 +219,7 @@ fn mismatch_text(run: &MatrixRun) -> String {
         ));
     }
     for c in &run.cells {
-        if let CellStatus::Error { message } = &c.status {
+        if let Some(message) = c.status.error_message() {
             s.push_str(&format!("ERROR cell {}: {message}\n", c.spec.id));
         }
     }
@@ -258,7 +258,7 @@ pub fn render_table(run: &MatrixRun, color: bool) -> String {
         last_group = Some(group);
         let cells = row(&c.spec, &c.status, wf);
         let bad = matches!(&c.status, CellStatus::Ran(r) if !r.matches)
-            || matches!(c.status, CellStatus::Error { .. });
+            || c.status.error_message().is_some();
         let row: Vec<Cell> = cells
             .into_iter()
             .enumerate()

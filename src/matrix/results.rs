@@ -4,6 +4,7 @@
 use super::cells::CellSpec;
 use crate::check::Checked;
 use crate::diag::{Side, TupleView};
+use crate::error::Error;
 use crate::model::{self, DocumentedPrediction, KernelFacts, Prediction};
 use crate::scenario::{Experiment, NextStep, Report};
 use crate::sysctl::Sysctl;
@@ -86,6 +87,29 @@ pub enum CellStatus {
         /// The error.
         message: String,
     },
+    /// The kernel refused one of the cell's sysctl values (a factor value
+    /// out of the kernel's range, e.g. `tcp-max-tw-buckets=2147483648`).
+    SysctlRefused {
+        /// The sysctl and the value the kernel refused.
+        sysctl: Sysctl,
+        /// The kernel's answer.
+        why: String,
+    },
+}
+
+impl CellStatus {
+    /// The one-line message of a cell that did not run (error or refused
+    /// sysctl), else `None`.
+    pub fn error_message(&self) -> Option<String> {
+        match self {
+            CellStatus::Error { message } => Some(message.clone()),
+            CellStatus::SysctlRefused { sysctl, why } => Some(format!(
+                "the kernel refused {}={}: {why}",
+                sysctl.name, sysctl.value
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A cell and what happened to it.
@@ -165,8 +189,26 @@ impl MatrixRun {
     /// Cells that could not run.
     pub fn errors(&self) -> usize {
         (self.cells.iter())
-            .filter(|c| matches!(c.status, CellStatus::Error { .. }))
+            .filter(|c| c.status.error_message().is_some())
             .count()
+    }
+
+    /// If the kernel refused a sysctl value a factor asked for: one error
+    /// naming the sysctl and the value (a bad argument, found only when the
+    /// kernel was asked), for the first such cell.
+    pub fn refused_sysctl(&self) -> Option<Error> {
+        let n = (self.cells.iter())
+            .filter(|c| matches!(c.status, CellStatus::SysctlRefused { .. }))
+            .count();
+        self.cells.iter().find_map(|c| match &c.status {
+            CellStatus::SysctlRefused { sysctl, why } => Some(Error::Usage(format!(
+                "the kernel refused {}={} ({why}) in {n} of {} cells; pick a value the kernel accepts (see --list-factors)",
+                sysctl.name,
+                sysctl.value,
+                self.cells.len()
+            ))),
+            _ => None,
+        })
     }
 }
 
