@@ -615,3 +615,75 @@ fn unprivileged_run_ends_on_signals_with_its_worker() {
         );
     }
 }
+
+/// Rows sharing a rule id keep their own explanation and fix: tw_reuse=0
+/// (forbidden) and tw_reuse=1 (blocked by tcp_tw_reuse_delay) both end in
+/// ephemeral-exhausted, and each row points at its own note in the table
+/// and the Markdown. Windows and BSD fail there too (exhausted range).
+#[test]
+fn each_row_points_at_its_own_explanation() {
+    if !netns_or_skip("each_row_points_at_its_own_explanation") {
+        return;
+    }
+    if twlab::sysctl::read("net.ipv4.tcp_tw_reuse_delay").is_none() {
+        skip("each_row_points_at_its_own_explanation: no tcp_tw_reuse_delay (Linux < 6.14)");
+        return;
+    }
+    let args = [
+        "matrix",
+        "-f",
+        "next=reconnect",
+        "-f",
+        "port-range=one",
+        "-f",
+        "client-port=ephemeral",
+        "-f",
+        "close=client",
+        "-f",
+        "when=after-peer",
+        "-f",
+        "family=ipv4",
+        "-f",
+        "tcp-tw-reuse=0,1",
+        "-f",
+        "tcp-timestamps=1",
+        "-f",
+        "tcp-tw-reuse-delay=60000",
+    ];
+    for format in ["md", "table"] {
+        let o = run(&[&args[..], &["--format", format]].concat());
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        // The note each row's rule column points at.
+        let note_of = |reuse: &str| -> String {
+            let line = out
+                .lines()
+                .find(|l| l.contains(&format!("tw_reuse={reuse} ")))
+                .unwrap_or_else(|| panic!("no tw_reuse={reuse} row in\n{out}"));
+            let at = line
+                .find("ephemeral-exhausted [")
+                .expect("rule with a note");
+            line[at..].split(']').next().unwrap().to_string() + "]"
+        };
+        let (off, on) = (note_of("0"), note_of("1"));
+        assert_ne!(off, on, "{out}");
+        let note = |n: &str| {
+            out.lines()
+                .find(|l| l.starts_with(&format!("- {}", &n["ephemeral-exhausted ".len()..])))
+                .unwrap_or_else(|| panic!("no note {n} in\n{out}"))
+                .to_string()
+        };
+        let (off, on) = (note(&off), note(&on));
+        assert!(
+            off.contains("tcp_tw_reuse=0 forbids")
+                && off.contains("Fix: set net.ipv4.tcp_tw_reuse=1"),
+            "{off}"
+        );
+        assert!(
+            on.contains("younger than tcp_tw_reuse_delay")
+                && on.contains("Fix: retry after tcp_tw_reuse_delay"),
+            "{on}"
+        );
+        assert!(out.contains("connect: WSAEADDRINUSE"), "{out}");
+    }
+}

@@ -6,6 +6,7 @@ use crate::check::Checked;
 use crate::diag::{Side, TupleView};
 use crate::error::Error;
 use crate::model::{self, DocumentedPrediction, KernelFacts, Prediction};
+use crate::outcome::{Outcome, WsaName};
 use crate::scenario::{Experiment, NextStep, Report};
 use crate::sysctl::Sysctl;
 use serde::{Deserialize, Serialize};
@@ -141,6 +142,25 @@ pub fn held_by_open_descriptor(x: &Experiment) -> bool {
 /// and the Windows and BSD columns all come from [`crate::check`], computed
 /// once from the view that decided.
 pub(crate) fn judge(c: Checked, kernel: KernelFacts) -> RanCell {
+    let mut c = c;
+    // The Winsock twin of a Linux error names what Windows reports in the
+    // same cell, not the errno's namesake: an exhausted range is
+    // EADDRNOTAVAIL on Linux but WSAEADDRINUSE (10048) on Windows, not
+    // WSAEADDRNOTAVAIL (10049).
+    let twin = match &c.windows.outcome {
+        Outcome::Failed { error, .. } if error.name.starts_with("WSA") => Some(WsaName {
+            name: error.name.clone(),
+            code: error.code,
+        }),
+        _ => None,
+    };
+    for o in [&mut c.report.outcome, &mut c.prediction.outcome] {
+        if let Outcome::Failed { error, .. } = o
+            && error.wsa.is_some()
+        {
+            error.wsa = twin.clone();
+        }
+    }
     RanCell {
         report: c.report,
         view: c.view,
