@@ -687,3 +687,40 @@ fn each_row_points_at_its_own_explanation() {
         assert!(out.contains("connect: WSAEADDRINUSE"), "{out}");
     }
 }
+
+/// Too many namespaces (ENOSPC from unshare, user.max_net_namespaces
+/// reached) is named as the limit it is, never as "run as root". Made in a
+/// user + network namespace of this test's own whose limit is 0.
+#[test]
+fn a_namespace_limit_is_named_not_root() {
+    let test = "a_namespace_limit_is_named_not_root";
+    if !netns_or_skip(test) || !common::tool_or_skip(test, "ip") {
+        return;
+    }
+    let script = format!(
+        "ip link set lo up && echo 0 > /proc/sys/user/max_net_namespaces && exec {} matrix --format json -f next=rebind -f close=client -f family=ipv4 -f client-port=fixed -f when=at-once",
+        bin().display()
+    );
+    let o = match Command::new("unshare")
+        .args(["-Urn", "sh", "-c", &script])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return skip(&format!("{test}: cannot run unshare ({e})")),
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("max_net_namespaces") && !o.status.success() && o.stdout.is_empty() {
+        return skip(&format!("{test}: cannot lower the limit here ({err})"));
+    }
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let iso = v["isolation"].as_str().unwrap();
+    assert!(
+        iso.contains("ENOSPC") && iso.contains("user.max_net_namespaces = 0"),
+        "{iso}"
+    );
+    assert!(
+        !iso.contains("run as root") && !iso.contains("twlab: error"),
+        "{iso}"
+    );
+}

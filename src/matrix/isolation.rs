@@ -131,7 +131,12 @@ fn userns_probe() -> std::result::Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("no message").trim();
+        Err(last
+            .strip_prefix("twlab: error: ")
+            .unwrap_or(last)
+            .to_string())
     }
 }
 
