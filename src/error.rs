@@ -49,6 +49,11 @@ pub enum Error {
 
     #[error("not supported on {os}: {what}")]
     Unsupported { os: &'static str, what: String },
+
+    /// A bad argument found after parsing (a value out of its documented
+    /// range, a matrix too large): the CLI exits 2, as for clap's errors.
+    #[error("{0}")]
+    Usage(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

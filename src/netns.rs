@@ -26,13 +26,7 @@ mod imp {
     }
 
     fn unshare_net() -> Result<()> {
-        ns::unshare_net().map_err(|e| {
-            Error::Netns(format!(
-                "unshare(CLONE_NEWNET) failed: {} ({}); run as root, or with CAP_SYS_ADMIN",
-                crate::sys::errno_name(e as i32),
-                e as i32
-            ))
-        })
+        ns::unshare_net().map_err(|e| Error::Netns(ns::unshare_error("CLONE_NEWNET", e)))
     }
 
     /// Like [`enter_fresh`], but the new namespace gets a TCP established
@@ -105,7 +99,7 @@ mod imp {
     /// Can this process make network namespaces per thread? Probed by doing
     /// it on a throwaway thread.
     pub fn can_unshare() -> std::result::Result<(), String> {
-        std::thread::spawn(|| ns::unshare_net().map_err(|e| e.desc().to_string()))
+        std::thread::spawn(|| ns::unshare_net().map_err(|e| ns::unshare_error("CLONE_NEWNET", e)))
             .join()
             .unwrap_or_else(|_| Err("probe thread panicked".into()))
     }

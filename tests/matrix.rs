@@ -3,8 +3,11 @@
 
 mod common;
 
-use common::{bin, netns_or_skip, one_line_failure, run, skip};
-use std::process::Command;
+use common::{bin, netns_or_skip, one_line_failure, run, skip, wait_until};
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 use twlab::matrix::{self, CellStatus, IsolationChoice, Plan, Selection};
 
 /// The plan of `twlab matrix -f F1 -f F2 ...`.
@@ -49,9 +52,11 @@ fn assert_all_agree(factors: &[&str], test: &str) {
             CellStatus::Skipped { reason } => {
                 problems.push(format!("cell {} skipped: {reason}", c.spec.id))
             }
-            CellStatus::Error { message } => {
-                problems.push(format!("cell {} error: {message}", c.spec.id))
-            }
+            CellStatus::Error { .. } | CellStatus::SysctlRefused { .. } => problems.push(format!(
+                "cell {} error: {}",
+                c.spec.id,
+                c.status.error_message().unwrap_or_default()
+            )),
         }
     }
     assert!(
@@ -255,16 +260,13 @@ fn list_factors_names_every_factor() {
     }
 }
 
-/// With no namespaces, the host fallback says so and skips cells that need
-/// other sysctls.
-#[test]
-fn host_fallback_skips_cells_needing_other_sysctls() {
-    // The "host" is this test's own fresh namespace: no traffic on the
-    // real host's loopback.
-    if !netns_or_skip("host_fallback_skips_cells_needing_other_sysctls") {
-        return;
+netns_test! {
+    /// With no namespaces, the host fallback says so and skips cells that
+    /// need other sysctls. (The "host" is this test's own fresh namespace:
+    /// no traffic on the real host's loopback.)
+    fn host_fallback_skips_cells_needing_other_sysctls() {
+        host_fallback_body()
     }
-    common::in_netns(&[], host_fallback_body);
 }
 
 fn host_fallback_body() {
@@ -299,4 +301,426 @@ fn host_fallback_body() {
     for (_, r) in run.ran() {
         assert!(r.matches, "{:?}", r.report.outcome);
     }
+}
+
+/// `twlab matrix | head`: a reader that went away is not an error. The
+/// read end is closed before twlab writes, so every write meets EPIPE.
+#[test]
+fn closed_stdout_exits_zero_quietly() {
+    let closed = |args: &[&str]| {
+        let mut c = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("twlab");
+        drop(c.stdout.take());
+        let o = c.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    };
+    closed(&["matrix", "--list-factors"]);
+    if !netns_or_skip("closed_stdout_exits_zero_quietly (formats)") {
+        return;
+    }
+    for f in ["table", "json", "md", "csv"] {
+        closed(&[
+            "matrix",
+            "-f",
+            "next=rebind",
+            "-f",
+            "close=client",
+            "-f",
+            "when=at-once",
+            "-f",
+            "family=ipv4",
+            "-f",
+            "client-port=fixed",
+            "--format",
+            f,
+        ]);
+    }
+}
+
+/// The sleeping cell: waits 20 s after the close.
+const SLEEPY: &[&str] = &[
+    "matrix",
+    "-f",
+    "close=client",
+    "-f",
+    "when=after-20000ms",
+    "-f",
+    "next=rebind",
+    "-f",
+    "family=ipv4",
+    "-f",
+    "client-port=fixed",
+];
+
+/// True once process `pid` runs a cell thread (named twlab-cell-N).
+fn runs_a_cell(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("twlab-cell"))
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Wait (bounded by `limit`) for `child` to exit; its status, stderr and
+/// how long it took.
+fn exit_within(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String, Duration) {
+    let t0 = Instant::now();
+    let status = wait_until(limit, "twlab to exit", || child.try_wait().ok().flatten());
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status, err, t0.elapsed())
+}
+
+/// Ctrl-C during a cell's after-<N>ms wait ends the run at once: exit 130,
+/// one line.
+#[test]
+fn sigint_ends_a_sleeping_cell_at_once() {
+    if !netns_or_skip("sigint_ends_a_sleeping_cell_at_once") {
+        return;
+    }
+    let child = Command::new(bin())
+        .args(SLEEPY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("twlab");
+    let pid = child.id();
+    wait_until(Duration::from_secs(5), "a cell thread", || {
+        runs_a_cell(pid).then_some(())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let (status, err, took) = exit_within(child, Duration::from_secs(3));
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+}
+
+/// A factor value the kernel refuses, a duration past its bound, `--jobs
+/// 0` and a matrix past the cell limit: one line each, exit 2.
+#[test]
+fn bad_values_found_after_parsing_exit_2() {
+    let two = |args: &[&str], want: &str| {
+        let o = run(args);
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+        assert!(line.contains(want), "{args:?}: {line}");
+    };
+    two(&["matrix", "--jobs", "0"], "--jobs");
+    two(&["matrix", "-f", "when=after-600001ms"], "N ≤ 600000");
+    two(
+        &["matrix", "-f", "when=after-18446744073709551615ms"],
+        "after-<N>ms",
+    );
+    // 1.24 million cells: refused before one is built.
+    let many: Vec<String> = (1000..2000).map(|n| n.to_string()).collect();
+    let t0 = Instant::now();
+    two(
+        &[
+            "matrix",
+            "-f",
+            &format!("tcp-max-tw-buckets={}", many.join(",")),
+        ],
+        "more than 100000 cells",
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    if !netns_or_skip("bad_values_found_after_parsing_exit_2 (sysctl)") {
+        return;
+    }
+    two(
+        &[
+            "matrix",
+            "-f",
+            "tcp-max-tw-buckets=2147483648",
+            "-f",
+            "next=rebind",
+            "-f",
+            "close=client",
+            "-f",
+            "family=ipv4",
+        ],
+        "refused net.ipv4.tcp_max_tw_buckets=2147483648",
+    );
+}
+
+/// `--max-cells` raises the limit: the same selection is then counted,
+/// not refused (and fails later only on its own merits).
+#[test]
+fn max_cells_raises_the_limit() {
+    let o = run(&[
+        "matrix",
+        "--max-cells",
+        "1",
+        "-f",
+        "next=rebind",
+        "-f",
+        "close=client",
+        "-f",
+        "family=ipv4,ipv6",
+    ]);
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(2), "{line}");
+    assert!(line.contains("more than 1 cells"), "{line}");
+}
+
+/// The host-fallback run, a few times: cells share one port space
+/// there, and still no mismatch (exit 3) or error may appear.
+#[test]
+fn host_fallback_has_no_false_mismatches() {
+    if !netns_or_skip("host_fallback_has_no_false_mismatches") {
+        return;
+    }
+    for i in 0..3 {
+        let o = common::in_netns(&[], || run(&["matrix", "--host-netns"]));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "run {i}: {}\n{}",
+            out.lines()
+                .filter(|l| l.contains("MISMATCH") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+/// The command that runs twlab as uid 65534, or why it cannot.
+fn as_nobody(test: &str) -> Option<Command> {
+    if !nix::unistd::getuid().is_root() {
+        skip(&format!(
+            "{test}: not root, cannot switch to uid 65534 with setpriv"
+        ));
+        return None;
+    }
+    let nobody = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+        c
+    };
+    match nobody().args(["unshare", "-Urn", "true"]).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            skip(&format!(
+                "{test}: no user namespaces for uid 65534 ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+            return None;
+        }
+        Err(e) => {
+            skip(&format!("{test}: cannot run setpriv ({e})"));
+            return None;
+        }
+    }
+    let probe = nobody().arg(bin()).arg("--version").output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        skip(&format!("{test}: uid 65534 cannot execute the binary"));
+        return None;
+    }
+    let mut c = nobody();
+    c.arg(bin());
+    Some(c)
+}
+
+/// The `--internal-worker` child of `parent`, once it runs a cell.
+fn worker_of(parent: u32) -> u32 {
+    wait_until(Duration::from_secs(10), "the worker's cell thread", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: u32 = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (ppid == parent
+                && String::from_utf8_lossy(&cmd).contains("--internal-worker")
+                && runs_a_cell(pid))
+            .then_some(pid)
+        })
+    })
+}
+
+/// True while `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            != Some("Z")
+    })
+}
+
+/// As an ordinary user, SIGINT or SIGTERM to the front end ends the run,
+/// and its namespace worker with it; Ctrl-C to the whole process group
+/// exits 130 with one line (not a nested message).
+#[test]
+fn unprivileged_run_ends_on_signals_with_its_worker() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let test = "unprivileged_run_ends_on_signals_with_its_worker";
+    for (sig, group) in [
+        (Signal::SIGINT, false),
+        (Signal::SIGTERM, false),
+        (Signal::SIGINT, true),
+    ] {
+        let Some(mut c) = as_nobody(test) else { return };
+        let child = c
+            .args(SLEEPY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("twlab as nobody");
+        let pid = child.id();
+        let worker = worker_of(pid);
+        let target = if group { -(pid as i32) } else { pid as i32 };
+        kill(Pid::from_raw(target), sig).unwrap();
+        let (status, err, _) = exit_within(child, Duration::from_secs(3));
+        match sig {
+            Signal::SIGINT => {
+                assert_eq!(status.code(), Some(130), "{sig} group={group}: {err}");
+                assert_eq!(err.lines().count(), 1, "{sig} group={group}: {err}");
+                assert!(!err.contains("worker failed"), "{err}");
+            }
+            // 143 once SIGTERM is handled like Ctrl-C; killed by it until then.
+            _ => assert!(
+                status.code() == Some(143) || status.signal() == Some(15),
+                "{sig}: {status:?} {err}"
+            ),
+        }
+        wait_until(
+            Duration::from_secs(3),
+            "the worker to die with its parent",
+            || (!alive(worker)).then_some(()),
+        );
+    }
+}
+
+/// Rows sharing a rule id keep their own explanation and fix: tw_reuse=0
+/// (forbidden) and tw_reuse=1 (blocked by tcp_tw_reuse_delay) both end in
+/// ephemeral-exhausted, and each row points at its own note in the table
+/// and the Markdown. Windows and BSD fail there too (exhausted range).
+#[test]
+fn each_row_points_at_its_own_explanation() {
+    if !netns_or_skip("each_row_points_at_its_own_explanation") {
+        return;
+    }
+    if twlab::sysctl::read("net.ipv4.tcp_tw_reuse_delay").is_none() {
+        skip("each_row_points_at_its_own_explanation: no tcp_tw_reuse_delay (Linux < 6.14)");
+        return;
+    }
+    let args = [
+        "matrix",
+        "-f",
+        "next=reconnect",
+        "-f",
+        "port-range=one",
+        "-f",
+        "client-port=ephemeral",
+        "-f",
+        "close=client",
+        "-f",
+        "when=after-peer",
+        "-f",
+        "family=ipv4",
+        "-f",
+        "tcp-tw-reuse=0,1",
+        "-f",
+        "tcp-timestamps=1",
+        "-f",
+        "tcp-tw-reuse-delay=60000",
+    ];
+    for format in ["md", "table"] {
+        let o = run(&[&args[..], &["--format", format]].concat());
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        // The note each row's rule column points at.
+        let note_of = |reuse: &str| -> String {
+            let line = out
+                .lines()
+                .find(|l| l.contains(&format!("tw_reuse={reuse} ")))
+                .unwrap_or_else(|| panic!("no tw_reuse={reuse} row in\n{out}"));
+            let at = line
+                .find("ephemeral-exhausted [")
+                .expect("rule with a note");
+            line[at..].split(']').next().unwrap().to_string() + "]"
+        };
+        let (off, on) = (note_of("0"), note_of("1"));
+        assert_ne!(off, on, "{out}");
+        let note = |n: &str| {
+            out.lines()
+                .find(|l| l.starts_with(&format!("- {}", &n["ephemeral-exhausted ".len()..])))
+                .unwrap_or_else(|| panic!("no note {n} in\n{out}"))
+                .to_string()
+        };
+        let (off, on) = (note(&off), note(&on));
+        assert!(
+            off.contains("tcp_tw_reuse=0 forbids")
+                && off.contains("Fix: set net.ipv4.tcp_tw_reuse=1"),
+            "{off}"
+        );
+        assert!(
+            on.contains("younger than tcp_tw_reuse_delay")
+                && on.contains("Fix: retry after tcp_tw_reuse_delay"),
+            "{on}"
+        );
+        assert!(out.contains("connect: WSAEADDRINUSE"), "{out}");
+    }
+}
+
+/// Too many namespaces (ENOSPC from unshare, user.max_net_namespaces
+/// reached) is named as the limit it is, never as "run as root". Made in a
+/// user + network namespace of this test's own whose limit is 0.
+#[test]
+fn a_namespace_limit_is_named_not_root() {
+    let test = "a_namespace_limit_is_named_not_root";
+    if !netns_or_skip(test) || !common::tool_or_skip(test, "ip") {
+        return;
+    }
+    let script = format!(
+        "ip link set lo up && echo 0 > /proc/sys/user/max_net_namespaces && exec {} matrix --format json -f next=rebind -f close=client -f family=ipv4 -f client-port=fixed -f when=at-once",
+        bin().display()
+    );
+    let o = match Command::new("unshare")
+        .args(["-Urn", "sh", "-c", &script])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return skip(&format!("{test}: cannot run unshare ({e})")),
+    };
+    let err = String::from_utf8_lossy(&o.stderr);
+    if err.contains("max_net_namespaces") && !o.status.success() && o.stdout.is_empty() {
+        return skip(&format!("{test}: cannot lower the limit here ({err})"));
+    }
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let iso = v["isolation"].as_str().unwrap();
+    assert!(
+        iso.contains("ENOSPC") && iso.contains("user.max_net_namespaces = 0"),
+        "{iso}"
+    );
+    assert!(
+        !iso.contains("run as root") && !iso.contains("twlab: error"),
+        "{iso}"
+    );
 }

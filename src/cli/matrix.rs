@@ -16,7 +16,11 @@ use twlab::matrix::{self, Format, IsolationChoice, Plan, RunOptions, Selection};
 /// its defaults; naming any option factor runs the product of the named
 /// option factors (unnamed ones off). See `--list-factors`.
 ///
-/// Exit code 3 if any observation differs from the prediction.
+/// Limits: `when=after-<N>ms` takes N ≤ 600000 (10 minutes); a matrix of
+/// more than 100000 cells is refused unless --max-cells allows it.
+/// Exit code 3 if any observation differs from the prediction, 2 for a bad
+/// argument (also one the kernel refuses, such as a sysctl value), 130 on
+/// Ctrl-C.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MatrixArgs {
     /// NAME=V1,V2,...: the values of one factor (repeatable).
@@ -32,8 +36,12 @@ pub struct MatrixArgs {
     /// Cells run at once (default: 4 × available cores). Cells that wait
     /// after-<N>ms (N ≥ 50) run afterwards, up to 256 at once, since they
     /// sleep; with --until-free the blocked cells are re-run all at once.
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = parse_jobs)]
     jobs: Option<usize>,
+    /// Refuse a matrix of more cells than this (default 100000); counted
+    /// before any cell is built.
+    #[arg(long, value_name = "N")]
+    max_cells: Option<usize>,
     #[arg(long, value_enum, default_value = "table")]
     format: FormatArg,
     /// Internal: run cells read from stdin inside a user+network namespace
@@ -65,6 +73,19 @@ impl From<FormatArg> for Format {
     }
 }
 
+/// The most cells at once `--jobs` takes: each is a thread (with
+/// --until-free, every blocked cell is one at once anyway).
+const MAX_JOBS: usize = 4096;
+
+/// `--jobs`: 1 to [`MAX_JOBS`].
+fn parse_jobs(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=MAX_JOBS).contains(&n) => Ok(n),
+        Ok(_) => Err(format!("must be between 1 and {MAX_JOBS}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl MatrixArgs {
     fn run_options(&self) -> RunOptions {
         RunOptions {
@@ -73,7 +94,7 @@ impl MatrixArgs {
         }
     }
 
-    fn plan(&self) -> anyhow::Result<Plan> {
+    fn plan(&self) -> twlab::Result<Plan> {
         Ok(Plan {
             selection: Selection::parse(&self.factors)?,
             run: self.run_options(),
@@ -83,20 +104,29 @@ impl MatrixArgs {
                 IsolationChoice::Auto
             },
             format: self.format.into(),
+            max_cells: self.max_cells,
         })
     }
 }
 
 /// Run the command; returns the exit code.
 pub fn run(a: MatrixArgs) -> anyhow::Result<u8> {
-    if a.internal_worker {
-        return Ok(matrix::run_worker(a.run_options())?);
+    let r = if a.internal_worker {
+        matrix::run_worker(a.run_options())
+    } else if a.list_factors {
+        matrix::print_stdout(&matrix::list_factors()).map(|()| 0)
+    } else {
+        a.plan().and_then(|p| matrix::run(&p))
+    };
+    match r {
+        // A bad argument found after parsing exits 2 like clap's own
+        // errors. (Until cli/mod.rs maps twlab::Error::Usage to 2 itself.)
+        Err(e @ twlab::Error::Usage(_)) => {
+            eprintln!("twlab: error: {e}");
+            std::process::exit(2)
+        }
+        r => Ok(r?),
     }
-    if a.list_factors {
-        println!("{}", matrix::list_factors());
-        return Ok(0);
-    }
-    Ok(matrix::run(&a.plan()?)?)
 }
 
 /// Before any thread starts: the unprivileged worker enters its user and

@@ -235,27 +235,57 @@ fn optional(v: &Option<Vec<u32>>) -> Vec<Option<u32>> {
     }
 }
 
-/// Build the cells of a selection. `host` supplies the values of the sysctls
-/// no factor sets; `isolated` says whether cells get a namespace of their own
-/// (then the story's fixed ports, else free ports picked at run time).
-pub fn build_cells(sel: &Selection, host: &NetSysctls, isolated: bool) -> Result<Vec<CellSpec>> {
-    if sel.tw_reuse_delay.is_some() && host.tw_reuse_delay_ms.is_none() {
-        return Err(Error::Sysctl {
-            name: TW_REUSE_DELAY.into(),
-            why: format!(
-                "this kernel ({}) has no net.ipv4.tcp_tw_reuse_delay (added in Linux 6.14); drop the tcp-tw-reuse-delay factor",
-                model::kernel_release()
-            ),
-        });
+/// The most cells a matrix may have unless the plan raises the limit
+/// (`--max-cells`): 100,000 cells take about a gigabyte of results and
+/// minutes of runs.
+pub const MAX_CELLS: usize = 100_000;
+
+/// How many cells `sel` selects, counting no further than `limit + 1`: a
+/// depth-first walk of the axes that keeps one point per axis, so a
+/// selection of millions of cells is refused at once without allocating
+/// them.
+pub fn count_cells(sel: &Selection, host: &NetSysctls, limit: usize) -> usize {
+    fn walk(d: &Defaults, p: &Point, depth: usize, limit: usize, n: &mut usize) {
+        let Some((_, axis)) = AXES.get(depth) else {
+            *n += 1;
+            return;
+        };
+        for q in axis(d, p) {
+            if *n > limit {
+                return;
+            }
+            walk(d, &q, depth + 1, limit, n);
+        }
     }
-    let d = Defaults {
+    let d = defaults(sel, host);
+    let mut n = 0;
+    walk(&d, &start(), 0, limit, &mut n);
+    n
+}
+
+/// Refuse a selection of more than `limit` cells, before building them.
+pub fn check_size(sel: &Selection, host: &NetSysctls, limit: usize) -> Result<()> {
+    let n = count_cells(sel, host, limit);
+    if n > limit {
+        return Err(Error::Usage(format!(
+            "the factors select more than {limit} cells; name fewer values, or raise the limit with --max-cells N"
+        )));
+    }
+    Ok(())
+}
+
+fn defaults<'a>(sel: &'a Selection, host: &NetSysctls) -> Defaults<'a> {
+    Defaults {
         sel,
         host_ts: u8::from(host.timestamps),
         host_reuse: host.tw_reuse.value(),
-    };
-    // Every axis overwrites its field before any cell is made: the start
-    // point's values are never seen.
-    let start = Point {
+    }
+}
+
+/// Every axis overwrites its field before any cell is made: the start
+/// point's values are never seen.
+fn start() -> Point {
+    Point {
         next: NextStep::Reconnect,
         close: CloseBy::Client,
         when: When::AtOnce,
@@ -271,7 +301,24 @@ pub fn build_cells(sel: &Selection, host: &NetSysctls, isolated: bool) -> Result
         delay: None,
         range: RangeChoice::Host,
         max_tw: None,
-    };
+    }
+}
+
+/// Build the cells of a selection. `host` supplies the values of the sysctls
+/// no factor sets; `isolated` says whether cells get a namespace of their own
+/// (then the story's fixed ports, else free ports picked at run time).
+pub fn build_cells(sel: &Selection, host: &NetSysctls, isolated: bool) -> Result<Vec<CellSpec>> {
+    if sel.tw_reuse_delay.is_some() && host.tw_reuse_delay_ms.is_none() {
+        return Err(Error::Sysctl {
+            name: TW_REUSE_DELAY.into(),
+            why: format!(
+                "this kernel ({}) has no net.ipv4.tcp_tw_reuse_delay (added in Linux 6.14); drop the tcp-tw-reuse-delay factor",
+                model::kernel_release()
+            ),
+        });
+    }
+    let d = defaults(sel, host);
+    let start = start();
     // The cartesian product of the axes, the first varying slowest (as
     // nested loops would): each point so far is extended by every value the
     // next axis takes there.
@@ -377,6 +424,35 @@ fn namespace_sysctls(p: &Point, d: &Defaults, host: &NetSysctls) -> (Vec<Sysctl>
         sysctls.push(Sysctl::new(FIN_TIMEOUT, f.to_string()));
     }
     (sysctls, label)
+}
+
+/// The only sysctls a cell may set: the ones [`namespace_sysctls`] writes.
+/// The unprivileged worker reads its cells from a pipe and, as root inside
+/// its user namespace, could write any /proc/sys file it is given; it
+/// refuses every other name ([`check_sysctl_names`]).
+pub const CELL_SYSCTLS: [&str; 6] = [
+    TIMESTAMPS,
+    TW_REUSE,
+    TW_REUSE_DELAY,
+    PORT_RANGE,
+    MAX_TW_BUCKETS,
+    FIN_TIMEOUT,
+];
+
+/// Refuse cells that would set a sysctl outside [`CELL_SYSCTLS`].
+pub fn check_sysctl_names(cells: &[CellSpec]) -> Result<()> {
+    let bad = cells
+        .iter()
+        .flat_map(|c| &c.sysctls)
+        .find(|s| !CELL_SYSCTLS.contains(&s.name.as_str()));
+    match bad {
+        Some(s) => Err(Error::Usage(format!(
+            "refusing to set sysctl '{}': a matrix cell sets only {}",
+            s.name.escape_debug(),
+            CELL_SYSCTLS.join(", ")
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The host sysctls the unit tests build cells against.
@@ -606,5 +682,42 @@ mod tests {
         )
         .unwrap();
         assert!(c.iter().all(|c| !held_by_open_descriptor(&c.experiment)));
+    }
+
+    /// The count walks the same axes as the build, and stops past the
+    /// limit.
+    #[test]
+    fn cells_are_counted_before_they_are_built() {
+        let host = test_host();
+        for args in [&[][..], &["next=reconnect", "tcp-tw-reuse=0,1"][..]] {
+            let sel = sel(args);
+            let n = build_cells(&sel, &host, true).unwrap().len();
+            assert_eq!(count_cells(&sel, &host, usize::MAX), n);
+            assert_eq!(count_cells(&sel, &host, 10), 11);
+            assert!(check_size(&sel, &host, n).is_ok());
+            assert!(matches!(
+                check_size(&sel, &host, n - 1),
+                Err(Error::Usage(_))
+            ));
+        }
+        let many: Vec<String> = (1000..2000).map(|n| n.to_string()).collect();
+        let big = sel(&[&format!("tcp-max-tw-buckets={}", many.join(","))]);
+        assert!(check_size(&big, &host, MAX_CELLS).is_err());
+    }
+
+    /// The worker writes only the sysctls a cell may set.
+    #[test]
+    fn only_the_matrix_sysctls_pass_the_worker() {
+        let mut cells = build_cells(&sel(&["next=rebind"]), &test_host(), true).unwrap();
+        assert!(check_sysctl_names(&cells).is_ok());
+        cells[0]
+            .sysctls
+            .push(Sysctl::new("kernel.hostname", "pwned"));
+        let e = check_sysctl_names(&cells).unwrap_err().to_string();
+        assert!(
+            e.contains("refusing to set sysctl 'kernel.hostname'"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1);
     }
 }

@@ -29,7 +29,7 @@ impl Factor {
         vs.iter()
             .map(|v| {
                 parse(v).ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::Usage(format!(
                         "factor '{}': unknown value '{v}'; valid values: {}",
                         self.name, self.values
                     ))
@@ -53,7 +53,7 @@ pub const FACTORS: &[Factor] = &[
     },
     Factor {
         name: "when",
-        values: "at-once, after-ack, after-peer, after-<N>ms",
+        values: "at-once, after-ack, after-peer, after-<N>ms (N ≤ 600000)",
         default: "at-once, after-ack (FIN closes), after-peer",
         what: "right after close() (closer FIN_WAIT1), after the FIN's ACK (FIN_WAIT2/CLOSE_WAIT), or after both closed and settled (+N ms)",
         set: |f, vs, s| {
@@ -233,6 +233,10 @@ fn parse_onoff(v: &str) -> Option<bool> {
     }
 }
 
+/// The longest `after-<N>ms` wait: ten minutes, far beyond any TIME_WAIT
+/// (60 s on Linux, 240 s by default on Windows).
+pub const MAX_AFTER_MS: u64 = 600_000;
+
 fn parse_when(v: &str) -> Option<When> {
     match v {
         "at-once" => Some(When::AtOnce),
@@ -242,6 +246,7 @@ fn parse_when(v: &str) -> Option<When> {
             .strip_prefix("after-")
             .and_then(|r| r.strip_suffix("ms"))
             .and_then(|n| n.parse().ok())
+            .filter(|n| *n <= MAX_AFTER_MS)
             .map(When::AfterMs),
     }
 }
@@ -333,13 +338,13 @@ impl Selection {
         let mut s = Selection::default();
         for a in args {
             let Some((name, vals)) = a.split_once('=') else {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "--factor '{a}': expected NAME=V1,V2,... (see --list-factors)"
                 )));
             };
             let name = name.trim();
             let factor = FACTORS.iter().find(|f| f.name == name).ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Usage(format!(
                     "unknown factor '{name}'; valid factors: {}",
                     FACTORS
                         .iter()
@@ -354,7 +359,7 @@ impl Selection {
                 .filter(|v| !v.is_empty())
                 .collect();
             if vs.is_empty() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "factor '{name}' has no values; valid values: {}",
                     factor.values
                 )));

@@ -131,7 +131,12 @@ fn userns_probe() -> std::result::Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.lines().last().unwrap_or("no message").trim();
+        Err(last
+            .strip_prefix("twlab: error: ")
+            .unwrap_or(last)
+            .to_string())
     }
 }
 
@@ -142,6 +147,8 @@ static USERNS: Mutex<Option<std::result::Result<(), String>>> = Mutex::new(None)
 /// handler does): it enters its user + network namespace here, because
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process.
 pub fn before_worker_threads() {
+    #[cfg(target_os = "linux")]
+    crate::sys::ns::die_with_parent();
     let r = enter_userns();
     *USERNS.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
 }
@@ -174,6 +181,9 @@ pub fn run_worker(opts: RunOptions) -> Result<u8> {
         .map_err(|e| Error::Invalid(format!("reading cells: {e}")))?;
     let cells: Vec<CellSpec> =
         serde_json::from_str(&input).map_err(|e| Error::Invalid(format!("bad cell list: {e}")))?;
+    // Root in its namespace, the worker writes each cell's sysctls: only
+    // the matrix's own names pass.
+    super::cells::check_sysctl_names(&cells)?;
     if cells.is_empty() {
         return Ok(0);
     }
@@ -188,9 +198,14 @@ pub fn run_worker(opts: RunOptions) -> Result<u8> {
     Ok(0)
 }
 
-/// Run cells in a re-executed worker, reading results as they come.
+/// Run cells in a re-executed worker, reading results as they come. On
+/// Ctrl-C (or any signal the interrupt flag stands for) the worker is
+/// stopped, not left behind: it gets SIGINT, then SIGKILL if it has not
+/// exited within a second (and PR_SET_PDEATHSIG kills it if this process
+/// dies first).
 fn run_via_worker(cells: &[CellSpec], opts: RunOptions, done: &dyn Fn(CellResult)) -> Result<()> {
     use std::process::{Command, Stdio};
+    use std::sync::mpsc::{RecvTimeoutError, channel};
     let exe = std::env::current_exe().map_err(|e| Error::Netns(format!("current_exe: {e}")))?;
     let mut child = Command::new(exe)
         .args(worker_args(opts))
@@ -205,24 +220,86 @@ fn run_via_worker(cells: &[CellSpec], opts: RunOptions, done: &dyn Fn(CellResult
         let _ = stdin.write_all(&input);
     });
     let stdout = child.stdout.take().expect("piped");
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.map_err(|e| Error::Netns(format!("reading the worker: {e}")))?;
-        let r: CellResult = serde_json::from_str(&line)
-            .map_err(|e| Error::Netns(format!("bad worker output: {e}")))?;
-        done(r);
+    let (tx, rx) = channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let got = loop {
+        if crate::interrupted() {
+            break Err(Error::Interrupted);
+        }
+        match rx.recv_timeout(POLL) {
+            Ok(Ok(line)) => match serde_json::from_str::<CellResult>(&line) {
+                Ok(r) => done(r),
+                Err(e) => break Err(Error::Netns(format!("bad worker output: {e}"))),
+            },
+            Ok(Err(e)) => break Err(Error::Netns(format!("reading the worker: {e}"))),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+        }
+    };
+    if got.is_err() {
+        stop_worker(&mut child);
     }
     let _ = writer.join();
+    let _ = reader.join();
     let out = child
         .wait_with_output()
         .map_err(|e| Error::Netns(format!("waiting for the worker: {e}")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(Error::Netns(format!(
-            "the namespace worker failed: {}",
-            err.lines().last().unwrap_or("no message")
-        )));
+    got?;
+    worker_status(&out)
+}
+
+/// How often the front end looks at the interrupt flag while it waits for
+/// the worker.
+const POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Stop the worker: SIGINT (it exits 130 after its cells' threads stop),
+/// then SIGKILL after a second.
+fn stop_worker(child: &mut std::process::Child) {
+    #[cfg(unix)]
+    {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
     }
-    Ok(())
+    for _ in 0..20 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+    let _ = child.kill();
+}
+
+/// The error a failed worker stands for, in one line: its own last line
+/// without its "twlab: error: " prefix, so nothing is nested; exit 130
+/// (Ctrl-C to the process group reached the worker first) is
+/// [`Error::Interrupted`], exit 2 a bad argument.
+fn worker_status(out: &std::process::Output) -> Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or("no message");
+    let last = last
+        .strip_prefix("twlab: error: ")
+        .unwrap_or(last)
+        .to_string();
+    #[cfg(unix)]
+    let signalled = std::os::unix::process::ExitStatusExt::signal(&out.status).is_some();
+    #[cfg(not(unix))]
+    let signalled = false;
+    match out.status.code() {
+        Some(130) => Err(Error::Interrupted),
+        _ if signalled && crate::interrupted() => Err(Error::Interrupted),
+        Some(2) => Err(Error::Usage(last)),
+        _ => Err(Error::Netns(format!("the namespace worker failed: {last}"))),
+    }
 }
 
 #[cfg(test)]

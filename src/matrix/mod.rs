@@ -37,7 +37,7 @@
 //! - [`cells`]: the product of the selected values → [`CellSpec`]s;
 //! - [`pool`]: the worker threads, and the `--until-free` phase;
 //! - [`isolation`]: namespaces per cell, the unprivileged worker, the host
-//!   fallback;
+//!   fallback (whose cells get ports of their own, `host_ports`);
 //! - [`results`]: a cell's observation beside the predictions, the run;
 //! - [`render`](mod@render): table, Markdown, CSV, JSON.
 //!
@@ -45,16 +45,21 @@
 
 pub mod cells;
 pub mod factors;
+mod host_ports;
 pub mod isolation;
 pub mod pool;
 pub mod render;
 pub mod results;
 
-pub use cells::{CLIENT_PORT, CellOpts, CellSpec, ONE_PORT, SERVER_PORT, build_cells};
-pub use factors::{FACTORS, Factor, RangeChoice, Selection, list_factors};
+pub use cells::{
+    CELL_SYSCTLS, CLIENT_PORT, CellOpts, CellSpec, MAX_CELLS, ONE_PORT, SERVER_PORT, build_cells,
+    check_size, check_sysctl_names, count_cells,
+};
+pub use factors::{FACTORS, Factor, MAX_AFTER_MS, RangeChoice, Selection, list_factors};
 pub use isolation::{
     Isolation, IsolationChoice, before_worker_threads, choose_isolation, run_worker, worker_args,
 };
+pub(crate) use pool::sleep_interruptible;
 pub use pool::{RunOptions, UNTIL_FREE_LIMIT, default_jobs};
 pub use render::{Format, render, render_csv, render_md, render_table};
 pub use results::{
@@ -79,12 +84,22 @@ pub struct Plan {
     pub isolation: IsolationChoice,
     /// How [`run`] prints the result.
     pub format: Format,
+    /// The most cells to run (`--max-cells`); `None`: [`MAX_CELLS`].
+    pub max_cells: Option<usize>,
 }
 
 /// Run the cells of `plan` and return everything (no printing; a progress
 /// bar on stderr if `progress`).
 pub fn execute(plan: &Plan, progress: bool) -> Result<MatrixRun> {
+    if plan.run.jobs == Some(0) {
+        return Err(Error::Usage(
+            "--jobs 0: at least one cell must run at a time".into(),
+        ));
+    }
     let host = NetSysctls::read()?;
+    // Before anything is built or started: a selection of millions of
+    // cells is refused at once.
+    check_size(&plan.selection, &host, plan.max_cells.unwrap_or(MAX_CELLS))?;
     let iso = choose_isolation(plan.isolation);
     let cells = build_cells(&plan.selection, &host, iso.is_isolated())?;
     if cells.is_empty() {
@@ -130,9 +145,24 @@ pub fn run(plan: &Plan) -> Result<u8> {
     crate::install_interrupt_handler();
     let tty = std::io::stderr().is_terminal();
     let run = execute(plan, tty)?;
+    if let Some(e) = run.refused_sysctl() {
+        return Err(e);
+    }
     let color = std::io::stdout().is_terminal() && plan.format == Format::Table;
-    println!("{}", render(&run, plan.format, color)?);
+    print_stdout(&render(&run, plan.format, color)?)?;
     Ok(exit_code(&run))
+}
+
+/// Print `text` and a newline on stdout. A reader that went away (`twlab
+/// matrix | head`) is not an error: the output was wanted only that far,
+/// so this returns `Ok` quietly, as other programs in a pipe do.
+pub fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::sys("write stdout", &e)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -67,9 +67,7 @@ fn run_cell(spec: &CellSpec, place: Place) -> CellStatus {
     if place == Place::FreshNetns
         && let Err(e) = enter_cell_netns(&spec.sysctls)
     {
-        return CellStatus::Error {
-            message: e.to_string(),
-        };
+        return setup_failure(spec, e);
     }
     let kernel = match KernelFacts::read_current() {
         Ok(k) => k,
@@ -84,6 +82,41 @@ fn run_cell(spec: &CellSpec, place: Place) -> CellStatus {
         Err(e) => CellStatus::Error {
             message: e.to_string(),
         },
+    }
+}
+
+/// A cell whose namespace could not be set up: a sysctl value the kernel
+/// refused is told apart from other failures (it is a bad factor value).
+fn setup_failure(spec: &CellSpec, e: Error) -> CellStatus {
+    if let Error::Sysctl { name, why } = &e
+        && let Some(s) = spec.sysctls.iter().find(|s| &s.name == name)
+    {
+        return CellStatus::SysctlRefused {
+            sysctl: s.clone(),
+            why: why.clone(),
+        };
+    }
+    CellStatus::Error {
+        message: e.to_string(),
+    }
+}
+
+/// Sleep `d`, in slices of at most 50 ms, returning
+/// [`Error::Interrupted`] within one slice of Ctrl-C. Every wait of a
+/// matrix run that is not a poll on kernel state goes through here (the
+/// `after-<N>ms` factor, the pauses of the worker and the host port probe).
+pub(crate) fn sleep_interruptible(d: Duration) -> Result<()> {
+    const SLICE: Duration = Duration::from_millis(50);
+    let end = std::time::Instant::now() + d;
+    loop {
+        if crate::interrupted() {
+            return Err(Error::Interrupted);
+        }
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(SLICE));
     }
 }
 
@@ -117,10 +150,11 @@ fn enter_cell_netns(sysctls: &[Sysctl]) -> Result<()> {
 /// of concurrently waiting cells would race with the FIN_WAIT1 → FIN_WAIT2
 /// transition).
 fn measure_until_free(spec: &CellSpec, place: Place) -> std::result::Result<FreeTiming, String> {
-    if place == Place::FreshNetns {
-        enter_cell_netns(&spec.sysctls).map_err(|e| e.to_string())?;
-    }
     let mut x = spec.experiment.clone();
+    match place {
+        Place::FreshNetns => enter_cell_netns(&spec.sysctls).map_err(|e| e.to_string())?,
+        Place::Host => x = super::host_ports::assign(&x).map_err(|e| e.to_string())?,
+    }
     x.until_free = Some(UNTIL_FREE_LIMIT);
     let r = scenario::run(&x).map_err(|e| e.to_string())?;
     Ok(match r.until_free {
@@ -142,13 +176,31 @@ fn checked_run(
     sysctls: &[Sysctl],
     place: Place,
 ) -> Result<RanCell> {
-    // In the host namespace a re-run would meet the first run's sockets.
-    let fresh = place == Place::FreshNetns;
-    let max_runs = if fresh { MAX_RUNS } else { 1 };
-    let c = crate::check::run_checked(x, kernel, max_runs, || enter_cell_netns(sysctls))?;
-    let mut r = judge(c, kernel.clone());
-    r.raced &= fresh;
-    Ok(r)
+    if place == Place::Host {
+        return checked_run_on_host(x, kernel);
+    }
+    let c = crate::check::run_checked(x, kernel, MAX_RUNS, || enter_cell_netns(sysctls))?;
+    Ok(judge(c, kernel.clone()))
+}
+
+/// The host fallback's [`checked_run`]: every cell shares the host's port
+/// space, so each run gets ports of its own ([`super::host_ports`]). A
+/// kernel-chosen port (the one a bind-no-port or ephemeral client rebinds)
+/// can still be taken by another cell between the close and the step, so
+/// any disagreement is re-run on new ports, up to [`MAX_RUNS`] times: a
+/// wrong model disagrees every time, a stolen port does not.
+fn checked_run_on_host(x: &Experiment, kernel: &KernelFacts) -> Result<RanCell> {
+    let mut run = 0;
+    loop {
+        run += 1;
+        let x = super::host_ports::assign(x)?;
+        let c = crate::check::run_checked(&x, kernel, 1, || Ok(()))?;
+        let mut r = judge(c, kernel.clone());
+        r.runs = run;
+        if r.matches || run >= MAX_RUNS {
+            return Ok(r);
+        }
+    }
 }
 
 /// Run `work` for each item on `jobs` worker threads, calling `done` as

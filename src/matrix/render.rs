@@ -2,12 +2,13 @@
 //! CSV, or JSON; every format shows the same columns.
 
 use super::cells::CellSpec;
-use super::results::{CellStatus, MatrixRun};
+use super::results::{CellStatus, MatrixRun, RanCell};
 use crate::diag::{SockEntry, TupleView};
 use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::scenario::{Experiment, NextStep};
 use crate::socket::{Family, SocketOpts};
+use std::collections::HashMap;
 
 /// Output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,7 +81,14 @@ fn outcome_cell(o: &Outcome) -> String {
 }
 
 /// The columns of one row, shared by every format.
-fn row(spec: &CellSpec, status: &CellStatus, with_free: bool) -> Vec<String> {
+/// `notes`: the run's numbered explanations, which the rule column points
+/// at (table and Markdown); CSV has none (the rule id alone).
+fn row(
+    spec: &CellSpec,
+    status: &CellStatus,
+    with_free: bool,
+    notes: Option<&Notes>,
+) -> Vec<String> {
     let x = &spec.experiment;
     let mut r = vec![
         spec.id.to_string(),
@@ -120,7 +128,10 @@ fn row(spec: &CellSpec, status: &CellStatus, with_free: bool) -> Vec<String> {
             }
             r.push(c.windows.outcome.short());
             r.push(c.bsd.outcome.short());
-            r.push(c.predicted.rule.name().into());
+            r.push(match notes {
+                Some(n) => format!("{} [{}]", c.predicted.rule.name(), n.number(spec)),
+                None => c.predicted.rule.name().into(),
+            });
         }
         CellStatus::Skipped { reason } => {
             r.push("skipped".into());
@@ -131,9 +142,9 @@ fn row(spec: &CellSpec, status: &CellStatus, with_free: bool) -> Vec<String> {
             }
             r.extend([String::new(), String::new(), String::new()]);
         }
-        CellStatus::Error { message } => {
+        CellStatus::Error { .. } | CellStatus::SysctlRefused { .. } => {
             r.push("error".into());
-            r.push(message.clone());
+            r.push(status.error_message().unwrap_or_default());
             r.push(String::new());
             if with_free {
                 r.push(String::new());
@@ -219,32 +230,83 @@ fn mismatch_text(run: &MatrixRun) -> String {
         ));
     }
     for c in &run.cells {
-        if let CellStatus::Error { message } = &c.status {
+        if let Some(message) = c.status.error_message() {
             s.push_str(&format!("ERROR cell {}: {message}\n", c.spec.id));
         }
     }
     s
 }
 
-/// The rules that decided the cells, once each, with their explanation.
-fn rules_text(run: &MatrixRun) -> String {
-    let mut seen = std::collections::BTreeMap::new();
-    for (_, c) in run.ran() {
-        seen.entry(c.predicted.rule.name())
-            .or_insert_with(|| match &c.predicted.version_note {
-                Some(v) => format!("{} [version: {v}]", c.predicted.explanation),
-                None => c.predicted.explanation.clone(),
+/// The explanations of a run, each distinct text once, numbered in the
+/// order cells first use them: rows sharing a rule id can have different
+/// explanations and fixes (tw_reuse=0 vs tw_reuse_delay; FIN_WAIT1 vs
+/// TIME_WAIT holders), so each row points at its own note.
+struct Notes {
+    /// (rule id, explanation text with its fix), note n at index n - 1.
+    texts: Vec<(&'static str, String)>,
+    /// Cell id → its note number.
+    by_cell: HashMap<usize, usize>,
+}
+
+impl Notes {
+    fn of(run: &MatrixRun) -> Self {
+        let mut texts: Vec<(&'static str, String)> = Vec::new();
+        let mut index: HashMap<(&'static str, String), usize> = HashMap::new();
+        let mut by_cell = HashMap::new();
+        for (spec, c) in run.ran() {
+            let t = (c.predicted.rule.name(), note_text(c));
+            let n = *index.entry(t.clone()).or_insert_with(|| {
+                texts.push(t);
+                texts.len()
             });
+            by_cell.insert(spec.id, n);
+        }
+        Notes { texts, by_cell }
     }
-    seen.into_iter()
-        .map(|(k, v)| format!("- {k}: {v}\n"))
-        .collect()
+
+    /// The note number of a cell's explanation.
+    fn number(&self, spec: &CellSpec) -> usize {
+        self.by_cell.get(&spec.id).copied().unwrap_or(0)
+    }
+
+    /// The "rules:" section: one line per note, with the cells it explains.
+    fn text(&self, run: &MatrixRun) -> String {
+        let mut cells: Vec<Vec<String>> = vec![Vec::new(); self.texts.len()];
+        for (spec, _) in run.ran() {
+            if let Some(v) = cells.get_mut(self.number(spec).wrapping_sub(1)) {
+                v.push(spec.id.to_string());
+            }
+        }
+        let mut s = String::new();
+        for (i, (rule, text)) in self.texts.iter().enumerate() {
+            s.push_str(&format!(
+                "- [{}] {rule} (cells {}): {text}\n",
+                i + 1,
+                cells[i].join(", ")
+            ));
+        }
+        s
+    }
+}
+
+/// A cell's own explanation, version note and fix, as its note says them.
+fn note_text(c: &RanCell) -> String {
+    let p = &c.predicted;
+    let mut t = p.explanation.clone();
+    if let Some(v) = &p.version_note {
+        t.push_str(&format!(" [version: {v}]"));
+    }
+    if let Some(f) = &p.fix {
+        t.push_str(&format!(". Fix: {f}"));
+    }
+    t
 }
 
 /// The terminal table, with the summary, mismatches and rules under it.
 pub fn render_table(run: &MatrixRun, color: bool) -> String {
     use comfy_table::{Cell, Color, Table};
     let wf = with_free(run);
+    let notes = Notes::of(run);
     let mut t = Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header(header(wf));
@@ -256,9 +318,9 @@ pub fn render_table(run: &MatrixRun, color: bool) -> String {
             t.add_row(vec![""; header(wf).len()]);
         }
         last_group = Some(group);
-        let cells = row(&c.spec, &c.status, wf);
+        let cells = row(&c.spec, &c.status, wf, Some(&notes));
         let bad = matches!(&c.status, CellStatus::Ran(r) if !r.matches)
-            || matches!(c.status, CellStatus::Error { .. });
+            || c.status.error_message().is_some();
         let row: Vec<Cell> = cells
             .into_iter()
             .enumerate()
@@ -281,14 +343,15 @@ pub fn render_table(run: &MatrixRun, color: bool) -> String {
     if !m.is_empty() {
         s.push_str(&m);
     }
-    s.push_str("rules:\n");
-    s.push_str(&rules_text(run));
+    s.push_str("rules (the rule column's [n]):\n");
+    s.push_str(&notes.text(run));
     s
 }
 
 /// Markdown for a bug report: environment, table, mismatches, rules.
 pub fn render_md(run: &MatrixRun) -> String {
     let wf = with_free(run);
+    let notes = Notes::of(run);
     let esc = |s: &str| s.replace('|', "\\|");
     let mut s = format!(
         "### twlab matrix\n\n- kernel: `{}`\n- host sysctls (cell defaults): {}\n- isolation: {}\n- {}\n\n",
@@ -305,7 +368,7 @@ pub fn render_md(run: &MatrixRun) -> String {
     s.push_str(&format!("| {} |\n", h.join(" | ")));
     s.push_str(&format!("|{}\n", "---|".repeat(h.len())));
     for c in &run.cells {
-        let r = row(&c.spec, &c.status, wf);
+        let r = row(&c.spec, &c.status, wf, Some(&notes));
         s.push_str(&format!(
             "| {} |\n",
             r.iter().map(|x| esc(x)).collect::<Vec<_>>().join(" | ")
@@ -317,8 +380,8 @@ pub fn render_md(run: &MatrixRun) -> String {
         s.push_str(&m);
         s.push_str("```\n");
     }
-    s.push_str("\n**Rules**\n\n");
-    s.push_str(&rules_text(run));
+    s.push_str("\n**Rules** (the rule column's [n])\n\n");
+    s.push_str(&notes.text(run));
     s
 }
 
@@ -340,7 +403,7 @@ pub fn render_csv(run: &MatrixRun) -> String {
     s.push('\n');
     for c in &run.cells {
         s.push_str(
-            &row(&c.spec, &c.status, wf)
+            &row(&c.spec, &c.status, wf, None)
                 .iter()
                 .map(|x| q(x))
                 .collect::<Vec<_>>()

@@ -4,7 +4,9 @@
 use super::cells::CellSpec;
 use crate::check::Checked;
 use crate::diag::{Side, TupleView};
+use crate::error::Error;
 use crate::model::{self, DocumentedPrediction, KernelFacts, Prediction};
+use crate::outcome::{Outcome, WsaName};
 use crate::scenario::{Experiment, NextStep, Report};
 use crate::sysctl::Sysctl;
 use serde::{Deserialize, Serialize};
@@ -86,6 +88,29 @@ pub enum CellStatus {
         /// The error.
         message: String,
     },
+    /// The kernel refused one of the cell's sysctl values (a factor value
+    /// out of the kernel's range, e.g. `tcp-max-tw-buckets=2147483648`).
+    SysctlRefused {
+        /// The sysctl and the value the kernel refused.
+        sysctl: Sysctl,
+        /// The kernel's answer.
+        why: String,
+    },
+}
+
+impl CellStatus {
+    /// The one-line message of a cell that did not run (error or refused
+    /// sysctl), else `None`.
+    pub fn error_message(&self) -> Option<String> {
+        match self {
+            CellStatus::Error { message } => Some(message.clone()),
+            CellStatus::SysctlRefused { sysctl, why } => Some(format!(
+                "the kernel refused {}={}: {why}",
+                sysctl.name, sysctl.value
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// A cell and what happened to it.
@@ -117,6 +142,25 @@ pub fn held_by_open_descriptor(x: &Experiment) -> bool {
 /// and the Windows and BSD columns all come from [`crate::check`], computed
 /// once from the view that decided.
 pub(crate) fn judge(c: Checked, kernel: KernelFacts) -> RanCell {
+    let mut c = c;
+    // The Winsock twin of a Linux error names what Windows reports in the
+    // same cell, not the errno's namesake: an exhausted range is
+    // EADDRNOTAVAIL on Linux but WSAEADDRINUSE (10048) on Windows, not
+    // WSAEADDRNOTAVAIL (10049).
+    let twin = match &c.windows.outcome {
+        Outcome::Failed { error, .. } if error.name.starts_with("WSA") => Some(WsaName {
+            name: error.name.clone(),
+            code: error.code,
+        }),
+        _ => None,
+    };
+    for o in [&mut c.report.outcome, &mut c.prediction.outcome] {
+        if let Outcome::Failed { error, .. } = o
+            && error.wsa.is_some()
+        {
+            error.wsa = twin.clone();
+        }
+    }
     RanCell {
         report: c.report,
         view: c.view,
@@ -165,8 +209,26 @@ impl MatrixRun {
     /// Cells that could not run.
     pub fn errors(&self) -> usize {
         (self.cells.iter())
-            .filter(|c| matches!(c.status, CellStatus::Error { .. }))
+            .filter(|c| c.status.error_message().is_some())
             .count()
+    }
+
+    /// If the kernel refused a sysctl value a factor asked for: one error
+    /// naming the sysctl and the value (a bad argument, found only when the
+    /// kernel was asked), for the first such cell.
+    pub fn refused_sysctl(&self) -> Option<Error> {
+        let n = (self.cells.iter())
+            .filter(|c| matches!(c.status, CellStatus::SysctlRefused { .. }))
+            .count();
+        self.cells.iter().find_map(|c| match &c.status {
+            CellStatus::SysctlRefused { sysctl, why } => Some(Error::Usage(format!(
+                "the kernel refused {}={} ({why}) in {n} of {} cells; pick a value the kernel accepts (see --list-factors)",
+                sysctl.name,
+                sysctl.value,
+                self.cells.len()
+            ))),
+            _ => None,
+        })
     }
 }
 

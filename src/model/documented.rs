@@ -19,6 +19,18 @@ const WSAENOPROTOOPT: i32 = 10042;
 const WSAEADDRINUSE: i32 = 10048;
 /// EADDRINUSE on FreeBSD and macOS (sys/errno.h).
 const BSD_EADDRINUSE: i32 = 48;
+/// EADDRNOTAVAIL on FreeBSD and macOS (sys/errno.h).
+const BSD_EADDRNOTAVAIL: i32 = 49;
+
+/// True if the cell's kernel-chosen reconnect finds its ephemeral range
+/// exhausted on any OS: the range holds only the first connection's port,
+/// and a socket still holds it (those systems have no timestamp-based
+/// early reuse of a TIME_WAIT, so TIME_WAIT counts as held).
+fn range_exhausted(cell: &CellFacts, client: Option<Holder>) -> bool {
+    !cell.experiment.client_port.is_fixed()
+        && cell.kernel.port_range.is_only(cell.client_addr.port())
+        && client.is_some_and(|h| h.hashed)
+}
 
 fn documented(outcome: Outcome, explanation: &str) -> DocumentedPrediction {
     DocumentedPrediction {
@@ -96,6 +108,12 @@ pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
             Outcome::Ok,
             "bind()/listen(): the server port is free, or SO_REUSEADDR on the new listener shares it (SO_EXCLUSIVEADDRUSE on the old one would forbid it)",
         ),
+        // Users report connect() failing with WSAEADDRINUSE (10048), not
+        // WSAEADDRNOTAVAIL (10049), once the dynamic range is used up.
+        NextStep::Reconnect if range_exhausted(cell, client) => documented(
+            wsa(Step::Connect, WSAEADDRINUSE),
+            "connect(): no ephemeral port is free (the dynamic range, 49152-65535 by default and at least 255 ports, cut here to the one port the old socket still holds; TIME_WAIT lasts 240 s by default, TcpTimedWaitDelay): Windows reports WSAEADDRINUSE (10048), where Linux says EADDRNOTAVAIL",
+        ),
         NextStep::Reconnect if !x.client_port.is_fixed() => documented(
             Outcome::Ok,
             "connect(): Windows picks another ephemeral port",
@@ -167,6 +185,17 @@ pub fn predict_bsd(cell: &CellFacts) -> DocumentedPrediction {
             Outcome::Ok,
             "bind()/listen(): free, or SO_REUSEADDR on the new listener (the classic server-restart use)",
         ),
+        NextStep::Reconnect if range_exhausted(cell, client) => documented(
+            Outcome::Failed {
+                step: Step::Connect,
+                error: SysError {
+                    name: "EADDRNOTAVAIL".into(),
+                    code: BSD_EADDRNOTAVAIL,
+                    wsa: None,
+                },
+            },
+            "connect(): no ephemeral port is free (net.inet.ip.portrange.first..last cut here to the one port the old socket still holds, TIME_WAIT included): FreeBSD in_pcb_lport_dest() (XNU in_pcbbind()) runs out of candidates and returns EADDRNOTAVAIL",
+        ),
         NextStep::Reconnect if !x.client_port.is_fixed() => {
             documented(Outcome::Ok, "connect(): another ephemeral port is chosen")
         }
@@ -211,5 +240,110 @@ fn free_tuple_text(server: Option<Holder>, tw_rule: &str) -> String {
             holder_state_name(&h)
         ),
         None => "connect(): neither end holds the old 4-tuple any more".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::{SockEntry, Timer, TimerKind};
+    use crate::model::{KernelFacts, PortRange, TwReuse};
+    use crate::scenario::{ClientPort, CloseBy, When};
+    use crate::socket::{Family, SocketOpts};
+
+    const C: &str = "127.0.0.1:40000";
+    const S: &str = "127.0.0.1:12345";
+
+    fn kernel(low: u16, high: u16) -> KernelFacts {
+        KernelFacts {
+            release: "6.18.0".into(),
+            timestamps: true,
+            tw_reuse: TwReuse::Off,
+            tw_reuse_delay_ms: Some(1000),
+            port_range: PortRange { low, high },
+            max_tw_buckets: 131072,
+        }
+    }
+
+    fn client_time_wait() -> TupleView {
+        TupleView {
+            client: Some(SockEntry {
+                family: Family::V4,
+                state: TcpState::TimeWait,
+                local: C.parse().unwrap(),
+                peer: S.parse().unwrap(),
+                timer: Some(Timer {
+                    kind: TimerKind::Timewait,
+                    expires_ms: 59_000,
+                    retrans: 0,
+                }),
+                recv_q: 0,
+                send_q: 0,
+                uid: 0,
+                inode: 0,
+            }),
+            server: None,
+        }
+    }
+
+    fn reconnect(port: ClientPort) -> Experiment {
+        Experiment {
+            family: Family::V4,
+            server_port: 12345,
+            client_port: port,
+            listener: SocketOpts::default(),
+            client: SocketOpts::default(),
+            close: CloseBy::Client,
+            when: When::AfterPeer,
+            next: NextStep::Reconnect,
+            new_opts: SocketOpts::default(),
+            until_free: None,
+        }
+    }
+
+    fn both(x: &Experiment, k: &KernelFacts) -> (DocumentedPrediction, DocumentedPrediction) {
+        let v = client_time_wait();
+        let cell = CellFacts {
+            experiment: x,
+            view: &v,
+            client_addr: C.parse().unwrap(),
+            kernel: k,
+        };
+        (predict_windows(&cell), predict_bsd(&cell))
+    }
+
+    /// The range holds only the port a TIME_WAIT still holds: Windows
+    /// fails with WSAEADDRINUSE (10048), never WSAEADDRNOTAVAIL (10049);
+    /// BSD's port search runs out with EADDRNOTAVAIL (49).
+    #[test]
+    fn an_exhausted_range_fails_on_windows_and_bsd_too() {
+        for port in [ClientPort::Ephemeral, ClientPort::BindNoPort] {
+            let (w, b) = both(&reconnect(port), &kernel(40000, 40000));
+            let Outcome::Failed { step, error } = &w.outcome else {
+                panic!("windows: {w:?}")
+            };
+            assert_eq!(*step, Step::Connect);
+            assert_eq!((error.name.as_str(), error.code), ("WSAEADDRINUSE", 10048));
+            assert!(w.explanation.contains("49152-65535"), "{}", w.explanation);
+            assert!(w.explanation.contains("240 s"), "{}", w.explanation);
+            let Outcome::Failed { step, error } = &b.outcome else {
+                panic!("bsd: {b:?}")
+            };
+            assert_eq!(*step, Step::Connect);
+            assert_eq!((error.name.as_str(), error.code), ("EADDRNOTAVAIL", 49));
+            assert!(
+                b.explanation.contains("in_pcb_lport_dest"),
+                "{}",
+                b.explanation
+            );
+        }
+    }
+
+    /// A wide range: another ephemeral port, on every system.
+    #[test]
+    fn a_wide_range_picks_another_port() {
+        let (w, b) = both(&reconnect(ClientPort::Ephemeral), &kernel(32768, 60999));
+        assert_eq!(w.outcome, Outcome::Ok);
+        assert_eq!(b.outcome, Outcome::Ok);
     }
 }
