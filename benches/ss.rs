@@ -1,5 +1,7 @@
 //! `cargo bench --bench ss`: `twlab ss --state time-wait` against
-//! `ss -tan state time-wait` on a table of 30,000 TIME_WAIT sockets.
+//! `ss -tan state time-wait` on a table of 30,000 TIME_WAIT sockets
+//! (`TWLAB_SS_BENCH_SOCKETS=250000 cargo bench --bench ss` for more; up to
+//! 400,000, made within the 60 s a TIME_WAIT lives, so fewer rounds).
 //!
 //! Needs root (a fresh network namespace per run, so the host's table and
 //! sysctls are untouched); otherwise it says why and exits 0.
@@ -8,8 +10,8 @@
 //! bench profile (it inherits `release`): `CARGO_BIN_EXE_twlab`, which Cargo
 //! sets when compiling benches and integration tests. Both programs are
 //! spawned from the main thread, which lives in the namespace, so they see
-//! the same table. Each child is reaped with wait4() to read its own wall
-//! time and peak RSS (ru_maxrss).
+//! the same table. Each runs under /usr/bin/time for its own peak RSS (see
+//! `time_child`).
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -18,10 +20,13 @@ use std::time::{Duration, Instant};
 use twlab::diag::{self, Query, StateSet, TcpState};
 use twlab::netns::{self, Sysctl};
 
-const WANT: usize = 30_000;
-const ROUNDS: usize = 15;
+/// TIME_WAIT sockets made, unless TWLAB_SS_BENCH_SOCKETS says otherwise.
+const DEFAULT_WANT: usize = 30_000;
+/// At most this many (8 listener ports × 64,512 ephemeral ports, kept
+/// under two thirds full so connect() finds free ports fast).
+const MAX_WANT: usize = 400_000;
 /// Listener ports on 127.0.0.1; clients spread over them.
-const PORTS: [u16; 4] = [5001, 5002, 5003, 5004];
+const PORTS: [u16; 8] = [5001, 5002, 5003, 5004, 5005, 5006, 5007, 5008];
 const BATCH: usize = 500;
 
 fn main() {
@@ -38,25 +43,39 @@ fn run() -> Result<(), String> {
     if Command::new("ss").arg("-V").output().is_err() {
         return Err("iproute2's `ss` is not installed".into());
     }
+    if Command::new("/usr/bin/time").arg("true").output().is_err() {
+        return Err("GNU time (/usr/bin/time) is not installed".into());
+    }
     let twlab = env!("CARGO_BIN_EXE_twlab");
+    let want = match std::env::var("TWLAB_SS_BENCH_SOCKETS") {
+        Ok(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_WANT).contains(n))
+            .ok_or(format!("TWLAB_SS_BENCH_SOCKETS must be 1 to {MAX_WANT}"))?,
+        Err(_) => DEFAULT_WANT,
+    };
+    // TIME_WAIT lasts 60 s: large tables get fewer rounds so every run
+    // sees the whole table.
+    let rounds = if want > 100_000 { 3 } else { 15 };
     netns::enter_fresh(&[
         // 64,512 ports per (local, peer) pair and no reuse of TIME_WAIT
         // ports by connect(), so every connection leaves one TIME_WAIT.
         Sysctl::new("net.ipv4.ip_local_port_range", "1024 65535"),
-        Sysctl::new("net.ipv4.tcp_max_tw_buckets", "262144"),
+        Sysctl::new("net.ipv4.tcp_max_tw_buckets", "524288"),
         Sysctl::new("net.ipv4.tcp_tw_reuse", "0"),
     ])
     .map_err(|e| e.to_string())?;
 
     let t0 = Instant::now();
-    let made = make_time_wait(WANT)?;
+    let made = make_time_wait(want)?;
     let tw = count_time_wait()?;
     println!(
         "setup: {made} connections closed client-first in {:.2} s; sock_diag sees {tw} TIME_WAIT",
         t0.elapsed().as_secs_f64()
     );
-    if tw < WANT {
-        return Err(format!("only {tw} TIME_WAIT sockets, wanted {WANT}"));
+    if tw < want {
+        return Err(format!("only {tw} TIME_WAIT sockets, wanted {want}"));
     }
 
     // Sanity: both print one line per TIME_WAIT plus a header.
@@ -70,7 +89,7 @@ fn run() -> Result<(), String> {
 
     let mut tw_runs = Vec::new();
     let mut ss_runs = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         // Alternate which goes first, so neither always gets a warm cache.
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
@@ -89,11 +108,29 @@ fn run() -> Result<(), String> {
             }
         }
     }
+    // TWLAB_SS_BENCH_BASELINE=/path/to/an/older/twlab: measured too, once
+    // per round, to compare builds on the same table.
+    if let Ok(base) = std::env::var("TWLAB_SS_BENCH_BASELINE") {
+        let mut runs = Vec::new();
+        for _ in 0..rounds {
+            runs.push(time_child(Command::new(&base).args([
+                "ss",
+                "--state",
+                "time-wait",
+            ]))?);
+        }
+        let (med, min, rss) = stats(&runs);
+        println!(
+            "  baseline {base}: median {:7.2} ms  min {:7.2} ms  peak RSS {rss:6} KiB",
+            ms(med),
+            ms(min)
+        );
+    }
     let tw_end = count_time_wait()?;
     let (tw_med, tw_min, tw_rss) = stats(&tw_runs);
     let (ss_med, ss_min, ss_rss) = stats(&ss_runs);
     println!("TIME_WAIT sockets at the end: {tw_end}");
-    println!("{ROUNDS} rounds each, stdout to /dev/null, alternating:");
+    println!("{rounds} rounds each, stdout to /dev/null, alternating:");
     println!(
         "  twlab ss --state time-wait     median {:7.2} ms  min {:7.2} ms  peak RSS {:6} KiB",
         ms(tw_med),
@@ -127,29 +164,37 @@ fn stats(runs: &[(Duration, i64)]) -> (Duration, Duration, i64) {
     (t[t.len() / 2], t[0], rss)
 }
 
-/// Spawn `cmd` with stdout to /dev/null, reap it with wait4, return its
-/// wall time and ru_maxrss (KiB on Linux).
+/// Run `cmd` with stdout to /dev/null under /usr/bin/time; return its
+/// wall time and peak RSS (KiB).
+///
+/// Not wait4() on a child of this process: a child's ru_maxrss starts from
+/// the high-water mark of the memory it was forked from (exec keeps the
+/// old mm's hiwater_rss in signal->maxrss), i.e. this bench's own, which
+/// after making the sockets is as large as what is measured. /usr/bin/time
+/// is small, so its child's ru_maxrss is the child's alone.
 fn time_child(cmd: &mut Command) -> Result<(Duration, i64), String> {
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "TWLAB-MAXRSS-KIB=%M"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     let start = Instant::now();
-    let child = cmd
+    let out = timed
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("spawn: {e}"))?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data that wait4 fills in.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child; std's Child is not waited again.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("spawn /usr/bin/time: {e}"))?;
     let wall = start.elapsed();
-    if r != pid {
-        return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed ({}): {err}", out.status));
     }
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("{cmd:?} failed (status {status})"));
-    }
-    Ok((wall, ru.ru_maxrss))
+    let rss = err
+        .lines()
+        .find_map(|l| l.strip_prefix("TWLAB-MAXRSS-KIB="))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(format!("no peak RSS from /usr/bin/time: {err}"))?;
+    Ok((wall, rss))
 }
 
 fn count_time_wait() -> Result<usize, String> {
@@ -172,10 +217,11 @@ fn make_time_wait(want: usize) -> Result<usize, String> {
         .collect::<Result<_, _>>()
         .map_err(|e| format!("listen: {e}"))?;
     let mut made = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // The first TIME_WAITs expire after 60 s.
+    let deadline = Instant::now() + Duration::from_secs(50);
     while made < want {
         if Instant::now() > deadline {
-            return Err(format!("setup took over 120 s ({made} made)"));
+            return Err(format!("setup took over 50 s ({made} made)"));
         }
         let n = BATCH.min(want - made);
         let mut clients = Vec::with_capacity(n);

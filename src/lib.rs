@@ -18,6 +18,8 @@
 //! - [`matrix`]: every combination of factors, one namespace per cell.
 //! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
 //! - [`report`]: the demo's table.
+//! - [`signal`]: the signals that ask twlab to stop, and waits that notice them.
+//! - [`text`]: user input and process names made safe to print on a terminal.
 
 pub mod check;
 pub mod demo;
@@ -30,26 +32,23 @@ pub mod outcome;
 pub mod peer;
 pub mod report;
 pub mod scenario;
+pub mod signal;
 pub mod socket;
 pub mod ss;
 pub mod sys;
 pub mod sysctl;
+pub mod text;
 #[cfg(target_os = "linux")]
 pub mod trace;
 
 pub use error::{Error, Result};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Install a Ctrl-C handler that sets a flag every long loop checks, so an
-/// interrupted run closes its sockets and exits with one line, not a trace.
+/// Catch SIGINT, SIGTERM, SIGHUP and SIGQUIT (see [`signal::install`]).
 pub fn install_interrupt_handler() {
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    signal::install();
 }
 
-/// True once Ctrl-C was pressed.
+/// True once a stop signal arrived (see [`signal::interrupted`]).
 pub fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::SeqCst)
+    signal::interrupted()
 }

@@ -164,6 +164,80 @@ netns_test! {
     }
 }
 
+netns_test! {
+    /// SIGTERM, SIGHUP and SIGQUIT stop the server like Ctrl-C: one line,
+    /// exit 128 + the signal's number (before: killed by the signal, no
+    /// exit code at all).
+    fn other_stop_signals_exit_128_plus_the_signal() {
+        use nix::sys::signal::Signal::{SIGHUP, SIGQUIT, SIGTERM};
+        for (i, (sig, code, name)) in [
+            (SIGTERM, 143, "SIGTERM"),
+            (SIGHUP, 129, "SIGHUP"),
+            (SIGQUIT, 131, "SIGQUIT"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let listen = format!("127.0.0.1:{}", 12400 + i);
+            let child = Command::new(bin())
+                .args(["server", "--listen", &listen])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            wait_listening(listen.parse().unwrap());
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+            let start = Instant::now();
+            let o = child.wait_with_output().unwrap();
+            assert!(start.elapsed() < Duration::from_secs(5));
+            let line = one_line_failure(&o);
+            assert_eq!(o.status.code(), Some(code), "{name}: {line}");
+            assert_eq!(line, format!("twlab: interrupted by {name}"));
+        }
+    }
+}
+
+/// `twlab` alone: a short usage pointing at `demo` and `--help`, exit 2.
+#[test]
+fn no_arguments_print_a_short_usage() {
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8(o.stderr).unwrap();
+    let lines = err.lines().count();
+    assert!((1..=6).contains(&lines), "{lines} lines: {err}");
+    assert!(err.contains("twlab demo"), "{err}");
+    assert!(err.contains("twlab --help"), "{err}");
+}
+
+/// Input echoed in an error never reaches the terminal raw: escape
+/// sequences are escaped as JSON writes them, and a huge argument gives a
+/// short line.
+#[test]
+fn echoed_input_is_escaped_and_cut() {
+    let o = run(&["ss", "--state", "\x1b[2Jtime-wait"]);
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!o.stderr.contains(&0x1b), "{line}");
+    assert!(line.contains("'\\u001b[2Jtime-wait'"), "{line}");
+    let o = run(&["ss", "--port", "\x1b]0;x\x07"]);
+    let line = one_line_failure(&o);
+    assert!(!o.stderr.iter().any(|b| *b == 0x1b || *b == 0x07), "{line}");
+    assert!(line.contains("\\u001b]0;x\\u0007"), "{line}");
+    let huge = "x".repeat(100_000);
+    for args in [
+        vec!["ss", "--state", huge.as_str()],
+        vec!["ss", "--local", huge.as_str()],
+        vec!["client", "--connect", huge.as_str()],
+        vec!["ss", "--top", huge.as_str()],
+    ] {
+        let o = run(&args);
+        let line = one_line_failure(&o);
+        assert!(line.len() < 1_000, "{} bytes: {args:?}", line.len());
+        assert!(line.contains("more characters)"), "{args:?}: {line}");
+    }
+}
+
 #[test]
 fn bad_numbers_are_one_line_errors() {
     let o = run(&["client", "--connect", "127.0.0.1:1", "--timeout=-1"]);

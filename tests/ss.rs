@@ -636,3 +636,191 @@ netns_test! {
         }
     }
 }
+
+/// The pid of the one child of `parent` (bounded wait: it may not have
+/// started yet).
+fn only_child(parent: u32) -> i32 {
+    wait_until(Duration::from_secs(10), "the shell's child", || {
+        let p = format!("/proc/{parent}/task/{parent}/children");
+        let kids = std::fs::read_to_string(p).ok()?;
+        kids.split_whitespace().next()?.parse().ok()
+    })
+}
+
+netns_test! {
+    /// SIGTERM, SIGHUP and SIGQUIT to a watch on a real terminal: the
+    /// alternate screen is left, the cursor shown, termios restored, one
+    /// line printed and the exit code is 128 + the signal's number.
+    fn watch_in_a_terminal_restores_it_on_stop_signals(
+        sysctls = [NO_TW_REUSE],
+        tools = ["tmux"]
+    ) {
+        use nix::sys::signal::Signal::{SIGHUP, SIGQUIT, SIGTERM};
+        let _l = TcpListener::bind(v4(7610)).unwrap();
+        for (sig, code) in [(SIGTERM, 143), (SIGHUP, 129), (SIGQUIT, 131)] {
+            let tmux = Tmux {
+                sock: format!("twlab-ss-sig-{}-{}", std::process::id(), sig as i32),
+            };
+            let cmd = format!(
+                "{} ss --watch=100; echo EXIT=$?; stty -a; echo STTY-DONE; sleep 20",
+                bin().display()
+            );
+            let o = tmux.run(&[
+                "new-session", "-d", "-s", "w", "-x", "150", "-y", "30", &cmd,
+            ]);
+            assert!(o.status.success(), "{o:?}");
+            tmux.pane_showing("127.0.0.1:7610");
+            let shell = String::from_utf8(
+                tmux.run(&["display-message", "-p", "-t", "w", "#{pane_pid}"]).stdout,
+            )
+            .unwrap();
+            let pid = only_child(shell.trim().parse().unwrap());
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+            let after = tmux.pane_showing("STTY-DONE");
+            assert!(after.contains(&format!("EXIT={code}")), "{sig}: {after}");
+            assert!(
+                after.contains(&format!("twlab: interrupted by {sig}")),
+                "{sig}: {after}"
+            );
+            assert!(!after.contains("twlab ss --watch:"), "{sig}: {after}");
+            let words: Vec<&str> = after.split_whitespace().collect();
+            for flag in ["icanon", "echo", "isig"] {
+                assert!(words.contains(&flag), "{sig}: {flag} not restored: {after}");
+            }
+            let cursor = tmux.run(&["display-message", "-p", "-t", "w", "#{cursor_flag}"]);
+            assert_eq!(String::from_utf8_lossy(&cursor.stdout).trim(), "1", "{sig}: cursor hidden");
+        }
+    }
+}
+
+netns_test! {
+    /// Not on a terminal, --watch prints the first table whole and then
+    /// only what changed: 300 idle listeners are printed once, not once
+    /// per refresh.
+    fn watch_to_a_pipe_prints_only_changes(sysctls = [NO_TW_REUSE]) {
+        let listeners: Vec<TcpListener> =
+            (0..300).map(|i| TcpListener::bind(v4(7700 + i)).unwrap()).collect();
+        let frames = 5;
+        let o = Command::new(bin())
+            .args(["ss", "--watch=20", "--state", "listening"])
+            .args(["--iterations", &frames.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(text.matches("twlab ss --watch:").count(), frames, "{text}");
+        let rows = text.lines().filter(|l| l.contains("LISTEN")).count();
+        assert_eq!(rows, listeners.len(), "{text}");
+        assert_eq!(text.matches("300 sockets").count(), frames, "{text}");
+    }
+}
+
+netns_test! {
+    /// A process that names itself with an escape sequence (here a shell
+    /// writing its /proc/PID/comm) is shown escaped by `ss -p`, never raw;
+    /// JSON carries the name as it is (serde escapes it).
+    fn process_names_are_escaped(sysctls = [NO_TW_REUSE]) {
+        use std::os::fd::OwnedFd;
+        let l = TcpListener::bind(v4(7650)).unwrap();
+        let name = "\x1b]0;x\x07";
+        // The shell holds the listener as its stdin.
+        let mut child = Command::new("sh")
+            .args(["-c", "printf '\\033]0;x\\007' > /proc/$$/comm; exec 9<&0; read x <&9 || true; sleep 30"])
+            .stdin(Stdio::from(OwnedFd::from(l)))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let comm = format!("/proc/{}/comm", child.id());
+        wait_until(Duration::from_secs(5), "the renamed shell", || {
+            (std::fs::read_to_string(&comm).ok()?.trim_end_matches('\n') == name).then_some(())
+        });
+        let out = twlab(&["-p", "--state", "listening", "--port", "7650"]);
+        let (_, socks) = twlab_rows(&["-p", "--state", "listening", "--port", "7650"]);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(
+            text.contains(&format!("\\u001b]0;x\\u0007(pid={})", child.id())),
+            "{text}"
+        );
+        let procs = socks[0]["processes"].as_array().unwrap();
+        assert!(procs.iter().any(|p| p["name"] == name), "{procs:?}");
+    }
+}
+
+/// Set a sysctl of the calling thread's namespace.
+fn set_sysctl(name: &str, value: &str) {
+    twlab::sysctl::write(&twlab::sysctl::Sysctl::new(name, value)).unwrap();
+}
+
+netns_test! {
+    /// A reserved port that still holds a TIME_WAIT is not one connect()
+    /// could pick: counted neither as used nor as available, so the share
+    /// never passes 100 % (it said "2 of 1 ephemeral ports (200.0%)").
+    fn summary_leaves_reserved_ports_out(
+        sysctls = [("net.ipv4.ip_local_port_range", "40000 40001"), NO_TW_REUSE]
+    ) {
+        let l = TcpListener::bind(v4(7110)).unwrap();
+        client_closed(&l, 2).unwrap();
+        wait_until(Duration::from_secs(5), "2 TIME_WAIT", || {
+            (count(&[TcpState::TimeWait]) == 2).then_some(())
+        });
+        set_sysctl("net.ipv4.ip_local_reserved_ports", "40001");
+        let out = twlab(&["--summary", "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let u = &v["port_use"][0];
+        assert_eq!(u["time_wait"], 1, "{u}");
+        assert_eq!(u["ephemeral_ports"], 1, "{u}");
+        assert_eq!(u["percent_time_wait"], 100.0, "{u}");
+        let text = String::from_utf8(twlab(&["--summary"]).stdout).unwrap();
+        assert!(
+            text.contains("127.0.0.1 -> 127.0.0.1:7110: 1 of 1 ephemeral ports (100.0%) in TIME_WAIT"),
+            "{text}"
+        );
+    }
+}
+
+netns_test! {
+    /// With tcp_tw_reuse 1 (or 2 on loopback) and timestamps, a range full
+    /// of TIME_WAIT is not exhausted: connect() takes them over once older
+    /// than tcp_tw_reuse_delay. The summary says so instead of warning.
+    fn summary_counts_tw_reuse(
+        sysctls = [
+            ("net.ipv4.ip_local_port_range", "40000 40199"),
+            NO_TW_REUSE,
+            ("net.ipv4.tcp_timestamps", "1"),
+        ]
+    ) {
+        let l = TcpListener::bind(v4(7120)).unwrap();
+        client_closed(&l, 200).unwrap();
+        wait_until(Duration::from_secs(5), "200 TIME_WAIT", || {
+            (count(&[TcpState::TimeWait]) == 200).then_some(())
+        });
+        let v: Value = serde_json::from_slice(&twlab(&["--summary", "--json"]).stdout).unwrap();
+        assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{v}");
+        if std::path::Path::new("/proc/sys/net/ipv4/tcp_tw_reuse_delay").exists() {
+            set_sysctl("net.ipv4.tcp_tw_reuse_delay", "1");
+        }
+        for reuse in ["1", "2"] {
+            set_sysctl("net.ipv4.tcp_tw_reuse", reuse);
+            // Once the TIME_WAITs are older than the delay, the summary
+            // calls them reusable and does not warn...
+            let v = wait_until(Duration::from_secs(5), "reusable TIME_WAIT", || {
+                let v: Value =
+                    serde_json::from_slice(&twlab(&["--summary", "--json"]).stdout).unwrap();
+                let u = &v["port_use"][0];
+                (u["time_wait_reusable"] == u["time_wait"]).then_some(v)
+            });
+            assert!(v["warnings"].as_array().unwrap().is_empty(), "{reuse}: {v}");
+            // ... and the kernel agrees: connect() gets a port of the range.
+            let c = TcpStream::connect(v4(7120)).unwrap();
+            assert!((40000..=40199).contains(&c.local_addr().unwrap().port()));
+            let text = String::from_utf8(twlab(&["--summary"]).stdout).unwrap();
+            assert!(text.contains("reusable by connect() now (tcp_tw_reuse)"), "{text}");
+            assert!(!text.contains("WARNING"), "{text}");
+        }
+    }
+}

@@ -47,48 +47,42 @@ enum Cmd {
     Trace(trace::TraceArgs),
 }
 
+/// What `twlab` alone prints (on stderr, exit 2): where to start.
+const SHORT_USAGE: &str = "\
+twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
+usage: twlab <demo|server|client|ss|matrix> [OPTIONS]
+start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
+
+/// Longest error message printed, in characters (after escaping control
+/// characters): an argument echoed by any command cannot flood the terminal.
+const ERROR_MAX_CHARS: usize = 600;
+
+/// One error line as printed: control characters escaped (they may come
+/// from user input), and cut at [`ERROR_MAX_CHARS`].
+fn safe_line(msg: &str) -> String {
+    let escaped = twlab::text::escape_for_terminal(msg);
+    twlab::text::shorten(&escaped, ERROR_MAX_CHARS).into_owned()
+}
+
 /// Parse the command line, run the command, map the result to an exit code.
 pub fn main() -> ExitCode {
+    if std::env::args_os().len() <= 1 {
+        eprintln!("{SHORT_USAGE}");
+        return ExitCode::from(2);
+    }
+    // Before anything runs: SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a
+    // flag from now on. (No thread is started, so the unprivileged matrix
+    // worker may still unshare its user namespace below.)
+    twlab::signal::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
-                || matches!(
-                    e.kind(),
-                    ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-                )
-            {
-                let _ = e.print();
-                return ExitCode::from(
-                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                        2
-                    } else {
-                        0
-                    },
-                );
-            }
-            // Usage errors in one line too: clap's first line names the
-            // problem; --help has the rest.
-            let text = e.to_string();
-            let what: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-                .filter(|l| !l.is_empty())
-                .collect();
-            let what = what.join(" ");
-            let what = what.trim_start_matches("error: ");
-            eprintln!("twlab: error: {what} (see `twlab --help` or `twlab <command> --help`)");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error(e),
     };
     // The unprivileged matrix worker must unshare its user namespace while
-    // the process is single-threaded, before the Ctrl-C handler's thread.
+    // the process is single-threaded.
     if let Cmd::Matrix(a) = &cli.cmd {
         matrix::before_threads(a);
     }
-    twlab::install_interrupt_handler();
     let r: anyhow::Result<u8> = match cli.cmd {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Server(a) => server::run(a),
@@ -97,19 +91,59 @@ pub fn main() -> ExitCode {
         Cmd::Matrix(a) => matrix::run(a),
         Cmd::Trace(a) => trace::run(a),
     };
+    // A stop signal decides the exit code whatever the command returned
+    // (it may have stopped early and cleanly): 128 + its number, as a
+    // shell reports a process the signal killed.
+    if let Some(sig) = twlab::signal::received() {
+        eprintln!("twlab: interrupted by {sig}");
+        return ExitCode::from(sig.exit_code());
+    }
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // One line: the error and its causes, never a backtrace.
-            let mut line = format!("twlab: error: {e}");
+            let mut line = format!("{e}");
             for cause in e.chain().skip(1) {
                 line.push_str(&format!(": {cause}"));
             }
-            eprintln!("{line}");
+            eprintln!("twlab: error: {}", safe_line(&line));
             let interrupted = e
                 .downcast_ref::<twlab::Error>()
                 .is_some_and(|e| matches!(e, twlab::Error::Interrupted));
             ExitCode::from(if interrupted { 130 } else { 1 })
         }
     }
+}
+
+/// Help and version go to stdout with exit 0; usage errors are one line
+/// on stderr with exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    // Usage errors in one line too: clap's first line names the problem;
+    // --help has the rest.
+    let text = e.to_string();
+    let what: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let what = what.join(" ");
+    let what = what.trim_start_matches("error: ");
+    eprintln!(
+        "twlab: error: {} (see `twlab --help` or `twlab <command> --help`)",
+        safe_line(what)
+    );
+    ExitCode::from(2)
 }

@@ -5,6 +5,7 @@
 use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
 use crate::error::{Error, Result};
 use crate::socket::Family;
+use crate::text::echo;
 use std::net::{IpAddr, SocketAddr};
 
 /// The state names `ss` accepts, in its spelling, with their kernel states.
@@ -60,7 +61,8 @@ pub fn parse_state(name: &str) -> Result<StateSet> {
             Some((_, s)) => StateSet::of(&[*s]),
             None => {
                 return Err(Error::Invalid(format!(
-                    "unknown TCP state '{name}'; valid states and groups: {}",
+                    "unknown TCP state '{}'; valid states and groups: {}",
+                    echo(name),
                     valid_states()
                 )));
             }
@@ -99,7 +101,8 @@ pub fn parse_port_filter(s: &str) -> Result<u16> {
     match t.parse::<u32>() {
         Ok(n) if n <= 65535 => Ok(n as u16),
         _ => Err(Error::Invalid(format!(
-            "invalid --port '{s}': give a port number from 0 to 65535, e.g. --port 8080"
+            "invalid --port '{}': give a port number from 0 to 65535, e.g. --port 8080",
+            echo(s)
         ))),
     }
 }
@@ -110,7 +113,8 @@ pub fn parse_family(s: &str) -> Result<Family> {
         "4" | "ipv4" | "inet" | "v4" => Ok(Family::V4),
         "6" | "ipv6" | "inet6" | "v6" => Ok(Family::V6),
         _ => Err(Error::Invalid(format!(
-            "invalid --family '{s}': valid choices are 4 (IPv4) and 6 (IPv6)"
+            "invalid --family '{}': valid choices are 4 (IPv4) and 6 (IPv6)",
+            echo(s)
         ))),
     }
 }
@@ -130,7 +134,8 @@ impl AddrMatch {
     pub fn parse(input: &str) -> Result<AddrMatch> {
         let bad = |why: &str| {
             Error::Invalid(format!(
-                "malformed address filter '{input}': {why}; expected ADDR, ADDR:PORT, ADDR/PREFIX[:PORT], [IPv6]:PORT or *:PORT, e.g. 127.0.0.1:8080"
+                "malformed address filter '{}': {why}; expected ADDR, ADDR:PORT, ADDR/PREFIX[:PORT], [IPv6]:PORT or *:PORT, e.g. 127.0.0.1:8080",
+                echo(input)
             ))
         };
         let s = input.trim();
@@ -162,7 +167,7 @@ impl AddrMatch {
             Some(p) => match p.parse::<u32>() {
                 Ok(n) if n <= 65535 => Some(n as u16),
                 Ok(n) => return Err(bad(&format!("port {n} is out of range 0-65535"))),
-                Err(_) => return Err(bad(&format!("'{p}' is not a port number"))),
+                Err(_) => return Err(bad(&format!("'{}' is not a port number", echo(p)))),
             },
         };
         let net = if host.is_empty() || host == "*" {
@@ -174,13 +179,13 @@ impl AddrMatch {
             };
             let ip: IpAddr = a
                 .parse()
-                .map_err(|_| bad(&format!("'{a}' is not an IP address")))?;
+                .map_err(|_| bad(&format!("'{}' is not an IP address", echo(a))))?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let len = match len {
                 None => max,
                 Some(l) => match l.parse::<u8>() {
                     Ok(n) if n <= max => n,
-                    _ => return Err(bad(&format!("prefix length '{l}' is not 0-{max}"))),
+                    _ => return Err(bad(&format!("prefix length '{}' is not 0-{max}", echo(l)))),
                 },
             };
             Some((ip, len))

@@ -1,9 +1,9 @@
 //! The socket table: aligned text like `ss -tan` (formatted without
 //! allocating per row) or one JSON document.
 
-use super::owners::{Owner, owners_for};
-use super::{Filter, Format, Processes, collect, io_err, json_err};
-use crate::diag::{SockEntry, TimerKind};
+use super::owners::{Owner, socket_owners};
+use super::{Filter, Format, Processes, io_err, json_err};
+use crate::diag::{self, SockEntry, TimerKind};
 use crate::error::Result;
 use crate::socket::Family;
 use serde::Serialize;
@@ -139,28 +139,60 @@ pub(super) struct Widths {
 }
 
 impl Widths {
-    pub(super) fn of<'a>(entries: impl IntoIterator<Item = &'a SockEntry>) -> Widths {
-        let mut f = Field::new();
-        let mut w = Widths {
-            local: "Local Address:Port".len(),
-            peer: "Peer Address:Port".len(),
-            timer: "Timer".len(),
-        };
-        let mut v4_done = false;
-        for e in entries {
-            // Every IPv4 row fits in 21 columns; measure only until one
-            // needs that much, and always measure IPv6 rows.
-            if e.local.is_ipv4() && e.peer.is_ipv4() && v4_done {
-                w.timer = w.timer.max(timer_len(e, &mut f));
-                continue;
-            }
-            let (l, p) = (addr_len(&e.local, &mut f), addr_len(&e.peer, &mut f));
-            w.local = w.local.max(l);
-            w.peer = w.peer.max(p);
-            v4_done |= w.local >= 21 && w.peer >= 21;
-            w.timer = w.timer.max(timer_len(e, &mut f));
+    /// The wider of two, column by column.
+    pub(super) fn max(self, o: Widths) -> Widths {
+        Widths {
+            local: self.local.max(o.local),
+            peer: self.peer.max(o.peer),
+            timer: self.timer.max(o.timer),
         }
-        w
+    }
+
+    pub(super) fn of<'a>(entries: impl IntoIterator<Item = &'a SockEntry>) -> Widths {
+        let mut m = WidthMeter::new();
+        for e in entries {
+            m.add(e);
+        }
+        m.w
+    }
+}
+
+/// Column widths measured one row at a time, so a table can be measured
+/// while it streams past.
+pub(super) struct WidthMeter {
+    w: Widths,
+    /// An IPv4 row as wide as any can be was seen.
+    v4_done: bool,
+    f: Field,
+}
+
+impl WidthMeter {
+    pub(super) fn new() -> Self {
+        WidthMeter {
+            w: Widths {
+                local: "Local Address:Port".len(),
+                peer: "Peer Address:Port".len(),
+                timer: "Timer".len(),
+            },
+            v4_done: false,
+            f: Field::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, e: &SockEntry) {
+        let (w, f) = (&mut self.w, &mut self.f);
+        // Every IPv4 row fits in 21 columns; measure only until one needs
+        // that much, and always measure IPv6 rows.
+        if !(e.local.is_ipv4() && e.peer.is_ipv4() && self.v4_done) {
+            w.local = w.local.max(addr_len(&e.local, f));
+            w.peer = w.peer.max(addr_len(&e.peer, f));
+            self.v4_done |= w.local >= 21 && w.peer >= 21;
+        }
+        w.timer = w.timer.max(timer_len(e, f));
+    }
+
+    pub(super) fn widths(self) -> Widths {
+        self.w
     }
 }
 
@@ -238,7 +270,9 @@ pub(super) fn write_row(
                 if i > 0 {
                     out.write_all(b",")?;
                 }
-                out.write_all(o.name.as_bytes())?;
+                // A process may name itself anything (prctl(PR_SET_NAME),
+                // /proc/PID/comm), escape sequences included.
+                out.write_all(crate::text::escape_for_terminal(&o.name).as_bytes())?;
                 f.clear();
                 f.push(b"(pid=");
                 f.push_u64(u64::from(o.pid));
@@ -304,20 +338,43 @@ impl<'a> JsonSock<'a> {
     }
 }
 
-/// Print the filtered table on stdout.
+/// Print the filtered table on stdout, streaming: rows go out as the
+/// kernel's dump is decoded, so memory does not grow with the table.
+///
+/// Text needs its column widths (and `-p` the socket inodes) before the
+/// first row, so those take a first dump that only measures; the second
+/// dump prints. A socket that appears between the two and is wider than
+/// measured still gets one space before its next column. Rows come in the
+/// kernel's order (hash-bucket order per family, as `ss -tan` prints
+/// them); nothing is sorted.
 pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Result<u8> {
-    let entries = collect(filter)?;
     let procs = processes == Processes::Show;
+    let mut meter = WidthMeter::new();
+    let mut inodes: Vec<u32> = Vec::new();
+    if format == Format::Text || procs {
+        diag::dump_each(&filter.query, |e| {
+            crate::signal::check()?;
+            if filter.matches(&e) {
+                meter.add(&e);
+                // TIME_WAIT mini sockets have no inode and no owner.
+                if procs && e.inode != 0 && !e.is_timewait_sock() {
+                    inodes.push(e.inode);
+                }
+            }
+            Ok(())
+        })?;
+    }
     let owners = if procs {
-        owners_for(&entries)
+        socket_owners(&inodes)
     } else {
         HashMap::new()
     };
+    drop(inodes);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(128 * 1024, stdout.lock());
     match format {
-        Format::Json => write_json_list(&mut out, &entries, &owners, procs)?,
-        Format::Text => write_text_list(&mut out, &entries, &owners, procs).map_err(io_err)?,
+        Format::Json => write_json_list(&mut out, filter, &owners, procs)?,
+        Format::Text => write_text_list(&mut out, filter, &meter.widths(), &owners, procs)?,
     }
     out.flush().map_err(io_err)?;
     Ok(0)
@@ -325,33 +382,42 @@ pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Resu
 
 fn write_json_list(
     out: &mut impl Write,
-    entries: &[SockEntry],
+    filter: &Filter,
     owners: &HashMap<u32, Vec<Owner>>,
     procs: bool,
 ) -> Result<()> {
     out.write_all(b"{\"sockets\":[").map_err(io_err)?;
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    diag::dump_each(&filter.query, |e| {
+        crate::signal::check()?;
+        if !filter.matches(&e) {
+            return Ok(());
+        }
+        if !first {
             out.write_all(b",").map_err(io_err)?;
         }
-        serde_json::to_writer(&mut *out, &JsonSock::of(e, owners, procs)).map_err(json_err)?;
-    }
+        first = false;
+        serde_json::to_writer(&mut *out, &JsonSock::of(&e, owners, procs)).map_err(json_err)
+    })?;
     out.write_all(b"]}\n").map_err(io_err)
 }
 
 fn write_text_list(
     out: &mut impl Write,
-    entries: &[SockEntry],
+    filter: &Filter,
+    w: &Widths,
     owners: &HashMap<u32, Vec<Owner>>,
     procs: bool,
-) -> io::Result<()> {
-    let w = Widths::of(entries);
-    write_header(out, &w, "", procs)?;
+) -> Result<()> {
+    write_header(out, w, "", procs).map_err(io_err)?;
     let mut f = Field::new();
-    for e in entries {
-        write_row(out, &mut f, e, &w, owners.get(&e.inode), procs)?;
-    }
-    Ok(())
+    diag::dump_each(&filter.query, |e| {
+        crate::signal::check()?;
+        if filter.matches(&e) {
+            write_row(out, &mut f, &e, w, owners.get(&e.inode), procs).map_err(io_err)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

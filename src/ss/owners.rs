@@ -1,7 +1,6 @@
 //! Which processes hold a socket (`twlab ss -p`), found the way `ss -p`
 //! finds them: the `socket:[INODE]` links in /proc/PID/fd.
 
-use crate::diag::SockEntry;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -10,7 +9,8 @@ use std::collections::HashMap;
 pub struct Owner {
     /// Process id.
     pub pid: u32,
-    /// Its command name (/proc/PID/comm), `?` if unreadable.
+    /// Its command name (/proc/PID/comm, as the process set it: print it
+    /// through [`crate::text::escape_for_terminal`]), `?` if unreadable.
     pub name: String,
 }
 
@@ -52,8 +52,13 @@ pub fn socket_owners(wanted: &[u32]) -> HashMap<u32, Vec<Owner>> {
                 continue;
             }
             let name = name.get_or_insert_with(|| {
-                std::fs::read_to_string(p.path().join("comm"))
-                    .map(|s| s.trim_end().to_string())
+                // Any bytes (not only UTF-8): decode lossily, keep the name.
+                std::fs::read(p.path().join("comm"))
+                    .map(|b| {
+                        String::from_utf8_lossy(&b)
+                            .trim_end_matches('\n')
+                            .to_string()
+                    })
                     .unwrap_or_else(|_| "?".into())
             });
             let owners = map.entry(ino).or_default();
@@ -66,15 +71,4 @@ pub fn socket_owners(wanted: &[u32]) -> HashMap<u32, Vec<Owner>> {
         }
     }
     map
-}
-
-/// The owners of the full sockets among `entries`, by inode.
-pub(crate) fn owners_for(entries: &[SockEntry]) -> HashMap<u32, Vec<Owner>> {
-    // TIME_WAIT mini sockets have no inode and no owner: skip them.
-    let inodes: Vec<u32> = entries
-        .iter()
-        .filter(|e| e.inode != 0 && !e.is_timewait_sock())
-        .map(|e| e.inode)
-        .collect();
-    socket_owners(&inodes)
 }

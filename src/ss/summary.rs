@@ -7,8 +7,9 @@
 use super::{Filter, Format, io_err, json_err};
 use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
 use crate::error::Result;
+use crate::model::TIMEWAIT_LEN_MS;
 use crate::socket::Family;
-use crate::sysctl::{self, NetSysctls, PortRange};
+use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts, TwReuse};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -21,9 +22,13 @@ pub struct PortUse {
     pub local_addr: IpAddr,
     /// The peer of the pair.
     pub peer: SocketAddr,
-    /// TIME_WAIT sockets of this pair whose local port lies in the
-    /// ephemeral range.
+    /// TIME_WAIT sockets of this pair whose local port connect() could
+    /// pick: in the ephemeral range and not reserved.
     pub time_wait: u32,
+    /// Of those, the ones connect() may take over now (`tcp_tw_reuse` 1,
+    /// or 2 on loopback, timestamps on, older than `tcp_tw_reuse_delay`:
+    /// `tcp_twsk_unique()`), so they do not block the port.
+    pub time_wait_reusable: u32,
     /// Other sockets of this pair with a local port in the range (they
     /// hold their port too).
     pub other_states: u32,
@@ -34,6 +39,10 @@ pub struct PortUse {
     pub percent_time_wait: f64,
     /// `time_wait + other_states` as a share of `ephemeral_ports`.
     pub percent_held: f64,
+    /// The ports connect() cannot pick for this pair now (`time_wait -
+    /// time_wait_reusable + other_states`) as a share of `ephemeral_ports`;
+    /// the exhaustion warning looks at this.
+    pub percent_blocked: f64,
 }
 
 /// How many sockets have `key`.
@@ -111,13 +120,80 @@ struct Tally {
     per_state: [u32; 13],
     by_peer: HashMap<SocketAddr, u32>,
     by_lport: HashMap<u16, u32>,
-    /// (TIME_WAIT, other states) per (local address, peer) with a local
-    /// port in the ephemeral range.
-    pairs: HashMap<(IpAddr, SocketAddr), (u32, u32)>,
+    /// Sockets per (local address, peer) holding a local port connect()
+    /// could pick.
+    pairs: HashMap<(IpAddr, SocketAddr), PairCount>,
+}
+
+/// The sockets of one (local address, peer) pair holding a port of the
+/// ephemeral range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PairCount {
+    time_wait: u32,
+    /// TIME_WAIT that connect() may take over now.
+    reusable: u32,
+    other: u32,
+}
+
+/// What decides which ports connect() can pick: the range less the
+/// reserved ports, and whether it may take over a TIME_WAIT.
+struct Ports {
+    range: PortRange,
+    reserved: ReservedPorts,
+    reuse: TwReusePolicy,
+}
+
+impl Ports {
+    /// A port connect() may pick by itself (`inet_is_local_reserved_port()`
+    /// excludes the reserved ones in `__inet_hash_connect()`).
+    fn pickable(&self, port: u16) -> bool {
+        self.range.contains(port) && !self.reserved.contains(port)
+    }
+}
+
+/// When connect() may take over a TIME_WAIT port (`tcp_twsk_unique()`):
+/// the TIME_WAIT saw timestamps, tcp_tw_reuse is 1 (or 2 and one end is
+/// loopback), and it is older than tcp_tw_reuse_delay.
+#[derive(Debug, Clone, Copy)]
+struct TwReusePolicy {
+    reuse: TwReuse,
+    timestamps: bool,
+    /// `tcp_tw_reuse_delay`; one second on kernels before 6.14.
+    delay_ms: u32,
+}
+
+impl TwReusePolicy {
+    fn of(s: &NetSysctls) -> Self {
+        TwReusePolicy {
+            reuse: s.tw_reuse,
+            timestamps: s.timestamps,
+            delay_ms: s.tw_reuse_delay_ms.unwrap_or(1000),
+        }
+    }
+
+    /// Whether this TIME_WAIT no longer blocks its port for connect().
+    /// Assumes the connection used timestamps when they are on (diag does
+    /// not show `tw_ts_recent_stamp`).
+    fn reusable(&self, e: &SockEntry) -> bool {
+        let loopback = |a: IpAddr| match a {
+            IpAddr::V4(v) => v.is_loopback(),
+            IpAddr::V6(v) => v.is_loopback() || v.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
+        };
+        let applies = match self.reuse {
+            TwReuse::Off => false,
+            TwReuse::On => true,
+            TwReuse::LoopbackOnly => loopback(e.local.ip()) || loopback(e.peer.ip()),
+        };
+        let age = match e.timer {
+            Some(t) => TIMEWAIT_LEN_MS.saturating_sub(t.expires_ms),
+            None => 0,
+        };
+        self.timestamps && applies && e.state == TcpState::TimeWait && age > self.delay_ms
+    }
 }
 
 impl Tally {
-    fn add(&mut self, e: &SockEntry, filter: &Filter, range: Option<PortRange>) {
+    fn add(&mut self, e: &SockEntry, filter: &Filter, ports: Option<&Ports>) {
         let mini = e.is_timewait_sock();
         if mini {
             self.in_use += 1;
@@ -141,14 +217,15 @@ impl Tally {
             *self.by_peer.entry(e.peer).or_default() += 1;
             *self.by_lport.entry(e.local.port()).or_default() += 1;
         }
-        if let Some(r) = range {
+        if let Some(ports) = ports {
             let p = e.local.port();
-            if e.state != TcpState::Listen && r.contains(p) && e.peer.port() != 0 {
+            if e.state != TcpState::Listen && ports.pickable(p) && e.peer.port() != 0 {
                 let c = self.pairs.entry((e.local.ip(), e.peer)).or_default();
                 if tw {
-                    c.0 += 1;
+                    c.time_wait += 1;
+                    c.reusable += u32::from(ports.reuse.reusable(e));
                 } else {
-                    c.1 += 1;
+                    c.other += 1;
                 }
             }
         }
@@ -169,23 +246,28 @@ impl Tally {
 /// The `top_n` pairs holding the most ports of the range, and a warning
 /// for each that holds 90 % or more.
 fn port_use(
-    pairs: HashMap<(IpAddr, SocketAddr), (u32, u32)>,
+    pairs: HashMap<(IpAddr, SocketAddr), PairCount>,
     avail: u32,
     top_n: usize,
     warnings: &mut Vec<String>,
 ) -> Vec<PortUse> {
     let avail = avail.max(1);
+    // Only pickable ports are counted, each at most once per pair (the
+    // 4-tuple is unique), so shares stay within 100 %; min() is a guard.
+    let share = |n: u32| (100.0 * f64::from(n) / f64::from(avail)).min(100.0);
     let mut port_use: Vec<PortUse> = pairs
         .into_iter()
-        .filter(|(_, (tw, _))| *tw > 0)
-        .map(|((local_addr, peer), (tw, other))| PortUse {
+        .filter(|(_, c)| c.time_wait > 0)
+        .map(|((local_addr, peer), c)| PortUse {
             local_addr,
             peer,
-            time_wait: tw,
-            other_states: other,
+            time_wait: c.time_wait,
+            time_wait_reusable: c.reusable,
+            other_states: c.other,
             ephemeral_ports: avail,
-            percent_time_wait: 100.0 * f64::from(tw) / f64::from(avail),
-            percent_held: 100.0 * f64::from(tw + other) / f64::from(avail),
+            percent_time_wait: share(c.time_wait),
+            percent_held: share(c.time_wait + c.other),
+            percent_blocked: share(c.time_wait - c.reusable + c.other),
         })
         .collect();
     port_use.sort_by(|a, b| {
@@ -195,10 +277,10 @@ fn port_use(
             .then(a.local_addr.cmp(&b.local_addr))
     });
     port_use.truncate(top_n);
-    for u in port_use.iter().filter(|u| u.percent_held >= 90.0) {
+    for u in port_use.iter().filter(|u| u.percent_blocked >= 90.0) {
         let free = u
             .ephemeral_ports
-            .saturating_sub(u.time_wait + u.other_states);
+            .saturating_sub(u.time_wait - u.time_wait_reusable + u.other_states);
         warnings.push(format!(
             "{} -> {}: ephemeral ports nearly exhausted ({} free of {}); connect() without an explicit bind() fails with EADDRNOTAVAIL once none is free (__inet_hash_connect)",
             u.local_addr,
@@ -243,9 +325,17 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         (Some(s), Some(r)) => s.reserved_ports.count_in(r),
         _ => 0,
     };
+    let ports = match (&sys, range) {
+        (Some(s), Some(range)) => Some(Ports {
+            range,
+            reserved: s.reserved_ports.clone(),
+            reuse: TwReusePolicy::of(s),
+        }),
+        _ => None,
+    };
     let mut t = Tally::default();
     diag::dump_each(&all, |e| {
-        t.add(&e, filter, range);
+        t.add(&e, filter, ports.as_ref());
         Ok(())
     })?;
     let states = t.states();
@@ -378,6 +468,13 @@ fn write_port_use(out: &mut impl Write, s: &Summary) -> io::Result<()> {
                     group(u64::from(u.ephemeral_ports)),
                     u.percent_time_wait
                 )?;
+                if u.time_wait_reusable > 0 {
+                    write!(
+                        out,
+                        ", {} of them reusable by connect() now (tcp_tw_reuse)",
+                        group(u64::from(u.time_wait_reusable))
+                    )?;
+                }
                 if u.other_states > 0 {
                     write!(
                         out,
@@ -424,7 +521,7 @@ fn write_limits(out: &mut impl Write, s: &Summary) -> io::Result<()> {
         for w in &s.warnings {
             writeln!(out, "WARNING: {w}")?;
         }
-        if s.port_use.iter().any(|u| u.percent_held >= 90.0) {
+        if s.port_use.iter().any(|u| u.percent_blocked >= 90.0) {
             writeln!(
                 out,
                 "  what helps: let the server close first (it then holds TIME_WAIT), reuse connections, spread over more peer ports or local addresses, widen net.ipv4.ip_local_port_range, or tcp_tw_reuse (needs timestamps)"
@@ -468,22 +565,31 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:80".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:81".parse().unwrap();
         let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let n = |time_wait, reusable, other| PairCount {
+            time_wait,
+            reusable,
+            other,
+        };
         let pairs = HashMap::from([
-            ((local, peer), (90, 5)),
-            ((local, other), (10, 0)),
-            ((local, "127.0.0.1:82".parse().unwrap()), (0, 50)),
+            ((local, peer), n(90, 0, 5)),
+            ((local, other), n(10, 0, 0)),
+            ((local, "127.0.0.1:82".parse().unwrap()), n(0, 0, 50)),
+            // Full, but tcp_tw_reuse frees most: no warning.
+            ((local, "127.0.0.1:83".parse().unwrap()), n(100, 80, 0)),
         ]);
         let mut w = Vec::new();
         let u = port_use(pairs, 100, 10, &mut w);
         // The pair with no TIME_WAIT is left out; the fullest comes first.
-        assert_eq!(u.len(), 2);
+        assert_eq!(u.len(), 3);
+        assert_eq!(u[0].percent_held, 100.0);
+        assert_eq!(u[0].percent_blocked, 20.0);
         assert_eq!(
-            (u[0].peer, u[0].time_wait, u[0].other_states),
+            (u[1].peer, u[1].time_wait, u[1].other_states),
             (peer, 90, 5)
         );
-        assert_eq!(u[0].percent_time_wait, 90.0);
-        assert_eq!(u[0].percent_held, 95.0);
-        assert_eq!(u[1].peer, other);
+        assert_eq!(u[1].percent_time_wait, 90.0);
+        assert_eq!(u[1].percent_held, 95.0);
+        assert_eq!(u[2].peer, other);
         assert_eq!(w.len(), 1);
         assert!(w[0].starts_with(
             "127.0.0.1 -> 127.0.0.1:80: ephemeral ports nearly exhausted (5 free of 100)"

@@ -11,8 +11,6 @@ use crate::sys::term;
 use std::collections::HashMap;
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Upper bound on watch refreshes when no count is given.
@@ -23,7 +21,8 @@ pub fn parse_watch_ms(s: &str) -> Result<Duration> {
     match s.trim().parse::<u64>() {
         Ok(ms) if (10..=3_600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
         _ => Err(Error::Invalid(format!(
-            "invalid --watch interval '{s}': give milliseconds from 10 to 3600000, e.g. --watch=500"
+            "invalid --watch interval '{}': give milliseconds from 10 to 3600000, e.g. --watch=500",
+            crate::text::echo(s)
         ))),
     }
 }
@@ -108,30 +107,37 @@ impl Tracker {
     }
 }
 
-/// Redraw the filtered table every `every` until `frames` refreshes, q or
-/// Ctrl-C.
+/// Redraw the filtered table every `every` until `frames` refreshes, q,
+/// Ctrl-C or a stop signal (SIGTERM, SIGHUP, SIGQUIT: the terminal is
+/// restored, then the CLI exits 128 + the signal's number).
 pub(super) fn run(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
     let frames = frames.min(MAX_WATCH_FRAMES);
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // Fails when main already installed the process-wide handler;
-        // wait_for_quit also checks crate::interrupted() for that case.
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    // The terminal must be restored whatever stops the watch: catch the
+    // stop signals (idempotent; the CLI has done it already).
+    crate::signal::install();
     let tty = io::stdout().is_terminal();
     let _screen = Screen::enter(tty)?;
     let stdout = io::stdout();
     let mut tracker = Tracker::default();
+    // Column widths of a non-terminal watch only ever grow, so the change
+    // lines of later refreshes line up with the first table.
+    let mut widths: Option<Widths> = None;
     for frame in 0..frames {
         let now = Instant::now();
         let mut entries = collect(filter)?;
         entries.sort_by_key(|e| (e.local, e.peer));
         let (marks, changes) = tracker.update(&entries, now);
+        let w = Widths::of(entries.iter().chain(tracker.gone.iter().map(|(e, _)| e)));
+        let w = match widths.take() {
+            Some(old) if !tty => old.max(w),
+            _ => w,
+        };
         let f = Frame {
             entries: &entries,
             marks: &marks,
             gone: &tracker.gone,
+            now,
+            widths: &w,
             tty,
             every,
             frame,
@@ -141,7 +147,8 @@ pub(super) fn run(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
         let r = render(&mut out, &f).and_then(|_| out.flush());
         drop(out);
         r.map_err(io_err)?;
-        if frame + 1 == frames || wait_for_quit(every, &stop) {
+        widths = Some(w);
+        if frame + 1 == frames || wait_for_quit(every) {
             break;
         }
     }
@@ -172,7 +179,14 @@ struct Frame<'a> {
     marks: &'a [Mark],
     /// Recently gone sockets.
     gone: &'a [(SockEntry, Instant)],
-    /// Stdout is a terminal: redraw in place, fit its height.
+    /// When this refresh was taken (sockets gone at `now` went in it).
+    now: Instant,
+    /// Column widths.
+    widths: &'a Widths,
+    /// Stdout is a terminal: redraw in place, fit its height. Otherwise
+    /// the first refresh is printed whole and later ones print only what
+    /// changed, so a log of a long watch grows with the changes, not with
+    /// the table.
     tty: bool,
     every: Duration,
     /// Refresh number, from 0.
@@ -181,59 +195,80 @@ struct Frame<'a> {
 }
 
 fn render(out: &mut impl Write, f: &Frame) -> io::Result<()> {
-    let Frame {
-        entries,
-        marks,
-        gone,
-        tty,
-        every,
-        frame,
-        changes,
-    } = *f;
-    let rows = if tty {
-        term::rows().unwrap_or(24).max(6)
-    } else {
-        usize::MAX
-    };
-    if tty {
+    if f.tty {
         // Home, then clear to the end of screen: redraws in place.
         out.write_all(b"\x1b[H\x1b[2J")?;
-    } else if frame > 0 {
+    } else if f.frame > 0 {
         out.write_all(b"\n")?;
     }
-    let tw = entries.iter().filter(|e| e.is_timewait_sock()).count();
+    let tw = f.entries.iter().filter(|e| e.is_timewait_sock()).count();
     writeln!(
         out,
         "twlab ss --watch: {} sockets, {} TIME_WAIT | +{} new, *{} changed, -{} gone | every {} ms, refresh {} | q or Ctrl-C quits",
-        entries.len(),
+        f.entries.len(),
         tw,
-        changes.new,
-        changes.changed,
-        changes.gone,
-        every.as_millis(),
-        frame + 1
+        f.changes.new,
+        f.changes.changed,
+        f.changes.gone,
+        f.every.as_millis(),
+        f.frame + 1
     )?;
-    let w = Widths::of(entries.iter().chain(gone.iter().map(|(e, _)| e)));
-    write_header(out, &w, "  ", false)?;
-    let budget = rows.saturating_sub(3);
+    if f.tty {
+        render_screen(out, f)
+    } else if f.frame == 0 {
+        write_header(out, f.widths, "  ", false)?;
+        write_rows(out, f.widths, f.entries.iter().map(|e| (e, Mark::Same)))
+    } else {
+        // Only what changed in this refresh: new and changed sockets, and
+        // those gone since the last one.
+        let moved = f
+            .entries
+            .iter()
+            .zip(f.marks.iter().copied())
+            .filter(|(_, m)| *m != Mark::Same);
+        let gone = f
+            .gone
+            .iter()
+            .filter(|(_, t)| *t == f.now)
+            .map(|(e, _)| (e, Mark::Gone));
+        write_rows(out, f.widths, moved.chain(gone))
+    }
+}
+
+fn write_rows<'a>(
+    out: &mut impl Write,
+    w: &Widths,
+    rows: impl Iterator<Item = (&'a SockEntry, Mark)>,
+) -> io::Result<()> {
     let mut field = Field::new();
-    let mut rows: Vec<(&SockEntry, Mark)> = entries
+    for (e, m) in rows {
+        out.write_all(m.prefix().as_bytes())?;
+        write_row(out, &mut field, e, w, None, false)?;
+    }
+    Ok(())
+}
+
+/// The table on a terminal: as many rows as fit, what moved first.
+fn render_screen(out: &mut impl Write, f: &Frame) -> io::Result<()> {
+    let rows = term::rows().unwrap_or(24).max(6);
+    write_header(out, f.widths, "  ", false)?;
+    let budget = rows.saturating_sub(3);
+    let mut rows: Vec<(&SockEntry, Mark)> = f
+        .entries
         .iter()
-        .zip(marks.iter().copied())
-        .chain(gone.iter().map(|(e, _)| (e, Mark::Gone)))
+        .zip(f.marks.iter().copied())
+        .chain(f.gone.iter().map(|(e, _)| (e, Mark::Gone)))
         .collect();
     if rows.len() > budget {
         // Not everything fits: show what moved first (stable order).
         rows.sort_by_key(|(_, m)| *m == Mark::Same);
     }
     let total = rows.len();
-    for (shown, (e, m)) in rows.into_iter().enumerate() {
-        if shown >= budget {
-            writeln!(out, "  ... {} more", total - shown)?;
-            break;
-        }
-        out.write_all(m.prefix().as_bytes())?;
-        write_row(out, &mut field, e, &w, None, false)?;
+    let more = total.saturating_sub(budget);
+    rows.truncate(budget);
+    write_rows(out, f.widths, rows.into_iter())?;
+    if more > 0 {
+        writeln!(out, "  ... {more} more")?;
     }
     Ok(())
 }
@@ -279,21 +314,20 @@ impl Drop for Screen {
     }
 }
 
-/// Wait up to `d`; true if the user asked to quit (q, Q, Ctrl-C).
-fn wait_for_quit(d: Duration, stop: &AtomicBool) -> bool {
-    let end = Instant::now() + d;
+/// Wait up to `d`; true if the user asked to quit (q, Q, the Ctrl-C byte)
+/// or a stop signal arrived (noticed within [`crate::signal::CHECK_EVERY`]).
+fn wait_for_quit(d: Duration) -> bool {
+    let end = crate::signal::Deadline::after(d);
     let stdin_tty = cfg!(unix) && io::stdin().is_terminal();
-    // Bounded: each pass waits at most 50 ms and the deadline is fixed.
+    // Bounded: each pass waits at most CHECK_EVERY and the deadline is fixed.
     loop {
-        // Ctrl-C: the process-wide handler (main) sets crate::interrupted.
-        if stop.load(Ordering::SeqCst) || crate::interrupted() {
+        if crate::signal::interrupted() {
             return true;
         }
-        let now = Instant::now();
-        if now >= end {
+        if end.passed() {
             return false;
         }
-        let step = (end - now).min(Duration::from_millis(50));
+        let step = end.step();
         if stdin_tty && key_pressed_quit(step) {
             return true;
         } else if !stdin_tty {

@@ -12,6 +12,9 @@ mod unix;
 #[cfg(unix)]
 pub(crate) mod term;
 
+#[cfg(unix)]
+pub(crate) mod signal;
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]

@@ -1,0 +1,101 @@
+//! Text from outside (arguments echoed in errors, process names from
+//! /proc/PID/comm) made safe to print on a terminal: control characters
+//! escaped the way JSON (and iproute2's JSON output) writes them, so an
+//! argument like `$'\e[2J'` or a process named `\e]0;x\a` cannot clear the
+//! screen or retitle the window; and long echoes cut short.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+/// How many characters of one piece of user input an error echoes.
+pub const ECHO_MAX_CHARS: usize = 200;
+
+/// Is `c` a control character a terminal may act on: C0 (U+0000..U+001F),
+/// DEL, or C1 (U+0080..U+009F, which some terminals take as CSI, OSC ...)?
+fn is_control(c: char) -> bool {
+    c.is_control()
+}
+
+/// `s` with every control character escaped as JSON writes it: `\n`,
+/// `\t`, `\r`, `\b`, `\f`, and `\u001b` style for the rest (ESC, BEL,
+/// DEL, C1). Backslashes are left as they are, so escaping twice changes
+/// nothing (errors are escaped once more as a whole line by the CLI).
+pub fn escape_for_terminal(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if is_control(c) => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The first `max` characters of `s`, then `… (N more characters)` if
+/// there were more.
+pub fn shorten(s: &str, max: usize) -> Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => Cow::Borrowed(s),
+        Some((cut, _)) => {
+            let more = s[cut..].chars().count();
+            let unit = if more == 1 { "character" } else { "characters" };
+            Cow::Owned(format!("{}… ({more} more {unit})", &s[..cut]))
+        }
+    }
+}
+
+/// User input as an error message quotes it: at most
+/// [`ECHO_MAX_CHARS`] characters, control characters escaped.
+pub fn echo(s: &str) -> String {
+    let short = shorten(s, ECHO_MAX_CHARS);
+    escape_for_terminal(&short).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_like_json() {
+        assert_eq!(escape_for_terminal("time-wait"), "time-wait");
+        assert_eq!(
+            escape_for_terminal("\x1b[2Jtime-wait"),
+            "\\u001b[2Jtime-wait"
+        );
+        assert_eq!(escape_for_terminal("\x1b]0;x\x07"), "\\u001b]0;x\\u0007");
+        assert_eq!(
+            escape_for_terminal("a\nb\tc\u{7f}\u{9b}"),
+            "a\\nb\\tc\\u007f\\u009b"
+        );
+        // Idempotent: a second pass changes nothing.
+        let once = escape_for_terminal("\x1b\\x").into_owned();
+        assert_eq!(escape_for_terminal(&once), once);
+        // Matches serde_json for the C0 range.
+        for b in 0u8..0x20 {
+            let c = char::from(b).to_string();
+            let j = serde_json::to_string(&c).unwrap();
+            assert_eq!(escape_for_terminal(&c), j.trim_matches('"'), "{b}");
+        }
+    }
+
+    #[test]
+    fn cuts_long_input() {
+        let long = "é".repeat(100_000);
+        let e = echo(&long);
+        assert!(e.starts_with(&"é".repeat(ECHO_MAX_CHARS)));
+        assert!(e.ends_with("… (99800 more characters)"), "{e}");
+        assert_eq!(echo("short"), "short");
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcd", 3), "abc… (1 more character)");
+    }
+}
