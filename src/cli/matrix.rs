@@ -118,15 +118,7 @@ pub fn run(a: MatrixArgs) -> anyhow::Result<u8> {
     } else {
         a.plan().and_then(|p| matrix::run(&p))
     };
-    match r {
-        // A bad argument found after parsing exits 2 like clap's own
-        // errors. (Until cli/mod.rs maps twlab::Error::Usage to 2 itself.)
-        Err(e @ twlab::Error::Usage(_)) => {
-            eprintln!("twlab: error: {e}");
-            std::process::exit(2)
-        }
-        r => Ok(r?),
-    }
+    Ok(r?)
 }
 
 /// Before any thread starts: the unprivileged worker enters its user and

@@ -107,10 +107,13 @@ pub fn main() -> ExitCode {
                 line.push_str(&format!(": {cause}"));
             }
             eprintln!("twlab: error: {}", safe_line(&line));
-            let interrupted = e
-                .downcast_ref::<twlab::Error>()
-                .is_some_and(|e| matches!(e, twlab::Error::Interrupted));
-            ExitCode::from(if interrupted { 130 } else { 1 })
+            // A bad argument found after parsing exits 2 like clap's own.
+            let code = match e.downcast_ref::<twlab::Error>() {
+                Some(twlab::Error::Interrupted) => 130,
+                Some(twlab::Error::Usage(_)) => 2,
+                _ => 1,
+            };
+            ExitCode::from(code)
         }
     }
 }
