@@ -18,6 +18,7 @@
 //! - [`matrix`]: every combination of factors, one namespace per cell.
 //! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
 //! - [`report`]: the demo's table.
+//! - [`why`]: `twlab why`, who holds a port and which kernel rule refuses a bind() or connect().
 
 pub mod check;
 pub mod demo;
@@ -34,6 +35,7 @@ pub mod socket;
 pub mod ss;
 pub mod sys;
 pub mod sysctl;
+pub mod why;
 
 pub use error::{Error, Result};
 

@@ -10,6 +10,7 @@ mod demo;
 mod matrix;
 mod server;
 mod ss;
+mod why;
 
 /// Reproduce, observe and explain TCP address and port reuse: TIME_WAIT,
 /// SO_REUSEADDR, SO_REUSEPORT, SO_LINGER, fixed client ports.
@@ -41,6 +42,9 @@ enum Cmd {
     /// observed outcome beside the rule model's prediction (exit 3 if any
     /// differ), with Windows and BSD/macOS expectations.
     Matrix(matrix::MatrixArgs),
+    /// Why does my bind()/connect() fail? Who holds the port, the kernel
+    /// rule that decides, ranked fixes; --try asks the kernel itself.
+    Why(why::WhyArgs),
 }
 
 /// Parse the command line, run the command, map the result to an exit code.
@@ -91,6 +95,7 @@ pub fn main() -> ExitCode {
         Cmd::Client(a) => client::run(a),
         Cmd::Ss(a) => ss::run(a),
         Cmd::Matrix(a) => matrix::run(a),
+        Cmd::Why(a) => why::run(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),
