@@ -254,10 +254,13 @@ netns_test! {
 }
 
 netns_test! {
-    /// Listeners inside a small range: connect() skips every port whose
-    /// bucket came from bind() and fails with EADDRNOTAVAIL.
+    /// Listeners and a bound-only socket inside a small range: connect()
+    /// skips every port whose bucket came from bind() and fails with
+    /// EADDRNOTAVAIL.
     fn listeners_fill_a_small_range(sysctls = [("net.ipv4.ip_local_port_range", "40000 40003")]) {
-        let _ls: Vec<Socket> = (40000..=40003).map(|p| listener(&format!("127.0.0.1:{p}"), false)).collect();
+        let _ls: Vec<Socket> = (40000..=40002).map(|p| listener(&format!("127.0.0.1:{p}"), false)).collect();
+        let bound = sock(false);
+        bound.bind(&SockAddr::from(a("127.0.0.1:40003"))).unwrap();
         let _dst = listener("127.0.0.1:5000", false);
         let q = ConnectQuestion {
             dst: a("127.0.0.1:5000"),
@@ -271,9 +274,21 @@ netns_test! {
         assert_eq!((c.range_ports, c.bind_owned, c.usable), (4, 4, 0));
         assert_eq!(d.expect, notavail());
         assert_eq!(d.rule, Rule::EphemeralExhausted);
-        assert_eq!(d.holders.iter().filter(|h| h.role == Role::Listener).count(), 4);
+        assert_eq!(d.holders.iter().filter(|h| h.role == Role::Listener).count(), 3);
+        // The bound-only socket (dumped with idiag_states bit 13), with its
+        // owner: this process.
+        let b = d.holders.iter().find(|h| h.role == Role::BoundOnly).expect("the bound-only socket");
+        assert_eq!(b.local, a("127.0.0.1:40003"));
+        assert!(b.owners.iter().any(|o| o.pid == std::process::id()), "{:?}", b.owners);
         assert_eq!(d.fixes[0].fix, Fix::MoveBoundOutOfRange);
         assert_eq!(d.tried[0].agrees, Agreement::Agrees);
+        // bind() of the bound-only socket's port: it is not listening, so
+        // SO_REUSEADDR on both would share it; without, EADDRINUSE.
+        let d = live::bind(&bind_q("127.0.0.1:40003", false), true).unwrap();
+        assert_eq!(d.expect, inuse());
+        assert_eq!(d.holders[0].role, Role::BoundOnly);
+        assert_eq!(tried(&d, opts(false)).agrees, Agreement::Agrees);
+        no_mismatch(&d);
     }
 }
 

@@ -329,6 +329,7 @@ pub(crate) fn summarize(hs: &[&HolderReport]) -> String {
     let mut parts: Vec<(String, usize)> = Vec::new();
     for h in hs {
         let side = match h.origin {
+            _ if h.role == Role::BoundOnly => " (bound only)",
             Origin::Incoming if h.role != Role::Listener => " (accepted, server side)",
             Origin::Outgoing => " (outgoing, client side)",
             _ => "",
@@ -391,7 +392,16 @@ fn bind_fixes(port: u16, holders: &[HolderReport], sys: &NetSysctls) -> Vec<supe
             .map(|o| format!("pid {} ({})", o.pid, o.name))
             .unwrap_or_else(|| format!("the {} socket on {}", h.state, h.local));
         push(&mut fixes, Fix::StopHolder { who });
-        push(&mut fixes, Fix::ReuseportOnBoth);
+        // SO_REUSEADDR never shares with a listener (inet_bind_conflict()
+        // checks sk2->sk_state != TCP_LISTEN); with a bound-only socket it does.
+        push(
+            &mut fixes,
+            if h.role == Role::Listener {
+                Fix::ReuseportOnBoth
+            } else {
+                Fix::ReuseaddrOnBoth
+            },
+        );
     }
     let tws: Vec<&&HolderReport> = blockers.iter().filter(|h| h.timewait_sock).collect();
     if !tws.is_empty() {

@@ -14,6 +14,7 @@
 //!
 //! # Layout
 //! - `table`: the sockets, their roles, address overlap.
+//! - `bound_only`: the bound-only sockets (idiag_states bit 13).
 //! - `bind`: the bind bucket rule (reusing [`crate::model`]'s reuse rule).
 //! - `connect`: the 4-tuple rule and the ephemeral range accounting.
 //! - `fix`: fixes and their costs.
@@ -23,6 +24,7 @@
 //! - [`render`], the text forms.
 
 mod bind;
+mod bound_only;
 mod connect;
 mod diagnosis;
 mod documented;
