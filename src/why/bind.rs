@@ -467,6 +467,7 @@ fn diagnose_bind_any(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
         free,
         usable: free,
         soonest_time_wait_ms: None,
+        time_wait_reusable_in_ms: None,
         time_wait_note: "bind(addr, 0) never takes a TIME_WAIT's port over".into(),
         tuple_limit: format!("{free} more sockets can bind {} with port 0", q.addr.ip()),
     };

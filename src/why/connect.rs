@@ -218,6 +218,20 @@ pub fn time_wait_reusable(e: &SockEntry, sys: &NetSysctls) -> bool {
     reuse && e.state == TcpState::TimeWait && sys.timestamps && age > delay
 }
 
+/// How long until `time_wait_reusable()` turns true for `e` (only the
+/// `tcp_tw_reuse_delay` part is still missing), if ever.
+fn reusable_in_ms(e: &SockEntry, sys: &NetSysctls) -> Option<u32> {
+    let left = e.timer.map_or(0, |t| t.expires_ms);
+    let age = TIMEWAIT_LEN_MS.saturating_sub(left);
+    let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
+    let aged = NetSysctls {
+        tw_reuse_delay_ms: Some(0),
+        ..sys.clone()
+    };
+    // +1: the kernel wants now > entry stamp + delay.
+    (time_wait_reusable(e, &aged) && age <= delay).then(|| delay - age + 1)
+}
+
 fn time_wait_note(sys: &NetSysctls, loopback: bool) -> String {
     let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
     match (sys.tw_reuse, sys.timestamps) {
@@ -254,6 +268,7 @@ fn count_range(
         free: 0,
         usable: 0,
         soonest_time_wait_ms: None,
+        time_wait_reusable_in_ms: None,
         time_wait_note: time_wait_note(sys, is_loopback(q.dst.ip())),
         tuple_limit: String::new(),
     };
@@ -296,6 +311,15 @@ fn count_range(
             c.time_wait_reusable += 1;
         } else {
             c.time_wait_blocking += 1;
+            let later = on_tuple
+                .iter()
+                .map(|o| reusable_in_ms(&o.entry, sys))
+                .collect::<Option<Vec<u32>>>()
+                .and_then(|v| v.into_iter().max());
+            c.time_wait_reusable_in_ms = match (c.time_wait_reusable_in_ms, later) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            };
             let left = on_tuple
                 .iter()
                 .filter_map(|o| o.entry.timer.map(|t| t.expires_ms))
@@ -405,6 +429,9 @@ fn ephemeral_fixes(c: &Capacity, sys: &NetSysctls, q: &ConnectQuestion) -> Vec<R
             fixes.push(Fix::Wait { ms });
         }
         fixes.extend([Fix::ServerClosesFirst, Fix::KeepAlive]);
+    }
+    if let Some(ms) = c.time_wait_reusable_in_ms {
+        fixes.insert(0, Fix::RetryAfter { ms });
     }
     if q.from.is_some() && !q.bind_no_port {
         fixes.insert(0, Fix::BindAddressNoPort);

@@ -291,6 +291,10 @@ pub struct Capacity {
     /// The soonest blocking TIME_WAIT expiry, in ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub soonest_time_wait_ms: Option<u32>,
+    /// When the first blocking TIME_WAIT passes `tcp_tw_reuse_delay` and
+    /// becomes reusable, in ms (only when tw_reuse and timestamps allow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_wait_reusable_in_ms: Option<u32>,
     /// Why TIME_WAIT is or is not reusable under the current sysctls.
     pub time_wait_note: String,
     /// Held connections to one destination are limited by 4-tuples:
@@ -323,6 +327,10 @@ pub struct Attempt {
     pub port: Option<u16>,
     /// Agreement with the prediction.
     pub agrees: Agreement,
+    /// What the result tells about the holders' hidden options, when the
+    /// prediction depended on them: "all 3 holders have SO_REUSEADDR: no".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<String>,
 }
 
 /// A `--try` result against the prediction.

@@ -12,6 +12,11 @@ pub enum Fix {
         /// Milliseconds until the last blocking TIME_WAIT is freed.
         ms: u32,
     },
+    /// Retry connect() once a TIME_WAIT passes `tcp_tw_reuse_delay`.
+    RetryAfter {
+        /// Milliseconds until the first TIME_WAIT becomes reusable.
+        ms: u32,
+    },
     /// SO_REUSEADDR on the new socket and on the socket the holder was (a
     /// TIME_WAIT keeps its `sk_reuse`; accepted sockets inherit the
     /// listener's).
@@ -60,6 +65,10 @@ impl Fix {
                 "wait {:.1} s (the last blocking TIME_WAIT timer)",
                 f64::from(*ms) / 1000.0
             ),
+            Fix::RetryAfter { ms } => format!(
+                "retry connect() after {:.1} s: a TIME_WAIT then passes tcp_tw_reuse_delay and connect() may take it over",
+                f64::from(*ms) / 1000.0
+            ),
             Fix::ReuseaddrOnBoth => "set SO_REUSEADDR on both sockets: the new one and the one that left the holder (a TIME_WAIT keeps the old socket's flag; accepted sockets inherit the listener's)".into(),
             Fix::ReuseportOnBoth => "set SO_REUSEPORT on both sockets (same effective uid)".into(),
             Fix::ReservePort { port } => format!(
@@ -84,6 +93,9 @@ impl Fix {
     pub fn cost(&self) -> &'static str {
         match self {
             Fix::Wait { .. } => "downtime until the timer fires",
+            Fix::RetryAfter { .. } => {
+                "one port per tcp_tw_reuse_delay; needs the current tcp_tw_reuse and timestamps"
+            }
             Fix::ReuseaddrOnBoth => "none for a server; it does not let two listeners share a port",
             Fix::ReuseportOnBoth => "incoming connections are spread over both sockets",
             Fix::ReservePort { .. } => {

@@ -143,6 +143,7 @@ pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
             agrees: agreement(&d.expect, error.as_deref()),
             port: r.ok().flatten(),
             error,
+            learned: None,
         });
         return;
     }
@@ -157,23 +158,25 @@ pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
         let r = bind_once(q, opts);
         let error = r.as_ref().err().cloned();
         let agrees = agreement(&expect, error.as_deref());
-        if let (Agreement::Resolves, Expect::Depends { ok_if, .. }) = (agrees, &expect) {
-            learned.push(if error.is_none() {
-                format!("{} accepted: {ok_if}", opts.label())
-            } else {
-                format!("{} refused: not so that {ok_if}", opts.label())
-            });
-        }
+        let lesson = match (agrees, &expect) {
+            (Agreement::Resolves, Expect::Depends { ok_if, .. }) => Some(format!(
+                "{ok_if}: {}",
+                if error.is_none() { "yes" } else { "no" }
+            )),
+            _ => None,
+        };
+        learned.extend(lesson.clone());
         d.tried.push(Attempt {
             label: opts.label(),
             opts,
             error,
             port: None,
             agrees,
+            learned: lesson,
         });
     }
     if !learned.is_empty() {
-        let what = format!("learned by --try: {}", learned.join("; "));
+        let what = format!("--try: {}", learned.join("; "));
         for h in d
             .holders
             .iter_mut()
@@ -204,6 +207,7 @@ pub fn try_connect(q: &ConnectQuestion, d: &mut Diagnosis) -> Result<()> {
         agrees: agreement(&d.expect, error.as_deref()),
         port: r.ok(),
         error,
+        learned: None,
     });
     Ok(())
 }

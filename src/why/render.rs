@@ -74,8 +74,8 @@ pub fn holder_line(h: &HolderReport) -> String {
         Blocking::HoldsTuple => "holds the 4-tuple".to_string(),
     };
     let _ = write!(s, " — {b}");
-    if let ReuseKnown::Learned { what } = &h.reuse {
-        let _ = write!(s, " [{what}]");
+    if let ReuseKnown::Learned { .. } = &h.reuse {
+        s.push_str(" (reuse options learned by --try, below)");
     }
     s
 }
@@ -170,7 +170,12 @@ pub fn long(d: &Diagnosis) -> String {
                 Agreement::Resolves => "resolves what the prediction left open".to_string(),
                 Agreement::Mismatch => "MISMATCH with the prediction".to_string(),
             };
-            let _ = writeln!(o, "  {:<20} {got} — {verdict}", t.label);
+            let lesson = t
+                .learned
+                .as_ref()
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            let _ = writeln!(o, "  {:<20} {got} — {verdict}{lesson}", t.label);
         }
     }
     o

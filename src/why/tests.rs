@@ -263,6 +263,28 @@ fn time_wait_reuse_follows_tcp_twsk_unique() {
         "2 = loopback only"
     );
     assert!(time_wait_reusable(&far, &sys("1 2", "", "1")));
+    // One young TIME_WAIT on the only port: retry after the rest of the
+    // delay (1000 ms − 500 ms age, +1 for the strict comparison).
+    let t = Table::from_entries(vec![young]);
+    let d = diagnose_connect(
+        &connect_q("127.0.0.1:5000", None, false),
+        &t,
+        &sys("40000 40000", "", "2"),
+    );
+    assert_eq!(
+        d.expect,
+        Expect::Fails {
+            step: Step::Connect,
+            errno: Errno::EADDRNOTAVAIL
+        }
+    );
+    assert_eq!(d.fixes[0].fix, Fix::RetryAfter { ms: 501 });
+    let d = diagnose_connect(
+        &connect_q("127.0.0.1:5000", None, false),
+        &t,
+        &sys("40000 40000", "", "0"),
+    );
+    assert_eq!(d.fixes[0].fix, Fix::TwReuse);
 }
 
 #[test]
