@@ -20,6 +20,7 @@
 //! - [`report`]: the demo's table.
 //! - [`signal`]: the signals that ask twlab to stop, and waits that notice them.
 //! - [`text`]: user input and process names made safe to print on a terminal.
+//! - [`why`]: `twlab why`, who holds a port and which kernel rule refuses a bind() or connect().
 
 pub mod check;
 pub mod demo;
@@ -40,6 +41,7 @@ pub mod sysctl;
 pub mod text;
 #[cfg(target_os = "linux")]
 pub mod trace;
+pub mod why;
 
 pub use error::{Error, Result};
 

@@ -11,6 +11,7 @@ mod matrix;
 mod server;
 mod ss;
 mod trace;
+mod why;
 
 /// Reproduce, observe and explain TCP address and port reuse: TIME_WAIT,
 /// SO_REUSEADDR, SO_REUSEPORT, SO_LINGER, fixed client ports.
@@ -45,12 +46,15 @@ enum Cmd {
     /// Capture every TCP segment of one experiment in its namespace: a
     /// ladder with each end's state and the moment that explains it.
     Trace(trace::TraceArgs),
+    /// Why does my bind()/connect() fail? Who holds the port, the kernel
+    /// rule that decides, ranked fixes; --try asks the kernel itself.
+    Why(why::WhyArgs),
 }
 
 /// What `twlab` alone prints (on stderr, exit 2): where to start.
 const SHORT_USAGE: &str = "\
 twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
-usage: twlab <demo|server|client|ss|matrix> [OPTIONS]
+usage: twlab <demo|server|client|ss|matrix|why|trace> [OPTIONS]
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
 
 /// Longest error message printed, in characters (after escaping control
@@ -90,6 +94,7 @@ pub fn main() -> ExitCode {
         Cmd::Ss(a) => ss::run(a),
         Cmd::Matrix(a) => matrix::run(a),
         Cmd::Trace(a) => trace::run(a),
+        Cmd::Why(a) => why::run(a),
     };
     // A stop signal decides the exit code whatever the command returned
     // (it may have stopped early and cleanly): 128 + its number, as a

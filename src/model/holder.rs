@@ -9,26 +9,26 @@ use crate::socket::SocketOpts;
 
 /// What holds a port's bind bucket or a 4-tuple, as far as the rules care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Holder {
+pub(crate) struct Holder {
     /// The state the kernel shows; `Closed` for a socket that got an RST and
     /// left the established hash but whose descriptor, still open, keeps its
     /// explicitly bound port (SOCK_BINDPORT_LOCK: `tcp_set_state(TCP_CLOSE)`
     /// skips `inet_put_port`).
-    pub(super) state: TcpState,
+    pub(crate) state: TcpState,
     /// A timewait mini-socket (`inet_timewait_sock`): TIME_WAIT, or an
     /// orphaned FIN_WAIT2 kept as one (`tcp_time_wait(sk, TCP_FIN_WAIT2, ..)`
     /// from `tcp_close`/`tcp_rcv_state_process`). diag shows the substate
     /// with the timewait timer (`inet_twsk_diag_fill`).
-    pub(super) mini: bool,
+    pub(crate) mini: bool,
     /// Still in the established hash (so it blocks the 4-tuple).
-    pub(super) hashed: bool,
+    pub(crate) hashed: bool,
     /// Timewait age in ms (TCP_TIMEWAIT_LEN minus the time left), for a
     /// real TIME_WAIT substate.
-    pub(super) tw_age_ms: Option<u32>,
+    pub(crate) tw_age_ms: Option<u32>,
     /// The socket options it carries (a TIME_WAIT keeps `sk_reuse` and
     /// `sk_reuseport`, `inet_twsk_alloc`; accepted sockets inherit the
     /// listener's, `sk_clone_lock`).
-    pub(super) opts: SocketOpts,
+    pub(crate) opts: SocketOpts,
 }
 
 fn holder_from_entry(e: &SockEntry, opts: SocketOpts) -> Holder {

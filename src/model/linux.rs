@@ -87,7 +87,7 @@ fn share_reason(rule: RuleId) -> &'static str {
 /// `inet_csk_get_port()` calls it for bind() and, through
 /// `inet_csk_listen_start()`, again for listen(). Returns the rule that lets
 /// the new socket share the port, or `None` on a conflict.
-fn bind_shares(new: SocketOpts, h: &Holder) -> Option<RuleId> {
+pub(crate) fn bind_shares(new: SocketOpts, h: &Holder) -> Option<RuleId> {
     if new.reuseaddr && h.opts.reuseaddr && h.state != TcpState::Listen {
         Some(RuleId::BindReuseaddr)
     } else if new.reuseport && h.opts.reuseport {

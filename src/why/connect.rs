@@ -1,0 +1,478 @@
+//! connect(): the 4-tuple check for a bound port (`__inet_check_established()`
+//! → `tcp_twsk_unique()` with twp = NULL) and the ephemeral scan for an
+//! unbound one (`__inet_hash_connect()`), with the range accounted port by
+//! port.
+
+use super::bind::{BindQuestion, diagnose_bind, report};
+use super::diagnosis::{
+    Asked, Blocking, Capacity, Diagnosis, Errno, Expect, Flag, HolderReport, Rule,
+};
+use super::documented::connect_elsewhere;
+use super::fix::{Fix, RankedFix};
+use super::table::{Cover, Occupant, Origin, Role, Table, is_loopback, origin, role, same_source};
+use crate::diag::{SockEntry, TcpState};
+use crate::model::TIMEWAIT_LEN_MS;
+use crate::outcome::Step;
+use crate::socket::SocketOpts;
+use crate::sysctl::{NetSysctls, TwReuse};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// A connect() to diagnose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectQuestion {
+    /// The destination.
+    pub dst: SocketAddr,
+    /// `--from ADDR[:PORT]`: bind() before connect().
+    pub from: Option<SocketAddr>,
+    /// IP_BIND_ADDRESS_NO_PORT with bind(addr, 0).
+    pub bind_no_port: bool,
+    /// SO_REUSEADDR/SO_REUSEPORT of the connecting socket.
+    pub opts: SocketOpts,
+    /// Effective uid of the connecting process.
+    pub uid: u32,
+}
+
+/// Diagnose `connect(q.dst)`.
+pub fn diagnose_connect(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis {
+    let mut d = match q.from {
+        Some(from) if from.port() != 0 => fixed_port(q, from, table, sys),
+        Some(from) if !q.bind_no_port => {
+            let b = BindQuestion {
+                addr: from,
+                opts: q.opts,
+                v6only: true,
+                uid: q.uid,
+            };
+            let mut d = diagnose_bind(&b, table, sys);
+            if d.expect == Expect::Ok {
+                // The port bind() picks has no socket on an overlapping
+                // address, so the 4-tuple is free too.
+                d.rule = Rule::TupleFree;
+                d.kernel_fn = d.rule.kernel_fn();
+                d.explanation.push_str(
+                    "; the port has no other socket, so the 4-tuple is free at connect()",
+                );
+            }
+            d
+        }
+        _ => ephemeral(q, table, sys),
+    };
+    d.asked = Asked::Connect {
+        dst: q.dst,
+        from: q.from,
+        bind_no_port: q.bind_no_port,
+    };
+    d.other_systems = connect_elsewhere(q, &d);
+    d.flags.extend(self_connect_flags(q, table, sys));
+    d
+}
+
+/// The source address connect() will use (the `--from` one, else any).
+fn source_ip(q: &ConnectQuestion) -> IpAddr {
+    match q.from {
+        Some(f) => f.ip(),
+        None if q.dst.is_ipv4() => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        None => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Sockets holding `(src, port) → dst`.
+fn tuple_holders(
+    table: &Table,
+    src: IpAddr,
+    port: u16,
+    dst: SocketAddr,
+) -> impl Iterator<Item = &Occupant> {
+    table
+        .bucket(port)
+        .filter(move |o| o.entry.peer == dst && same_source(o.entry.local, src))
+}
+
+/// A bound port: bind() first, then `__inet_check_established()` with twp =
+/// NULL, where a TIME_WAIT is taken over if it saw timestamps
+/// (`tcp_twsk_unique()`: `ts_recent_stamp && !twp`).
+// Two stages (bind, then the 4-tuple) and their combination; kept in one
+// place so the order of the kernel checks is visible.
+fn fixed_port(q: &ConnectQuestion, from: SocketAddr, table: &Table, sys: &NetSysctls) -> Diagnosis {
+    let b = BindQuestion {
+        addr: from,
+        opts: q.opts,
+        v6only: true,
+        uid: q.uid,
+    };
+    let mut d = diagnose_bind(&b, table, sys);
+    if matches!(d.expect, Expect::Fails { .. }) {
+        d.fixes.insert(0, Fix::LetConnectChoose.ranked());
+        return d;
+    }
+    // bind() passes, or passes only if the holders carry hidden options:
+    // then the 4-tuple decides.
+    let bind_part = match &d.expect {
+        Expect::Depends { ok_if, .. } => Some((d.expect.clone(), ok_if.clone(), d.fixes.clone())),
+        _ => None,
+    };
+    let holders: Vec<HolderReport> = tuple_holders(table, from.ip(), from.port(), q.dst)
+        .map(|o| report(o, Blocking::HoldsTuple, table, sys))
+        .collect();
+    let full = holders.iter().find(|h| !h.timewait_sock);
+    let tw = holders.iter().find(|h| h.timewait_sock);
+    let tuple = format!("{from} → {}", q.dst);
+    let (rule, expect, explanation, fixes) = if let Some(h) = full {
+        (
+            Rule::TupleBusy,
+            fails_connect(),
+            format!(
+                "{tuple} is held by a {} socket, so __inet_check_established() refuses it: connect() fails with EADDRNOTAVAIL",
+                h.state
+            ),
+            vec![Fix::LetConnectChoose, Fix::KeepAlive],
+        )
+    } else if let Some(h) = tw {
+        let ms = h.timer.map_or(0, |t| t.1);
+        if sys.timestamps {
+            (
+                Rule::TimeWaitTakeover,
+                Expect::Ok,
+                format!(
+                    "{tuple} is held by a TIME_WAIT; a bound port takes it over when the old connection saw TCP timestamps (tcp_twsk_unique() with twp = NULL; tcp_timestamps=1 here, assumed negotiated by both ends)"
+                ),
+                Vec::new(),
+            )
+        } else {
+            (
+                Rule::TimeWaitNoTimestamps,
+                fails_connect(),
+                format!(
+                    "{tuple} is held by a TIME_WAIT that saw no timestamps (tcp_timestamps=0), so tcp_twsk_unique() refuses it: connect() fails with EADDRNOTAVAIL"
+                ),
+                vec![
+                    Fix::LetConnectChoose,
+                    Fix::Wait { ms },
+                    Fix::ServerClosesFirst,
+                    Fix::Linger0,
+                ],
+            )
+        }
+    } else {
+        (
+            Rule::TupleFree,
+            Expect::Ok,
+            format!(
+                "bind() is allowed and no socket holds {tuple}, so __inet_check_established() passes"
+            ),
+            Vec::new(),
+        )
+    };
+    d.holders.extend(holders);
+    match bind_part {
+        // bind() may already fail; if it passes, connect() succeeds.
+        Some((bind_expect, ok_if, bind_fixes)) if expect == Expect::Ok => {
+            d.explanation = format!(
+                "{}; if bind() passes ({ok_if}): {explanation}",
+                d.explanation
+            );
+            d.expect = bind_expect;
+            d.fixes = std::iter::once(Fix::LetConnectChoose.ranked())
+                .chain(bind_fixes)
+                .collect();
+        }
+        Some((_, ok_if, _)) => {
+            d.explanation = format!("bind() passes only if {ok_if}; then {explanation}");
+            set(&mut d, rule, expect, fixes);
+        }
+        None => {
+            d.explanation = explanation;
+            set(&mut d, rule, expect, fixes);
+        }
+    }
+    d
+}
+
+fn set(d: &mut Diagnosis, rule: Rule, expect: Expect, fixes: Vec<Fix>) {
+    d.rule = rule;
+    d.kernel_fn = rule.kernel_fn();
+    d.expect = expect;
+    d.fixes = fixes.into_iter().map(Fix::ranked).collect();
+}
+
+fn fails_connect() -> Expect {
+    Expect::Fails {
+        step: Step::Connect,
+        errno: Errno::EADDRNOTAVAIL,
+    }
+}
+
+/// May connect() with a kernel-chosen port take this TIME_WAIT over?
+/// `tcp_twsk_unique()` with twp != NULL: tcp_tw_reuse (2 = only loopback),
+/// never the FIN_WAIT2 substate (6.11+), timestamps seen, and older than
+/// `tcp_tw_reuse_delay` (1 s before 6.14).
+pub fn time_wait_reusable(e: &SockEntry, sys: &NetSysctls) -> bool {
+    let reuse = match sys.tw_reuse {
+        TwReuse::Off => false,
+        TwReuse::On => true,
+        TwReuse::LoopbackOnly => is_loopback(e.local.ip()) || is_loopback(e.peer.ip()),
+    };
+    let left = e.timer.map_or(0, |t| t.expires_ms);
+    let age = TIMEWAIT_LEN_MS.saturating_sub(left);
+    let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
+    reuse && e.state == TcpState::TimeWait && sys.timestamps && age > delay
+}
+
+/// How long until `time_wait_reusable()` turns true for `e` (only the
+/// `tcp_tw_reuse_delay` part is still missing), if ever.
+fn reusable_in_ms(e: &SockEntry, sys: &NetSysctls) -> Option<u32> {
+    let left = e.timer.map_or(0, |t| t.expires_ms);
+    let age = TIMEWAIT_LEN_MS.saturating_sub(left);
+    let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
+    let aged = NetSysctls {
+        tw_reuse_delay_ms: Some(0),
+        ..sys.clone()
+    };
+    // +1: the kernel wants now > entry stamp + delay.
+    (time_wait_reusable(e, &aged) && age <= delay).then(|| delay - age + 1)
+}
+
+fn time_wait_note(sys: &NetSysctls, loopback: bool) -> String {
+    let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
+    match (sys.tw_reuse, sys.timestamps) {
+        (_, false) => "TIME_WAIT is never reused: tcp_timestamps=0".into(),
+        (TwReuse::Off, _) => "TIME_WAIT is not reused by connect(): tcp_tw_reuse=0".into(),
+        (TwReuse::LoopbackOnly, _) if !loopback => {
+            "TIME_WAIT is not reused: tcp_tw_reuse=2 applies to loopback only".into()
+        }
+        _ => format!(
+            "a TIME_WAIT older than tcp_tw_reuse_delay ({delay} ms) is reusable (tcp_tw_reuse={}, timestamps on, assumed negotiated)",
+            sys.tw_reuse.value()
+        ),
+    }
+}
+
+/// The ephemeral scan, port by port, as `__inet_hash_connect()` does it.
+/// Count the range port by port toward `q.dst`, collecting the sockets
+/// that stand in the way.
+fn count_range(
+    q: &ConnectQuestion,
+    table: &Table,
+    sys: &NetSysctls,
+) -> (Capacity, Vec<HolderReport>) {
+    let range = sys.port_range;
+    let src = source_ip(q);
+    let mut c = Capacity {
+        range,
+        range_ports: range.len(),
+        reserved: 0,
+        bind_owned: 0,
+        tuple_busy: 0,
+        time_wait_blocking: 0,
+        time_wait_reusable: 0,
+        free: 0,
+        usable: 0,
+        soonest_time_wait_ms: None,
+        time_wait_reusable_in_ms: None,
+        time_wait_note: time_wait_note(sys, is_loopback(q.dst.ip())),
+        tuple_limit: String::new(),
+    };
+    let mut holders = Vec::new();
+    for port in range.low..=range.high {
+        if sys.reserved_ports.contains(port) {
+            c.reserved += 1;
+            continue;
+        }
+        let bucket: Vec<&Occupant> = table.bucket(port).collect();
+        if bucket_from_bind(&bucket, table, sys) {
+            c.bind_owned += 1;
+            holders.extend(
+                bucket
+                    .iter()
+                    .filter(|o| {
+                        !matches!(role(&o.entry), Role::Connected | Role::TimeWait)
+                            || o.entry.peer == q.dst
+                    })
+                    .map(|o| report(o, Blocking::Always, table, sys)),
+            );
+            continue;
+        }
+        let on_tuple: Vec<&Occupant> = tuple_holders(table, src, port, q.dst).collect();
+        if on_tuple.is_empty() {
+            c.free += 1;
+            continue;
+        }
+        holders.extend(
+            on_tuple
+                .iter()
+                .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
+        );
+        if on_tuple
+            .iter()
+            .any(|o| !o.entry.is_timewait_sock() && o.entry.state != TcpState::TimeWait)
+        {
+            c.tuple_busy += 1;
+        } else if on_tuple.iter().all(|o| time_wait_reusable(&o.entry, sys)) {
+            c.time_wait_reusable += 1;
+        } else {
+            c.time_wait_blocking += 1;
+            let later = on_tuple
+                .iter()
+                .map(|o| reusable_in_ms(&o.entry, sys))
+                .collect::<Option<Vec<u32>>>()
+                .and_then(|v| v.into_iter().max());
+            c.time_wait_reusable_in_ms = match (c.time_wait_reusable_in_ms, later) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            };
+            let left = on_tuple
+                .iter()
+                .filter_map(|o| o.entry.timer.map(|t| t.expires_ms))
+                .max();
+            c.soonest_time_wait_ms = match (c.soonest_time_wait_ms, left) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    (c, holders)
+}
+
+fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis {
+    let range = sys.port_range;
+    let src = source_ip(q);
+    let (mut c, holders) = count_range(q, table, sys);
+    c.usable = c.free + c.time_wait_reusable;
+    c.tuple_limit = format!(
+        "at most {} connections held at once from {} to {} (usable ports × 1 source address)",
+        c.range_ports - c.reserved - c.bind_owned,
+        if src.is_unspecified() {
+            "one source address".to_string()
+        } else {
+            src.to_string()
+        },
+        q.dst
+    );
+    let how = if q.bind_no_port {
+        "bind(addr, 0) with IP_BIND_ADDRESS_NO_PORT defers the port to connect(); "
+    } else {
+        ""
+    };
+    let (rule, expect, explanation) = if c.usable > 0 {
+        (
+            Rule::EphemeralFound,
+            Expect::Ok,
+            format!(
+                "{how}__inet_hash_connect() finds {} usable port(s) toward {} ({} free, {} with a reusable TIME_WAIT)",
+                c.usable, q.dst, c.free, c.time_wait_reusable
+            ),
+        )
+    } else {
+        (
+            Rule::EphemeralExhausted,
+            fails_connect(),
+            format!(
+                "{how}__inet_hash_connect() finds no usable port toward {} in {}-{}: {} reserved, {} owned by bind() (skipped: tb->fastreuse >= 0), {} with the 4-tuple held, {} with a TIME_WAIT it may not reuse; connect() fails with EADDRNOTAVAIL",
+                q.dst,
+                range.low,
+                range.high,
+                c.reserved,
+                c.bind_owned,
+                c.tuple_busy,
+                c.time_wait_blocking
+            ),
+        )
+    };
+    let fixes = if c.usable > 0 {
+        Vec::new()
+    } else {
+        ephemeral_fixes(&c, sys, q)
+    };
+    Diagnosis {
+        asked: Asked::Connect { dst: q.dst, from: q.from, bind_no_port: q.bind_no_port },
+        kernel_fn: rule.kernel_fn(),
+        rule,
+        explanation,
+        other_systems: Vec::new(),
+        expect,
+        variants: Vec::new(),
+        flags: Vec::new(),
+        capacity: Some(c),
+        fixes,
+        unknowns: vec!["sock_diag does not show whether a connected socket's port came from bind(): such ports are counted as chosen by connect(). If one came from bind() (bind(addr, 0) without IP_BIND_ADDRESS_NO_PORT), connect() skips it for every destination.".into()],
+        holders,
+        tried: Vec::new(),
+    }
+}
+
+/// Did this port's bucket come from bind()? A listener or bound-only socket
+/// in it, or an accepted connection (its port is its listener's).
+fn bucket_from_bind(bucket: &[&Occupant], table: &Table, sys: &NetSysctls) -> bool {
+    bucket.iter().any(|o| {
+        matches!(role(&o.entry), Role::Listener | Role::BoundOnly)
+            || origin(&o.entry, table, sys.port_range) == Origin::Incoming
+    })
+}
+
+fn ephemeral_fixes(c: &Capacity, sys: &NetSysctls, q: &ConnectQuestion) -> Vec<RankedFix> {
+    let mut fixes = Vec::new();
+    let biggest = [c.bind_owned, c.tuple_busy, c.time_wait_blocking]
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    if c.bind_owned == biggest && c.bind_owned > 0 {
+        fixes.push(Fix::MoveBoundOutOfRange);
+    }
+    if c.tuple_busy == biggest && c.tuple_busy > 0 {
+        fixes.extend([Fix::MoreSourceAddresses, Fix::KeepAlive]);
+    }
+    if c.time_wait_blocking == biggest && c.time_wait_blocking > 0 {
+        if sys.tw_reuse != TwReuse::On || !sys.timestamps {
+            fixes.push(Fix::TwReuse);
+        }
+        if let Some(ms) = c.soonest_time_wait_ms {
+            fixes.push(Fix::Wait { ms });
+        }
+        fixes.extend([Fix::ServerClosesFirst, Fix::KeepAlive]);
+    }
+    if let Some(ms) = c.time_wait_reusable_in_ms {
+        fixes.insert(0, Fix::RetryAfter { ms });
+    }
+    if q.from.is_some() && !q.bind_no_port {
+        fixes.insert(0, Fix::BindAddressNoPort);
+    }
+    fixes.push(Fix::WidenRange);
+    let mut out: Vec<Fix> = Vec::new();
+    for f in fixes {
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out.into_iter().map(Fix::ranked).collect()
+}
+
+/// Self-connect: sockets already connected to themselves on the
+/// destination port, and the risk of one when the destination is local, in
+/// the range, and nothing listens there.
+fn self_connect_flags(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Vec<Flag> {
+    let mut flags: Vec<Flag> = table
+        .bucket(q.dst.port())
+        .filter(|o| super::table::self_connected(&o.entry))
+        .map(|o| Flag::SelfConnected {
+            addr: o.entry.local,
+        })
+        .collect();
+    let dst_cover = Cover::of(q.dst.ip(), false);
+    let listening = table.bucket(q.dst.port()).any(|o| {
+        o.entry.state == TcpState::Listen
+            && dst_cover.overlaps(Cover::of(
+                o.entry.local.ip(),
+                sys.bindv6only.unwrap_or(false),
+            ))
+    });
+    let port = q.dst.port();
+    if is_loopback(q.dst.ip())
+        && sys.port_range.contains(port)
+        && !sys.reserved_ports.contains(port)
+        && !listening
+        && flags.is_empty()
+    {
+        flags.push(Flag::SelfConnectRisk { dst: q.dst });
+    }
+    flags
+}

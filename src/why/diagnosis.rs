@@ -1,0 +1,422 @@
+//! What a diagnosis says: the holders, the deciding kernel rule, the
+//! predicted outcome for each option variant, flags, the ephemeral capacity,
+//! ranked fixes, what cannot be known, other systems, and `--try` evidence.
+
+use super::fix::RankedFix;
+use crate::diag::{TcpState, TimerKind};
+use crate::outcome::Step;
+use crate::socket::{Family, SocketOpts};
+use crate::ss::Owner;
+use crate::sysctl::PortRange;
+use serde::Serialize;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// The kernel check that decides, named after its function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    /// No socket in the port's bind bucket overlaps the address.
+    BindFree,
+    /// A socket in the bind bucket refuses to share the port.
+    BindConflict,
+    /// Every overlapping socket shares the port (SO_REUSEADDR/SO_REUSEPORT).
+    BindShared,
+    /// bind(addr, 0) found no port in the range without an overlapping socket.
+    BindAutoExhausted,
+    /// The 4-tuple is held by a full socket.
+    TupleBusy,
+    /// The 4-tuple is held by a TIME_WAIT that a bound port takes over.
+    TimeWaitTakeover,
+    /// The 4-tuple is held by a TIME_WAIT that saw no timestamps.
+    TimeWaitNoTimestamps,
+    /// The 4-tuple is free.
+    TupleFree,
+    /// connect() finds a usable port in the range.
+    EphemeralFound,
+    /// connect() finds no usable port in the range.
+    EphemeralExhausted,
+}
+
+impl Rule {
+    /// The kernel function that applies the rule.
+    pub fn kernel_fn(self) -> &'static str {
+        match self {
+            Rule::BindFree => "inet_csk_get_port()",
+            Rule::BindConflict | Rule::BindShared => {
+                "inet_csk_bind_conflict() → inet_bind_conflict() / inet_bhash2_conflict()"
+            }
+            Rule::BindAutoExhausted => "inet_csk_find_open_port()",
+            Rule::TupleBusy | Rule::TupleFree => "__inet_check_established()",
+            Rule::TimeWaitTakeover | Rule::TimeWaitNoTimestamps => {
+                "__inet_check_established() → tcp_twsk_unique()"
+            }
+            Rule::EphemeralFound | Rule::EphemeralExhausted => "__inet_hash_connect()",
+        }
+    }
+
+    /// The kebab-case name used in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::BindFree => "bind-free",
+            Rule::BindConflict => "bind-conflict",
+            Rule::BindShared => "bind-shared",
+            Rule::BindAutoExhausted => "bind-auto-exhausted",
+            Rule::TupleBusy => "tuple-busy",
+            Rule::TimeWaitTakeover => "time-wait-takeover",
+            Rule::TimeWaitNoTimestamps => "time-wait-no-timestamps",
+            Rule::TupleFree => "tuple-free",
+            Rule::EphemeralFound => "ephemeral-found",
+            Rule::EphemeralExhausted => "ephemeral-exhausted",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The errors the rules predict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Errno {
+    /// bind(): the port is in use.
+    EADDRINUSE,
+    /// connect(): no usable port or the 4-tuple is taken.
+    EADDRNOTAVAIL,
+}
+
+impl Errno {
+    /// The symbolic name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Errno::EADDRINUSE => "EADDRINUSE",
+            Errno::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        }
+    }
+}
+
+/// The predicted Linux outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Expect {
+    /// The call succeeds.
+    Ok,
+    /// The call fails whatever the holders' hidden options are.
+    Fails {
+        /// Which call fails.
+        step: Step,
+        /// With which error.
+        errno: Errno,
+    },
+    /// The call fails unless the holders carry options sock_diag cannot show.
+    Depends {
+        /// Which call fails otherwise.
+        step: Step,
+        /// With which error.
+        errno: Errno,
+        /// What the holders would need for success.
+        ok_if: String,
+    },
+}
+
+impl Expect {
+    /// "ok", "bind() fails with EADDRINUSE", "bind() fails with EADDRINUSE
+    /// unless every holder has SO_REUSEADDR".
+    pub fn describe(&self) -> String {
+        match self {
+            Expect::Ok => "succeeds".into(),
+            Expect::Fails { step, errno } => format!("{step}() fails with {}", errno.name()),
+            Expect::Depends { step, errno, ok_if } => {
+                format!("{step}() fails with {} unless {ok_if}", errno.name())
+            }
+        }
+    }
+}
+
+/// How the holder's SO_REUSEADDR/SO_REUSEPORT are known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum ReuseKnown {
+    /// Not visible: sock_diag has no attribute for `sk_reuse` or
+    /// `sk_reuseport` (a TIME_WAIT keeps the old socket's, `inet_twsk_alloc()`).
+    Unknown,
+    /// Inferred from which `--try` variants the kernel accepted.
+    Learned {
+        /// What was learned.
+        what: String,
+    },
+}
+
+/// Whether one holder stands in the way of the asked call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Blocking {
+    /// Its address does not overlap the asked one.
+    NoOverlap,
+    /// It conflicts whatever its hidden options.
+    Always,
+    /// It shares the port whatever its hidden options.
+    Never,
+    /// It conflicts unless it carries `needs`.
+    Unless {
+        /// "it has SO_REUSEADDR".
+        needs: String,
+    },
+    /// It holds the asked 4-tuple.
+    HoldsTuple,
+}
+
+/// One socket that holds the port or the 4-tuple.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HolderReport {
+    /// IPv4 or IPv6.
+    pub family: Family,
+    /// The state the kernel shows.
+    pub state: TcpState,
+    /// A TIME_WAIT mini-socket (or orphaned FIN_WAIT2 kept as one).
+    pub timewait_sock: bool,
+    /// Local address.
+    pub local: SocketAddr,
+    /// Peer address (unspecified for listeners and bound-only sockets).
+    pub peer: SocketAddr,
+    /// The running timer and its time left in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timer: Option<(TimerKind, u32)>,
+    /// Owner uid (none for TIME_WAIT, which has no owner).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Processes holding it.
+    pub owners: Vec<Owner>,
+    /// What it does on the port.
+    pub role: super::table::Role,
+    /// Which end of its connection it is (guessed from the ports).
+    pub origin: super::table::Origin,
+    /// local == peer.
+    pub self_connected: bool,
+    /// Its SO_REUSEADDR/SO_REUSEPORT, and how they are known.
+    pub reuse: ReuseKnown,
+    /// Whether it blocks the asked call.
+    pub blocking: Blocking,
+}
+
+/// The prediction for one set of options on the new socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Variant {
+    /// The new socket's options.
+    pub opts: SocketOpts,
+    /// "none", "REUSEADDR", …
+    pub label: String,
+    /// The predicted outcome.
+    pub expect: Expect,
+}
+
+/// Something worth knowing about the port or the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Flag {
+    /// The port is inside `ip_local_port_range` and not reserved: connect()
+    /// may take it for an outgoing connection at any time.
+    InEphemeralRange {
+        /// The port.
+        port: u16,
+        /// The range.
+        range: PortRange,
+    },
+    /// The port is in the range but listed in `ip_local_reserved_ports`.
+    Reserved {
+        /// The port.
+        port: u16,
+    },
+    /// A socket is connected to itself (local == peer, simultaneous open).
+    SelfConnected {
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// Connecting to this local port may connect to itself: it is in the
+    /// range and nothing listens on it.
+    SelfConnectRisk {
+        /// The destination.
+        dst: SocketAddr,
+    },
+}
+
+impl Flag {
+    /// One line of text.
+    pub fn describe(&self) -> String {
+        match self {
+            Flag::InEphemeralRange { port, range } => format!(
+                "port {port} is inside ip_local_port_range {}-{} and not reserved: any connect() may take it as its source port",
+                range.low, range.high
+            ),
+            Flag::Reserved { port } => {
+                format!("port {port} is in ip_local_reserved_ports: connect() never picks it")
+            }
+            Flag::SelfConnected { addr } => format!(
+                "self-connect: a socket on {addr} is connected to itself (simultaneous open, local == peer); it holds the port like any connection"
+            ),
+            Flag::SelfConnectRisk { dst } => format!(
+                "self-connect risk: {dst} is local, inside the ephemeral range and nothing listens there, so connect() can pick port {} as its source and connect to itself",
+                dst.port()
+            ),
+        }
+    }
+}
+
+/// Ephemeral ports connect() (or bind(addr, 0)) can still use toward one
+/// destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Capacity {
+    /// `ip_local_port_range`.
+    pub range: PortRange,
+    /// Ports in the range.
+    pub range_ports: u32,
+    /// Of those, reserved (`ip_local_reserved_ports`).
+    pub reserved: u32,
+    /// Ports whose bucket came from bind(): listeners, bound-only sockets
+    /// (connect() skips them: `tb->fastreuse >= 0`). For bind(addr, 0):
+    /// ports with any overlapping socket.
+    pub bind_owned: u32,
+    /// Ports whose 4-tuple to this destination a full socket holds.
+    pub tuple_busy: u32,
+    /// Ports whose 4-tuple is held by a TIME_WAIT that cannot be reused now.
+    pub time_wait_blocking: u32,
+    /// Ports whose TIME_WAIT connect() may take over (`tcp_twsk_unique()`).
+    pub time_wait_reusable: u32,
+    /// Ports nothing stands on.
+    pub free: u32,
+    /// free + time_wait_reusable: what connect() can use now.
+    pub usable: u32,
+    /// The soonest blocking TIME_WAIT expiry, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soonest_time_wait_ms: Option<u32>,
+    /// When the first blocking TIME_WAIT passes `tcp_tw_reuse_delay` and
+    /// becomes reusable, in ms (only when tw_reuse and timestamps allow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_wait_reusable_in_ms: Option<u32>,
+    /// Why TIME_WAIT is or is not reusable under the current sysctls.
+    pub time_wait_note: String,
+    /// Held connections to one destination are limited by 4-tuples:
+    /// usable ports × source addresses (one source here).
+    pub tuple_limit: String,
+}
+
+/// What another system is documented to do in the same situation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OtherSystem {
+    /// "Windows", "BSD/macOS".
+    pub system: &'static str,
+    /// The outcome, in words.
+    pub outcome: String,
+    /// Always "documented, not run".
+    pub label: &'static str,
+}
+
+/// What `--try` did and whether it agrees with the prediction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// The variant tried.
+    pub label: String,
+    /// The options used.
+    pub opts: SocketOpts,
+    /// `None` if the kernel accepted it, else the error name.
+    pub error: Option<String>,
+    /// The port the kernel gave (bind(addr, 0), connect()).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Agreement with the prediction.
+    pub agrees: Agreement,
+    /// What the result tells about the holders' hidden options, when the
+    /// prediction depended on them: "all 3 holders have SO_REUSEADDR: no".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<String>,
+}
+
+/// A `--try` result against the prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Agreement {
+    /// The kernel did what was predicted.
+    Agrees,
+    /// The prediction depended on hidden options; the result tells them.
+    Resolves,
+    /// The kernel did something else: the model is wrong here.
+    Mismatch,
+}
+
+/// The question asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Asked {
+    /// `why bind ADDR:PORT`.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The new socket's options.
+        opts: SocketOpts,
+        /// IPV6_V6ONLY of the new socket (IPv6 only).
+        v6only: bool,
+    },
+    /// `why connect DST`.
+    Connect {
+        /// The destination.
+        dst: SocketAddr,
+        /// `--from`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<SocketAddr>,
+        /// IP_BIND_ADDRESS_NO_PORT.
+        bind_no_port: bool,
+    },
+    /// `why port PORT`.
+    Port {
+        /// The port.
+        port: u16,
+    },
+}
+
+/// The full answer to a question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    /// The question.
+    pub asked: Asked,
+    /// The sockets that hold the port or the 4-tuple.
+    pub holders: Vec<HolderReport>,
+    /// The deciding rule.
+    pub rule: Rule,
+    /// The kernel function that applies it.
+    pub kernel_fn: &'static str,
+    /// One or two sentences.
+    pub explanation: String,
+    /// The predicted Linux outcome for the asked options.
+    pub expect: Expect,
+    /// The predictions for the other option variants (bind questions).
+    pub variants: Vec<Variant>,
+    /// Flags.
+    pub flags: Vec<Flag>,
+    /// Ephemeral capacity (connect questions, and ports in the range).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+    /// Fixes, best first.
+    pub fixes: Vec<RankedFix>,
+    /// What sock_diag cannot show and what each value would mean.
+    pub unknowns: Vec<String>,
+    /// Windows and BSD/macOS, documented.
+    pub other_systems: Vec<OtherSystem>,
+    /// `--try` evidence (empty without `--try`).
+    pub tried: Vec<Attempt>,
+}
+
+impl Diagnosis {
+    /// The most urgent TIME_WAIT timer among blocking holders, if any:
+    /// the longest, since all must be gone.
+    pub fn blocking_wait_ms(&self) -> Option<u32> {
+        self.holders
+            .iter()
+            .filter(|h| {
+                h.timewait_sock && !matches!(h.blocking, Blocking::NoOverlap | Blocking::Never)
+            })
+            .filter_map(|h| h.timer.map(|t| t.1))
+            .max()
+    }
+}

@@ -1,0 +1,142 @@
+//! Fixes, each with what it costs. The rule code picks and orders them; the
+//! wording lives here once.
+
+use serde::Serialize;
+
+/// A way out, with the numbers it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Fix {
+    /// Wait for the TIME_WAIT timer(s).
+    Wait {
+        /// Milliseconds until the last blocking TIME_WAIT is freed.
+        ms: u32,
+    },
+    /// Retry connect() once a TIME_WAIT passes `tcp_tw_reuse_delay`.
+    RetryAfter {
+        /// Milliseconds until the first TIME_WAIT becomes reusable.
+        ms: u32,
+    },
+    /// SO_REUSEADDR on the new socket and on the socket the holder was (a
+    /// TIME_WAIT keeps its `sk_reuse`; accepted sockets inherit the
+    /// listener's).
+    ReuseaddrOnBoth,
+    /// SO_REUSEPORT on both, same uid.
+    ReuseportOnBoth,
+    /// Put the port in `ip_local_reserved_ports`.
+    ReservePort {
+        /// The port.
+        port: u16,
+    },
+    /// Move the listening port outside `ip_local_port_range`.
+    PortOutsideRange,
+    /// IP_BIND_ADDRESS_NO_PORT before bind(addr, 0).
+    BindAddressNoPort,
+    /// Do not bind a fixed client port: let connect() choose.
+    LetConnectChoose,
+    /// More source addresses (each multiplies the 4-tuples).
+    MoreSourceAddresses,
+    /// Widen `ip_local_port_range`.
+    WidenRange,
+    /// Keep connections alive and reuse them (pooling).
+    KeepAlive,
+    /// Let the server close first, so the TIME_WAIT lands there.
+    ServerClosesFirst,
+    /// Let the client close first, so the TIME_WAIT lands on the client.
+    ClientClosesFirst,
+    /// `net.ipv4.tcp_tw_reuse=1`.
+    TwReuse,
+    /// SO_LINGER {on, 0} on the old socket.
+    Linger0,
+    /// Stop the process that holds the port, or use another port.
+    StopHolder {
+        /// "pid 1234 (nginx)".
+        who: String,
+    },
+    /// Move listeners or bound sockets out of the ephemeral range.
+    MoveBoundOutOfRange,
+}
+
+impl Fix {
+    /// What to do.
+    pub fn text(&self) -> String {
+        match self {
+            Fix::Wait { ms } => format!(
+                "wait {:.1} s (the last blocking TIME_WAIT timer)",
+                f64::from(*ms) / 1000.0
+            ),
+            Fix::RetryAfter { ms } => format!(
+                "retry connect() after {:.1} s: a TIME_WAIT then passes tcp_tw_reuse_delay and connect() may take it over",
+                f64::from(*ms) / 1000.0
+            ),
+            Fix::ReuseaddrOnBoth => "set SO_REUSEADDR on both sockets: the new one and the one that left the holder (a TIME_WAIT keeps the old socket's flag; accepted sockets inherit the listener's)".into(),
+            Fix::ReuseportOnBoth => "set SO_REUSEPORT on both sockets (same effective uid)".into(),
+            Fix::ReservePort { port } => format!(
+                "add {port} to net.ipv4.ip_local_reserved_ports so connect() never takes it"
+            ),
+            Fix::PortOutsideRange => "use a listening port outside net.ipv4.ip_local_port_range".into(),
+            Fix::BindAddressNoPort => "set IP_BIND_ADDRESS_NO_PORT before bind(addr, 0): the port is chosen at connect(), per 4-tuple".into(),
+            Fix::LetConnectChoose => "do not bind a fixed client port: bind port 0 (or not at all) and let connect() choose".into(),
+            Fix::MoreSourceAddresses => "add source addresses and spread connections over them".into(),
+            Fix::WidenRange => "widen net.ipv4.ip_local_port_range".into(),
+            Fix::KeepAlive => "keep connections alive and reuse them instead of opening one per request".into(),
+            Fix::ServerClosesFirst => "let the server close first, so the TIME_WAIT stays on the server side".into(),
+            Fix::ClientClosesFirst => "let the clients close first, so the TIME_WAIT lands on their side".into(),
+            Fix::TwReuse => "net.ipv4.tcp_tw_reuse=1 (outgoing connections only; both ends need TCP timestamps)".into(),
+            Fix::Linger0 => "SO_LINGER {on, 0} on the old socket: close() sends RST and skips TIME_WAIT".into(),
+            Fix::StopHolder { who } => format!("stop {who}, or use another port"),
+            Fix::MoveBoundOutOfRange => "move listeners and bound sockets out of the ephemeral range (or reserve their ports)".into(),
+        }
+    }
+
+    /// What it costs.
+    pub fn cost(&self) -> &'static str {
+        match self {
+            Fix::Wait { .. } => "downtime until the timer fires",
+            Fix::RetryAfter { .. } => {
+                "one port per tcp_tw_reuse_delay; needs the current tcp_tw_reuse and timestamps"
+            }
+            Fix::ReuseaddrOnBoth => "none for a server; it does not let two listeners share a port",
+            Fix::ReuseportOnBoth => "incoming connections are spread over both sockets",
+            Fix::ReservePort { .. } => {
+                "one port fewer for outgoing connections; the current holder still has to go"
+            }
+            Fix::PortOutsideRange => "clients must learn the new port",
+            Fix::BindAddressNoPort => "none (Linux 4.2+); the port is only known after connect()",
+            Fix::LetConnectChoose => "the client port is no longer fixed",
+            Fix::MoreSourceAddresses => "addresses to configure and route",
+            Fix::WidenRange => "fewer ports left for listeners",
+            Fix::KeepAlive => "application change",
+            Fix::ServerClosesFirst => {
+                "the server holds the TIME_WAITs (they do not block its port for clients)"
+            }
+            Fix::ClientClosesFirst => "application protocol change",
+            Fix::TwReuse => {
+                "host-wide; only after tcp_tw_reuse_delay; not for incoming connections"
+            }
+            Fix::Linger0 => "unsent data is lost and the peer's recv() gets ECONNRESET",
+            Fix::StopHolder { .. } => "the holder's service stops",
+            Fix::MoveBoundOutOfRange => "configuration of those services",
+        }
+    }
+
+    /// With its text and cost.
+    pub fn ranked(self) -> RankedFix {
+        RankedFix {
+            text: self.text(),
+            cost: self.cost(),
+            fix: self,
+        }
+    }
+}
+
+/// A fix with its wording, as renderers and JSON show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RankedFix {
+    /// The fix.
+    pub fix: Fix,
+    /// What to do.
+    pub text: String,
+    /// What it costs.
+    pub cost: &'static str,
+}

@@ -1,0 +1,249 @@
+//! The live part: read the calling thread's namespace (sock_diag, sysctls,
+//! /proc owners) and, with `--try`, ask the kernel itself.
+//!
+//! `--try` performs bind() with each SO_REUSEADDR/SO_REUSEPORT variant in
+//! the same namespace and closes the socket at once; it never calls
+//! listen(). A connect() is tried only toward a loopback destination, on a
+//! non-blocking socket with SO_LINGER {on, 0} so closing it leaves no
+//! TIME_WAIT behind; twlab never connects to another host.
+
+use super::bind::{BindQuestion, REUSE_VARIANTS, diagnose_bind};
+use super::connect::{ConnectQuestion, diagnose_connect};
+use super::diagnosis::{Agreement, Attempt, Blocking, Diagnosis, Expect, ReuseKnown};
+use super::table::{Occupant, Table, is_loopback};
+use crate::diag::{self, Query};
+use crate::outcome::SysError;
+use crate::socket::SocketOpts;
+use crate::sysctl::NetSysctls;
+use crate::{Error, Result};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::net::SocketAddr;
+
+/// The namespace's whole TCP table, every state, bound-only sockets
+/// included, with owners.
+pub fn read_table() -> Result<Table> {
+    // `StateSet::all()` carries idiag_states bit 13 (TCP_BOUND_INACTIVE),
+    // so bound-only sockets come in the same dump.
+    let entries = diag::dump(&Query::default())?;
+    // TIME_WAIT mini sockets have no inode and no owner: skip them.
+    let inodes: Vec<u32> = entries
+        .iter()
+        .filter(|e| e.inode != 0 && !e.is_timewait_sock())
+        .map(|e| e.inode)
+        .collect();
+    let owners = crate::ss::owners::socket_owners(&inodes);
+    Ok(Table {
+        sockets: entries
+            .into_iter()
+            .map(|entry| Occupant {
+                owners: owners.get(&entry.inode).cloned().unwrap_or_default(),
+                entry,
+            })
+            .collect(),
+    })
+}
+
+/// The effective uid of this process (SO_REUSEPORT compares uids).
+pub fn euid() -> u32 {
+    #[cfg(unix)]
+    {
+        nix::unistd::geteuid().as_raw()
+    }
+    #[cfg(not(unix))]
+    {
+        0
+    }
+}
+
+/// `twlab why bind`: diagnose on the live namespace, then try if asked.
+pub fn bind(q: &BindQuestion, try_it: bool) -> Result<Diagnosis> {
+    let table = read_table()?;
+    let sys = NetSysctls::read()?;
+    let mut d = diagnose_bind(q, &table, &sys);
+    if try_it {
+        try_bind(q, &mut d);
+    }
+    Ok(d)
+}
+
+/// `twlab why connect`.
+pub fn connect(q: &ConnectQuestion, try_it: bool) -> Result<Diagnosis> {
+    let table = read_table()?;
+    let sys = NetSysctls::read()?;
+    let mut d = diagnose_connect(q, &table, &sys);
+    if try_it {
+        try_connect(q, &mut d)?;
+    }
+    Ok(d)
+}
+
+/// `twlab why port`.
+pub fn port(port: u16, try_it: bool) -> Result<Diagnosis> {
+    let table = read_table()?;
+    let sys = NetSysctls::read()?;
+    let mut d = super::diagnose_port(port, &table, &sys, euid());
+    if try_it {
+        let q = BindQuestion {
+            addr: SocketAddr::from(([0, 0, 0, 0], port)),
+            opts: SocketOpts::default(),
+            v6only: false,
+            uid: euid(),
+        };
+        try_bind(&q, &mut d);
+    }
+    Ok(d)
+}
+
+fn new_socket(addr: &SocketAddr, opts: SocketOpts, v6only: bool) -> std::io::Result<Socket> {
+    let s = Socket::new(
+        Domain::for_address(*addr),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    s.set_reuse_address(opts.reuseaddr)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    s.set_reuse_port(opts.reuseport)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(v6only)?;
+    }
+    #[cfg(target_os = "linux")]
+    if opts.bind_no_port {
+        use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+        setsockopt(&s, IpBindAddressNoPort, &true).map_err(std::io::Error::from)?;
+    }
+    Ok(s)
+}
+
+/// One bind() in this namespace; the socket is closed on return.
+fn bind_once(q: &BindQuestion, opts: SocketOpts) -> std::result::Result<Option<u16>, String> {
+    let s = new_socket(&q.addr, opts, q.v6only).map_err(|e| SysError::from_io(&e).name)?;
+    s.bind(&SockAddr::from(q.addr))
+        .map_err(|e| SysError::from_io(&e).name)?;
+    Ok(s.local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port()))
+}
+
+/// Compare a tried result with a prediction.
+pub fn agreement(expect: &Expect, error: Option<&str>) -> Agreement {
+    match (expect, error) {
+        (Expect::Ok, None) => Agreement::Agrees,
+        (Expect::Fails { errno, .. }, Some(e)) if e == errno.name() => Agreement::Agrees,
+        (Expect::Depends { .. }, None) => Agreement::Resolves,
+        (Expect::Depends { errno, .. }, Some(e)) if e == errno.name() => Agreement::Resolves,
+        _ => Agreement::Mismatch,
+    }
+}
+
+/// bind() with every option variant (or once, for port 0), record the
+/// kernel's answers, and mark what they teach about the holders.
+pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
+    if q.addr.port() == 0 {
+        let r = bind_once(q, q.opts);
+        let error = r.as_ref().err().cloned();
+        d.tried.push(Attempt {
+            label: q.opts.label(),
+            opts: q.opts,
+            agrees: agreement(&d.expect, error.as_deref()),
+            port: r.ok().flatten(),
+            error,
+            learned: None,
+        });
+        return;
+    }
+    let mut learned = Vec::new();
+    for opts in REUSE_VARIANTS {
+        let expect = d
+            .variants
+            .iter()
+            .find(|v| v.opts == opts)
+            .map(|v| v.expect.clone())
+            .unwrap_or(Expect::Ok);
+        let r = bind_once(q, opts);
+        let error = r.as_ref().err().cloned();
+        let agrees = agreement(&expect, error.as_deref());
+        let lesson = match (agrees, &expect) {
+            (Agreement::Resolves, Expect::Depends { ok_if, .. }) => Some(format!(
+                "{ok_if}: {}",
+                if error.is_none() { "yes" } else { "no" }
+            )),
+            _ => None,
+        };
+        learned.extend(lesson.clone());
+        d.tried.push(Attempt {
+            label: opts.label(),
+            opts,
+            error,
+            port: None,
+            agrees,
+            learned: lesson,
+        });
+    }
+    if !learned.is_empty() {
+        let what = format!("--try: {}", learned.join("; "));
+        for h in d
+            .holders
+            .iter_mut()
+            .filter(|h| !matches!(h.blocking, Blocking::NoOverlap | Blocking::Never))
+        {
+            h.reuse = ReuseKnown::Learned { what: what.clone() };
+        }
+    }
+}
+
+/// connect() once, toward loopback only, then abort (SO_LINGER 0).
+pub fn try_connect(q: &ConnectQuestion, d: &mut Diagnosis) -> Result<()> {
+    if !is_loopback(q.dst.ip()) {
+        return Err(Error::Invalid(format!(
+            "--try connects only to loopback destinations; {} is not one (twlab never connects to another host)",
+            q.dst
+        )));
+    }
+    let opts = SocketOpts {
+        bind_no_port: q.bind_no_port,
+        ..q.opts
+    };
+    let r = connect_once(q, opts);
+    let error = r.as_ref().err().cloned();
+    d.tried.push(Attempt {
+        label: opts.label(),
+        opts,
+        agrees: agreement(&d.expect, error.as_deref()),
+        port: r.ok(),
+        error,
+        learned: None,
+    });
+    Ok(())
+}
+
+fn connect_once(q: &ConnectQuestion, opts: SocketOpts) -> std::result::Result<u16, String> {
+    let name = |e: std::io::Error| SysError::from_io(&e).name;
+    let s = new_socket(&q.dst, opts, true).map_err(name)?;
+    s.set_linger(Some(std::time::Duration::ZERO))
+        .map_err(name)?;
+    if let Some(from) = q.from {
+        s.bind(&SockAddr::from(from)).map_err(name)?;
+    }
+    s.set_nonblocking(true).map_err(name)?;
+    match s.connect(&SockAddr::from(q.dst)) {
+        Ok(()) => {}
+        Err(e) if in_progress(&e) => {}
+        Err(e) => return Err(name(e)),
+    }
+    // The port was taken by connect() itself; the handshake's result does
+    // not matter here.
+    Ok(s.local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(0, |a| a.port()))
+}
+
+/// A non-blocking connect() that started (EINPROGRESS; WSAEWOULDBLOCK).
+fn in_progress(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    let code = libc::EINPROGRESS;
+    #[cfg(not(unix))]
+    let code = 10035;
+    e.raw_os_error() == Some(code)
+}

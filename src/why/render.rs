@@ -1,0 +1,202 @@
+//! A diagnosis as text: the long form `twlab why` prints, and a short form
+//! (a few lines) for a program that just got the errno.
+
+use super::diagnosis::{Agreement, Asked, Blocking, Diagnosis, HolderReport, ReuseKnown};
+use super::table::{Origin, Role};
+use std::fmt::Write;
+
+/// How many holder lines the long form prints before "… N more".
+const MAX_HOLDER_LINES: usize = 20;
+
+fn asked_line(d: &Diagnosis) -> String {
+    match &d.asked {
+        Asked::Bind { addr, opts, .. } => format!("bind {addr} (options: {})", opts.label()),
+        Asked::Connect {
+            dst,
+            from,
+            bind_no_port,
+        } => format!(
+            "connect {dst}{}{}",
+            from.map(|f| format!(" from {f}")).unwrap_or_default(),
+            if *bind_no_port {
+                " with IP_BIND_ADDRESS_NO_PORT"
+            } else {
+                ""
+            }
+        ),
+        Asked::Port { port } => format!("port {port}"),
+    }
+}
+
+/// One holder: "TIME_WAIT 127.0.0.1:8080 → 127.0.0.1:40312, timewait 41.312 s, accepted (server side), no owner — blocks unless it has SO_REUSEADDR".
+pub fn holder_line(h: &HolderReport) -> String {
+    let mut s = format!("{:<11} {}", h.state.to_string(), h.local);
+    if h.role != Role::Listener && h.role != Role::BoundOnly {
+        let _ = write!(s, " → {}", h.peer);
+    }
+    if let Some((kind, ms)) = h.timer {
+        let _ = write!(s, ", {} {:.3} s", kind.ss_name(), f64::from(ms) / 1000.0);
+    }
+    if h.timewait_sock && h.state != crate::diag::TcpState::TimeWait {
+        s.push_str(" (timewait mini-socket)");
+    }
+    match h.origin {
+        Origin::Incoming if h.role != Role::Listener => s.push_str(", accepted (server side)"),
+        Origin::Outgoing => s.push_str(", outgoing (client side)"),
+        _ => {}
+    }
+    if h.role == Role::BoundOnly {
+        s.push_str(", bound only");
+    }
+    if h.local.is_ipv6() && h.local.ip().is_unspecified() {
+        s.push_str(", IPv6 wildcard (V6ONLY not in this dump)");
+    }
+    if h.self_connected {
+        s.push_str(", SELF-CONNECTED");
+    }
+    if h.timewait_sock {
+        s.push_str(", no owner (TIME_WAIT)");
+    } else if h.owners.is_empty() {
+        let _ = write!(s, ", uid {}", h.uid.unwrap_or(0));
+    } else {
+        let who: Vec<String> = h
+            .owners
+            .iter()
+            .map(|o| format!("{}/{}", o.name, o.pid))
+            .collect();
+        let _ = write!(s, ", {} (uid {})", who.join(" "), h.uid.unwrap_or(0));
+    }
+    let b = match &h.blocking {
+        Blocking::NoOverlap => "does not overlap".to_string(),
+        Blocking::Always => "blocks".to_string(),
+        Blocking::Never => "shares".to_string(),
+        Blocking::Unless { needs } => format!("blocks unless {needs}"),
+        Blocking::HoldsTuple => "holds the 4-tuple".to_string(),
+    };
+    let _ = write!(s, " — {b}");
+    if let ReuseKnown::Learned { .. } = &h.reuse {
+        s.push_str(" (reuse options learned by --try, below)");
+    }
+    s
+}
+
+/// The long form.
+// One section after the other, in the order a reader needs them.
+pub fn long(d: &Diagnosis) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "twlab why {}", asked_line(d));
+    let _ = writeln!(o, "\nLinux: {}", d.expect.describe());
+    let _ = writeln!(o, "  rule: {} — {}", d.rule, d.kernel_fn);
+    let _ = writeln!(o, "  {}", d.explanation);
+    let title = match &d.asked {
+        Asked::Connect { .. } => "Sockets that stand in the way",
+        _ => "The port's bind bucket (every socket on the port)",
+    };
+    if d.holders.is_empty() {
+        let _ = writeln!(o, "\n{title}: none");
+    } else {
+        let _ = writeln!(o, "\n{title}:");
+        for h in d.holders.iter().take(MAX_HOLDER_LINES) {
+            let _ = writeln!(o, "  {}", holder_line(h));
+        }
+        if d.holders.len() > MAX_HOLDER_LINES {
+            let _ = writeln!(
+                o,
+                "  … {} more (--json lists all)",
+                d.holders.len() - MAX_HOLDER_LINES
+            );
+        }
+    }
+    if !d.variants.is_empty() {
+        let _ = writeln!(o, "\nWith each option set on the new socket:");
+        for v in &d.variants {
+            let _ = writeln!(o, "  {:<20} {}", v.label, v.expect.describe());
+        }
+    }
+    if let Some(c) = &d.capacity {
+        let _ = writeln!(
+            o,
+            "\nEphemeral ports ({}-{}, {} ports):",
+            c.range.low, c.range.high, c.range_ports
+        );
+        let _ = writeln!(
+            o,
+            "  reserved {}, owned by bind() {}, 4-tuple held {}, TIME_WAIT not reusable {}, TIME_WAIT reusable {}, free {}",
+            c.reserved,
+            c.bind_owned,
+            c.tuple_busy,
+            c.time_wait_blocking,
+            c.time_wait_reusable,
+            c.free
+        );
+        let _ = writeln!(o, "  usable now: {}", c.usable);
+        let _ = writeln!(o, "  {}", c.time_wait_note);
+        let _ = writeln!(o, "  {}", c.tuple_limit);
+    }
+    if !d.flags.is_empty() {
+        let _ = writeln!(o, "\nFlags:");
+        for f in &d.flags {
+            let _ = writeln!(o, "  ! {}", f.describe());
+        }
+    }
+    if !d.fixes.is_empty() {
+        let _ = writeln!(o, "\nFixes, best first:");
+        for (i, f) in d.fixes.iter().enumerate() {
+            let _ = writeln!(o, "  {}. {} (cost: {})", i + 1, f.text, f.cost);
+        }
+    }
+    if !d.unknowns.is_empty() {
+        let _ = writeln!(o, "\nNot visible here:");
+        for u in &d.unknowns {
+            let _ = writeln!(o, "  - {u}");
+        }
+    }
+    if !d.other_systems.is_empty() {
+        let _ = writeln!(o, "\nElsewhere:");
+        for s in &d.other_systems {
+            let _ = writeln!(o, "  {} ({}): {}", s.system, s.label, s.outcome);
+        }
+    }
+    if !d.tried.is_empty() {
+        let _ = writeln!(o, "\n--try (the kernel's answer, socket closed at once):");
+        for t in &d.tried {
+            let got = match (&t.error, t.port) {
+                (Some(e), _) => format!("failed with {e}"),
+                (None, Some(p)) => format!("accepted (port {p})"),
+                (None, None) => "accepted".into(),
+            };
+            let verdict = match t.agrees {
+                Agreement::Agrees => "as predicted".to_string(),
+                Agreement::Resolves => "resolves what the prediction left open".to_string(),
+                Agreement::Mismatch => "MISMATCH with the prediction".to_string(),
+            };
+            let lesson = t
+                .learned
+                .as_ref()
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            let _ = writeln!(o, "  {:<20} {got} — {verdict}{lesson}", t.label);
+        }
+    }
+    o
+}
+
+/// The short form: what fails, who holds it, the top two fixes.
+pub fn short(d: &Diagnosis) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "why: {} ({}: {})",
+        d.expect.describe(),
+        d.rule,
+        d.kernel_fn
+    );
+    let _ = writeln!(o, "  {}", d.explanation);
+    for f in d.flags.iter().take(2) {
+        let _ = writeln!(o, "  ! {}", f.describe());
+    }
+    for (i, f) in d.fixes.iter().take(2).enumerate() {
+        let _ = writeln!(o, "  fix {}: {} (cost: {})", i + 1, f.text, f.cost);
+    }
+    o
+}

@@ -1,0 +1,190 @@
+//! The socket table as the rules see it: every socket with its owners, what
+//! role it plays on its port, and which addresses it covers.
+//!
+//! A port's bind bucket (`inet_bind_bucket`, one per port and namespace,
+//! shared by IPv4 and IPv6) holds every socket that has the port as its local
+//! port: listeners, bound-only sockets, connected sockets, and TIME_WAIT
+//! mini-sockets (`inet_twsk_bind_hash()` keeps them there until the timer
+//! fires). bind() is checked against all of them, not against one 4-tuple.
+
+use crate::diag::{SockEntry, TcpState};
+use crate::ss::Owner;
+use crate::sysctl::PortRange;
+use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// One socket of the table with the processes that hold it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Occupant {
+    /// The kernel's view of the socket.
+    #[serde(flatten)]
+    pub entry: SockEntry,
+    /// Processes with a descriptor for it (none for TIME_WAIT).
+    pub owners: Vec<Owner>,
+}
+
+/// The sockets of one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Table {
+    /// Every TCP socket, in every state, listeners and bound-only included.
+    pub sockets: Vec<Occupant>,
+}
+
+impl Table {
+    /// A table from diag entries without owners (tests, or when /proc is
+    /// not readable).
+    pub fn from_entries(entries: Vec<SockEntry>) -> Self {
+        Table {
+            sockets: entries
+                .into_iter()
+                .map(|entry| Occupant {
+                    entry,
+                    owners: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The port's bind bucket: every socket whose local port is `port`.
+    pub fn bucket(&self, port: u16) -> impl Iterator<Item = &Occupant> {
+        self.sockets
+            .iter()
+            .filter(move |o| o.entry.local.port() == port)
+    }
+
+    /// Does the port's bucket hold a socket that got its port from bind()
+    /// (a listener, a bound-only socket, or an accepted socket on a
+    /// listener's port)? `__inet_hash_connect()` skips such ports
+    /// (`tb->fastreuse >= 0 || tb->fastreuseport >= 0`).
+    pub fn bind_owned(&self, port: u16) -> bool {
+        self.bucket(port)
+            .any(|o| matches!(role(&o.entry), Role::Listener | Role::BoundOnly))
+    }
+}
+
+/// What a socket is doing on its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// listen() was called.
+    Listener,
+    /// bind() without listen() or connect() (diag state CLOSE, dumped with
+    /// `idiag_states` bit 13, TCP_BOUND_INACTIVE), or a reset socket whose
+    /// open descriptor keeps its explicitly bound port.
+    BoundOnly,
+    /// A TIME_WAIT mini-socket (or an orphaned FIN_WAIT2 kept as one).
+    TimeWait,
+    /// A connection in any other state.
+    Connected,
+}
+
+/// The role of a socket.
+pub fn role(e: &SockEntry) -> Role {
+    if e.state == TcpState::Listen {
+        Role::Listener
+    } else if e.state == TcpState::TimeWait || e.is_timewait_sock() {
+        Role::TimeWait
+    } else if e.state == TcpState::Closed {
+        Role::BoundOnly
+    } else {
+        Role::Connected
+    }
+}
+
+/// Which end of its connection a socket was, guessed from the ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// It connected out: its local port is in the ephemeral range, its
+    /// peer's is not (or a listener's port is the peer).
+    Outgoing,
+    /// It was accepted: its local port is a listener's, or outside the
+    /// range while the peer's is inside.
+    Incoming,
+    /// Both or neither port is in the range: cannot tell.
+    Unknown,
+    /// Not a connection (listener, bound-only).
+    NotConnected,
+}
+
+/// Guess which end of its connection `e` is (sock_diag does not say).
+pub fn origin(e: &SockEntry, table: &Table, range: PortRange) -> Origin {
+    if matches!(role(e), Role::Listener | Role::BoundOnly) {
+        return Origin::NotConnected;
+    }
+    let listener_here = table
+        .sockets
+        .iter()
+        .any(|o| o.entry.state == TcpState::Listen && o.entry.local.port() == e.local.port());
+    if listener_here {
+        return Origin::Incoming;
+    }
+    match (
+        range.contains(e.local.port()),
+        range.contains(e.peer.port()),
+    ) {
+        (true, false) => Origin::Outgoing,
+        (false, true) => Origin::Incoming,
+        _ => Origin::Unknown,
+    }
+}
+
+/// A socket connected to itself: simultaneous open with local == peer.
+pub fn self_connected(e: &SockEntry) -> bool {
+    e.local == e.peer && e.local.port() != 0
+}
+
+/// The addresses a bound socket covers, as `inet_rcv_saddr_equal()` compares
+/// them with `match_wildcard`: a v4-mapped IPv6 address is an IPv4 address,
+/// and `::` without IPV6_V6ONLY also covers every IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cover {
+    /// An IPv4 address; 0.0.0.0 covers them all.
+    V4(Ipv4Addr),
+    /// An IPv6 address with the socket's IPV6_V6ONLY.
+    V6 {
+        /// The address; `::` covers every IPv6 address.
+        addr: Ipv6Addr,
+        /// IPV6_V6ONLY: `::` then covers no IPv4 address.
+        v6only: bool,
+    },
+}
+
+impl Cover {
+    /// What a socket bound to `ip` with `v6only` covers.
+    pub fn of(ip: IpAddr, v6only: bool) -> Self {
+        match ip {
+            IpAddr::V4(a) => Cover::V4(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Cover::V4(v4),
+                None => Cover::V6 { addr: a, v6only },
+            },
+        }
+    }
+
+    /// Do two sockets' addresses overlap (`inet_rcv_saddr_equal(.., true)`)?
+    pub fn overlaps(self, other: Cover) -> bool {
+        match (self, other) {
+            (Cover::V4(a), Cover::V4(b)) => a.is_unspecified() || b.is_unspecified() || a == b,
+            (Cover::V6 { addr: a, .. }, Cover::V6 { addr: b, .. }) => {
+                a.is_unspecified() || b.is_unspecified() || a == b
+            }
+            (Cover::V4(_), Cover::V6 { addr, v6only })
+            | (Cover::V6 { addr, v6only }, Cover::V4(_)) => addr.is_unspecified() && !v6only,
+        }
+    }
+}
+
+/// Is `ip` a loopback address (`ipv4_is_loopback()` / `::1`)?
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v| v.is_loopback()),
+    }
+}
+
+/// Does a socket's local address `local` match the source `src` a question
+/// names (an unspecified `src` matches every address)?
+pub fn same_source(local: SocketAddr, src: IpAddr) -> bool {
+    src.is_unspecified() || local.ip() == src
+}
