@@ -364,6 +364,98 @@ impl TcpSock {
         }
     }
 
+    /// connect() bounded by `timeout` and cut into waits of at most
+    /// `slice`, calling `stop` between them: `Err` with EINTR once `stop`
+    /// says so, ETIMEDOUT when `timeout` runs out. Loopback answers within
+    /// the first wait, so the fast path costs what [`Self::connect`] costs
+    /// (one setsockopt, one connect).
+    pub fn connect_interruptible(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        slice: Duration,
+        stop: impl Fn() -> bool,
+    ) -> StepRes<()> {
+        #[cfg(target_os = "linux")]
+        {
+            let step =
+                |code: i32| StepError::new(Step::Connect, &io::Error::from_raw_os_error(code));
+            let start = std::time::Instant::now();
+            let first = timeout.min(slice).max(Duration::from_millis(1));
+            self.sock
+                .set_write_timeout(Some(first))
+                .map_err(|e| StepError::new(Step::Connect, &e))?;
+            loop {
+                // A blocking connect() on a socket still in SYN_SENT waits
+                // again for SO_SNDTIMEO and says EALREADY if it runs out
+                // (__inet_stream_connect(), case SS_CONNECTING), or 0 once
+                // the handshake completed: the same call resumes the wait.
+                match self.sock.connect(&SockAddr::from(addr)) {
+                    Ok(()) => return Ok(()),
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
+                        ) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EISCONN) => return Ok(()),
+                    Err(e) => return Err(StepError::new(Step::Connect, &e)),
+                }
+                if stop() {
+                    return Err(step(libc::EINTR));
+                }
+                if start.elapsed() >= timeout {
+                    return Err(step(libc::ETIMEDOUT));
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (slice, &stop);
+            self.connect(addr, timeout)
+        }
+    }
+
+    /// Read until EOF (the peer's FIN), an error such as ECONNRESET, or
+    /// `timeout` (ETIMEDOUT), waiting in slices of at most `slice` and
+    /// calling `stop` between them (EINTR once it says so). One
+    /// setsockopt and the reads, like [`Self::recv_until_eof`].
+    pub fn recv_until_eof_interruptible(
+        &mut self,
+        timeout: Duration,
+        slice: Duration,
+        stop: impl Fn() -> bool,
+    ) -> StepRes<usize> {
+        let step = |code: i32| StepError::new(Step::Recv, &io::Error::from_raw_os_error(code));
+        let start = std::time::Instant::now();
+        self.sock
+            .set_read_timeout(Some(timeout.min(slice).max(Duration::from_millis(1))))
+            .map_err(|e| StepError::new(Step::Recv, &e))?;
+        let mut buf = [0u8; 1024];
+        let mut total = 0;
+        loop {
+            match (&self.sock).read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => total += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted
+                            | io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if stop() {
+                        return Err(step(libc::EINTR));
+                    }
+                    if start.elapsed() >= timeout {
+                        return Err(step(libc::ETIMEDOUT));
+                    }
+                }
+                Err(e) => return Err(StepError::new(Step::Recv, &e)),
+            }
+        }
+    }
+
     /// getsockname().
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.sock.local_addr().ok().and_then(|a| a.as_socket())

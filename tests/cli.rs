@@ -34,7 +34,7 @@ fn malformed_addresses_are_one_line_errors() {
     ] {
         let o = run(&args);
         let line = one_line_failure(&o);
-        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(line.contains(want), "{args:?}: {line}");
         assert!(line.contains("expected IP:PORT"), "{line}");
     }
@@ -260,5 +260,113 @@ fn usage_errors_are_one_line_with_exit_code_2() {
         let line = one_line_failure(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
         assert!(line.contains("--help"), "{line}");
+    }
+}
+
+#[test]
+fn durations_past_their_bound_are_usage_errors() {
+    for (args, flag) in [
+        (
+            &["client", "--connect", "127.0.0.1:1", "--timeout", "inf"][..],
+            "--timeout",
+        ),
+        (
+            &["client", "--connect", "127.0.0.1:1", "--timeout", "1e20"][..],
+            "--timeout",
+        ),
+        (
+            &[
+                "client",
+                "--connect",
+                "127.0.0.1:1",
+                "--timeout",
+                "18446744073709551615",
+            ][..],
+            "--timeout",
+        ),
+        (
+            &["client", "--connect", "127.0.0.1:1", "--timeout", "NaN"][..],
+            "--timeout",
+        ),
+        (
+            &["client", "--connect", "127.0.0.1:1", "--timeout", "86401"][..],
+            "--timeout",
+        ),
+        (
+            &[
+                "client",
+                "--connect",
+                "127.0.0.1:1",
+                "--interval",
+                "18446744073709551615",
+            ][..],
+            "--interval",
+        ),
+        (
+            &[
+                "client",
+                "--connect",
+                "127.0.0.1:1",
+                "--linger",
+                "4294967295",
+            ][..],
+            "--linger",
+        ),
+        (&["server", "--idle-timeout", "1e20"][..], "--idle-timeout"),
+        (&["server", "--idle-timeout", "inf"][..], "--idle-timeout"),
+        (
+            &["server", "--close-delay", "18446744073709551615"][..],
+            "--close-delay",
+        ),
+    ] {
+        let o = run(args);
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+        assert!(
+            line.contains(&format!("{flag} must be")),
+            "{args:?}: {line}"
+        );
+        assert!(line.contains("at most") || line.contains(" to "), "{line}");
+    }
+}
+
+#[test]
+fn duration_bounds_are_in_the_help() {
+    for (cmd, bounds) in [
+        ("client", &["86400", "3600000", "3600"][..]),
+        ("server", &["86400", "3600000", "3600"][..]),
+    ] {
+        let o = run(&[cmd, "--help"]);
+        // clap wraps lines: compare with the whitespace collapsed.
+        let help = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for b in bounds {
+            assert!(
+                help.contains(&format!("at most {b}")),
+                "{cmd}: {b} in\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_ports_and_families_exit_2() {
+    for args in [
+        &["client", "--connect", "127.0.0.1:65536"][..],
+        &[
+            "client",
+            "--connect",
+            "127.0.0.1:1",
+            "--bind",
+            "127.0.0.1:65536",
+        ][..],
+        &["server", "--listen", "127.0.0.1:65536"][..],
+        &["client", "--connect", "[::1]:80", "--bind", "127.0.0.1:0"][..],
+    ] {
+        let o = run(args);
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
     }
 }

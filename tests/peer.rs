@@ -308,10 +308,227 @@ netns_test! {
         let lines = json_lines(&o);
         let summary = lines.last().unwrap();
         assert_eq!(o.status.code(), Some(0), "{lines:?}");
+        // Two attempts (--count 2): the second was blocked, tried again
+        // and again, and came free; the retries are not attempts.
+        assert_eq!(summary["attempts"], 2, "{summary}");
+        assert_eq!(summary["ok"], 2, "{summary}");
+        assert_eq!(summary["failed"], 0, "{summary}");
+        let blocked = summary["blocked_s"].as_f64().expect("blocked_s");
         let freed = summary["freed_after_s"].as_f64().expect("freed_after_s");
         // The server closes 300 ms after the FIN; the retry resolution
         // is 50 ms; loopback adds nothing measurable.
         assert!(freed > 0.2 && freed < 2.0, "freed after {freed} s");
-        assert!(summary["failed"].as_u64().unwrap() >= 1);
+        assert_eq!(blocked, freed);
+        assert!(summary["failed_tries"].as_u64().unwrap() >= 1, "{summary}");
+    }
+}
+
+/// Send SIGINT to `child` and check it ends within 1 s with exit 130 and
+/// one line on stderr saying it was interrupted.
+fn sigint_ends_within_1s(child: std::process::Child, what: &str) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let start = std::time::Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    // Bounded: kill the child if it has not ended after 1 s.
+    let mut child = child;
+    let status = wait_until(Duration::from_secs(30), what, || {
+        if start.elapsed() > Duration::from_secs(1) {
+            let _ = child.kill();
+        }
+        child.try_wait().unwrap()
+    });
+    let took = start.elapsed();
+    let mut err = String::new();
+    use std::io::Read;
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        took < Duration::from_secs(1),
+        "{what}: ended {took:?} after SIGINT"
+    );
+    assert_eq!(status.code(), Some(130), "{what}: {status:?} {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: {err}");
+    assert!(lines[0].contains("interrupted"), "{what}: {err}");
+}
+
+fn spawn(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait (bounded) until the namespace has a socket in `state` on `port`.
+fn wait_state(state: TcpState, port: u16) {
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{state:?} on {port}"),
+        || {
+            let all = diag::dump(&diag::Query::default()).unwrap();
+            all.iter()
+                .any(|e| e.state == state && (e.local.port() == port || e.peer.port() == port))
+                .then_some(())
+        },
+    );
+}
+
+netns_test! {
+    fn ctrl_c_during_the_client_interval() {
+        let (_, s) = addrs();
+        let server = start_server(s, &[]);
+        let mut client = spawn(&[
+            "client", "--connect", SERVER, "--count", "2", "--interval", "15000",
+        ]);
+        // The first attempt's line is flushed before the pause.
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(client.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("connect ok"), "{line}");
+        sigint_ends_within_1s(client, "client --interval 15000");
+        stop_server(server);
+    }
+}
+
+netns_test! {
+    fn ctrl_c_while_the_server_waits_for_a_silent_client() {
+        let (_, s) = addrs();
+        let server = start_server(s, &[]);
+        let _silent = std::net::TcpStream::connect(s).unwrap();
+        // Accepted and now in recv(): the server end is ESTABLISHED.
+        wait_until(Duration::from_secs(5), "the server end", || {
+            (count(&[TcpState::Established]) == 2).then_some(())
+        });
+        sigint_ends_within_1s(server, "server blocked in recv");
+    }
+}
+
+netns_test! {
+    fn ctrl_c_during_the_close_delay() {
+        let (_, s) = addrs();
+        let server = start_server(s, &["--close-delay", "20000"]);
+        let o = run(&["client", "--connect", SERVER, "--count", "1", "--close", "first"]);
+        assert_eq!(o.status.code(), Some(0));
+        wait_state(TcpState::CloseWait, 12345);
+        sigint_ends_within_1s(server, "server --close-delay 20000");
+    }
+}
+
+netns_test! {
+    fn ctrl_c_while_the_server_waits_for_a_connection() {
+        let (_, s) = addrs();
+        let server = start_server(s, &[]);
+        sigint_ends_within_1s(server, "server in accept");
+    }
+}
+
+netns_test! {
+    fn ctrl_c_while_connect_waits_for_an_answer() {
+        // A listener with a full accept queue drops new SYNs
+        // (tcp_conn_request(): sk_acceptq_is_full → drop), so the client's
+        // connect() waits for an answer that never comes.
+        let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let s: SocketAddr = SERVER.parse().unwrap();
+        l.bind(&s.into()).unwrap();
+        l.listen(0).unwrap();
+        let _queued = std::net::TcpStream::connect(s).unwrap();
+        wait_until(Duration::from_secs(5), "the queued connection", || {
+            (count(&[TcpState::Established]) == 2).then_some(())
+        });
+        let client = spawn(&["client", "--connect", SERVER, "--count", "1"]);
+        wait_state(TcpState::SynSent, 12345);
+        sigint_ends_within_1s(client, "client in connect");
+    }
+}
+
+netns_test! {
+    fn the_client_timeout_bounds_the_wait_for_the_peer() {
+        // Both wait for the other's FIN: only --timeout ends the client.
+        let (_, s) = addrs();
+        let server = start_server(s, &["--close", "after-peer"]);
+        let start = std::time::Instant::now();
+        let o = run(&[
+            "client", "--connect", SERVER, "--close", "after-peer", "--timeout", "1",
+        ]);
+        let took = start.elapsed();
+        stop_server(server);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(took < Duration::from_secs(3), "took {took:?}: {out}");
+        assert!(out.contains("recv timed out"), "{out}");
+        assert!(!out.contains("EAGAIN"), "{out}");
+        assert!(out.contains("stopped: --timeout 1 s reached"), "{out}");
+    }
+}
+
+netns_test! {
+    fn the_server_names_how_each_end_closed() {
+        // The client closes first with FIN; the server, SO_LINGER 0, answers
+        // with RST.
+        let (_, s) = addrs();
+        let server = start_server(s, &["--linger", "0", "--count", "1", "--json"]);
+        let o = run(&["client", "--connect", SERVER, "--count", "1", "--close", "first"]);
+        assert_eq!(o.status.code(), Some(0));
+        let out = server.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ev: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(ev["closed_first"], "client", "{text}");
+        assert_eq!(ev["client_close"], "FIN", "{text}");
+        assert_eq!(ev["server_close"], "RST", "{text}");
+        // And in text.
+        let server = start_server(s, &["--linger", "0", "--count", "1"]);
+        run(&["client", "--connect", SERVER, "--count", "1", "--close", "first"]);
+        let out = server.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("client closed first (FIN), then the server (RST)"),
+            "{text}"
+        );
+    }
+}
+
+netns_test! {
+    fn a_reset_after_the_handshake_is_not_a_connect_failure() {
+        // The server accepts and aborts at once (SO_LINGER 0): the client's
+        // connect() completed, the RST comes after. Whether connect()
+        // itself returns ECONNRESET depends on which runs first; over 200
+        // connections it happens here in most runs.
+        let (_, s) = addrs();
+        let server = start_server(s, &["--linger", "0", "--close", "first", "--count", "200"]);
+        let o = run(&[
+            "client", "--connect", SERVER, "--count", "200", "--close", "after-peer",
+        ]);
+        stop_server(server);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(!out.contains("connect FAILED"), "{out}");
+        assert_eq!(o.status.code(), Some(0), "{out}");
+        assert!(out.contains("recv: connected, then reset by the peer (ECONNRESET"), "{out}");
+    }
+}
+
+netns_test! {
+    fn a_self_connected_client_is_flagged(
+        sysctls = [("net.ipv4.ip_local_port_range", "40000 40001")]
+    ) {
+        // Nothing listens on 40000, which is one of the two ephemeral ports:
+        // when connect() picks 40000 itself, the SYN meets itself
+        // (simultaneous open). Bounded: 40 tries, each 1/2 likely.
+        for _ in 0..40 {
+            let o = run(&[
+                "client", "--connect", "127.0.0.1:40000", "--count", "1", "--close",
+                "after-peer", "--timeout", "5",
+            ]);
+            let out = String::from_utf8_lossy(&o.stdout);
+            if out.contains("connect ok") {
+                assert!(out.contains("self-connect: local == peer"), "{out}");
+                assert!(!out.contains("EAGAIN"), "{out}");
+                return;
+            }
+        }
+        panic!("connect() never picked port 40000 in 40 tries");
     }
 }

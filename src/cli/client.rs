@@ -1,11 +1,12 @@
 //! `twlab client`: arguments (clap) → the library's plan.
 
-use super::server::{CloseArg, positive_secs};
+use super::server::{CloseArg, endpoint_parser, linger_parser, millis_parser, secs_parser};
 use anyhow::Result;
+use std::net::SocketAddr;
 use std::time::Duration;
-use twlab::peer::Format;
 use twlab::peer::client::{ClientPlan, Until, run as run_plan};
-use twlab::socket::{SocketOpts, parse_endpoint};
+use twlab::peer::{Format, MAX_CLIENT_TIMEOUT, MAX_INTERVAL};
+use twlab::socket::SocketOpts;
 
 /// `--until`, as clap spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,12 +39,12 @@ Start `twlab server` first. Exit code: 0 if the loop ended as asked, 1 on a faul
 2 on bad arguments, 4 if --until first-error saw an error.")]
 pub struct ClientArgs {
     /// Server to connect to.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub connect: String,
+    #[arg(long, value_name = "ADDR:PORT", value_parser = endpoint_parser)]
+    pub connect: SocketAddr,
     /// Bind this local address and port before connect() (the fixed client
     /// port of the story). Without it the kernel picks an ephemeral port.
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub bind: Option<String>,
+    #[arg(long, value_name = "ADDR:PORT", value_parser = endpoint_parser)]
+    pub bind: Option<SocketAddr>,
     /// Set SO_REUSEADDR before bind(). On Linux it lets bind() share a port
     /// with TIME_WAIT sockets that also had it; connect() is a separate check.
     #[arg(long)]
@@ -51,8 +52,9 @@ pub struct ClientArgs {
     /// Set SO_REUSEPORT before bind().
     #[arg(long)]
     pub reuseport: bool,
-    /// SO_LINGER in seconds; 0 closes with RST (no TIME_WAIT).
-    #[arg(long, value_name = "SECS")]
+    /// SO_LINGER in seconds (at most 3600); 0 closes with RST (no
+    /// TIME_WAIT).
+    #[arg(long, value_name = "SECS", value_parser = linger_parser)]
     pub linger: Option<u32>,
     /// `first`: close right after connecting (this end holds TIME_WAIT);
     /// `after-peer`: wait for the server's FIN, then close.
@@ -62,15 +64,19 @@ pub struct ClientArgs {
     /// `--until first-ok` are bounded by --timeout instead).
     #[arg(long, default_value_t = 100)]
     pub count: u64,
-    /// Pause between attempts, in milliseconds (0 = the tight loop).
-    #[arg(long, default_value_t = 0, value_name = "MS")]
-    pub interval: u64,
+    /// Pause between attempts, in milliseconds (0 = the tight loop; at
+    /// most 3600000, 1 hour).
+    #[arg(long, default_value = "0", value_name = "MS",
+          value_parser = millis_parser("--interval", MAX_INTERVAL))]
+    pub interval: Duration,
     /// When to stop.
     #[arg(long, value_enum, default_value_t = UntilArg::FirstError)]
     pub until: UntilArg,
-    /// Give up after this many seconds in all.
-    #[arg(long, default_value_t = 70.0, value_name = "SECS")]
-    pub timeout: f64,
+    /// Give up after this many seconds in all (at most 86400, 1 day): it
+    /// bounds every wait, connect() and the wait for the peer's FIN included.
+    #[arg(long, default_value = "70", value_name = "SECS",
+          value_parser = secs_parser("--timeout", MAX_CLIENT_TIMEOUT))]
+    pub timeout: Duration,
     /// One JSON object per attempt (JSON Lines), then a summary object.
     #[arg(long)]
     pub json: bool,
@@ -80,8 +86,8 @@ impl ClientArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ClientPlan> {
         let plan = ClientPlan {
-            connect: parse_endpoint(&self.connect)?,
-            bind: self.bind.as_deref().map(parse_endpoint).transpose()?,
+            connect: self.connect,
+            bind: self.bind,
             opts: SocketOpts {
                 reuseaddr: self.reuseaddr,
                 reuseport: self.reuseport,
@@ -90,9 +96,9 @@ impl ClientArgs {
             },
             close: self.close.into(),
             count: self.count,
-            interval: Duration::from_millis(self.interval),
+            interval: self.interval,
             until: self.until.into(),
-            timeout: positive_secs("--timeout", self.timeout)?,
+            timeout: self.timeout,
             format: if self.json {
                 Format::Json
             } else {
@@ -105,5 +111,15 @@ impl ClientArgs {
 }
 
 pub fn run(a: ClientArgs) -> Result<u8> {
-    Ok(run_plan(&a.plan()?)?)
+    let plan = match a.plan() {
+        Ok(p) => p,
+        Err(e) => {
+            // Arguments that only make sense together (the two address
+            // families) are checked after clap: still a usage error, so
+            // the same one line as clap's and exit 2, as README promises.
+            eprintln!("twlab: error: {e} (see `twlab client --help`)");
+            return Ok(2);
+        }
+    };
+    Ok(run_plan(&plan)?)
 }

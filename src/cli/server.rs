@@ -1,9 +1,10 @@
 //! `twlab server`: arguments (clap) → the library's plan.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use std::net::SocketAddr;
 use std::time::Duration;
 use twlab::peer::server::{ServerPlan, run as run_plan};
-use twlab::peer::{CloseMode, Format};
+use twlab::peer::{CloseMode, Format, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT, MAX_LINGER};
 use twlab::socket::{SocketOpts, parse_endpoint};
 
 /// `--close`, as clap spells it.
@@ -26,13 +27,70 @@ impl From<CloseArg> for CloseMode {
     }
 }
 
-/// Seconds given on the command line → a positive [`Duration`].
-pub fn positive_secs(flag: &str, secs: f64) -> Result<Duration> {
-    if secs.is_nan() || secs <= 0.0 {
-        bail!("{flag} must be a positive number of seconds");
+/// A clap value parser for `flag`, in seconds: a positive finite number
+/// up to `max` (so `inf`, `1e20` and `18446744073709551615` are one-line
+/// usage errors, exit 2, instead of a panic in `Duration`).
+pub fn secs_parser(
+    flag: &'static str,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let why = || {
+            format!(
+                "{flag} must be a positive number of seconds, at most {}",
+                max.as_secs()
+            )
+        };
+        let secs: f64 = s.trim().parse().map_err(|_| why())?;
+        if !secs.is_finite() || secs <= 0.0 || secs > max.as_secs_f64() {
+            return Err(why());
+        }
+        Duration::try_from_secs_f64(secs).map_err(|_| why())
     }
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| anyhow::anyhow!("{flag} must be a positive number of seconds"))
+}
+
+/// A clap value parser for `flag`, in milliseconds: an integer from 0 to
+/// `max`.
+pub fn millis_parser(
+    flag: &'static str,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |s: &str| {
+        let why = || {
+            format!(
+                "{flag} must be a whole number of milliseconds from 0 to {}",
+                max.as_millis()
+            )
+        };
+        let ms: u64 = s.trim().parse().map_err(|_| why())?;
+        let d = Duration::from_millis(ms);
+        if d > max {
+            return Err(why());
+        }
+        Ok(d)
+    }
+}
+
+/// A clap value parser for an `IP:PORT` endpoint: a malformed address or a
+/// port past 65535 is a usage error (exit 2).
+pub fn endpoint_parser(s: &str) -> Result<SocketAddr, String> {
+    parse_endpoint(s).map_err(|e| e.to_string())
+}
+
+/// A clap value parser for `--linger`: whole seconds up to
+/// [`MAX_LINGER`].
+pub fn linger_parser(s: &str) -> Result<u32, String> {
+    let why = || {
+        format!(
+            "--linger must be a whole number of seconds from 0 to {}",
+            MAX_LINGER.as_secs()
+        )
+    };
+    let secs: u32 = s.trim().parse().map_err(|_| why())?;
+    if u64::from(secs) > MAX_LINGER.as_secs() {
+        return Err(why());
+    }
+    Ok(secs)
 }
 
 /// Arguments of `twlab server`.
@@ -45,8 +103,9 @@ Examples:
 Pair it with `twlab client --connect 127.0.0.1:12345 --bind 127.0.0.1:23456 --reuseaddr`.")]
 pub struct ServerArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:12345", value_name = "ADDR:PORT")]
-    pub listen: String,
+    #[arg(long, default_value = "127.0.0.1:12345", value_name = "ADDR:PORT",
+          value_parser = endpoint_parser)]
+    pub listen: SocketAddr,
     /// Set SO_REUSEADDR on the listener (accepted sockets inherit it). Without
     /// it, restarting the server while its old connections sit in TIME_WAIT
     /// fails with EADDRINUSE.
@@ -61,18 +120,23 @@ pub struct ServerArgs {
     pub close: CloseArg,
     /// With `--close after-peer`: wait this many milliseconds after the
     /// peer's FIN before closing (a slow server). Meanwhile the client's old
-    /// socket stays FIN_WAIT2 and this end CLOSE_WAIT.
-    #[arg(long, default_value_t = 0, value_name = "MS")]
-    pub close_delay: u64,
-    /// SO_LINGER on accepted sockets, in seconds; 0 closes with RST.
-    #[arg(long, value_name = "SECS")]
+    /// socket stays FIN_WAIT2 and this end CLOSE_WAIT (at most 3600000,
+    /// 1 hour).
+    #[arg(long, default_value = "0", value_name = "MS",
+          value_parser = millis_parser("--close-delay", MAX_CLOSE_DELAY))]
+    pub close_delay: Duration,
+    /// SO_LINGER on accepted sockets, in seconds (at most 3600); 0 closes
+    /// with RST.
+    #[arg(long, value_name = "SECS", value_parser = linger_parser)]
     pub linger: Option<u32>,
     /// Stop after this many connections.
     #[arg(long, default_value_t = 100)]
     pub count: u64,
-    /// Stop when no connection arrives for this many seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub idle_timeout: f64,
+    /// Stop when no connection arrives for this many seconds (at most
+    /// 86400, 1 day).
+    #[arg(long, default_value = "60", value_name = "SECS",
+          value_parser = secs_parser("--idle-timeout", MAX_IDLE_TIMEOUT))]
+    pub idle_timeout: Duration,
     /// One JSON object per event (JSON Lines) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -82,7 +146,7 @@ impl ServerArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ServerPlan> {
         Ok(ServerPlan {
-            listen: parse_endpoint(&self.listen)?,
+            listen: self.listen,
             opts: SocketOpts {
                 reuseaddr: self.reuseaddr,
                 reuseport: self.reuseport,
@@ -90,9 +154,9 @@ impl ServerArgs {
                 bind_no_port: false,
             },
             close: self.close.into(),
-            close_delay: Duration::from_millis(self.close_delay),
+            close_delay: self.close_delay,
             count: self.count,
-            idle_timeout: positive_secs("--idle-timeout", self.idle_timeout)?,
+            idle_timeout: self.idle_timeout,
             format: if self.json {
                 Format::Json
             } else {

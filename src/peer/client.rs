@@ -6,7 +6,7 @@
 use super::{CloseMode, Format, Output, describe_view};
 use crate::diag::{self, DiagSocket};
 use crate::error::{Error, Result};
-use crate::outcome::{Outcome, Step, StepResult};
+use crate::outcome::{Outcome, Step, StepResult, SysError};
 use crate::socket::{Family, SocketOpts, StepError, TcpSock};
 use serde::Serialize;
 use std::io::Write;
@@ -69,6 +69,10 @@ impl ClientPlan {
 pub struct Attempt {
     /// The attempt's number, from 1.
     pub n: u64,
+    /// Under `--until first-ok`: how many failed tries of this attempt came
+    /// before this one (0: the first try).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retry: u64,
     /// Seconds since the client started.
     pub t: f64,
     /// The client end's address, once known.
@@ -77,6 +81,12 @@ pub struct Attempt {
     pub steps: Vec<(Step, StepResult)>,
     /// Ok, or the step that failed and its error.
     pub outcome: Outcome,
+    /// connect() found the socket connected to itself: nothing listened on
+    /// the server's port, which lies in ip_local_port_range, and the
+    /// kernel picked that very port as this end's (TCP simultaneous
+    /// open, RFC 793 §3.4: the SYN meets itself).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub self_connect: bool,
     /// The old 4-tuple as the kernel saw it when the attempt failed, as
     /// text lines.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -90,15 +100,26 @@ pub struct Attempt {
     pub view_after: Option<diag::TupleView>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The end of the loop.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// Attempts printed or counted.
+    /// Attempts made (numbered #1, #2, …): under `--until first-ok` a
+    /// failing attempt is tried again and again, and stays one attempt.
     pub attempts: u64,
-    /// Attempts that succeeded.
+    /// Attempts that ended ok (a blocked attempt that came free counts).
     pub ok: u64,
-    /// Attempts that failed.
+    /// Attempts that ended failed.
     pub failed: u64,
+    /// connect tries that failed, retries included.
+    pub failed_tries: u64,
+    /// For `--until first-ok`: seconds the loop was blocked, from the
+    /// first failure to the success after it or to the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked_s: Option<f64>,
     /// For `--until first-ok`: seconds from the first failure to the first
     /// success after it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,9 +169,11 @@ fn failed(
     }
     Attempt {
         n,
+        retry: 0,
         t,
         local,
         steps,
+        self_connect: false,
         outcome: Outcome::Failed {
             step: e.step,
             error: e.error,
@@ -161,8 +184,24 @@ fn failed(
     }
 }
 
+/// The longest connect() waits for the handshake (loopback answers at
+/// once; this only guards against a namespace that drops SYNs).
+const CONNECT_WAIT: Duration = Duration::from_secs(5);
+/// The longest the client waits for the server's FIN with `--close
+/// after-peer`.
+const PEER_FIN_WAIT: Duration = Duration::from_secs(30);
+
 /// One attempt: socket, bind (if asked), connect, close, each a step.
-fn attempt(p: &ClientPlan, nl: &mut Option<DiagSocket>, n: u64, start: Instant) -> Result<Attempt> {
+/// Every wait ends at `deadline` (`--timeout` bounds the whole attempt) and
+/// at Ctrl-C. (Over 80 lines: the calls in the order a C program makes
+/// them, each recorded as it happens, read best in one place.)
+fn attempt(
+    p: &ClientPlan,
+    nl: &mut Option<DiagSocket>,
+    n: u64,
+    start: Instant,
+    deadline: Instant,
+) -> Result<Attempt> {
     let server = p.connect;
     let bind = p.bind;
     let mut steps = Vec::with_capacity(4);
@@ -188,9 +227,32 @@ fn attempt(p: &ClientPlan, nl: &mut Option<DiagSocket>, n: u64, start: Instant) 
             before = nl.as_mut().and_then(|nl| nl.tuple_view(b, server).ok());
         }
     }
-    let r = s.connect(server, Duration::from_secs(5));
-    steps.push((Step::Connect, crate::socket::step_result(&r)));
-    if let Err(e) = r {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let r = s.connect_interruptible(
+        server,
+        left.min(CONNECT_WAIT),
+        super::WAIT_SLICE,
+        crate::interrupted,
+    );
+    // ECONNRESET from connect() means the handshake completed and the
+    // peer's RST came before this thread ran again: a reset in SYN_SENT
+    // is ECONNREFUSED (tcp_reset()). So connect worked, the next step
+    // saw the reset.
+    let reset = matches!(&r, Err(e) if e.error.is("ECONNRESET"));
+    steps.push((
+        Step::Connect,
+        if reset {
+            StepResult::Ok
+        } else {
+            crate::socket::step_result(&r)
+        },
+    ));
+    if let Err(e) = r
+        && !reset
+    {
+        if e.error.is("EINTR") {
+            return Err(Error::Interrupted);
+        }
         if e.io_kind == std::io::ErrorKind::ConnectionRefused {
             return Err(Error::Refused {
                 addr: server,
@@ -204,29 +266,81 @@ fn attempt(p: &ClientPlan, nl: &mut Option<DiagSocket>, n: u64, start: Instant) 
         Some(b) if b.port() != 0 && !b.ip().is_unspecified() => Some(b),
         _ => s.local_addr(),
     };
-    let mut s = s;
-    if p.close == CloseMode::AfterPeer
-        && let Err(e) = s.recv_until_eof(Duration::from_secs(30))
-    {
-        steps.push((
-            Step::Recv,
-            StepResult::Err {
-                error: e.error.clone(),
-            },
-        ));
-    }
-    s.close();
-    steps.push((Step::Close, StepResult::Ok));
+    let self_connect = local == Some(server);
+    after_connect(p, s, &mut steps, reset, self_connect, deadline)?;
     Ok(Attempt {
         n,
+        retry: 0,
         t,
         local,
         steps,
         outcome: Outcome::Ok,
+        self_connect,
         kernel_view: Vec::new(),
         view_before: None,
         view_after: None,
     })
+}
+
+/// The steps after a working connect(): the reset connect() already saw,
+/// or the wait for the peer's FIN (bounded by `deadline`, not for a
+/// self-connected socket, which would wait for its own FIN), then close.
+fn after_connect(
+    p: &ClientPlan,
+    mut s: TcpSock,
+    steps: &mut Vec<(Step, StepResult)>,
+    reset: bool,
+    self_connect: bool,
+    deadline: Instant,
+) -> Result<()> {
+    let wait_step = if p.close == CloseMode::AfterPeer {
+        Step::Recv
+    } else {
+        Step::Close
+    };
+    if reset {
+        steps.push((
+            wait_step,
+            StepResult::Err {
+                error: SysError::from_code(libc::ECONNRESET),
+            },
+        ));
+    } else if p.close == CloseMode::AfterPeer && !self_connect {
+        // A self-connected socket would wait for its own FIN: never.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let r = s.recv_until_eof_interruptible(
+            left.min(PEER_FIN_WAIT),
+            super::WAIT_SLICE,
+            crate::interrupted,
+        );
+        if let Err(e) = r {
+            if e.error.is("EINTR") {
+                return Err(Error::Interrupted);
+            }
+            steps.push((Step::Recv, StepResult::Err { error: e.error }));
+        }
+    }
+    s.close();
+    if !reset || wait_step != Step::Close {
+        steps.push((Step::Close, StepResult::Ok));
+    }
+    Ok(())
+}
+
+/// A step's result as the text line says it: timeouts and resets in
+/// words, other errors by name.
+fn step_text(step: Step, r: &StepResult) -> String {
+    match r {
+        StepResult::Ok => format!("{step} ok"),
+        StepResult::Err { error } if error.is("ETIMEDOUT") && step == Step::Recv => {
+            "recv timed out (no FIN from the server)".to_string()
+        }
+        StepResult::Err { error } if error.is("ETIMEDOUT") => format!("{step} timed out"),
+        StepResult::Err { error } if error.is("ECONNRESET") => {
+            format!("{step}: connected, then reset by the peer ({error})")
+        }
+        StepResult::Err { error } => format!("{step} FAILED {error}"),
+    }
 }
 
 fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::Result<()> {
@@ -235,6 +349,9 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
         return writeln!(out);
     }
     write!(out, "{}s #{:<4} ", super::Secs3(a.t), a.n)?;
+    if a.retry > 0 {
+        write!(out, "(retry {}) ", a.retry)?;
+    }
     match a.local {
         Some(l) => write!(out, "{l}  ")?,
         None => write!(out, "-  ")?,
@@ -243,10 +360,13 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
         if i > 0 {
             write!(out, ", ")?;
         }
-        match r {
-            StepResult::Ok => write!(out, "{s} ok")?,
-            StepResult::Err { error } => write!(out, "{s} FAILED {error}")?,
-        }
+        write!(out, "{}", step_text(*s, r))?;
+    }
+    if a.self_connect {
+        write!(
+            out,
+            "; self-connect: local == peer (nothing listens there; the port is in ip_local_port_range)"
+        )?;
     }
     writeln!(out)?;
     for line in &a.kernel_view {
@@ -255,16 +375,22 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
     Ok(())
 }
 
-/// Run the client loop.
+/// Run the client loop. (Over 80 lines: one loop whose counters, attempts,
+/// tries and blocked time, feed the summary; split, they would travel
+/// together as one struct anyway.)
 pub fn run(p: &ClientPlan) -> Result<u8> {
     p.check()?;
     let start = Instant::now();
+    let deadline = start + p.timeout;
     let mut out = Output::stdout();
     // One sock_diag socket for the whole loop; without one (no sock_diag
     // here) the attempts still run, without the kernel's view.
     let mut nl = DiagSocket::open().ok();
-    let (mut ok, mut failed) = (0u64, 0u64);
-    let mut first_failure: Option<Instant> = None;
+    let (mut ok, mut failed_tries) = (0u64, 0u64);
+    // Under --until first-ok: when the current attempt first failed, and
+    // how many times it was tried again since.
+    let mut blocked_since: Option<Instant> = None;
+    let mut retry = 0u64;
     let mut freed_after_s = None;
     let mut stopped = format!("--count {} reached", p.count);
     let mut code = 0;
@@ -273,87 +399,95 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
     // on Linux, up to 240 s on Windows).
     let mut n = 0u64;
     let mut retry_pause = Duration::from_millis(1);
-    loop {
-        let retrying = p.until == Until::FirstOk && first_failure.is_some();
-        if !retrying {
-            if n >= p.count {
-                break;
+    let r: Result<()> = (|| {
+        loop {
+            let retrying = blocked_since.is_some();
+            if !retrying && n >= p.count {
+                return Ok(());
             }
-            n += 1;
-        }
-        if crate::interrupted() {
-            let _ = out.flush();
-            return Err(Error::Interrupted);
-        }
-        if start.elapsed() >= p.timeout {
-            stopped = format!("--timeout {} s reached", p.timeout.as_secs_f64());
-            break;
-        }
-        let at = match attempt(p, &mut nl, n, start) {
-            Ok(at) => at,
-            Err(e) => {
-                let _ = out.flush();
-                return Err(e);
+            if crate::interrupted() {
+                return Err(Error::Interrupted);
             }
-        };
-        let is_ok = at.outcome.is_ok();
-        // While retrying a failure, print only the first failure and the
-        // success that ends it; a failure is flushed at once.
-        let printed = !retrying || is_ok;
-        if printed {
-            let r = print_attempt(&mut out, &at, p.format).and_then(|_| {
-                if is_ok {
-                    out.flush_if_due()
-                } else {
-                    out.flush()
+            if Instant::now() >= deadline {
+                stopped = format!("--timeout {} s reached", p.timeout.as_secs_f64());
+                return Ok(());
+            }
+            if retrying {
+                retry += 1;
+            } else {
+                n += 1;
+            }
+            let mut at = attempt(p, &mut nl, n, start, deadline)?;
+            at.retry = retry;
+            let is_ok = at.outcome.is_ok();
+            // While retrying a failure, print only the first failure and the
+            // success that ends it; a failure is flushed at once.
+            if !retrying || is_ok {
+                let r = print_attempt(&mut out, &at, p.format).and_then(|_| {
+                    if is_ok {
+                        out.flush_if_due()
+                    } else {
+                        out.flush()
+                    }
+                });
+                if r.is_err() {
+                    return Ok(());
                 }
-            });
-            if r.is_err() {
-                return Ok(0);
+            }
+            if is_ok {
+                ok += 1;
+                if let Some(t0) = blocked_since {
+                    freed_after_s = Some(t0.elapsed().as_secs_f64());
+                    stopped = "first success after a failure".into();
+                    return Ok(());
+                }
+            } else {
+                failed_tries += 1;
+                if p.until == Until::FirstError {
+                    stopped = format!("first error: {}", at.outcome);
+                    code = 4;
+                    return Ok(());
+                }
+                blocked_since.get_or_insert_with(Instant::now);
+            }
+            let pause = next_pause(&mut retry_pause, blocked_since.is_some(), p.interval);
+            if !pause.is_zero() {
+                let _ = out.flush();
+                super::sleep_interruptible(
+                    pause.min(deadline.saturating_duration_since(Instant::now())),
+                )?;
             }
         }
-        if is_ok {
-            ok += 1;
-            if let (Until::FirstOk, Some(t0)) = (p.until, first_failure) {
-                freed_after_s = Some(t0.elapsed().as_secs_f64());
-                stopped = "first success after a failure".into();
-                break;
-            }
-        } else {
-            failed += 1;
-            if p.until == Until::FirstError {
-                stopped = format!("first error: {}", at.outcome);
-                code = 4;
-                break;
-            }
-            first_failure.get_or_insert_with(Instant::now);
-        }
-        // Retries back off from 1 ms to 50 ms: "freed after" is exact to
-        // within 50 ms.
-        let pause = if first_failure.is_some() {
-            let p = retry_pause;
-            retry_pause = (retry_pause * 2).min(Duration::from_millis(50));
-            p
-        } else {
-            p.interval
-        };
-        if !pause.is_zero() {
-            let _ = out.flush();
-            std::thread::sleep(pause);
-        }
+    })();
+    if let Err(e) = r {
+        let _ = out.flush();
+        return Err(e);
     }
-    if p.until == Until::FirstOk && first_failure.is_some() && freed_after_s.is_none() {
+    if blocked_since.is_some() && freed_after_s.is_none() {
         code = 4;
     }
     let summary = Summary {
-        attempts: ok + failed,
+        attempts: n,
         ok,
-        failed,
+        failed: n - ok,
+        failed_tries,
+        blocked_s: blocked_since.map(|t0| freed_after_s.unwrap_or(t0.elapsed().as_secs_f64())),
         freed_after_s,
         stopped_because: stopped,
     };
     let _ = print_summary(&mut out, &summary, p.format).and_then(|_| out.flush());
     Ok(code)
+}
+
+/// The pause before the next try: `--interval`, or while blocked a
+/// back-off from 1 ms to 50 ms, so "freed after" is exact to within 50 ms.
+fn next_pause(retry_pause: &mut Duration, blocked: bool, interval: Duration) -> Duration {
+    if !blocked {
+        return interval;
+    }
+    let p = *retry_pause;
+    *retry_pause = (p * 2).min(Duration::from_millis(50));
+    p
 }
 
 fn print_summary(out: &mut impl Write, summary: &Summary, format: Format) -> std::io::Result<()> {
@@ -365,9 +499,13 @@ fn print_summary(out: &mut impl Write, summary: &Summary, format: Format) -> std
         .freed_after_s
         .map(|s| format!("; the failing step succeeded again after {s:.3} s"))
         .unwrap_or_default();
+    let blocked = match summary.blocked_s {
+        Some(b) => format!("; blocked {b:.3} s ({} failed tries)", summary.failed_tries),
+        None => String::new(),
+    };
     writeln!(
         out,
-        "{} attempts: {} ok, {} failed; stopped: {}{freed}",
+        "{} attempts: {} ok, {} failed{blocked}; stopped: {}{freed}",
         summary.attempts, summary.ok, summary.failed, summary.stopped_because
     )
 }

@@ -3,9 +3,8 @@
 //! right after close (one exact sock_diag lookup per connection).
 
 use super::{CloseMode, Format, Output};
-use crate::diag::DiagSocket;
+use crate::diag::{self, DiagSocket, TcpState};
 use crate::error::{Error, Result};
-use crate::outcome::Step;
 use crate::socket::{Family, SocketOpts, TcpSock, explain_step_error};
 use serde::Serialize;
 use std::io::Write;
@@ -39,6 +38,44 @@ pub struct ServerPlan {
     pub format: Format,
 }
 
+/// One end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum End {
+    /// The server's end.
+    Server,
+    /// The client's end.
+    Client,
+}
+
+impl End {
+    fn name(self) -> &'static str {
+        match self {
+            End::Server => "server",
+            End::Client => "client",
+        }
+    }
+}
+
+/// How an end closed its side of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CloseKind {
+    /// An orderly close: FIN (RFC 793 §3.5).
+    Fin,
+    /// An abort: RST (SO_LINGER {on, 0}, or the peer's).
+    Rst,
+}
+
+impl CloseKind {
+    fn name(self) -> &'static str {
+        match self {
+            CloseKind::Fin => "FIN",
+            CloseKind::Rst => "RST",
+        }
+    }
+}
+
 /// One connection as the server saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerEvent {
@@ -50,11 +87,16 @@ pub struct ServerEvent {
     pub peer: SocketAddr,
     /// The server end's address.
     pub local: SocketAddr,
-    /// "server" or "client".
-    pub closed_first: &'static str,
-    /// "FIN" or "RST".
-    pub close_kind: &'static str,
-    /// "ok" or the error seen while waiting for the peer (ECONNRESET).
+    /// Which end closed first, as this end saw it.
+    pub closed_first: End,
+    /// How the client closed, when the server saw it: its FIN (recv()
+    /// returned 0) or its RST (ECONNRESET). `None`: the server closed
+    /// without waiting and did not look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_close: Option<CloseKind>,
+    /// How the server closed: RST with SO_LINGER {on, 0}, FIN otherwise.
+    pub server_close: CloseKind,
+    /// "ok" or what waiting for the peer gave instead of its FIN.
     pub result: String,
     /// The server end's state right after close, from sock_diag.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,15 +111,27 @@ impl ServerEvent {
         }
         write!(
             out,
-            "{}s #{:<4} {} → {}  {} closed first ({}), {}",
+            "{}s #{:<4} {} → {}  ",
             super::Secs3(self.t),
             self.n,
             self.peer,
             self.local,
-            self.closed_first,
-            self.close_kind,
-            self.result
         )?;
+        let server = self.server_close.name();
+        match (self.closed_first, self.client_close) {
+            (End::Client, Some(c)) => write!(
+                out,
+                "client closed first ({}), then the server ({server})",
+                c.name()
+            )?,
+            (End::Server, Some(c)) => write!(
+                out,
+                "server closed first ({server}), then the client ({})",
+                c.name()
+            )?,
+            (first, None) => write!(out, "{} closed first ({server})", first.name())?,
+        }
+        write!(out, ", {}", self.result)?;
         if let Some(s) = &self.state_after_close {
             write!(out, "; server end now {s}")?;
         }
@@ -99,7 +153,7 @@ enum Next {
 const BUSY_WAIT: Duration = Duration::from_millis(5);
 /// Once idle, accept() waits in slices this long, so Ctrl-C is noticed
 /// within 200 ms.
-const IDLE_SLICE: Duration = Duration::from_millis(200);
+const IDLE_SLICE: Duration = super::WAIT_SLICE;
 
 /// Accept the next connection. A busy server pays one accept() per
 /// connection; output is flushed when it goes idle (no connection within
@@ -137,24 +191,67 @@ fn next_conn(l: &TcpSock, local: SocketAddr, idle: Duration, out: &mut Output) -
     }
 }
 
-/// Wait for the peer's FIN as the plan says; (closed first, result).
-fn finish(conn: &mut TcpSock, p: &ServerPlan) -> (&'static str, String) {
-    match p.close {
-        CloseMode::First => ("server", "ok".to_string()),
-        CloseMode::AfterPeer => match conn.recv_until_eof(Duration::from_secs(30)) {
-            Ok(_) => {
-                if !p.close_delay.is_zero() {
-                    // The delay is the experiment's knob, not a
-                    // synchronisation; bounded by an hour.
-                    std::thread::sleep(p.close_delay.min(Duration::from_secs(3600)));
-                }
-                ("client", "ok".to_string())
+/// How long the server waits for the client's FIN with `--close
+/// after-peer` before closing first itself.
+const PEER_FIN_WAIT: Duration = Duration::from_secs(30);
+
+/// What waiting for the peer showed: who closed first, how the client
+/// closed (if seen) and the result line.
+struct Seen {
+    closed_first: End,
+    client_close: Option<CloseKind>,
+    result: String,
+}
+
+/// Wait for the peer's FIN as the plan says. Every wait is cut into
+/// slices and stops at Ctrl-C (`Err(Interrupted)`).
+fn finish(conn: &mut TcpSock, p: &ServerPlan) -> Result<Seen> {
+    let seen = |closed_first, client_close, result: &str| Seen {
+        closed_first,
+        client_close,
+        result: result.to_string(),
+    };
+    if p.close == CloseMode::First {
+        return Ok(seen(End::Server, None, "ok"));
+    }
+    match conn.recv_until_eof_interruptible(PEER_FIN_WAIT, super::WAIT_SLICE, crate::interrupted) {
+        Ok(_) => {
+            if !p.close_delay.is_zero() {
+                // The delay is the experiment's knob, not a
+                // synchronisation; bounded by MAX_CLOSE_DELAY.
+                super::sleep_interruptible(p.close_delay.min(super::MAX_CLOSE_DELAY))?;
             }
-            Err(e) if e.step == Step::Recv && e.error.is("ECONNRESET") => {
-                ("client", format!("recv: {}", e.error))
-            }
-            Err(e) => ("server", format!("recv: {}", e.error)),
-        },
+            Ok(seen(End::Client, Some(CloseKind::Fin), "ok"))
+        }
+        Err(e) if e.error.is("EINTR") => Err(Error::Interrupted),
+        Err(e) if e.error.is("ECONNRESET") => Ok(seen(
+            End::Client,
+            Some(CloseKind::Rst),
+            "reset by the client",
+        )),
+        Err(e) if e.error.is("ETIMEDOUT") => Ok(seen(
+            End::Server,
+            None,
+            &format!(
+                "timed out: no FIN from the client within {} s",
+                PEER_FIN_WAIT.as_secs()
+            ),
+        )),
+        Err(e) => Ok(seen(End::Server, None, &format!("recv: {}", e.error))),
+    }
+}
+
+/// Correct "the server closed first" with the state its end reached:
+/// LAST_ACK is only reached from CLOSE_WAIT (tcp_close_state()), so the
+/// client's FIN had come in before the server's close.
+fn refine(seen: &mut Seen, own: CloseKind, after: Option<&diag::SockEntry>) {
+    if seen.closed_first == End::Server
+        && seen.client_close.is_none()
+        && own == CloseKind::Fin
+        && after.is_some_and(|e| e.state == TcpState::LastAck)
+    {
+        seen.closed_first = End::Client;
+        seen.client_close = Some(CloseKind::Fin);
     }
 }
 
@@ -208,26 +305,35 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         } else {
             local
         };
-        let (closed_first, result) = finish(&mut conn, p);
-        let close_kind = if p.opts.linger == Some(0) {
-            "RST"
+        let mut seen = match finish(&mut conn, p) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = out.flush();
+                return Err(e);
+            }
+        };
+        let server_close = if p.opts.linger == Some(0) {
+            CloseKind::Rst
         } else {
-            "FIN"
+            CloseKind::Fin
         };
         conn.close();
         // The server end of this 4-tuple, by exact lookup.
-        let state_after_close = nl
-            .as_mut()
-            .and_then(|nl| nl.lookup(conn_local, peer).ok())
-            .map(|e| e.map(|e| e.describe()).unwrap_or_else(|| "gone".into()));
+        let after = nl.as_mut().and_then(|nl| nl.lookup(conn_local, peer).ok());
+        if let Some(e) = &after {
+            refine(&mut seen, server_close, e.as_ref());
+        }
+        let state_after_close =
+            after.map(|e| e.map(|e| e.describe()).unwrap_or_else(|| "gone".into()));
         let ev = ServerEvent {
             t: start.elapsed().as_secs_f64(),
             n,
             peer,
             local: conn_local,
-            closed_first,
-            close_kind,
-            result,
+            closed_first: seen.closed_first,
+            client_close: seen.client_close,
+            server_close,
+            result: seen.result,
             state_after_close,
         };
         if ev
