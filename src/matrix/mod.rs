@@ -59,7 +59,6 @@ pub use factors::{FACTORS, Factor, MAX_AFTER_MS, RangeChoice, Selection, list_fa
 pub use isolation::{
     Isolation, IsolationChoice, before_worker_threads, choose_isolation, run_worker, worker_args,
 };
-pub(crate) use pool::sleep_interruptible;
 pub use pool::{RunOptions, UNTIL_FREE_LIMIT, default_jobs};
 pub use render::{Format, render, render_csv, render_md, render_table};
 pub use results::{

@@ -101,25 +101,6 @@ fn setup_failure(spec: &CellSpec, e: Error) -> CellStatus {
     }
 }
 
-/// Sleep `d`, in slices of at most 50 ms, returning
-/// [`Error::Interrupted`] within one slice of Ctrl-C. Every wait of a
-/// matrix run that is not a poll on kernel state goes through here (the
-/// `after-<N>ms` factor, the pauses of the worker and the host port probe).
-pub(crate) fn sleep_interruptible(d: Duration) -> Result<()> {
-    const SLICE: Duration = Duration::from_millis(50);
-    let end = std::time::Instant::now() + d;
-    loop {
-        if crate::interrupted() {
-            return Err(Error::Interrupted);
-        }
-        let left = end.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        std::thread::sleep(left.min(SLICE));
-    }
-}
-
 /// Host fallback: a cell runs only if every sysctl it needs already has its
 /// value in the calling thread's namespace; else why not.
 fn host_lacks(spec: &CellSpec) -> Option<String> {

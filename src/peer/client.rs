@@ -453,7 +453,7 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
             let pause = next_pause(&mut retry_pause, blocked_since.is_some(), p.interval);
             if !pause.is_zero() {
                 let _ = out.flush();
-                super::sleep_interruptible(
+                crate::signal::sleep_interruptible(
                     pause.min(deadline.saturating_duration_since(Instant::now())),
                 )?;
             }

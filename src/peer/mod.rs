@@ -29,27 +29,9 @@ pub const MAX_CLOSE_DELAY: Duration = Duration::from_secs(3600);
 /// sock_setsockopt() caps it at MAX_SCHEDULE_TIMEOUT).
 pub const MAX_LINGER: Duration = Duration::from_secs(3600);
 
-/// Every wait of the two programs is cut into slices this long, and
-/// Ctrl-C is checked between them: noticed within 50 ms (plus a slice of
-/// the kernel's own timer slack), well inside the 200 ms promised.
-pub(crate) const WAIT_SLICE: Duration = Duration::from_millis(50);
-
-/// Sleep `d` in slices of [`WAIT_SLICE`]; `Err(Interrupted)` as soon as
-/// Ctrl-C is seen. (The one interruptible sleep of the peers, so it can be
-/// swapped for a shared one.)
-pub(crate) fn sleep_interruptible(d: Duration) -> crate::Result<()> {
-    let end = Instant::now() + d;
-    loop {
-        if crate::interrupted() {
-            return Err(crate::Error::Interrupted);
-        }
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(());
-        }
-        std::thread::sleep(left.min(WAIT_SLICE));
-    }
-}
+/// Every wait of the two programs is cut into slices this long and stop
+/// signals are checked between them (the shared [`crate::signal`] slice).
+pub(crate) const WAIT_SLICE: Duration = crate::signal::CHECK_EVERY;
 
 /// Who closes a connection first, as the two programs see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -219,7 +219,7 @@ fn finish(conn: &mut TcpSock, p: &ServerPlan) -> Result<Seen> {
             if !p.close_delay.is_zero() {
                 // The delay is the experiment's knob, not a
                 // synchronisation; bounded by MAX_CLOSE_DELAY.
-                super::sleep_interruptible(p.close_delay.min(super::MAX_CLOSE_DELAY))?;
+                crate::signal::sleep_interruptible(p.close_delay.min(super::MAX_CLOSE_DELAY))?;
             }
             Ok(seen(End::Client, Some(CloseKind::Fin), "ok"))
         }

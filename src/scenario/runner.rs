@@ -367,7 +367,7 @@ fn wait_for_when(
     if let When::AfterMs(ms) = x.when {
         // The wait itself is the factor under test, not a synchronisation;
         // Ctrl-C ends it within 50 ms.
-        crate::matrix::sleep_interruptible(Duration::from_millis(ms))?;
+        crate::signal::sleep_interruptible(Duration::from_millis(ms))?;
     }
     Ok(None)
 }
