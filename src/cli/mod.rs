@@ -8,6 +8,7 @@ use std::process::ExitCode;
 mod client;
 mod demo;
 mod matrix;
+mod pairs;
 mod server;
 mod ss;
 
@@ -41,6 +42,10 @@ enum Cmd {
     /// observed outcome beside the rule model's prediction (exit 3 if any
     /// differ), with Windows and BSD/macOS expectations.
     Matrix(matrix::MatrixArgs),
+    /// Two sockets on one port (dual-stack, wildcard vs specific,
+    /// SO_REUSEADDR/SO_REUSEPORT, uid): bind()/listen() observed in fresh
+    /// namespaces beside the model (exit 3 if any differ).
+    Pairs(pairs::PairsArgs),
 }
 
 /// Parse the command line, run the command, map the result to an exit code.
@@ -91,6 +96,7 @@ pub fn main() -> ExitCode {
         Cmd::Client(a) => client::run(a),
         Cmd::Ss(a) => ss::run(a),
         Cmd::Matrix(a) => matrix::run(a),
+        Cmd::Pairs(a) => pairs::run_cmd(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),
