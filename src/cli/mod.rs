@@ -9,6 +9,7 @@ mod client;
 mod demo;
 mod matrix;
 mod pairs;
+mod run;
 mod server;
 mod ss;
 
@@ -46,6 +47,10 @@ enum Cmd {
     /// SO_REUSEADDR/SO_REUSEPORT, uid): bind()/listen() observed in fresh
     /// namespaces beside the model (exit 3 if any differ).
     Pairs(pairs::PairsArgs),
+    /// Play scenario files (TOML: sockets and steps), each in a fresh
+    /// namespace: observed outcome, model prediction and expectation per
+    /// step (exit 3 if any disagree).
+    Run(run::RunArgs),
 }
 
 /// Parse the command line, run the command, map the result to an exit code.
@@ -97,6 +102,7 @@ pub fn main() -> ExitCode {
         Cmd::Ss(a) => ss::run(a),
         Cmd::Matrix(a) => matrix::run(a),
         Cmd::Pairs(a) => pairs::run_cmd(a),
+        Cmd::Run(a) => run::run(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),
