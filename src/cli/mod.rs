@@ -9,6 +9,7 @@ mod client;
 mod demo;
 mod matrix;
 mod pairs;
+mod reuseport;
 mod run;
 mod server;
 mod ss;
@@ -51,6 +52,9 @@ enum Cmd {
     /// namespace: observed outcome, model prediction and expectation per
     /// step (exit 3 if any disagree).
     Run(run::RunArgs),
+    /// A SO_REUSEPORT group: connections per listener, and (--drain) the
+    /// queued connections reset when one listener closes.
+    Reuseport(reuseport::ReuseportArgs),
 }
 
 /// Parse the command line, run the command, map the result to an exit code.
@@ -103,6 +107,7 @@ pub fn main() -> ExitCode {
         Cmd::Matrix(a) => matrix::run(a),
         Cmd::Pairs(a) => pairs::run_cmd(a),
         Cmd::Run(a) => run::run(a),
+        Cmd::Reuseport(a) => reuseport::run(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -1,4 +1,5 @@
-//! Run a closure with another filesystem uid on the calling thread: a
+//! Socket ownership and identity. Run a closure with another filesystem
+//! uid on the calling thread ([`with_fsuid`]): a
 //! socket's owner for the SO_REUSEPORT uid check is `sk_uid`, taken from the
 //! fsuid at socket() (`sock_alloc()`: `inode->i_uid = current_fsuid()`), and
 //! setfsuid(2) changes only the calling thread, so root can make another
@@ -19,4 +20,20 @@ pub fn with_fsuid<T>(uid: u32, f: impl FnOnce() -> T) -> T {
 #[cfg(not(target_os = "linux"))]
 pub fn with_fsuid<T>(_uid: u32, f: impl FnOnce() -> T) -> T {
     f()
+}
+
+/// The inode number of a socket (what sock_diag reports as its inode),
+/// to tell apart sockets that share an address, such as the members of a
+/// SO_REUSEPORT group.
+#[cfg(unix)]
+// st_ino is u64 on Linux but not on every unix.
+#[allow(clippy::unnecessary_cast)]
+pub fn socket_inode(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    nix::sys::stat::fstat(fd).ok().map(|s| s.st_ino as u64)
+}
+
+/// Elsewhere: unknown.
+#[cfg(not(unix))]
+pub fn socket_inode<T>(_fd: T) -> Option<u64> {
+    None
 }
