@@ -30,6 +30,7 @@ pub mod matrix;
 pub mod model;
 pub mod netns;
 pub mod outcome;
+pub mod pairs;
 pub mod peer;
 pub mod report;
 pub mod scenario;

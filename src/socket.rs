@@ -114,6 +114,52 @@ impl Family {
     }
 }
 
+/// IPV6_V6ONLY on an IPv6 socket: whether a socket on `::` also takes the
+/// IPv4 addresses (dual-stack) of its port.
+///
+/// `System` leaves the kernel's default, which `inet6_create()` copies from
+/// `net.ipv6.bindv6only` (0, dual-stack, on every default Linux; Windows
+/// defaults to V6ONLY on). A specific non-mapped IPv6 address makes the
+/// socket v6-only anyway (`__inet6_bind()` sets `sk_ipv6only`), and a
+/// v4-mapped address on a v6-only socket is refused with EINVAL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum V6Only {
+    /// Whatever `net.ipv6.bindv6only` says (what real programs get).
+    #[default]
+    System,
+    /// IPV6_V6ONLY = 1: the socket never takes IPv4 traffic.
+    On,
+    /// IPV6_V6ONLY = 0: dual-stack, `::` also covers `0.0.0.0`.
+    Off,
+}
+
+impl V6Only {
+    /// The value the socket ends up with, `sysctl_bindv6only` being the
+    /// namespace's `net.ipv6.bindv6only`.
+    pub fn resolve(self, sysctl_bindv6only: bool) -> bool {
+        match self {
+            V6Only::System => sysctl_bindv6only,
+            V6Only::On => true,
+            V6Only::Off => false,
+        }
+    }
+
+    /// The setsockopt value to apply, `None` for the system default.
+    pub fn explicit(self) -> Option<bool> {
+        match self {
+            V6Only::System => None,
+            V6Only::On => Some(true),
+            V6Only::Off => Some(false),
+        }
+    }
+}
+
+/// "dual-stack" / "v6-only": what an IPv6 socket's IPV6_V6ONLY means.
+pub fn v6only_word(v6only: bool) -> &'static str {
+    if v6only { "v6-only" } else { "dual-stack" }
+}
+
 /// The socket options that decide address reuse.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SocketOpts {
@@ -127,6 +173,9 @@ pub struct SocketOpts {
     /// IP_BIND_ADDRESS_NO_PORT: with bind(addr, 0), defer the port choice to
     /// connect() so the 4-tuple can be checked as a whole (Linux 4.2+).
     pub bind_no_port: bool,
+    /// IPV6_V6ONLY for IPv6 sockets (ignored for IPv4 ones).
+    #[serde(default)]
+    pub v6only: V6Only,
 }
 
 impl SocketOpts {
@@ -144,6 +193,11 @@ impl SocketOpts {
         }
         if self.bind_no_port {
             v.push("BIND_NO_PORT".to_string());
+        }
+        match self.v6only {
+            V6Only::System => {}
+            V6Only::On => v.push("V6ONLY".to_string()),
+            V6Only::Off => v.push("V6ONLY=0".to_string()),
         }
         if v.is_empty() {
             "none".into()
@@ -228,11 +282,35 @@ impl TcpSock {
             set(sys_set_bind_no_port(&sock))?;
         }
         if family == Family::V6 {
-            // Keep v6 sockets v6-only so a v4 experiment next door in the
-            // same namespace never shares their port space by accident.
-            set(sock.set_only_v6(true))?;
+            // Like a C program: only touch IPV6_V6ONLY when asked, so the
+            // default follows net.ipv6.bindv6only (inet6_create()).
+            if let Some(on) = opts.v6only.explicit() {
+                set(sock.set_only_v6(on))?;
+            }
         }
         Ok(TcpSock { sock, opts })
+    }
+
+    /// IPV6_V6ONLY as the kernel has it (getsockopt), `None` for IPv4.
+    pub fn v6only(&self) -> Option<bool> {
+        // getsockname() tells the family even before bind().
+        match self.sock.local_addr().ok().and_then(|a| a.as_socket()) {
+            Some(SocketAddr::V6(_)) => self.sock.only_v6().ok(),
+            _ => None,
+        }
+    }
+
+    /// "dual-stack, REUSEADDR", "v6-only, none", or the options alone for
+    /// IPv4: what the socket really is, read back from the kernel.
+    pub fn label(&self) -> String {
+        match self.v6only() {
+            Some(v) => {
+                let mut o = self.opts;
+                o.v6only = V6Only::System;
+                format!("{}, {}", v6only_word(v), o.label())
+            }
+            None => self.opts.label(),
+        }
     }
 
     /// bind().

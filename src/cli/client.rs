@@ -1,6 +1,8 @@
 //! `twlab client`: arguments (clap) → the library's plan.
 
-use super::server::{CloseArg, endpoint_parser, linger_parser, millis_parser, secs_parser};
+use super::server::{
+    CloseArg, V6OnlyArg, endpoint_parser, linger_parser, millis_parser, secs_parser,
+};
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,6 +54,11 @@ pub struct ClientArgs {
     /// Set SO_REUSEPORT before bind().
     #[arg(long)]
     pub reuseport: bool,
+    /// IPV6_V6ONLY for an IPv6 address: `system` follows
+    /// net.ipv6.bindv6only (dual-stack by default: `[::]` then also holds
+    /// `0.0.0.0` of the port), `on` keeps IPv4 out, `off` forces dual-stack.
+    #[arg(long, value_enum, default_value_t = V6OnlyArg::System)]
+    pub v6only: V6OnlyArg,
     /// SO_LINGER in seconds (at most 3600); 0 closes with RST (no
     /// TIME_WAIT).
     #[arg(long, value_name = "SECS", value_parser = linger_parser)]
@@ -93,6 +100,7 @@ impl ClientArgs {
                 reuseport: self.reuseport,
                 linger: self.linger,
                 bind_no_port: false,
+                v6only: self.v6only.into(),
             },
             close: self.close.into(),
             count: self.count,

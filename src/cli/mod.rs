@@ -8,6 +8,9 @@ use std::process::ExitCode;
 mod client;
 mod demo;
 mod matrix;
+mod pairs;
+mod reuseport;
+mod run;
 mod server;
 mod ss;
 mod trace;
@@ -49,12 +52,23 @@ enum Cmd {
     /// Why does my bind()/connect() fail? Who holds the port, the kernel
     /// rule that decides, ranked fixes; --try asks the kernel itself.
     Why(why::WhyArgs),
+    /// Two sockets on one port (dual-stack, wildcard vs specific,
+    /// SO_REUSEADDR/SO_REUSEPORT, uid): bind()/listen() observed in fresh
+    /// namespaces beside the model (exit 3 if any differ).
+    Pairs(pairs::PairsArgs),
+    /// Play scenario files (TOML: sockets and steps), each in a fresh
+    /// namespace: observed outcome, model prediction and expectation per
+    /// step (exit 3 if any disagree).
+    Run(run::RunArgs),
+    /// A SO_REUSEPORT group: connections per listener, and (--drain) the
+    /// queued connections reset when one listener closes.
+    Reuseport(reuseport::ReuseportArgs),
 }
 
 /// What `twlab` alone prints (on stderr, exit 2): where to start.
 const SHORT_USAGE: &str = "\
 twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
-usage: twlab <demo|server|client|ss|matrix|why|trace> [OPTIONS]
+usage: twlab <demo|server|client|ss|matrix|why|trace|run|pairs|reuseport> [OPTIONS]
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
 
 /// Longest error message printed, in characters (after escaping control
@@ -95,6 +109,9 @@ pub fn main() -> ExitCode {
         Cmd::Matrix(a) => matrix::run(a),
         Cmd::Trace(a) => trace::run(a),
         Cmd::Why(a) => why::run(a),
+        Cmd::Pairs(a) => pairs::run_cmd(a),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Reuseport(a) => reuseport::run(a),
     };
     // A stop signal decides the exit code whatever the command returned
     // (it may have stopped early and cleanly): 128 + its number, as a

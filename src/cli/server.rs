@@ -5,7 +5,28 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use twlab::peer::server::{ServerPlan, run as run_plan};
 use twlab::peer::{CloseMode, Format, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT, MAX_LINGER};
-use twlab::socket::{SocketOpts, parse_endpoint};
+use twlab::socket::{SocketOpts, V6Only, parse_endpoint};
+
+/// `--v6only`, as clap spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum V6OnlyArg {
+    /// Follow net.ipv6.bindv6only (dual-stack on a default Linux).
+    System,
+    /// IPV6_V6ONLY = 1: an IPv6 socket never takes IPv4 traffic.
+    On,
+    /// IPV6_V6ONLY = 0: `[::]` also covers `0.0.0.0` (dual-stack).
+    Off,
+}
+
+impl From<V6OnlyArg> for V6Only {
+    fn from(v: V6OnlyArg) -> Self {
+        match v {
+            V6OnlyArg::System => V6Only::System,
+            V6OnlyArg::On => V6Only::On,
+            V6OnlyArg::Off => V6Only::Off,
+        }
+    }
+}
 
 /// `--close`, as clap spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -114,6 +135,11 @@ pub struct ServerArgs {
     /// Set SO_REUSEPORT on the listener.
     #[arg(long)]
     pub reuseport: bool,
+    /// IPV6_V6ONLY for an IPv6 address: `system` follows
+    /// net.ipv6.bindv6only (dual-stack by default: `[::]` then also holds
+    /// `0.0.0.0` of the port), `on` keeps IPv4 out, `off` forces dual-stack.
+    #[arg(long, value_enum, default_value_t = V6OnlyArg::System)]
+    pub v6only: V6OnlyArg,
     /// Who closes first: `after-peer` waits for the client's FIN (the client
     /// holds TIME_WAIT); `first` closes at once (the server holds it).
     #[arg(long, value_enum, default_value_t = CloseArg::AfterPeer)]
@@ -152,6 +178,7 @@ impl ServerArgs {
                 reuseport: self.reuseport,
                 linger: self.linger,
                 bind_no_port: false,
+                v6only: self.v6only.into(),
             },
             close: self.close.into(),
             close_delay: self.close_delay,

@@ -42,6 +42,8 @@ mod documented;
 mod facts;
 mod holder;
 mod linux;
+pub mod pairs;
+pub mod pairs_documented;
 mod rules;
 #[cfg(test)]
 mod tests;

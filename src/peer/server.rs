@@ -272,7 +272,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         let _ = writeln!(
             out,
             "listening on {local} ({}), closing {}; Ctrl-C to stop",
-            p.opts.label(),
+            l.label(),
             match p.close {
                 CloseMode::First => "first",
                 CloseMode::AfterPeer => "after the peer",

@@ -21,6 +21,8 @@
 //!
 //! [`diag`]: crate::diag
 
+pub mod file;
+pub mod play;
 mod runner;
 
 pub use runner::{free_port, run, with_step_hook};

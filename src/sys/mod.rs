@@ -6,6 +6,8 @@
 
 pub mod wsa;
 
+pub mod fsuid;
+
 #[cfg(unix)]
 mod unix;
 

@@ -46,6 +46,7 @@ const fn reuse(reuseaddr: bool, reuseport: bool) -> SocketOpts {
         reuseport,
         linger: None,
         bind_no_port: false,
+        v6only: crate::socket::V6Only::System,
     }
 }
 

@@ -1,0 +1,550 @@
+//! Two live sockets on one port: the Linux rules for a second socket's
+//! bind() and listen() next to a first one, over plain data ([`PairCase`]).
+//!
+//! Read from the kernel source (6.x, checked on 6.18):
+//! - Who overlaps whom. A wildcard socket (`::`, `0.0.0.0`) is checked
+//!   against every owner of the port by `inet_csk_bind_conflict()` with
+//!   `inet_rcv_saddr_equal(sk, sk2, true)`; a specific one only against the
+//!   owners of its own address (`inet_bhash2_conflict()`) and the wildcard
+//!   owners (`inet_bhash2_addr_any_conflict()` →
+//!   `inet_bind2_bucket_match_addr_any()`). `ipv6_only_sock()` keeps a
+//!   V6ONLY `::` out of the IPv4 space (`__inet_bhash2_conflict()`,
+//!   `ipv6_rcv_saddr_equal()`), and `::ffff:a.b.c.d` is IPv4 for all of it.
+//!   Both paths come to one relation: each socket claims part of the IPv4
+//!   and of the IPv6 address space ([`claims`]) and two sockets overlap when
+//!   a claim meets.
+//! - Whether overlapping sockets may share: `inet_bind_conflict()` with
+//!   relax = true and reuseport_ok = true: both SO_REUSEADDR and the other
+//!   not TCP_LISTEN; or both SO_REUSEPORT and the other TIME_WAIT or of
+//!   the same uid (`sk_uid()`, the fsuid at socket(), `sock_alloc()`). The
+//!   fast paths of `inet_csk_get_port()` (`tb->fastreuse`,
+//!   `sk_reuseport_match()`) only skip the check where it would pass.
+//! - listen() checks again: `inet_csk_listen_start()` sets TCP_LISTEN and
+//!   calls `inet_csk_get_port()`; the check looks at the *other* socket's
+//!   state, so of two bound SO_REUSEADDR sockets the first to listen wins
+//!   and the other's listen() fails with EADDRINUSE.
+//! - `__inet6_bind()`: a v4-mapped address on a V6ONLY socket is EINVAL; a
+//!   specific IPv6 address makes the socket V6ONLY; a socket on a specific
+//!   IPv6 address keeps `inet_rcv_saddr = LOOPBACK4_IPV6` (127.0.0.6), which
+//!   only an IPv4 wildcard's `ipv4_rcv_saddr_equal()` sees, when the socket
+//!   is not V6ONLY (a dual-stack `::` that connected, `tcp_v6_connect()`).
+//! - connect() narrows a wildcard to the source address
+//!   (`inet_bhash2_update_saddr()`), and TIME_WAIT keeps it
+//!   (`inet_twsk_alloc()`: `tw_ipv6only`, `tw_rcv_saddr`, `tw_reuse`,
+//!   `tw_reuseport`).
+
+use crate::outcome::SysError;
+use crate::socket::{Family, SocketOpts, V6Only, v6only_word};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Where a socket binds, as the pair rules tell addresses apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairAddr {
+    /// `0.0.0.0`.
+    V4Any,
+    /// `127.0.0.1`.
+    V4Loopback,
+    /// `::`.
+    V6Any,
+    /// `::1`.
+    V6Loopback,
+    /// `::ffff:127.0.0.1` (an IPv4 address on an IPv6 socket).
+    V4Mapped,
+}
+
+impl PairAddr {
+    /// Every address, in table order.
+    pub const ALL: [PairAddr; 5] = [
+        PairAddr::V4Any,
+        PairAddr::V4Loopback,
+        PairAddr::V6Any,
+        PairAddr::V6Loopback,
+        PairAddr::V4Mapped,
+    ];
+
+    /// The IP address.
+    pub fn ip(self) -> IpAddr {
+        match self {
+            PairAddr::V4Any => Ipv4Addr::UNSPECIFIED.into(),
+            PairAddr::V4Loopback => Ipv4Addr::LOCALHOST.into(),
+            PairAddr::V6Any => Ipv6Addr::UNSPECIFIED.into(),
+            PairAddr::V6Loopback => Ipv6Addr::LOCALHOST.into(),
+            PairAddr::V4Mapped => Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
+        }
+    }
+
+    /// The socket's family (a v4-mapped address is on an IPv6 socket).
+    pub fn family(self) -> Family {
+        match self {
+            PairAddr::V4Any | PairAddr::V4Loopback => Family::V4,
+            _ => Family::V6,
+        }
+    }
+
+    /// The address of `ip`, if the pair rules know it.
+    pub fn of(ip: IpAddr) -> Option<PairAddr> {
+        PairAddr::ALL.into_iter().find(|a| a.ip() == ip)
+    }
+
+    /// Where a connected socket bound here ends up: connect() to loopback
+    /// narrows a wildcard to the loopback address of its family.
+    fn after_connect(self) -> PairAddr {
+        match self {
+            PairAddr::V4Any => PairAddr::V4Loopback,
+            PairAddr::V6Any => PairAddr::V6Loopback,
+            a => a,
+        }
+    }
+}
+
+impl fmt::Display for PairAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.ip())
+    }
+}
+
+/// Whose socket it is, as the SO_REUSEPORT uid check sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uid {
+    /// The same effective uid as the other socket.
+    Same,
+    /// Another uid (the experiment runs as root and changes its fsuid).
+    Other,
+}
+
+/// One socket of a pair: its address and the options that decide sharing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PairSocket {
+    /// The address it binds (the port is the pair's).
+    pub addr: PairAddr,
+    /// IPV6_V6ONLY (IPv6 sockets only).
+    pub v6only: V6Only,
+    /// SO_REUSEADDR.
+    pub reuseaddr: bool,
+    /// SO_REUSEPORT.
+    pub reuseport: bool,
+    /// Its owner relative to the first socket's.
+    pub uid: Uid,
+}
+
+impl PairSocket {
+    /// The socket options to create it with.
+    pub fn opts(&self) -> SocketOpts {
+        SocketOpts {
+            reuseaddr: self.reuseaddr,
+            reuseport: self.reuseport,
+            v6only: if self.addr.family() == Family::V6 {
+                self.v6only
+            } else {
+                V6Only::System
+            },
+            ..Default::default()
+        }
+    }
+
+    /// IPV6_V6ONLY as the kernel holds it after bind(): the choice (or the
+    /// sysctl), forced on by a specific IPv6 address (`__inet6_bind()`).
+    pub fn v6only_after_bind(&self, bindv6only: bool) -> bool {
+        match self.addr {
+            PairAddr::V4Any | PairAddr::V4Loopback => false,
+            PairAddr::V6Loopback => true,
+            PairAddr::V6Any | PairAddr::V4Mapped => self.v6only.resolve(bindv6only),
+        }
+    }
+
+    /// "[::] dual-stack REUSEADDR", "127.0.0.1 none".
+    pub fn label(&self, bindv6only: bool) -> String {
+        let mut o = self.opts();
+        o.v6only = V6Only::System;
+        let mut s = self.addr.to_string();
+        if self.addr == PairAddr::V6Any {
+            s.push(' ');
+            s.push_str(v6only_word(self.v6only_after_bind(bindv6only)));
+        }
+        s.push(' ');
+        s.push_str(&o.label());
+        if self.uid == Uid::Other {
+            s.push_str(" other-uid");
+        }
+        s
+    }
+}
+
+/// What the first socket is doing when the second one binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirstState {
+    /// bind() only; it calls listen() after the second socket is done.
+    Bound,
+    /// Listening.
+    Listening,
+    /// Connected from its bound address to a listener on another port.
+    Connected,
+    /// Closed first after connecting: TIME_WAIT.
+    TimeWait,
+}
+
+impl FirstState {
+    /// Every state, in table order.
+    pub const ALL: [FirstState; 4] = [
+        FirstState::Bound,
+        FirstState::Listening,
+        FirstState::Connected,
+        FirstState::TimeWait,
+    ];
+
+    /// "bound", "listening", "connected", "time-wait".
+    pub fn name(self) -> &'static str {
+        match self {
+            FirstState::Bound => "bound",
+            FirstState::Listening => "listening",
+            FirstState::Connected => "connected",
+            FirstState::TimeWait => "time-wait",
+        }
+    }
+}
+
+/// One cell of the family: two sockets, the first one's state, and the
+/// namespace's `net.ipv6.bindv6only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PairCase {
+    /// The socket that was there first.
+    pub first: PairSocket,
+    /// What it is doing.
+    pub state: FirstState,
+    /// The socket that binds next, then listens.
+    pub second: PairSocket,
+    /// `net.ipv6.bindv6only` of the namespace.
+    pub bindv6only: bool,
+}
+
+/// The outcome of one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Call {
+    /// It succeeded.
+    Ok,
+    /// It failed with this error.
+    Failed {
+        /// The error.
+        error: SysError,
+    },
+    /// Not called (an earlier step failed, or the state has no such step).
+    NotRun,
+}
+
+impl Call {
+    fn err(code: i32) -> Call {
+        Call::Failed {
+            error: SysError::from_code(code),
+        }
+    }
+
+    /// "ok", "EADDRINUSE", "-".
+    pub fn short(&self) -> String {
+        match self {
+            Call::Ok => "ok".into(),
+            Call::Failed { error } => error.name.clone(),
+            Call::NotRun => "-".into(),
+        }
+    }
+
+    /// True for a successful call.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Call::Ok)
+    }
+}
+
+/// Which rule decided the second socket's bind().
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairRule {
+    /// A v4-mapped address on a V6ONLY socket (`__inet6_bind()`): EINVAL.
+    MappedOnV6Only,
+    /// The two sockets' addresses do not overlap.
+    Disjoint,
+    /// They overlap; both have SO_REUSEADDR and the first is not listening.
+    Reuseaddr,
+    /// They overlap; both have SO_REUSEPORT, same uid or first TIME_WAIT.
+    Reuseport,
+    /// They overlap and `inet_bind_conflict()` refuses: EADDRINUSE.
+    Conflict,
+}
+
+impl PairRule {
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PairRule::MappedOnV6Only => "mapped-on-v6only",
+            PairRule::Disjoint => "disjoint",
+            PairRule::Reuseaddr => "reuseaddr",
+            PairRule::Reuseport => "reuseport",
+            PairRule::Conflict => "conflict",
+        }
+    }
+}
+
+/// What the model says the four calls of a cell do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairPrediction {
+    /// The first socket's bind() (alone on the port).
+    pub first_bind: Call,
+    /// The second socket's bind().
+    pub second_bind: Call,
+    /// The second socket's listen() (after a successful bind).
+    pub second_listen: Call,
+    /// The first socket's listen() at the end, for [`FirstState::Bound`].
+    pub first_listen: Call,
+    /// The rule behind the second bind().
+    pub rule: PairRule,
+    /// One sentence naming the kernel functions that decide.
+    pub explanation: String,
+}
+
+/// A share of one family's address space: nothing, the wildcard, or one
+/// address (127.0.0.6 stands for `LOOPBACK4_IPV6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    None,
+    Any,
+    Addr(IpAddr),
+}
+
+impl Claim {
+    fn meets(self, other: Claim) -> bool {
+        match (self, other) {
+            (Claim::None, _) | (_, Claim::None) => false,
+            (Claim::Any, _) | (_, Claim::Any) => true,
+            (Claim::Addr(a), Claim::Addr(b)) => a == b,
+        }
+    }
+}
+
+/// `LOOPBACK4_IPV6`: the IPv4 address `__inet6_bind()` gives a socket on
+/// a specific IPv6 address.
+const LOOPBACK4_IPV6: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+
+/// The (IPv4, IPv6) address space a socket on `addr` holds on its port.
+pub(crate) fn claims(addr: PairAddr, v6only: bool) -> (Claim, Claim) {
+    let v4 = |ip: Ipv4Addr| Claim::Addr(ip.into());
+    match addr {
+        PairAddr::V4Any => (Claim::Any, Claim::None),
+        PairAddr::V4Loopback | PairAddr::V4Mapped => (v4(Ipv4Addr::LOCALHOST), Claim::None),
+        PairAddr::V6Any if v6only => (Claim::None, Claim::Any),
+        PairAddr::V6Any => (Claim::Any, Claim::Any),
+        PairAddr::V6Loopback => {
+            let v6 = Claim::Addr(Ipv6Addr::LOCALHOST.into());
+            // Only a dual-stack `::` that connected gets here not V6ONLY.
+            (
+                if v6only {
+                    Claim::None
+                } else {
+                    v4(LOOPBACK4_IPV6)
+                },
+                v6,
+            )
+        }
+    }
+}
+
+/// Do two sockets' claims meet (`inet_rcv_saddr_equal()` with wildcards,
+/// `inet_bind2_bucket_match_addr_any()`, `ipv6_only_sock()`)?
+pub(crate) fn overlap(a: (Claim, Claim), b: (Claim, Claim)) -> bool {
+    a.0.meets(b.0) || a.1.meets(b.1)
+}
+
+/// A socket as the other one's bind check sees it.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    claims: (Claim, Claim),
+    reuseaddr: bool,
+    reuseport: bool,
+    uid: Uid,
+    listening: bool,
+    timewait: bool,
+}
+
+/// `inet_bind_conflict(sk = new, sk2 = old, relax = true, reuseport_ok =
+/// true)`: the rule that lets them share, or `None` for a conflict.
+fn shares(new_reuseaddr: bool, new_reuseport: bool, new_uid: Uid, old: &Held) -> Option<PairRule> {
+    if new_reuseaddr && old.reuseaddr && !old.listening {
+        Some(PairRule::Reuseaddr)
+    } else if new_reuseport && old.reuseport && (old.timewait || new_uid == old.uid) {
+        Some(PairRule::Reuseport)
+    } else {
+        None
+    }
+}
+
+/// The first socket after it reached its state.
+fn first_held(c: &PairCase) -> Held {
+    let v6only = c.first.v6only_after_bind(c.bindv6only);
+    let addr = match c.state {
+        FirstState::Connected | FirstState::TimeWait => c.first.addr.after_connect(),
+        _ => c.first.addr,
+    };
+    // A dual-stack `::` stays not-V6ONLY after connect(): only bind() to a
+    // specific address sets sk_ipv6only.
+    let v6only = if addr == PairAddr::V6Loopback && c.first.addr == PairAddr::V6Any {
+        v6only
+    } else {
+        v6only || addr == PairAddr::V6Loopback
+    };
+    Held {
+        claims: claims(addr, v6only),
+        reuseaddr: c.first.reuseaddr,
+        reuseport: c.first.reuseport,
+        uid: Uid::Same,
+        listening: c.state == FirstState::Listening,
+        timewait: c.state == FirstState::TimeWait,
+    }
+}
+
+fn mapped_on_v6only(s: &PairSocket, bindv6only: bool) -> bool {
+    s.addr == PairAddr::V4Mapped && s.v6only.resolve(bindv6only)
+}
+
+/// Predict the cell: the first bind, the second bind and listen, and the
+/// first socket's late listen() when it was only bound.
+pub fn predict_pair(c: &PairCase) -> PairPrediction {
+    let einval = || Call::err(libc::EINVAL);
+    if mapped_on_v6only(&c.first, c.bindv6only) {
+        return PairPrediction {
+            first_bind: einval(),
+            second_bind: Call::NotRun,
+            second_listen: Call::NotRun,
+            first_listen: Call::NotRun,
+            rule: PairRule::MappedOnV6Only,
+            explanation: "the first socket is V6ONLY and cannot bind a v4-mapped address (__inet6_bind(): EINVAL)".into(),
+        };
+    }
+    let first_listen_ok = if c.state == FirstState::Bound {
+        Call::Ok
+    } else {
+        Call::NotRun
+    };
+    if mapped_on_v6only(&c.second, c.bindv6only) {
+        return PairPrediction {
+            first_bind: Call::Ok,
+            second_bind: einval(),
+            second_listen: Call::NotRun,
+            first_listen: first_listen_ok,
+            rule: PairRule::MappedOnV6Only,
+            explanation: "the second socket is V6ONLY and cannot bind a v4-mapped address (__inet6_bind(): EINVAL)".into(),
+        };
+    }
+    let old = first_held(c);
+    let new_v6only = c.second.v6only_after_bind(c.bindv6only);
+    let new_claims = claims(c.second.addr, new_v6only);
+    let s = &c.second;
+    let (rule, explanation) = if !overlap(new_claims, old.claims) {
+        (PairRule::Disjoint, disjoint_reason(c, new_v6only))
+    } else {
+        match shares(s.reuseaddr, s.reuseport, s.uid, &old) {
+            Some(r) => (r, share_reason(r, c)),
+            None => (PairRule::Conflict, conflict_reason(c, &old)),
+        }
+    };
+    let bound = rule != PairRule::Conflict;
+    let second_bind = if bound {
+        Call::Ok
+    } else {
+        Call::err(libc::EADDRINUSE)
+    };
+    // listen() of the second: the same check against the same first
+    // socket (its state did not change), so the same verdict.
+    let second_listen = if bound { Call::Ok } else { Call::NotRun };
+    let first_listen = late_listen(c, bound, new_claims, &old);
+    PairPrediction {
+        first_bind: Call::Ok,
+        second_bind,
+        second_listen,
+        first_listen,
+        rule,
+        explanation,
+    }
+}
+
+/// The first socket's listen() after the second one listens (only for
+/// [`FirstState::Bound`]): `inet_csk_listen_start()` → `inet_csk_get_port()`
+/// checks it against the now listening second socket.
+fn late_listen(c: &PairCase, second_listens: bool, new_claims: (Claim, Claim), old: &Held) -> Call {
+    if c.state != FirstState::Bound {
+        return Call::NotRun;
+    }
+    if !second_listens || !overlap(new_claims, old.claims) {
+        return Call::Ok;
+    }
+    let second = Held {
+        claims: new_claims,
+        reuseaddr: c.second.reuseaddr,
+        reuseport: c.second.reuseport,
+        uid: c.second.uid,
+        listening: true,
+        timewait: false,
+    };
+    // The first socket's uid is the reference: `Same` for it.
+    match shares(c.first.reuseaddr, c.first.reuseport, Uid::Same, &second) {
+        Some(_) => Call::Ok,
+        None => Call::err(libc::EADDRINUSE),
+    }
+}
+
+fn disjoint_reason(c: &PairCase, new_v6only: bool) -> String {
+    let v6only_any = |a: PairAddr, v6| a == PairAddr::V6Any && v6;
+    let first_v6only = c.first.v6only_after_bind(c.bindv6only);
+    if v6only_any(c.second.addr, new_v6only) || v6only_any(c.first.addr, first_v6only) {
+        "the `::` socket is V6ONLY (ipv6_only_sock()), so it holds no IPv4 address and the two do not overlap (__inet_bhash2_conflict(), ipv6_rcv_saddr_equal())".into()
+    } else {
+        format!(
+            "{} and {} are different addresses and neither is a wildcard covering the other (inet_bind2_bucket_match_addr_any(), inet_rcv_saddr_equal())",
+            c.first.addr, c.second.addr
+        )
+    }
+}
+
+fn share_reason(rule: PairRule, c: &PairCase) -> String {
+    match rule {
+        PairRule::Reuseaddr => format!(
+            "the addresses overlap, but both sockets have SO_REUSEADDR and the first is {} (not LISTEN), so inet_bind_conflict() lets them share",
+            c.state.name()
+        ),
+        _ => format!(
+            "the addresses overlap, but both sockets have SO_REUSEPORT and {}, so inet_bind_conflict() lets them share",
+            if c.state == FirstState::TimeWait {
+                "the first is TIME_WAIT (no uid check)"
+            } else {
+                "the same uid (uid_eq(uid, sk_uid(sk2)))"
+            }
+        ),
+    }
+}
+
+fn conflict_reason(c: &PairCase, old: &Held) -> String {
+    let why = if c.second.reuseport && old.reuseport && c.second.uid == Uid::Other {
+        "both have SO_REUSEPORT but another uid owns the first (the uid check of inet_bind_conflict(), sk_reuseport_match())"
+    } else if c.second.reuseaddr && old.reuseaddr && old.listening {
+        "SO_REUSEADDR on both does not help against a LISTEN socket"
+    } else {
+        "neither SO_REUSEADDR on both (first not listening) nor SO_REUSEPORT on both (same uid) holds"
+    };
+    let how = if c.second.addr == PairAddr::V6Any && !c.second.v6only_after_bind(c.bindv6only)
+        || c.first.addr == PairAddr::V6Any && !c.first.v6only_after_bind(c.bindv6only)
+    {
+        " (a dual-stack `::` also holds the IPv4 addresses)"
+    } else {
+        ""
+    };
+    format!(
+        "{} overlaps the first socket's {}{how}; {why}: inet_csk_get_port() → inet_bind_conflict() refuses (EADDRINUSE)",
+        c.second.addr, c.first.addr
+    )
+}
+
+#[cfg(test)]
+#[path = "pairs_tests.rs"]
+mod tests;

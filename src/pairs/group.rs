@@ -1,0 +1,189 @@
+//! A SO_REUSEPORT group on real sockets, in a fresh namespace: N listeners
+//! on one address, M connections hashed across them (`reuseport_select_sock()`
+//! picks a member by the 4-tuple's hash), counted per listener from each
+//! listener's accept queue (sock_diag's recv-q of a LISTEN socket is its
+//! accept backlog). Drain mode closes one listener with its connections
+//! still queued: `inet_csk_listen_stop()` disconnects each queued child
+//! (`inet_child_forget()` → `tcp_disconnect()`: RST) unless
+//! `net.ipv4.tcp_migrate_req` = 1 moves it to another member
+//! (`reuseport_migrate_sock()`). Each client's connect() had returned ok; a
+//! non-blocking read then tells which ones were reset.
+
+use crate::diag::{self, Query, StateSet, TcpState};
+use crate::error::{Error, Result};
+use crate::netns::{self, Sysctl};
+use crate::outcome::SysError;
+use crate::socket::{Family, SocketOpts, TcpSock};
+use serde::Serialize;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+/// The experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupPlan {
+    /// Listeners in the group (≥ 1).
+    pub listeners: usize,
+    /// Connections to make.
+    pub connections: usize,
+    /// Close listener 0 with its connections still queued.
+    pub drain: bool,
+    /// `net.ipv4.tcp_migrate_req` = 1: queued connections move to another
+    /// listener instead of being reset.
+    pub migrate: bool,
+}
+
+/// What happened when listener 0 closed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Drain {
+    /// Connections in its accept queue when it closed.
+    pub queued: usize,
+    /// Clients whose read then failed with ECONNRESET.
+    pub clients_reset: usize,
+    /// Connections the remaining listeners accepted.
+    pub accepted_by_others: usize,
+}
+
+/// The result.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupReport {
+    /// The group's address.
+    pub addr: SocketAddr,
+    /// Connections queued in each listener (before any accept).
+    pub per_listener: Vec<usize>,
+    /// Connections whose connect() returned ok.
+    pub connected: usize,
+    /// The drain, if asked.
+    pub drain: Option<Drain>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn sys(what: &str, e: crate::socket::StepError) -> Error {
+    Error::Sys {
+        what: format!("reuseport group: {what}"),
+        err: e.error,
+    }
+}
+
+/// Run the plan in a fresh namespace.
+pub fn run(plan: GroupPlan) -> Result<GroupReport> {
+    let migrate = Sysctl::new(
+        "net.ipv4.tcp_migrate_req",
+        if plan.migrate { "1" } else { "0" },
+    );
+    netns::run_in_fresh(vec![migrate], move || run_here(plan))?
+}
+
+/// Each listener's accept-queue length, by socket inode, once the queues
+/// hold `total` connections (bounded wait).
+fn queued(inodes: &[u64], total: usize) -> Result<Vec<usize>> {
+    let end = Instant::now() + TIMEOUT;
+    loop {
+        let l = diag::dump(&Query::states(StateSet::of(&[TcpState::Listen])))?;
+        let v: Vec<usize> = inodes
+            .iter()
+            .map(|i| {
+                l.iter()
+                    .find(|e| u64::from(e.inode) == *i)
+                    .map_or(0, |e| e.recv_q as usize)
+            })
+            .collect();
+        if v.iter().sum::<usize>() >= total || Instant::now() > end {
+            return Ok(v);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn run_here(plan: GroupPlan) -> Result<GroupReport> {
+    let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 8080);
+    let opts = SocketOpts {
+        reuseport: true,
+        ..Default::default()
+    };
+    let backlog = i32::try_from(plan.connections + 16).unwrap_or(i32::MAX);
+    let mut listeners = Vec::new();
+    for _ in 0..plan.listeners.max(1) {
+        let l = TcpSock::new(Family::V4, opts).map_err(|e| sys("socket", e))?;
+        l.bind(addr).map_err(|e| sys("bind", e))?;
+        l.listen(backlog).map_err(|e| sys("listen", e))?;
+        listeners.push(l);
+    }
+    let inodes: Vec<u64> = listeners
+        .iter()
+        .map(|l| crate::sys::fsuid::socket_inode(l.sock.as_fd()).unwrap_or(0))
+        .collect();
+    let mut clients = Vec::new();
+    for _ in 0..plan.connections {
+        let c = TcpSock::new(Family::V4, SocketOpts::default()).map_err(|e| sys("socket", e))?;
+        c.connect(addr, TIMEOUT).map_err(|e| sys("connect", e))?;
+        clients.push(c);
+    }
+    let per_listener = queued(&inodes, clients.len())?;
+    let mut drain = None;
+    if plan.drain && listeners.len() > 1 {
+        let queued0 = per_listener[0];
+        listeners.remove(0).close();
+        let expect_reset = if plan.migrate { 0 } else { queued0 };
+        let clients_reset = count_reset(&clients, expect_reset)?;
+        let accepted_by_others = accept_all(&listeners)?;
+        drain = Some(Drain {
+            queued: queued0,
+            clients_reset,
+            accepted_by_others,
+        });
+    }
+    Ok(GroupReport {
+        addr,
+        per_listener,
+        connected: clients.len(),
+        drain,
+    })
+}
+
+/// How many clients see ECONNRESET on a non-blocking read; waits (bounded)
+/// until at least `expect` do, then counts once more.
+fn count_reset(clients: &[TcpSock], expect: usize) -> Result<usize> {
+    let end = Instant::now() + Duration::from_millis(500);
+    for c in clients {
+        c.sock.set_nonblocking(true).map_err(|e| Error::Sys {
+            what: "reuseport group: nonblocking".into(),
+            err: SysError::from_io(&e),
+        })?;
+    }
+    // The first read after an RST returns ECONNRESET once (sk_err is
+    // cleared), so remember who saw it.
+    let mut reset = vec![false; clients.len()];
+    loop {
+        for (c, seen) in clients.iter().zip(reset.iter_mut()) {
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+            if let Err(e) = c.sock.peek(&mut buf)
+                && e.kind() == io::ErrorKind::ConnectionReset
+            {
+                *seen = true;
+            }
+        }
+        let n = reset.iter().filter(|r| **r).count();
+        if n >= expect || Instant::now() > end {
+            return Ok(n);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Accept everything queued in `listeners` (non-blocking).
+fn accept_all(listeners: &[TcpSock]) -> Result<usize> {
+    let mut n = 0;
+    for l in listeners {
+        l.sock.set_nonblocking(true).map_err(|e| Error::Sys {
+            what: "reuseport group: nonblocking".into(),
+            err: SysError::from_io(&e),
+        })?;
+        while l.sock.accept().is_ok() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}

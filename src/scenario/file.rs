@@ -1,0 +1,323 @@
+//! Scenario files: a TOML file → a plain-data [`Script`]: named sockets
+//! (address, options, owner) and ordered steps, each with the outcome its
+//! author expects, if any. A bad file gives one [`LoadError`] naming the
+//! file, the line and what is wrong.
+//!
+//! ```toml
+//! description = "[::] then 0.0.0.0 on one port"
+//! sysctls = { "net.ipv6.bindv6only" = "0" }
+//!
+//! [[socket]]
+//! name = "v6"
+//! address = "[::]:8080"
+//!
+//! [[step]]
+//! do = "bind"
+//! socket = "v6"
+//! expect = "ok"
+//! ```
+
+use crate::socket::{SocketOpts, V6Only, parse_endpoint};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A scenario file that could not be loaded: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {what}", file.display())]
+pub struct LoadError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line (1 when the file could not be read at all).
+    pub line: usize,
+    /// What is wrong, in one line.
+    pub what: String,
+}
+
+/// One socket of a scenario, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketSpec {
+    /// Its name, used by the steps.
+    pub name: String,
+    /// `IP:PORT` or `[IPv6]:PORT` it binds (port 0: the kernel picks);
+    /// its family decides the socket's.
+    pub address: String,
+    /// SO_REUSEADDR.
+    #[serde(default)]
+    pub reuseaddr: bool,
+    /// SO_REUSEPORT.
+    #[serde(default)]
+    pub reuseport: bool,
+    /// IPV6_V6ONLY: "system" (default), "on", "off".
+    #[serde(default)]
+    pub v6only: V6Only,
+    /// SO_LINGER seconds (0: close() sends RST).
+    #[serde(default)]
+    pub linger: Option<u32>,
+    /// IP_BIND_ADDRESS_NO_PORT.
+    #[serde(default)]
+    pub bind_address_no_port: bool,
+    /// The uid that owns it (the fsuid at socket(); needs root). Default:
+    /// the running user.
+    #[serde(default)]
+    pub uid: Option<u32>,
+}
+
+/// What one step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Action {
+    /// bind() the socket to its address.
+    Bind {
+        /// The socket.
+        socket: String,
+    },
+    /// listen().
+    Listen {
+        /// The socket.
+        socket: String,
+        /// The accept queue length (default 16).
+        #[serde(default)]
+        backlog: Option<i32>,
+    },
+    /// connect() to `to` (`IP:PORT`).
+    Connect {
+        /// The socket.
+        socket: String,
+        /// Where to.
+        to: String,
+    },
+    /// accept() one connection; the new socket gets the name `as`.
+    Accept {
+        /// The listener.
+        socket: String,
+        /// The accepted socket's name.
+        #[serde(rename = "as")]
+        name: String,
+    },
+    /// send() some bytes.
+    Send {
+        /// The socket.
+        socket: String,
+        /// What to send (default "x").
+        #[serde(default)]
+        data: Option<String>,
+    },
+    /// Read until EOF: "ok" at EOF, or the error (ECONNRESET for an RST).
+    Recv {
+        /// The socket.
+        socket: String,
+    },
+    /// close(): FIN (or RST with SO_LINGER 0).
+    Close {
+        /// The socket.
+        socket: String,
+    },
+    /// close() with SO_LINGER {on, 0}: RST, no TIME_WAIT.
+    CloseRst {
+        /// The socket.
+        socket: String,
+    },
+    /// Wait until the kernel shows a socket on the named socket's local
+    /// address (and peer, if it had one) in `state` ("TIME-WAIT", ...).
+    WaitForState {
+        /// The socket whose addresses to look for.
+        socket: String,
+        /// The state, as `ss` spells it.
+        state: String,
+        /// Give up after this many ms (default 2000): outcome "timeout".
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    /// Sleep.
+    Sleep {
+        /// Milliseconds.
+        ms: u64,
+    },
+}
+
+impl Action {
+    /// The socket the step acts on, if any.
+    pub fn socket(&self) -> Option<&str> {
+        match self {
+            Action::Bind { socket }
+            | Action::Listen { socket, .. }
+            | Action::Connect { socket, .. }
+            | Action::Accept { socket, .. }
+            | Action::Send { socket, .. }
+            | Action::Recv { socket }
+            | Action::Close { socket }
+            | Action::CloseRst { socket }
+            | Action::WaitForState { socket, .. } => Some(socket),
+            Action::Sleep { .. } => None,
+        }
+    }
+
+    /// "bind", "close-rst", ...
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Bind { .. } => "bind",
+            Action::Listen { .. } => "listen",
+            Action::Connect { .. } => "connect",
+            Action::Accept { .. } => "accept",
+            Action::Send { .. } => "send",
+            Action::Recv { .. } => "recv",
+            Action::Close { .. } => "close",
+            Action::CloseRst { .. } => "close-rst",
+            Action::WaitForState { .. } => "wait-for-state",
+            Action::Sleep { .. } => "sleep",
+        }
+    }
+}
+
+/// One step: the action, and the outcome the author expects ("ok",
+/// "EADDRINUSE", "timeout", ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSpec {
+    /// What it does.
+    #[serde(flatten)]
+    pub action: Action,
+    /// The expected outcome.
+    #[serde(default)]
+    pub expect: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    sysctls: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    socket: Vec<Spanned<SocketSpec>>,
+    #[serde(default)]
+    step: Vec<Spanned<toml::Table>>,
+}
+
+/// A loaded scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Script {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// What it shows.
+    pub description: Option<String>,
+    /// Sysctls of its namespace, name → value.
+    pub sysctls: Vec<(String, String)>,
+    /// The sockets, with their parsed addresses.
+    pub sockets: Vec<(SocketSpec, SocketAddr)>,
+    /// The steps, with their line in the file.
+    pub steps: Vec<(usize, StepSpec)>,
+}
+
+impl SocketSpec {
+    /// The socket options it asks for.
+    pub fn opts(&self) -> SocketOpts {
+        SocketOpts {
+            reuseaddr: self.reuseaddr,
+            reuseport: self.reuseport,
+            linger: self.linger,
+            bind_no_port: self.bind_address_no_port,
+            v6only: self.v6only,
+        }
+    }
+}
+
+/// A TCP state by any of its names ("TIME-WAIT", "TIME_WAIT", "time-wait").
+pub fn parse_state(s: &str) -> Option<crate::diag::TcpState> {
+    let norm = |x: &str| x.to_ascii_lowercase().replace('_', "-");
+    let want = norm(s);
+    (1..=13)
+        .filter_map(crate::diag::TcpState::from_kernel)
+        .find(|t| {
+            [t.ss_name(), t.kernel_name(), t.ss_column()]
+                .iter()
+                .any(|n| norm(n) == want)
+        })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Parse a scenario from `text` (`file` only names it in errors).
+pub fn parse(file: &Path, text: &str) -> Result<Script, LoadError> {
+    let err = |line: usize, what: String| LoadError {
+        file: file.to_path_buf(),
+        line,
+        what,
+    };
+    let raw: Raw = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+        err(line, e.message().replace('\n', " ").trim().to_string())
+    })?;
+    let mut sockets: Vec<(SocketSpec, SocketAddr)> = Vec::new();
+    for s in &raw.socket {
+        let line = line_of(text, s.span().start);
+        let spec = s.get_ref().clone();
+        if sockets.iter().any(|(o, _)| o.name == spec.name) {
+            return Err(err(
+                line,
+                format!("socket '{}' is defined twice", spec.name),
+            ));
+        }
+        let addr = parse_endpoint(&spec.address)
+            .map_err(|e| err(line, format!("socket '{}': {e}", spec.name)))?;
+        sockets.push((spec, addr));
+    }
+    let mut names: Vec<String> = sockets.iter().map(|(s, _)| s.name.clone()).collect();
+    let mut steps = Vec::new();
+    for t in &raw.step {
+        let line = line_of(text, t.span().start);
+        let step: StepSpec = toml::Value::Table(t.get_ref().clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| err(line, format!("step: {}", e.message().trim())))?;
+        if let Some(name) = step.action.socket()
+            && !names.iter().any(|n| n == name)
+        {
+            return Err(err(line, format!("step uses an unknown socket '{name}'")));
+        }
+        match &step.action {
+            Action::Accept { name, .. } => names.push(name.clone()),
+            Action::Connect { to, .. } => {
+                parse_endpoint(to).map_err(|e| err(line, format!("connect: {e}")))?;
+            }
+            Action::WaitForState { state, .. } if parse_state(state).is_none() => {
+                return Err(err(line, format!("unknown TCP state '{state}'")));
+            }
+            _ => {}
+        }
+        steps.push((line, step));
+    }
+    let sysctls = raw
+        .sysctls
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, v)
+        })
+        .collect();
+    Ok(Script {
+        file: file.to_path_buf(),
+        description: raw.description,
+        sysctls,
+        sockets,
+        steps,
+    })
+}
+
+/// Read and parse a scenario file.
+pub fn load(file: &Path) -> Result<Script, LoadError> {
+    let text = std::fs::read_to_string(file).map_err(|e| LoadError {
+        file: file.to_path_buf(),
+        line: 1,
+        what: format!("cannot read: {e}"),
+    })?;
+    parse(file, &text)
+}

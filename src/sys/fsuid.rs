@@ -1,0 +1,39 @@
+//! Socket ownership and identity. Run a closure with another filesystem
+//! uid on the calling thread ([`with_fsuid`]): a
+//! socket's owner for the SO_REUSEPORT uid check is `sk_uid`, taken from the
+//! fsuid at socket() (`sock_alloc()`: `inode->i_uid = current_fsuid()`), and
+//! setfsuid(2) changes only the calling thread, so root can make another
+//! user's socket without a child process.
+
+/// Call `f` with fsuid `uid`, then restore the previous fsuid.
+#[cfg(target_os = "linux")]
+pub fn with_fsuid<T>(uid: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: setfsuid has no memory effects; it returns the previous fsuid.
+    let old = unsafe { libc::setfsuid(uid) };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { libc::setfsuid(old as u32) };
+    r
+}
+
+/// Elsewhere: no fsuid, `f` runs as is.
+#[cfg(not(target_os = "linux"))]
+pub fn with_fsuid<T>(_uid: u32, f: impl FnOnce() -> T) -> T {
+    f()
+}
+
+/// The inode number of a socket (what sock_diag reports as its inode),
+/// to tell apart sockets that share an address, such as the members of a
+/// SO_REUSEPORT group.
+#[cfg(unix)]
+// st_ino is u64 on Linux but not on every unix.
+#[allow(clippy::unnecessary_cast)]
+pub fn socket_inode(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    nix::sys::stat::fstat(fd).ok().map(|s| s.st_ino as u64)
+}
+
+/// Elsewhere: unknown.
+#[cfg(not(unix))]
+pub fn socket_inode<T>(_fd: T) -> Option<u64> {
+    None
+}
