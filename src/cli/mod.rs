@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod client;
 mod demo;
+mod load;
 mod matrix;
 mod server;
 mod ss;
@@ -41,6 +42,9 @@ enum Cmd {
     /// observed outcome beside the rule model's prediction (exit 3 if any
     /// differ), with Windows and BSD/macOS expectations.
     Matrix(matrix::MatrixArgs),
+    /// A connection workload in its own namespace: when do ephemeral ports
+    /// run out, at what rate, and what each mitigation buys (--compare).
+    Load(load::LoadArgs),
 }
 
 /// Parse the command line, run the command, map the result to an exit code.
@@ -91,6 +95,7 @@ pub fn main() -> ExitCode {
         Cmd::Client(a) => client::run(a),
         Cmd::Ss(a) => ss::run(a),
         Cmd::Matrix(a) => matrix::run(a),
+        Cmd::Load(a) => load::run(a),
     };
     match r {
         Ok(code) => ExitCode::from(code),

@@ -15,6 +15,8 @@ pub(crate) mod term;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
+pub(crate) mod load;
+#[cfg(target_os = "linux")]
 pub(crate) mod ns;
 #[cfg(target_os = "linux")]
 pub use linux::*;
