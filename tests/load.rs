@@ -364,3 +364,57 @@ fn compare_runs_each_mitigation_and_ranks_them() {
     let pos = |s: &str| out.find(s).unwrap();
     assert!(pos("server closes first") < pos("as given"), "{out}");
 }
+
+#[test]
+fn the_socket_port_range_option_narrows_the_held_limit() {
+    if !ok("the_socket_port_range_option_narrows_the_held_limit") {
+        return;
+    }
+    // IP_LOCAL_PORT_RANGE arrived in Linux 6.3; older kernels refuse it.
+    let narrow = PortRange {
+        low: 40000,
+        high: 40039,
+    };
+    let mut p = plan(Mode::Held { connections: 1000 }, None, 0.5);
+    p.workload.port_choice = PortChoice::SocketRange(narrow);
+    let r = run(&p);
+    if r.errors_by_kind.keys().any(|k| k.starts_with("setsockopt")) {
+        common::skip("the_socket_port_range_option_narrows_the_held_limit: no IP_LOCAL_PORT_RANGE");
+        return;
+    }
+    assert_eq!(r.uses, narrow.len() as u64, "{}", r.text());
+}
+
+#[test]
+fn a_full_time_wait_table_frees_ports_at_once_and_counts_the_overflow() {
+    if !ok("a_full_time_wait_table_frees_ports_at_once_and_counts_the_overflow") {
+        return;
+    }
+    let buckets = 10u64;
+    let n = 3 * RANGE.len() as u64;
+    let mut p = plan(churn(1, 0, 0), Some(n), 10.0);
+    // Paced, so the server has closed its end (and the client's FIN_WAIT2
+    // has ended) before a port comes round again.
+    p.workload.rate = Rate::PerSecond(2000.0);
+    if let Some(ns) = p.netns.as_mut() {
+        ns.max_tw_buckets = Some(buckets as u32);
+    }
+    let r = run(&p);
+    assert!(
+        matches!(r.predicted, load::Limit::Unbounded { .. }),
+        "{:?}",
+        r.predicted
+    );
+    assert_eq!(r.errors, 0, "{}", r.text());
+    assert!(r.peak_time_wait <= buckets, "{}", r.text());
+    // Every close past the first `buckets` overflowed (tcp_time_wait()).
+    assert!(
+        r.counters
+            .get("TcpExt:TCPTimeWaitOverflow")
+            .copied()
+            .unwrap_or(0)
+            >= n - buckets,
+        "{}",
+        r.text()
+    );
+}

@@ -1,7 +1,7 @@
 //! `twlab load`: clap arguments → [`twlab::load::Plan`].
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,9 +38,9 @@ pub struct LoadArgs {
     /// Stop at the first error.
     #[arg(long)]
     stop_on_error: bool,
-    /// Who closes first: client (client keeps TIME_WAIT) or server.
-    #[arg(long, default_value = "client", value_parser = ["client", "server"])]
-    closer: String,
+    /// Who closes first: the client (it keeps the TIME_WAIT) or the server.
+    #[arg(long, value_enum, default_value_t = CloserArg::Client)]
+    closer: CloserArg,
     /// SO_LINGER 0 on the client: close() sends an RST, no TIME_WAIT.
     #[arg(long)]
     linger0: bool,
@@ -86,6 +86,15 @@ pub struct LoadArgs {
     /// Draw TIME_WAIT, conn/s and errors/s over time to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
+}
+
+/// `--closer`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum CloserArg {
+    /// The client's close() sends the first FIN.
+    Client,
+    /// The server closes first.
+    Server,
 }
 
 fn range(s: &str) -> Result<PortRange> {
@@ -157,10 +166,9 @@ impl LoadArgs {
                 workers: self.workers,
                 mode,
                 rate: self.rate.map_or(Rate::Max, Rate::PerSecond),
-                closer: if self.closer == "server" {
-                    Closer::Server
-                } else {
-                    Closer::Client
+                closer: match self.closer {
+                    CloserArg::Client => Closer::Client,
+                    CloserArg::Server => Closer::Server,
                 },
                 linger_zero: self.linger0,
                 sources: self.sources.clone(),

@@ -81,20 +81,25 @@ fn limit_cell(l: &Limit) -> String {
     }
 }
 
-/// The reports as one table, fewest errors first, then fastest.
+fn uses_per_s(r: &LoadReport) -> f64 {
+    r.uses as f64 / r.elapsed_s.max(1e-9)
+}
+
+/// The reports as one table, fewest errors first, then most uses per
+/// second (a pooled connection is used many times for one connect).
 pub fn table(reports: &[LoadReport]) -> String {
     let mut v: Vec<&LoadReport> = reports.iter().collect();
     v.sort_by(|a, b| {
         a.exhaustion_errors
             .cmp(&b.exhaustion_errors)
             .then(a.errors.cmp(&b.errors))
-            .then(b.conn_per_s.total_cmp(&a.conn_per_s))
+            .then(uses_per_s(b).total_cmp(&uses_per_s(a)))
     });
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header([
         "variant",
-        "uses",
+        "uses/s",
         "conn/s",
         "errors",
         "no-port errors",
@@ -114,7 +119,7 @@ pub fn table(reports: &[LoadReport]) -> String {
         };
         t.add_row([
             r.label.clone(),
-            r.uses.to_string(),
+            format!("{:.0}", uses_per_s(r)),
             format!("{:.0}", r.conn_per_s),
             r.errors.to_string(),
             r.exhaustion_errors.to_string(),

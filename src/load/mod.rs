@@ -53,20 +53,10 @@ pub fn run(plan: &Plan, label: &str, on_sample: OnSample) -> Result<LoadReport> 
 fn run_here(plan: Plan, label: String, on_sample: OnSample) -> Result<LoadReport> {
     let sysctls = NetSysctls::read()?;
     let server = match plan.target {
-        Target::InProcess => {
-            let close = match (plan.workload.closer, plan.workload.mode) {
-                (
-                    Closer::Server,
-                    Mode::Churn {
-                        pool: 0,
-                        requests: 0,
-                        ..
-                    },
-                ) => ServerClose::AtAccept,
-                _ => ServerClose::OnRequest,
-            };
-            Some(Server::start(&plan.workload.destinations, close)?)
-        }
+        Target::InProcess => Some(Server::start(
+            &plan.workload.destinations,
+            server_close(&plan),
+        )?),
         Target::External => None,
     };
     let before = stats::read_counters();
@@ -79,7 +69,48 @@ fn run_here(plan: Plan, label: String, on_sample: OnSample) -> Result<LoadReport
             .spawn(move || sample_loop(&shared, usable, &on_sample))
             .map_err(|e| Error::sys("spawn the sampler", &e))?
     };
-    let workers: Vec<_> = (0..plan.workload.workers as u64)
+    let latency = run_workers(&shared);
+    let elapsed = shared.start.elapsed();
+    shared.stop.store(true, Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    let counters = stats::counter_deltas(&before, &stats::read_counters());
+    if let Some(s) = server {
+        s.stop();
+    }
+    if crate::interrupted() {
+        return Err(Error::Interrupted);
+    }
+    let mut r = summarise(&shared, latency?, elapsed, label, sysctls);
+    // Held connections are closed when the run ends, before the last
+    // sample: their TIME_WAITs are not the workload's.
+    let during = match plan.workload.mode {
+        Mode::Held { .. } => &samples[..samples.len().saturating_sub(1)],
+        Mode::Churn { .. } => &samples[..],
+    };
+    r.peak_time_wait = during.iter().map(|s| s.time_wait).max().unwrap_or(0);
+    r.samples = samples;
+    r.counters = counters;
+    Ok(r)
+}
+
+/// Server closes at accept() when the client neither sends nor keeps.
+fn server_close(plan: &Plan) -> ServerClose {
+    match (plan.workload.closer, plan.workload.mode) {
+        (
+            Closer::Server,
+            Mode::Churn {
+                pool: 0,
+                requests: 0,
+                ..
+            },
+        ) => ServerClose::AtAccept,
+        _ => ServerClose::OnRequest,
+    }
+}
+
+/// Start the workers, wait for them, merge their latency histograms.
+fn run_workers(shared: &Arc<Shared>) -> Result<stats::Histogram> {
+    let workers: Vec<_> = (0..shared.plan.workload.workers as u64)
         .map(|i| {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -91,36 +122,43 @@ fn run_here(plan: Plan, label: String, on_sample: OnSample) -> Result<LoadReport
                 })
         })
         .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::sys("spawn a worker", &e))?;
+        .map_err(|e| {
+            // Stop the workers already started before reporting.
+            shared.stop.store(true, Relaxed);
+            Error::sys("spawn a worker", &e)
+        })?;
     let mut latency = stats::Histogram::default();
     for w in workers {
         latency.merge(&w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
     }
-    let elapsed = shared.start.elapsed();
-    shared.stop.store(true, Relaxed);
-    let samples = sampler.join().unwrap_or_default();
-    let counters = stats::counter_deltas(&before, &stats::read_counters());
-    if let Some(s) = server {
-        s.stop();
-    }
+    Ok(latency)
+}
+
+/// The report from the counters (samples and namespace counters are
+/// filled in by the caller).
+fn summarise(
+    shared: &Shared,
+    latency: stats::Histogram,
+    elapsed: std::time::Duration,
+    label: String,
+    sysctls: NetSysctls,
+) -> LoadReport {
     let c = &shared.counters;
     let first = *c.first_exhaustion.lock().unwrap_or_else(|p| p.into_inner());
     let connects = c.connects.load(Relaxed);
     let after = first.and_then(|f| {
         let dt = elapsed.as_secs_f64() - f.after_s;
-        (dt > 0.05).then(|| (connects - f.after_connects) as f64 / dt)
+        let churn = matches!(shared.plan.workload.mode, Mode::Churn { .. });
+        (churn && dt > 0.05).then(|| (connects - f.after_connects) as f64 / dt)
     });
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
     let connect_us = match (latency.quantile(0.5), latency.quantile(0.99), latency.max()) {
         (Some(a), Some(b), Some(m)) => Some([us(a), us(b), us(m)]),
         _ => None,
     };
-    if crate::interrupted() {
-        return Err(Error::Interrupted);
-    }
-    Ok(LoadReport {
+    LoadReport {
         label,
-        predicted: predict(&plan, &sysctls),
+        predicted: predict(&shared.plan, &sysctls),
         sysctls,
         elapsed_s: elapsed.as_secs_f64(),
         uses: c.uses.load(Relaxed),
@@ -131,12 +169,12 @@ fn run_here(plan: Plan, label: String, on_sample: OnSample) -> Result<LoadReport
         first_exhaustion: first,
         conn_per_s: connects as f64 / elapsed.as_secs_f64().max(1e-9),
         conn_per_s_after_exhaustion: after,
-        peak_time_wait: samples.iter().map(|s| s.time_wait).max().unwrap_or(0),
-        counters,
+        peak_time_wait: 0,
+        counters: Default::default(),
         connect_us,
-        samples,
-        plan,
-    })
+        samples: Vec::new(),
+        plan: shared.plan.clone(),
+    }
 }
 
 /// Sample every `plan.sample_every` until the run stops, plus once at the

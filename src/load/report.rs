@@ -305,3 +305,126 @@ impl LoadReport {
         o
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::workload::{NsSettings, Rate, Stop, Target, Workload};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::Duration;
+
+    fn sysctls(tw_reuse: &str, delay: Option<&str>) -> NetSysctls {
+        NetSysctls::from_lookup(|n| {
+            Some(
+                match n {
+                    crate::sysctl::TIMESTAMPS => "1",
+                    crate::sysctl::TW_REUSE => tw_reuse,
+                    crate::sysctl::TW_REUSE_DELAY => return delay.map(String::from),
+                    crate::sysctl::PORT_RANGE => "1000 1099",
+                    crate::sysctl::RESERVED_PORTS => "1000-1009",
+                    crate::sysctl::MAX_TW_BUCKETS => "262144",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        })
+        .unwrap()
+    }
+
+    fn plan(mode: Mode, choice: PortChoice, dests: u16) -> Plan {
+        Plan {
+            workload: Workload {
+                workers: 1,
+                mode,
+                rate: Rate::Max,
+                closer: Closer::Client,
+                linger_zero: false,
+                sources: vec![],
+                destinations: (0..dests)
+                    .map(|i| SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000 + i))
+                    .collect(),
+                port_choice: choice,
+            },
+            stop: Stop {
+                duration: Duration::from_secs(1),
+                count: None,
+                on_first_error: false,
+            },
+            target: Target::InProcess,
+            netns: Some(NsSettings::default()),
+            sample_every: Duration::from_millis(100),
+            count_free_ports: false,
+        }
+    }
+
+    const CHURN: Mode = Mode::Churn {
+        concurrency: 2,
+        pool: 1,
+        requests: 0,
+    };
+
+    #[test]
+    fn no_reuse_is_ports_times_destinations_over_60_s() {
+        // 100 ports less 10 reserved = 90, × 3 destinations.
+        let p = plan(CHURN, PortChoice::Kernel, 3);
+        match predict(&p, &sysctls("0", None)) {
+            Limit::Rate {
+                per_s,
+                first_failure_after,
+                ..
+            } => {
+                assert_eq!(first_failure_after, 270);
+                assert_eq!(per_s, 270.0 / 60.0);
+            }
+            l => panic!("{l:?}"),
+        }
+        // bind(ip, 0) shares the ports across destinations.
+        let b = plan(CHURN, PortChoice::Bind, 3);
+        assert!(matches!(predict(&b, &sysctls("1", None)),
+            Limit::Rate { first_failure_after: 90, per_s, .. } if per_s == 1.5));
+    }
+
+    #[test]
+    fn tw_reuse_divides_by_its_delay() {
+        let p = plan(CHURN, PortChoice::Kernel, 1);
+        // Before 6.14 the delay is one second; loopback counts for 2.
+        assert!(matches!(predict(&p, &sysctls("2", None)),
+            Limit::Rate { per_s, .. } if per_s == 90.0));
+        assert!(matches!(predict(&p, &sysctls("1", Some("250"))),
+            Limit::Rate { per_s, .. } if per_s == 360.0));
+    }
+
+    #[test]
+    fn mitigations_remove_the_limit_and_held_counts_pairs() {
+        let s = sysctls("0", None);
+        let mut p = plan(CHURN, PortChoice::Kernel, 1);
+        p.workload.closer = Closer::Server;
+        assert!(matches!(predict(&p, &s), Limit::Unbounded { .. }));
+        let mut p = plan(CHURN, PortChoice::Kernel, 1);
+        p.workload.linger_zero = true;
+        assert!(matches!(predict(&p, &s), Limit::Unbounded { .. }));
+        let pooled = Mode::Churn {
+            concurrency: 2,
+            pool: 2,
+            requests: 1,
+        };
+        assert!(matches!(
+            predict(&plan(pooled, PortChoice::Kernel, 1), &s),
+            Limit::Unbounded { .. }
+        ));
+        let mut held = plan(Mode::Held { connections: 1 }, PortChoice::BindNoPort, 2);
+        held.workload.sources = vec![Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)];
+        assert!(matches!(
+            predict(&held, &s),
+            Limit::Held {
+                connections: 360,
+                ..
+            }
+        ));
+        let narrow = PortChoice::SocketRange(PortRange {
+            low: 1090,
+            high: 1200,
+        });
+        assert_eq!(usable_ports(&plan(CHURN, narrow, 1), &s), 10);
+    }
+}
