@@ -53,10 +53,13 @@ pub fn run(plan: &Plan, label: &str, on_sample: OnSample) -> Result<LoadReport> 
 fn run_here(plan: Plan, label: String, on_sample: OnSample) -> Result<LoadReport> {
     let sysctls = NetSysctls::read()?;
     let server = match plan.target {
-        Target::InProcess => Some(Server::start(
-            &plan.workload.destinations,
-            server_close(&plan),
-        )?),
+        Target::InProcess => {
+            // As many server threads as client workers, up to the cores.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let threads = (plan.workload.workers as usize).min(cores);
+            let close = server_close(&plan);
+            Some(Server::start(&plan.workload.destinations, close, threads)?)
+        }
         Target::External => None,
     };
     let before = stats::read_counters();

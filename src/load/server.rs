@@ -34,65 +34,77 @@ pub(crate) enum ServerClose {
     OnRequest,
 }
 
-/// A running server; [`Server::stop`] ends it and closes every socket.
+/// A running server; [`Server::stop`] (or drop) ends it and closes every
+/// socket.
 pub(crate) struct Server {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
-/// Listen on every address (backlog 4096, SO_REUSEADDR as every server).
+/// Listen on `addr` (backlog 4096; SO_REUSEADDR as every server, and
+/// SO_REUSEPORT so each server thread has a listener of its own and the
+/// kernel spreads the connections over them, `reuseport_select_sock`).
 fn listen(addr: SocketAddrV4) -> Result<Socket> {
     let what = format!("load server: listen on {addr}");
     let err = |e: std::io::Error| Error::sys(what.clone(), &e);
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
+    s.set_reuse_port(true).map_err(err)?;
     s.bind(&addr.into()).map_err(err)?;
     s.listen(4096).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
     Ok(s)
 }
 
+/// One server thread's listeners, registered in its epoll.
+fn listeners(addrs: &[SocketAddrV4]) -> Result<(Epoll, Vec<Socket>)> {
+    let listeners = addrs
+        .iter()
+        .map(|a| listen(*a))
+        .collect::<Result<Vec<_>>>()?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+        .map_err(|e| Error::sys("epoll_create", &e.into()))?;
+    for l in &listeners {
+        let ev = EpollEvent::new(EpollFlags::EPOLLIN, l.as_raw_fd() as u64);
+        epoll
+            .add(l, ev)
+            .map_err(|e| Error::sys("epoll_ctl", &e.into()))?;
+    }
+    Ok((epoll, listeners))
+}
+
 impl Server {
     /// Start listening on `addrs` (before returning, so clients may connect
-    /// at once) and serve on a thread of the caller's namespace.
-    pub fn start(addrs: &[SocketAddrV4], close: ServerClose) -> Result<Server> {
-        let listeners = addrs
-            .iter()
-            .map(|a| listen(*a))
-            .collect::<Result<Vec<_>>>()?;
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
-            .map_err(|e| Error::sys("epoll_create", &e.into()))?;
-        for l in &listeners {
-            let ev = EpollEvent::new(EpollFlags::EPOLLIN, l.as_raw_fd() as u64);
-            epoll
-                .add(l, ev)
-                .map_err(|e| Error::sys("epoll_ctl", &e.into()))?;
-        }
+    /// at once) and serve on `threads` threads of the caller's namespace.
+    pub fn start(addrs: &[SocketAddrV4], close: ServerClose, threads: usize) -> Result<Server> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("twlab-load-server".into())
-            .spawn(move || serve(epoll, listeners, close, &flag))
-            .map_err(|e| Error::sys("spawn the load server", &e))?;
-        Ok(Server {
-            stop,
-            thread: Some(thread),
-        })
+        let mut server = Server {
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        for i in 0..threads.max(1) {
+            // On error `server` is dropped: the threads started so far stop.
+            let (epoll, listeners) = listeners(addrs)?;
+            let flag = stop.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("twlab-load-server-{i}"))
+                .spawn(move || serve(epoll, listeners, close, &flag))
+                .map_err(|e| Error::sys("spawn the load server", &e))?;
+            server.threads.push(t);
+        }
+        Ok(server)
     }
 
     /// Stop serving and close every socket.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        drop(self)
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
