@@ -204,7 +204,8 @@ pub struct LoadReport {
     pub peak_time_wait: u64,
     /// Changes of the namespace's TCP counters.
     pub counters: BTreeMap<String, u64>,
-    /// connect() latency p50, p99, max in µs.
+    /// connect() latency p50, p99, max in µs, over every call (a failed
+    /// one near exhaustion has scanned the range in `__inet_hash_connect`).
     pub connect_us: Option<[f64; 3]>,
     /// The time series.
     pub samples: Vec<Sample>,
@@ -285,7 +286,7 @@ impl LoadReport {
         if let Some([p50, p99, max]) = self.connect_us {
             let _ = writeln!(
                 o,
-                "connect(): p50 {p50:.0} µs, p99 {p99:.0} µs, max {max:.0} µs"
+                "connect() (every call, failed ones included: near exhaustion they scan the whole range): p50 {p50:.0} µs, p99 {p99:.0} µs, max {max:.0} µs"
             );
         }
         let c: Vec<String> = self
