@@ -26,6 +26,7 @@ pub mod check;
 pub mod demo;
 pub mod diag;
 pub mod error;
+pub mod load;
 pub mod matrix;
 pub mod model;
 pub mod netns;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod client;
 mod demo;
+mod load;
 mod matrix;
 mod pairs;
 mod reuseport;
@@ -63,12 +64,15 @@ enum Cmd {
     /// A SO_REUSEPORT group: connections per listener, and (--drain) the
     /// queued connections reset when one listener closes.
     Reuseport(reuseport::ReuseportArgs),
+    /// A connection workload in its own namespace: when do ephemeral ports
+    /// run out, at what rate, and what each mitigation buys (--compare).
+    Load(load::LoadArgs),
 }
 
 /// What `twlab` alone prints (on stderr, exit 2): where to start.
 const SHORT_USAGE: &str = "\
 twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
-usage: twlab <demo|server|client|ss|matrix|why|trace|run|pairs|reuseport> [OPTIONS]
+usage: twlab <demo|why|server|client|ss|matrix|trace|load|run|pairs|reuseport> [OPTIONS]
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
 
 /// Longest error message printed, in characters (after escaping control
@@ -112,6 +116,7 @@ pub fn main() -> ExitCode {
         Cmd::Pairs(a) => pairs::run_cmd(a),
         Cmd::Run(a) => run::run(a),
         Cmd::Reuseport(a) => reuseport::run(a),
+        Cmd::Load(a) => load::run(a),
     };
     // A stop signal decides the exit code whatever the command returned
     // (it may have stopped early and cleanly): 128 + its number, as a

@@ -20,6 +20,8 @@ pub(crate) mod signal;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
+pub(crate) mod load;
+#[cfg(target_os = "linux")]
 pub(crate) mod ns;
 #[cfg(target_os = "linux")]
 pub(crate) mod packet;

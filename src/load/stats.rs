@@ -1,0 +1,278 @@
+//! What a run counts: shared counters, connect() latency histograms, the
+//! namespace's TCP counters and its TIME_WAIT count.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Counters every worker adds to (relaxed atomics: they are read by the
+/// sampler and at the end, never used to synchronise).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Connection uses finished (churn) or connections open (held).
+    pub uses: AtomicU64,
+    /// connect() calls that succeeded.
+    pub connects: AtomicU64,
+    /// Failed calls of any kind.
+    pub errors: AtomicU64,
+    /// Failures that mean "no free port" (see [`is_exhaustion`]).
+    pub exhaustion: AtomicU64,
+    /// The first exhaustion: time since start, and connects before it.
+    pub first_exhaustion: Mutex<Option<FirstExhaustion>>,
+    /// Errors by "step errno" ("connect EADDRNOTAVAIL").
+    pub by_kind: Mutex<BTreeMap<String, u64>>,
+}
+
+/// When the ports first ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FirstExhaustion {
+    /// Seconds since the run started.
+    pub after_s: f64,
+    /// Successful connects before it.
+    pub after_connects: u64,
+}
+
+/// The call that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Socket,
+    SetOpt,
+    Bind,
+    Connect,
+    Io,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Socket => "socket",
+            Step::SetOpt => "setsockopt",
+            Step::Bind => "bind",
+            Step::Connect => "connect",
+            Step::Io => "send/recv",
+        }
+    }
+}
+
+/// No free local port: connect() → EADDRNOTAVAIL (`__inet_hash_connect`
+/// found no port) or bind(ip, 0) → EADDRINUSE (`inet_csk_get_port` →
+/// `inet_csk_find_open_port` found none).
+pub(crate) fn is_exhaustion(step: Step, errno: i32) -> bool {
+    matches!(
+        (step, errno),
+        (Step::Connect, libc::EADDRNOTAVAIL) | (Step::Bind, libc::EADDRINUSE)
+    )
+}
+
+impl Counters {
+    /// Count a failure; record the first exhaustion.
+    pub fn error(&self, step: Step, e: &std::io::Error, since_start: Duration) {
+        let errno = e.raw_os_error().unwrap_or(0);
+        self.errors.fetch_add(1, Relaxed);
+        if is_exhaustion(step, errno) {
+            self.exhaustion.fetch_add(1, Relaxed);
+            let mut first = self
+                .first_exhaustion
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(FirstExhaustion {
+                    after_s: since_start.as_secs_f64(),
+                    after_connects: self.connects.load(Relaxed),
+                });
+            }
+        }
+        let kind = format!("{} {}", step.name(), crate::sys::errno_name(errno));
+        *self
+            .by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+}
+
+/// A log-linear latency histogram (16 sub-buckets per power of two, so a
+/// value is known within 1/16 ≈ 6 %): bounded memory, merged across workers.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max_ns: u64,
+}
+
+const SUB: u32 = 16;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: vec![0; (64 * SUB) as usize],
+            count: 0,
+            max_ns: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn index(ns: u64) -> usize {
+        if ns < SUB as u64 {
+            return ns as usize;
+        }
+        let msb = 63 - ns.leading_zeros();
+        let sub = (ns >> (msb - 4)) as u32 & (SUB - 1);
+        ((msb - 3) * SUB + sub) as usize
+    }
+
+    /// The lowest value of bucket `i` (inverse of `index`).
+    fn low(i: usize) -> u64 {
+        let i = i as u32;
+        if i < SUB {
+            return i as u64;
+        }
+        let msb = i / SUB + 3;
+        let sub = (i % SUB) as u64;
+        (1u64 << msb) | (sub << (msb - 4))
+    }
+
+    /// Add one value.
+    pub fn record(&mut self, d: Duration) {
+        let ns = d.as_nanos().min(u64::MAX as u128) as u64;
+        self.buckets[Self::index(ns)] += 1;
+        self.count += 1;
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    /// Add another histogram's values.
+    pub fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.max_ns = self.max_ns.max(o.max_ns);
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The `q`-quantile (0..=1), as the low edge of its bucket; `None` if empty.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(Duration::from_nanos(Self::low(i).min(self.max_ns)));
+            }
+        }
+        Some(Duration::from_nanos(self.max_ns))
+    }
+
+    /// The largest value, exact.
+    pub fn max(&self) -> Option<Duration> {
+        (self.count > 0).then(|| Duration::from_nanos(self.max_ns))
+    }
+}
+
+/// The TCP counters of /proc/net/netstat and /proc/net/snmp that explain
+/// a load run.
+pub const COUNTERS: [&str; 12] = [
+    "TcpExt:TW",
+    "TcpExt:TWRecycled",
+    "TcpExt:TWKilled",
+    "TcpExt:TCPTimeWaitOverflow",
+    "TcpExt:ListenOverflows",
+    "TcpExt:ListenDrops",
+    "TcpExt:TCPAbortOnClose",
+    "TcpExt:TCPAbortOnData",
+    "Tcp:ActiveOpens",
+    "Tcp:PassiveOpens",
+    "Tcp:AttemptFails",
+    "Tcp:OutRsts",
+];
+
+/// The calling thread's namespace's [`COUNTERS`], by name.
+pub(crate) fn read_counters() -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for f in [
+        "/proc/thread-self/net/netstat",
+        "/proc/thread-self/net/snmp",
+    ] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for pair in lines.chunks(2) {
+            let [names, values] = pair else { continue };
+            let mut n = names.split_whitespace();
+            let Some(prefix) = n.next() else { continue };
+            for (name, v) in n.zip(values.split_whitespace().skip(1)) {
+                let key = format!("{prefix}{name}");
+                if COUNTERS.contains(&key.as_str()) {
+                    out.insert(key, v.parse().unwrap_or(0));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `after - before` for every counter that changed.
+pub(crate) fn counter_deltas(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(k, a)| {
+            let d = a.saturating_sub(*before.get(k).unwrap_or(&0));
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+/// TIME_WAIT sockets of the calling thread's namespace, from the "tw"
+/// field of /proc/net/sockstat (`tcp_death_row.tw_refcount` - 1): one small
+/// read, where a sock_diag dump would walk the whole hash.
+pub(crate) fn time_wait_count() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/sockstat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut it = line.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == "tw" {
+            return it.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_round_trip_within_a_sixteenth() {
+        for v in [0u64, 1, 15, 16, 17, 100, 1000, 12_345, 1 << 40] {
+            let lo = Histogram::low(Histogram::index(v));
+            assert!(lo <= v && v - lo <= v / 16, "{v} → {lo}");
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles() {
+        let mut h = Histogram::default();
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile(0.5).unwrap().as_micros() as u64;
+        assert!((47..=50).contains(&p50), "{p50}");
+        assert_eq!(h.max(), Some(Duration::from_micros(100)));
+        let p99 = h.quantile(0.99).unwrap().as_micros() as u64;
+        assert!((93..=99).contains(&p99), "{p99}");
+        assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+}

@@ -1,0 +1,420 @@
+//! `twlab load` against the rules: each run in a fresh namespace of its own
+//! with a 100-port range, so ports run out in milliseconds. Every expected
+//! value comes from the range sizes and the rule, never from the output.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::Duration;
+use twlab::load::{
+    self, Closer, LoadReport, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload,
+};
+use twlab::sysctl::{PortRange, TwReuse};
+
+const RANGE: PortRange = PortRange {
+    low: 40000,
+    high: 40099,
+};
+
+fn dest(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+}
+
+/// Churn, one worker, client closes first, tcp_tw_reuse 0, 100 ports.
+fn plan(mode: Mode, count: Option<u64>, duration_s: f64) -> Plan {
+    Plan {
+        workload: Workload {
+            workers: 1,
+            mode,
+            rate: Rate::Max,
+            closer: Closer::Client,
+            linger_zero: false,
+            sources: vec![],
+            destinations: vec![dest(5000)],
+            port_choice: PortChoice::Kernel,
+        },
+        stop: Stop {
+            duration: Duration::from_secs_f64(duration_s),
+            count,
+            on_first_error: false,
+        },
+        target: Target::InProcess,
+        netns: Some(NsSettings {
+            port_range: RANGE,
+            tw_reuse: TwReuse::Off,
+            ..NsSettings::default()
+        }),
+        sample_every: Duration::from_millis(100),
+        count_free_ports: true,
+    }
+}
+
+fn churn(concurrency: u32, pool: u32, requests: u32) -> Mode {
+    Mode::Churn {
+        concurrency,
+        pool,
+        requests,
+    }
+}
+
+fn run(p: &Plan) -> LoadReport {
+    load::run(p, "test", Arc::new(|_: &load::Sample| {})).expect("load run")
+}
+
+fn ok(test: &str) -> bool {
+    common::netns_or_skip(test)
+}
+
+#[test]
+fn a_100_port_range_without_tw_reuse_fails_near_the_predicted_count() {
+    if !ok("a_100_port_range_without_tw_reuse_fails_near_the_predicted_count") {
+        return;
+    }
+    let p = plan(churn(1, 0, 1), Some(300), 10.0);
+    let r = run(&p);
+    let predicted = RANGE.len() as f64;
+    let first = r.first_exhaustion.expect("ports ran out").after_connects as f64;
+    assert!(
+        (first - predicted).abs() <= predicted * 0.10,
+        "first EADDRNOTAVAIL after {first} connections, predicted {predicted}\n{}",
+        r.text()
+    );
+    assert!(
+        matches!(r.predicted, load::Limit::Rate { first_failure_after, .. } if first_failure_after == RANGE.len() as u64)
+    );
+    assert!(
+        r.errors_by_kind.contains_key("connect EADDRNOTAVAIL"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn a_pool_as_large_as_the_concurrency_never_runs_out_where_a_smaller_one_does() {
+    if !ok("a_pool_as_large_as_the_concurrency_never_runs_out_where_a_smaller_one_does") {
+        return;
+    }
+    // 100 rounds of 8: a pool of 4 closes 4 per round, 400 > 100 ports.
+    let uses = 800;
+    let full = run(&plan(churn(8, 8, 1), Some(uses), 20.0));
+    assert_eq!(full.errors, 0, "{}", full.text());
+    assert_eq!(full.uses, uses);
+    assert_eq!(
+        full.connects,
+        8,
+        "only the warm-up connects\n{}",
+        full.text()
+    );
+    let small = run(&plan(churn(8, 4, 1), Some(uses), 20.0));
+    assert!(small.exhaustion_errors > 0, "{}", small.text());
+}
+
+#[test]
+fn the_server_closing_first_does_not_exhaust_client_ports() {
+    if !ok("the_server_closing_first_does_not_exhaust_client_ports") {
+        return;
+    }
+    let n = 5 * RANGE.len() as u64;
+    for requests in [0, 1] {
+        let mut p = plan(churn(1, 0, requests), Some(n), 20.0);
+        p.workload.closer = Closer::Server;
+        let r = run(&p);
+        assert_eq!(r.errors, 0, "requests {requests}\n{}", r.text());
+        assert_eq!(r.connects, n, "{}", r.text());
+        // Same workload, client first: runs out at the range.
+        p.workload.closer = Closer::Client;
+        let c = run(&p);
+        assert!(c.exhaustion_errors > 0, "{}", c.text());
+    }
+}
+
+#[test]
+fn held_connections_run_out_exactly_at_the_usable_ports() {
+    if !ok("held_connections_run_out_exactly_at_the_usable_ports") {
+        return;
+    }
+    let mut p = plan(Mode::Held { connections: 1000 }, None, 0.5);
+    let reserved = PortRange {
+        low: 40010,
+        high: 40019,
+    };
+    if let Some(ns) = p.netns.as_mut() {
+        ns.reserved_ports = format!("{}-{}", reserved.low, reserved.high);
+    }
+    let usable = (RANGE.len() - reserved.len()) as u64;
+    let r = run(&p);
+    assert_eq!(r.uses, usable, "{}", r.text());
+    assert_eq!(
+        r.first_exhaustion.map(|f| f.after_connects),
+        Some(usable),
+        "{}",
+        r.text()
+    );
+    assert!(
+        matches!(r.predicted, load::Limit::Held { connections, .. } if connections == usable),
+        "{:?}",
+        r.predicted
+    );
+}
+
+#[test]
+fn bind_port_zero_runs_out_across_destinations_where_bind_address_no_port_does_not() {
+    if !ok("bind_port_zero_runs_out_across_destinations_where_bind_address_no_port_does_not") {
+        return;
+    }
+    let dests = vec![dest(5000), dest(5001), dest(5002)];
+    let want = 250u64; // more than one range, less than three
+    let mut p = plan(
+        Mode::Held {
+            connections: want as u32,
+        },
+        None,
+        0.5,
+    );
+    p.workload.destinations = dests.clone();
+    p.workload.sources = vec![Ipv4Addr::LOCALHOST];
+    p.workload.port_choice = PortChoice::Bind;
+    let bind = run(&p);
+    assert_eq!(bind.uses, RANGE.len() as u64, "{}", bind.text());
+    assert!(
+        bind.errors_by_kind.contains_key("bind EADDRINUSE"),
+        "{}",
+        bind.text()
+    );
+    p.workload.port_choice = PortChoice::BindNoPort;
+    let no_port = run(&p);
+    assert_eq!(no_port.errors, 0, "{}", no_port.text());
+    assert_eq!(no_port.uses, want.min(3 * RANGE.len() as u64));
+}
+
+#[test]
+fn a_second_source_address_doubles_the_held_connection_limit() {
+    if !ok("a_second_source_address_doubles_the_held_connection_limit") {
+        return;
+    }
+    let mut p = plan(Mode::Held { connections: 1000 }, None, 0.5);
+    p.workload.port_choice = PortChoice::BindNoPort;
+    p.workload.sources = vec![Ipv4Addr::new(127, 0, 0, 1)];
+    let one = run(&p);
+    p.workload.sources.push(Ipv4Addr::new(127, 0, 0, 2));
+    let two = run(&p);
+    assert_eq!(one.uses, RANGE.len() as u64, "{}", one.text());
+    assert_eq!(two.uses, 2 * RANGE.len() as u64, "{}", two.text());
+}
+
+#[test]
+fn tw_reuse_lifts_the_rate_limit_on_loopback() {
+    if !ok("tw_reuse_lifts_the_rate_limit_on_loopback") {
+        return;
+    }
+    // With tcp_tw_reuse 1 and a 1 ms delay (Linux 6.14+), a port in
+    // TIME_WAIT is taken over after 1 ms: 300 uses on 100 ports succeed.
+    if twlab::sysctl::read(twlab::sysctl::TW_REUSE_DELAY).is_none() {
+        common::skip(
+            "tw_reuse_lifts_the_rate_limit_on_loopback: no tcp_tw_reuse_delay (before 6.14)",
+        );
+        return;
+    }
+    // Paced at 2000/s, a port comes round again every 50 ms, long after
+    // its 1 ms delay.
+    let mut p = plan(churn(1, 0, 0), Some(300), 10.0);
+    p.workload.rate = Rate::PerSecond(2000.0);
+    if let Some(ns) = p.netns.as_mut() {
+        ns.tw_reuse = TwReuse::On;
+        ns.tw_reuse_delay_ms = Some(1);
+    }
+    let r = run(&p);
+    assert!(
+        matches!(r.predicted, load::Limit::Rate { per_s, .. } if per_s == RANGE.len() as f64 * 1000.0)
+    );
+    assert_eq!(r.connects, 300, "{}", r.text());
+}
+
+#[test]
+fn the_plot_is_svg_with_one_line_per_panel_and_run() {
+    if !ok("the_plot_is_svg_with_one_line_per_panel_and_run") {
+        return;
+    }
+    let a = run(&plan(churn(1, 0, 0), None, 0.5));
+    let mut p = plan(churn(1, 0, 0), None, 0.5);
+    p.workload.closer = Closer::Server;
+    let b = load::run(&p, "server first", Arc::new(|_: &load::Sample| {})).unwrap();
+    assert!(a.samples.len() >= 3, "samples every 100 ms over 0.5 s");
+    let dir = std::env::temp_dir().join(format!("twlab-load-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("p.svg");
+    load::plot::svg(&[a, b], &f).unwrap();
+    let svg = std::fs::read_to_string(&f).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_well_formed(&svg);
+    // 3 panels × 2 runs, each a 2-pixel polyline (grid and legend lines
+    // are 1 pixel).
+    let series = svg
+        .split("<polyline")
+        .filter(|p| p.contains(r#"stroke-width="2""#))
+        .count();
+    assert_eq!(series, 6, "{svg}");
+    assert!(svg.contains("server first") && svg.contains("TIME_WAIT sockets"));
+}
+
+/// A small XML check: one root `svg`, every tag closed in order.
+fn assert_well_formed(svg: &str) {
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = svg;
+    let mut roots = 0;
+    while let Some(i) = rest.find('<') {
+        let j = rest[i..].find('>').expect("unclosed tag") + i;
+        let tag = &rest[i + 1..j];
+        rest = &rest[j + 1..];
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(
+                stack.pop().as_deref(),
+                Some(name.trim()),
+                "mismatched </{name}>"
+            );
+        } else if !tag.ends_with('/') {
+            if stack.is_empty() {
+                roots += 1;
+            }
+            stack.push(tag.split_whitespace().next().unwrap().to_string());
+        } else if stack.is_empty() {
+            roots += 1;
+        }
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+    assert_eq!(roots, 1);
+    assert!(svg.trim_start().starts_with("<svg") || svg.contains("<svg"));
+}
+
+#[test]
+fn the_cli_prints_a_json_time_series_and_a_report() {
+    if !ok("the_cli_prints_a_json_time_series_and_a_report") {
+        return;
+    }
+    let o = common::run(&[
+        "load",
+        "--port-range",
+        "40000-40099",
+        "--tw-reuse",
+        "0",
+        "--duration",
+        "0.6",
+        "--interval",
+        "100",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines = common::json_lines(&o);
+    let samples: Vec<_> = lines.iter().filter(|l| l["type"] == "sample").collect();
+    assert!(samples.len() >= 4, "{lines:?}");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s["time_wait"].is_u64() && s["conn_per_s"].is_number())
+    );
+    let report = lines
+        .iter()
+        .find(|l| l["type"] == "report")
+        .expect("a report line");
+    assert_eq!(
+        report["first_exhaustion"]["after_connects"],
+        RANGE.len() as u64
+    );
+    assert_eq!(report["peak_time_wait"], RANGE.len() as u64);
+}
+
+#[test]
+fn compare_runs_each_mitigation_and_ranks_them() {
+    if !ok("compare_runs_each_mitigation_and_ranks_them") {
+        return;
+    }
+    let o = common::run(&[
+        "load",
+        "--port-range",
+        "40000-40099",
+        "--tw-reuse",
+        "0",
+        "--duration",
+        "2",
+        "--count",
+        "300",
+        "--concurrency",
+        "2",
+        "--compare",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for v in [
+        "as given",
+        "tcp_tw_reuse=1",
+        "server closes first",
+        "pool 2",
+        "SO_LINGER 0",
+        "4 source addresses",
+        "range 1024-65535",
+    ] {
+        assert!(out.contains(v), "no row {v}:\n{out}");
+    }
+    // Fewest errors first: a mitigation that frees ports ranks above the
+    // workload as given, which runs out at 100 ports.
+    let pos = |s: &str| out.find(s).unwrap();
+    assert!(pos("server closes first") < pos("as given"), "{out}");
+}
+
+#[test]
+fn the_socket_port_range_option_narrows_the_held_limit() {
+    if !ok("the_socket_port_range_option_narrows_the_held_limit") {
+        return;
+    }
+    // IP_LOCAL_PORT_RANGE arrived in Linux 6.3; older kernels refuse it.
+    let narrow = PortRange {
+        low: 40000,
+        high: 40039,
+    };
+    let mut p = plan(Mode::Held { connections: 1000 }, None, 0.5);
+    p.workload.port_choice = PortChoice::SocketRange(narrow);
+    let r = run(&p);
+    if r.errors_by_kind.keys().any(|k| k.starts_with("setsockopt")) {
+        common::skip("the_socket_port_range_option_narrows_the_held_limit: no IP_LOCAL_PORT_RANGE");
+        return;
+    }
+    assert_eq!(r.uses, narrow.len() as u64, "{}", r.text());
+}
+
+#[test]
+fn a_full_time_wait_table_frees_ports_at_once_and_counts_the_overflow() {
+    if !ok("a_full_time_wait_table_frees_ports_at_once_and_counts_the_overflow") {
+        return;
+    }
+    let buckets = 10u64;
+    let n = 3 * RANGE.len() as u64;
+    let mut p = plan(churn(1, 0, 0), Some(n), 10.0);
+    // Paced, so the server has closed its end (and the client's FIN_WAIT2
+    // has ended) before a port comes round again.
+    p.workload.rate = Rate::PerSecond(2000.0);
+    if let Some(ns) = p.netns.as_mut() {
+        ns.max_tw_buckets = Some(buckets as u32);
+    }
+    let r = run(&p);
+    assert!(
+        matches!(r.predicted, load::Limit::Unbounded { .. }),
+        "{:?}",
+        r.predicted
+    );
+    assert_eq!(r.errors, 0, "{}", r.text());
+    assert!(r.peak_time_wait <= buckets, "{}", r.text());
+    // Every close past the first `buckets` overflowed (tcp_time_wait()).
+    assert!(
+        r.counters
+            .get("TcpExt:TCPTimeWaitOverflow")
+            .copied()
+            .unwrap_or(0)
+            >= n - buckets,
+        "{}",
+        r.text()
+    );
+}
