@@ -1,7 +1,8 @@
 //! `twlab trace`: the decoder on frames built with etherparse, the loopback
 //! dedup, the annotated SYN with and without timestamps (checked against
 //! numbers computed here from the captured segments), and the pcap read
-//! back by tshark.
+//! back by tshark, and the delayed duplicate through a veth delay box (PAWS
+//! with timestamps, the sequence number without).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -9,7 +10,8 @@ mod common;
 use etherparse::{PacketBuilder, TcpOptionElement};
 use std::net::SocketAddr;
 use twlab::trace::{
-    Captured, Direction, Segment, Target, Trace, TracePlan, decode_frame, number, run_trace,
+    Captured, Direction, Fate, Moment, Segment, Target, Trace, TracePlan, decode_frame, number,
+    run_trace,
 };
 
 const C: &str = "127.0.0.1:23456";
@@ -56,7 +58,7 @@ fn cap(bytes: &[u8]) -> Captured {
         at_us: 0,
         wire: decode_frame(bytes).expect("a TCP frame"),
         states: None,
-        injected: false,
+        delayed: false,
     }
 }
 
@@ -288,4 +290,136 @@ fn tshark_reads_the_same_segments_from_the_pcap() {
         "tshark stderr: {}",
         String::from_utf8_lossy(&t.stderr)
     );
+}
+
+/// The delayed-duplicate case, or `None` (with a printed line) where veth
+/// pairs cannot be made.
+fn delayed(name: &str, timestamps: bool) -> Option<Trace> {
+    if !common::netns_or_skip(name) {
+        return None;
+    }
+    let plan = TracePlan {
+        target: Target::DelayedDuplicate,
+        timestamps: Some(timestamps),
+        absolute: false,
+        pcap: None,
+        json: false,
+    };
+    match run_trace(&plan) {
+        Ok(t) => Some(t),
+        Err(e) if e.to_string().contains("needs veth pairs") => {
+            common::skip(&format!("{name}: {e}"));
+            None
+        }
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+/// What the captured segments themselves say about the old segment's
+/// arrival: it, the new connection's rcv_nxt then, and the server's reply.
+struct Arrival<'a> {
+    old: &'a Segment,
+    new_syn: &'a Segment,
+    rcv_nxt: u32,
+    reply: &'a Segment,
+}
+
+fn arrival(t: &Trace) -> Arrival<'_> {
+    let segs = &t.segments;
+    let old: Vec<&Segment> = segs.iter().filter(|s| s.delayed).collect();
+    assert_eq!(old.len(), 1, "one delayed segment");
+    let old = old[0];
+    assert_eq!(old.dir, Direction::ToServer);
+    assert_eq!(old.wire.len, twlab::trace::OLD_PAYLOAD.len() as u32);
+    assert_eq!(old.conn, 1, "numbered as the old connection's");
+    // The old connection ended with the client's RST, and a new SYN on the
+    // same 4-tuple came after it and before the old segment.
+    let rst = segs
+        .iter()
+        .position(|s| s.wire.flags.rst && s.dir == Direction::ToServer)
+        .expect("the client's RST");
+    let syn2 = segs
+        .iter()
+        .position(|s| s.conn == 2 && s.wire.flags.syn && !s.wire.flags.ack)
+        .expect("the new SYN");
+    assert!(rst < syn2 && syn2 < old.n - 1);
+    let new_syn = &segs[syn2];
+    assert_eq!(new_syn.wire.src, old.wire.src, "the same 4-tuple");
+    // The bytes went through once already, retransmitted, on connection 1.
+    assert!(segs[..rst].iter().any(|s| s.conn == 1
+        && s.wire.seq == old.wire.seq
+        && s.wire.len == old.wire.len
+        && !s.delayed));
+    let rcv_nxt = segs[..old.n - 1]
+        .iter()
+        .filter(|s| s.conn == 2 && s.dir == Direction::ToServer)
+        .map(|s| s.wire.end_seq())
+        .fold(
+            new_syn.wire.end_seq(),
+            |a, b| if after(b, a) { b } else { a },
+        );
+    let reply = segs[old.n..]
+        .iter()
+        .find(|s| s.dir == Direction::ToClient)
+        .expect("the server answers the old segment");
+    Arrival {
+        old,
+        new_syn,
+        rcv_nxt,
+        reply,
+    }
+}
+
+fn duplicate_moment(t: &Trace) -> &twlab::trace::Duplicate {
+    t.moments
+        .iter()
+        .find_map(|m| match m {
+            Moment::DelayedDuplicate(d) => Some(&**d),
+            _ => None,
+        })
+        .expect("the delayed-duplicate moment")
+}
+
+#[test]
+fn paws_drops_the_delayed_old_segment() {
+    let Some(t) = delayed("paws_drops_the_delayed_old_segment", true) else {
+        return;
+    };
+    assert!(t.timestamps);
+    let a = arrival(&t);
+    let (old_ts, new_ts) = (a.old.wire.tsval.unwrap(), a.new_syn.wire.tsval.unwrap());
+    assert!(
+        (new_ts.wrapping_sub(old_ts) as i32) > 1,
+        "the old TSval {old_ts} is older than the new connection's {new_ts}"
+    );
+    // Dropped: the server's answer is a duplicate ACK of rcv_nxt.
+    assert!(!a.reply.wire.flags.syn && a.reply.wire.flags.ack && a.reply.wire.len == 0);
+    assert_eq!(a.reply.wire.ack, a.rcv_nxt);
+    let d = duplicate_moment(&t);
+    assert_eq!(d.paws_estab_delta, Some(1), "PAWSEstab + 1");
+    assert_eq!(d.fate, Fate::PawsDropped);
+    assert_eq!((d.rcv_nxt, d.reply_ack), (a.rcv_nxt, Some(a.rcv_nxt)));
+    assert!(d.app_recv.starts_with("EAGAIN"), "{}", d.app_recv);
+}
+
+#[test]
+fn without_timestamps_the_sequence_number_decides() {
+    let Some(t) = delayed("without_timestamps_the_sequence_number_decides", false) else {
+        return;
+    };
+    assert!(!t.timestamps);
+    let a = arrival(&t);
+    assert_eq!((a.old.wire.tsval, a.new_syn.wire.tsval), (None, None));
+    let d = duplicate_moment(&t);
+    assert_eq!(d.paws_estab_delta, Some(0), "no PAWS without timestamps");
+    // tcp_sequence(): a segment that ends before rcv_nxt is out of window.
+    if after(a.rcv_nxt, a.old.wire.end_seq()) {
+        assert_eq!(a.reply.wire.ack, a.rcv_nxt, "duplicate ACK");
+        assert_eq!(d.fate, Fate::OutOfWindowDropped);
+        assert!(d.app_recv.starts_with("EAGAIN"), "{}", d.app_recv);
+    } else {
+        assert!(after(a.reply.wire.ack, a.rcv_nxt), "the old bytes taken");
+        assert_eq!(d.fate, Fate::Accepted);
+        assert!(d.app_recv.contains("old connection"), "{}", d.app_recv);
+    }
 }

@@ -5,13 +5,20 @@
 /// explains the outcome.
 ///
 /// CASE: a demo case number (1-5) or a word of its name, `rst-unread`
-/// (SO_LINGER 0 with unread bytes).
+/// (SO_LINGER 0 with unread bytes), or `delayed-duplicate` (alias
+/// `old-duplicate`): what TIME_WAIT protects against. Client and server in
+/// two namespaces joined through a third holding a delay box (a user-space
+/// bridge: this kernel may lack netem) that holds the client's first data
+/// segment; the client closes with SO_LINGER 0 and reconnects on the same
+/// 4-tuple, then the box lets the old segment go. With --timestamps 1 PAWS
+/// drops it (the server namespace's PAWSEstab counter); with 0 the ladder
+/// shows what the new connection did with it.
 /// Default: demo case 3, the server closes first and the client reconnects
 /// at once. With `-f NAME=VALUE` (as `twlab matrix`), the one matrix cell
 /// the factors select. Needs root (CAP_NET_RAW and namespaces).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
-    /// Demo case number or name word, or rst-unread.
+    /// Demo case number or name word, rst-unread, or delayed-duplicate.
     case: Option<String>,
     /// NAME=VALUE: select a matrix cell instead of a demo case (repeatable).
     #[arg(long = "factor", short = 'f', value_name = "NAME=VALUE")]

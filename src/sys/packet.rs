@@ -1,5 +1,6 @@
 //! AF_PACKET sockets: the raw calls behind `twlab trace`'s capture and its
-//! replay of a held-back frame (see [`crate::trace`]).
+//! delay box, which holds one frame back and sends it late (see
+//! [`crate::trace`]).
 //!
 //! A packet socket bound to one interface sees every frame the interface
 //! sends or receives (`packet_rcv`, reached from `dev_queue_xmit_nit` for
@@ -32,8 +33,7 @@ const SIOCGSTAMP: libc::c_ulong = 0x8906;
 /// namespace (the socket stays in that namespace whatever thread reads it).
 pub(crate) struct PacketSocket {
     fd: OwnedFd,
-    // For send(): the veth replay of issue 12 item 4 (not wired up yet).
-    #[allow(dead_code)]
+    /// The bound interface, where send() puts frames.
     ifindex: i32,
 }
 
@@ -104,24 +104,14 @@ impl PacketSocket {
 
     /// The next frame, or `None` if none came within `timeout`.
     pub(crate) fn recv(&self, timeout: Duration) -> io::Result<Option<Frame>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        if n == 0 {
+        if readable(&[self], timeout)?.is_empty() {
             return Ok(None);
         }
+        self.recv_now()
+    }
+
+    /// The next frame if one is queued now, else `None`.
+    pub(crate) fn recv_now(&self) -> io::Result<Option<Frame>> {
         let mut buf = vec![0u8; 65_536 + 64];
         // SAFETY: all-zero sockaddr_ll is valid; recvfrom fills it.
         let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
@@ -164,8 +154,6 @@ impl PacketSocket {
         }))
     }
 
-    // The veth replay of issue 12 item 4 (not wired up yet) sends with it.
-    #[allow(dead_code)]
     /// Send one whole frame (link-layer header included) out of the bound
     /// interface.
     pub(crate) fn send(&self, frame: &[u8]) -> io::Result<()> {
@@ -186,4 +174,84 @@ impl PacketSocket {
         }
         Ok(())
     }
+}
+
+/// Which of `socks` have a frame to read, waiting at most `timeout` for
+/// one (poll(2)); empty on timeout or EINTR.
+pub(crate) fn readable(socks: &[&PacketSocket], timeout: Duration) -> io::Result<Vec<usize>> {
+    let mut pfds: Vec<libc::pollfd> = socks
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a valid array of pollfd of the length given.
+    let n = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout.as_millis() as i32,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(Vec::new())
+        } else {
+            Err(e)
+        };
+    }
+    Ok(pfds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents & libc::POLLIN != 0)
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// ioctl: ethtool requests (linux/sockios.h).
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+/// ethtool command: set TX checksum offload (linux/ethtool.h).
+const ETHTOOL_STXCSUM: u32 = 0x17;
+
+/// Turn TX checksum offload off on `ifname` (what `ethtool -K IF tx off`
+/// does), in the calling thread's namespace. A veth end offloads by
+/// default: the TCP checksum of a sent frame is left to be completed later
+/// (CHECKSUM_PARTIAL), so a packet socket reads it unfinished, and a frame
+/// a user-space bridge sends on would be dropped as corrupt.
+pub(crate) fn tx_checksum_off(ifname: &str) -> io::Result<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut v = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: 0,
+    };
+    // SAFETY: all-zero ifreq is valid.
+    let mut ifr: libc::ifreq = unsafe { zeroed() };
+    let name = ifname.as_bytes();
+    if name.len() >= ifr.ifr_name.len() {
+        return Err(io::Error::other("interface name too long"));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = (&mut v as *mut EthtoolValue).cast();
+    // SAFETY: plain syscall; the result is checked.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `ifr` points at `v`, both live across the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL as _, &mut ifr) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

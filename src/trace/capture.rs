@@ -27,9 +27,8 @@ pub(crate) enum Keep {
     /// sender's departure-time stamp, netif_rx() stamps it anew), while the
     /// PACKET_OUTGOING copy carries TCP's EDT stamp on another clock.
     IncomingOnly,
-    /// On one end of a veth pair each frame is seen once: keep all (for
-    /// the veth case of issue 12 item 4, not wired up yet).
-    #[allow(dead_code)]
+    /// On one end of a veth pair each frame is seen once, sent
+    /// (PACKET_OUTGOING) or received: keep all.
     All,
 }
 
@@ -55,9 +54,6 @@ pub(crate) struct Collected {
 pub(crate) struct Capture {
     stop: Arc<AtomicBool>,
     shared: Arc<Mutex<Collected>>,
-    /// Frames (exact bytes) twlab injected: marked when they are seen.
-    #[allow(dead_code)]
-    injected: Arc<Mutex<Vec<Vec<u8>>>>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     /// Wall-clock start: segment and step times are relative to it.
     pub(crate) start: SystemTime,
@@ -70,7 +66,6 @@ pub(crate) fn needs_root(why: impl std::fmt::Display) -> Error {
     ))
 }
 
-#[allow(dead_code)] // segments/expect_injected/wait_for: for the veth replay, next
 impl Capture {
     /// Open a packet socket on `ifname` in the calling thread's namespace
     /// and start reading it on a thread of that namespace.
@@ -79,8 +74,7 @@ impl Capture {
             .map_err(|e| needs_root(format!("AF_PACKET socket on {ifname}: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Mutex::new(Collected::default()));
-        let injected = Arc::new(Mutex::new(Vec::new()));
-        let (s2, sh2, inj2) = (stop.clone(), shared.clone(), injected.clone());
+        let (s2, sh2) = (stop.clone(), shared.clone());
         let start = Instant::now();
         let start_wall = SystemTime::now();
         // A thread spawned from this one shares its network namespace
@@ -88,22 +82,11 @@ impl Capture {
         // sock_diag dumps see this namespace.
         let thread = std::thread::Builder::new()
             .name("twlab-capture".into())
-            .spawn(move || {
-                read_loop(
-                    &sock,
-                    keep,
-                    dump_states,
-                    (start, start_wall),
-                    &s2,
-                    &sh2,
-                    &inj2,
-                )
-            })
+            .spawn(move || read_loop(&sock, keep, dump_states, (start, start_wall), &s2, &sh2))
             .map_err(|e| Error::Netns(format!("spawn capture thread: {e}")))?;
         Ok(Capture {
             stop,
             shared,
-            injected,
             thread: Some(thread),
             start: start_wall,
         })
@@ -115,13 +98,6 @@ impl Capture {
             .lock()
             .map(|c| c.segments.clone())
             .unwrap_or_default()
-    }
-
-    /// Mark frames with exactly these bytes as injected by twlab.
-    pub(crate) fn expect_injected(&self, frame: Vec<u8>) {
-        if let Ok(mut v) = self.injected.lock() {
-            v.push(frame);
-        }
     }
 
     /// Wait (bounded) until `pred` holds for the captured segments.
@@ -169,7 +145,6 @@ fn read_loop(
     (start, start_wall): (Instant, SystemTime),
     stop: &AtomicBool,
     shared: &Mutex<Collected>,
-    injected: &Mutex<Vec<Vec<u8>>>,
 ) -> std::io::Result<()> {
     let mut quiet_since: Option<Instant> = None;
     // Bounded by MAX_CAPTURE and MAX_FRAMES.
@@ -205,16 +180,12 @@ fn read_loop(
                 .map(|v| v.into_iter().map(|e| (e.local, e.peer, e.state)).collect())
                 .unwrap_or_default()
         });
-        let was_injected = injected
-            .lock()
-            .map(|v| v.contains(&f.data))
-            .unwrap_or(false);
         let mut c = shared.lock().map_err(|_| std::io::Error::other("lock"))?;
         c.segments.push(Captured {
             at_us,
             wire,
             states,
-            injected: was_injected,
+            delayed: false,
         });
         c.raw.push(RawFrame { wall, data: f.data });
     }

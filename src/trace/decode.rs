@@ -77,6 +77,9 @@ pub struct Wire {
     pub window: u16,
     /// Payload bytes.
     pub len: u32,
+    /// Window scale option (SYN and SYN-ACK only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wscale: Option<u8>,
 }
 
 impl Wire {
@@ -109,11 +112,15 @@ pub fn decode_frame(frame: &[u8]) -> Option<Wire> {
     let TransportSlice::Tcp(t) = p.transport? else {
         return None;
     };
-    let (mut tsval, mut tsecr) = (None, None);
+    let (mut tsval, mut tsecr, mut wscale) = (None, None, None);
     for o in t.options_iterator().flatten() {
-        if let TcpOptionElement::Timestamp(v, e) = o {
-            tsval = Some(v);
-            tsecr = Some(e);
+        match o {
+            TcpOptionElement::Timestamp(v, e) => {
+                tsval = Some(v);
+                tsecr = Some(e);
+            }
+            TcpOptionElement::WindowScale(w) => wscale = Some(w),
+            _ => {}
         }
     }
     Some(Wire {
@@ -136,6 +143,7 @@ pub fn decode_frame(frame: &[u8]) -> Option<Wire> {
         tsecr,
         window: t.window_size(),
         len: t.payload().len() as u32,
+        wscale,
     })
 }
 
@@ -192,9 +200,10 @@ pub struct Segment {
     /// from the capture socket (best effort: the kernel may have moved on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub states: Option<EndStates>,
-    /// Set for a frame twlab itself injected (a replayed old segment).
+    /// The old connection's segment that the delay box held back and let
+    /// go after the 4-tuple was reused (numbered as the old connection's).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub injected: bool,
+    pub delayed: bool,
 }
 
 /// A decoded frame with what was recorded beside it.
@@ -206,19 +215,22 @@ pub struct Captured {
     pub wire: Wire,
     /// States after it, if dumped.
     pub states: Option<Vec<(SocketAddr, SocketAddr, TcpState)>>,
-    /// Injected by twlab.
-    pub injected: bool,
+    /// Held back by the delay box and let go late.
+    pub delayed: bool,
 }
 
 /// Number the captured segments of connections to `server`: direction,
 /// connection (a SYN without ACK from the client with a new sequence number
-/// opens the next one), and relative sequence numbers.
+/// opens the next one), and relative sequence numbers. A delayed segment
+/// belongs to the connection before the current one of its 4-tuple.
 pub fn number(captured: &[Captured], server: SocketAddr) -> Vec<Segment> {
     // Per 4-tuple (client end): the current connection number and its ISNs.
     struct Conn {
         n: u32,
         isn: [Option<u32>; 2],
         syn_seq: Option<u32>,
+        /// The previous connection on this 4-tuple: number and ISNs.
+        prev: Option<(u32, [Option<u32>; 2])>,
     }
     let mut conns: HashMap<SocketAddr, Conn> = HashMap::new();
     let mut next_conn = 1;
@@ -245,26 +257,32 @@ pub fn number(captured: &[Captured], server: SocketAddr) -> Vec<Segment> {
                 n,
                 isn: [None, None],
                 syn_seq: None,
+                prev: None,
             }
         });
-        if fresh_syn && conn.syn_seq.is_some_and(|s| s != w.seq) && !c.injected {
+        if fresh_syn && conn.syn_seq.is_some_and(|s| s != w.seq) && !c.delayed {
+            conn.prev = Some((conn.n, conn.isn));
             conn.n = next_conn;
             next_conn += 1;
             conn.isn = [None, None];
         }
-        if fresh_syn && !c.injected {
+        if fresh_syn && !c.delayed {
             conn.syn_seq = Some(w.seq);
         }
         let (me, peer) = match dir {
             Direction::ToServer => (0, 1),
             Direction::ToClient => (1, 0),
         };
-        if conn.isn[me].is_none() || (w.flags.syn && !c.injected) {
+        if !c.delayed && (conn.isn[me].is_none() || w.flags.syn) {
             conn.isn[me] = Some(w.seq);
         }
-        let rel_seq = w.seq.wrapping_sub(conn.isn[me].unwrap_or(w.seq));
+        let (n, isn) = match (c.delayed, conn.prev) {
+            (true, Some(p)) => p,
+            _ => (conn.n, conn.isn),
+        };
+        let rel_seq = w.seq.wrapping_sub(isn[me].unwrap_or(w.seq));
         let rel_ack = if w.flags.ack {
-            w.ack.wrapping_sub(conn.isn[peer].unwrap_or(w.ack))
+            w.ack.wrapping_sub(isn[peer].unwrap_or(w.ack))
         } else {
             0
         };
@@ -276,12 +294,12 @@ pub fn number(captured: &[Captured], server: SocketAddr) -> Vec<Segment> {
             n: out.len() + 1,
             at_us: c.at_us,
             dir,
-            conn: conn.n,
+            conn: n,
             wire: w.clone(),
             rel_seq,
             rel_ack,
             states,
-            injected: c.injected,
+            delayed: c.delayed,
         });
     }
     out

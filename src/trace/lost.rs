@@ -145,6 +145,7 @@ pub(crate) fn run(plan: &TracePlan) -> Result<Trace> {
         timestamps: ts,
         client,
         server,
+        capture_on: "lo".into(),
         frames_seen: collected.frames_seen,
         frames_outgoing: collected.frames_outgoing,
         states_source: STATES_SOURCE,

@@ -7,12 +7,18 @@
 mod annotate;
 mod capture;
 mod decode;
+mod delaybox;
+mod duplicate;
 mod lost;
 mod pcap;
 mod render;
+mod veth;
 
-pub use annotate::{Admission, Moment, TW_ISN_GAP, seq_end};
+pub use annotate::{
+    Admission, Duplicate, DuplicateFacts, Fate, Moment, TW_ISN_GAP, delayed_duplicate, seq_end,
+};
 pub use decode::{Captured, Direction, EndStates, Flags, Segment, Wire, decode_frame, number};
+pub use duplicate::OLD_PAYLOAD;
 pub use render::ladder_text;
 
 use crate::diag::Side;
@@ -43,14 +49,20 @@ pub enum Target {
     /// The client closes with SO_LINGER 0 while the server's bytes sit
     /// unread in its receive queue.
     RstUnread,
+    /// Client and server in two namespaces joined through a delay box: an
+    /// old segment arrives after the 4-tuple was reused (SO_LINGER 0 close,
+    /// immediate reconnect).
+    DelayedDuplicate,
 }
 
 impl Target {
     /// Parse the CASE argument: a demo case number, a word of its name, or
-    /// `rst-unread`.
+    /// `rst-unread`, `delayed-duplicate` (or `old-duplicate`).
     pub fn parse(case: &str) -> Result<Self> {
-        if case == "rst-unread" {
-            return Ok(Target::RstUnread);
+        match case {
+            "rst-unread" => return Ok(Target::RstUnread),
+            "delayed-duplicate" | "old-duplicate" => return Ok(Target::DelayedDuplicate),
+            _ => {}
         }
         let cases = crate::demo::cases(Family::V4, None);
         if let Ok(n) = case.parse::<usize>() {
@@ -66,7 +78,7 @@ impl Target {
             .map(|(i, (n, _))| format!("{}: {n}", i + 1))
             .collect();
         Err(Error::Invalid(format!(
-            "no trace case '{case}': give a demo case 1-{} ({}), rst-unread, or -f factors for a matrix cell",
+            "no trace case '{case}': give a demo case 1-{} ({}), rst-unread, delayed-duplicate, or -f factors for a matrix cell",
             cases.len(),
             names.join("; ")
         )))
@@ -173,6 +185,8 @@ pub struct Trace {
     pub client: SocketAddr,
     /// The server's end.
     pub server: SocketAddr,
+    /// The interface captured on.
+    pub capture_on: String,
     /// Frames the capture socket read (on `lo` each twice).
     pub frames_seen: usize,
     /// Of those, the PACKET_OUTGOING copies.
@@ -242,8 +256,10 @@ fn experiment_of(plan: &TracePlan) -> Result<(String, Experiment, Vec<Sysctl>)> 
 /// Run the plan's experiment under capture and return the trace.
 pub fn run_trace(plan: &TracePlan) -> Result<Trace> {
     netns::can_unshare().map_err(needs_root)?;
-    if plan.target == Target::RstUnread {
-        return lost::run(plan);
+    match plan.target {
+        Target::RstUnread => return lost::run(plan),
+        Target::DelayedDuplicate => return duplicate::run(plan),
+        _ => {}
     }
     let (title, x, sysctls) = experiment_of(plan)?;
     let x2 = x.clone();
@@ -269,6 +285,7 @@ pub fn run_trace(plan: &TracePlan) -> Result<Trace> {
         timestamps,
         client: report.client_addr,
         server: report.server_addr,
+        capture_on: "lo".into(),
         frames_seen: collected.frames_seen,
         frames_outgoing: collected.frames_outgoing,
         states_source: STATES_SOURCE,

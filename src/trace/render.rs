@@ -44,8 +44,8 @@ fn row(s: &Segment, absolute: bool) -> String {
         w.window,
         w.len,
         st,
-        if s.injected {
-            "  (replayed by twlab)"
+        if s.delayed {
+            "  ◀ the old segment, held by the delay box, arrives now"
         } else {
             ""
         }
@@ -69,6 +69,7 @@ fn moment_row(m: &Moment) -> usize {
         Moment::TimeWaitSyn { segment, .. }
         | Moment::Takeover { segment, .. }
         | Moment::Reset { segment, .. } => *segment,
+        Moment::DelayedDuplicate(d) => d.segment,
     }
 }
 
@@ -78,16 +79,17 @@ pub fn ladder_text(t: &Trace, absolute: bool) -> String {
     let mut out = vec![
         t.title.clone(),
         format!(
-            "client {}  →  server {}   tcp_timestamps={}   {} frames read, {} kept ({})",
+            "client {}  →  server {}   tcp_timestamps={}   {} frames read on {}, {} kept ({})",
             t.client,
             t.server,
             u8::from(t.timestamps),
             t.frames_seen,
+            t.capture_on,
             t.segments.len(),
-            if t.frames_outgoing * 2 == t.frames_seen {
+            if t.capture_on == "lo" {
                 "loopback: each frame seen twice, the incoming copy kept"
             } else {
-                "each frame seen once"
+                "each frame seen once; TCP segments kept"
             }
         ),
         format!(

@@ -1,0 +1,179 @@
+//! Three fresh network namespaces in a row, for the delayed-duplicate case:
+//! client ─veth─ box ─veth─ server. The box namespace routes nothing itself
+//! (no addresses, no forwarding); the delay box thread copies frames
+//! between its two interfaces in user space.
+//!
+//! The namespaces are made with unshare(CLONE_NEWNET) on the calling
+//! thread and kept alive by open descriptors only (no names under
+//! /run/netns), so they vanish with the process on every exit path, Ctrl-C
+//! and panics included. iproute2's `ip` makes the veth pairs: `netns` takes
+//! a path, here `/proc/<pid>/fd/<n>` of the descriptor held.
+
+use crate::error::{Error, Result};
+use crate::netns::Sysctl;
+use crate::sys::ns;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Command;
+
+/// The client's address (TEST-NET-1, RFC 5737, only inside the namespaces).
+pub(crate) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The server's address.
+pub(crate) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// The client's veth end (in the client namespace).
+const CLIENT_IF: &str = "c0";
+/// The box's end toward the client.
+pub(crate) const BOX_CLIENT_IF: &str = "m0";
+/// The box's end toward the server.
+pub(crate) const BOX_SERVER_IF: &str = "m1";
+/// The server's veth end, where the capture runs.
+pub(crate) const SERVER_IF: &str = "s0";
+
+/// Which namespace of the three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Holds the client socket.
+    Client,
+    /// Holds the delay box.
+    Box,
+    /// Holds the listener and the capture.
+    Server,
+}
+
+/// The three namespaces, alive while this value is.
+pub(crate) struct Topology {
+    client: OwnedFd,
+    middle: OwnedFd,
+    server: OwnedFd,
+}
+
+fn ns_err(what: &str) -> impl Fn(nix::errno::Errno) -> Error + '_ {
+    move |e| Error::Netns(format!("{what}: {e}"))
+}
+
+/// Run `ip ARGS` in the calling thread's namespace (a child process starts
+/// in its creator thread's namespaces).
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| Error::Netns(format!("run `ip {}`: {e}", args.join(" "))))?;
+    if !out.status.success() {
+        return Err(Error::Netns(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The frames the box relays must carry finished checksums.
+fn checksum_off(dev: &str) -> Result<()> {
+    crate::sys::packet::tx_checksum_off(dev)
+        .map_err(|e| Error::Netns(format!("TX checksum offload off on {dev}: {e}")))
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())
+}
+
+/// Make a fresh namespace, enter it, bring `lo` up, apply `sysctls`.
+fn fresh(sysctls: &[Sysctl]) -> Result<OwnedFd> {
+    ns::unshare_net().map_err(|e| Error::Netns(ns::unshare_error("CLONE_NEWNET", e)))?;
+    ns::loopback_up().map_err(Error::Netns)?;
+    for s in sysctls {
+        crate::sysctl::write(s)?;
+    }
+    ns::open_own_net().map_err(|e| Error::sys("open the new namespace", &e))
+}
+
+impl Topology {
+    /// Build the three namespaces and the two veth pairs, addresses up.
+    /// `end_sysctls` go to the client and server namespaces. Leaves the
+    /// calling thread in the server namespace; call it on a thread of its
+    /// own (it moves between namespaces).
+    pub(crate) fn build(end_sysctls: &[Sysctl]) -> Result<Self> {
+        // The box must not answer or route: no addresses, and IPv6 off so
+        // its own stack stays quiet.
+        let middle = fresh(&[Sysctl::new("net.ipv6.conf.all.disable_ipv6", "1")])?;
+        let mut quiet = end_sysctls.to_vec();
+        quiet.push(Sysctl::new("net.ipv6.conf.all.disable_ipv6", "1"));
+        quiet.push(Sysctl::new("net.ipv6.conf.default.disable_ipv6", "1"));
+        let client = fresh(&quiet)?;
+        let server = fresh(&quiet)?;
+        let t = Topology {
+            client,
+            middle,
+            server,
+        };
+        t.enter(Place::Box)?;
+        let (c, s) = (fd_path(&t.client), fd_path(&t.server));
+        ip(&[
+            "link",
+            "add",
+            BOX_CLIENT_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            CLIENT_IF,
+            "netns",
+            &c,
+        ])?;
+        ip(&[
+            "link",
+            "add",
+            BOX_SERVER_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVER_IF,
+            "netns",
+            &s,
+        ])?;
+        for dev in [BOX_CLIENT_IF, BOX_SERVER_IF] {
+            ip(&["link", "set", dev, "promisc", "on", "up"])?;
+        }
+        t.enter(Place::Client)?;
+        ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", CLIENT_IF])?;
+        ip(&["link", "set", CLIENT_IF, "up"])?;
+        checksum_off(CLIENT_IF)?;
+        t.enter(Place::Server)?;
+        ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", SERVER_IF])?;
+        ip(&["link", "set", SERVER_IF, "up"])?;
+        checksum_off(SERVER_IF)?;
+        Ok(t)
+    }
+
+    /// Move the calling thread into one of the three namespaces: sockets
+    /// and threads it makes afterwards belong there.
+    pub(crate) fn enter(&self, p: Place) -> Result<()> {
+        let fd = match p {
+            Place::Client => &self.client,
+            Place::Box => &self.middle,
+            Place::Server => &self.server,
+        };
+        ns::enter_net(fd).map_err(ns_err("setns"))
+    }
+}
+
+/// Can this machine make veth pairs? Tried in a throwaway namespace on a
+/// throwaway thread; `Err` says why not.
+pub(crate) fn probe() -> std::result::Result<(), String> {
+    std::thread::spawn(|| -> std::result::Result<(), String> {
+        fresh(&[]).map_err(|e| e.to_string())?;
+        ip(&["link", "add", "p0", "type", "veth", "peer", "name", "p1"]).map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("probe thread panicked".into()))
+}
+
+/// The server's and the client's socket addresses.
+pub(crate) fn addrs(client_port: u16, server_port: u16) -> (SocketAddr, SocketAddr) {
+    (
+        (CLIENT_IP, client_port).into(),
+        (SERVER_IP, server_port).into(),
+    )
+}
