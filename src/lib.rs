@@ -21,6 +21,18 @@
 //! - [`signal`]: the signals that ask twlab to stop, and waits that notice them.
 //! - [`text`]: user input and process names made safe to print on a terminal.
 //! - [`why`]: `twlab why`, who holds a port and which kernel rule refuses a bind() or connect().
+//! - [`pairs`]: `twlab pairs` and `twlab reuseport`: two sockets on one port,
+//!   and SO_REUSEPORT groups.
+//! - [`load`]: `twlab load`, a connection workload that finds when ephemeral
+//!   ports run out and what each mitigation buys.
+//! - `trace` (Linux): `twlab trace`, every segment of one experiment as a
+//!   ladder and a pcap, with the moment that explains it.
+//! - [`error`]: the library's typed errors.
+//!
+//! The command line lives in the binary (`src/cli/`): it parses arguments
+//! into the typed plans these modules take.
+
+#![warn(missing_docs)]
 
 pub mod check;
 pub mod demo;

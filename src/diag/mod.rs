@@ -10,7 +10,7 @@
 //!   from the hash tables, TIME_WAIT included, or with -ENOENT. Where the
 //!   kernel refuses exact requests, the same answer comes from a dump.
 //!
-//! Layout: [`state`] and [`entry`] hold the decoded types; `wire` (Linux)
+//! Layout: `state` and `entry` hold the decoded types; `wire` (Linux)
 //! is the checked view over the bytes and the netlink framing; `netlink`
 //! (Linux) the socket that sends and reads them. [`DiagSocket`] keeps one
 //! socket open for many questions.

@@ -426,7 +426,7 @@ fn namespace_sysctls(p: &Point, d: &Defaults, host: &NetSysctls) -> (Vec<Sysctl>
     (sysctls, label)
 }
 
-/// The only sysctls a cell may set: the ones [`namespace_sysctls`] writes.
+/// The only sysctls a cell may set: the ones `namespace_sysctls` writes.
 /// The unprivileged worker reads its cells from a pipe and, as root inside
 /// its user namespace, could write any /proc/sys file it is given; it
 /// refuses every other name ([`check_sysctl_names`]).

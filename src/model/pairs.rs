@@ -11,7 +11,7 @@
 //!   V6ONLY `::` out of the IPv4 space (`__inet_bhash2_conflict()`,
 //!   `ipv6_rcv_saddr_equal()`), and `::ffff:a.b.c.d` is IPv4 for all of it.
 //!   Both paths come to one relation: each socket claims part of the IPv4
-//!   and of the IPv6 address space ([`claims`]) and two sockets overlap when
+//!   and of the IPv6 address space (`claims`) and two sockets overlap when
 //!   a claim meets.
 //! - Whether overlapping sockets may share: `inet_bind_conflict()` with
 //!   relax = true and reuseport_ok = true: both SO_REUSEADDR and the other
@@ -156,7 +156,7 @@ impl PairSocket {
         }
     }
 
-    /// "[::] dual-stack REUSEADDR", "127.0.0.1 none".
+    /// `"[::] dual-stack REUSEADDR"`, `"127.0.0.1 none"`.
     pub fn label(&self, bindv6only: bool) -> String {
         let mut o = self.opts();
         o.v6only = V6Only::System;

@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 pub struct StepReport {
     /// Its line in the file.
     pub line: usize,
-    /// "bind v6 [::]:8080".
+    /// `"bind v6 [::]:8080"`.
     pub what: String,
     /// "ok", "EADDRINUSE", "timeout".
     pub observed: String,
