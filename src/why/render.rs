@@ -2,7 +2,9 @@
 //! (a few lines) for a program that just got the errno.
 
 use super::diagnosis::{Agreement, Asked, Blocking, Diagnosis, HolderReport, ReuseKnown};
+use super::range::RangeUse;
 use super::table::{Origin, Role};
+use crate::ss::group;
 use std::fmt::Write;
 
 /// How many holder lines the long form prints before "… N more".
@@ -267,4 +269,34 @@ pub fn why_args(d: &Diagnosis) -> String {
         }
         Asked::Port { port } => format!("port {port}"),
     }
+}
+
+/// Every occupant of the ephemeral range, then the pairs with the fewest
+/// usable ports (`ss --summary`).
+pub fn range_lines(u: &RangeUse) -> Vec<String> {
+    let n = |v: u32| group(u64::from(v));
+    let mut lines = vec![format!(
+        "occupants: {} listening, {} bound only, {} held by connections, {} reserved, {} empty; connect() to a new peer can use {}",
+        n(u.listeners),
+        n(u.bound_only),
+        n(u.connections),
+        n(u.reserved),
+        n(u.empty),
+        n(u.usable_new_peer)
+    )];
+    for p in &u.peers {
+        let c = &p.capacity;
+        lines.push(format!(
+            "{} -> {}: {} usable of {} ({} established, {} held by open connections, {} TIME_WAIT not reusable, {} TIME_WAIT reusable)",
+            p.local_addr,
+            p.peer,
+            n(c.usable),
+            n(u.pickable()),
+            n(p.established),
+            n(c.tuple_busy),
+            n(c.time_wait_blocking),
+            n(c.time_wait_reusable)
+        ));
+    }
+    lines
 }
