@@ -301,7 +301,12 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
     let mut entries = Vec::new();
     diag::dump_each(&all, |e| {
         t.add(&e, filter, ports.as_ref());
-        entries.push(e);
+        // Kept for the range accounting and the TIME_WAIT sides only.
+        if range.is_some_and(|r| r.contains(e.local.port()))
+            || matches!(e.state, TcpState::Listen | TcpState::TimeWait)
+        {
+            entries.push(e);
+        }
         Ok(())
     })?;
     let states = t.states();
