@@ -824,3 +824,187 @@ netns_test! {
         }
     }
 }
+
+netns_test! {
+    /// `--state closed` lists bound-only sockets (bind() without listen()
+    /// or connect()): it asks for idiag_states bit 13 (TCP_BOUND_INACTIVE),
+    /// as iproute2's `ss --bound-inactive` does; `all` does too, the
+    /// `connected` group does not. Where the installed `ss` knows `-B`
+    /// the rows must match it; an older one (no bit 13) must match every
+    /// other row.
+    fn state_closed_lists_bound_only_sockets(sysctls = [NO_TW_REUSE], tools = ["ss"]) {
+        let bound = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .unwrap();
+        bound.bind(&v4(7400).into()).unwrap();
+        let bound6 = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)
+            .unwrap();
+        bound6.set_only_v6(true).unwrap();
+        bound6.bind(&v6(7402).into()).unwrap();
+        let l = TcpListener::bind(v4(7401)).unwrap();
+        let c = TcpStream::connect(v4(7401)).unwrap();
+        let (a, _) = l.accept().unwrap();
+        let closed = column_of(TcpState::Closed.ss_name());
+        let unspec4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+        let unspec6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+        let expected: BTreeSet<Row> = [
+            (closed.clone(), v4(7400), unspec4),
+            (closed.clone(), v6(7402), unspec6),
+        ]
+        .into();
+        let (ours, _) = twlab_rows(&["--state", "closed"]);
+        assert_eq!(ours, expected);
+        let (all, _) = twlab_rows(&[]);
+        assert!(expected.is_subset(&all), "{all:?}");
+        assert_eq!(all.len(), 5, "{all:?}");
+        let (conn, _) = twlab_rows(&["--state", "connected"]);
+        assert!(conn.is_disjoint(&expected), "{conn:?}");
+        assert_eq!(conn.len(), 2, "{conn:?}");
+        let knows_b = Command::new("ss").args(["-tanH", "-B"]).output().unwrap();
+        if knows_b.status.success() {
+            assert_eq!(ours, ss_rows(&["-B"], Some(&closed)));
+        } else {
+            // This ss predates TCP_BOUND_INACTIVE: it never asks for bit 13.
+            let others: BTreeSet<Row> = all.difference(&expected).cloned().collect();
+            assert_eq!(others, ss_rows(&[], None));
+        }
+        drop((bound, bound6, c, a, l));
+    }
+}
+
+/// `twlab ss --summary --json`.
+fn summary_json() -> Value {
+    let out = twlab(&["--summary", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn summary_text() -> String {
+    let out = twlab(&["--summary"]);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+netns_test! {
+    /// Listeners and bound-only sockets inside a small range leave
+    /// connect() no port for any destination (it skips ports whose bucket
+    /// came from bind()): the summary warns, and the kernel agrees.
+    fn summary_warns_when_listeners_fill_the_range(
+        sysctls = [("net.ipv4.ip_local_port_range", "40000 40009"), NO_TW_REUSE]
+    ) {
+        let listeners: Vec<TcpListener> =
+            (40000..40008).map(|p| TcpListener::bind(v4(p)).unwrap()).collect();
+        let bound: Vec<socket2::Socket> = (40008..40010)
+            .map(|p| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.bind(&v4(p).into()).unwrap();
+                s
+            })
+            .collect();
+        let target = TcpListener::bind(v4(7200)).unwrap();
+        let next = TcpStream::connect(v4(7200));
+        assert_eq!(next.err().and_then(|e| e.raw_os_error()), Some(libc::EADDRNOTAVAIL));
+        let v = summary_json();
+        let u = &v["range_use"];
+        assert_eq!(u["listeners"], 8, "{u}");
+        assert_eq!(u["bound_only"], 2, "{u}");
+        assert_eq!(u["usable_new_peer"], 0, "{u}");
+        let w = v["warnings"].as_array().unwrap();
+        assert_eq!(w.len(), 1, "{v}");
+        let w = w[0].as_str().unwrap();
+        assert!(w.starts_with("listeners (8) and bound-only sockets (2) hold 10 of 10 ephemeral ports"), "{w}");
+        assert!(w.contains("EADDRNOTAVAIL") && w.contains("out of the ephemeral range"), "{w}");
+        let text = summary_text();
+        assert!(text.contains("occupants: 8 listening, 2 bound only, 0 held by connections, 0 reserved, 0 empty; connect() to a new peer can use 0"), "{text}");
+        assert!(text.contains("WARNING: listeners (8)"), "{text}");
+        assert!(!text.contains("no TIME_WAIT holds"), "{text}");
+        drop((listeners, bound, target));
+    }
+}
+
+netns_test! {
+    /// Held connections fill every port toward one peer: that pair is
+    /// exhausted (4-tuples held by open connections, not TIME_WAIT) while
+    /// another peer still gets a port; the advice is about source addresses
+    /// and keeping connections, not "more peer ports".
+    fn summary_warns_when_held_connections_fill_the_ports_to_one_peer(
+        sysctls = [("net.ipv4.ip_local_port_range", "40000 40003"), NO_TW_REUSE]
+    ) {
+        let l = TcpListener::bind(v4(7300)).unwrap();
+        let other = TcpListener::bind(v4(7301)).unwrap();
+        let held: Vec<(TcpStream, TcpStream)> = (0..4)
+            .map(|_| {
+                let c = TcpStream::connect(v4(7300)).unwrap();
+                (c, l.accept().unwrap().0)
+            })
+            .collect();
+        let next = TcpStream::connect(v4(7300));
+        assert_eq!(next.err().and_then(|e| e.raw_os_error()), Some(libc::EADDRNOTAVAIL));
+        let elsewhere = TcpStream::connect(v4(7301)).unwrap();
+        drop(elsewhere);
+        let v = summary_json();
+        let p = &v["range_use"]["peers"][0];
+        assert_eq!(p["peer"], "127.0.0.1:7300", "{v}");
+        assert_eq!(p["established"], 4, "{p}");
+        assert_eq!(p["capacity"]["tuple_busy"], 4, "{p}");
+        assert_eq!(p["capacity"]["usable"], 0, "{p}");
+        assert_eq!(v["range_use"]["usable_new_peer"], 4, "{v}");
+        let w: Vec<&str> = v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("127.0.0.1 -> 127.0.0.1:7300: ephemeral ports nearly exhausted (0 free of 4: 4 held by open connections, 0 in TIME_WAIT not reusable"),
+            "{}", w[0]
+        );
+        assert!(w[0].contains("add source addresses"), "{}", w[0]);
+        let text = summary_text();
+        assert!(!text.contains("spread over more peer ports"), "{text}");
+        assert!(text.contains("127.0.0.1 -> 127.0.0.1:7300: 0 usable of 4 (4 established, 4 held by open connections"), "{text}");
+        drop((held, other));
+    }
+}
+
+netns_test! {
+    /// Server-side TIME_WAIT (the server closed first) is one line per
+    /// listening port, not one per client port — also once the listener
+    /// is gone.
+    fn summary_groups_server_side_time_wait_by_listening_port(sysctls = [NO_TW_REUSE]) {
+        let mut l = Some(TcpListener::bind(v4(7400)).unwrap());
+        for _ in 0..20 {
+            let c = TcpStream::connect(v4(7400)).unwrap();
+            let (s, _) = l.as_ref().unwrap().accept().unwrap();
+            close_in_order(s, c);
+        }
+        wait_until(Duration::from_secs(5), "20 TIME_WAIT", || {
+            (count(&[TcpState::TimeWait]) == 20).then_some(())
+        });
+        for listening in [true, false] {
+            let v = summary_json();
+            assert_eq!(v["time_wait_server_side"], 20, "{listening}: {v}");
+            assert_eq!(
+                v["time_wait_server_side_by_port"],
+                serde_json::json!([{"key": 7400, "count": 20}]),
+                "{listening}: {v}"
+            );
+            assert_eq!(v["time_wait_client_side_by_peer"], serde_json::json!([]), "{v}");
+            // The old field stays as it was: every TIME_WAIT by peer.
+            assert_eq!(v["time_wait_by_peer"].as_array().unwrap().len(), 10, "{v}");
+            let text = summary_text();
+            assert!(
+                text.contains("server side (accepted connections), by local listening port: 20"),
+                "{text}"
+            );
+            assert!(!text.contains("client side, top peers"), "{text}");
+            if listening {
+                drop(l.take());
+                wait_until(Duration::from_secs(5), "no listener", || {
+                    (count(&[TcpState::Listen]) == 0).then_some(())
+                });
+            }
+        }
+    }
+}

@@ -23,7 +23,7 @@ TCP states (RFC 793 names; the kernel's TIME_WAIT is ss's time-wait):
   time-wait     we closed first and the peer closed too: the 4-tuple is
                 held for 60 s (TCP_TIMEWAIT_LEN) so stray segments of the
                 old connection die out (RFC 793, RFC 1122 4.2.2.13)
-  closed        a socket that is bound or created but not connected
+  closed        bound but neither listening nor connected (Linux 6.5+: idiag_states bit 13)
 Groups: all; connected (all but listening and closed); synchronized
   (connected minus syn-sent); bucket (time-wait and syn-recv: the mini
   sockets); big (all but bucket). Names are case-insensitive; '_' may be

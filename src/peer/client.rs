@@ -3,6 +3,7 @@
 //! close as separate steps, and every failure comes with the kernel's view
 //! of the 4-tuple that caused it.
 
+use super::why::FailureWhy;
 use super::{CloseMode, Format, Output, describe_view};
 use crate::diag::{self, DiagSocket};
 use crate::error::{Error, Result};
@@ -98,6 +99,13 @@ pub struct Attempt {
     /// The same, right after the failed step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view_after: Option<diag::TupleView>,
+    /// For a bind() or connect() that failed over ports (EADDRINUSE,
+    /// EADDRNOTAVAIL): who holds the port or the 4-tuple, the kernel rule,
+    /// the ephemeral range accounting and the fixes, from the live table
+    /// (`twlab why`), with whether it explains the errno. Only for failures
+    /// that are printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<FailureWhy>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -181,6 +189,27 @@ fn failed(
         kernel_view,
         view_before: before,
         view_after,
+        why: None,
+    }
+}
+
+/// Add the diagnosis to a failed attempt about to be printed. For bind()
+/// the port's whole bind bucket decides, so the diagnosis replaces the
+/// 4-tuple view; for connect() both stay.
+fn explain(p: &ClientPlan, a: &mut Attempt) {
+    let Outcome::Failed { step, error } = &a.outcome else {
+        return;
+    };
+    a.why = match step {
+        Step::Bind => p
+            .bind
+            .and_then(|b| super::why::after_bind(b, p.opts, error)),
+        Step::Connect => super::why::after_connect(p.connect, p.bind, p.opts, error),
+        _ => None,
+    };
+    if *step == Step::Bind && a.why.is_some() {
+        a.kernel_view.clear();
+        a.view_after = None;
     }
 }
 
@@ -279,6 +308,7 @@ fn attempt(
         kernel_view: Vec::new(),
         view_before: None,
         view_after: None,
+        why: None,
     })
 }
 
@@ -372,6 +402,11 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
     for line in &a.kernel_view {
         writeln!(out, "           {line}")?;
     }
+    if let Some(w) = &a.why {
+        for line in w.text().lines() {
+            writeln!(out, "           {line}")?;
+        }
+    }
     Ok(())
 }
 
@@ -421,7 +456,11 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
             at.retry = retry;
             let is_ok = at.outcome.is_ok();
             // While retrying a failure, print only the first failure and the
-            // success that ends it; a failure is flushed at once.
+            // success that ends it; a failure is flushed at once. Only a
+            // failure that is printed reads the socket table.
+            if !retrying && !is_ok {
+                explain(p, &mut at);
+            }
             if !retrying || is_ok {
                 let r = print_attempt(&mut out, &at, p.format).and_then(|_| {
                     if is_ok {

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod server;
+pub mod why;
 
 use crate::diag::{self, TcpState, TupleView};
 use serde::{Deserialize, Serialize};

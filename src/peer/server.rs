@@ -2,10 +2,12 @@
 //! the peer, one event line per connection with the server end's state
 //! right after close (one exact sock_diag lookup per connection).
 
+use super::why::FailureWhy;
 use super::{CloseMode, Format, Output};
 use crate::diag::{self, DiagSocket, TcpState};
 use crate::error::{Error, Result};
-use crate::socket::{Family, SocketOpts, TcpSock, explain_step_error};
+use crate::outcome::Outcome;
+use crate::socket::{Family, SocketOpts, StepError, TcpSock, explain_step_error};
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -255,13 +257,63 @@ fn refine(seen: &mut Seen, own: CloseKind, after: Option<&diag::SockEntry>) {
     }
 }
 
+/// A failed bind() or listen() as `--json` prints it.
+#[derive(Serialize)]
+struct PortFailure<'a> {
+    /// The address the server wanted.
+    listen: SocketAddr,
+    /// The call that failed and its error.
+    failed: Outcome,
+    /// Who holds the port and what helps, from the live table.
+    why: &'a FailureWhy,
+}
+
+/// A failed bind() or listen(): print the diagnosis of the live table on
+/// stdout (short form, or one JSON object), and return the error line.
+/// "another program listens there" is said only when a listener is what
+/// the diagnosis found in the way.
+fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
+    let addr = p.listen;
+    let why = super::why::after_bind(addr, p.opts, &e.error);
+    if let Some(w) = &why {
+        let mut out = Output::stdout();
+        let _ = match p.format {
+            Format::Json => {
+                let f = PortFailure {
+                    listen: addr,
+                    failed: Outcome::Failed {
+                        step: e.step,
+                        error: e.error.clone(),
+                    },
+                    why: w,
+                };
+                serde_json::to_writer(&mut out, &f)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| writeln!(out))
+            }
+            Format::Text => write!(out, "{}", w.text()),
+        };
+        let _ = out.flush();
+    }
+    match &why {
+        Some(w) if !w.blames_listener() => Error::Sys {
+            what: format!("{} {addr}", e.step),
+            err: e.error.clone(),
+        },
+        None if e.error.is("EADDRINUSE") => Error::Sys {
+            what: format!("{} {addr}", e.step),
+            err: e.error.clone(),
+        },
+        _ => explain_step_error(e, addr),
+    }
+}
+
 /// Run the server until `count` connections, the idle timeout or Ctrl-C.
 pub fn run(p: &ServerPlan) -> Result<u8> {
     let addr = p.listen;
     let l = TcpSock::new(Family::of(&addr), p.opts).map_err(|e| explain_step_error(&e, addr))?;
-    l.bind(addr).map_err(|e| explain_step_error(&e, addr))?;
-    l.listen(BACKLOG)
-        .map_err(|e| explain_step_error(&e, addr))?;
+    l.bind(addr).map_err(|e| port_failed(p, &e))?;
+    l.listen(BACKLOG).map_err(|e| port_failed(p, &e))?;
     l.set_accept_timeout(BUSY_WAIT)
         .map_err(|e| explain_step_error(&e, addr))?;
     let local = l.local_addr().unwrap_or(addr);

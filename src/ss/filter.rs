@@ -32,8 +32,25 @@ fn valid_states() -> String {
     s.join(", ")
 }
 
-/// Parse one state name or group, as `ss state NAME` does.
+/// Parse one state name or group, as `ss state NAME` does. A set with
+/// `closed` in it (`closed`, `all`, `big`) also asks for bound-only sockets
+/// (`idiag_states` bit 13, TCP_BOUND_INACTIVE, what iproute2's `ss
+/// --bound-inactive` requests): `inet_diag_dump_icsk()` walks the bind hash
+/// for them only then, and reports them as CLOSE.
 pub fn parse_state(name: &str) -> Result<StateSet> {
+    parse_state_only(name).map(with_bound_only)
+}
+
+/// A set holding CLOSE asks for bound-only sockets too.
+fn with_bound_only(set: StateSet) -> StateSet {
+    if set.contains(TcpState::Closed) {
+        set.with_bound_inactive()
+    } else {
+        set
+    }
+}
+
+fn parse_state_only(name: &str) -> Result<StateSet> {
     let n = name.trim().to_ascii_lowercase().replace('_', "-");
     let all: Vec<TcpState> = STATE_NAMES.iter().map(|(_, s)| *s).collect();
     let except = |out: &[TcpState]| {
@@ -92,7 +109,7 @@ pub fn parse_states<S: AsRef<str>>(names: &[S]) -> Result<StateSet> {
             set.insert(s);
         }
     }
-    Ok(set)
+    Ok(with_bound_only(set))
 }
 
 /// Parse a port number for --port.
@@ -320,6 +337,21 @@ mod tests {
         assert!(u.contains(TcpState::TimeWait) && u.contains(TcpState::FinWait2));
         assert!(!u.contains(TcpState::Established));
         assert_eq!(parse_states::<&str>(&[]).unwrap(), StateSet::all());
+    }
+
+    #[test]
+    fn closed_asks_for_bound_only_sockets() {
+        for names in [&["closed"][..], &["all"], &["big"], &["time-wait", "close"]] {
+            let s = parse_states(names).unwrap();
+            assert!(s.contains_bound_inactive(), "{names:?}");
+            assert!(s.contains(TcpState::Closed), "{names:?}");
+        }
+        for names in [&["connected"][..], &["listening"], &["time-wait"]] {
+            assert!(
+                !parse_states(names).unwrap().contains_bound_inactive(),
+                "{names:?}"
+            );
+        }
     }
 
     #[test]

@@ -7,9 +7,9 @@
 use super::{Filter, Format, io_err, json_err};
 use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
 use crate::error::Result;
-use crate::model::TIMEWAIT_LEN_MS;
 use crate::socket::Family;
-use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts, TwReuse};
+use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts};
+use crate::why::{self, RangeUse};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -79,8 +79,17 @@ pub struct Summary {
     /// Orphaned FIN_WAIT2 sockets kept as mini sockets (they also hold
     /// their 4-tuple and count against tcp_max_tw_buckets).
     pub fin_wait2_mini: u64,
-    /// Peers with the most TIME_WAIT sockets.
+    /// Peers with the most TIME_WAIT sockets (both sides).
     pub time_wait_by_peer: Vec<Count<SocketAddr>>,
+    /// TIME_WAIT sockets of accepted connections (server side: a listener
+    /// is on their local port, or the port is outside the ephemeral range
+    /// and the peer's inside).
+    pub time_wait_server_side: u64,
+    /// Server-side TIME_WAIT grouped by the local (listening) port, not by
+    /// each client's port.
+    pub time_wait_server_side_by_port: Vec<Count<u16>>,
+    /// Peers with the most TIME_WAIT sockets that are not server side.
+    pub time_wait_client_side_by_peer: Vec<Count<SocketAddr>>,
     /// Local ports with the most TIME_WAIT sockets.
     pub time_wait_by_local_port: Vec<Count<u16>>,
     /// `net.ipv4.ip_local_port_range` (low, high).
@@ -89,6 +98,12 @@ pub struct Summary {
     pub reserved_in_range: u32,
     /// (local address, peer) pairs holding the most ephemeral ports.
     pub port_use: Vec<PortUse>,
+    /// Every occupant of the ephemeral range (listeners, bound-only
+    /// sockets, connections per peer, TIME_WAIT reusable or not, reserved
+    /// ports), accounted with `twlab why`'s rules; the range warnings come
+    /// from it. Unfiltered: the range belongs to the whole namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range_use: Option<RangeUse>,
     /// The `tcp_max_tw_buckets` headroom.
     pub tw_buckets: TwBuckets,
     /// `net.ipv4.tcp_tw_reuse` as the sysctl says it.
@@ -97,6 +112,8 @@ pub struct Summary {
     pub tcp_timestamps: Option<String>,
     /// Exhaustion warnings, one line each.
     pub warnings: Vec<String>,
+    /// Limits only some programs meet (bind(addr, 0) before connect()).
+    pub notes: Vec<String>,
 }
 
 fn top<K: Ord + Copy + std::hash::Hash>(m: HashMap<K, u32>, n: usize) -> Vec<Count<K>> {
@@ -140,7 +157,8 @@ struct PairCount {
 struct Ports {
     range: PortRange,
     reserved: ReservedPorts,
-    reuse: TwReusePolicy,
+    /// For `why::time_wait_reusable()`, the one TIME_WAIT reuse rule.
+    sys: NetSysctls,
 }
 
 impl Ports {
@@ -148,47 +166,6 @@ impl Ports {
     /// excludes the reserved ones in `__inet_hash_connect()`).
     fn pickable(&self, port: u16) -> bool {
         self.range.contains(port) && !self.reserved.contains(port)
-    }
-}
-
-/// When connect() may take over a TIME_WAIT port (`tcp_twsk_unique()`):
-/// the TIME_WAIT saw timestamps, tcp_tw_reuse is 1 (or 2 and one end is
-/// loopback), and it is older than tcp_tw_reuse_delay.
-#[derive(Debug, Clone, Copy)]
-struct TwReusePolicy {
-    reuse: TwReuse,
-    timestamps: bool,
-    /// `tcp_tw_reuse_delay`; one second on kernels before 6.14.
-    delay_ms: u32,
-}
-
-impl TwReusePolicy {
-    fn of(s: &NetSysctls) -> Self {
-        TwReusePolicy {
-            reuse: s.tw_reuse,
-            timestamps: s.timestamps,
-            delay_ms: s.tw_reuse_delay_ms.unwrap_or(1000),
-        }
-    }
-
-    /// Whether this TIME_WAIT no longer blocks its port for connect().
-    /// Assumes the connection used timestamps when they are on (diag does
-    /// not show `tw_ts_recent_stamp`).
-    fn reusable(&self, e: &SockEntry) -> bool {
-        let loopback = |a: IpAddr| match a {
-            IpAddr::V4(v) => v.is_loopback(),
-            IpAddr::V6(v) => v.is_loopback() || v.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
-        };
-        let applies = match self.reuse {
-            TwReuse::Off => false,
-            TwReuse::On => true,
-            TwReuse::LoopbackOnly => loopback(e.local.ip()) || loopback(e.peer.ip()),
-        };
-        let age = match e.timer {
-            Some(t) => TIMEWAIT_LEN_MS.saturating_sub(t.expires_ms),
-            None => 0,
-        };
-        self.timestamps && applies && e.state == TcpState::TimeWait && age > self.delay_ms
     }
 }
 
@@ -223,7 +200,7 @@ impl Tally {
                 let c = self.pairs.entry((e.local.ip(), e.peer)).or_default();
                 if tw {
                     c.time_wait += 1;
-                    c.reusable += u32::from(ports.reuse.reusable(e));
+                    c.reusable += u32::from(why::time_wait_reusable(e, &ports.sys));
                 } else {
                     c.other += 1;
                 }
@@ -243,13 +220,12 @@ impl Tally {
     }
 }
 
-/// The `top_n` pairs holding the most ports of the range, and a warning
-/// for each that holds 90 % or more.
+/// The `top_n` pairs with TIME_WAIT holding the most ports of the range
+/// (the warnings come from [`RangeUse::advice`]).
 fn port_use(
     pairs: HashMap<(IpAddr, SocketAddr), PairCount>,
     avail: u32,
     top_n: usize,
-    warnings: &mut Vec<String>,
 ) -> Vec<PortUse> {
     let avail = avail.max(1);
     // Only pickable ports are counted, each at most once per pair (the
@@ -277,18 +253,6 @@ fn port_use(
             .then(a.local_addr.cmp(&b.local_addr))
     });
     port_use.truncate(top_n);
-    for u in port_use.iter().filter(|u| u.percent_blocked >= 90.0) {
-        let free = u
-            .ephemeral_ports
-            .saturating_sub(u.time_wait - u.time_wait_reusable + u.other_states);
-        warnings.push(format!(
-            "{} -> {}: ephemeral ports nearly exhausted ({} free of {}); connect() without an explicit bind() fails with EADDRNOTAVAIL once none is free (__inet_hash_connect)",
-            u.local_addr,
-            u.peer,
-            group(u64::from(free)),
-            group(u64::from(u.ephemeral_ports))
-        ));
-    }
     port_use
 }
 
@@ -329,26 +293,41 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         (Some(s), Some(range)) => Some(Ports {
             range,
             reserved: s.reserved_ports.clone(),
-            reuse: TwReusePolicy::of(s),
+            sys: s.clone(),
         }),
         _ => None,
     };
     let mut t = Tally::default();
+    let mut entries = Vec::new();
     diag::dump_each(&all, |e| {
         t.add(&e, filter, ports.as_ref());
+        // Kept for the range accounting and the TIME_WAIT sides only.
+        if range.is_some_and(|r| r.contains(e.local.port()))
+            || matches!(e.state, TcpState::Listen | TcpState::TimeWait)
+        {
+            entries.push(e);
+        }
         Ok(())
     })?;
     let states = t.states();
-    let mut warnings = Vec::new();
+    let (server_side, server_by_port, client_by_peer) = tw_sides(&entries, filter, range, top_n);
     let port_use = match range {
         Some(r) => port_use(
             std::mem::take(&mut t.pairs),
             r.len().saturating_sub(reserved),
             top_n,
-            &mut warnings,
         ),
         None => Vec::new(),
     };
+    let range_use = match (&sys, range) {
+        (Some(s), Some(_)) => Some(why::range_use(&entries, s, top_n)),
+        _ => None,
+    };
+    let advice = match (&sys, &range_use) {
+        (Some(s), Some(u)) => u.advice(s),
+        _ => why::RangeAdvice::default(),
+    };
+    let mut warnings = advice.warnings;
     let limit = sys.as_ref().map(|s| u64::from(s.max_tw_buckets));
     let tw_buckets = tw_buckets(limit, t.in_use, &mut warnings);
     Ok(Summary {
@@ -357,15 +336,42 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         time_wait_total: t.tw_total,
         fin_wait2_mini: t.fw2_mini,
         time_wait_by_peer: top(t.by_peer, top_n),
+        time_wait_server_side: server_side,
+        time_wait_server_side_by_port: server_by_port,
+        time_wait_client_side_by_peer: client_by_peer,
         time_wait_by_local_port: top(t.by_lport, top_n),
         ip_local_port_range: range.map(|r| (r.low, r.high)),
         reserved_in_range: reserved,
         port_use,
+        range_use,
         tw_buckets,
         tcp_tw_reuse: sys.as_ref().map(|s| s.tw_reuse.value().to_string()),
         tcp_timestamps: sysctl::read(sysctl::TIMESTAMPS),
         warnings,
+        notes: advice.notes,
     })
+}
+
+/// Group the filtered TIME_WAIT: server side by the local listening port
+/// (one line per service, not one per client port), the others by peer.
+fn tw_sides(
+    entries: &[SockEntry],
+    filter: &Filter,
+    range: Option<PortRange>,
+    top_n: usize,
+) -> (u64, Vec<Count<u16>>, Vec<Count<SocketAddr>>) {
+    let shown = entries.iter().filter(|e| {
+        filter.query.families.contains(&e.family)
+            && filter.query.states.contains(e.state)
+            && filter.matches(e)
+    });
+    let sides = why::time_wait_sides(entries, shown, range);
+    let server: u32 = sides.server_by_port.values().sum();
+    (
+        u64::from(server),
+        top(sides.server_by_port, top_n),
+        top(sides.others_by_peer, top_n),
+    )
 }
 
 /// 28001 → "28,001".
@@ -425,19 +431,28 @@ fn write_counts(out: &mut impl Write, s: &Summary) -> io::Result<()> {
         )?;
     }
     writeln!(out)?;
-    if !s.time_wait_by_peer.is_empty() {
-        writeln!(out, "  top peers (peer address:port, TIME_WAIT count):")?;
-        for c in &s.time_wait_by_peer {
+    if !s.time_wait_server_side_by_port.is_empty() {
+        writeln!(
+            out,
+            "  server side (accepted connections), by local listening port: {}",
+            group(s.time_wait_server_side)
+        )?;
+        for c in &s.time_wait_server_side_by_port {
+            writeln!(out, "    {:<47} {:>9}", c.key, group(u64::from(c.count)))?;
+        }
+    }
+    if !s.time_wait_client_side_by_peer.is_empty() {
+        writeln!(
+            out,
+            "  client side, top peers (peer address:port, TIME_WAIT count):"
+        )?;
+        for c in &s.time_wait_client_side_by_peer {
             writeln!(
                 out,
                 "    {:<47} {:>9}",
                 c.key.to_string(),
                 group(u64::from(c.count))
             )?;
-        }
-        writeln!(out, "  top local ports:")?;
-        for c in &s.time_wait_by_local_port {
-            writeln!(out, "    {:<47} {:>9}", c.key, group(u64::from(c.count)))?;
         }
     }
     Ok(())
@@ -455,8 +470,10 @@ fn write_port_use(out: &mut impl Write, s: &Summary) -> io::Result<()> {
                 out,
                 "): connect() without bind() needs a local port free for its (local address, peer) pair"
             )?;
-            if s.port_use.is_empty() {
-                writeln!(out, "  no TIME_WAIT holds an ephemeral port")?;
+            if let Some(u) = &s.range_use {
+                for line in why::render::range_lines(u) {
+                    writeln!(out, "  {line}")?;
+                }
             }
             for u in &s.port_use {
                 write!(
@@ -521,12 +538,9 @@ fn write_limits(out: &mut impl Write, s: &Summary) -> io::Result<()> {
         for w in &s.warnings {
             writeln!(out, "WARNING: {w}")?;
         }
-        if s.port_use.iter().any(|u| u.percent_blocked >= 90.0) {
-            writeln!(
-                out,
-                "  what helps: let the server close first (it then holds TIME_WAIT), reuse connections, spread over more peer ports or local addresses, widen net.ipv4.ip_local_port_range, or tcp_tw_reuse (needs timestamps)"
-            )?;
-        }
+    }
+    for n in &s.notes {
+        writeln!(out, "note: {n}")?;
     }
     Ok(())
 }
@@ -561,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn port_use_counts_pairs_and_warns_near_exhaustion() {
+    fn port_use_counts_pairs() {
         let peer: SocketAddr = "127.0.0.1:80".parse().unwrap();
         let other: SocketAddr = "127.0.0.1:81".parse().unwrap();
         let local: IpAddr = "127.0.0.1".parse().unwrap();
@@ -577,8 +591,7 @@ mod tests {
             // Full, but tcp_tw_reuse frees most: no warning.
             ((local, "127.0.0.1:83".parse().unwrap()), n(100, 80, 0)),
         ]);
-        let mut w = Vec::new();
-        let u = port_use(pairs, 100, 10, &mut w);
+        let u = port_use(pairs, 100, 10);
         // The pair with no TIME_WAIT is left out; the fullest comes first.
         assert_eq!(u.len(), 3);
         assert_eq!(u[0].percent_held, 100.0);
@@ -590,10 +603,6 @@ mod tests {
         assert_eq!(u[1].percent_time_wait, 90.0);
         assert_eq!(u[1].percent_held, 95.0);
         assert_eq!(u[2].peer, other);
-        assert_eq!(w.len(), 1);
-        assert!(w[0].starts_with(
-            "127.0.0.1 -> 127.0.0.1:80: ephemeral ports nearly exhausted (5 free of 100)"
-        ));
     }
 
     #[test]

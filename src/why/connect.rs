@@ -218,6 +218,32 @@ pub fn time_wait_reusable(e: &SockEntry, sys: &NetSysctls) -> bool {
     reuse && e.state == TcpState::TimeWait && sys.timestamps && age > delay
 }
 
+/// What the sockets on one 4-tuple make of its port for connect() toward
+/// that peer (`__inet_check_established()` → `tcp_twsk_unique()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TupleUse {
+    /// A full socket holds it: never reused.
+    Busy,
+    /// Only TIME_WAITs that connect() may take over now.
+    TimeWaitReusable,
+    /// A TIME_WAIT that connect() may not take over (yet).
+    TimeWaitBlocking,
+}
+
+/// Classify the (non-empty) sockets on one 4-tuple.
+pub(crate) fn tuple_use(on_tuple: &[&SockEntry], sys: &NetSysctls) -> TupleUse {
+    if on_tuple
+        .iter()
+        .any(|e| !e.is_timewait_sock() && e.state != TcpState::TimeWait)
+    {
+        TupleUse::Busy
+    } else if on_tuple.iter().all(|e| time_wait_reusable(e, sys)) {
+        TupleUse::TimeWaitReusable
+    } else {
+        TupleUse::TimeWaitBlocking
+    }
+}
+
 /// How long until `time_wait_reusable()` turns true for `e` (only the
 /// `tcp_tw_reuse_delay` part is still missing), if ever.
 fn reusable_in_ms(e: &SockEntry, sys: &NetSysctls) -> Option<u32> {
@@ -232,7 +258,7 @@ fn reusable_in_ms(e: &SockEntry, sys: &NetSysctls) -> Option<u32> {
     (time_wait_reusable(e, &aged) && age <= delay).then(|| delay - age + 1)
 }
 
-fn time_wait_note(sys: &NetSysctls, loopback: bool) -> String {
+pub(crate) fn time_wait_note(sys: &NetSysctls, loopback: bool) -> String {
     let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
     match (sys.tw_reuse, sys.timestamps) {
         (_, false) => "TIME_WAIT is never reused: tcp_timestamps=0".into(),
@@ -302,32 +328,30 @@ fn count_range(
                 .iter()
                 .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
         );
-        if on_tuple
-            .iter()
-            .any(|o| !o.entry.is_timewait_sock() && o.entry.state != TcpState::TimeWait)
-        {
-            c.tuple_busy += 1;
-        } else if on_tuple.iter().all(|o| time_wait_reusable(&o.entry, sys)) {
-            c.time_wait_reusable += 1;
-        } else {
-            c.time_wait_blocking += 1;
-            let later = on_tuple
-                .iter()
-                .map(|o| reusable_in_ms(&o.entry, sys))
-                .collect::<Option<Vec<u32>>>()
-                .and_then(|v| v.into_iter().max());
-            c.time_wait_reusable_in_ms = match (c.time_wait_reusable_in_ms, later) {
-                (Some(x), Some(y)) => Some(x.min(y)),
-                (x, y) => x.or(y),
-            };
-            let left = on_tuple
-                .iter()
-                .filter_map(|o| o.entry.timer.map(|t| t.expires_ms))
-                .max();
-            c.soonest_time_wait_ms = match (c.soonest_time_wait_ms, left) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+        let entries: Vec<&SockEntry> = on_tuple.iter().map(|o| &o.entry).collect();
+        match tuple_use(&entries, sys) {
+            TupleUse::Busy => c.tuple_busy += 1,
+            TupleUse::TimeWaitReusable => c.time_wait_reusable += 1,
+            TupleUse::TimeWaitBlocking => {
+                c.time_wait_blocking += 1;
+                let later = on_tuple
+                    .iter()
+                    .map(|o| reusable_in_ms(&o.entry, sys))
+                    .collect::<Option<Vec<u32>>>()
+                    .and_then(|v| v.into_iter().max());
+                c.time_wait_reusable_in_ms = match (c.time_wait_reusable_in_ms, later) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                let left = on_tuple
+                    .iter()
+                    .filter_map(|o| o.entry.timer.map(|t| t.expires_ms))
+                    .max();
+                c.soonest_time_wait_ms = match (c.soonest_time_wait_ms, left) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
         }
     }
     (c, holders)
@@ -409,7 +433,11 @@ fn bucket_from_bind(bucket: &[&Occupant], table: &Table, sys: &NetSysctls) -> bo
     })
 }
 
-fn ephemeral_fixes(c: &Capacity, sys: &NetSysctls, q: &ConnectQuestion) -> Vec<RankedFix> {
+pub(crate) fn ephemeral_fixes(
+    c: &Capacity,
+    sys: &NetSysctls,
+    q: &ConnectQuestion,
+) -> Vec<RankedFix> {
     let mut fixes = Vec::new();
     let biggest = [c.bind_owned, c.tuple_busy, c.time_wait_blocking]
         .into_iter()

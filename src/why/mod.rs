@@ -17,6 +17,7 @@
 //! - `bind`: the bind bucket rule (reusing [`crate::model`]'s reuse rule).
 //! - `connect`: the 4-tuple rule and the ephemeral range accounting.
 //! - `fix`: fixes and their costs.
+//! - `range`: every occupant of the ephemeral range at once (`ss --summary`).
 //! - `documented`: Windows and BSD/macOS.
 //! - `diagnosis`: the answer's types.
 //! - [`live`], reading the namespace and `--try`.
@@ -28,6 +29,7 @@ mod diagnosis;
 mod documented;
 mod fix;
 pub mod live;
+mod range;
 pub mod render;
 mod table;
 #[cfg(test)]
@@ -40,7 +42,10 @@ pub use diagnosis::{
     OtherSystem, ReuseKnown, Rule, Variant,
 };
 pub use fix::{Fix, RankedFix};
-pub use table::{Cover, Occupant, Origin, Role, Table};
+pub use range::{
+    PeerCapacity, RangeAdvice, RangeUse, TimeWaitSides, peer_fixes, range_use, time_wait_sides,
+};
+pub use table::{Cover, Occupant, Origin, Role, Table, origin_given};
 
 use crate::sysctl::NetSysctls;
 use std::net::{Ipv4Addr, SocketAddr};

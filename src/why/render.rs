@@ -2,7 +2,9 @@
 //! (a few lines) for a program that just got the errno.
 
 use super::diagnosis::{Agreement, Asked, Blocking, Diagnosis, HolderReport, ReuseKnown};
+use super::range::RangeUse;
 use super::table::{Origin, Role};
+use crate::ss::group;
 use std::fmt::Write;
 
 /// How many holder lines the long form prints before "… N more".
@@ -181,7 +183,12 @@ pub fn long(d: &Diagnosis) -> String {
     o
 }
 
-/// The short form: what fails, who holds it, the top two fixes.
+/// How many holder lines the short form prints before "… N more".
+const SHORT_HOLDER_LINES: usize = 3;
+
+/// The short form: what fails, who holds it (the sockets that stand in the
+/// way, at most three), the ephemeral range accounting when the question
+/// has one, flags, and the top two fixes.
 pub fn short(d: &Diagnosis) -> String {
     let mut o = String::new();
     let _ = writeln!(
@@ -192,6 +199,38 @@ pub fn short(d: &Diagnosis) -> String {
         d.kernel_fn
     );
     let _ = writeln!(o, "  {}", d.explanation);
+    let in_way: Vec<&HolderReport> = d
+        .holders
+        .iter()
+        .filter(|h| !matches!(h.blocking, Blocking::NoOverlap | Blocking::Never))
+        .collect();
+    for h in in_way.iter().take(SHORT_HOLDER_LINES) {
+        let _ = writeln!(o, "  holder: {}", holder_line(h));
+    }
+    if in_way.len() > SHORT_HOLDER_LINES {
+        let _ = writeln!(
+            o,
+            "  … {} more holders (`twlab why {}` lists all)",
+            in_way.len() - SHORT_HOLDER_LINES,
+            why_args(d)
+        );
+    }
+    if let Some(c) = &d.capacity {
+        let _ = writeln!(
+            o,
+            "  ephemeral ports {}-{} ({}): reserved {}, owned by bind() {}, 4-tuple held {}, TIME_WAIT not reusable {}, TIME_WAIT reusable {}, free {}; usable now {}",
+            c.range.low,
+            c.range.high,
+            c.range_ports,
+            c.reserved,
+            c.bind_owned,
+            c.tuple_busy,
+            c.time_wait_blocking,
+            c.time_wait_reusable,
+            c.free,
+            c.usable
+        );
+    }
     for f in d.flags.iter().take(2) {
         let _ = writeln!(o, "  ! {}", f.describe());
     }
@@ -199,4 +238,65 @@ pub fn short(d: &Diagnosis) -> String {
         let _ = writeln!(o, "  fix {}: {} (cost: {})", i + 1, f.text, f.cost);
     }
     o
+}
+
+/// The `twlab why` arguments that ask the same question.
+pub fn why_args(d: &Diagnosis) -> String {
+    match &d.asked {
+        Asked::Bind { addr, opts, .. } => {
+            let mut s = format!("bind {addr}");
+            if opts.reuseaddr {
+                s.push_str(" --reuseaddr");
+            }
+            if opts.reuseport {
+                s.push_str(" --reuseport");
+            }
+            s
+        }
+        Asked::Connect {
+            dst,
+            from,
+            bind_no_port,
+        } => {
+            let mut s = format!("connect {dst}");
+            if let Some(f) = from {
+                let _ = write!(s, " --from {f}");
+            }
+            if *bind_no_port {
+                s.push_str(" --bind-no-port");
+            }
+            s
+        }
+        Asked::Port { port } => format!("port {port}"),
+    }
+}
+
+/// Every occupant of the ephemeral range, then the pairs with the fewest
+/// usable ports (`ss --summary`).
+pub fn range_lines(u: &RangeUse) -> Vec<String> {
+    let n = |v: u32| group(u64::from(v));
+    let mut lines = vec![format!(
+        "occupants: {} listening, {} bound only, {} held by connections, {} reserved, {} empty; connect() to a new peer can use {}",
+        n(u.listeners),
+        n(u.bound_only),
+        n(u.connections),
+        n(u.reserved),
+        n(u.empty),
+        n(u.usable_new_peer)
+    )];
+    for p in &u.peers {
+        let c = &p.capacity;
+        lines.push(format!(
+            "{} -> {}: {} usable of {} ({} established, {} held by open connections, {} TIME_WAIT not reusable, {} TIME_WAIT reusable)",
+            p.local_addr,
+            p.peer,
+            n(c.usable),
+            n(u.pickable()),
+            n(p.established),
+            n(c.tuple_busy),
+            n(c.time_wait_blocking),
+            n(c.time_wait_reusable)
+        ));
+    }
+    lines
 }

@@ -116,6 +116,15 @@ pub fn origin(e: &SockEntry, table: &Table, range: PortRange) -> Origin {
         .sockets
         .iter()
         .any(|o| o.entry.state == TcpState::Listen && o.entry.local.port() == e.local.port());
+    origin_given(e, listener_here, range)
+}
+
+/// [`origin`] when the caller already knows whether a listener is on `e`'s
+/// local port (`ss --summary` looks that up once for the whole table).
+pub fn origin_given(e: &SockEntry, listener_here: bool, range: PortRange) -> Origin {
+    if matches!(role(e), Role::Listener | Role::BoundOnly) {
+        return Origin::NotConnected;
+    }
     if listener_here {
         return Origin::Incoming;
     }
