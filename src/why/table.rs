@@ -119,7 +119,7 @@ pub fn origin(e: &SockEntry, table: &Table, range: PortRange) -> Origin {
     origin_given(e, listener_here, range)
 }
 
-/// [`origin`] when the caller already knows whether a listener is on `e`'s
+/// `origin` when the caller already knows whether a listener is on `e`'s
 /// local port (`ss --summary` looks that up once for the whole table).
 pub fn origin_given(e: &SockEntry, listener_here: bool, range: PortRange) -> Origin {
     if matches!(role(e), Role::Listener | Role::BoundOnly) {
