@@ -20,8 +20,10 @@ pub struct LoadArgs {
     /// Idle keep-alive connections kept per worker (0: connect per use).
     #[arg(long, default_value_t = 0)]
     pool: u32,
-    /// One-byte request/response exchanges per use of a connection.
-    #[arg(long, default_value_t = 0)]
+    /// One-byte request/response exchanges per use of a connection (0:
+    /// connect and close without data; a pooled use then does nothing, so
+    /// its uses/s would measure nothing).
+    #[arg(long, default_value_t = 1)]
     requests: u32,
     /// Open N connections and hold them until the run ends (instead of churn).
     #[arg(long, value_name = "N")]

@@ -101,6 +101,7 @@ pub fn table(reports: &[LoadReport]) -> String {
         "variant",
         "uses/s",
         "conn/s",
+        "conn/s after exhaustion",
         "errors",
         "no-port errors",
         "first exhaustion",
@@ -121,6 +122,10 @@ pub fn table(reports: &[LoadReport]) -> String {
             r.label.clone(),
             format!("{:.0}", uses_per_s(r)),
             format!("{:.0}", r.conn_per_s),
+            // The run's average hides the limit when ports ran out early:
+            // this is the rate the predicted limit is about.
+            r.conn_per_s_after_exhaustion
+                .map_or("-".into(), |c| format!("{c:.0}")),
             r.errors.to_string(),
             r.exhaustion_errors.to_string(),
             r.first_exhaustion.map_or("-".into(), |f| {
