@@ -510,35 +510,70 @@ pub fn load(file: &Path) -> Result<Scenario, LoadError> {
     parse(file, &text)
 }
 
-#[derive(Serialize)]
-struct ExperimentOut<'a> {
-    description: &'a str,
-    sysctls: BTreeMap<&'a str, &'a str>,
-    experiment: &'a Experiment,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expect: Option<&'a Expect>,
+/// `v` as an inline TOML value (`"…"`, `{ fixed = 23456 }`).
+fn inline(v: toml::Value) -> String {
+    v.to_string()
+}
+
+/// `v`'s fields as a TOML table. Plain data of strings, integers,
+/// booleans and tables is always representable in TOML.
+fn table<T: Serialize>(v: &T) -> toml::Table {
+    match toml::Value::try_from(v) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+/// A socket-options table without the options that are off (the default
+/// when reading a file back); `None` when nothing is left.
+fn set_options(v: toml::Value) -> Option<toml::Value> {
+    let toml::Value::Table(t) = v else {
+        return Some(v);
+    };
+    let t: toml::Table = t
+        .into_iter()
+        .filter(|(k, v)| {
+            !(matches!(v, toml::Value::Boolean(false))
+                || (k == "v6only" && v.as_str() == Some("system")))
+        })
+        .collect();
+    (!t.is_empty()).then_some(toml::Value::Table(t))
 }
 
 /// `x` written as an experiment file that [`parse`] reads back into the same
-/// [`Experiment`] (`twlab matrix --emit-cell`).
+/// [`Experiment`] (`twlab matrix --emit-cell`): one line per field, socket
+/// options that are off left out.
 pub fn experiment_toml(
     description: &str,
     sysctls: &[(String, String)],
     x: &Experiment,
     expect: Option<&Expect>,
 ) -> String {
-    let out = ExperimentOut {
-        description,
-        sysctls: sysctls
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect(),
-        experiment: x,
-        expect,
-    };
-    // Plain data of strings, integers, booleans and tables: always
-    // representable in TOML.
-    toml::to_string(&out).unwrap_or_else(|e| format!("# cannot write as TOML: {e}\n"))
+    let quoted = |s: &str| inline(toml::Value::String(s.into()));
+    let mut out = format!("description = {}\n", quoted(description));
+    if !sysctls.is_empty() {
+        out.push_str("\n[sysctls]\n");
+        for (k, v) in sysctls {
+            out.push_str(&format!("{} = {}\n", quoted(k), quoted(v)));
+        }
+    }
+    out.push_str("\n[experiment]\n");
+    for (k, v) in table(x) {
+        let v = match k.as_str() {
+            "listener" | "client" | "new_opts" => set_options(v),
+            _ => Some(v),
+        };
+        if let Some(v) = v {
+            out.push_str(&format!("{k} = {}\n", inline(v)));
+        }
+    }
+    if let Some(e) = expect {
+        out.push_str("\n[expect]\n");
+        for (k, v) in table(e) {
+            out.push_str(&format!("{k} = {}\n", inline(v)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -559,6 +594,8 @@ mod tests {
                 client_port: ClientPort::Ephemeral,
                 close: CloseBy::ServerRst,
                 next: NextStep::RestartListener,
+                // Every option off: left out of the file, none on reading.
+                new_opts: SocketOpts::default(),
                 ..base.clone()
             },
             Experiment {
