@@ -1,16 +1,21 @@
 //! `twlab demo`: the lesson in one command. Runs the classic experiment in
 //! five variants on loopback, in this process, and explains each outcome
-//! with the kernel rule that decided it ([`crate::model`]).
+//! with the kernel rule that decided it ([`crate::model`]). The variants are
+//! the scenario files of `examples/scenarios/demo/`, embedded in the binary
+//! (`twlab run` replays the same files in a namespace).
 
 use crate::check::{self, Checked};
 use crate::diag::Side;
 use crate::error::{Error, Result};
 use crate::model::{self, DocumentedPrediction, KernelFacts};
 use crate::outcome::Outcome;
-use crate::scenario::{CloseBy, Experiment, Report, When};
-use crate::socket::{Family, SocketOpts};
+use crate::scenario::file::{self, Scenario};
+use crate::scenario::{Experiment, Report};
+use crate::socket::Family;
 use serde::Serialize;
 use std::io::Write;
+use std::path::Path;
+use std::sync::OnceLock;
 
 /// What `twlab demo` runs and how it prints it (the command line's
 /// arguments, parsed).
@@ -84,44 +89,79 @@ pub struct Demo {
     pub elapsed_ms: f64,
 }
 
-/// The five cases of the lesson.
+/// The demo's cases, in order: scenario files embedded at build time, so
+/// that editing one changes the demo (path, text).
+const CASE_FILES: [(&str, &str); 5] = [
+    (
+        "examples/scenarios/demo/1-reconnect-after-peer.toml",
+        include_str!("../examples/scenarios/demo/1-reconnect-after-peer.toml"),
+    ),
+    (
+        "examples/scenarios/demo/2-reconnect-at-once.toml",
+        include_str!("../examples/scenarios/demo/2-reconnect-at-once.toml"),
+    ),
+    (
+        "examples/scenarios/demo/3-server-closes-first.toml",
+        include_str!("../examples/scenarios/demo/3-server-closes-first.toml"),
+    ),
+    (
+        "examples/scenarios/demo/4-client-rst.toml",
+        include_str!("../examples/scenarios/demo/4-client-rst.toml"),
+    ),
+    (
+        "examples/scenarios/demo/5-no-reuseaddr.toml",
+        include_str!("../examples/scenarios/demo/5-no-reuseaddr.toml"),
+    ),
+];
+
+/// One embedded case file → its description and experiment, or why it
+/// cannot be a demo case (not an experiment, no description, sysctls the
+/// demo could not apply: it runs in this process's namespace).
+fn parse_case(path: &str, text: &str) -> std::result::Result<(String, Experiment), String> {
+    match file::parse(Path::new(path), text).map_err(|e| e.to_string())? {
+        Scenario::Experiment(f) => {
+            if !f.sysctls.is_empty() {
+                return Err(format!("{path}: a demo case cannot set sysctls"));
+            }
+            let d = f
+                .description
+                .ok_or_else(|| format!("{path}: a demo case needs a description"))?;
+            Ok((d, f.experiment))
+        }
+        Scenario::Script(_) => Err(format!("{path}: a demo case needs an [experiment] table")),
+    }
+}
+
+/// The embedded case files, parsed once.
+fn case_files() -> &'static [(String, Experiment)] {
+    static CASES: OnceLock<Vec<(String, Experiment)>> = OnceLock::new();
+    CASES.get_or_init(|| {
+        CASE_FILES
+            .iter()
+            .map(|(path, text)| {
+                // The files are part of the binary and every test parses
+                // them (`demo::tests`): a bad one is a build defect, not
+                // an input error.
+                parse_case(path, text).unwrap_or_else(|e| panic!("embedded demo case: {e}"))
+            })
+            .collect()
+    })
+}
+
+/// The five cases of the lesson, from `examples/scenarios/demo/`, with the
+/// command line's family and server port (`None`: a free one per case).
 pub fn cases(family: Family, port: Option<u16>) -> Vec<(&'static str, Experiment)> {
-    let base = Experiment::story(family, port.unwrap_or(0), 0);
-    vec![
-        (
-            "client closes first; reconnect after the peer closed",
-            base.clone(),
-        ),
-        (
-            "client closes first; reconnect before the peer closed (the story's tight loop)",
-            Experiment {
-                when: When::AtOnce,
-                ..base.clone()
-            },
-        ),
-        (
-            "server closes first; reconnect at once",
-            Experiment {
-                close: CloseBy::Server,
-                ..base.clone()
-            },
-        ),
-        (
-            "client closes with SO_LINGER 0 (RST); reconnect",
-            Experiment {
-                close: CloseBy::ClientRst,
-                ..base.clone()
-            },
-        ),
-        (
-            "no SO_REUSEADDR on the client; reconnect after the peer closed",
-            Experiment {
-                client: SocketOpts::default(),
-                new_opts: SocketOpts::default(),
-                ..base
-            },
-        ),
-    ]
+    case_files()
+        .iter()
+        .map(|(case, x)| {
+            let x = Experiment {
+                family,
+                server_port: port.unwrap_or(0),
+                ..x.clone()
+            };
+            (case.as_str(), x)
+        })
+        .collect()
 }
 
 fn row(case: &str, c: Checked) -> DemoRow {
@@ -200,4 +240,35 @@ pub fn run(plan: &DemoPlan) -> Result<u8> {
     } else {
         3
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_case_parses() {
+        for (path, text) in CASE_FILES {
+            let (d, _) = parse_case(path, text).unwrap();
+            assert!(!d.is_empty(), "{path}");
+        }
+        assert_eq!(cases(Family::V4, None).len(), CASE_FILES.len());
+    }
+
+    #[test]
+    fn a_script_or_sysctls_cannot_be_a_demo_case() {
+        let script = "[[socket]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n";
+        assert!(
+            parse_case("s.toml", script)
+                .unwrap_err()
+                .contains("[experiment]")
+        );
+        let (_, text) = CASE_FILES[0];
+        let with_sysctls = format!("sysctls = {{ \"net.ipv4.tcp_timestamps\" = \"0\" }}\n{text}");
+        assert!(
+            parse_case("x.toml", &with_sysctls)
+                .unwrap_err()
+                .contains("cannot set sysctls")
+        );
+    }
 }

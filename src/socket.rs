@@ -160,8 +160,10 @@ pub fn v6only_word(v6only: bool) -> &'static str {
     if v6only { "v6-only" } else { "dual-stack" }
 }
 
-/// The socket options that decide address reuse.
+/// The socket options that decide address reuse. Options left out of a
+/// scenario file are off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SocketOpts {
     /// SO_REUSEADDR.
     pub reuseaddr: bool,
@@ -174,7 +176,6 @@ pub struct SocketOpts {
     /// connect() so the 4-tuple can be checked as a whole (Linux 4.2+).
     pub bind_no_port: bool,
     /// IPV6_V6ONLY for IPv6 sockets (ignored for IPv4 ones).
-    #[serde(default)]
     pub v6only: V6Only,
 }
 

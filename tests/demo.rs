@@ -147,3 +147,85 @@ fn demo_port_in_use() {
         "{line}"
     );
 }
+
+/// The demo's cases as they were built in code before they became files
+/// (`examples/scenarios/demo/`): kept here only, to prove the files say
+/// exactly the same.
+fn cases_built_in_code(
+    family: twlab::socket::Family,
+    port: Option<u16>,
+) -> Vec<(&'static str, twlab::scenario::Experiment)> {
+    use twlab::scenario::{CloseBy, Experiment, When};
+    use twlab::socket::SocketOpts;
+    let base = Experiment::story(family, port.unwrap_or(0), 0);
+    vec![
+        (
+            "client closes first; reconnect after the peer closed",
+            base.clone(),
+        ),
+        (
+            "client closes first; reconnect before the peer closed (the story's tight loop)",
+            Experiment {
+                when: When::AtOnce,
+                ..base.clone()
+            },
+        ),
+        (
+            "server closes first; reconnect at once",
+            Experiment {
+                close: CloseBy::Server,
+                ..base.clone()
+            },
+        ),
+        (
+            "client closes with SO_LINGER 0 (RST); reconnect",
+            Experiment {
+                close: CloseBy::ClientRst,
+                ..base.clone()
+            },
+        ),
+        (
+            "no SO_REUSEADDR on the client; reconnect after the peer closed",
+            Experiment {
+                client: SocketOpts::default(),
+                new_opts: SocketOpts::default(),
+                ..base
+            },
+        ),
+    ]
+}
+
+#[test]
+fn demo_case_files_are_the_experiments_built_in_code_before() {
+    use twlab::scenario::file::{Scenario, load};
+    use twlab::socket::Family;
+    for family in [Family::V4, Family::V6] {
+        for port in [None, Some(4242)] {
+            assert_eq!(
+                twlab::demo::cases(family, port),
+                cases_built_in_code(family, port),
+                "{family:?} {port:?}"
+            );
+        }
+    }
+    // The files on disk (what `twlab run` reads) say the same, for the
+    // family and port they name (IPv4, a free port).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios/demo");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let want = cases_built_in_code(Family::V4, None);
+    assert_eq!(files.len(), want.len());
+    for (f, (case, x)) in files.iter().zip(want) {
+        match load(f).unwrap() {
+            Scenario::Experiment(e) => {
+                assert_eq!(e.description.as_deref(), Some(case), "{}", f.display());
+                assert_eq!(e.experiment, x, "{}", f.display());
+                assert!(e.sysctls.is_empty(), "{}", f.display());
+            }
+            Scenario::Script(_) => panic!("{}: not an experiment", f.display()),
+        }
+    }
+}

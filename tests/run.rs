@@ -110,3 +110,223 @@ fn bad_files_are_refused_in_one_line_with_file_and_line() {
         "{line}"
     );
 }
+
+fn demo_files() -> Vec<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios/demo");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .expect("examples/scenarios/demo")
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+// The demo's own case files, replayed by `twlab run` in a namespace: the
+// model agrees with the kernel and the files' [expect] tables hold.
+#[test]
+fn demo_case_files_replay_in_agreement() {
+    if !netns_or_skip("demo_case_files_replay_in_agreement") {
+        return;
+    }
+    let files = demo_files();
+    assert_eq!(files.len(), 5, "{files:?}");
+    let mut args = vec!["run"];
+    args.extend(files.iter().map(String::as_str));
+    let o = run(&args);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("5 scenario(s), 0 step(s)"), "{text}");
+    // Case 5 fails at bind() by the bind-conflict rule, with its fix.
+    assert!(
+        text.contains("observed:   bind() failed: EADDRINUSE"),
+        "{text}"
+    );
+    assert!(text.contains("(rule bind-conflict)"), "{text}");
+    assert!(
+        text.contains("fix: set SO_REUSEADDR on both sockets"),
+        "{text}"
+    );
+    assert!(text.contains("old 4-tuple: client TIME_WAIT"), "{text}");
+}
+
+#[test]
+fn a_wrong_experiment_expectation_exits_3() {
+    if !netns_or_skip("a_wrong_experiment_expectation_exits_3") {
+        return;
+    }
+    // Case 5 of the demo (no SO_REUSEADDR: bind() fails), expected "ok".
+    let f = temp(
+        "wrong-experiment.toml",
+        "[experiment]\nfamily = \"v4\"\nclient_port = { fixed = 0 }\nlistener = { reuseaddr = true }\nclose = \"client\"\nwhen = \"after-peer\"\nnext = \"reconnect\"\n\n[expect]\noutcome = \"ok\"\n",
+    );
+    let o = run(&["run", &f]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{text}");
+    assert!(text.contains("!! expected:   ok"), "{text}");
+    assert!(text.contains("1 scenario(s), 1 step(s)"), "{text}");
+}
+
+#[test]
+fn bad_experiment_files_are_refused_in_one_line_with_file_and_line() {
+    let x = "[experiment]\nfamily = \"v4\"\nclient_port = \"ephemeral\"\n";
+    let cases = [
+        (
+            "bad-close.toml",
+            format!("{x}close = \"sideways\"\nwhen = \"at-once\"\nnext = \"reconnect\"\n"),
+            ":4: unknown variant `sideways`",
+        ),
+        (
+            "unknown-field.toml",
+            format!("{x}close = \"client\"\nwhen = \"at-once\"\nnext = \"reconnect\"\nclse = 1\n"),
+            ":7: unknown field `clse`",
+        ),
+        (
+            "unknown-option.toml",
+            format!(
+                "{x}close = \"client\"\nwhen = \"at-once\"\nnext = \"reconnect\"\nclient = {{ reuse_addr = true }}\n"
+            ),
+            ":7: unknown field `reuse_addr`",
+        ),
+        (
+            "missing-next.toml",
+            format!("description = \"d\"\n\n{x}close = \"client\"\nwhen = \"at-once\"\n"),
+            ":3: missing field `next`",
+        ),
+        (
+            "bad-expect.toml",
+            format!(
+                "{x}close = \"client\"\nwhen = \"at-once\"\nnext = \"reconnect\"\n\n[expect]\noutcome = \"fails\"\n"
+            ),
+            ":8: expect: outcome 'fails'",
+        ),
+        (
+            "bad-rule.toml",
+            format!(
+                "{x}close = \"client\"\nwhen = \"at-once\"\nnext = \"reconnect\"\n\n[expect]\nrule = \"magic\"\n"
+            ),
+            ":9: unknown variant `magic`",
+        ),
+        (
+            "mixed.toml",
+            format!(
+                "{x}close = \"client\"\nwhen = \"at-once\"\nnext = \"reconnect\"\n\n[[socket]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n"
+            ),
+            ":8: [[socket]] beside [experiment] (line 1)",
+        ),
+        (
+            "expect-alone.toml",
+            "[[socket]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n\n[expect]\noutcome = \"ok\"\n"
+                .into(),
+            ":5: [expect] without [experiment]",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let f = temp(name, &text);
+        let o = run(&["run", &f]);
+        let line = one_line_failure(&o);
+        assert!(line.contains(&f), "{name}: {line}");
+        assert!(line.contains(want), "{name}: want {want:?} in {line}");
+    }
+}
+
+/// Outcome (kind, step, errno) and rule of a prediction, from JSON.
+fn verdict(p: &serde_json::Value) -> (String, String, String, String) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let o = &p["outcome"];
+    (
+        s(&o["kind"]),
+        s(&o["step"]),
+        s(&o["error"]["name"]),
+        s(&p["rule"]),
+    )
+}
+
+// `twlab matrix --emit-cell N` writes cell N as an experiment file; `twlab
+// run` replays it (sysctls included) with the prediction the matrix made.
+#[test]
+fn an_emitted_matrix_cell_replays_with_the_same_prediction() {
+    if !netns_or_skip("an_emitted_matrix_cell_replays_with_the_same_prediction") {
+        return;
+    }
+    let selections: [&[&str]; 2] = [
+        // Depends on the cell's sysctls: one ephemeral port, TIME_WAIT on it.
+        &[
+            "-f",
+            "next=reconnect",
+            "-f",
+            "close=client",
+            "-f",
+            "when=after-peer",
+            "-f",
+            "client-port=ephemeral",
+            "-f",
+            "port-range=one",
+            "-f",
+            "family=ipv4",
+            "-f",
+            "tcp-timestamps=1",
+            "-f",
+            "tcp-tw-reuse=0",
+        ],
+        // Depends on the socket options: rebinding a port in TIME_WAIT.
+        &[
+            "-f",
+            "next=rebind",
+            "-f",
+            "close=client",
+            "-f",
+            "when=after-peer",
+            "-f",
+            "client-port=fixed",
+            "-f",
+            "family=ipv6",
+        ],
+    ];
+    let dir = std::env::temp_dir().join(format!("twlab-emit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (mut oks, mut fails) = (0, 0);
+    for factors in selections {
+        let mut args = vec!["matrix", "--format", "json"];
+        args.extend(factors);
+        let o = run(&args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let cells = m["cells"].as_array().unwrap();
+        assert!(!cells.is_empty());
+        for cell in cells {
+            let i = cell["spec"]["id"].as_u64().unwrap();
+            let id = i.to_string();
+            let mut args = vec!["matrix", "--emit-cell", &id];
+            args.extend(factors);
+            let o = run(&args);
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let f = dir.join(format!("cell-{i}.toml"));
+            std::fs::write(&f, &o.stdout).unwrap();
+            let f = f.display().to_string();
+            let o = run(&["run", "--json", &f]);
+            let lines = json_lines(&o);
+            assert_eq!(o.status.code(), Some(0), "{f}: {lines:?}");
+            let r = &lines[0]["report"]["checked"];
+            assert_eq!(r["report"]["experiment"], cell["spec"]["experiment"], "{f}");
+            let want = verdict(&cell["predicted"]);
+            assert_eq!(verdict(&r["prediction"]), want, "{f}");
+            if want.0 == "ok" {
+                oks += 1;
+            } else {
+                fails += 1;
+            }
+        }
+    }
+    assert!(oks > 0 && fails > 0, "ok {oks}, failed {fails}");
+}

@@ -44,6 +44,11 @@ pub struct MatrixArgs {
     max_cells: Option<usize>,
     #[arg(long, value_enum, default_value = "table")]
     format: FormatArg,
+    /// Print cell N of the selection (numbered as the table numbers them)
+    /// as a scenario file, without running anything; `twlab run FILE`
+    /// replays it with the same prediction and check.
+    #[arg(long, value_name = "N")]
+    emit_cell: Option<usize>,
     /// Internal: run cells read from stdin inside a user+network namespace
     /// (`twlab::matrix::isolation`'s worker protocol).
     #[arg(long, hide = true)]
@@ -115,6 +120,11 @@ pub fn run(a: MatrixArgs) -> anyhow::Result<u8> {
         matrix::run_worker(a.run_options())
     } else if a.list_factors {
         matrix::print_stdout(&matrix::list_factors()).map(|()| 0)
+    } else if let Some(id) = a.emit_cell {
+        (Selection::parse(&a.factors))
+            .and_then(|sel| matrix::emit_cell(&sel, id, a.max_cells))
+            .and_then(|text| matrix::print_stdout(text.trim_end()))
+            .map(|()| 0)
     } else {
         a.plan().and_then(|p| matrix::run(&p))
     };

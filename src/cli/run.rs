@@ -1,20 +1,26 @@
 //! `twlab run FILE…`: play scenario files, each in its own namespace; exit
 //! 3 if any step's observation, model prediction or expectation differ.
+//! A script file plays its steps; an experiment file (`[experiment]`, the
+//! type of `demo` cases and `matrix` cells) runs through the model check.
 
 use anyhow::Result;
 use std::io::Write;
 use std::path::PathBuf;
-use twlab::scenario::file::load;
-use twlab::scenario::play::play;
+use twlab::scenario::file::{ExperimentFile, Scenario, Script, load};
+use twlab::scenario::play::{ScriptReport, play};
+use twlab::scenario::replay::{ExperimentReport, replay};
 
 /// Arguments of `twlab run`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
 Examples:
   twlab run examples/scenarios/*.toml
-  twlab run --json examples/scenarios/dual-stack-any.toml")]
+  twlab run examples/scenarios/demo/*.toml
+  twlab run --json examples/scenarios/dual-stack-any.toml
+  twlab matrix -f next=rebind -f close=client --emit-cell 0 > cell.toml && twlab run cell.toml")]
 pub struct RunArgs {
-    /// Scenario files (TOML).
+    /// Scenario files (TOML): scripts ([[socket]], [[step]]) or experiments
+    /// ([experiment], [expect]).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// One JSON object per file.
@@ -24,54 +30,135 @@ pub struct RunArgs {
 
 /// Load every file first (a bad one stops here, in one line), then play.
 pub fn run(a: RunArgs) -> Result<u8> {
-    let scripts = a
+    let scenarios = a
         .files
         .iter()
         .map(|f| load(f))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut out = std::io::stdout().lock();
     let mut bad = 0;
-    for s in &scripts {
-        let r = play(s)?;
-        bad += r.disagreements();
-        if a.json {
-            let v = serde_json::json!({ "file": s.file, "report": r });
-            writeln!(out, "{v}")?;
-            continue;
-        }
-        writeln!(
-            out,
-            "{}: {}",
-            s.file.display(),
-            s.description.as_deref().unwrap_or("")
-        )?;
-        writeln!(
-            out,
-            "   line  {:<40} {:<13} {:<13} expected",
-            "step", "observed", "model"
-        )?;
-        for st in &r.steps {
-            let model = st.model.as_ref().map(|m| m.0.as_str()).unwrap_or("-");
-            writeln!(
-                out,
-                "{} {:>4}  {:<40} {:<13} {:<13} {}",
-                if st.agrees() { "  " } else { "!!" },
-                st.line,
-                st.what,
-                st.observed,
-                model,
-                st.expect.as_deref().unwrap_or("-")
-            )?;
-            if let Some((_, why)) = &st.model {
-                writeln!(out, "         model: {why}")?;
+    for s in &scenarios {
+        let (report, n) = match s {
+            Scenario::Script(script) => {
+                let r = play(script)?;
+                let n = r.disagreements();
+                if !a.json {
+                    print_script(&mut out, script, &r)?;
+                }
+                (serde_json::to_value(&r)?, n)
             }
+            Scenario::Experiment(f) => {
+                let r = replay(f)?;
+                let n = r.disagreements();
+                if !a.json {
+                    print_experiment(&mut out, f, &r)?;
+                }
+                (serde_json::to_value(&r)?, n)
+            }
+        };
+        bad += n;
+        if a.json {
+            let v = serde_json::json!({ "file": s.file(), "report": report });
+            writeln!(out, "{v}")?;
         }
-        writeln!(out)?;
     }
     writeln!(
         out,
         "{} scenario(s), {bad} step(s) where observation, model and expectation disagree",
-        scripts.len()
+        scenarios.len()
     )?;
     Ok(if bad > 0 { 3 } else { 0 })
+}
+
+fn print_script(out: &mut impl Write, s: &Script, r: &ScriptReport) -> Result<()> {
+    writeln!(
+        out,
+        "{}: {}",
+        s.file.display(),
+        s.description.as_deref().unwrap_or("")
+    )?;
+    writeln!(
+        out,
+        "   line  {:<40} {:<13} {:<13} expected",
+        "step", "observed", "model"
+    )?;
+    for st in &r.steps {
+        let model = st.model.as_ref().map(|m| m.0.as_str()).unwrap_or("-");
+        writeln!(
+            out,
+            "{} {:>4}  {:<40} {:<13} {:<13} {}",
+            mark(st.agrees()),
+            st.line,
+            st.what,
+            st.observed,
+            model,
+            st.expect.as_deref().unwrap_or("-")
+        )?;
+        if let Some((_, why)) = &st.model {
+            writeln!(out, "         model: {why}")?;
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn mark(agrees: bool) -> &'static str {
+    if agrees { "  " } else { "!!" }
+}
+
+/// The experiment, the kernel's outcome beside the model's, the old
+/// 4-tuple's state, the rule, its explanation and fix, and the expectation.
+fn print_experiment(out: &mut impl Write, f: &ExperimentFile, r: &ExperimentReport) -> Result<()> {
+    let c = &r.checked;
+    let x = &c.report.experiment;
+    writeln!(
+        out,
+        "{}: {}",
+        f.file.display(),
+        f.description.as_deref().unwrap_or("")
+    )?;
+    writeln!(
+        out,
+        "   experiment: {} client-port={} close={} when={} next={}; options client {} / listener {} / new {}",
+        x.family.name(),
+        x.client_port.name(),
+        x.close,
+        x.when.name(),
+        x.next.name(),
+        x.client.label(),
+        x.listener.label(),
+        x.new_opts.label()
+    )?;
+    writeln!(out, "   observed:   {}", c.report.outcome)?;
+    writeln!(
+        out,
+        "{} model:      {} (rule {}{})",
+        mark(c.agrees),
+        c.prediction.outcome,
+        c.prediction.rule,
+        if c.runs > 1 {
+            format!(
+                "; {} runs, the old connection changed state during one",
+                c.runs
+            )
+        } else {
+            String::new()
+        }
+    )?;
+    if let Some(e) = &r.expect {
+        let rule = e.rule.map(|r| format!(" (rule {r})")).unwrap_or_default();
+        writeln!(
+            out,
+            "{} expected:   {}{rule}",
+            mark(r.expect_agrees),
+            e.outcome.as_deref().unwrap_or("any outcome")
+        )?;
+    }
+    writeln!(out, "   old 4-tuple: {}", c.view.describe())?;
+    writeln!(out, "   why: {}", c.prediction.explanation)?;
+    if let Some(fix) = &c.prediction.fix {
+        writeln!(out, "   fix: {fix}")?;
+    }
+    writeln!(out)?;
+    Ok(())
 }

@@ -152,6 +152,46 @@ pub fn run(plan: &Plan) -> Result<u8> {
     Ok(exit_code(&run))
 }
 
+/// Cell `id` of `sel` (numbered as the table numbers them, built for a
+/// namespace of its own) as an experiment file that `twlab run` replays
+/// through the same prediction and check (`--emit-cell`).
+pub fn emit_cell(sel: &Selection, id: usize, max_cells: Option<usize>) -> Result<String> {
+    let host = NetSysctls::read()?;
+    check_size(sel, &host, max_cells.unwrap_or(MAX_CELLS))?;
+    let cells = build_cells(sel, &host, true)?;
+    let n = cells.len();
+    let c = cells.into_iter().nth(id).ok_or_else(|| {
+        Error::Usage(format!(
+            "--emit-cell {id}: the selection has {n} cells (0 to {})",
+            n.saturating_sub(1)
+        ))
+    })?;
+    let x = &c.experiment;
+    let description = format!(
+        "matrix cell {id}: close={} when={} next={} client-port={} family={} options client {} / listener {} / new {}{}",
+        x.close,
+        x.when.name(),
+        x.next.name(),
+        x.client_port.name(),
+        x.family.name(),
+        x.client.label(),
+        x.listener.label(),
+        x.new_opts.label(),
+        if c.sysctl_label.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", c.sysctl_label)
+        }
+    );
+    let sysctls: Vec<(String, String)> = c.sysctls.into_iter().map(|s| (s.name, s.value)).collect();
+    Ok(crate::scenario::file::experiment_toml(
+        &description,
+        &sysctls,
+        x,
+        None,
+    ))
+}
+
 /// Print `text` and a newline on stdout. A reader that went away (`twlab
 /// matrix | head`) is not an error: the output was wanted only that far,
 /// so this returns `Ok` quietly, as other programs in a pipe do.

@@ -1,7 +1,8 @@
-//! Scenario files: a TOML file → a plain-data [`Script`]: named sockets
-//! (address, options, owner) and ordered steps, each with the outcome its
-//! author expects, if any. A bad file gives one [`LoadError`] naming the
-//! file, the line and what is wrong.
+//! Scenario files: one TOML format for two kinds of [`Scenario`]. A bad file
+//! gives one [`LoadError`] naming the file, the line and what is wrong.
+//!
+//! A **script** ([`Script`]): named sockets (address, options, owner) and
+//! ordered steps, each with the outcome its author expects, if any:
 //!
 //! ```toml
 //! description = "[::] then 0.0.0.0 on one port"
@@ -16,7 +17,33 @@
 //! socket = "v6"
 //! expect = "ok"
 //! ```
+//!
+//! An **experiment** ([`ExperimentFile`]): the classic TIME_WAIT experiment
+//! as an `[experiment]` table that deserializes into
+//! [`Experiment`](super::Experiment), the type `demo` cases and `matrix`
+//! cells are made of, with an optional `[expect]` table:
+//!
+//! ```toml
+//! description = "client closes first; reconnect before the peer closed"
+//!
+//! [experiment]
+//! family = "v4"
+//! client_port = { fixed = 0 }
+//! client = { reuseaddr = true }
+//! listener = { reuseaddr = true }
+//! new_opts = { reuseaddr = true }
+//! close = "client"
+//! when = "at-once"
+//! next = "reconnect"
+//!
+//! [expect]
+//! outcome = "connect EADDRNOTAVAIL"
+//! rule = "tuple-busy"
+//! ```
 
+use super::Experiment;
+use crate::model::RuleId;
+use crate::outcome::{Outcome, Step};
 use crate::socket::{SocketOpts, V6Only, parse_endpoint};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -196,6 +223,115 @@ struct Raw {
     socket: Vec<Spanned<SocketSpec>>,
     #[serde(default)]
     step: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    experiment: Option<Spanned<Experiment>>,
+    #[serde(default)]
+    expect: Option<Spanned<Expect>>,
+}
+
+/// What the author of an experiment file expects of its next step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// "ok", an errno name ("EADDRINUSE"), or the step and the errno
+    /// ("connect EADDRNOTAVAIL").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The rule of the model that decides it ("tuple-busy").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleId>,
+}
+
+/// The steps an experiment's outcome can name.
+const OUTCOME_STEPS: [Step; 3] = [Step::Bind, Step::Listen, Step::Connect];
+
+impl Expect {
+    /// Whether `outcome` (if given) is a well-formed expectation; else why not.
+    fn check(&self) -> Result<(), String> {
+        let Some(o) = &self.outcome else {
+            return Ok(());
+        };
+        let errno_like = |e: &str| {
+            e.starts_with('E')
+                && e.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        };
+        let ok = match o.split_once(' ') {
+            None => o == "ok" || errno_like(o),
+            Some((step, e)) => OUTCOME_STEPS.iter().any(|s| s.name() == step) && errno_like(e),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "expect: outcome '{o}' is not \"ok\", an errno name (\"EADDRINUSE\") or a step and an errno (\"connect EADDRNOTAVAIL\")"
+            ))
+        }
+    }
+
+    /// Whether `outcome` is what the author expects (true when the file
+    /// says nothing about the outcome).
+    pub fn outcome_matches(&self, outcome: &Outcome) -> bool {
+        let Some(want) = &self.outcome else {
+            return true;
+        };
+        match (outcome, want.split_once(' ')) {
+            (Outcome::Ok, _) => want == "ok",
+            (Outcome::Failed { error, .. }, None) => *want == error.name,
+            (Outcome::Failed { step, error }, Some((s, e))) => step.name() == s && error.name == e,
+        }
+    }
+
+    /// Whether `rule` is the rule the author expects (true when the file
+    /// names none).
+    pub fn rule_matches(&self, rule: RuleId) -> bool {
+        self.rule.is_none_or(|r| r == rule)
+    }
+}
+
+/// A loaded experiment file: the classic experiment, its namespace's
+/// sysctls, and what its author expects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExperimentFile {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// What it shows.
+    pub description: Option<String>,
+    /// Sysctls of its namespace, name → value.
+    pub sysctls: Vec<(String, String)>,
+    /// The experiment.
+    pub experiment: Experiment,
+    /// What its author expects, if anything.
+    pub expect: Option<Expect>,
+}
+
+/// A loaded scenario file: a script of sockets and steps, or the classic
+/// experiment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// `[[socket]]`s and `[[step]]`s.
+    Script(Script),
+    /// An `[experiment]` table.
+    Experiment(ExperimentFile),
+}
+
+impl Scenario {
+    /// The file it came from.
+    pub fn file(&self) -> &Path {
+        match self {
+            Scenario::Script(s) => &s.file,
+            Scenario::Experiment(x) => &x.file,
+        }
+    }
+
+    /// What it shows.
+    pub fn description(&self) -> Option<&str> {
+        match self {
+            Scenario::Script(s) => s.description.as_deref(),
+            Scenario::Experiment(x) => x.description.as_deref(),
+        }
+    }
 }
 
 /// A loaded scenario.
@@ -243,8 +379,61 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The `sysctls` table as name → value strings (`1` and `"1"` alike).
+fn sysctl_pairs(t: &BTreeMap<String, toml::Value>) -> Vec<(String, String)> {
+    t.iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// The rest of [`parse`] for a file with an `[experiment]` table: no
+/// sockets or steps beside it, a well-formed `[expect]`.
+fn parse_experiment(file: &Path, text: &str, raw: Raw) -> Result<ExperimentFile, LoadError> {
+    let err = |line: usize, what: String| LoadError {
+        file: file.to_path_buf(),
+        line,
+        what,
+    };
+    let Some(x) = raw.experiment else {
+        return Err(err(1, "no [experiment] table".into()));
+    };
+    let line = line_of(text, x.span().start);
+    let stray = (raw.socket.first().map(|s| ("[[socket]]", s.span())))
+        .or_else(|| raw.step.first().map(|s| ("[[step]]", s.span())));
+    if let Some((what, span)) = stray {
+        return Err(err(
+            line_of(text, span.start),
+            format!(
+                "{what} beside [experiment] (line {line}): a file is either a script or an experiment"
+            ),
+        ));
+    }
+    let expect = match raw.expect {
+        Some(e) => {
+            let line = line_of(text, e.span().start);
+            let e = e.into_inner();
+            e.check().map_err(|what| err(line, what))?;
+            Some(e)
+        }
+        None => None,
+    };
+    Ok(ExperimentFile {
+        file: file.to_path_buf(),
+        description: raw.description,
+        sysctls: sysctl_pairs(&raw.sysctls),
+        experiment: x.into_inner(),
+        expect,
+    })
+}
+
 /// Parse a scenario from `text` (`file` only names it in errors).
-pub fn parse(file: &Path, text: &str) -> Result<Script, LoadError> {
+pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
     let err = |line: usize, what: String| LoadError {
         file: file.to_path_buf(),
         line,
@@ -254,6 +443,16 @@ pub fn parse(file: &Path, text: &str) -> Result<Script, LoadError> {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         err(line, e.message().replace('\n', " ").trim().to_string())
     })?;
+    if raw.experiment.is_some() {
+        return parse_experiment(file, text, raw).map(Scenario::Experiment);
+    }
+    let sysctls = sysctl_pairs(&raw.sysctls);
+    if let Some(e) = &raw.expect {
+        return Err(err(
+            line_of(text, e.span().start),
+            "[expect] without [experiment]: a script's steps say `expect = ...` each".into(),
+        ));
+    }
     let mut sockets: Vec<(SocketSpec, SocketAddr)> = Vec::new();
     for s in &raw.socket {
         let line = line_of(text, s.span().start);
@@ -292,32 +491,165 @@ pub fn parse(file: &Path, text: &str) -> Result<Script, LoadError> {
         }
         steps.push((line, step));
     }
-    let sysctls = raw
-        .sysctls
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                toml::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (k, v)
-        })
-        .collect();
-    Ok(Script {
+    Ok(Scenario::Script(Script {
         file: file.to_path_buf(),
         description: raw.description,
         sysctls,
         sockets,
         steps,
-    })
+    }))
 }
 
 /// Read and parse a scenario file.
-pub fn load(file: &Path) -> Result<Script, LoadError> {
+pub fn load(file: &Path) -> Result<Scenario, LoadError> {
     let text = std::fs::read_to_string(file).map_err(|e| LoadError {
         file: file.to_path_buf(),
         line: 1,
         what: format!("cannot read: {e}"),
     })?;
     parse(file, &text)
+}
+
+/// `v` as an inline TOML value (`"…"`, `{ fixed = 23456 }`).
+fn inline(v: toml::Value) -> String {
+    v.to_string()
+}
+
+/// `v`'s fields as a TOML table. Plain data of strings, integers,
+/// booleans and tables is always representable in TOML.
+fn table<T: Serialize>(v: &T) -> toml::Table {
+    match toml::Value::try_from(v) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    }
+}
+
+/// A socket-options table without the options that are off (the default
+/// when reading a file back); `None` when nothing is left.
+fn set_options(v: toml::Value) -> Option<toml::Value> {
+    let toml::Value::Table(t) = v else {
+        return Some(v);
+    };
+    let t: toml::Table = t
+        .into_iter()
+        .filter(|(k, v)| {
+            !(matches!(v, toml::Value::Boolean(false))
+                || (k == "v6only" && v.as_str() == Some("system")))
+        })
+        .collect();
+    (!t.is_empty()).then_some(toml::Value::Table(t))
+}
+
+/// `x` written as an experiment file that [`parse`] reads back into the same
+/// [`Experiment`] (`twlab matrix --emit-cell`): one line per field, socket
+/// options that are off left out.
+pub fn experiment_toml(
+    description: &str,
+    sysctls: &[(String, String)],
+    x: &Experiment,
+    expect: Option<&Expect>,
+) -> String {
+    let quoted = |s: &str| inline(toml::Value::String(s.into()));
+    let mut out = format!("description = {}\n", quoted(description));
+    if !sysctls.is_empty() {
+        out.push_str("\n[sysctls]\n");
+        for (k, v) in sysctls {
+            out.push_str(&format!("{} = {}\n", quoted(k), quoted(v)));
+        }
+    }
+    out.push_str("\n[experiment]\n");
+    for (k, v) in table(x) {
+        let v = match k.as_str() {
+            "listener" | "client" | "new_opts" => set_options(v),
+            _ => Some(v),
+        };
+        if let Some(v) = v {
+            out.push_str(&format!("{k} = {}\n", inline(v)));
+        }
+    }
+    if let Some(e) = expect {
+        out.push_str("\n[expect]\n");
+        for (k, v) in table(e) {
+            out.push_str(&format!("{k} = {}\n", inline(v)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::SysError;
+    use crate::scenario::{ClientPort, CloseBy, NextStep, When};
+    use crate::socket::Family;
+
+    // Whatever a matrix cell holds, the emitted file reads back into it.
+    #[test]
+    fn an_emitted_experiment_reads_back_the_same() {
+        let base = Experiment::story(Family::V6, 12345, 23456);
+        let variants = [
+            base.clone(),
+            Experiment {
+                when: When::AfterMs(1500),
+                client_port: ClientPort::Ephemeral,
+                close: CloseBy::ServerRst,
+                next: NextStep::RestartListener,
+                // Every option off: left out of the file, none on reading.
+                new_opts: SocketOpts::default(),
+                ..base.clone()
+            },
+            Experiment {
+                client_port: ClientPort::BindNoPort,
+                client: SocketOpts {
+                    linger: Some(0),
+                    bind_no_port: true,
+                    v6only: V6Only::Off,
+                    ..Default::default()
+                },
+                until_free: Some(std::time::Duration::from_millis(700)),
+                ..base
+            },
+        ];
+        let sysctls = vec![("net.ipv4.tcp_tw_reuse".to_string(), "0".to_string())];
+        let expect = Expect {
+            outcome: Some("connect EADDRNOTAVAIL".into()),
+            rule: Some(RuleId::TupleBusy),
+        };
+        for x in variants {
+            let text = experiment_toml("d", &sysctls, &x, Some(&expect));
+            match parse(Path::new("x.toml"), &text) {
+                Ok(Scenario::Experiment(f)) => {
+                    assert_eq!(f.experiment, x, "{text}");
+                    assert_eq!(f.sysctls, sysctls);
+                    assert_eq!(f.expect.as_ref(), Some(&expect));
+                    assert_eq!(f.description.as_deref(), Some("d"));
+                }
+                other => panic!("{other:?}\n{text}"),
+            }
+        }
+    }
+
+    #[test]
+    fn expectations_match_outcomes() {
+        let failed = Outcome::Failed {
+            step: Step::Connect,
+            error: SysError::from_code(libc::EADDRNOTAVAIL),
+        };
+        let e = |o: &str| Expect {
+            outcome: Some(o.into()),
+            rule: None,
+        };
+        assert!(e("EADDRNOTAVAIL").outcome_matches(&failed));
+        assert!(e("connect EADDRNOTAVAIL").outcome_matches(&failed));
+        assert!(!e("bind EADDRNOTAVAIL").outcome_matches(&failed));
+        assert!(!e("ok").outcome_matches(&failed));
+        assert!(e("ok").outcome_matches(&Outcome::Ok));
+        assert!(!e("EADDRINUSE").outcome_matches(&Outcome::Ok));
+        for bad in ["fails", "accept EADDRINUSE", "connect", "eaddrinuse"] {
+            assert!(e(bad).check().is_err(), "{bad}");
+        }
+        for good in ["ok", "EADDRINUSE", "listen EADDRINUSE"] {
+            assert!(e(good).check().is_ok(), "{good}");
+        }
+    }
 }

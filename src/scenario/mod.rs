@@ -16,13 +16,17 @@
 //! 5. the kernel's view of the old 4-tuple, from both ends, right before the
 //!    next step and again at a failure.
 //!
-//! `demo` cases and `matrix` cells are experiments built in code; being
-//! plain serde data, they can later be read from files.
+//! Being plain serde data, an experiment is also a scenario file's
+//! `[experiment]` table ([`file`]): `demo` cases are such files
+//! (`examples/scenarios/demo/`, embedded), `matrix` cells are experiments
+//! built in code that `twlab matrix --emit-cell N` writes out as one, and
+//! `twlab run` replays either through [`check`](crate::check) ([`replay`]).
 //!
 //! [`diag`]: crate::diag
 
 pub mod file;
 pub mod play;
+pub mod replay;
 mod runner;
 
 pub use runner::{free_port, run, with_step_hook};
@@ -195,18 +199,24 @@ impl ClientPort {
 }
 
 /// One experiment: everything that decides its outcome except the kernel
-/// and its sysctls.
+/// and its sysctls. In a scenario file it is the `[experiment]` table
+/// ([`file`]); the socket options and the server port may be left out
+/// (none, and 0).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Experiment {
     /// IPv4 or IPv6 loopback.
     pub family: Family,
     /// Server port; 0 picks a free one.
+    #[serde(default)]
     pub server_port: u16,
     /// How the client gets its local port.
     pub client_port: ClientPort,
     /// Options of the first listener (accepted sockets inherit them).
+    #[serde(default)]
     pub listener: SocketOpts,
     /// Options of the first client socket.
+    #[serde(default)]
     pub client: SocketOpts,
     /// Which end closes first, and how.
     pub close: CloseBy,
@@ -216,6 +226,7 @@ pub struct Experiment {
     pub next: NextStep,
     /// Options of the socket the next step creates (a client socket for
     /// reconnect and rebind, the new listener for restart-listener).
+    #[serde(default)]
     pub new_opts: SocketOpts,
     /// If the next step fails: keep retrying it (bounded backoff, at most
     /// 50 ms apart) up to this long, and report when it first succeeded.
