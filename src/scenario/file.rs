@@ -20,7 +20,7 @@
 //!
 //! An **experiment** ([`ExperimentFile`]): the classic TIME_WAIT experiment
 //! as an `[experiment]` table that deserializes into
-//! [`Experiment`](super::Experiment), the type `demo` cases and `matrix`
+//! [`Experiment`], the type `demo` cases and `matrix`
 //! cells are made of, with an optional `[expect]` table:
 //!
 //! ```toml

@@ -17,7 +17,7 @@
 //!    next step and again at a failure.
 //!
 //! Being plain serde data, an experiment is also a scenario file's
-//! `[experiment]` table ([`file`]): `demo` cases are such files
+//! `[experiment]` table ([`mod@file`]): `demo` cases are such files
 //! (`examples/scenarios/demo/`, embedded), `matrix` cells are experiments
 //! built in code that `twlab matrix --emit-cell N` writes out as one, and
 //! `twlab run` replays either through [`check`](crate::check) ([`replay`]).
@@ -200,7 +200,7 @@ impl ClientPort {
 
 /// One experiment: everything that decides its outcome except the kernel
 /// and its sysctls. In a scenario file it is the `[experiment]` table
-/// ([`file`]); the socket options and the server port may be left out
+/// ([`mod@file`]); the socket options and the server port may be left out
 /// (none, and 0).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
