@@ -7,6 +7,7 @@
 //! - [`diag`]: the kernel's TCP socket table via sock_diag netlink, with
 //!   TIME_WAIT timers; the one source of socket states for every command.
 //! - [`sysctl`]: the namespace's net sysctls, read and written in one place.
+//! - [`netstat`]: the namespace's TCP counters and TIME_WAIT count.
 //! - [`netns`]: fresh Linux network namespaces with their own sysctls.
 //! - [`scenario`]: the classic two-connection experiment as data, and its runner.
 //! - [`model`]: the Linux rule model (predicts and explains an outcome from the
@@ -42,6 +43,7 @@ pub mod load;
 pub mod matrix;
 pub mod model;
 pub mod netns;
+pub mod netstat;
 pub mod outcome;
 pub mod pairs;
 pub mod peer;

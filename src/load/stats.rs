@@ -199,56 +199,12 @@ pub const COUNTERS: [&str; 12] = [
 
 /// The calling thread's namespace's [`COUNTERS`], by name.
 pub(crate) fn read_counters() -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for f in [
-        "/proc/thread-self/net/netstat",
-        "/proc/thread-self/net/snmp",
-    ] {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        for pair in lines.chunks(2) {
-            let [names, values] = pair else { continue };
-            let mut n = names.split_whitespace();
-            let Some(prefix) = n.next() else { continue };
-            for (name, v) in n.zip(values.split_whitespace().skip(1)) {
-                let key = format!("{prefix}{name}");
-                if COUNTERS.contains(&key.as_str()) {
-                    out.insert(key, v.parse().unwrap_or(0));
-                }
-            }
-        }
-    }
-    out
+    let mut all = crate::netstat::counters();
+    all.retain(|k, _| COUNTERS.contains(&k.as_str()));
+    all
 }
 
-/// `after - before` for every counter that changed.
-pub(crate) fn counter_deltas(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .filter_map(|(k, a)| {
-            let d = a.saturating_sub(*before.get(k).unwrap_or(&0));
-            (d > 0).then(|| (k.clone(), d))
-        })
-        .collect()
-}
-
-/// TIME_WAIT sockets of the calling thread's namespace, from the "tw"
-/// field of /proc/net/sockstat (`tcp_death_row.tw_refcount` - 1): one small
-/// read, where a sock_diag dump would walk the whole hash.
-pub(crate) fn time_wait_count() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/net/sockstat").ok()?;
-    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
-    let mut it = line.split_whitespace();
-    while let Some(w) = it.next() {
-        if w == "tw" {
-            return it.next()?.parse().ok();
-        }
-    }
-    None
-}
+pub(crate) use crate::netstat::{deltas as counter_deltas, time_wait_count};
 
 #[cfg(test)]
 mod tests {

@@ -33,18 +33,7 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// thread's namespace: segments of established connections dropped by PAWS
 /// (LINUX_MIB_PAWSESTABREJECTED).
 fn paws_estab() -> Option<u64> {
-    // /proc/net is /proc/self/net: the main thread's namespace. The
-    // thread's own is under thread-self.
-    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").ok()?;
-    let mut lines = text.lines();
-    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
-        if !names.starts_with("TcpExt:") {
-            continue;
-        }
-        let i = names.split_whitespace().position(|n| n == "PAWSEstab")?;
-        return values.split_whitespace().nth(i)?.parse().ok();
-    }
-    None
+    crate::netstat::counter("TcpExt:PAWSEstab")
 }
 
 fn step_err(what: &str) -> impl Fn(crate::socket::StepError) -> Error + '_ {

@@ -188,28 +188,12 @@ pub fn stop_server(mut child: Child) -> String {
 /// The namespace's non-zero TCP counters (/proc/thread-self/net/netstat
 /// and snmp), to explain a socket that vanished.
 pub fn tcp_counters() -> String {
-    let mut out = Vec::new();
-    for f in [
-        "/proc/thread-self/net/netstat",
-        "/proc/thread-self/net/snmp",
-    ] {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        for pair in lines.chunks(2) {
-            if let [names, values] = pair {
-                for (n, v) in names
-                    .split_whitespace()
-                    .zip(values.split_whitespace())
-                    .skip(1)
-                {
-                    if v != "0" {
-                        out.push(format!("{n}={v}"));
-                    }
-                }
-            }
-        }
-    }
-    out.join(" ")
+    twlab::netstat::counters()
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What iproute2's `ss -tanoe` says about the calling thread's namespace.
