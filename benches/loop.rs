@@ -281,5 +281,12 @@ fn print_table(cells: &[Cell], best: &[Result<f64, String>]) {
             ratio
         );
     }
-    println!("loop: {reached} of {ran} twlab pairings ≥ 0.8× C/C");
+    let uncompared = cells
+        .iter()
+        .filter(|c| c.client == Impl::Twlab || c.server == Impl::Twlab)
+        .count()
+        - ran;
+    println!(
+        "loop: {reached} of {ran} twlab pairings ≥ 0.8× C/C ({uncompared} not compared: stopped early, or C/C did)"
+    );
 }
