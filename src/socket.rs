@@ -504,11 +504,42 @@ impl TcpSock {
         slice: Duration,
         stop: impl Fn() -> bool,
     ) -> StepRes<usize> {
-        let step = |code: i32| StepError::new(Step::Recv, &io::Error::from_raw_os_error(code));
-        let start = std::time::Instant::now();
         self.sock
             .set_read_timeout(Some(timeout.min(slice).max(Duration::from_millis(1))))
             .map_err(|e| StepError::new(Step::Recv, &e))?;
+        self.recv_until_eof_sliced(timeout, stop)
+    }
+
+    /// [`Self::recv_until_eof_interruptible`] for a socket from
+    /// [`Self::accept_timed`] on a listener whose
+    /// [`Self::set_accept_timeout`] was set before listen(): on Linux the
+    /// accepted socket already waits in slices that short, as it inherits
+    /// the listener's SO_RCVTIMEO (sk_clone_lock() copies `sk_rcvtimeo`
+    /// into the child), so a busy server pays no setsockopt per connection.
+    pub fn recv_until_eof_accepted(
+        &mut self,
+        timeout: Duration,
+        slice: Duration,
+        stop: impl Fn() -> bool,
+    ) -> StepRes<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            let _ = slice;
+            self.recv_until_eof_sliced(timeout, stop)
+        }
+        #[cfg(not(target_os = "linux"))]
+        self.recv_until_eof_interruptible(timeout, slice, stop)
+    }
+
+    /// The reads of [`Self::recv_until_eof_interruptible`], with SO_RCVTIMEO
+    /// already set to the slice.
+    fn recv_until_eof_sliced(
+        &mut self,
+        timeout: Duration,
+        stop: impl Fn() -> bool,
+    ) -> StepRes<usize> {
+        let step = |code: i32| StepError::new(Step::Recv, &io::Error::from_raw_os_error(code));
+        let start = std::time::Instant::now();
         let mut buf = [0u8; 1024];
         let mut total = 0;
         loop {

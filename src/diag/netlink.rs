@@ -5,6 +5,7 @@ use super::wire::{self, ENOENT, Reply};
 use super::{Query, SockEntry, StateSet, TupleView};
 use crate::error::{Error, Result};
 use crate::socket::Family;
+use crate::sys::netlink_batch::{self, MAX_BATCH};
 use netlink_packet_core::NLM_F_DUMP_INTR;
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 use std::net::{IpAddr, SocketAddr};
@@ -97,6 +98,26 @@ impl DiagSocket {
         }
     }
 
+    /// The answers to `pending` exact lookups, read without a wait and in
+    /// one call (they are queued before the send returns), or, should none
+    /// be there yet, one blocking read: each datagram's length, in slots of
+    /// `self.buf` of `self.buf.len() / pending.clamp(1, MAX_BATCH)` bytes.
+    fn recv_answers(&mut self, pending: usize) -> Result<([usize; MAX_BATCH], usize)> {
+        use std::os::fd::AsRawFd;
+        let want = pending.clamp(1, MAX_BATCH);
+        match netlink_batch::recv_dontwait(self.sock.as_raw_fd(), &mut self.buf, want) {
+            Ok((lens, 0)) => Err(diag_err("recv", format!("empty read {lens:?}"))),
+            Ok(r) => Ok(r),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let n = self.recv()?;
+                let mut lens = [0; MAX_BATCH];
+                lens[0] = n;
+                Ok((lens, 1))
+            }
+            Err(e) => Err(diag_err("recv", e)),
+        }
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -140,13 +161,7 @@ impl DiagSocket {
             if local.is_ipv4() != peer.is_ipv4() {
                 continue; // no socket has ends of two families
             }
-            wire::push_request(
-                &mut self.req,
-                seq,
-                Family::of(&local),
-                StateSet::all(),
-                Some((local, peer)),
-            );
+            wire::push_exact_request(&mut self.req, seq, local, peer);
             pending += 1;
         }
         if pending == 0 {
@@ -155,29 +170,33 @@ impl DiagSocket {
         self.send_req()?;
         let mut refused = None;
         for _ in 0..MAX_READS {
-            let n = self.recv()?;
-            for m in wire::messages(&self.buf[..n]) {
-                let m = m.map_err(|e| Error::Diag(e.to_string()))?;
-                let i = m.seq.wrapping_sub(first) as usize;
-                if i >= tuples.len() {
-                    continue; // an answer to an earlier, abandoned request
-                }
-                let (local, peer) = tuples[i];
-                match m.reply {
-                    Reply::Sock(msg) => {
-                        // Without an established socket, inet_lookup()
-                        // falls back to the listener on `local`: that is
-                        // not this 4-tuple.
-                        let e = msg.to_entry().ok();
-                        out[i] = e.filter(|e| e.local == local && e.peer == peer);
-                        pending -= 1;
+            let (lens, count) = self.recv_answers(pending)?;
+            let slot = self.buf.len() / pending.clamp(1, MAX_BATCH);
+            for (k, len) in lens.iter().take(count).enumerate() {
+                let datagram = &self.buf[k * slot..k * slot + len];
+                for m in wire::messages(datagram) {
+                    let m = m.map_err(|e| Error::Diag(e.to_string()))?;
+                    let i = m.seq.wrapping_sub(first) as usize;
+                    if i >= tuples.len() {
+                        continue; // an answer to an earlier, abandoned request
                     }
-                    Reply::Error(ENOENT) => pending -= 1,
-                    Reply::Error(code) => {
-                        refused.get_or_insert(code);
-                        pending -= 1;
+                    let (local, peer) = tuples[i];
+                    match m.reply {
+                        Reply::Sock(msg) => {
+                            // Without an established socket, inet_lookup()
+                            // falls back to the listener on `local`: that is
+                            // not this 4-tuple.
+                            let e = msg.to_entry().ok();
+                            out[i] = e.filter(|e| e.local == local && e.peer == peer);
+                            pending -= 1;
+                        }
+                        Reply::Error(ENOENT) => pending -= 1,
+                        Reply::Error(code) => {
+                            refused.get_or_insert(code);
+                            pending -= 1;
+                        }
+                        Reply::Ack | Reply::Done | Reply::Other(_) => {}
                     }
-                    Reply::Ack | Reply::Done | Reply::Other(_) => {}
                 }
             }
             if pending == 0 {

@@ -358,18 +358,19 @@ fn after_connect(
 }
 
 /// A step's result as the text line says it: timeouts and resets in
-/// words, other errors by name.
-fn step_text(step: Step, r: &StepResult) -> String {
+/// words, other errors by name. Written straight into the output, as the
+/// tight loop prints one line per attempt.
+fn write_step(out: &mut impl Write, step: Step, r: &StepResult) -> std::io::Result<()> {
     match r {
-        StepResult::Ok => format!("{step} ok"),
+        StepResult::Ok => write!(out, "{step} ok"),
         StepResult::Err { error } if error.is("ETIMEDOUT") && step == Step::Recv => {
-            "recv timed out (no FIN from the server)".to_string()
+            write!(out, "recv timed out (no FIN from the server)")
         }
-        StepResult::Err { error } if error.is("ETIMEDOUT") => format!("{step} timed out"),
+        StepResult::Err { error } if error.is("ETIMEDOUT") => write!(out, "{step} timed out"),
         StepResult::Err { error } if error.is("ECONNRESET") => {
-            format!("{step}: connected, then reset by the peer ({error})")
+            write!(out, "{step}: connected, then reset by the peer ({error})")
         }
-        StepResult::Err { error } => format!("{step} FAILED {error}"),
+        StepResult::Err { error } => write!(out, "{step} FAILED {error}"),
     }
 }
 
@@ -390,7 +391,7 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
         if i > 0 {
             write!(out, ", ")?;
         }
-        write!(out, "{}", step_text(*s, r))?;
+        write_step(out, *s, r)?;
     }
     if a.self_connect {
         write!(

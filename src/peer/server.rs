@@ -162,7 +162,9 @@ const IDLE_SLICE: Duration = super::WAIT_SLICE;
 /// [`BUSY_WAIT`]) and every 100 ms, so lines appear as soon as the server
 /// waits, and a burst of connections costs one write.
 fn next_conn(l: &TcpSock, local: SocketAddr, idle: Duration, out: &mut Output) -> Result<Next> {
-    let t_wait = Instant::now();
+    // Read the clock only once the first wait ran out: a busy server
+    // skips it.
+    let mut t_wait = None;
     let mut wait = BUSY_WAIT;
     loop {
         if crate::interrupted() {
@@ -179,6 +181,10 @@ fn next_conn(l: &TcpSock, local: SocketAddr, idle: Duration, out: &mut Output) -
             Ok(None) => {}
             Err(e) => return Err(explain_step_error(&e, local)),
         }
+        let t_wait = *t_wait.get_or_insert_with(|| {
+            let now = Instant::now();
+            now.checked_sub(BUSY_WAIT).unwrap_or(now)
+        });
         if wait == BUSY_WAIT {
             if out.flush().is_err() {
                 return Ok(Next::OutputClosed);
@@ -216,7 +222,9 @@ fn finish(conn: &mut TcpSock, p: &ServerPlan) -> Result<Seen> {
     if p.close == CloseMode::First {
         return Ok(seen(End::Server, None, "ok"));
     }
-    match conn.recv_until_eof_interruptible(PEER_FIN_WAIT, super::WAIT_SLICE, crate::interrupted) {
+    // The accepted socket waits in the listener's slices (BUSY_WAIT or
+    // IDLE_SLICE, both under 200 ms): no setsockopt per connection.
+    match conn.recv_until_eof_accepted(PEER_FIN_WAIT, super::WAIT_SLICE, crate::interrupted) {
         Ok(_) => {
             if !p.close_delay.is_zero() {
                 // The delay is the experiment's knob, not a
@@ -313,9 +321,11 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
     let addr = p.listen;
     let l = TcpSock::new(Family::of(&addr), p.opts).map_err(|e| explain_step_error(&e, addr))?;
     l.bind(addr).map_err(|e| port_failed(p, &e))?;
-    l.listen(BACKLOG).map_err(|e| port_failed(p, &e))?;
+    // Before listen(): every accepted socket inherits this SO_RCVTIMEO
+    // (see `finish`), so none waits for its peer without a slice.
     l.set_accept_timeout(BUSY_WAIT)
         .map_err(|e| explain_step_error(&e, addr))?;
+    l.listen(BACKLOG).map_err(|e| port_failed(p, &e))?;
     let local = l.local_addr().unwrap_or(addr);
     let mut out = Output::stdout();
     let mut nl = DiagSocket::open().ok();
@@ -377,8 +387,9 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         }
         let state_after_close =
             after.map(|e| e.map(|e| e.describe()).unwrap_or_else(|| "gone".into()));
+        let now = Instant::now();
         let ev = ServerEvent {
-            t: start.elapsed().as_secs_f64(),
+            t: now.saturating_duration_since(start).as_secs_f64(),
             n,
             peer,
             local: conn_local,
@@ -390,7 +401,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         };
         if ev
             .write(&mut out, p.format)
-            .and_then(|_| out.flush_if_due())
+            .and_then(|_| out.flush_if_due_at(now))
             .is_err()
         {
             return Ok(0);

@@ -22,6 +22,8 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) mod load;
 #[cfg(target_os = "linux")]
+pub(crate) mod netlink_batch;
+#[cfg(target_os = "linux")]
 pub(crate) mod ns;
 #[cfg(target_os = "linux")]
 pub(crate) mod packet;

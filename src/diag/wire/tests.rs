@@ -231,3 +231,26 @@ fn exact_request_has_the_tuple_and_no_dump_flag() {
     assert_eq!(r[0], AF_INET6);
     assert_eq!(&r[4..8], &(1u32 << 13).to_ne_bytes());
 }
+
+#[test]
+fn direct_exact_request_is_the_same_bytes_as_the_generic_one() {
+    for (l, p) in [
+        ("127.0.0.1:23456", "127.0.0.2:12345"),
+        ("[::1]:40001", "[fe80::1:2]:80"),
+        ("[::ffff:127.0.0.1]:1", "[::1]:65535"),
+    ] {
+        let (l, p): (SocketAddr, SocketAddr) = (l.parse().unwrap(), p.parse().unwrap());
+        let mut generic = Vec::new();
+        push_request(
+            &mut generic,
+            77,
+            Family::of(&l),
+            StateSet::all(),
+            Some((l, p)),
+        );
+        let mut direct = Vec::new();
+        push_exact_request(&mut direct, 77, l, p);
+        assert_eq!(direct.len(), REQUEST_LEN);
+        assert_eq!(direct, generic, "{l} → {p}");
+    }
+}
