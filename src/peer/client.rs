@@ -545,7 +545,11 @@ fn print_summary(out: &mut impl Write, summary: &Summary, format: Format) -> std
     };
     writeln!(
         out,
-        "{} attempts: {} ok, {} failed{blocked}; stopped: {}{freed}",
-        summary.attempts, summary.ok, summary.failed, summary.stopped_because
+        "{} attempt{}: {} ok, {} failed{blocked}; stopped: {}{freed}",
+        summary.attempts,
+        if summary.attempts == 1 { "" } else { "s" },
+        summary.ok,
+        summary.failed,
+        summary.stopped_because
     )
 }
