@@ -49,9 +49,15 @@ pub struct ClientArgs {
     /// with TIME_WAIT sockets that also had it; connect() is a separate check.
     #[arg(long)]
     pub reuseaddr: bool,
-    /// Set SO_REUSEPORT before bind().
+    /// Set SO_REUSEPORT before bind() (Linux, BSD, macOS: Windows has no
+    /// SO_REUSEPORT and refuses this flag).
     #[arg(long)]
     pub reuseport: bool,
+    /// Set SO_EXCLUSIVEADDRUSE before bind(): no other socket may bind the
+    /// same address and port, even with SO_REUSEADDR (Windows only).
+    #[cfg(windows)]
+    #[arg(long)]
+    pub exclusiveaddruse: bool,
     /// SO_LINGER in seconds (at most 3600); 0 closes with RST (no
     /// TIME_WAIT).
     #[arg(long, value_name = "SECS", value_parser = linger_parser)]
@@ -85,6 +91,12 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ClientPlan> {
+        super::refuse_reuseport_here(self.reuseport)?;
+        // The flag exists on Windows only.
+        #[cfg(windows)]
+        let exclusive_addr_use = self.exclusiveaddruse;
+        #[cfg(not(windows))]
+        let exclusive_addr_use = false;
         let plan = ClientPlan {
             connect: self.connect,
             bind: self.bind,
@@ -94,6 +106,7 @@ impl ClientArgs {
                 linger: self.linger,
                 bind_no_port: false,
             },
+            exclusive_addr_use,
             close: self.close.into(),
             count: self.count,
             interval: self.interval,

@@ -25,6 +25,9 @@ pub struct ServerPlan {
     /// SO_REUSEADDR / SO_REUSEPORT on the listener (accepted sockets
     /// inherit them) and SO_LINGER on accepted sockets.
     pub opts: SocketOpts,
+    /// SO_EXCLUSIVEADDRUSE on the listener (Windows only; elsewhere
+    /// [`TcpSock::set_exclusive_addr_use`] fails).
+    pub exclusive_addr_use: bool,
     /// Who closes first.
     pub close: CloseMode,
     /// With [`CloseMode::AfterPeer`]: the pause between the peer's FIN and
@@ -255,10 +258,23 @@ fn refine(seen: &mut Seen, own: CloseKind, after: Option<&diag::SockEntry>) {
     }
 }
 
+/// The listener's options as the first line names them.
+fn options_label(opts: SocketOpts, exclusive_addr_use: bool) -> String {
+    match (exclusive_addr_use, opts == SocketOpts::default()) {
+        (false, _) => opts.label(),
+        (true, true) => "EXCLUSIVEADDRUSE".into(),
+        (true, false) => format!("{}+EXCLUSIVEADDRUSE", opts.label()),
+    }
+}
+
 /// Run the server until `count` connections, the idle timeout or Ctrl-C.
 pub fn run(p: &ServerPlan) -> Result<u8> {
     let addr = p.listen;
     let l = TcpSock::new(Family::of(&addr), p.opts).map_err(|e| explain_step_error(&e, addr))?;
+    if p.exclusive_addr_use {
+        l.set_exclusive_addr_use()
+            .map_err(|e| explain_step_error(&e, addr))?;
+    }
     l.bind(addr).map_err(|e| explain_step_error(&e, addr))?;
     l.listen(BACKLOG)
         .map_err(|e| explain_step_error(&e, addr))?;
@@ -272,7 +288,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         let _ = writeln!(
             out,
             "listening on {local} ({}), closing {}; Ctrl-C to stop",
-            p.opts.label(),
+            options_label(p.opts, p.exclusive_addr_use),
             match p.close {
                 CloseMode::First => "first",
                 CloseMode::AfterPeer => "after the peer",
