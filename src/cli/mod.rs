@@ -98,10 +98,19 @@ pub(crate) fn refuse_reuseport_here(reuseport: bool) -> Result<(), twlab::Error>
 }
 
 /// What `twlab` alone prints (on stderr, exit 2): where to start.
+#[cfg(target_os = "linux")]
 const SHORT_USAGE: &str = "\
 twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
 usage: twlab <demo|server|client|ss|matrix|why|trace> [OPTIONS]
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
+
+/// Off Linux only the story's two programs run (see [`Cmd::linux_needs`]).
+#[cfg(not(target_os = "linux"))]
+const SHORT_USAGE: &str = "\
+twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
+usage: twlab <server|client> [OPTIONS]
+on this system only `twlab server` and `twlab client` run (the other commands need Linux);
+start with `twlab server --help`; one command: `twlab <command> --help`";
 
 /// Longest error message printed, in characters (after escaping control
 /// characters): an argument echoed by any command cannot flood the terminal.

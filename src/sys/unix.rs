@@ -64,3 +64,31 @@ pub(crate) fn wait(sock: &Socket, ready: Ready, timeout: Duration) -> io::Result
         Err(e) => Err(io::Error::from_raw_os_error(e as i32)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::errno_name;
+
+    /// Each Unix names its own numbers: the story's errors are 98/99/111 on
+    /// Linux (asm-generic/errno.h) and 48/49/61 on macOS and FreeBSD
+    /// (sys/errno.h), the BSD numbers Winsock's WSAE* codes add 10000 to.
+    #[test]
+    fn names_this_systems_numbers() {
+        #[cfg(target_os = "linux")]
+        let story = [
+            (98, "EADDRINUSE"),
+            (99, "EADDRNOTAVAIL"),
+            (111, "ECONNREFUSED"),
+        ];
+        #[cfg(not(target_os = "linux"))]
+        let story = [
+            (48, "EADDRINUSE"),
+            (49, "EADDRNOTAVAIL"),
+            (61, "ECONNREFUSED"),
+        ];
+        for (code, name) in story {
+            assert_eq!(errno_name(code), name);
+        }
+        assert_eq!(errno_name(100_000), "E100000");
+    }
+}
