@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 30;
 
 fn main() {
+    if !cfg!(target_os = "linux") {
+        println!("demo bench skipped: `twlab demo` needs Linux (network namespaces, sock_diag)");
+        return;
+    }
     let place = match twlab::netns::enter_fresh(&[]) {
         Ok(()) => "a fresh network namespace",
         Err(_) => "the host's loopback (not root: no namespace)",

@@ -158,6 +158,10 @@ fn run_client(
 }
 
 fn main() {
+    if !cfg!(target_os = "linux") {
+        println!("loop bench skipped: it needs Linux (network namespaces, sock_diag)");
+        return;
+    }
     let n: u32 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

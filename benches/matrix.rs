@@ -54,7 +54,11 @@ fn series(label: &str, a: &Plan) -> Result<Duration, String> {
 }
 
 fn run() -> Result<(), String> {
+    if !cfg!(target_os = "linux") {
+        return Err("`twlab matrix` needs Linux (network namespaces, sock_diag)".into());
+    }
     // SAFETY: geteuid has no preconditions.
+    #[cfg(unix)]
     if unsafe { libc::geteuid() } != 0 {
         return Err("needs root to create a network namespace per cell".into());
     }

@@ -36,6 +36,10 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
+    if !cfg!(target_os = "linux") {
+        return Err("`twlab ss` needs Linux (sock_diag)".into());
+    }
+    #[cfg(unix)]
     if !nix::unistd::geteuid().is_root() {
         return Err("needs root to create a network namespace".into());
     }

@@ -90,6 +90,18 @@ impl SysError {
         SysError { name, code, wsa }
     }
 
+    /// An error a Linux kernel gives, by Linux's number (see
+    /// [`crate::sys::linux_errno`]), named the same on every host: the rule
+    /// model's predictions are Linux's whatever system twlab runs on.
+    pub fn linux(code: i32) -> Self {
+        let name = crate::sys::linux_errno::name(code);
+        let wsa = crate::sys::wsa::wsa_equivalent(&name).map(|(c, n)| WsaName {
+            name: n.to_string(),
+            code: c,
+        });
+        SysError { name, code, wsa }
+    }
+
     /// Build from an `io::Error`; errors without an OS code (rare: a
     /// timeout twlab imposed itself) get code 0 and the kind as name.
     pub fn from_io(e: &std::io::Error) -> Self {

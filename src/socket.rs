@@ -271,7 +271,7 @@ impl TcpSock {
             // Windows has no SO_REUSEPORT; say so instead of ignoring it.
             return Err(StepError {
                 step: Step::SetOpt,
-                error: SysError::from_code(10042), // WSAENOPROTOOPT
+                error: SysError::from_code(crate::sys::err::NO_PROTO_OPT),
                 io_kind: io::ErrorKind::Unsupported,
             });
         }
@@ -413,7 +413,7 @@ impl TcpSock {
             .map_err(|e| StepError::new(Step::Accept, &e))?;
         let peer = a.as_socket().ok_or_else(|| StepError {
             step: Step::Accept,
-            error: SysError::from_code(libc::EAFNOSUPPORT),
+            error: SysError::from_code(crate::sys::err::AF_NOT_SUPPORTED),
             io_kind: io::ErrorKind::Other,
         })?;
         Ok((
@@ -489,8 +489,50 @@ impl TcpSock {
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = (slice, &stop);
-            self.connect(addr, timeout)
+            self.connect_polled(addr, timeout, slice, stop)
+        }
+    }
+
+    /// [`Self::connect_interruptible`] where a blocking connect() has no
+    /// timeout to resume (Windows, BSD, macOS): a non-blocking connect(),
+    /// then waits of at most `slice` for its end (as socket2's
+    /// connect_timeout does, cut into slices).
+    #[cfg(not(target_os = "linux"))]
+    fn connect_polled(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        slice: Duration,
+        stop: impl Fn() -> bool,
+    ) -> StepRes<()> {
+        use crate::sys::{Ready, err};
+        let fail = |e: &io::Error| StepError::new(Step::Connect, e);
+        let code = |c: i32| fail(&io::Error::from_raw_os_error(c));
+        let start = std::time::Instant::now();
+        self.sock.set_nonblocking(true).map_err(|e| fail(&e))?;
+        let r = self.sock.connect(&SockAddr::from(addr));
+        self.sock.set_nonblocking(false).map_err(|e| fail(&e))?;
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(err::CONNECT_STARTED) => {}
+            Err(e) => return Err(fail(&e)),
+        }
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(code(err::TIMED_OUT));
+            }
+            if crate::sys::wait(&self.sock, Ready::Connected, left.min(slice))
+                .map_err(|e| fail(&e))?
+            {
+                return match self.sock.take_error() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(e)) | Err(e) => Err(fail(&e)),
+                };
+            }
+            if stop() {
+                return Err(code(err::INTERRUPTED));
+            }
         }
     }
 
@@ -499,6 +541,23 @@ impl TcpSock {
     /// calling `stop` between them (EINTR once it says so). One
     /// setsockopt and the reads, like [`Self::recv_until_eof`].
     pub fn recv_until_eof_interruptible(
+        &mut self,
+        timeout: Duration,
+        slice: Duration,
+        stop: impl Fn() -> bool,
+    ) -> StepRes<usize> {
+        #[cfg(windows)]
+        {
+            self.recv_until_eof_polled(timeout, slice, stop)
+        }
+        #[cfg(not(windows))]
+        self.recv_until_eof_timed(timeout, slice, stop)
+    }
+
+    /// [`Self::recv_until_eof_interruptible`] with SO_RCVTIMEO bounding
+    /// each read (Unix: a timed-out read leaves the socket as it was).
+    #[cfg(not(windows))]
+    fn recv_until_eof_timed(
         &mut self,
         timeout: Duration,
         slice: Duration,
@@ -533,11 +592,13 @@ impl TcpSock {
 
     /// The reads of [`Self::recv_until_eof_interruptible`], with SO_RCVTIMEO
     /// already set to the slice.
+    #[cfg(not(windows))]
     fn recv_until_eof_sliced(
         &mut self,
         timeout: Duration,
         stop: impl Fn() -> bool,
     ) -> StepRes<usize> {
+        use crate::sys::err;
         let step = |code: i32| StepError::new(Step::Recv, &io::Error::from_raw_os_error(code));
         let start = std::time::Instant::now();
         let mut buf = [0u8; 1024];
@@ -555,15 +616,68 @@ impl TcpSock {
                     ) =>
                 {
                     if stop() {
-                        return Err(step(libc::EINTR));
+                        return Err(step(err::INTERRUPTED));
                     }
                     if start.elapsed() >= timeout {
-                        return Err(step(libc::ETIMEDOUT));
+                        return Err(step(err::TIMED_OUT));
                     }
                 }
                 Err(e) => return Err(StepError::new(Step::Recv, &e)),
             }
         }
+    }
+
+    /// [`Self::recv_until_eof_interruptible`] on Windows: a read that ran
+    /// into SO_RCVTIMEO leaves a Winsock socket "in an indeterminate state"
+    /// (Microsoft's SO_RCVTIMEO documentation), so wait for data with
+    /// WSAPoll() in slices and read only when there is something to read.
+    #[cfg(windows)]
+    fn recv_until_eof_polled(
+        &mut self,
+        timeout: Duration,
+        slice: Duration,
+        stop: impl Fn() -> bool,
+    ) -> StepRes<usize> {
+        use crate::sys::{Ready, err};
+        let step = |code: i32| StepError::new(Step::Recv, &io::Error::from_raw_os_error(code));
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 1024];
+        let mut total = 0;
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(step(err::TIMED_OUT));
+            }
+            let ready = crate::sys::wait(&self.sock, Ready::Read, left.min(slice))
+                .map_err(|e| StepError::new(Step::Recv, &e))?;
+            if ready {
+                match (&self.sock).read(&mut buf) {
+                    Ok(0) => return Ok(total),
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(StepError::new(Step::Recv, &e)),
+                }
+            } else if stop() {
+                return Err(step(err::INTERRUPTED));
+            }
+        }
+    }
+
+    /// SO_EXCLUSIVEADDRUSE (Windows only): no other socket may bind this
+    /// socket's address and port, whatever options it sets. Elsewhere the
+    /// option does not exist: ENOPROTOOPT, as setsockopt() would say.
+    pub fn set_exclusive_addr_use(&self) -> StepRes<()> {
+        #[cfg(windows)]
+        {
+            crate::sys::set_exclusive_addr_use(&self.sock)
+                .map_err(|e| StepError::new(Step::SetOpt, &e))
+        }
+        #[cfg(not(windows))]
+        Err(StepError {
+            step: Step::SetOpt,
+            error: SysError::from_code(libc::ENOPROTOOPT),
+            io_kind: io::ErrorKind::Unsupported,
+        })
     }
 
     /// getsockname().
@@ -604,48 +718,19 @@ fn sys_set_bind_no_port(sock: &Socket) -> io::Result<()> {
     }
 }
 
-/// Wait until `sock` is readable (a connection to accept, data or EOF).
+/// Wait until `sock` is readable (a connection to accept, data or EOF),
+/// at most `timeout` (then `TimedOut`). A signal cuts a wait short on
+/// Unix; the wait goes on for what is left of `timeout`.
 fn wait_readable(sock: &Socket, timeout: Duration) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::fd::AsFd;
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        let mut fds = [nix::poll::PollFd::new(
-            sock.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        loop {
-            match nix::poll::poll(
-                &mut fds,
-                nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
-            ) {
-                Ok(0) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
-                Ok(_) => return Ok(()),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(io::Error::from_raw_os_error(e as i32)),
-            }
+    let start = std::time::Instant::now();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        if crate::sys::wait(sock, crate::sys::Ready::Read, left)? {
+            return Ok(());
         }
-    }
-    #[cfg(not(unix))]
-    {
-        // Winsock accept() blocks; a read timeout does not apply to it, so
-        // use non-blocking polling in small, bounded steps.
-        let start = std::time::Instant::now();
-        sock.set_nonblocking(true)?;
-        let r = loop {
-            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-            match sock.peek(&mut buf) {
-                Ok(_) => break Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => break Ok(()),
-            }
-            if start.elapsed() >= timeout {
-                break Err(io::Error::from(io::ErrorKind::TimedOut));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        sock.set_nonblocking(false)?;
-        r
+        if start.elapsed() >= timeout {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
     }
 }
 

@@ -4,9 +4,14 @@
 mod common;
 
 use common::*;
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+// Used by the Linux-only tests below.
+#[cfg(target_os = "linux")]
+use std::{
+    net::TcpListener,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 #[test]
 fn malformed_addresses_are_one_line_errors() {
@@ -47,6 +52,8 @@ fn mixed_families_are_refused() {
     assert!(line.contains("different address families"), "{line}");
 }
 
+// Linux's numbers and rule (on Windows SO_REUSEADDR lets the bind through).
+#[cfg(target_os = "linux")]
 #[test]
 fn a_port_in_use_by_a_listener() {
     // A listener of the test's own on a free loopback port (kernel-chosen,
@@ -91,6 +98,8 @@ fn connection_refused() {
     assert!(line.contains("twlab server --listen"), "{line}");
 }
 
+// Needs setpriv and a namespace's ip_unprivileged_port_start: Linux.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_privileged_port_as_an_ordinary_user() {
     let nobody_can_run = Command::new("setpriv")
@@ -140,6 +149,7 @@ fn a_privileged_port_as_an_ordinary_user() {
     assert!(line.contains("use a port of 1024 or more"), "{line}");
 }
 
+#[cfg(target_os = "linux")]
 netns_test! {
     fn ctrl_c_stops_the_server_with_one_line() {
         let addr: SocketAddr = "127.0.0.1:12345".parse().unwrap();
@@ -164,6 +174,7 @@ netns_test! {
     }
 }
 
+#[cfg(target_os = "linux")]
 netns_test! {
     /// SIGTERM, SIGHUP and SIGQUIT stop the server like Ctrl-C: one line,
     /// exit 128 + the signal's number (before: killed by the signal, no

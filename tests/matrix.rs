@@ -1,5 +1,7 @@
 //! `twlab matrix` on the real kernel: every cell of the default matrix must
 //! behave as the rule model predicts; the unprivileged path; bad input.
+// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -51,7 +51,8 @@ pub struct ClientArgs {
     /// with TIME_WAIT sockets that also had it; connect() is a separate check.
     #[arg(long)]
     pub reuseaddr: bool,
-    /// Set SO_REUSEPORT before bind().
+    /// Set SO_REUSEPORT before bind() (Linux, BSD, macOS: Windows has no
+    /// SO_REUSEPORT and refuses this flag).
     #[arg(long)]
     pub reuseport: bool,
     /// IPV6_V6ONLY for an IPv6 address: `system` follows
@@ -59,6 +60,11 @@ pub struct ClientArgs {
     /// `0.0.0.0` of the port), `on` keeps IPv4 out, `off` forces dual-stack.
     #[arg(long, value_enum, default_value_t = V6OnlyArg::System)]
     pub v6only: V6OnlyArg,
+    /// Set SO_EXCLUSIVEADDRUSE before bind(): no other socket may bind the
+    /// same address and port, even with SO_REUSEADDR (Windows only).
+    #[cfg(windows)]
+    #[arg(long)]
+    pub exclusiveaddruse: bool,
     /// SO_LINGER in seconds (at most 3600); 0 closes with RST (no
     /// TIME_WAIT).
     #[arg(long, value_name = "SECS", value_parser = linger_parser)]
@@ -92,6 +98,12 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ClientPlan> {
+        super::refuse_reuseport_here(self.reuseport)?;
+        // The flag exists on Windows only.
+        #[cfg(windows)]
+        let exclusive_addr_use = self.exclusiveaddruse;
+        #[cfg(not(windows))]
+        let exclusive_addr_use = false;
         let plan = ClientPlan {
             connect: self.connect,
             bind: self.bind,
@@ -102,6 +114,7 @@ impl ClientArgs {
                 bind_no_port: false,
                 v6only: self.v6only.into(),
             },
+            exclusive_addr_use,
             close: self.close.into(),
             count: self.count,
             interval: self.interval,

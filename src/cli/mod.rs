@@ -69,11 +69,70 @@ enum Cmd {
     Load(load::LoadArgs),
 }
 
+impl Cmd {
+    /// The command's name and, for a command that needs Linux, what for.
+    /// Every new command is added here too (the match is exhaustive): a
+    /// command that uses network namespaces, sock_diag or packet capture
+    /// names what it needs, and on any other system it stops at once with
+    /// one line (see [`refuse_unless_linux`]).
+    fn linux_needs(&self) -> (&'static str, Option<&'static str>) {
+        const NS_DIAG: &str = "network namespaces and sock_diag";
+        match self {
+            Cmd::Server(_) => ("server", None),
+            Cmd::Client(_) => ("client", None),
+            Cmd::Demo(_) => ("demo", Some(NS_DIAG)),
+            Cmd::Matrix(_) => ("matrix", Some(NS_DIAG)),
+            Cmd::Ss(_) => ("ss", Some("sock_diag")),
+            Cmd::Why(_) => ("why", Some("sock_diag")),
+            Cmd::Trace(_) => ("trace", Some("network namespaces and packet capture")),
+            Cmd::Load(_) => ("load", Some(NS_DIAG)),
+            Cmd::Pairs(_) => ("pairs", Some("network namespaces")),
+            Cmd::Reuseport(_) => ("reuseport", Some("network namespaces")),
+            Cmd::Run(_) => ("run", Some("network namespaces")),
+        }
+    }
+}
+
+/// Off Linux, a command that needs Linux says so once, up front, and exits
+/// 1, instead of failing in every cell or line: `None` if it may run here.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn refuse_unless_linux(cmd: &Cmd) -> Option<ExitCode> {
+    let (name, Some(needs)) = cmd.linux_needs() else {
+        return None;
+    };
+    eprintln!(
+        "twlab: {name} needs Linux ({needs}); on {} use `twlab server` and `twlab client`",
+        twlab::sys::OS_NAME
+    );
+    Some(ExitCode::from(1))
+}
+
+/// `--reuseport` where the system has no SO_REUSEPORT (Windows): a usage
+/// error (exit 2) that says so and names the options Windows has, instead
+/// of a failed setsockopt() in every attempt.
+pub(crate) fn refuse_reuseport_here(reuseport: bool) -> Result<(), twlab::Error> {
+    if reuseport && cfg!(windows) {
+        return Err(twlab::Error::Usage(
+            "--reuseport: Windows has no SO_REUSEPORT; use --reuseaddr (on Windows it lets another socket bind a port in use) or --exclusiveaddruse".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What `twlab` alone prints (on stderr, exit 2): where to start.
+#[cfg(target_os = "linux")]
 const SHORT_USAGE: &str = "\
 twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
 usage: twlab <demo|why|server|client|ss|matrix|trace|load|run|pairs|reuseport> [OPTIONS]
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
+
+/// Off Linux only the story's two programs run (see [`Cmd::linux_needs`]).
+#[cfg(not(target_os = "linux"))]
+const SHORT_USAGE: &str = "\
+twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
+usage: twlab <server|client> [OPTIONS]
+on this system only `twlab server` and `twlab client` run (the other commands need Linux);
+start with `twlab server --help`; one command: `twlab <command> --help`";
 
 /// Longest error message printed, in characters (after escaping control
 /// characters): an argument echoed by any command cannot flood the terminal.
@@ -100,6 +159,10 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    #[cfg(not(target_os = "linux"))]
+    if let Some(code) = refuse_unless_linux(&cli.cmd) {
+        return code;
+    }
     // The unprivileged matrix worker must unshare its user namespace while
     // the process is single-threaded.
     if let Cmd::Matrix(a) = &cli.cmd {

@@ -132,7 +132,8 @@ pub struct ServerArgs {
     /// fails with EADDRINUSE.
     #[arg(long)]
     pub reuseaddr: bool,
-    /// Set SO_REUSEPORT on the listener.
+    /// Set SO_REUSEPORT on the listener (Linux, BSD, macOS: Windows has
+    /// no SO_REUSEPORT and refuses this flag).
     #[arg(long)]
     pub reuseport: bool,
     /// IPV6_V6ONLY for an IPv6 address: `system` follows
@@ -140,6 +141,11 @@ pub struct ServerArgs {
     /// `0.0.0.0` of the port), `on` keeps IPv4 out, `off` forces dual-stack.
     #[arg(long, value_enum, default_value_t = V6OnlyArg::System)]
     pub v6only: V6OnlyArg,
+    /// Set SO_EXCLUSIVEADDRUSE on the listener: no other socket may bind
+    /// its address and port, even with SO_REUSEADDR (Windows only).
+    #[cfg(windows)]
+    #[arg(long)]
+    pub exclusiveaddruse: bool,
     /// Who closes first: `after-peer` waits for the client's FIN (the client
     /// holds TIME_WAIT); `first` closes at once (the server holds it).
     #[arg(long, value_enum, default_value_t = CloseArg::AfterPeer)]
@@ -171,6 +177,12 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ServerPlan> {
+        super::refuse_reuseport_here(self.reuseport)?;
+        // The flag exists on Windows only.
+        #[cfg(windows)]
+        let exclusive_addr_use = self.exclusiveaddruse;
+        #[cfg(not(windows))]
+        let exclusive_addr_use = false;
         Ok(ServerPlan {
             listen: self.listen,
             opts: SocketOpts {
@@ -180,6 +192,7 @@ impl ServerArgs {
                 bind_no_port: false,
                 v6only: self.v6only.into(),
             },
+            exclusive_addr_use,
             close: self.close.into(),
             close_delay: self.close_delay,
             count: self.count,

@@ -246,7 +246,7 @@ mod tests {
             // kernel said otherwise.
             outcome: Outcome::Failed {
                 step: crate::outcome::Step::Bind,
-                error: crate::outcome::SysError::from_code(libc::EADDRINUSE),
+                error: crate::outcome::SysError::linux(crate::sys::linux_errno::EADDRINUSE),
             },
             at_failure: None,
             new_local: None,

@@ -15,6 +15,7 @@ use super::rules::{Prediction, RuleId};
 use crate::diag::{Side, TcpState, TupleView};
 use crate::outcome::Step;
 use crate::scenario::ClientPort;
+use crate::sys::linux_errno;
 use crate::sysctl::{PortRange, TwReuse};
 use std::net::{IpAddr, SocketAddr};
 
@@ -73,7 +74,7 @@ fn reconnect_bound_port(
 /// socket on the 4-tuple makes connect() fail with EADDRNOTAVAIL.
 fn tuple_busy(h: &Holder, bind: BindPassed) -> Prediction {
     Prediction {
-        outcome: failed(Step::Connect, libc::EADDRNOTAVAIL),
+        outcome: failed(Step::Connect, linux_errno::EADDRNOTAVAIL),
         rule: RuleId::TupleBusy,
         explanation: format!(
             "connect(): {} still owns the 4-tuple in the established hash, and __inet_check_established() reuses only TIME_WAIT entries{}",
@@ -94,7 +95,7 @@ fn tuple_busy(h: &Holder, bind: BindPassed) -> Prediction {
 fn take_over_bound(h: &Holder, timestamps: bool) -> Prediction {
     if !timestamps {
         return Prediction {
-            outcome: failed(Step::Connect, libc::EADDRNOTAVAIL),
+            outcome: failed(Step::Connect, linux_errno::EADDRNOTAVAIL),
             rule: RuleId::TwNoTimestamps,
             explanation: format!(
                 "connect(): {} holds the 4-tuple and saw no TCP timestamps (tcp_timestamps=0), so tcp_twsk_unique() cannot prove the new connection safe (no PAWS, RFC 7323 §5) and __inet_check_established() refuses it",
@@ -177,7 +178,7 @@ struct Refusal {
 /// `__inet_hash_connect()` returns EADDRNOTAVAIL.
 fn exhausted(old_port: u16, r: Refusal) -> Prediction {
     Prediction {
-        outcome: failed(Step::Connect, libc::EADDRNOTAVAIL),
+        outcome: failed(Step::Connect, linux_errno::EADDRNOTAVAIL),
         rule: RuleId::EphemeralExhausted,
         explanation: format!(
             "connect(): ip_local_port_range holds only port {old_port} and {}, so __inet_hash_connect() finds no port and returns EADDRNOTAVAIL",

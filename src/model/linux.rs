@@ -11,6 +11,7 @@ use crate::diag::{Side, TcpState};
 use crate::outcome::{Outcome, Step, SysError};
 use crate::scenario::{Experiment, NextStep};
 use crate::socket::SocketOpts;
+use crate::sys::linux_errno;
 
 /// Predict the Linux outcome of the cell's next step.
 pub fn predict_linux(cell: &CellFacts) -> Prediction {
@@ -28,7 +29,7 @@ pub fn predict_linux(cell: &CellFacts) -> Prediction {
 pub(super) fn failed(step: Step, code: i32) -> Outcome {
     Outcome::Failed {
         step,
-        error: SysError::from_code(code),
+        error: SysError::linux(code),
     }
 }
 
@@ -133,7 +134,7 @@ pub(super) fn predict_bind(
         "set SO_REUSEADDR on both sockets"
     };
     BindVerdict::Conflict(Box::new(Prediction {
-        outcome: failed(Step::Bind, libc::EADDRINUSE),
+        outcome: failed(Step::Bind, linux_errno::EADDRINUSE),
         rule: RuleId::BindConflict,
         explanation: format!(
             "{step_name}: {} still sits in the port's bind bucket and SO_REUSEADDR is not set on both sockets (old {}, new {}), so inet_csk_get_port() → inet_bind_conflict() refuses it",

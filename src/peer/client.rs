@@ -35,6 +35,9 @@ pub struct ClientPlan {
     pub bind: Option<SocketAddr>,
     /// SO_REUSEADDR, SO_REUSEPORT and SO_LINGER for every attempt.
     pub opts: SocketOpts,
+    /// SO_EXCLUSIVEADDRUSE before bind() (Windows only; elsewhere
+    /// [`TcpSock::set_exclusive_addr_use`] fails).
+    pub exclusive_addr_use: bool,
     /// Who closes first.
     pub close: CloseMode,
     /// Attempts at most (retries under [`Until::FirstOk`] are bounded by
@@ -239,6 +242,11 @@ fn attempt(
         Ok(s) => s,
         Err(e) => return Ok(failed(nl, server, (n, t), steps, e, bind, None)),
     };
+    if p.exclusive_addr_use
+        && let Err(e) = s.set_exclusive_addr_use()
+    {
+        return Ok(failed(nl, server, (n, t), steps, e, bind, None));
+    }
     // The kernel's view of the 4-tuple just before connect(), taken only
     // when the local port is fixed (the 4-tuple is known in advance): two
     // exact lookups in one netlink request. The old connection can move on
@@ -332,7 +340,7 @@ fn after_connect(
         steps.push((
             wait_step,
             StepResult::Err {
-                error: SysError::from_code(libc::ECONNRESET),
+                error: SysError::from_code(crate::sys::err::CONN_RESET),
             },
         ));
     } else if p.close == CloseMode::AfterPeer && !self_connect {

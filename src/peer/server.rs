@@ -27,6 +27,9 @@ pub struct ServerPlan {
     /// SO_REUSEADDR / SO_REUSEPORT on the listener (accepted sockets
     /// inherit them) and SO_LINGER on accepted sockets.
     pub opts: SocketOpts,
+    /// SO_EXCLUSIVEADDRUSE on the listener (Windows only; elsewhere
+    /// [`TcpSock::set_exclusive_addr_use`] fails).
+    pub exclusive_addr_use: bool,
     /// Who closes first.
     pub close: CloseMode,
     /// With [`CloseMode::AfterPeer`]: the pause between the peer's FIN and
@@ -316,10 +319,23 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
     }
 }
 
+/// The listener's label as the first line names it (family, V6ONLY,
+/// options), plus SO_EXCLUSIVEADDRUSE where it was set (Windows).
+fn options_label(l: &TcpSock, exclusive_addr_use: bool) -> String {
+    match exclusive_addr_use {
+        false => l.label(),
+        true => format!("{}+EXCLUSIVEADDRUSE", l.label()),
+    }
+}
+
 /// Run the server until `count` connections, the idle timeout or Ctrl-C.
 pub fn run(p: &ServerPlan) -> Result<u8> {
     let addr = p.listen;
     let l = TcpSock::new(Family::of(&addr), p.opts).map_err(|e| explain_step_error(&e, addr))?;
+    if p.exclusive_addr_use {
+        l.set_exclusive_addr_use()
+            .map_err(|e| explain_step_error(&e, addr))?;
+    }
     l.bind(addr).map_err(|e| port_failed(p, &e))?;
     // Before listen(): every accepted socket inherits this SO_RCVTIMEO
     // (see `finish`), so none waits for its peer without a slice.
@@ -334,7 +350,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         let _ = writeln!(
             out,
             "listening on {local} ({}), closing {}; Ctrl-C to stop",
-            l.label(),
+            options_label(&l, p.exclusive_addr_use),
             match p.close {
                 CloseMode::First => "first",
                 CloseMode::AfterPeer => "after the peer",

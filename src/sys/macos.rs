@@ -1,6 +1,8 @@
-//! BSD / macOS.
+//! BSD / macOS: the errno names and numbers are the BSD ones
+//! (`EADDRINUSE` is 48 here, 98 on Linux), from this system's libc.
 
 pub use super::unix::errno_name;
+pub(crate) use super::unix::{Ready, err, wait};
 
 /// Windows-only option.
 pub const HAS_EXCLUSIVEADDRUSE: bool = false;

@@ -4,6 +4,7 @@
 //! symbolic name of an OS error code and for the few options that exist on
 //! one platform only.
 
+pub mod linux_errno;
 pub mod wsa;
 
 pub mod fsuid;

@@ -241,9 +241,5 @@ fn connect_once(q: &ConnectQuestion, opts: SocketOpts) -> std::result::Result<u1
 
 /// A non-blocking connect() that started (EINPROGRESS; WSAEWOULDBLOCK).
 fn in_progress(e: &std::io::Error) -> bool {
-    #[cfg(unix)]
-    let code = libc::EINPROGRESS;
-    #[cfg(not(unix))]
-    let code = 10035;
-    e.raw_os_error() == Some(code)
+    e.raw_os_error() == Some(crate::sys::err::CONNECT_STARTED)
 }
