@@ -10,196 +10,209 @@
 //! `cargo bench --bench load` (root: needs network namespaces and `cc`).
 //! Set TWLAB_LOOP_C to the path of loop.c if it is not at ../shared/bench.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
-use twlab::load::{self, Closer, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
-use twlab::netns;
-use twlab::sysctl::PortRange;
-
-const COUNT: u64 = 10_000;
-const ROUNDS: u16 = 8;
-/// Each measurement gets a server port of its own: a port reused from an
-/// earlier measurement would meet the server's TIME_WAITs of that 4-tuple
-/// and take the slower SYN-on-TIME_WAIT path (`tcp_timewait_state_process`).
-const FIRST_PORT: u16 = 6000;
-
-fn loop_c() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("TWLAB_LOOP_C") {
-        return Some(PathBuf::from(p));
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    // The repo's ../shared, or the worktree's ../../shared.
-    [
-        root.join("../shared/bench/loop.c"),
-        root.join("../../shared/bench/loop.c"),
-    ]
-    .into_iter()
-    .find(|p| p.exists())
-}
-
-fn compile(src: &PathBuf) -> Option<PathBuf> {
-    let out = std::env::temp_dir().join(format!("twlab-bench-loop-{}", std::process::id()));
-    let ok = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(&out)
-        .arg(src)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    ok.then_some(out)
-}
-
-fn plan(workers: u32, target: Target, port: u16) -> Plan {
-    Plan {
-        workload: Workload {
-            workers,
-            mode: Mode::Churn {
-                concurrency: 1,
-                pool: 0,
-                requests: 0,
-            },
-            rate: Rate::Max,
-            closer: Closer::Server,
-            linger_zero: false,
-            sources: vec![],
-            destinations: vec![SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)],
-            port_choice: PortChoice::Kernel,
-        },
-        stop: Stop {
-            duration: Duration::from_secs(60),
-            count: Some(COUNT * workers as u64),
-            on_first_error: false,
-        },
-        netns: (target == Target::InProcess).then(wide_ns),
-        target,
-        sample_every: Duration::from_millis(500),
-        count_free_ports: false,
-    }
-}
-
-fn wide_ns() -> NsSettings {
-    NsSettings {
-        port_range: PortRange {
-            low: 10000,
-            high: 65000,
-        },
-        ..NsSettings::default()
-    }
-}
-
-fn twlab_rate(p: &Plan) -> f64 {
-    let r = load::run(p, "bench", Arc::new(|_: &load::Sample| {})).expect("load run");
-    assert_eq!(r.errors, 0, "{}", r.text());
-    r.conn_per_s
-}
-
-/// "N connections in T s = R conn/s" → R.
-fn c_rate(bin: &PathBuf, port: u16) -> f64 {
-    let o = Command::new(bin)
-        .args(["client", &port.to_string(), "0", &COUNT.to_string(), "0"])
-        .output()
-        .expect("run loop client");
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "loop client: {text}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    text.split('=')
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|r| r.parse().ok())
-        .expect("a rate")
-}
-
-/// `loop server PORT 1`, once it listens (a connect succeeds, bounded).
-fn start_server(bin: &PathBuf, port: u16) -> std::process::Child {
-    let server = Command::new(bin)
-        .args(["server", &port.to_string(), "1"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("loop server");
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let up = (0..500).any(|_| {
-        std::thread::sleep(Duration::from_millis(2));
-        std::net::TcpStream::connect(addr).is_ok()
-    });
-    assert!(up, "loop server did not listen on {addr}");
-    server
-}
-
-fn versus_c(bin: PathBuf) {
-    let sysctls = wide_ns().sysctls();
-    let (c, t) = std::thread::spawn(move || {
-        netns::enter_fresh(&sysctls).expect("fresh namespace");
-        let (mut c, mut t) = (Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
-            let port = FIRST_PORT + 2 * round;
-            let servers = [start_server(&bin, port), start_server(&bin, port + 1)];
-            // Alternate who goes first.
-            if round % 2 == 0 {
-                c.push(c_rate(&bin, port));
-                t.push(twlab_rate(&plan(1, Target::External, port + 1)));
-            } else {
-                t.push(twlab_rate(&plan(1, Target::External, port + 1)));
-                c.push(c_rate(&bin, port));
-            }
-            for mut s in servers {
-                let _ = s.kill();
-                let _ = s.wait();
-            }
-        }
-        let _ = std::fs::remove_file(&bin);
-        (c, t)
-    })
-    .join()
-    .expect("bench thread");
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
-    };
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    println!(
-        "churn, server closes first, {COUNT} connections, one worker vs loop.c, {ROUNDS} rounds (best / median):"
-    );
-    println!(
-        "  loop.c      {:>9.0} / {:>9.0} conn/s   runs {c:.0?}",
-        best(&c),
-        median(&c)
-    );
-    println!(
-        "  twlab load  {:>9.0} / {:>9.0} conn/s   runs {t:.0?}",
-        best(&t),
-        median(&t)
-    );
-    // Each round's pair ran back to back, under the same load from the
-    // rest of the machine: the median of the pairs' ratios is the figure.
-    let ratios: Vec<f64> = t.iter().zip(&c).map(|(t, c)| t / c).collect();
-    println!(
-        "  ratio       {:>9.2} / {:>9.2}×   median of the rounds' ratios {:.2}× {ratios:.2?}",
-        best(&t) / best(&c),
-        median(&t) / median(&c),
-        median(&ratios)
-    );
-}
-
 fn main() {
-    if let Err(why) = netns::can_unshare() {
-        println!("skipped load bench: cannot create network namespaces ({why})");
-        return;
+    #[cfg(target_os = "linux")]
+    imp::main();
+    #[cfg(not(target_os = "linux"))]
+    println!("skipped load bench: it needs Linux (network namespaces)");
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use twlab::load::{
+        self, Closer, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload,
+    };
+    use twlab::netns;
+    use twlab::sysctl::PortRange;
+
+    const COUNT: u64 = 10_000;
+    const ROUNDS: u16 = 8;
+    /// Each measurement gets a server port of its own: a port reused from an
+    /// earlier measurement would meet the server's TIME_WAITs of that 4-tuple
+    /// and take the slower SYN-on-TIME_WAIT path (`tcp_timewait_state_process`).
+    const FIRST_PORT: u16 = 6000;
+
+    fn loop_c() -> Option<PathBuf> {
+        if let Ok(p) = std::env::var("TWLAB_LOOP_C") {
+            return Some(PathBuf::from(p));
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        // The repo's ../shared, or the worktree's ../../shared.
+        [
+            root.join("../shared/bench/loop.c"),
+            root.join("../../shared/bench/loop.c"),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
     }
-    match loop_c().and_then(|src| compile(&src)) {
-        Some(bin) => versus_c(bin),
-        None => println!("skipped loop.c comparison: loop.c not found or cc failed"),
+
+    fn compile(src: &PathBuf) -> Option<PathBuf> {
+        let out = std::env::temp_dir().join(format!("twlab-bench-loop-{}", std::process::id()));
+        let ok = Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(&out)
+            .arg(src)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then_some(out)
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    println!("scaling, in-process server, {COUNT} connections per worker:");
-    for w in 1..=cores.max(2) {
-        let r = twlab_rate(&plan(w, Target::InProcess, FIRST_PORT));
-        println!("  {w} worker(s)  {r:>9.0} conn/s");
+
+    fn plan(workers: u32, target: Target, port: u16) -> Plan {
+        Plan {
+            workload: Workload {
+                workers,
+                mode: Mode::Churn {
+                    concurrency: 1,
+                    pool: 0,
+                    requests: 0,
+                },
+                rate: Rate::Max,
+                closer: Closer::Server,
+                linger_zero: false,
+                sources: vec![],
+                destinations: vec![SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)],
+                port_choice: PortChoice::Kernel,
+            },
+            stop: Stop {
+                duration: Duration::from_secs(60),
+                count: Some(COUNT * workers as u64),
+                on_first_error: false,
+            },
+            netns: (target == Target::InProcess).then(wide_ns),
+            target,
+            sample_every: Duration::from_millis(500),
+            count_free_ports: false,
+        }
+    }
+
+    fn wide_ns() -> NsSettings {
+        NsSettings {
+            port_range: PortRange {
+                low: 10000,
+                high: 65000,
+            },
+            ..NsSettings::default()
+        }
+    }
+
+    fn twlab_rate(p: &Plan) -> f64 {
+        let r = load::run(p, "bench", Arc::new(|_: &load::Sample| {})).expect("load run");
+        assert_eq!(r.errors, 0, "{}", r.text());
+        r.conn_per_s
+    }
+
+    /// "N connections in T s = R conn/s" → R.
+    fn c_rate(bin: &PathBuf, port: u16) -> f64 {
+        let o = Command::new(bin)
+            .args(["client", &port.to_string(), "0", &COUNT.to_string(), "0"])
+            .output()
+            .expect("run loop client");
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "loop client: {text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text.split('=')
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.parse().ok())
+            .expect("a rate")
+    }
+
+    /// `loop server PORT 1`, once it listens (a connect succeeds, bounded).
+    fn start_server(bin: &PathBuf, port: u16) -> std::process::Child {
+        let server = Command::new(bin)
+            .args(["server", &port.to_string(), "1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("loop server");
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        let up = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(2));
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        assert!(up, "loop server did not listen on {addr}");
+        server
+    }
+
+    fn versus_c(bin: PathBuf) {
+        let sysctls = wide_ns().sysctls();
+        let (c, t) = std::thread::spawn(move || {
+            netns::enter_fresh(&sysctls).expect("fresh namespace");
+            let (mut c, mut t) = (Vec::new(), Vec::new());
+            for round in 0..ROUNDS {
+                let port = FIRST_PORT + 2 * round;
+                let servers = [start_server(&bin, port), start_server(&bin, port + 1)];
+                // Alternate who goes first.
+                if round % 2 == 0 {
+                    c.push(c_rate(&bin, port));
+                    t.push(twlab_rate(&plan(1, Target::External, port + 1)));
+                } else {
+                    t.push(twlab_rate(&plan(1, Target::External, port + 1)));
+                    c.push(c_rate(&bin, port));
+                }
+                for mut s in servers {
+                    let _ = s.kill();
+                    let _ = s.wait();
+                }
+            }
+            let _ = std::fs::remove_file(&bin);
+            (c, t)
+        })
+        .join()
+        .expect("bench thread");
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+        };
+        let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        println!(
+            "churn, server closes first, {COUNT} connections, one worker vs loop.c, {ROUNDS} rounds (best / median):"
+        );
+        println!(
+            "  loop.c      {:>9.0} / {:>9.0} conn/s   runs {c:.0?}",
+            best(&c),
+            median(&c)
+        );
+        println!(
+            "  twlab load  {:>9.0} / {:>9.0} conn/s   runs {t:.0?}",
+            best(&t),
+            median(&t)
+        );
+        // Each round's pair ran back to back, under the same load from the
+        // rest of the machine: the median of the pairs' ratios is the figure.
+        let ratios: Vec<f64> = t.iter().zip(&c).map(|(t, c)| t / c).collect();
+        println!(
+            "  ratio       {:>9.2} / {:>9.2}×   median of the rounds' ratios {:.2}× {ratios:.2?}",
+            best(&t) / best(&c),
+            median(&t) / median(&c),
+            median(&ratios)
+        );
+    }
+
+    pub fn main() {
+        if let Err(why) = netns::can_unshare() {
+            println!("skipped load bench: cannot create network namespaces ({why})");
+            return;
+        }
+        match loop_c().and_then(|src| compile(&src)) {
+            Some(bin) => versus_c(bin),
+            None => println!("skipped loop.c comparison: loop.c not found or cc failed"),
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        println!("scaling, in-process server, {COUNT} connections per worker:");
+        for w in 1..=cores.max(2) {
+            let r = twlab_rate(&plan(w, Target::InProcess, FIRST_PORT));
+            println!("  {w} worker(s)  {r:>9.0} conn/s");
+        }
     }
 }

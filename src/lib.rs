@@ -24,7 +24,7 @@
 //! - [`why`]: `twlab why`, who holds a port and which kernel rule refuses a bind() or connect().
 //! - [`pairs`]: `twlab pairs` and `twlab reuseport`: two sockets on one port,
 //!   and SO_REUSEPORT groups.
-//! - [`load`]: `twlab load`, a connection workload that finds when ephemeral
+//! - `load` (Linux): `twlab load`, a connection workload that finds when ephemeral
 //!   ports run out and what each mitigation buys.
 //! - `trace` (Linux): `twlab trace`, every segment of one experiment as a
 //!   ladder and a pcap, with the moment that explains it.
@@ -39,6 +39,7 @@ pub mod check;
 pub mod demo;
 pub mod diag;
 pub mod error;
+#[cfg(target_os = "linux")]
 pub mod load;
 pub mod matrix;
 pub mod model;

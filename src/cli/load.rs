@@ -1,260 +1,271 @@
 //! `twlab load`: clap arguments → [`twlab::load::Plan`].
 
-use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
-use std::time::Duration;
-use twlab::load::{self, Closer, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
-use twlab::sysctl::{PortRange, TwReuse};
+#[cfg(not(target_os = "linux"))]
+pub use super::linux_only::{Args as LoadArgs, run};
+#[cfg(target_os = "linux")]
+pub use imp::{LoadArgs, run};
 
-/// Arguments of `twlab load`.
-#[derive(Args, Debug)]
-pub struct LoadArgs {
-    /// Client threads.
-    #[arg(long, default_value_t = 1)]
-    workers: u32,
-    /// Connections in use at once per worker, each round.
-    #[arg(long, default_value_t = 1)]
-    concurrency: u32,
-    /// Idle keep-alive connections kept per worker (0: connect per use).
-    #[arg(long, default_value_t = 0)]
-    pool: u32,
-    /// One-byte request/response exchanges per use of a connection (0:
-    /// connect and close without data; a pooled use then does nothing, so
-    /// its uses/s would measure nothing).
-    #[arg(long, default_value_t = 1)]
-    requests: u32,
-    /// Open N connections and hold them until the run ends (instead of churn).
-    #[arg(long, value_name = "N")]
-    held: Option<u32>,
-    /// Target connection uses per second over all workers (default: as fast as possible).
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Run time in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Stop after this many connection uses.
-    #[arg(long)]
-    count: Option<u64>,
-    /// Stop at the first error.
-    #[arg(long)]
-    stop_on_error: bool,
-    /// Who closes first: the client (it keeps the TIME_WAIT) or the server.
-    #[arg(long, value_enum, default_value_t = CloserArg::Client)]
-    closer: CloserArg,
-    /// SO_LINGER 0 on the client: close() sends an RST, no TIME_WAIT.
-    #[arg(long)]
-    linger0: bool,
-    /// Source addresses (127.0.0.x), used in turn; needs --port bind, bind-no-port or range.
-    #[arg(long = "source", value_delimiter = ',')]
-    sources: Vec<Ipv4Addr>,
-    /// Destinations, ADDR:PORT or PORT (on 127.0.0.1), used in turn.
-    #[arg(long = "dest", value_delimiter = ',', default_value = "127.0.0.1:5000")]
-    dests: Vec<String>,
-    /// How the client gets its port: kernel, bind, bind-no-port, range:LOW-HIGH.
-    #[arg(long, default_value = "kernel")]
-    port: String,
-    /// Use a server already listening at ADDR:PORT (loopback), in this namespace.
-    #[arg(long)]
-    target: Option<SocketAddrV4>,
-    /// Namespace: ip_local_port_range, "LOW-HIGH".
-    #[arg(long, default_value = "32768-60999")]
-    port_range: String,
-    /// Namespace: ip_local_reserved_ports ("" for none).
-    #[arg(long, default_value = "")]
-    reserved_ports: String,
-    /// Namespace: tcp_tw_reuse (0, 1, 2).
-    #[arg(long, default_value = "2")]
-    tw_reuse: String,
-    /// Namespace: tcp_tw_reuse_delay in ms (Linux 6.14+).
-    #[arg(long)]
-    tw_reuse_delay: Option<u32>,
-    /// Namespace: tcp_timestamps (0 or 1).
-    #[arg(long, default_value_t = 1)]
-    timestamps: u8,
-    /// Namespace: tcp_max_tw_buckets.
-    #[arg(long)]
-    max_tw_buckets: Option<u32>,
-    /// Sample interval in ms (100 to 1000).
-    #[arg(long, default_value_t = 250)]
-    interval: u64,
-    /// JSON lines: one per sample, then the report.
-    #[arg(long)]
-    json: bool,
-    /// Run the workload under each applicable mitigation, one namespace each.
-    #[arg(long)]
-    compare: bool,
-    /// Draw TIME_WAIT, conn/s and errors/s over time to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<std::path::PathBuf>,
-}
+#[cfg(target_os = "linux")]
+mod imp {
 
-/// `--closer`.
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum CloserArg {
-    /// The client's close() sends the first FIN.
-    Client,
-    /// The server closes first.
-    Server,
-}
-
-fn range(s: &str) -> Result<PortRange> {
-    let (a, b) = s
-        .split_once(['-', ' '])
-        .with_context(|| format!("'{s}': expected LOW-HIGH"))?;
-    let r = PortRange {
-        low: a
-            .trim()
-            .parse()
-            .with_context(|| format!("'{s}': bad low port"))?,
-        high: b
-            .trim()
-            .parse()
-            .with_context(|| format!("'{s}': bad high port"))?,
+    use anyhow::{Context, Result, bail};
+    use clap::{Args, ValueEnum};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use twlab::load::{
+        self, Closer, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload,
     };
-    if r.is_empty() {
-        bail!("'{s}': empty range");
-    }
-    Ok(r)
-}
+    use twlab::sysctl::{PortRange, TwReuse};
 
-fn dest(s: &str) -> Result<SocketAddrV4> {
-    if let Ok(p) = s.parse::<u16>() {
-        return Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p));
+    /// Arguments of `twlab load`.
+    #[derive(Args, Debug)]
+    pub struct LoadArgs {
+        /// Client threads.
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
+        /// Connections in use at once per worker, each round.
+        #[arg(long, default_value_t = 1)]
+        concurrency: u32,
+        /// Idle keep-alive connections kept per worker (0: connect per use).
+        #[arg(long, default_value_t = 0)]
+        pool: u32,
+        /// One-byte request/response exchanges per use of a connection (0:
+        /// connect and close without data; a pooled use then does nothing, so
+        /// its uses/s would measure nothing).
+        #[arg(long, default_value_t = 1)]
+        requests: u32,
+        /// Open N connections and hold them until the run ends (instead of churn).
+        #[arg(long, value_name = "N")]
+        held: Option<u32>,
+        /// Target connection uses per second over all workers (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Run time in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Stop after this many connection uses.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop at the first error.
+        #[arg(long)]
+        stop_on_error: bool,
+        /// Who closes first: the client (it keeps the TIME_WAIT) or the server.
+        #[arg(long, value_enum, default_value_t = CloserArg::Client)]
+        closer: CloserArg,
+        /// SO_LINGER 0 on the client: close() sends an RST, no TIME_WAIT.
+        #[arg(long)]
+        linger0: bool,
+        /// Source addresses (127.0.0.x), used in turn; needs --port bind, bind-no-port or range.
+        #[arg(long = "source", value_delimiter = ',')]
+        sources: Vec<Ipv4Addr>,
+        /// Destinations, ADDR:PORT or PORT (on 127.0.0.1), used in turn.
+        #[arg(long = "dest", value_delimiter = ',', default_value = "127.0.0.1:5000")]
+        dests: Vec<String>,
+        /// How the client gets its port: kernel, bind, bind-no-port, range:LOW-HIGH.
+        #[arg(long, default_value = "kernel")]
+        port: String,
+        /// Use a server already listening at ADDR:PORT (loopback), in this namespace.
+        #[arg(long)]
+        target: Option<SocketAddrV4>,
+        /// Namespace: ip_local_port_range, "LOW-HIGH".
+        #[arg(long, default_value = "32768-60999")]
+        port_range: String,
+        /// Namespace: ip_local_reserved_ports ("" for none).
+        #[arg(long, default_value = "")]
+        reserved_ports: String,
+        /// Namespace: tcp_tw_reuse (0, 1, 2).
+        #[arg(long, default_value = "2")]
+        tw_reuse: String,
+        /// Namespace: tcp_tw_reuse_delay in ms (Linux 6.14+).
+        #[arg(long)]
+        tw_reuse_delay: Option<u32>,
+        /// Namespace: tcp_timestamps (0 or 1).
+        #[arg(long, default_value_t = 1)]
+        timestamps: u8,
+        /// Namespace: tcp_max_tw_buckets.
+        #[arg(long)]
+        max_tw_buckets: Option<u32>,
+        /// Sample interval in ms (100 to 1000).
+        #[arg(long, default_value_t = 250)]
+        interval: u64,
+        /// JSON lines: one per sample, then the report.
+        #[arg(long)]
+        json: bool,
+        /// Run the workload under each applicable mitigation, one namespace each.
+        #[arg(long)]
+        compare: bool,
+        /// Draw TIME_WAIT, conn/s and errors/s over time to this SVG file.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<std::path::PathBuf>,
     }
-    s.parse()
-        .with_context(|| format!("--dest '{s}': expected ADDR:PORT or PORT"))
-}
 
-impl LoadArgs {
-    fn plan(&self) -> Result<Plan> {
-        let port_choice = match self.port.as_str() {
-            "kernel" => PortChoice::Kernel,
-            "bind" => PortChoice::Bind,
-            "bind-no-port" => PortChoice::BindNoPort,
-            r if r.starts_with("range:") => PortChoice::SocketRange(range(&r[6..])?),
-            o => bail!("--port '{o}': expected kernel, bind, bind-no-port or range:LOW-HIGH"),
+    /// `--closer`.
+    #[derive(ValueEnum, Clone, Copy, Debug)]
+    enum CloserArg {
+        /// The client's close() sends the first FIN.
+        Client,
+        /// The server closes first.
+        Server,
+    }
+
+    fn range(s: &str) -> Result<PortRange> {
+        let (a, b) = s
+            .split_once(['-', ' '])
+            .with_context(|| format!("'{s}': expected LOW-HIGH"))?;
+        let r = PortRange {
+            low: a
+                .trim()
+                .parse()
+                .with_context(|| format!("'{s}': bad low port"))?,
+            high: b
+                .trim()
+                .parse()
+                .with_context(|| format!("'{s}': bad high port"))?,
         };
-        let mode = match self.held {
-            Some(n) => Mode::Held { connections: n },
-            None => Mode::Churn {
-                concurrency: self.concurrency,
-                pool: self.pool,
-                requests: self.requests,
-            },
-        };
-        let (target, destinations, netns) = match self.target {
-            Some(t) => (Target::External, vec![t], None),
-            None => {
-                let ns = NsSettings {
-                    port_range: range(&self.port_range)?,
-                    reserved_ports: self.reserved_ports.clone(),
-                    tw_reuse: TwReuse::from_sysctl(&self.tw_reuse)
-                        .context("--tw-reuse: expected 0, 1 or 2")?,
-                    tw_reuse_delay_ms: self.tw_reuse_delay,
-                    timestamps: self.timestamps != 0,
-                    max_tw_buckets: self.max_tw_buckets,
-                };
-                let d = self.dests.iter().map(|d| dest(d)).collect::<Result<_>>()?;
-                (Target::InProcess, d, Some(ns))
-            }
-        };
-        if !(0.0..=86_400.0).contains(&self.duration) {
-            bail!("--duration: 0 to 86400 s");
+        if r.is_empty() {
+            bail!("'{s}': empty range");
         }
-        Ok(Plan {
-            workload: Workload {
-                workers: self.workers,
-                mode,
-                rate: self.rate.map_or(Rate::Max, Rate::PerSecond),
-                closer: match self.closer {
-                    CloserArg::Client => Closer::Client,
-                    CloserArg::Server => Closer::Server,
-                },
-                linger_zero: self.linger0,
-                sources: self.sources.clone(),
-                destinations,
-                port_choice,
-            },
-            stop: Stop {
-                duration: Duration::from_secs_f64(self.duration),
-                count: self.count,
-                on_first_error: self.stop_on_error,
-            },
-            target,
-            netns,
-            sample_every: Duration::from_millis(self.interval.clamp(100, 1000)),
-            count_free_ports: true,
-        })
+        Ok(r)
     }
-}
 
-/// A live line on a terminal (hidden when stderr is not one), or JSON lines.
-fn on_sample(json: bool, label: &str) -> (load::OnSample, Option<indicatif::ProgressBar>) {
-    if json {
+    fn dest(s: &str) -> Result<SocketAddrV4> {
+        if let Ok(p) = s.parse::<u16>() {
+            return Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, p));
+        }
+        s.parse()
+            .with_context(|| format!("--dest '{s}': expected ADDR:PORT or PORT"))
+    }
+
+    impl LoadArgs {
+        fn plan(&self) -> Result<Plan> {
+            let port_choice = match self.port.as_str() {
+                "kernel" => PortChoice::Kernel,
+                "bind" => PortChoice::Bind,
+                "bind-no-port" => PortChoice::BindNoPort,
+                r if r.starts_with("range:") => PortChoice::SocketRange(range(&r[6..])?),
+                o => bail!("--port '{o}': expected kernel, bind, bind-no-port or range:LOW-HIGH"),
+            };
+            let mode = match self.held {
+                Some(n) => Mode::Held { connections: n },
+                None => Mode::Churn {
+                    concurrency: self.concurrency,
+                    pool: self.pool,
+                    requests: self.requests,
+                },
+            };
+            let (target, destinations, netns) = match self.target {
+                Some(t) => (Target::External, vec![t], None),
+                None => {
+                    let ns = NsSettings {
+                        port_range: range(&self.port_range)?,
+                        reserved_ports: self.reserved_ports.clone(),
+                        tw_reuse: TwReuse::from_sysctl(&self.tw_reuse)
+                            .context("--tw-reuse: expected 0, 1 or 2")?,
+                        tw_reuse_delay_ms: self.tw_reuse_delay,
+                        timestamps: self.timestamps != 0,
+                        max_tw_buckets: self.max_tw_buckets,
+                    };
+                    let d = self.dests.iter().map(|d| dest(d)).collect::<Result<_>>()?;
+                    (Target::InProcess, d, Some(ns))
+                }
+            };
+            if !(0.0..=86_400.0).contains(&self.duration) {
+                bail!("--duration: 0 to 86400 s");
+            }
+            Ok(Plan {
+                workload: Workload {
+                    workers: self.workers,
+                    mode,
+                    rate: self.rate.map_or(Rate::Max, Rate::PerSecond),
+                    closer: match self.closer {
+                        CloserArg::Client => Closer::Client,
+                        CloserArg::Server => Closer::Server,
+                    },
+                    linger_zero: self.linger0,
+                    sources: self.sources.clone(),
+                    destinations,
+                    port_choice,
+                },
+                stop: Stop {
+                    duration: Duration::from_secs_f64(self.duration),
+                    count: self.count,
+                    on_first_error: self.stop_on_error,
+                },
+                target,
+                netns,
+                sample_every: Duration::from_millis(self.interval.clamp(100, 1000)),
+                count_free_ports: true,
+            })
+        }
+    }
+
+    /// A live line on a terminal (hidden when stderr is not one), or JSON lines.
+    fn on_sample(json: bool, label: &str) -> (load::OnSample, Option<indicatif::ProgressBar>) {
+        if json {
+            let label = label.to_string();
+            let f: load::OnSample = Arc::new(move |s: &load::Sample| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["type"] = "sample".into();
+                v["label"] = label.clone().into();
+                println!("{v}");
+            });
+            return (f, None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        let b = bar.clone();
         let label = label.to_string();
         let f: load::OnSample = Arc::new(move |s: &load::Sample| {
-            let mut v = serde_json::to_value(s).unwrap_or_default();
-            v["type"] = "sample".into();
-            v["label"] = label.clone().into();
-            println!("{v}");
+            b.set_message(format!(
+                "[{label}] {:.1} s  {:.0} conn/s  {:.0} err/s  TIME_WAIT {}  free ports {}",
+                s.t_s,
+                s.conn_per_s,
+                s.errors_per_s,
+                s.time_wait,
+                s.free_ports.map_or("?".into(), |f| f.to_string())
+            ));
+            b.tick();
         });
-        return (f, None);
+        (f, Some(bar))
     }
-    let bar = indicatif::ProgressBar::new_spinner();
-    let b = bar.clone();
-    let label = label.to_string();
-    let f: load::OnSample = Arc::new(move |s: &load::Sample| {
-        b.set_message(format!(
-            "[{label}] {:.1} s  {:.0} conn/s  {:.0} err/s  TIME_WAIT {}  free ports {}",
-            s.t_s,
-            s.conn_per_s,
-            s.errors_per_s,
-            s.time_wait,
-            s.free_ports.map_or("?".into(), |f| f.to_string())
-        ));
-        b.tick();
-    });
-    (f, Some(bar))
-}
 
-/// Run `twlab load`; exit 0.
-pub fn run(a: LoadArgs) -> Result<u8> {
-    let plan = a.plan()?;
-    let variants = if a.compare {
-        load::compare::variants(&plan)?
-    } else {
-        vec![("as given".to_string(), plan)]
-    };
-    let mut reports = Vec::new();
-    for (label, p) in variants {
-        let (cb, bar) = on_sample(a.json, &label);
-        let r = load::run(&p, &label, cb);
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let r = r?;
-        if a.json {
-            let mut v = serde_json::to_value(&r)?;
-            v["type"] = "report".into();
-            if let Some(o) = v.as_object_mut() {
-                o.remove("samples");
+    /// Run `twlab load`; exit 0.
+    pub fn run(a: LoadArgs) -> Result<u8> {
+        let plan = a.plan()?;
+        let variants = if a.compare {
+            load::compare::variants(&plan)?
+        } else {
+            vec![("as given".to_string(), plan)]
+        };
+        let mut reports = Vec::new();
+        for (label, p) in variants {
+            let (cb, bar) = on_sample(a.json, &label);
+            let r = load::run(&p, &label, cb);
+            if let Some(b) = bar {
+                b.finish_and_clear();
             }
-            println!("{v}");
-        } else if !a.compare {
-            print!("{}", r.text());
+            let r = r?;
+            if a.json {
+                let mut v = serde_json::to_value(&r)?;
+                v["type"] = "report".into();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("samples");
+                }
+                println!("{v}");
+            } else if !a.compare {
+                print!("{}", r.text());
+            }
+            reports.push(r);
         }
-        reports.push(r);
-    }
-    if a.compare && !a.json {
-        print!("{}", load::compare::table(&reports));
-    }
-    if let Some(f) = &a.plot {
-        load::plot::svg(&reports, f)?;
-        if !a.json {
-            println!("plot: {}", f.display());
+        if a.compare && !a.json {
+            print!("{}", load::compare::table(&reports));
         }
+        if let Some(f) = &a.plot {
+            load::plot::svg(&reports, f)?;
+            if !a.json {
+                println!("plot: {}", f.display());
+            }
+        }
+        Ok(0)
     }
-    Ok(0)
 }

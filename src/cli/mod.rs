@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 mod client;
 mod demo;
+#[cfg(not(target_os = "linux"))]
+mod linux_only;
 mod load;
 mod matrix;
 mod pairs;

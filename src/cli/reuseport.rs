@@ -1,80 +1,89 @@
 //! `twlab reuseport`: a SO_REUSEPORT group's load distribution, and what a
 //! listener that closes with connections queued does to them.
 
-use anyhow::{Result, bail};
-use std::io::Write;
-use twlab::pairs::group::{GroupPlan, run as run_group};
+#[cfg(not(target_os = "linux"))]
+pub use super::linux_only::{Args as ReuseportArgs, run};
+#[cfg(target_os = "linux")]
+pub use imp::{ReuseportArgs, run};
 
-/// Arguments of `twlab reuseport`.
-#[derive(Debug, Clone, clap::Args)]
-#[command(after_help = "\
-Examples:
-  twlab reuseport --listeners 4 --connections 200
-  twlab reuseport --listeners 2 --connections 50 --drain            # queued connections reset
-  twlab reuseport --listeners 2 --connections 50 --drain --migrate  # net.ipv4.tcp_migrate_req=1")]
-pub struct ReuseportArgs {
-    /// Listeners in the group.
-    #[arg(long, default_value_t = 4)]
-    pub listeners: usize,
-    /// Connections to make (none accepted before counting).
-    #[arg(long, default_value_t = 100)]
-    pub connections: usize,
-    /// Close the first listener with its connections still queued, and
-    /// count the clients that were reset.
-    #[arg(long)]
-    pub drain: bool,
-    /// With --drain: set net.ipv4.tcp_migrate_req=1 in the namespace, so
-    /// queued connections move to another listener instead.
-    #[arg(long)]
-    pub migrate: bool,
-    /// One JSON object instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
+#[cfg(target_os = "linux")]
+mod imp {
 
-/// Run it; exit 0.
-pub fn run(a: ReuseportArgs) -> Result<u8> {
-    if a.listeners == 0 || a.connections == 0 {
-        bail!("--listeners and --connections must be at least 1");
+    use anyhow::{Result, bail};
+    use std::io::Write;
+    use twlab::pairs::group::{GroupPlan, run as run_group};
+
+    /// Arguments of `twlab reuseport`.
+    #[derive(Debug, Clone, clap::Args)]
+    #[command(after_help = "\
+    Examples:
+      twlab reuseport --listeners 4 --connections 200
+      twlab reuseport --listeners 2 --connections 50 --drain            # queued connections reset
+      twlab reuseport --listeners 2 --connections 50 --drain --migrate  # net.ipv4.tcp_migrate_req=1")]
+    pub struct ReuseportArgs {
+        /// Listeners in the group.
+        #[arg(long, default_value_t = 4)]
+        pub listeners: usize,
+        /// Connections to make (none accepted before counting).
+        #[arg(long, default_value_t = 100)]
+        pub connections: usize,
+        /// Close the first listener with its connections still queued, and
+        /// count the clients that were reset.
+        #[arg(long)]
+        pub drain: bool,
+        /// With --drain: set net.ipv4.tcp_migrate_req=1 in the namespace, so
+        /// queued connections move to another listener instead.
+        #[arg(long)]
+        pub migrate: bool,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        pub json: bool,
     }
-    if a.drain && a.listeners < 2 {
-        bail!("--drain needs at least 2 listeners (one closes, the others stay)");
-    }
-    let r = run_group(GroupPlan {
-        listeners: a.listeners,
-        connections: a.connections,
-        drain: a.drain,
-        migrate: a.migrate,
-    })?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{}", serde_json::to_string(&r)?)?;
-        return Ok(0);
-    }
-    writeln!(
-        out,
-        "SO_REUSEPORT group: {} listeners on {}, {} connections (connect() ok for {}), hashed by 4-tuple (reuseport_select_sock()):",
-        r.per_listener.len(),
-        r.addr,
-        a.connections,
-        r.connected
-    )?;
-    for (i, n) in r.per_listener.iter().enumerate() {
-        writeln!(out, "  listener {}: {n} queued", i + 1)?;
-    }
-    if let Some(d) = &r.drain {
+
+    /// Run it; exit 0.
+    pub fn run(a: ReuseportArgs) -> Result<u8> {
+        if a.listeners == 0 || a.connections == 0 {
+            bail!("--listeners and --connections must be at least 1");
+        }
+        if a.drain && a.listeners < 2 {
+            bail!("--drain needs at least 2 listeners (one closes, the others stay)");
+        }
+        let r = run_group(GroupPlan {
+            listeners: a.listeners,
+            connections: a.connections,
+            drain: a.drain,
+            migrate: a.migrate,
+        })?;
+        let mut out = std::io::stdout().lock();
+        if a.json {
+            writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            return Ok(0);
+        }
         writeln!(
             out,
-            "drain: listener 1 closed with {} connections queued → {} clients reset (ECONNRESET on read, although their connect() had returned ok){}; {} accepted by the other listeners",
-            d.queued,
-            d.clients_reset,
-            if a.migrate {
-                ", tcp_migrate_req=1 moved the queue instead"
-            } else {
-                " (inet_csk_listen_stop() → RST)"
-            },
-            d.accepted_by_others
+            "SO_REUSEPORT group: {} listeners on {}, {} connections (connect() ok for {}), hashed by 4-tuple (reuseport_select_sock()):",
+            r.per_listener.len(),
+            r.addr,
+            a.connections,
+            r.connected
         )?;
+        for (i, n) in r.per_listener.iter().enumerate() {
+            writeln!(out, "  listener {}: {n} queued", i + 1)?;
+        }
+        if let Some(d) = &r.drain {
+            writeln!(
+                out,
+                "drain: listener 1 closed with {} connections queued → {} clients reset (ECONNRESET on read, although their connect() had returned ok){}; {} accepted by the other listeners",
+                d.queued,
+                d.clients_reset,
+                if a.migrate {
+                    ", tcp_migrate_req=1 moved the queue instead"
+                } else {
+                    " (inet_csk_listen_stop() → RST)"
+                },
+                d.accepted_by_others
+            )?;
+        }
+        Ok(0)
     }
-    Ok(0)
 }

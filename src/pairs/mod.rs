@@ -6,6 +6,7 @@
 //! different type): workers take cells from a shared counter, and each cell
 //! gets a fresh namespace with its `net.ipv6.bindv6only`.
 
+#[cfg(target_os = "linux")]
 pub mod group;
 pub mod observe;
 

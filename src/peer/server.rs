@@ -322,9 +322,11 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
 /// The listener's label as the first line names it (family, V6ONLY,
 /// options), plus SO_EXCLUSIVEADDRUSE where it was set (Windows).
 fn options_label(l: &TcpSock, exclusive_addr_use: bool) -> String {
-    match exclusive_addr_use {
-        false => l.label(),
-        true => format!("{}+EXCLUSIVEADDRUSE", l.label()),
+    let label = l.label();
+    match (exclusive_addr_use, label.strip_suffix("none")) {
+        (false, _) => label,
+        (true, Some(no_options)) => format!("{no_options}EXCLUSIVEADDRUSE"),
+        (true, None) => format!("{label}+EXCLUSIVEADDRUSE"),
     }
 }
 
