@@ -1,0 +1,77 @@
+//! Unit tests of the scenario file loader: good files, bad files with
+//! their line, and the experiment round trip.
+
+use super::*;
+use crate::outcome::SysError;
+use crate::scenario::{ClientPort, CloseBy, NextStep, When};
+use crate::socket::Family;
+
+// Whatever a matrix cell holds, the emitted file reads back into it.
+#[test]
+fn an_emitted_experiment_reads_back_the_same() {
+    let base = Experiment::story(Family::V6, 12345, 23456);
+    let variants = [
+        base.clone(),
+        Experiment {
+            when: When::AfterMs(1500),
+            client_port: ClientPort::Ephemeral,
+            close: CloseBy::ServerRst,
+            next: NextStep::RestartListener,
+            // Every option off: left out of the file, none on reading.
+            new_opts: SocketOpts::default(),
+            ..base.clone()
+        },
+        Experiment {
+            client_port: ClientPort::BindNoPort,
+            client: SocketOpts {
+                linger: Some(0),
+                bind_no_port: true,
+                v6only: V6Only::Off,
+                ..Default::default()
+            },
+            until_free: Some(std::time::Duration::from_millis(700)),
+            ..base
+        },
+    ];
+    let sysctls = vec![("net.ipv4.tcp_tw_reuse".to_string(), "0".to_string())];
+    let expect = Expect {
+        outcome: Some("connect EADDRNOTAVAIL".into()),
+        rule: Some(RuleId::TupleBusy),
+    };
+    for x in variants {
+        let text = experiment_toml("d", &sysctls, &x, Some(&expect));
+        match parse(Path::new("x.toml"), &text) {
+            Ok(Scenario::Experiment(f)) => {
+                assert_eq!(f.experiment, x, "{text}");
+                assert_eq!(f.sysctls, sysctls);
+                assert_eq!(f.expect.as_ref(), Some(&expect));
+                assert_eq!(f.description.as_deref(), Some("d"));
+            }
+            other => panic!("{other:?}\n{text}"),
+        }
+    }
+}
+
+#[test]
+fn expectations_match_outcomes() {
+    let failed = Outcome::Failed {
+        step: Step::Connect,
+        error: SysError::from_code(libc::EADDRNOTAVAIL),
+    };
+    let e = |o: &str| Expect {
+        outcome: Some(o.into()),
+        rule: None,
+    };
+    assert!(e("EADDRNOTAVAIL").outcome_matches(&failed));
+    assert!(e("connect EADDRNOTAVAIL").outcome_matches(&failed));
+    assert!(!e("bind EADDRNOTAVAIL").outcome_matches(&failed));
+    assert!(!e("ok").outcome_matches(&failed));
+    assert!(e("ok").outcome_matches(&Outcome::Ok));
+    assert!(!e("EADDRINUSE").outcome_matches(&Outcome::Ok));
+    for bad in ["fails", "accept EADDRINUSE", "connect", "eaddrinuse"] {
+        assert!(e(bad).check().is_err(), "{bad}");
+    }
+    for good in ["ok", "EADDRINUSE", "listen EADDRINUSE"] {
+        assert!(e(good).check().is_ok(), "{good}");
+    }
+}
