@@ -12,14 +12,12 @@ use std::process::{Command, Stdio};
 
 const N: usize = 2000;
 
-/// A TcpExt counter of this namespace (/proc/thread-self/net/netstat: a
-/// line of names, then a line of values).
+/// A TcpExt counter of this namespace (`twlab::netstat`, which reads the
+/// calling thread's namespace under /proc/thread-self); the test fails if
+/// this kernel does not have it.
 fn tcp_ext(name: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
-    let i = names.split_whitespace().position(|n| n == name).unwrap();
-    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+    twlab::netstat::counter(&format!("TcpExt:{name}"))
+        .unwrap_or_else(|| panic!("no TcpExt:{name} in /proc/thread-self/net/netstat"))
 }
 
 #[test]

@@ -76,7 +76,7 @@ fn run_here(plan: Plan, label: String, on_sample: OnSample) -> Result<LoadReport
     let elapsed = shared.start.elapsed();
     shared.stop.store(true, Relaxed);
     let samples = sampler.join().unwrap_or_default();
-    let counters = stats::counter_deltas(&before, &stats::read_counters());
+    let counters = crate::netstat::deltas(&before, &stats::read_counters());
     if let Some(s) = server {
         s.stop();
     }
@@ -217,7 +217,7 @@ fn take_sample(shared: &Shared, usable: u64, last: Option<&Sample>) -> Sample {
         errors,
         conn_per_s: (connects - c0) as f64 / dt,
         errors_per_s: (errors - e0) as f64 / dt,
-        time_wait: stats::time_wait_count().unwrap_or(0),
+        time_wait: crate::netstat::time_wait_count().unwrap_or(0),
         free_ports: shared
             .plan
             .count_free_ports

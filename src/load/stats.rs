@@ -204,8 +204,6 @@ pub(crate) fn read_counters() -> BTreeMap<String, u64> {
     all
 }
 
-pub(crate) use crate::netstat::{deltas as counter_deltas, time_wait_count};
-
 #[cfg(test)]
 mod tests {
     use super::*;
