@@ -4,11 +4,15 @@
 //! one server, the C closed loop `../shared/bench/loop.c` (`loop server
 //! PORT 1`: closes at accept; `loop client PORT 0 COUNT 0`: connects, waits
 //! for the server's FIN, closes) and `twlab load` with one worker doing the
-//! same (server closes first, no requests), alternated, best of each; then
-//! `twlab load` with 1..=cores workers against its own in-process server.
+//! same (server closes first, no requests), alternated round by round,
+//! with the same CPU placement (client on CPU 0, server on CPU 1, see
+//! `common`); the figure is the median of the rounds' ratios. Then `twlab
+//! load` with 1..=cores workers against its own in-process server.
 //!
 //! `cargo bench --bench load` (root: needs network namespaces and `cc`).
 //! Set TWLAB_LOOP_C to the path of loop.c if it is not at ../shared/bench.
+
+mod common;
 
 fn main() {
     #[cfg(target_os = "linux")]
@@ -31,8 +35,10 @@ mod imp {
     use twlab::netns;
     use twlab::sysctl::PortRange;
 
+    use super::common::{self, median};
+
     const COUNT: u64 = 10_000;
-    const ROUNDS: u16 = 8;
+    const ROUNDS: u16 = 15;
     /// Each measurement gets a server port of its own: a port reused from an
     /// earlier measurement would meet the server's TIME_WAITs of that 4-tuple
     /// and take the slower SYN-on-TIME_WAIT path (`tcp_timewait_state_process`).
@@ -129,11 +135,13 @@ mod imp {
 
     /// `loop server PORT 1`, once it listens (a connect succeeds, bounded).
     fn start_server(bin: &PathBuf, port: u16) -> std::process::Child {
-        let server = Command::new(bin)
-            .args(["server", &port.to_string(), "1"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("loop server");
+        let mut cmd = Command::new(bin);
+        cmd.args(["server", &port.to_string(), "1"])
+            .stdout(Stdio::null());
+        if let Some((_, server_cpu)) = common::cpus() {
+            common::pin_command(&mut cmd, server_cpu);
+        }
+        let server = cmd.spawn().expect("loop server");
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         let up = (0..500).any(|_| {
             std::thread::sleep(Duration::from_millis(2));
@@ -147,6 +155,10 @@ mod imp {
         let sysctls = wide_ns().sysctls();
         let (c, t) = std::thread::spawn(move || {
             netns::enter_fresh(&sysctls).expect("fresh namespace");
+            // The C client and twlab's worker threads inherit this.
+            if let Some((client_cpu, _)) = common::cpus() {
+                common::pin_thread(client_cpu);
+            }
             let (mut c, mut t) = (Vec::new(), Vec::new());
             for round in 0..ROUNDS {
                 let port = FIRST_PORT + 2 * round;
@@ -169,14 +181,13 @@ mod imp {
         })
         .join()
         .expect("bench thread");
-        let median = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
-        };
         let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let placement = match common::cpus() {
+            Some((c, s)) => format!("client on CPU {c}, server on CPU {s}"),
+            None => "one CPU".to_string(),
+        };
         println!(
-            "churn, server closes first, {COUNT} connections, one worker vs loop.c, {ROUNDS} rounds (best / median):"
+            "churn, server closes first, {COUNT} connections, one worker vs loop.c, {ROUNDS} rounds, {placement} (best / median):"
         );
         println!(
             "  loop.c      {:>9.0} / {:>9.0} conn/s   runs {c:.0?}",

@@ -81,10 +81,15 @@ impl DiagSocket {
     }
 
     fn send_req(&mut self) -> Result<()> {
-        self.sock
-            .send(&self.req, 0)
-            .map_err(|e| diag_err("send", e))?;
-        Ok(())
+        loop {
+            // EINTR comes only before anything was sent (a wait for send
+            // buffer space, sock_alloc_send_pskb()): send again.
+            match self.sock.send(&self.req, 0) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(diag_err("send", e)),
+            }
+        }
     }
 
     fn recv(&mut self) -> Result<usize> {

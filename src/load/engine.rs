@@ -1,6 +1,13 @@
 //! The client workers: threads, each a closed loop of blocking socket2
 //! calls (a blocking connect() on loopback returns as soon as the
 //! handshake is done, and is what a per-request client does).
+//!
+//! Every blocking call is bounded without a socket timeout: each worker
+//! thread ticks (`sys::tick`), so a connect() or read() that waits returns
+//! EINTR at least every [`TICK`], and the loop around it looks at the stop
+//! flag and its own bound ([`WAIT`]). A worker's connection costs
+//! socket(), connect(), close() and the reads the workload asks for, and
+//! no setsockopt() unless the workload sets an option.
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{Read, Write};
@@ -12,6 +19,13 @@ use std::time::{Duration, Instant};
 use super::server::{CLOSE, REPLY, REQUEST};
 use super::stats::{Counters, Histogram, Step};
 use super::workload::{Closer, Mode, Plan, PortChoice, Rate};
+
+/// How often a worker's blocking calls are woken to look at the stop flag.
+const TICK: Duration = crate::signal::CHECK_EVERY;
+/// The longest one connect() or one wait for the server waits (loopback
+/// answers at once; this only guards against a server that stopped
+/// answering).
+const WAIT: Duration = Duration::from_secs(5);
 
 /// What the workers share.
 pub(crate) struct Shared {
@@ -81,6 +95,9 @@ pub(crate) struct Worker {
     pub latency: Histogram,
     /// Connections opened so far (picks source and destination in turn).
     opened: u64,
+    /// This worker's thread ticks (`sys::tick`): waits need no socket
+    /// timeout.
+    ticking: bool,
 }
 
 /// Socket setup failed at `Step`.
@@ -97,11 +114,16 @@ impl Worker {
             index,
             latency: Histogram::default(),
             opened: 0,
+            ticking: false,
         }
     }
 
     /// Run the workload to its end; every socket is closed on return.
     pub fn run(&mut self) {
+        // Without a ticker (timer_create refused), each wait sets a socket
+        // timeout instead.
+        let tick = crate::sys::tick::Ticker::start(TICK).ok();
+        self.ticking = tick.is_some();
         match self.shared.plan.workload.mode {
             Mode::Churn {
                 concurrency,
@@ -135,6 +157,8 @@ impl Worker {
                 self.shared.counters.connects.fetch_add(1, Relaxed);
                 Some(s)
             }
+            // Stopped while connect() waited: the run's end, not an error.
+            Err(Failed(_, e)) if e.kind() == std::io::ErrorKind::Interrupted => None,
             Err(Failed(st, e)) => {
                 self.shared.error(st, &e);
                 None
@@ -171,10 +195,39 @@ impl Worker {
             }
         }
         let t0 = Instant::now();
-        let r = s.connect(&SockAddr::from(dst));
+        let r = self.connect(&s, &SockAddr::from(dst), t0);
         self.latency.record(t0.elapsed());
         r.map_err(step(Step::Connect))?;
         Ok(s)
+    }
+
+    /// A blocking connect(), called again after each tick (EINTR) until it
+    /// is done, fails, the run stops (`Interrupted`) or [`WAIT`] passes
+    /// (`ETIMEDOUT`). Called again, a blocking connect() still in progress
+    /// waits on (__inet_stream_connect(), SS_CONNECTING).
+    fn connect(&self, s: &Socket, dst: &SockAddr, t0: Instant) -> std::io::Result<()> {
+        if !self.ticking {
+            s.set_write_timeout(Some(WAIT))?;
+        }
+        let mut again = false;
+        loop {
+            match s.connect(dst) {
+                Ok(()) => return Ok(()),
+                Err(e) if again && e.raw_os_error() == Some(libc::EISCONN) => return Ok(()),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EALREADY)) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) && !self.ticking => {
+                    return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+                }
+                Err(e) => return Err(e),
+            }
+            again = true;
+            if self.shared.should_stop() {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            if t0.elapsed() >= WAIT {
+                return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+            }
+        }
     }
 
     /// Wait for the next use's turn under a target rate.
@@ -217,7 +270,7 @@ impl Worker {
                 }
             }
             for mut s in in_use.drain(..) {
-                match exchange(&mut s, requests) {
+                match self.exchange(&mut s, requests) {
                     Ok(()) => {
                         self.shared.counters.uses.fetch_add(1, Relaxed);
                         if pool.len() < pool_size as usize {
@@ -227,12 +280,12 @@ impl Worker {
                     }
                     Err(e) => self.shared.error(Step::Io, &e),
                 }
-                close(s, closer, silent);
+                self.close(s, closer, silent);
             }
             done += n;
         }
         for s in pool {
-            close(s, closer, silent);
+            self.close(s, closer, silent);
         }
     }
 
@@ -270,35 +323,56 @@ impl Worker {
     }
 }
 
-/// `requests` one-byte request/response exchanges.
-fn exchange(s: &mut Socket, requests: u32) -> std::io::Result<()> {
-    let mut b = [0u8; 1];
-    for _ in 0..requests {
-        s.write_all(&[REQUEST])?;
-        s.read_exact(&mut b)?;
-        if b[0] != REPLY {
-            return Err(std::io::Error::other("unexpected reply"));
+impl Worker {
+    /// `requests` one-byte request/response exchanges, each reply waited
+    /// for at most [`WAIT`].
+    fn exchange(&self, s: &mut Socket, requests: u32) -> std::io::Result<()> {
+        let mut b = [0u8; 1];
+        for _ in 0..requests {
+            s.write_all(&[REQUEST])?;
+            match self.read_bounded(s, &mut b)? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                _ if b[0] != REPLY => return Err(std::io::Error::other("unexpected reply")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One read(), called again after each tick until data, EOF, an
+    /// error, the run's stop or [`WAIT`] (`TimedOut`).
+    fn read_bounded(&self, s: &mut Socket, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.ticking {
+            s.set_read_timeout(Some(WAIT))?;
+        }
+        let t0 = Instant::now();
+        loop {
+            match s.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    if self.shared.should_stop() || t0.elapsed() >= WAIT {
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                }
+                r => return r,
+            }
         }
     }
-    Ok(())
-}
 
-/// Close as the workload says: the client first (its close() sends the
-/// FIN), or after the server (ask it with [`CLOSE`] unless it closes at
-/// accept(), then wait for its FIN, bounded by a 5 s read timeout).
-fn close(mut s: Socket, closer: Closer, silent: bool) {
-    if closer == Closer::Server {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if silent || s.write_all(&[CLOSE]).is_ok() {
+    /// Close as the workload says: the client first (its close() sends
+    /// the FIN), or after the server (ask it with [`CLOSE`] unless it
+    /// closes at accept(), then wait for its FIN, each read bounded).
+    fn close(&self, mut s: Socket, closer: Closer, silent: bool) {
+        if closer == Closer::Server && (silent || s.write_all(&[CLOSE]).is_ok()) {
             let mut buf = [0u8; 64];
-            // Each read returns data or EOF or times out: at most a few.
+            // Each read returns data, EOF, an error or gives up after
+            // WAIT: at most a few.
             for _ in 0..64 {
-                match s.read(&mut buf) {
+                match self.read_bounded(&mut s, &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
             }
         }
+        drop(s);
     }
-    drop(s);
 }

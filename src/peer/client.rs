@@ -4,7 +4,7 @@
 //! of the 4-tuple that caused it.
 
 use super::why::FailureWhy;
-use super::{CloseMode, Format, Output, describe_view};
+use super::{CloseMode, Format, Output, describe_view, line};
 use crate::diag::{self, DiagSocket};
 use crate::error::{Error, Result};
 use crate::outcome::{Outcome, Step, StepResult, SysError};
@@ -370,7 +370,10 @@ fn after_connect(
 /// tight loop prints one line per attempt.
 fn write_step(out: &mut impl Write, step: Step, r: &StepResult) -> std::io::Result<()> {
     match r {
-        StepResult::Ok => write!(out, "{step} ok"),
+        StepResult::Ok => {
+            out.write_all(step.name().as_bytes())?;
+            out.write_all(b" ok")
+        }
         StepResult::Err { error } if error.is("ETIMEDOUT") && step == Step::Recv => {
             write!(out, "recv timed out (no FIN from the server)")
         }
@@ -387,17 +390,23 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
         serde_json::to_writer(&mut *out, a)?;
         return writeln!(out);
     }
-    write!(out, "{}s #{:<4} ", super::Secs3(a.t), a.n)?;
+    // One line per attempt in the tight loop: written without the
+    // formatter (`line`), as `{Secs3}s #{n:<4} ` and `{local}  ` would be.
+    line::put_secs3(out, a.t)?;
+    out.write_all(b"s #")?;
+    line::put_u64_left(out, a.n, 4)?;
+    out.write_all(b" ")?;
     if a.retry > 0 {
         write!(out, "(retry {}) ", a.retry)?;
     }
-    match a.local {
-        Some(l) => write!(out, "{l}  ")?,
-        None => write!(out, "-  ")?,
+    match &a.local {
+        Some(l) => line::put_addr(out, l)?,
+        None => out.write_all(b"-")?,
     }
+    out.write_all(b"  ")?;
     for (i, (s, r)) in a.steps.iter().enumerate() {
         if i > 0 {
-            write!(out, ", ")?;
+            out.write_all(b", ")?;
         }
         write_step(out, *s, r)?;
     }
@@ -430,6 +439,11 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
     // One sock_diag socket for the whole loop; without one (no sock_diag
     // here) the attempts still run, without the kernel's view.
     let mut nl = DiagSocket::open().ok();
+    // Bound every blocking connect() and recv() by a tick of this thread
+    // instead of a socket timeout per attempt (two setsockopt calls saved
+    // per attempt). Without a ticker the attempts set the timeouts.
+    #[cfg(target_os = "linux")]
+    let _tick = crate::sys::tick::Ticker::start(super::WAIT_SLICE).ok();
     let (mut ok, mut failed_tries) = (0u64, 0u64);
     // Under --until first-ok: when the current attempt first failed, and
     // how many times it was tried again since.

@@ -7,6 +7,7 @@
 //! dumping the table, and write their lines through one buffer.
 
 pub mod client;
+mod line;
 pub mod server;
 pub mod why;
 

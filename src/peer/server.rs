@@ -3,7 +3,7 @@
 //! right after close (one exact sock_diag lookup per connection).
 
 use super::why::FailureWhy;
-use super::{CloseMode, Format, Output};
+use super::{CloseMode, Format, Output, line};
 use crate::diag::{self, DiagSocket, TcpState};
 use crate::error::{Error, Result};
 use crate::outcome::Outcome;
@@ -114,31 +114,48 @@ impl ServerEvent {
             serde_json::to_writer(&mut *out, self)?;
             return writeln!(out);
         }
-        write!(
-            out,
-            "{}s #{:<4} {} → {}  ",
-            super::Secs3(self.t),
-            self.n,
-            self.peer,
-            self.local,
-        )?;
-        let server = self.server_close.name();
-        match (self.closed_first, self.client_close) {
-            (End::Client, Some(c)) => write!(
-                out,
-                "client closed first ({}), then the server ({server})",
-                c.name()
-            )?,
-            (End::Server, Some(c)) => write!(
-                out,
-                "server closed first ({server}), then the client ({})",
-                c.name()
-            )?,
-            (first, None) => write!(out, "{} closed first ({server})", first.name())?,
+        // As `"{Secs3}s #{n:<4} {peer} → {local}  "`, without the
+        // formatter: one line per connection in the tight loop.
+        line::put_secs3(out, self.t)?;
+        out.write_all(b"s #")?;
+        line::put_u64_left(out, self.n, 4)?;
+        out.write_all(b" ")?;
+        line::put_addr(out, &self.peer)?;
+        out.write_all(" → ".as_bytes())?;
+        line::put_addr(out, &self.local)?;
+        out.write_all(b"  ")?;
+        let server = self.server_close.name().as_bytes();
+        let parts: [&[u8]; 5] = match (self.closed_first, self.client_close) {
+            (End::Client, Some(c)) => [
+                b"client closed first (",
+                c.name().as_bytes(),
+                b"), then the server (",
+                server,
+                b")",
+            ],
+            (End::Server, Some(c)) => [
+                b"server closed first (",
+                server,
+                b"), then the client (",
+                c.name().as_bytes(),
+                b")",
+            ],
+            (first, None) => [
+                first.name().as_bytes(),
+                b" closed first (",
+                server,
+                b")",
+                b"",
+            ],
+        };
+        for p in parts {
+            out.write_all(p)?;
         }
-        write!(out, ", {}", self.result)?;
+        out.write_all(b", ")?;
+        out.write_all(self.result.as_bytes())?;
         if let Some(s) = &self.state_after_close {
-            write!(out, "; server end now {s}")?;
+            out.write_all(b"; server end now ")?;
+            out.write_all(s.as_bytes())?;
         }
         writeln!(out)
     }

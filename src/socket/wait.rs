@@ -45,10 +45,15 @@ impl TcpSock {
             let step =
                 |code: i32| StepError::new(Step::Connect, &io::Error::from_raw_os_error(code));
             let start = std::time::Instant::now();
-            let first = timeout.min(slice).max(Duration::from_millis(1));
-            self.sock
-                .set_write_timeout(Some(first))
-                .map_err(|e| StepError::new(Step::Connect, &e))?;
+            // A thread that ticks (`sys::tick`) is woken from a blocking
+            // connect() by EINTR at least once per slice: no SO_SNDTIMEO,
+            // so no setsockopt per attempt.
+            if !crate::sys::tick::active() {
+                let first = timeout.min(slice).max(Duration::from_millis(1));
+                self.sock
+                    .set_write_timeout(Some(first))
+                    .map_err(|e| StepError::new(Step::Connect, &e))?;
+            }
             loop {
                 // A blocking connect() on a socket still in SYN_SENT waits
                 // again for SO_SNDTIMEO and says EALREADY if it runs out
@@ -148,9 +153,17 @@ impl TcpSock {
         slice: Duration,
         stop: impl Fn() -> bool,
     ) -> StepRes<usize> {
-        self.sock
-            .set_read_timeout(Some(timeout.min(slice).max(Duration::from_millis(1))))
-            .map_err(|e| StepError::new(Step::Recv, &e))?;
+        // As in connect_interruptible: a ticking thread needs no
+        // SO_RCVTIMEO, its blocking recv() returns EINTR once per tick.
+        #[cfg(target_os = "linux")]
+        let ticking = crate::sys::tick::active();
+        #[cfg(not(target_os = "linux"))]
+        let ticking = false;
+        if !ticking {
+            self.sock
+                .set_read_timeout(Some(timeout.min(slice).max(Duration::from_millis(1))))
+                .map_err(|e| StepError::new(Step::Recv, &e))?;
+        }
         self.recv_until_eof_sliced(timeout, stop)
     }
 
