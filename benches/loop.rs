@@ -263,7 +263,7 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 9;
 
 /// Print the table (each cell's median rate, and the median of its
 /// rounds' ratios to the C/C cell of its group), then how many twlab

@@ -420,3 +420,33 @@ fn a_full_time_wait_table_frees_ports_at_once_and_counts_the_overflow() {
         r.text()
     );
 }
+
+/// A server that accepts nothing and never closes: the worker's wait for
+/// its FIN ends with the run (each worker thread ticks, so the blocking
+/// read notices the run's end within the tick), not after the 5 s bound on
+/// one wait, and not never.
+#[test]
+fn a_silent_server_holds_a_worker_only_until_the_run_ends() {
+    if !ok("a_silent_server_holds_a_worker_only_until_the_run_ends") {
+        return;
+    }
+    let took = common::in_netns(&[], || {
+        // The kernel completes handshakes into the listen queue; nobody
+        // accepts, so no FIN ever comes.
+        let _silent = std::net::TcpListener::bind("127.0.0.1:5001").unwrap();
+        let mut p = plan(churn(1, 0, 0), None, 0.5);
+        p.workload.closer = Closer::Server;
+        p.workload.destinations = vec![dest(5001)];
+        p.target = Target::External;
+        p.netns = None;
+        p.count_free_ports = false;
+        let start = std::time::Instant::now();
+        let r = run(&p);
+        assert_eq!(r.connects, 1, "one connection, then the wait\n{}", r.text());
+        start.elapsed()
+    });
+    assert!(
+        took < Duration::from_secs(3),
+        "the run of 0.5 s took {took:?}"
+    );
+}
