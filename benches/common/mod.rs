@@ -8,8 +8,6 @@
 
 #![allow(dead_code)]
 
-use std::process::Command;
-
 /// The CPUs the client and the server run on, if the machine has two.
 pub fn cpus() -> Option<(usize, usize)> {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -28,7 +26,7 @@ pub fn pin_thread(cpu: usize) {
 
 /// Run `cmd`'s process on `cpu` only.
 #[cfg(target_os = "linux")]
-pub fn pin_command(cmd: &mut Command, cpu: usize) {
+pub fn pin_command(cmd: &mut std::process::Command, cpu: usize) {
     use std::os::unix::process::CommandExt;
     // SAFETY: sched_setaffinity is async-signal-safe (a system call), as
     // pre_exec requires.
