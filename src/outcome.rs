@@ -26,6 +26,8 @@ pub enum Step {
     Accept,
     /// recv() until EOF.
     Recv,
+    /// send() (the traces' scripted data).
+    Send,
     /// close().
     Close,
 }
@@ -41,6 +43,7 @@ impl Step {
             Step::Connect => "connect",
             Step::Accept => "accept",
             Step::Recv => "recv",
+            Step::Send => "send",
             Step::Close => "close",
         }
     }

@@ -133,11 +133,8 @@ fn scenario(topo: &Topology, client: SocketAddr, server: SocketAddr) -> Result<R
     (&c1.sock)
         .write_all(OLD_PAYLOAD)
         .map_err(|e| Error::sys("client send", &e))?;
-    let note = format!(
-        "send() {} bytes: the box holds the segment",
-        OLD_PAYLOAD.len()
-    );
-    st.push("client", Step::Socket, StepResult::Ok, &note, Place::Client);
+    let note = format!("{} bytes: the box holds the segment", OLD_PAYLOAD.len());
+    st.push("client", Step::Send, StepResult::Ok, &note, Place::Client);
     // The retransmission gets through: the server reads the bytes.
     a1.sock
         .set_read_timeout(Some(SETTLE))

@@ -77,7 +77,7 @@ fn scenario(server: SocketAddr, client: SocketAddr) -> Result<(Vec<super::Snap>,
     (&a.sock)
         .write_all(PAYLOAD)
         .map_err(|e| Error::sys("server send", &e))?;
-    st.push("server", Step::Socket, StepResult::Ok, "send() 7 bytes");
+    st.push("server", Step::Send, StepResult::Ok, "7 bytes");
     // Delivered and ACKed, never read: client Recv-Q = 7, server Send-Q = 0.
     wait(
         client,

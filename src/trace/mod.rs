@@ -104,7 +104,7 @@ pub struct TracePlan {
 }
 
 /// Where the ladder's states come from.
-pub const STATES_SOURCE: &str = "states at step: a sock_diag dump right after each socket call returned (loopback runs in microseconds, faster than a dump per segment could follow)";
+pub const STATES_SOURCE: &str = "states at step: a sock_diag dump right after each socket call returned (not per segment: the exchange runs in microseconds, faster than a dump per segment could follow)";
 
 /// Both ends' states right after one socket call.
 #[derive(Debug, Clone, Serialize)]
@@ -157,8 +157,6 @@ pub(crate) fn step_states(
             at_us: capture::since(start, t),
             actor: step.actor.clone(),
             call: match &step.note {
-                // A call the Step enum has no name for (send): the note says it.
-                Some(n) if step.step == Step::Socket => n.clone(),
                 Some(n) => format!("{}() {n}", step.step),
                 None => format!("{}()", step.step),
             },
