@@ -7,6 +7,21 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
+/// The decimal digits of `n`, as `{n}` prints them, written into the tail
+/// of `buf` without `core::fmt` (the tight loops that print a line per
+/// connection or per socket: `peer::line`, `ss::list`).
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 /// How many characters of one piece of user input an error echoes.
 pub const ECHO_MAX_CHARS: usize = 200;
 

@@ -1,14 +1,13 @@
 //! `twlab client`: arguments (clap) → the library's plan.
 
 use super::server::{
-    CloseArg, V6OnlyArg, endpoint_parser, linger_parser, millis_parser, secs_parser,
+    CloseArg, SocketFlags, V6OnlyArg, endpoint_parser, linger_parser, millis_parser, secs_parser,
 };
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
 use twlab::peer::client::{ClientPlan, Until, run as run_plan};
 use twlab::peer::{Format, MAX_CLIENT_TIMEOUT, MAX_INTERVAL};
-use twlab::socket::SocketOpts;
 
 /// `--until`, as clap spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,22 +97,22 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ClientPlan> {
-        super::refuse_reuseport_here(self.reuseport)?;
-        // The flag exists on Windows only.
-        #[cfg(windows)]
-        let exclusive_addr_use = self.exclusiveaddruse;
-        #[cfg(not(windows))]
-        let exclusive_addr_use = false;
+        let (opts, exclusive_addr_use) = SocketFlags {
+            reuseaddr: self.reuseaddr,
+            reuseport: self.reuseport,
+            linger: self.linger,
+            v6only: self.v6only,
+            // The flag exists on Windows only.
+            #[cfg(windows)]
+            exclusive_addr_use: self.exclusiveaddruse,
+            #[cfg(not(windows))]
+            exclusive_addr_use: false,
+        }
+        .resolve()?;
         let plan = ClientPlan {
             connect: self.connect,
             bind: self.bind,
-            opts: SocketOpts {
-                reuseaddr: self.reuseaddr,
-                reuseport: self.reuseport,
-                linger: self.linger,
-                bind_no_port: false,
-                v6only: self.v6only.into(),
-            },
+            opts,
             exclusive_addr_use,
             close: self.close.into(),
             count: self.count,

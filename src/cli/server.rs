@@ -114,6 +114,35 @@ pub fn linger_parser(s: &str) -> Result<u32, String> {
     Ok(secs)
 }
 
+/// The socket flags `server` and `client` share, as both turn them into
+/// the library's options. Their help texts differ per side (the
+/// listener's options are inherited by accepted sockets; the client's
+/// apply before bind()), so the flags themselves stay in each struct.
+pub struct SocketFlags {
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub linger: Option<u32>,
+    pub v6only: V6OnlyArg,
+    /// `--exclusiveaddruse` (a flag on Windows only; false elsewhere).
+    pub exclusive_addr_use: bool,
+}
+
+impl SocketFlags {
+    /// The options and SO_EXCLUSIVEADDRUSE, or the usage error for
+    /// `--reuseport` where the system has none.
+    pub fn resolve(self) -> Result<(SocketOpts, bool)> {
+        super::refuse_reuseport_here(self.reuseport)?;
+        let opts = SocketOpts {
+            reuseaddr: self.reuseaddr,
+            reuseport: self.reuseport,
+            linger: self.linger,
+            bind_no_port: false,
+            v6only: self.v6only.into(),
+        };
+        Ok((opts, self.exclusive_addr_use))
+    }
+}
+
 /// Arguments of `twlab server`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
@@ -177,21 +206,21 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ServerPlan> {
-        super::refuse_reuseport_here(self.reuseport)?;
-        // The flag exists on Windows only.
-        #[cfg(windows)]
-        let exclusive_addr_use = self.exclusiveaddruse;
-        #[cfg(not(windows))]
-        let exclusive_addr_use = false;
+        let (opts, exclusive_addr_use) = SocketFlags {
+            reuseaddr: self.reuseaddr,
+            reuseport: self.reuseport,
+            linger: self.linger,
+            v6only: self.v6only,
+            // The flag exists on Windows only.
+            #[cfg(windows)]
+            exclusive_addr_use: self.exclusiveaddruse,
+            #[cfg(not(windows))]
+            exclusive_addr_use: false,
+        }
+        .resolve()?;
         Ok(ServerPlan {
             listen: self.listen,
-            opts: SocketOpts {
-                reuseaddr: self.reuseaddr,
-                reuseport: self.reuseport,
-                linger: self.linger,
-                bind_no_port: false,
-                v6only: self.v6only.into(),
-            },
+            opts,
             exclusive_addr_use,
             close: self.close.into(),
             close_delay: self.close_delay,

@@ -8,25 +8,9 @@
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
-/// The decimal digits of `n` (as `{n}`), into `buf`'s tail; returns the
-/// start.
-fn digits(mut n: u64, buf: &mut [u8; 20]) -> usize {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return i;
-        }
-    }
-}
-
 /// `n` as `{n}`.
 pub(crate) fn put_u64(out: &mut impl Write, n: u64) -> io::Result<()> {
-    let mut buf = [0u8; 20];
-    let i = digits(n, &mut buf);
-    out.write_all(&buf[i..])
+    out.write_all(crate::text::decimal(n, &mut [0u8; 20]))
 }
 
 const SPACES: &[u8; 16] = b"                ";
@@ -34,19 +18,19 @@ const SPACES: &[u8; 16] = b"                ";
 /// `n` as `{n:<width}` (width at most 16).
 pub(crate) fn put_u64_left(out: &mut impl Write, n: u64, width: usize) -> io::Result<()> {
     let mut buf = [0u8; 20];
-    let i = digits(n, &mut buf);
-    out.write_all(&buf[i..])?;
-    let pad = width.min(SPACES.len()).saturating_sub(buf.len() - i);
+    let d = crate::text::decimal(n, &mut buf);
+    let pad = width.min(SPACES.len()).saturating_sub(d.len());
+    out.write_all(d)?;
     out.write_all(&SPACES[..pad])
 }
 
 /// `n` as `{n:>width}` (width at most 16).
 fn put_u64_right(out: &mut impl Write, n: u64, width: usize) -> io::Result<()> {
     let mut buf = [0u8; 20];
-    let i = digits(n, &mut buf);
-    let pad = width.min(SPACES.len()).saturating_sub(buf.len() - i);
+    let d = crate::text::decimal(n, &mut buf);
+    let pad = width.min(SPACES.len()).saturating_sub(d.len());
     out.write_all(&SPACES[..pad])?;
-    out.write_all(&buf[i..])
+    out.write_all(d)
 }
 
 /// Seconds as [`super::Secs3`] prints them (`{t:>8.3}`).

@@ -35,18 +35,8 @@ impl Field {
         self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
         self.len += n;
     }
-    fn push_u64(&mut self, mut n: u64) {
-        let mut tmp = [0u8; 20];
-        let mut i = tmp.len();
-        loop {
-            i -= 1;
-            tmp[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push(&tmp[i..]);
+    fn push_u64(&mut self, n: u64) {
+        self.push(crate::text::decimal(n, &mut [0u8; 20]));
     }
     /// `58.912s` from milliseconds.
     fn push_ms_as_secs(&mut self, ms: u32) {

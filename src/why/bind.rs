@@ -226,6 +226,26 @@ pub fn diagnose_bind(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
         ));
     }
     Diagnosis {
+        other_systems: bind_elsewhere(q, &holders),
+        variants,
+        flags,
+        fixes,
+        unknowns,
+        ..bind_diagnosis(q, rule, explanation, expect, holders)
+    }
+}
+
+/// The answer to a bind() question with what every bind diagnosis says
+/// alike filled in (the question, the rule and its kernel function, the
+/// holders) and the rest empty, for the caller to complete.
+fn bind_diagnosis(
+    q: &BindQuestion,
+    rule: Rule,
+    explanation: String,
+    expect: Expect,
+    holders: Vec<HolderReport>,
+) -> Diagnosis {
+    Diagnosis {
         asked: Asked::Bind {
             addr: q.addr,
             opts: q.opts,
@@ -234,13 +254,13 @@ pub fn diagnose_bind(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
         kernel_fn: rule.kernel_fn(),
         rule,
         explanation,
-        other_systems: bind_elsewhere(q, &holders),
+        other_systems: bind_elsewhere(q, &[]),
         expect,
-        variants,
-        flags,
+        variants: Vec::new(),
+        flags: Vec::new(),
         capacity: None,
-        fixes,
-        unknowns,
+        fixes: Vec::new(),
+        unknowns: Vec::new(),
         holders,
         tried: Vec::new(),
     }
@@ -511,22 +531,8 @@ fn diagnose_bind_any(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
         Vec::new()
     };
     Diagnosis {
-        asked: Asked::Bind {
-            addr: q.addr,
-            opts: q.opts,
-            v6only: q.v6only,
-        },
-        kernel_fn: rule.kernel_fn(),
-        rule,
-        explanation,
-        other_systems: bind_elsewhere(q, &[]),
-        expect,
-        variants: Vec::new(),
-        flags: Vec::new(),
         capacity: Some(capacity),
         fixes,
-        unknowns: Vec::new(),
-        holders,
-        tried: Vec::new(),
+        ..bind_diagnosis(q, rule, explanation, expect, holders)
     }
 }
