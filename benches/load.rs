@@ -38,7 +38,9 @@ mod imp {
     use super::common::{self, median};
 
     const COUNT: u64 = 10_000;
-    const ROUNDS: u16 = 15;
+    const ROUNDS: u16 = 21;
+    /// Rounds of the scaling runs (1..=cores workers each).
+    const SCALING_ROUNDS: usize = 5;
     /// Each measurement gets a server port of its own: a port reused from an
     /// earlier measurement would meet the server's TIME_WAITs of that 4-tuple
     /// and take the slower SYN-on-TIME_WAIT path (`tcp_timewait_state_process`).
@@ -220,10 +222,25 @@ mod imp {
             None => println!("skipped loop.c comparison: loop.c not found or cc failed"),
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-        println!("scaling, in-process server, {COUNT} connections per worker:");
-        for w in 1..=cores.max(2) {
-            let r = twlab_rate(&plan(w, Target::InProcess, FIRST_PORT));
-            println!("  {w} worker(s)  {r:>9.0} conn/s");
+        // Worker counts alternate within each round, so a burst of load
+        // elsewhere hits them alike; the figure is each count's median.
+        let counts: Vec<u32> = (1..=cores.max(2)).collect();
+        let mut rates = vec![Vec::new(); counts.len()];
+        for _ in 0..SCALING_ROUNDS {
+            for (w, r) in counts.iter().zip(rates.iter_mut()) {
+                r.push(twlab_rate(&plan(*w, Target::InProcess, FIRST_PORT)));
+            }
+        }
+        println!(
+            "scaling, in-process server, {COUNT} connections per worker, {SCALING_ROUNDS} rounds (median):"
+        );
+        let one = median(&rates[0]);
+        for (w, r) in counts.iter().zip(&rates) {
+            println!(
+                "  {w} worker(s)  {:>9.0} conn/s  {:.2}× one worker   runs {r:.0?}",
+                median(r),
+                median(r) / one
+            );
         }
     }
 }
