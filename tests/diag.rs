@@ -150,3 +150,64 @@ fn lookup_finds_every_state_of_the_story_as_the_dump_does() {
         ]
     );
 }
+
+/// A dump filtered by peer port (`Query::peer_port`, the kernel's
+/// `idiag_dport`) returns exactly the connections of an unfiltered dump
+/// whose peer has that port: the client ends to that server, in every
+/// state, TIME_WAIT included; none of the server's own ends.
+#[test]
+fn a_dump_filtered_by_peer_port_is_the_unfiltered_dump_cut_to_that_port() {
+    if !netns_or_skip("a_dump_filtered_by_peer_port_is_the_unfiltered_dump_cut_to_that_port") {
+        return;
+    }
+    let (filtered, cut) = in_netns(&[], || {
+        let a = TcpListener::bind("127.0.0.1:5000").unwrap();
+        let b = TcpListener::bind("127.0.0.1:5001").unwrap();
+        let mut keep = Vec::new();
+        for (n, to) in [(3, "127.0.0.1:5000"), (2, "127.0.0.1:5001")] {
+            for _ in 0..n {
+                let c = TcpStream::connect(to).unwrap();
+                let s = if to.ends_with("5000") {
+                    a.accept()
+                } else {
+                    b.accept()
+                };
+                keep.push((c, s.unwrap().0));
+            }
+        }
+        // One client end to 5000 in TIME_WAIT: it closes first.
+        let (c, s) = keep.remove(0);
+        drop(c);
+        drop(s);
+        wait_until(Duration::from_secs(5), "a TIME_WAIT", || {
+            (count(&[TcpState::TimeWait]) == 1).then_some(())
+        });
+        let key = |e: &SockEntry| (e.local, e.peer, e.state);
+        let q = Query {
+            peer_port: Some(5000),
+            ..Query::states(StateSet::all())
+        };
+        let mut filtered: Vec<_> = diag::dump(&q)
+            .unwrap()
+            .iter()
+            .filter(|e| e.state != TcpState::Listen)
+            .map(key)
+            .collect();
+        let mut cut: Vec<_> = diag::dump(&Query::states(StateSet::all()))
+            .unwrap()
+            .iter()
+            .filter(|e| e.state != TcpState::Listen && e.peer.port() == 5000)
+            .map(key)
+            .collect();
+        filtered.sort();
+        cut.sort();
+        drop(keep);
+        (filtered, cut)
+    });
+    assert_eq!(filtered, cut);
+    assert_eq!(filtered.len(), 3, "{filtered:?}");
+    assert!(
+        filtered.iter().any(|(_, _, s)| *s == TcpState::TimeWait),
+        "{filtered:?}"
+    );
+}

@@ -128,7 +128,11 @@ impl SsArgs {
             Some(f) => vec![parse_family(f)?],
         };
         let filter = Filter {
-            query: Query { families, states },
+            query: Query {
+                families,
+                states,
+                peer_port: None,
+            },
             port: self.port.as_deref().map(parse_port_filter).transpose()?,
             local: self.local.as_deref().map(AddrMatch::parse).transpose()?,
             peer: self.peer.as_deref().map(AddrMatch::parse).transpose()?,

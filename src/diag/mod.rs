@@ -43,6 +43,13 @@ pub struct Query {
     pub families: Vec<Family>,
     /// The states the kernel filters on.
     pub states: StateSet,
+    /// Only connections whose peer port is this one, filtered by the
+    /// kernel while it walks the established table (tcp_diag_dump()
+    /// skips a socket whose `sk_dport` differs from `idiag_dport` before
+    /// filling a message for it), so a dump for one destination costs a
+    /// walk, not a copy, of a big table. Listeners and bound-only sockets
+    /// are not filtered by it.
+    pub peer_port: Option<u16>,
 }
 
 impl Default for Query {
@@ -50,6 +57,7 @@ impl Default for Query {
         Query {
             families: vec![Family::V4, Family::V6],
             states: StateSet::all(),
+            peer_port: None,
         }
     }
 }

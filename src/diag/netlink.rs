@@ -256,7 +256,7 @@ impl DiagSocket {
             if !tuples.iter().any(|(l, _)| Family::of(l) == fam) {
                 continue;
             }
-            self.dump_family(fam, states, &mut |e| {
+            self.dump_family(fam, states, None, &mut |e| {
                 if let Some(i) = tuples
                     .iter()
                     .position(|&(l, p)| e.local == l && e.peer == p)
@@ -282,7 +282,7 @@ impl DiagSocket {
             // Keys of delivered sockets: 8 bytes each, so the fast path
             // costs one small vector, not a copy of the table.
             let mut seen: Vec<u64> = Vec::new();
-            let mut interrupted = self.dump_family(*fam, q.states, &mut |e| {
+            let mut interrupted = self.dump_family(*fam, q.states, q.peer_port, &mut |e| {
                 seen.push(entry_key(&e));
                 f(e)
             })?;
@@ -291,7 +291,7 @@ impl DiagSocket {
                 tries += 1;
                 seen.sort_unstable();
                 let mut fresh = Vec::new();
-                interrupted = self.dump_family(*fam, q.states, &mut |e| {
+                interrupted = self.dump_family(*fam, q.states, q.peer_port, &mut |e| {
                     let k = entry_key(&e);
                     if seen.binary_search(&k).is_err() {
                         fresh.push(k);
@@ -311,11 +311,18 @@ impl DiagSocket {
         &mut self,
         fam: Family,
         states: StateSet,
+        peer_port: Option<u16>,
         f: &mut dyn FnMut(SockEntry) -> Result<()>,
     ) -> Result<bool> {
         self.req.clear();
         let seq = self.next_seq();
-        wire::push_request(&mut self.req, seq, fam, states, None);
+        wire::push_request(
+            &mut self.req,
+            seq,
+            fam,
+            states,
+            wire::Ask::Dump { peer_port },
+        );
         self.send_req()?;
         let mut interrupted = false;
         for _ in 0..MAX_READS {

@@ -299,17 +299,29 @@ fn family_byte(f: Family) -> u8 {
     }
 }
 
-/// Append one request to `out`: a dump of `family` filtered by `states`
-/// (`NLM_F_DUMP`), or, with `exact`, the one socket whose own end is
-/// `exact.0` and peer `exact.1` (no NLM_F_DUMP: `inet_diag_cmd_exact()` →
-/// `inet_diag_find_one_icsk()`, a hash lookup that finds TIME_WAIT and
-/// request sockets too).
+/// What one request asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ask {
+    /// A dump (`NLM_F_DUMP`), of the connections whose peer port is the
+    /// given one if any (`idiag_dport`, see [`super::Query::peer_port`]).
+    Dump { peer_port: Option<u16> },
+    /// The one socket whose own end is `.0` and peer `.1` (no NLM_F_DUMP:
+    /// `inet_diag_cmd_exact()` → `inet_diag_find_one_icsk()`, a hash
+    /// lookup that finds TIME_WAIT and request sockets too). The peer
+    /// programs write these bytes with [`push_exact_request`], which the
+    /// tests hold to this form.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Exact(SocketAddr, SocketAddr),
+}
+
+/// Append one request to `out`: for `family`, sockets in `states`, as
+/// `ask` says.
 pub(crate) fn push_request(
     out: &mut Vec<u8>,
     seq: u32,
     family: Family,
     states: StateSet,
-    exact: Option<(SocketAddr, SocketAddr)>,
+    ask: Ask,
 ) {
     let mut socket_id = match family {
         Family::V4 => SocketId::new_v4(),
@@ -318,15 +330,18 @@ pub(crate) fn push_request(
     let mut hdr = NetlinkHeader::default();
     hdr.sequence_number = seq;
     hdr.flags = NLM_F_REQUEST;
-    match exact {
-        Some((local, peer)) => {
+    match ask {
+        Ask::Exact(local, peer) => {
             socket_id.source_address = local.ip();
             socket_id.source_port = local.port();
             socket_id.destination_address = peer.ip();
             socket_id.destination_port = peer.port();
             socket_id.cookie = NOCOOKIE;
         }
-        None => hdr.flags |= NLM_F_DUMP,
+        Ask::Dump { peer_port } => {
+            hdr.flags |= NLM_F_DUMP;
+            socket_id.destination_port = peer_port.unwrap_or(0);
+        }
     }
     let mut msg = NetlinkMessage::new(
         hdr,
@@ -357,7 +372,7 @@ pub(crate) const REQUEST_LEN: usize = 16 + 56;
 /// both of one family, writing the bytes straight: the peer programs send
 /// one per connection, and going through netlink-packet's message types
 /// was a visible share of their user time. Byte for byte the same as
-/// `push_request(out, seq, family, StateSet::all(), Some((local, peer)))`
+/// `push_request(out, seq, family, StateSet::all(), Ask::Exact(local, peer))`
 /// (a test checks it).
 pub(crate) fn push_exact_request(out: &mut Vec<u8>, seq: u32, local: SocketAddr, peer: SocketAddr) {
     let mut r = [0u8; REQUEST_LEN];

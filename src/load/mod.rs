@@ -227,22 +227,34 @@ fn take_sample(shared: &Shared, usable: u64, last: Option<&Sample>) -> Sample {
 }
 
 /// Free ephemeral ports to the fullest destination: the usable pairs less
-/// the client sockets (any state, TIME_WAIT included) that hold one, from a
-/// sock_diag dump of the namespace.
+/// the client sockets (any state, TIME_WAIT included) that hold one, from
+/// sock_diag dumps of the namespace, one per destination port, filtered by
+/// the kernel on that peer port ([`Query::peer_port`]): the server's own
+/// ends and its TIME_WAITs, often most of the table, are walked but not
+/// copied, so sampling does not slow the workload it samples.
 fn free_ports(plan: &Plan, usable: u64) -> Option<u64> {
     let w = &plan.workload;
     let per_dest = usable * w.sources.len().max(1) as u64;
     let mut used: HashMap<std::net::SocketAddr, u64> = HashMap::new();
     let mut any = 0u64;
     let dests: Vec<std::net::SocketAddr> = w.destinations.iter().map(|d| (*d).into()).collect();
-    diag::dump_each(&Query::default(), |e| {
-        if dests.contains(&e.peer) {
-            *used.entry(e.peer).or_default() += 1;
-            any += 1;
-        }
-        Ok(())
-    })
-    .ok()?;
+    let mut ports: Vec<u16> = dests.iter().map(|d| d.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports {
+        let q = Query {
+            peer_port: Some(port),
+            ..Query::default()
+        };
+        diag::dump_each(&q, |e| {
+            if dests.contains(&e.peer) {
+                *used.entry(e.peer).or_default() += 1;
+                any += 1;
+            }
+            Ok(())
+        })
+        .ok()?;
+    }
     let worst = if w.port_choice == PortChoice::Bind {
         any
     } else {

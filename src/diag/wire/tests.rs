@@ -202,13 +202,13 @@ fn exact_request_has_the_tuple_and_no_dump_flag() {
         "127.0.0.2:12345".parse().unwrap(),
     );
     let mut out = Vec::new();
-    push_request(&mut out, 9, Family::V4, StateSet::all(), Some((l, p)));
+    push_request(&mut out, 9, Family::V4, StateSet::all(), Ask::Exact(l, p));
     push_request(
         &mut out,
         10,
         Family::V6,
         StateSet::none().with_bound_inactive(),
-        None,
+        Ask::Dump { peer_port: None },
     );
     // struct nlmsghdr (16) + struct inet_diag_req_v2 (56), twice.
     assert_eq!(out.len(), 2 * 72);
@@ -246,7 +246,7 @@ fn direct_exact_request_is_the_same_bytes_as_the_generic_one() {
             77,
             Family::of(&l),
             StateSet::all(),
-            Some((l, p)),
+            Ask::Exact(l, p),
         );
         let mut direct = Vec::new();
         push_exact_request(&mut direct, 77, l, p);
