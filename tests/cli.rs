@@ -208,6 +208,41 @@ netns_test! {
     }
 }
 
+#[cfg(target_os = "linux")]
+netns_test! {
+    /// Ctrl-C reaches a `load` worker blocked in a read with no socket
+    /// timeout: its thread ticks, the read returns EINTR, the worker sees
+    /// the signal. One line, exit 130, well inside a second.
+    fn ctrl_c_stops_a_load_worker_waiting_for_a_silent_server() {
+        // Handshakes complete into the listen queue; nobody accepts, so
+        // no FIN ever comes.
+        let _silent = std::net::TcpListener::bind("127.0.0.1:5002").unwrap();
+        let child = Command::new(bin())
+            .args(["load", "--target", "127.0.0.1:5002", "--closer", "server"])
+            .args(["--requests", "0", "--duration", "600"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The worker's connection and its queued peer: both ESTABLISHED.
+        wait_until(Duration::from_secs(5), "the worker's connection", || {
+            (count(&[twlab::diag::TcpState::Established]) == 2).then_some(())
+        });
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let start = Instant::now();
+        let o = child.wait_with_output().unwrap();
+        let took = start.elapsed();
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(130), "{line}");
+        assert_eq!(line, "twlab: interrupted by SIGINT (Ctrl-C)");
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+}
+
 /// `twlab` alone: a short usage pointing at `demo` and `--help`, exit 2.
 #[test]
 fn no_arguments_print_a_short_usage() {
