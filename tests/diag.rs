@@ -154,10 +154,11 @@ fn lookup_finds_every_state_of_the_story_as_the_dump_does() {
 /// A dump filtered by peer port (`Query::peer_port`, the kernel's
 /// `idiag_dport`) returns exactly the connections of an unfiltered dump
 /// whose peer has that port: the client ends to that server, in every
-/// state, TIME_WAIT included; none of the server's own ends.
+/// state, TIME_WAIT included; none of the server's own ends. By own port
+/// (`local_port`, `idiag_sport`): the listener and the server's ends.
 #[test]
-fn a_dump_filtered_by_peer_port_is_the_unfiltered_dump_cut_to_that_port() {
-    if !netns_or_skip("a_dump_filtered_by_peer_port_is_the_unfiltered_dump_cut_to_that_port") {
+fn a_dump_filtered_by_port_is_the_unfiltered_dump_cut_to_that_port() {
+    if !netns_or_skip("a_dump_filtered_by_port_is_the_unfiltered_dump_cut_to_that_port") {
         return;
     }
     let (filtered, cut) = in_netns(&[], || {
@@ -201,6 +202,22 @@ fn a_dump_filtered_by_peer_port_is_the_unfiltered_dump_cut_to_that_port() {
             .collect();
         filtered.sort();
         cut.sort();
+        // And by own port: the server ends on 5001 (its listener too).
+        let q = Query {
+            local_port: Some(5001),
+            ..Query::states(StateSet::all())
+        };
+        let mut own: Vec<_> = diag::dump(&q).unwrap().iter().map(key).collect();
+        let mut own_cut: Vec<_> = diag::dump(&Query::states(StateSet::all()))
+            .unwrap()
+            .iter()
+            .filter(|e| e.local.port() == 5001)
+            .map(key)
+            .collect();
+        own.sort();
+        own_cut.sort();
+        assert_eq!(own, own_cut);
+        assert_eq!(own.len(), 3, "listener and two server ends: {own:?}");
         drop(keep);
         (filtered, cut)
     });

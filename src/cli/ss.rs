@@ -127,15 +127,21 @@ impl SsArgs {
             None => vec![Family::V4, Family::V6],
             Some(f) => vec![parse_family(f)?],
         };
+        let local = self.local.as_deref().map(AddrMatch::parse).transpose()?;
+        let peer = self.peer.as_deref().map(AddrMatch::parse).transpose()?;
         let filter = Filter {
+            // A port in --local or --peer is also given to the kernel, so a
+            // big table is walked, not copied; the filter here still
+            // decides (the kernel does not filter bound-only sockets).
             query: Query {
                 families,
                 states,
-                peer_port: None,
+                peer_port: peer.and_then(|m| m.port),
+                local_port: local.and_then(|m| m.port),
             },
             port: self.port.as_deref().map(parse_port_filter).transpose()?,
-            local: self.local.as_deref().map(AddrMatch::parse).transpose()?,
-            peer: self.peer.as_deref().map(AddrMatch::parse).transpose()?,
+            local,
+            peer,
         };
         let format = if self.json {
             Format::Json

@@ -50,6 +50,10 @@ pub struct Query {
     /// walk, not a copy, of a big table. Listeners and bound-only sockets
     /// are not filtered by it.
     pub peer_port: Option<u16>,
+    /// Only sockets whose own port is this one, filtered by the kernel in
+    /// the listening and established tables (`idiag_sport`; bound-only
+    /// sockets are not filtered by it).
+    pub local_port: Option<u16>,
 }
 
 impl Default for Query {
@@ -58,6 +62,7 @@ impl Default for Query {
             families: vec![Family::V4, Family::V6],
             states: StateSet::all(),
             peer_port: None,
+            local_port: None,
         }
     }
 }

@@ -256,7 +256,7 @@ impl DiagSocket {
             if !tuples.iter().any(|(l, _)| Family::of(l) == fam) {
                 continue;
             }
-            self.dump_family(fam, states, None, &mut |e| {
+            self.dump_family(fam, states, wire::Ask::ALL, &mut |e| {
                 if let Some(i) = tuples
                     .iter()
                     .position(|&(l, p)| e.local == l && e.peer == p)
@@ -278,11 +278,15 @@ impl DiagSocket {
         if q.states.is_empty() {
             return Ok(());
         }
+        let ask = wire::Ask::Dump {
+            peer_port: q.peer_port,
+            local_port: q.local_port,
+        };
         for fam in &q.families {
             // Keys of delivered sockets: 8 bytes each, so the fast path
             // costs one small vector, not a copy of the table.
             let mut seen: Vec<u64> = Vec::new();
-            let mut interrupted = self.dump_family(*fam, q.states, q.peer_port, &mut |e| {
+            let mut interrupted = self.dump_family(*fam, q.states, ask, &mut |e| {
                 seen.push(entry_key(&e));
                 f(e)
             })?;
@@ -291,7 +295,7 @@ impl DiagSocket {
                 tries += 1;
                 seen.sort_unstable();
                 let mut fresh = Vec::new();
-                interrupted = self.dump_family(*fam, q.states, q.peer_port, &mut |e| {
+                interrupted = self.dump_family(*fam, q.states, ask, &mut |e| {
                     let k = entry_key(&e);
                     if seen.binary_search(&k).is_err() {
                         fresh.push(k);
@@ -311,18 +315,12 @@ impl DiagSocket {
         &mut self,
         fam: Family,
         states: StateSet,
-        peer_port: Option<u16>,
+        ask: wire::Ask,
         f: &mut dyn FnMut(SockEntry) -> Result<()>,
     ) -> Result<bool> {
         self.req.clear();
         let seq = self.next_seq();
-        wire::push_request(
-            &mut self.req,
-            seq,
-            fam,
-            states,
-            wire::Ask::Dump { peer_port },
-        );
+        wire::push_request(&mut self.req, seq, fam, states, ask);
         self.send_req()?;
         let mut interrupted = false;
         for _ in 0..MAX_READS {

@@ -302,9 +302,13 @@ fn family_byte(f: Family) -> u8 {
 /// What one request asks for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Ask {
-    /// A dump (`NLM_F_DUMP`), of the connections whose peer port is the
-    /// given one if any (`idiag_dport`, see [`super::Query::peer_port`]).
-    Dump { peer_port: Option<u16> },
+    /// A dump (`NLM_F_DUMP`), of the sockets whose peer and own ports are
+    /// the given ones if any (`idiag_dport` and `idiag_sport`, see
+    /// [`super::Query::peer_port`]).
+    Dump {
+        peer_port: Option<u16>,
+        local_port: Option<u16>,
+    },
     /// The one socket whose own end is `.0` and peer `.1` (no NLM_F_DUMP:
     /// `inet_diag_cmd_exact()` → `inet_diag_find_one_icsk()`, a hash
     /// lookup that finds TIME_WAIT and request sockets too). The peer
@@ -312,6 +316,14 @@ pub(crate) enum Ask {
     /// tests hold to this form.
     #[cfg_attr(not(test), allow(dead_code))]
     Exact(SocketAddr, SocketAddr),
+}
+
+impl Ask {
+    /// A dump of every socket (in the states asked).
+    pub(crate) const ALL: Ask = Ask::Dump {
+        peer_port: None,
+        local_port: None,
+    };
 }
 
 /// Append one request to `out`: for `family`, sockets in `states`, as
@@ -338,9 +350,14 @@ pub(crate) fn push_request(
             socket_id.destination_port = peer.port();
             socket_id.cookie = NOCOOKIE;
         }
-        Ask::Dump { peer_port } => {
+        Ask::Dump {
+            peer_port,
+            local_port,
+        } => {
             hdr.flags |= NLM_F_DUMP;
+            // 0: no filter (tcp_diag_dump() tests `r->id.idiag_dport &&`).
             socket_id.destination_port = peer_port.unwrap_or(0);
+            socket_id.source_port = local_port.unwrap_or(0);
         }
     }
     let mut msg = NetlinkMessage::new(

@@ -281,6 +281,7 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         families: vec![Family::V4, Family::V6],
         states: StateSet::all(),
         peer_port: None,
+        local_port: None,
     };
     // None when the namespace's sysctls cannot be read: the summary then
     // says the range and the limit are unknown.

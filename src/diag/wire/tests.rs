@@ -208,7 +208,10 @@ fn exact_request_has_the_tuple_and_no_dump_flag() {
         10,
         Family::V6,
         StateSet::none().with_bound_inactive(),
-        Ask::Dump { peer_port: None },
+        Ask::Dump {
+            peer_port: None,
+            local_port: None,
+        },
     );
     // struct nlmsghdr (16) + struct inet_diag_req_v2 (56), twice.
     assert_eq!(out.len(), 2 * 72);
