@@ -38,7 +38,9 @@ mod imp {
     use super::common::{self, median};
 
     const COUNT: u64 = 10_000;
-    const ROUNDS: u16 = 21;
+    /// Rounds of the comparison with loop.c, unless TWLAB_LOAD_BENCH_ROUNDS
+    /// says otherwise (1 to 400).
+    const ROUNDS: u16 = 61;
     /// Rounds of the scaling runs (1..=cores workers each).
     const SCALING_ROUNDS: usize = 5;
     /// Each measurement gets a server port of its own: a port reused from an
@@ -154,6 +156,11 @@ mod imp {
     }
 
     fn versus_c(bin: PathBuf) {
+        let rounds: u16 = std::env::var("TWLAB_LOAD_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| (1..=400).contains(n))
+            .unwrap_or(ROUNDS);
         let sysctls = wide_ns().sysctls();
         let (c, t) = std::thread::spawn(move || {
             netns::enter_fresh(&sysctls).expect("fresh namespace");
@@ -162,7 +169,7 @@ mod imp {
                 common::pin_thread(client_cpu);
             }
             let (mut c, mut t) = (Vec::new(), Vec::new());
-            for round in 0..ROUNDS {
+            for round in 0..rounds {
                 let port = FIRST_PORT + 2 * round;
                 let servers = [start_server(&bin, port), start_server(&bin, port + 1)];
                 // Alternate who goes first.
@@ -189,7 +196,7 @@ mod imp {
             None => "one CPU".to_string(),
         };
         println!(
-            "churn, server closes first, {COUNT} connections, one worker vs loop.c, {ROUNDS} rounds, {placement} (best / median):"
+            "churn, server closes first, {COUNT} connections, one worker vs loop.c, {rounds} rounds, {placement} (best / median):"
         );
         println!(
             "  loop.c      {:>9.0} / {:>9.0} conn/s   runs {c:.0?}",
@@ -204,12 +211,31 @@ mod imp {
         // Each round's pair ran back to back, under the same load from the
         // rest of the machine: the median of the pairs' ratios is the figure.
         let ratios: Vec<f64> = t.iter().zip(&c).map(|(t, c)| t / c).collect();
+        let ci = median_ci95(&ratios)
+            .map(|(lo, hi)| format!(" (95% CI {lo:.2}–{hi:.2})"))
+            .unwrap_or_default();
         println!(
-            "  ratio       {:>9.2} / {:>9.2}×   median of the rounds' ratios {:.2}× {ratios:.2?}",
+            "  ratio       {:>9.2} / {:>9.2}×   median of the rounds' ratios {:.2}×{ci} {ratios:.2?}",
             best(&t) / best(&c),
             median(&t) / median(&c),
             median(&ratios)
         );
+    }
+
+    /// A distribution-free 95 % confidence interval of the median: the
+    /// order statistics k and n + 1 - k with k = ⌊n/2 − 0.98·√n⌋ (the
+    /// normal approximation to the binomial). None under 6 values.
+    fn median_ci95(v: &[f64]) -> Option<(f64, f64)> {
+        let n = v.len();
+        if n < 6 {
+            return None;
+        }
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        let k = ((n as f64) / 2.0 - 0.98 * (n as f64).sqrt())
+            .floor()
+            .max(1.0) as usize;
+        Some((v[k - 1], v[n - k]))
     }
 
     pub fn main() {
