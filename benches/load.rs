@@ -35,7 +35,7 @@ mod imp {
     use twlab::netns;
     use twlab::sysctl::PortRange;
 
-    use super::common::{self, median};
+    use super::common::{self, median, median_ci95};
 
     const COUNT: u64 = 10_000;
     /// Rounds of the comparison with loop.c, unless TWLAB_LOAD_BENCH_ROUNDS
@@ -220,22 +220,6 @@ mod imp {
             median(&t) / median(&c),
             median(&ratios)
         );
-    }
-
-    /// A distribution-free 95 % confidence interval of the median: the
-    /// order statistics k and n + 1 - k with k = ⌊n/2 − 0.98·√n⌋ (the
-    /// normal approximation to the binomial). None under 6 values.
-    fn median_ci95(v: &[f64]) -> Option<(f64, f64)> {
-        let n = v.len();
-        if n < 6 {
-            return None;
-        }
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        let k = ((n as f64) / 2.0 - 0.98 * (n as f64).sqrt())
-            .floor()
-            .max(1.0) as usize;
-        Some((v[k - 1], v[n - k]))
     }
 
     pub fn main() {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use twlab::netns::{self, Sysctl};
 
 mod common;
-use common::median;
+use common::{median, median_ci95};
 
 const TWLAB: &str = env!("CARGO_BIN_EXE_twlab");
 
@@ -263,15 +263,15 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 15;
 
 /// Print the table (each cell's median rate, and the median of its
 /// rounds' ratios to the C/C cell of its group), then how many twlab
 /// pairings reached 0.8× C/C. The bench reports; it does not gate.
 fn print_table(cells: &[Cell], runs: &[Vec<Result<f64, String>>]) {
     println!(
-        "{:<6} {:<6} {:<13} {:<12} {:>8} {:>6}  per round",
-        "client", "server", "client port", "closes first", "conn/s", "× C/C"
+        "{:<6} {:<6} {:<13} {:<12} {:>8} {:>6} {:>11}  per round",
+        "client", "server", "client port", "closes first", "conn/s", "× C/C", "95% CI"
     );
     let (mut ran, mut reached) = (0, 0);
     for (i, cell) in cells.iter().enumerate() {
@@ -304,6 +304,10 @@ fn print_table(cells: &[Cell], runs: &[Vec<Result<f64, String>>]) {
             ran += 1;
             reached += usize::from(median(&ratios) >= 0.8);
         }
+        let ci = match median_ci95(&ratios) {
+            Some((lo, hi)) if twlab => format!("{lo:.2}–{hi:.2}"),
+            _ => String::new(),
+        };
         let (rate, ratio, per_round) = if rates.is_empty() {
             // Every round stopped early: say why, from the last round.
             let why = runs
@@ -322,7 +326,7 @@ fn print_table(cells: &[Cell], runs: &[Vec<Result<f64, String>>]) {
             )
         };
         println!(
-            "{:<6} {:<6} {:<13} {:<12} {:>8} {:>6}  {}",
+            "{:<6} {:<6} {:<13} {:<12} {:>8} {:>6} {:>11}  {}",
             cell.client.name(),
             cell.server.name(),
             if cell.fixed_port {
@@ -336,6 +340,7 @@ fn print_table(cells: &[Cell], runs: &[Vec<Result<f64, String>>]) {
             },
             rate,
             ratio,
+            ci,
             per_round
         );
     }

@@ -49,3 +49,19 @@ pub fn median(v: &[f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
 }
+
+/// A distribution-free 95 % confidence interval of the median: the order
+/// statistics k and n + 1 − k with k = ⌊n/2 − 0.98·√n⌋ (the normal
+/// approximation to the binomial). None under 6 values.
+pub fn median_ci95(v: &[f64]) -> Option<(f64, f64)> {
+    let n = v.len();
+    if n < 6 {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let k = ((n as f64) / 2.0 - 0.98 * (n as f64).sqrt())
+        .floor()
+        .max(1.0) as usize;
+    Some((v[k - 1], v[n - k]))
+}
