@@ -450,3 +450,20 @@ fn a_silent_server_holds_a_worker_only_until_the_run_ends() {
         "the run of 0.5 s took {took:?}"
     );
 }
+
+/// A keep-alive pool as large as the concurrency opens no connection after
+/// the first round: a run bounded by its duration alone still ends on time
+/// (the worker reads the clock itself when no connect() did).
+#[test]
+fn a_run_served_from_the_pool_ends_at_its_duration() {
+    if !ok("a_run_served_from_the_pool_ends_at_its_duration") {
+        return;
+    }
+    let p = plan(churn(4, 4, 1), None, 0.3);
+    let start = std::time::Instant::now();
+    let r = run(&p);
+    let took = start.elapsed();
+    assert_eq!(r.connects, 4, "{}", r.text());
+    assert!(r.uses > 4, "{}", r.text());
+    assert!(took < Duration::from_secs(3), "a 0.3 s run took {took:?}");
+}
