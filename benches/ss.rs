@@ -37,10 +37,12 @@ struct Case {
     ss: &'static [&'static str],
 }
 
-/// The whole TIME_WAIT table, and the part of it to one server port
-/// (an eighth: clients spread over [`PORTS`]), which twlab asks the
-/// kernel to filter (`idiag_dport`) as iproute2 does with its bytecode.
-const CASES: [Case; 2] = [
+/// The whole TIME_WAIT table; the part of it to one server port (an
+/// eighth: clients spread over [`PORTS`]), which twlab asks the kernel to
+/// filter (`idiag_dport`) as iproute2 does with its bytecode; and the same
+/// port at either end, which twlab filters itself after a whole dump
+/// (the request's port fields cannot say "or").
+const CASES: [Case; 3] = [
     Case {
         name: "all TIME_WAIT",
         twlab: &["ss", "--state", "time-wait"],
@@ -50,6 +52,24 @@ const CASES: [Case; 2] = [
         name: "TIME_WAIT to one port",
         twlab: &["ss", "--state", "time-wait", "--peer", ":5001"],
         ss: &["-tan", "state", "time-wait", "dst", ":5001"],
+    },
+    Case {
+        name: "TIME_WAIT with the port at either end",
+        twlab: &["ss", "--state", "time-wait", "--port", "5001"],
+        ss: &[
+            "-tan",
+            "state",
+            "time-wait",
+            "(",
+            "sport",
+            "=",
+            ":5001",
+            "or",
+            "dport",
+            "=",
+            ":5001",
+            ")",
+        ],
     },
 ];
 
