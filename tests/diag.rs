@@ -155,7 +155,9 @@ fn lookup_finds_every_state_of_the_story_as_the_dump_does() {
 /// `idiag_dport`) returns exactly the connections of an unfiltered dump
 /// whose peer has that port: the client ends to that server, in every
 /// state, TIME_WAIT included; none of the server's own ends. By own port
-/// (`local_port`, `idiag_sport`): the listener and the server's ends.
+/// (`local_port`, `idiag_sport`): the listener and the server's ends. At
+/// either end (`either_port`, filter bytecode): both, each once, nothing
+/// else — not even the other listener.
 #[test]
 fn a_dump_filtered_by_port_is_the_unfiltered_dump_cut_to_that_port() {
     if !netns_or_skip("a_dump_filtered_by_port_is_the_unfiltered_dump_cut_to_that_port") {
@@ -218,6 +220,23 @@ fn a_dump_filtered_by_port_is_the_unfiltered_dump_cut_to_that_port() {
         own_cut.sort();
         assert_eq!(own, own_cut);
         assert_eq!(own.len(), 3, "listener and two server ends: {own:?}");
+        // Either end, by filter bytecode: exactly those, each once.
+        let q = Query {
+            either_port: Some(5001),
+            ..Query::states(StateSet::all())
+        };
+        let on_5001 = |e: &&SockEntry| e.local.port() == 5001 || e.peer.port() == 5001;
+        let all = diag::dump(&Query::states(StateSet::all())).unwrap();
+        let mut either: Vec<_> = diag::dump(&q).unwrap().iter().map(key).collect();
+        let mut either_cut: Vec<_> = all.iter().filter(on_5001).map(key).collect();
+        either.sort();
+        either_cut.sort();
+        assert_eq!(either, either_cut, "the kernel kept only these");
+        assert_eq!(
+            either.len(),
+            5,
+            "listener, two server ends, two client ends: {either:?}"
+        );
         drop(keep);
         (filtered, cut)
     });

@@ -127,6 +127,7 @@ impl SsArgs {
             None => vec![Family::V4, Family::V6],
             Some(f) => vec![parse_family(f)?],
         };
+        let port = self.port.as_deref().map(parse_port_filter).transpose()?;
         let local = self.local.as_deref().map(AddrMatch::parse).transpose()?;
         let peer = self.peer.as_deref().map(AddrMatch::parse).transpose()?;
         let filter = Filter {
@@ -138,8 +139,9 @@ impl SsArgs {
                 states,
                 peer_port: peer.and_then(|m| m.port),
                 local_port: local.and_then(|m| m.port),
+                either_port: port,
             },
-            port: self.port.as_deref().map(parse_port_filter).transpose()?,
+            port,
             local,
             peer,
         };

@@ -54,6 +54,11 @@ pub struct Query {
     /// the listening and established tables (`idiag_sport`; bound-only
     /// sockets are not filtered by it).
     pub local_port: Option<u16>,
+    /// Sockets with this port at either end, when neither port above is
+    /// given: filter bytecode the kernel runs on every socket of every
+    /// table it walks, as iproute2's `sport = :P or dport = :P` does. Should
+    /// a kernel refuse the bytecode, the dump is made without it.
+    pub either_port: Option<u16>,
 }
 
 impl Default for Query {
@@ -63,6 +68,7 @@ impl Default for Query {
             states: StateSet::all(),
             peer_port: None,
             local_port: None,
+            either_port: None,
         }
     }
 }

@@ -278,18 +278,41 @@ impl DiagSocket {
         if q.states.is_empty() {
             return Ok(());
         }
+        let either_port = match (q.peer_port, q.local_port) {
+            (None, None) => q.either_port,
+            _ => None, // the narrower filter is enough
+        };
         let ask = wire::Ask::Dump {
             peer_port: q.peer_port,
             local_port: q.local_port,
+            either_port,
         };
         for fam in &q.families {
             // Keys of delivered sockets: 8 bytes each, so the fast path
             // costs one small vector, not a copy of the table.
             let mut seen: Vec<u64> = Vec::new();
-            let mut interrupted = self.dump_family(*fam, q.states, ask, &mut |e| {
+            let first = self.dump_family(*fam, q.states, ask, &mut |e| {
                 seen.push(entry_key(&e));
                 f(e)
-            })?;
+            });
+            // A kernel that refuses the bytecode refuses it before any
+            // socket: the same dump without it (the caller filters).
+            let (ask, first) = match first {
+                Err(Error::Diag(_)) if either_port.is_some() && seen.is_empty() => {
+                    let plain = wire::Ask::Dump {
+                        peer_port: None,
+                        local_port: None,
+                        either_port: None,
+                    };
+                    let r = self.dump_family(*fam, q.states, plain, &mut |e| {
+                        seen.push(entry_key(&e));
+                        f(e)
+                    });
+                    (plain, r)
+                }
+                r => (ask, r),
+            };
+            let mut interrupted = first?;
             let mut tries = 1;
             while interrupted && tries < 5 {
                 tries += 1;

@@ -308,6 +308,9 @@ pub(crate) enum Ask {
     Dump {
         peer_port: Option<u16>,
         local_port: Option<u16>,
+        /// Sockets with this port at either end: filter bytecode
+        /// ([`push_either_port_bytecode`]).
+        either_port: Option<u16>,
     },
     /// The one socket whose own end is `.0` and peer `.1` (no NLM_F_DUMP:
     /// `inet_diag_cmd_exact()` → `inet_diag_find_one_icsk()`, a hash
@@ -323,6 +326,7 @@ impl Ask {
     pub(crate) const ALL: Ask = Ask::Dump {
         peer_port: None,
         local_port: None,
+        either_port: None,
     };
 }
 
@@ -342,6 +346,7 @@ pub(crate) fn push_request(
     let mut hdr = NetlinkHeader::default();
     hdr.sequence_number = seq;
     hdr.flags = NLM_F_REQUEST;
+    let mut bytecode_port = None;
     match ask {
         Ask::Exact(local, peer) => {
             socket_id.source_address = local.ip();
@@ -353,8 +358,10 @@ pub(crate) fn push_request(
         Ask::Dump {
             peer_port,
             local_port,
+            either_port,
         } => {
             hdr.flags |= NLM_F_DUMP;
+            bytecode_port = either_port;
             // 0: no filter (tcp_diag_dump() tests `r->id.idiag_dport &&`).
             socket_id.destination_port = peer_port.unwrap_or(0);
             socket_id.source_port = local_port.unwrap_or(0);
@@ -378,6 +385,52 @@ pub(crate) fn push_request(
     let start = out.len();
     out.resize(start + msg.header.length as usize, 0);
     msg.serialize(&mut out[start..]);
+    if let Some(port) = bytecode_port {
+        push_either_port_bytecode(out, start, port);
+    }
+}
+
+/// `INET_DIAG_REQ_BYTECODE`: the request attribute holding filter
+/// bytecode, run by the kernel on every socket before it fills a message
+/// (`inet_diag_bc_sk()`), in every table it walks.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// Bytecode operations (`enum` in linux/inet_diag.h).
+const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_S_EQ: u8 = 11;
+const INET_DIAG_BC_D_EQ: u8 = 12;
+
+/// Append to the request that starts at `start` in `out` the bytecode for
+/// "own port = `port` or peer port = `port`", as iproute2's ss builds
+/// `sport = :P or dport = :P` (ssfilter_bytecode(), SSF_OR), and grow
+/// the request's length to cover it. Each `struct inet_diag_bc_op` is
+/// {code, yes, no}: the run goes on by `yes` bytes when the test holds,
+/// by `no` when not; ending exactly at the end accepts, jumping past it
+/// rejects (inet_diag_bc_run()). A port test is followed by an op whose
+/// `no` is the port (host order).
+///
+/// ```text
+///  0  S_EQ yes 8 no 12 ─┐ port   own port = P: on to the JMP, else to 12
+///  8  JMP  yes 4 no 12   │       always `no`: 8 + 12 = 20, the end: accept
+/// 12  D_EQ yes 8 no 12 ◄─┘ port  peer port = P: 20, accept; else 24: reject
+/// ```
+pub(crate) fn push_either_port_bytecode(out: &mut Vec<u8>, start: usize, port: u16) {
+    let op = |code: u8, yes: u8, no: u16| {
+        let n = no.to_ne_bytes();
+        [code, yes, n[0], n[1]]
+    };
+    let mut bc = Vec::with_capacity(20);
+    bc.extend(op(INET_DIAG_BC_S_EQ, 8, 12));
+    bc.extend(op(0, 0, port));
+    bc.extend(op(INET_DIAG_BC_JMP, 4, 12));
+    bc.extend(op(INET_DIAG_BC_D_EQ, 8, 12));
+    bc.extend(op(0, 0, port));
+    // struct nlattr: len (header included), type; 4-byte aligned (20 + 4).
+    let attr_len = 4 + bc.len() as u16;
+    out.extend(attr_len.to_ne_bytes());
+    out.extend(INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    out.extend(&bc);
+    let total = (out.len() - start) as u32;
+    out[start..start + 4].copy_from_slice(&total.to_ne_bytes());
 }
 
 /// `sizeof(struct nlmsghdr) + sizeof(struct inet_diag_req_v2)`: one

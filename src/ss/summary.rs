@@ -282,6 +282,7 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         states: StateSet::all(),
         peer_port: None,
         local_port: None,
+        either_port: None,
     };
     // None when the namespace's sysctls cannot be read: the summary then
     // says the range and the limit are unknown.

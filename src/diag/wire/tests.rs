@@ -208,10 +208,7 @@ fn exact_request_has_the_tuple_and_no_dump_flag() {
         10,
         Family::V6,
         StateSet::none().with_bound_inactive(),
-        Ask::Dump {
-            peer_port: None,
-            local_port: None,
-        },
+        Ask::ALL,
     );
     // struct nlmsghdr (16) + struct inet_diag_req_v2 (56), twice.
     assert_eq!(out.len(), 2 * 72);
@@ -256,4 +253,65 @@ fn direct_exact_request_is_the_same_bytes_as_the_generic_one() {
         assert_eq!(direct.len(), REQUEST_LEN);
         assert_eq!(direct, generic, "{l} → {p}");
     }
+}
+
+#[test]
+fn either_port_bytecode_is_the_or_of_two_port_tests() {
+    let mut out = Vec::new();
+    push_request(
+        &mut out,
+        3,
+        Family::V4,
+        StateSet::all(),
+        Ask::Dump {
+            peer_port: None,
+            local_port: None,
+            either_port: Some(5001),
+        },
+    );
+    // The request, then one 24-byte attribute; the header counts both.
+    assert_eq!(out.len(), 72 + 24);
+    let nl = NetlinkBuffer::new_checked(&out[..]).unwrap();
+    assert_eq!(nl.length() as usize, out.len());
+    assert_eq!(nl.flags(), NLM_F_REQUEST | NLM_F_DUMP);
+    let attr = &out[72..];
+    assert_eq!(u16::from_ne_bytes([attr[0], attr[1]]), 24);
+    assert_eq!(u16::from_ne_bytes([attr[2], attr[3]]), 1); // INET_DIAG_REQ_BYTECODE
+    let ops: Vec<(u8, u8, u16)> = attr[4..]
+        .chunks(4)
+        .map(|c| (c[0], c[1], u16::from_ne_bytes([c[2], c[3]])))
+        .collect();
+    // S_EQ, its port; JMP; D_EQ, its port (linux/inet_diag.h: 11, 1, 12).
+    assert_eq!(
+        ops,
+        [
+            (11, 8, 12),
+            (0, 0, 5001),
+            (1, 4, 12),
+            (12, 8, 12),
+            (0, 0, 5001)
+        ]
+    );
+    // Run it as inet_diag_bc_run() does, on own/peer ports.
+    let run = |sport: u16, dport: u16| {
+        let mut at = 0usize;
+        let mut len = 20i32;
+        while len > 0 {
+            let (code, yes, no) = ops[at / 4];
+            let hit = match code {
+                11 => sport == ops[at / 4 + 1].2,
+                12 => dport == ops[at / 4 + 1].2,
+                _ => false, // JMP
+            };
+            let step = if hit { i32::from(yes) } else { i32::from(no) };
+            len -= step;
+            at += step as usize;
+        }
+        len == 0
+    };
+    assert!(run(5001, 40000));
+    assert!(run(40000, 5001));
+    assert!(run(5001, 5001));
+    assert!(!run(40000, 40001));
+    assert!(!run(5002, 0));
 }
