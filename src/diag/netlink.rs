@@ -299,11 +299,7 @@ impl DiagSocket {
             // socket: the same dump without it (the caller filters).
             let (ask, first) = match first {
                 Err(Error::Diag(_)) if either_port.is_some() && seen.is_empty() => {
-                    let plain = wire::Ask::Dump {
-                        peer_port: None,
-                        local_port: None,
-                        either_port: None,
-                    };
+                    let plain = wire::Ask::ALL;
                     let r = self.dump_family(*fam, q.states, plain, &mut |e| {
                         seen.push(entry_key(&e));
                         f(e)

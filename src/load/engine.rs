@@ -207,41 +207,15 @@ impl Worker {
             }
         }
         let t0 = Instant::now();
-        let r = self.connect(&s, &SockAddr::from(dst), t0);
+        // Stopped (the run's end): EINTR, which `open` does not count.
+        let r = crate::socket::connect_bounded(&s, &SockAddr::from(dst), t0, WAIT, TICK, || {
+            self.shared.should_stop()
+        });
         let now = Instant::now();
         self.last_now = Some(now);
         self.latency.record(now.saturating_duration_since(t0));
         r.map_err(step(Step::Connect))?;
         Ok(s)
-    }
-
-    /// A blocking connect(), called again after each tick (EINTR) until it
-    /// is done, fails, the run stops (`Interrupted`) or [`WAIT`] passes
-    /// (`ETIMEDOUT`). Called again, a blocking connect() still in progress
-    /// waits on (__inet_stream_connect(), SS_CONNECTING).
-    fn connect(&self, s: &Socket, dst: &SockAddr, t0: Instant) -> std::io::Result<()> {
-        if !self.ticking {
-            s.set_write_timeout(Some(WAIT))?;
-        }
-        let mut again = false;
-        loop {
-            match s.connect(dst) {
-                Ok(()) => return Ok(()),
-                Err(e) if again && e.raw_os_error() == Some(libc::EISCONN) => return Ok(()),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EALREADY)) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) && !self.ticking => {
-                    return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
-                }
-                Err(e) => return Err(e),
-            }
-            again = true;
-            if self.shared.should_stop() {
-                return Err(std::io::ErrorKind::Interrupted.into());
-            }
-            if t0.elapsed() >= WAIT {
-                return Err(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
-            }
-        }
     }
 
     /// Wait for the next use's turn under a target rate.

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 mod opts;
 mod wait;
+#[cfg(target_os = "linux")]
+pub(crate) use wait::connect_bounded;
 
 use wait::wait_readable;
 

@@ -9,6 +9,52 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// A blocking connect() on `sock`, bounded by `timeout` from `start` (the
+/// caller's clock reading, so a loop that times its connect() reads the
+/// clock once) and cut into waits of at most `slice`, calling `stop`
+/// between them: EINTR once `stop` says so, ETIMEDOUT when `timeout` runs
+/// out. A thread that ticks
+/// (`sys::tick`) is woken by EINTR at least once per slice, so it needs no
+/// SO_SNDTIMEO and pays no setsockopt; otherwise SO_SNDTIMEO cuts the
+/// waits. Loopback answers within the first wait. Used by
+/// [`TcpSock::connect_interruptible`] and by the load workers.
+#[cfg(target_os = "linux")]
+pub(crate) fn connect_bounded(
+    sock: &Socket,
+    addr: &SockAddr,
+    start: std::time::Instant,
+    timeout: Duration,
+    slice: Duration,
+    stop: impl Fn() -> bool,
+) -> io::Result<()> {
+    if !crate::sys::tick::active() {
+        sock.set_write_timeout(Some(timeout.min(slice).max(Duration::from_millis(1))))?;
+    }
+    loop {
+        // A blocking connect() on a socket still in SYN_SENT waits again
+        // (for SO_SNDTIMEO, or until the next tick) and says EALREADY,
+        // EINPROGRESS or EINTR if that runs out (__inet_stream_connect(),
+        // case SS_CONNECTING), or 0 once the handshake completed: the same
+        // call resumes the wait.
+        match sock.connect(addr) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
+                ) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EISCONN) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if stop() {
+            return Err(io::Error::from_raw_os_error(libc::EINTR));
+        }
+        if start.elapsed() >= timeout {
+            return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+        }
+    }
+}
+
 impl TcpSock {
     /// Read until EOF (the peer's FIN) or an error such as ECONNRESET.
     /// Returns the number of bytes read before EOF.
@@ -42,40 +88,16 @@ impl TcpSock {
     ) -> StepRes<()> {
         #[cfg(target_os = "linux")]
         {
-            let step =
-                |code: i32| StepError::new(Step::Connect, &io::Error::from_raw_os_error(code));
             let start = std::time::Instant::now();
-            // A thread that ticks (`sys::tick`) is woken from a blocking
-            // connect() by EINTR at least once per slice: no SO_SNDTIMEO,
-            // so no setsockopt per attempt.
-            if !crate::sys::tick::active() {
-                let first = timeout.min(slice).max(Duration::from_millis(1));
-                self.sock
-                    .set_write_timeout(Some(first))
-                    .map_err(|e| StepError::new(Step::Connect, &e))?;
-            }
-            loop {
-                // A blocking connect() on a socket still in SYN_SENT waits
-                // again for SO_SNDTIMEO and says EALREADY if it runs out
-                // (__inet_stream_connect(), case SS_CONNECTING), or 0 once
-                // the handshake completed: the same call resumes the wait.
-                match self.sock.connect(&SockAddr::from(addr)) {
-                    Ok(()) => return Ok(()),
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EINPROGRESS | libc::EALREADY | libc::EINTR)
-                        ) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EISCONN) => return Ok(()),
-                    Err(e) => return Err(StepError::new(Step::Connect, &e)),
-                }
-                if stop() {
-                    return Err(step(libc::EINTR));
-                }
-                if start.elapsed() >= timeout {
-                    return Err(step(libc::ETIMEDOUT));
-                }
-            }
+            connect_bounded(
+                &self.sock,
+                &SockAddr::from(addr),
+                start,
+                timeout,
+                slice,
+                stop,
+            )
+            .map_err(|e| StepError::new(Step::Connect, &e))
         }
         #[cfg(not(target_os = "linux"))]
         {

@@ -5,9 +5,8 @@
 //! TIME_WAIT mini socket (`inet_twsk_alloc()`), whatever the filter.
 
 use super::{Filter, Format, io_err, json_err};
-use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
+use crate::diag::{self, Query, SockEntry, TcpState};
 use crate::error::Result;
-use crate::socket::Family;
 use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts};
 use crate::why::{self, RangeUse};
 use serde::Serialize;
@@ -277,13 +276,7 @@ fn tw_buckets(limit: Option<u64>, in_use: u64, warnings: &mut Vec<String>) -> Tw
 
 /// Build the summary from one unfiltered dump of the namespace.
 pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
-    let all = Query {
-        families: vec![Family::V4, Family::V6],
-        states: StateSet::all(),
-        peer_port: None,
-        local_port: None,
-        either_port: None,
-    };
+    let all = Query::default();
     // None when the namespace's sysctls cannot be read: the summary then
     // says the range and the limit are unknown.
     let sys = NetSysctls::read().ok();
