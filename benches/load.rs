@@ -191,10 +191,7 @@ mod imp {
         .join()
         .expect("bench thread");
         let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-        let placement = match common::cpus() {
-            Some((c, s)) => format!("client on CPU {c}, server on CPU {s}"),
-            None => "one CPU".to_string(),
-        };
+        let placement = common::placement();
         println!(
             "churn, server closes first, {COUNT} connections, one worker vs loop.c, {rounds} rounds, {placement} (best / median):"
         );

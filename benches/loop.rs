@@ -44,7 +44,7 @@ impl Impl {
 }
 
 /// Who sends the first FIN (and holds TIME_WAIT).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Closer {
     Client,
     Server,
@@ -203,10 +203,7 @@ fn main() {
     }
     // RFC 1337 protection as in the tests: no stray RST kills a TIME_WAIT.
     netns::enter_fresh(&[Sysctl::new("net.ipv4.tcp_rfc1337", "1")]).expect("fresh namespace");
-    let placement = match common::cpus() {
-        Some((c, s)) => format!("client on CPU {c}, server on CPU {s}"),
-        None => "one CPU".to_string(),
-    };
+    let placement = common::placement();
     println!(
         "{n} connections per cell, {ROUNDS} rounds, one namespace, loopback, {placement}; load average before: {}",
         load_average()
@@ -282,10 +279,7 @@ fn print_table(cells: &[Cell], runs: &[Vec<Result<f64, String>>]) {
                 c.client == Impl::C
                     && c.server == Impl::C
                     && c.fixed_port == cell.fixed_port
-                    && matches!(
-                        (c.closer, cell.closer),
-                        (Closer::Client, Closer::Client) | (Closer::Server, Closer::Server)
-                    )
+                    && c.closer == cell.closer
             })
             .expect("every group has a C/C cell");
         let rates: Vec<f64> = runs

@@ -14,6 +14,14 @@ pub fn cpus() -> Option<(usize, usize)> {
     (n >= 2).then_some((0, 1))
 }
 
+/// The placement in words, for the benches' headers.
+pub fn placement() -> String {
+    match cpus() {
+        Some((c, s)) => format!("client on CPU {c}, server on CPU {s}"),
+        None => "one CPU".to_string(),
+    }
+}
+
 /// Pin the calling thread (and the threads and processes it starts from
 /// now on, which inherit its affinity) to `cpu`.
 #[cfg(target_os = "linux")]
