@@ -11,6 +11,7 @@ mod common;
 
 use etherparse::{PacketBuilder, TcpOptionElement};
 use std::net::SocketAddr;
+use twlab::diag::TcpState;
 use twlab::trace::{
     Captured, Direction, Fate, Moment, Segment, Target, Trace, TracePlan, decode_frame, number,
     run_trace,
@@ -214,6 +215,23 @@ fn rst_with_unread_data_resets_the_peer() {
         .find(|s| s.wire.flags.rst)
         .expect("an RST");
     assert_eq!(rst.dir, Direction::ToServer);
+    // The server's send() is a step of its own, named as the ladder prints
+    // it, and both ends were still ESTABLISHED right after it.
+    let send = t
+        .steps
+        .iter()
+        .find(|s| s.call.starts_with("send()"))
+        .expect("the server's send() step");
+    assert_eq!(
+        (
+            send.actor.as_str(),
+            send.call.as_str(),
+            send.result.as_str()
+        ),
+        ("server", "send() 7 bytes", "ok")
+    );
+    assert_eq!(send.states.client, [TcpState::Established], "{send:?}");
+    assert_eq!(send.states.server, [TcpState::Established], "{send:?}");
     let last = t.steps.last().unwrap();
     assert_eq!(
         (last.actor.as_str(), last.result.starts_with("ECONNRESET")),
