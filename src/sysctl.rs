@@ -27,6 +27,12 @@ pub const FIN_TIMEOUT: &str = "net.ipv4.tcp_fin_timeout";
 pub const RFC1337: &str = "net.ipv4.tcp_rfc1337";
 /// `net.ipv6.bindv6only`.
 pub const BINDV6ONLY: &str = "net.ipv6.bindv6only";
+/// `net.ipv4.ip_unprivileged_port_start`: ports below it need
+/// CAP_NET_BIND_SERVICE (`inet_port_requires_bind_service()`).
+pub const UNPRIVILEGED_PORT_START: &str = "net.ipv4.ip_unprivileged_port_start";
+/// `net.ipv4.ip_autobind_reuse`: bind(ip, 0) may share a port of an
+/// exhausted range (`inet_csk_find_open_port()`, relax = true).
+pub const AUTOBIND_REUSE: &str = "net.ipv4.ip_autobind_reuse";
 
 /// The sysctls that decide address reuse, in the order reports list them.
 pub const REUSE_SYSCTLS: [&str; 6] = [
@@ -223,6 +229,13 @@ pub struct NetSysctls {
     pub rfc1337: Option<bool>,
     /// `net.ipv6.bindv6only` != 0, `None` without IPv6.
     pub bindv6only: Option<bool>,
+    /// `net.ipv4.ip_unprivileged_port_start`, `None` if unreadable (the
+    /// kernel default is 1024).
+    #[serde(default)]
+    pub unprivileged_port_start: Option<u16>,
+    /// `net.ipv4.ip_autobind_reuse` != 0, `None` if unreadable (default 0).
+    #[serde(default)]
+    pub autobind_reuse: Option<bool>,
 }
 
 impl NetSysctls {
@@ -264,6 +277,10 @@ impl NetSysctls {
             fin_timeout_s: get(FIN_TIMEOUT).and_then(|v| v.trim().parse().ok()),
             rfc1337: get(RFC1337).map(flag),
             bindv6only: get(BINDV6ONLY).map(flag),
+            unprivileged_port_start: get(UNPRIVILEGED_PORT_START)
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .map(|v| v.min(65535) as u16),
+            autobind_reuse: get(AUTOBIND_REUSE).map(flag),
         })
     }
 

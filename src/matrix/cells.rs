@@ -471,6 +471,8 @@ pub(super) fn test_host() -> NetSysctls {
         fin_timeout_s: Some(60),
         rfc1337: None,
         bindv6only: None,
+        unprivileged_port_start: Some(1024),
+        autobind_reuse: Some(false),
     }
 }
 
