@@ -91,6 +91,12 @@ pub struct SocketSpec {
     /// the running user.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// Bind to the port another socket of the file holds when this one
+    /// binds (the kernel selftests' `getsockname()` of a socket bound to
+    /// port 0, then `addr[i].sin_port = addr[0].sin_port`); `address` then
+    /// says port 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_from: Option<String>,
 }
 
 /// What one step does.
@@ -465,6 +471,27 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
         }
         let addr = parse_endpoint(&spec.address)
             .map_err(|e| err(line, format!("socket '{}': {e}", spec.name)))?;
+        if let Some(from) = &spec.port_from {
+            if addr.port() != 0 {
+                return Err(err(
+                    line,
+                    format!(
+                        "socket '{}': port_from = '{from}' takes that socket's port; the address says port {}, not 0",
+                        spec.name,
+                        addr.port()
+                    ),
+                ));
+            }
+            if *from == spec.name || !raw.socket.iter().any(|s| s.get_ref().name == *from) {
+                return Err(err(
+                    line,
+                    format!(
+                        "socket '{}': port_from names no other socket of the file: '{from}'",
+                        spec.name
+                    ),
+                ));
+            }
+        }
         sockets.push((spec, addr));
     }
     let mut names: Vec<String> = sockets.iter().map(|(s, _)| s.name.clone()).collect();

@@ -26,8 +26,10 @@
 
 pub mod file;
 pub mod play;
+pub mod predict;
 pub mod replay;
 mod runner;
+pub mod view;
 
 pub use runner::{free_port, run, with_step_hook};
 

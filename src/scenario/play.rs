@@ -1,14 +1,16 @@
 //! Play a [`Script`] on real sockets in a fresh network namespace with the
-//! file's sysctls: every step's observed outcome beside the pair model's
-//! prediction (for bind() and listen(), where it covers the sockets on the
-//! port) and the author's expectation.
+//! file's sysctls: every step's observed outcome beside the model's
+//! prediction ([`predict`], made from the [`ModelView`] of every socket
+//! before the step runs) and the author's expectation.
 
-use super::file::{Action, Script, SocketSpec, parse_state};
+use super::file::{Action, Script, parse_state};
+use super::predict::predict;
+use super::view::{ModelView, SockState, SocketView};
 use crate::diag::{self, Query, TcpState};
 use crate::error::{Error, Result};
-use crate::model::pairs::{FirstState, PairAddr, PairCase, PairSocket, Uid, predict_pair};
 use crate::netns::{self, Sysctl};
-use crate::socket::{SocketOpts, StepError, TcpSock};
+use crate::socket::{StepError, TcpSock};
+use crate::sysctl::NetSysctls;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -52,29 +54,11 @@ impl ScriptReport {
     }
 }
 
-/// Where a socket is, as far as the model cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Track {
-    Created,
-    Bound,
-    Listening,
-    Connected,
-    /// Closed while connected: FIN_WAIT or TIME_WAIT, not known yet.
-    Closing,
-    TimeWait,
-    Gone,
-}
-
-struct Live {
-    name: String,
-    spec: SocketSpec,
-    /// The address it binds (an accepted socket: its local address).
-    addr: SocketAddr,
-    accepted: bool,
-    sock: Option<TcpSock>,
-    track: Track,
-    local: Option<SocketAddr>,
-    peer: Option<SocketAddr>,
+/// The played sockets: the model's view of each, and the real socket
+/// beside it (same index).
+struct Table {
+    view: ModelView,
+    socks: Vec<Option<TcpSock>>,
 }
 
 fn short<T>(r: &std::result::Result<T, StepError>) -> String {
@@ -96,184 +80,190 @@ pub fn play(script: &Script) -> Result<ScriptReport> {
 }
 
 fn play_here(script: &Script) -> Result<ScriptReport> {
-    let mut live = Vec::new();
+    let bindv6only = crate::sysctl::read("net.ipv6.bindv6only").as_deref() == Some("1");
+    let running_uid = crate::sys::fsuid::running_uid();
+    let mut t = Table {
+        view: ModelView {
+            sockets: Vec::new(),
+            sysctls: NetSysctls::read().ok(),
+            bindv6only,
+            cap_net_bind_service: crate::sys::fsuid::has_cap_net_bind_service(),
+        },
+        socks: Vec::new(),
+    };
     for (spec, addr) in &script.sockets {
-        let sock = crate::sys::fsuid::with_fsuid(spec.uid.unwrap_or(0), || {
+        let sock = crate::sys::fsuid::with_fsuid(spec.uid.unwrap_or(running_uid), || {
             TcpSock::new(crate::socket::Family::of(addr), spec.opts())
         })
         .map_err(|e| Error::Sys {
             what: format!("socket '{}'", spec.name),
             err: e.error,
         })?;
-        live.push(Live {
-            name: spec.name.clone(),
-            spec: spec.clone(),
-            addr: *addr,
-            accepted: false,
-            sock: Some(sock),
-            track: Track::Created,
-            local: None,
-            peer: None,
-        });
+        t.view
+            .sockets
+            .push(SocketView::of_spec(spec, *addr, bindv6only, running_uid));
+        t.socks.push(Some(sock));
     }
-    let bindv6only = crate::sysctl::read("net.ipv6.bindv6only").as_deref() == Some("1");
     let mut steps = Vec::new();
     for (line, step) in &script.steps {
-        let (what, observed, model) = act(&mut live, &step.action, bindv6only);
+        let i = step.action.socket().and_then(|n| t.view.index(n));
+        let model = predict(&t.view, i, &step.action);
+        let (what, observed) = act(&mut t, i, &step.action);
         steps.push(StepReport {
             line: *line,
             what,
             observed,
-            model,
+            model: model.map(|p| (p.outcome, p.why)),
             expect: step.expect.clone(),
         });
     }
     Ok(ScriptReport { steps })
 }
 
-fn find<'a>(live: &'a mut [Live], name: &str) -> &'a mut Live {
-    // The loader checked every name.
-    live.iter_mut()
-        .rev()
-        .find(|l| l.name == name)
-        .expect("socket names checked at load")
-}
+type Done = (String, String);
 
-type Done = (String, String, Option<(String, String)>);
-
-fn act(live: &mut Vec<Live>, a: &Action, bindv6only: bool) -> Done {
+/// Run one step on the real socket `i` and bring the view up to date
+/// with what the kernel answered.
+fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
     let gone = || "EBADF".to_string();
+    // The loader checked every name; only sleep has no socket.
+    let Some(i) = i else {
+        let Action::Sleep { ms } = a else {
+            unreachable!("socket names checked at load")
+        };
+        std::thread::sleep(Duration::from_millis(*ms));
+        return (format!("sleep {ms} ms"), "ok".into());
+    };
+    let name = t.view.sockets[i].name.clone();
     match a {
-        Action::Bind { socket } => {
-            let model = predict(live, socket, bindv6only, false);
-            let l = find(live, socket);
-            let what = format!("bind {socket} {}", l.addr);
-            let Some(s) = l.sock.as_ref() else {
-                return (what, gone(), model);
+        Action::Bind { .. } => {
+            let Some(addr) = t.view.bind_addr(i) else {
+                let from = t.view.sockets[i].port_from.clone().unwrap_or_default();
+                let what = format!("bind {name} {} (port of {from})", t.view.sockets[i].addr);
+                return (what, format!("no port: {from} holds none"));
             };
-            let r = s.bind(l.addr);
+            let what = format!("bind {name} {addr}");
+            let Some(s) = t.socks[i].as_ref() else {
+                return (what, gone());
+            };
+            let r = s.bind(addr);
             if r.is_ok() {
-                l.track = Track::Bound;
-                l.local = s.local_addr();
+                let v = &mut t.view.sockets[i];
+                v.state = SockState::Bound;
+                v.local = s.local_addr();
             }
-            (what, short(&r), model)
+            (what, short(&r))
         }
-        Action::Listen { socket, backlog } => {
-            let model = predict(live, socket, bindv6only, true);
-            let l = find(live, socket);
-            let what = format!("listen {socket}");
-            let Some(s) = l.sock.as_ref() else {
-                return (what, gone(), model);
+        Action::Listen { backlog, .. } => {
+            let what = format!("listen {name}");
+            let Some(s) = t.socks[i].as_ref() else {
+                return (what, gone());
             };
             let r = s.listen(backlog.unwrap_or(16));
             if r.is_ok() {
-                l.track = Track::Listening;
-                l.local = s.local_addr();
+                let v = &mut t.view.sockets[i];
+                v.state = SockState::Listening;
+                v.local = s.local_addr();
             }
-            (what, short(&r), model)
+            (what, short(&r))
         }
-        Action::Connect { socket, to } => {
+        Action::Connect { to, .. } => {
             let to: SocketAddr = crate::socket::parse_endpoint(to).expect("checked at load");
-            let l = find(live, socket);
-            let what = format!("connect {socket} → {to}");
-            let Some(s) = l.sock.as_ref() else {
-                return (what, gone(), None);
+            let what = format!("connect {name} → {to}");
+            let Some(s) = t.socks[i].as_ref() else {
+                return (what, gone());
             };
             let r = s.connect(to, TIMEOUT);
             if r.is_ok() {
-                l.track = Track::Connected;
-                l.local = s.local_addr();
-                l.peer = Some(to);
+                let v = &mut t.view.sockets[i];
+                v.state = SockState::Connected;
+                v.local = s.local_addr();
+                v.peer = Some(to);
             }
-            (what, short(&r), None)
+            (what, short(&r))
         }
-        Action::Accept { socket, name } => accept(live, socket, name),
-        Action::Send { socket, data } => {
-            let l = find(live, socket);
-            let what = format!("send {socket}");
-            let Some(s) = l.sock.as_ref() else {
-                return (what, gone(), None);
+        Action::Accept { name: new, .. } => accept(t, i, new),
+        Action::Send { data, .. } => {
+            let what = format!("send {name}");
+            let Some(s) = t.socks[i].as_ref() else {
+                return (what, gone());
             };
             let data = data.as_deref().unwrap_or("x");
-            let r = s.sock.send(data.as_bytes());
-            let obs = match r {
+            let obs = match s.sock.send(data.as_bytes()) {
                 Ok(_) => "ok".into(),
                 Err(e) => crate::outcome::SysError::from_io(&e).name,
             };
-            (what, obs, None)
+            (what, obs)
         }
-        Action::Recv { socket } => {
-            let l = find(live, socket);
-            let what = format!("recv {socket} (until EOF)");
-            let Some(s) = l.sock.as_mut() else {
-                return (what, gone(), None);
+        Action::Recv { .. } => {
+            let what = format!("recv {name} (until EOF)");
+            let Some(s) = t.socks[i].as_mut() else {
+                return (what, gone());
             };
-            (what, short(&s.recv_until_eof(TIMEOUT)), None)
+            (what, short(&s.recv_until_eof(TIMEOUT)))
         }
-        Action::Close { socket } | Action::CloseRst { socket } => {
+        Action::Close { .. } | Action::CloseRst { .. } => {
             let rst = matches!(a, Action::CloseRst { .. });
-            let l = find(live, socket);
-            let what = format!("{} {socket}", a.verb());
-            let Some(s) = l.sock.take() else {
-                return (what, gone(), None);
+            let what = format!("{} {name}", a.verb());
+            let Some(s) = t.socks[i].take() else {
+                return (what, gone());
             };
             if rst {
                 let _ = s.sock.set_linger(Some(Duration::ZERO));
             }
-            let lingers0 = rst || l.spec.linger == Some(0);
-            l.track = if l.track == Track::Connected && !lingers0 {
-                Track::Closing
+            let v = &mut t.view.sockets[i];
+            let lingers0 = rst || v.opts.linger == Some(0);
+            v.state = if v.state == SockState::Connected && !lingers0 {
+                SockState::Closing
             } else {
-                Track::Gone
+                SockState::Gone
             };
             s.close();
-            (what, "ok".into(), None)
+            (what, "ok".into())
         }
         Action::WaitForState {
-            socket,
-            state,
-            timeout_ms,
+            state, timeout_ms, ..
         } => {
-            let l = find(live, socket);
-            let what = format!("wait {socket} {state}");
+            let what = format!("wait {name} {state}");
             let st = parse_state(state).expect("checked at load");
-            let t = Duration::from_millis(timeout_ms.unwrap_or(2000));
-            let ok = wait_state(l.local, l.peer, st, t);
+            let wait = Duration::from_millis(timeout_ms.unwrap_or(2000));
+            let v = &mut t.view.sockets[i];
+            let ok = wait_state(v.local, v.peer, st, wait);
             if ok && st == TcpState::TimeWait {
-                l.track = Track::TimeWait;
+                v.state = SockState::TimeWait;
             }
-            (what, if ok { "ok" } else { "timeout" }.into(), None)
+            (what, if ok { "ok" } else { "timeout" }.into())
         }
-        Action::Sleep { ms } => {
-            std::thread::sleep(Duration::from_millis(*ms));
-            (format!("sleep {ms} ms"), "ok".into(), None)
-        }
+        Action::Sleep { .. } => unreachable!("sleep names no socket"),
     }
 }
 
-fn accept(live: &mut Vec<Live>, socket: &str, name: &str) -> Done {
-    let l = find(live, socket);
-    let what = format!("accept {socket} as {name}");
-    let Some(s) = l.sock.as_ref() else {
-        return (what, "EBADF".into(), None);
+fn accept(t: &mut Table, i: usize, new: &str) -> Done {
+    let l = &t.view.sockets[i];
+    let what = format!("accept {} as {new}", l.name);
+    let Some(s) = t.socks[i].as_ref() else {
+        return (what, "EBADF".into());
     };
-    let (spec, addr) = (l.spec.clone(), l.addr);
     match s.accept(TIMEOUT) {
         Ok((c, peer)) => {
             let local = c.local_addr();
-            live.push(Live {
-                name: name.to_string(),
-                addr: local.unwrap_or(addr),
-                spec,
+            // sk_clone_lock(): the accepted socket inherits the listener's
+            // options and owner.
+            let v = SocketView {
+                name: new.to_string(),
+                addr: local.unwrap_or(l.addr),
+                port_from: None,
                 accepted: true,
-                sock: Some(c),
-                track: Track::Connected,
+                state: SockState::Connected,
                 local,
                 peer: Some(peer),
-            });
-            (what, "ok".into(), None)
+                ..l.clone()
+            };
+            t.view.sockets.push(v);
+            t.socks.push(Some(c));
+            (what, "ok".into())
         }
-        Err(e) => (what, e.error.name, None),
+        Err(e) => (what, e.error.name),
     }
 }
 
@@ -300,70 +290,4 @@ fn wait_state(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-fn pair_socket(l: &Live, other: &Live) -> Option<PairSocket> {
-    let o: SocketOpts = l.spec.opts();
-    Some(PairSocket {
-        addr: PairAddr::of(l.addr.ip())?,
-        v6only: o.v6only,
-        reuseaddr: o.reuseaddr,
-        reuseport: o.reuseport,
-        uid: if l.spec.uid == other.spec.uid {
-            Uid::Same
-        } else {
-            Uid::Other
-        },
-    })
-}
-
-/// The pair model for bind()/listen() of `name`: every other socket on its
-/// port is checked (`inet_csk_bind_conflict()` loops over the owners); no
-/// prediction when one of them is in a state it does not cover.
-fn predict(live: &[Live], name: &str, bindv6only: bool, listen: bool) -> Option<(String, String)> {
-    let me = live.iter().rev().find(|l| l.name == name)?;
-    let port = me.addr.port();
-    if port == 0 || me.accepted || (listen && me.track != Track::Bound) {
-        return None;
-    }
-    let alone = pair_socket(me, me)?;
-    if !listen && alone.addr == PairAddr::V4Mapped && alone.v6only.resolve(bindv6only) {
-        return Some((
-            "EINVAL".into(),
-            "a V6ONLY socket cannot bind a v4-mapped address (__inet6_bind())".into(),
-        ));
-    }
-    let mut verdict = (
-        "ok".to_string(),
-        format!("no other socket holds port {port}: inet_csk_get_port() finds it free"),
-    );
-    for h in live.iter().filter(|h| !std::ptr::eq(*h, me)) {
-        if h.local.map(|a| a.port()) != Some(port) {
-            continue;
-        }
-        let state = match h.track {
-            Track::Bound => FirstState::Bound,
-            Track::Listening => FirstState::Listening,
-            Track::Connected => FirstState::Connected,
-            Track::TimeWait => FirstState::TimeWait,
-            Track::Created | Track::Gone => continue,
-            Track::Closing => return None,
-        };
-        let mut first = pair_socket(h, me)?;
-        first.uid = Uid::Same;
-        let second = pair_socket(me, h)?;
-        let c = PairCase {
-            first,
-            state,
-            second,
-            bindv6only,
-        };
-        let p = predict_pair(&c);
-        let o = p.second_bind.short();
-        let rank = |s: &str| u8::from(s != "ok");
-        if rank(&o) >= rank(&verdict.0) {
-            verdict = (o, format!("beside {}: {}", h.name, p.explanation));
-        }
-    }
-    Some(verdict)
 }

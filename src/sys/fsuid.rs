@@ -22,6 +22,42 @@ pub fn with_fsuid<T>(_uid: u32, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The uid that owns this process's new sockets (its fsuid, which follows
+/// the effective uid).
+#[cfg(unix)]
+pub fn running_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Elsewhere: 0.
+#[cfg(not(unix))]
+pub fn running_uid() -> u32 {
+    0
+}
+
+/// Whether this process holds CAP_NET_BIND_SERVICE (bit 10 of `CapEff` in
+/// /proc/self/status): what lets bind() take a port below
+/// `ip_unprivileged_port_start`. Where that cannot be read: root or not.
+#[cfg(target_os = "linux")]
+pub fn has_cap_net_bind_service() -> bool {
+    const CAP_NET_BIND_SERVICE: u32 = 10;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .map_or(running_uid() == 0, |caps| {
+            caps & (1 << CAP_NET_BIND_SERVICE) != 0
+        })
+}
+
+/// Elsewhere: no capabilities to ask about; root or not.
+#[cfg(not(target_os = "linux"))]
+pub fn has_cap_net_bind_service() -> bool {
+    running_uid() == 0
+}
+
 /// The inode number of a socket (what sock_diag reports as its inode),
 /// to tell apart sockets that share an address, such as the members of a
 /// SO_REUSEPORT group.
