@@ -7,17 +7,23 @@
 //! decides whether the old 4-tuple is free, and `tcp_twsk_unique()` whether
 //! a timewait socket on it may be taken over.
 
-use super::BORDER_MS;
-use super::facts::{CellFacts, KernelFacts};
+use super::facts::CellFacts;
 use super::holder::{Holder, describe_holder};
+use super::kernel::{
+    self,
+    connect::{
+        PeerEnd, PortOrigin, ReuseSysctls, TimeWaitFacts, TwRefusal, TwVerdict, syn_at_peer,
+        twsk_unique,
+    },
+};
 use super::linux::{BindVerdict, failed, predict_bind};
 use super::rules::{Prediction, RuleId};
 use crate::diag::{Side, TcpState, TupleView};
 use crate::outcome::Step;
 use crate::scenario::ClientPort;
 use crate::sys::linux_errno;
-use crate::sysctl::{PortRange, TwReuse};
-use std::net::{IpAddr, SocketAddr};
+use crate::sysctl::PortRange;
+use std::net::SocketAddr;
 
 const NO_TS_FIX: &str = "enable net.ipv4.tcp_timestamps (both ends), or wait out TIME_WAIT (60 s)";
 
@@ -65,7 +71,7 @@ fn reconnect_bound_port(
 ) -> Prediction {
     match tuple {
         Some(h) if !h.mini => tuple_busy(&h, bind),
-        Some(h) => take_over_bound(&h, cell.kernel.timestamps),
+        Some(h) => take_over_bound(&h, &ReuseSysctls::from(cell.kernel)),
         None => free_tuple(cell, server),
     }
 }
@@ -92,8 +98,14 @@ fn tuple_busy(h: &Holder, bind: BindPassed) -> Prediction {
 
 /// `tcp_twsk_unique()` with `twp == NULL`: only `tw_ts_recent_stamp`
 /// counts; tcp_tw_reuse, its delay and the FIN_WAIT2 substate do not.
-fn take_over_bound(h: &Holder, timestamps: bool) -> Prediction {
-    if !timestamps {
+fn take_over_bound(h: &Holder, sys: &ReuseSysctls) -> Prediction {
+    let tw = TimeWaitFacts {
+        fin_wait2: h.state == TcpState::FinWait2,
+        age_ms: h.tw_age_ms.unwrap_or(0),
+        // Not looked at with twp == NULL.
+        loopback: true,
+    };
+    if !twsk_unique(&tw, PortOrigin::Bound, sys).reuses() {
         return Prediction {
             outcome: failed(Step::Connect, linux_errno::EADDRNOTAVAIL),
             rule: RuleId::TwNoTimestamps,
@@ -191,129 +203,84 @@ fn exhausted(old_port: u16, r: Refusal) -> Prediction {
 }
 
 /// `tcp_twsk_unique()` with `twp != NULL` for the range's only port, held
-/// by a timewait socket: checked in the kernel's order — the FIN_WAIT2
-/// substate, timestamps, tcp_tw_reuse, then its delay.
+/// by a timewait socket ([`kernel::connect::twsk_unique`]), worded.
 fn take_over_only_port(cell: &CellFacts, h: &Holder, old_port: u16) -> Prediction {
     let k = cell.kernel;
-    if h.state == TcpState::FinWait2 {
-        return exhausted(
-            old_port,
-            Refusal {
-                why: format!(
-                    "{} is not reused for kernel-chosen ports (tcp_twsk_unique() sets reuse = 0 for the FIN_WAIT2 substate)",
-                    describe_holder(Side::Client, h)
-                ),
-                fix: "wait until the peer closes (TIME_WAIT), or bind the port explicitly",
-                borderline: false,
-                version_note: Some(
-                    "before 6.11 tcp_twsk_unique() did not look at the FIN_WAIT2 substate".into(),
-                ),
-            },
-        );
-    }
-    if !k.timestamps {
-        return exhausted(
-            old_port,
-            Refusal {
-                why: "its TIME_WAIT saw no timestamps, so tcp_twsk_unique() refuses it".into(),
-                fix: NO_TS_FIX,
-                borderline: false,
-                version_note: None,
-            },
-        );
-    }
-    if !tw_reuse_allows(k.tw_reuse, is_loopback(cell.view, cell.client_addr)) {
-        let why = match k.tw_reuse {
-            TwReuse::Off => "tcp_tw_reuse=0",
-            _ => "tcp_tw_reuse=2 applies to loopback only and this is not loopback",
-        };
-        return exhausted(
-            old_port,
-            Refusal {
-                why: format!("{why} forbids tcp_twsk_unique() to take its TIME_WAIT over"),
-                fix: "set net.ipv4.tcp_tw_reuse=1 (or 2 on loopback), or widen ip_local_port_range",
-                borderline: false,
-                version_note: Some(
-                    "tcp_tw_reuse=2 (loopback only) is the default since 4.x".into(),
-                ),
-            },
-        );
-    }
-    take_over_after_delay(k, h.tw_age_ms.unwrap_or(0), old_port)
-}
-
-/// `tcp_twsk_unique()`: tcp_tw_reuse=1 always, =2 only when either end is
-/// loopback, =0 never.
-fn tw_reuse_allows(mode: TwReuse, loopback: bool) -> bool {
-    match mode {
-        TwReuse::Off => false,
-        TwReuse::On => true,
-        TwReuse::LoopbackOnly => loopback,
-    }
-}
-
-/// `tcp_twsk_unique()`'s age test, `tw_entry_stamp + tcp_tw_reuse_delay`
-/// in the past, for a TIME_WAIT `age_ms` old.
-fn take_over_after_delay(k: &KernelFacts, age_ms: u32, old_port: u16) -> Prediction {
-    let delay = reuse_delay(k.tw_reuse_delay_ms, age_ms);
-    let version_note = k.tw_reuse_delay_ms.is_none().then(|| {
+    let sys = ReuseSysctls::from(k);
+    let tw = TimeWaitFacts {
+        fin_wait2: h.state == TcpState::FinWait2,
+        age_ms: h.tw_age_ms.unwrap_or(0),
+        loopback: is_loopback(cell.view, cell.client_addr),
+    };
+    let delay_ms = kernel::connect::tw_reuse_delay_ms(&sys);
+    let no_delay_sysctl = k.tw_reuse_delay_ms.is_none().then(|| {
         "this kernel has no tcp_tw_reuse_delay (added in 6.14): the delay is 1 s on a seconds clock, so reuse comes 1–2 s after TIME_WAIT began".to_string()
     });
-    if delay.passed {
-        let mut p = Prediction::ok(
-            RuleId::EphemeralTwReuse,
-            format!(
-                "connect(): the only port {old_port} is held by a TIME_WAIT {age_ms} ms old, and tcp_tw_reuse={} with timestamps lets tcp_twsk_unique() take it over once tw_entry_stamp + tcp_tw_reuse_delay ({} ms) has passed",
-                k.tw_reuse.value(),
-                delay.delay_ms
-            ),
-        );
-        p.borderline = delay.borderline;
-        p.version_note = version_note;
-        p
-    } else {
+    let age_ms = tw.age_ms;
+    let refusal = |why: String, fix: &'static str, borderline, version_note| {
         exhausted(
             old_port,
             Refusal {
-                why: format!(
-                    "its TIME_WAIT is only {age_ms} ms old, younger than tcp_tw_reuse_delay ({} ms) that tcp_twsk_unique() requires",
-                    delay.delay_ms
-                ),
-                fix: "retry after tcp_tw_reuse_delay, lower net.ipv4.tcp_tw_reuse_delay, or widen ip_local_port_range",
-                borderline: delay.borderline,
+                why,
+                fix,
+                borderline,
                 version_note,
             },
         )
-    }
-}
-
-/// The result of `tcp_twsk_unique()`'s age test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ReuseDelay {
-    /// The delay the kernel applies (ms).
-    delay_ms: u32,
-    /// The TIME_WAIT is old enough.
-    passed: bool,
-    /// The age is within [`BORDER_MS`] of the threshold: the dump and the
-    /// connect() may see different sides of it.
-    borderline: bool,
-}
-
-/// With the `tcp_tw_reuse_delay` sysctl (6.14+) the test is in ms:
-/// age > delay. Without it the kernel compares whole seconds
-/// (`ktime_get_seconds()` against `tw_ts_recent_stamp`), so reuse comes
-/// 1–2 s after TIME_WAIT began: only an age over 2 s is surely past it.
-fn reuse_delay(sysctl_ms: Option<u32>, age_ms: u32) -> ReuseDelay {
-    let delay = sysctl_ms.unwrap_or(1000);
-    let (threshold, hi) = match sysctl_ms {
-        Some(_) => (delay, delay + BORDER_MS),
-        None => (2 * delay, 2 * delay + BORDER_MS),
     };
-    let lo = delay.saturating_sub(BORDER_MS);
-    ReuseDelay {
-        delay_ms: delay,
-        passed: age_ms > threshold,
-        borderline: age_ms >= lo && age_ms <= hi,
+    match twsk_unique(&tw, PortOrigin::Chosen, &sys) {
+        TwVerdict::Reuse { borderline } => {
+            let mut p = Prediction::ok(
+                RuleId::EphemeralTwReuse,
+                format!(
+                    "connect(): the only port {old_port} is held by a TIME_WAIT {age_ms} ms old, and tcp_tw_reuse={} with timestamps lets tcp_twsk_unique() take it over once tw_entry_stamp + tcp_tw_reuse_delay ({delay_ms} ms) has passed",
+                    k.tw_reuse.value(),
+                ),
+            );
+            p.borderline = borderline;
+            p.version_note = no_delay_sysctl;
+            p
+        }
+        TwVerdict::Refuse {
+            why, borderline, ..
+        } => match why {
+            TwRefusal::FinWait2 => refusal(
+                format!(
+                    "{} is not reused for kernel-chosen ports (tcp_twsk_unique() sets reuse = 0 for the FIN_WAIT2 substate)",
+                    describe_holder(Side::Client, h)
+                ),
+                "wait until the peer closes (TIME_WAIT), or bind the port explicitly",
+                false,
+                Some("before 6.11 tcp_twsk_unique() did not look at the FIN_WAIT2 substate".into()),
+            ),
+            TwRefusal::NoTimestamps => refusal(
+                "its TIME_WAIT saw no timestamps, so tcp_twsk_unique() refuses it".into(),
+                NO_TS_FIX,
+                false,
+                None,
+            ),
+            TwRefusal::TwReuseOff | TwRefusal::NotLoopback => refusal(
+                format!(
+                    "{} forbids tcp_twsk_unique() to take its TIME_WAIT over",
+                    if why == TwRefusal::TwReuseOff {
+                        "tcp_tw_reuse=0"
+                    } else {
+                        "tcp_tw_reuse=2 applies to loopback only and this is not loopback"
+                    }
+                ),
+                "set net.ipv4.tcp_tw_reuse=1 (or 2 on loopback), or widen ip_local_port_range",
+                false,
+                Some("tcp_tw_reuse=2 (loopback only) is the default since 4.x".into()),
+            ),
+            TwRefusal::TooYoung => refusal(
+                format!(
+                    "its TIME_WAIT is only {age_ms} ms old, younger than tcp_tw_reuse_delay ({delay_ms} ms) that tcp_twsk_unique() requires"
+                ),
+                "retry after tcp_tw_reuse_delay, lower net.ipv4.tcp_tw_reuse_delay, or widen ip_local_port_range",
+                borderline,
+                no_delay_sysctl,
+            ),
+        },
     }
 }
 
@@ -321,10 +288,7 @@ fn reuse_delay(sysctl_ms: Option<u32>, age_ms: u32) -> ReuseDelay {
 /// address at either end, IPv4-mapped IPv6 loopback included
 /// (`ipv6_addr_v4mapped_loopback`).
 fn is_loopback(view: &TupleView, client_addr: SocketAddr) -> bool {
-    let lo = |ip: IpAddr| match ip {
-        IpAddr::V4(a) => a.is_loopback(),
-        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
-    };
+    let lo = kernel::addr::is_loopback;
     match &view.client {
         Some(e) => lo(e.local.ip()) || lo(e.peer.ip()),
         None => lo(client_addr.ip()),
@@ -333,9 +297,16 @@ fn is_loopback(view: &TupleView, client_addr: SocketAddr) -> bool {
 
 /// The client's 4-tuple is free: what does the server end say?
 fn free_tuple(cell: &CellFacts, server: Option<Holder>) -> Prediction {
-    match server.filter(|h| h.hashed) {
-        Some(h) if h.state == TcpState::TimeWait => Prediction::ok(
-            RuleId::SynIntoTimeWait,
+    let server = server.filter(|h| h.hashed);
+    let peer = match server {
+        None => PeerEnd::Gone,
+        Some(h) if h.state == TcpState::TimeWait => PeerEnd::TimeWait,
+        Some(_) => PeerEnd::Full,
+    };
+    let rule = syn_at_peer(peer);
+    match server {
+        Some(_) if peer == PeerEnd::TimeWait => Prediction::ok(
+            rule,
             if cell.kernel.timestamps {
                 "connect(): the 4-tuple is free at the client; the server's TIME_WAIT accepts the new SYN because its timestamp is newer than tw_ts_recent (tcp_timewait_state_process() → TCP_TW_SYN, RFC 6191)".into()
             } else {
@@ -343,13 +314,13 @@ fn free_tuple(cell: &CellFacts, server: Option<Holder>) -> Prediction {
             },
         ),
         Some(h) => Prediction::ok(
-            RuleId::ChallengeAckThenRetry,
+            rule,
             format!(
                 "connect(): the 4-tuple is free at the client; {} answers the SYN with a challenge ACK (tcp_validate_incoming(), RFC 5961 §4), the client's RST kills it and the SYN, retransmitted after TCP_TIMEOUT_MIN (tcp_rcv_synsent_state_process()), connects",
                 describe_holder(Side::Server, &h)
             ),
         ),
-        None => Prediction::ok(RuleId::TupleFree, nobody_holds_the_tuple(cell)),
+        None => Prediction::ok(rule, nobody_holds_the_tuple(cell)),
     }
 }
 
@@ -365,44 +336,4 @@ fn nobody_holds_the_tuple(cell: &CellFacts) -> String {
     format!(
         "connect(): neither end holds the old 4-tuple any more: {why}; __inet_check_established() finds it free"
     )
-}
-
-#[cfg(test)]
-mod tests {
-    //! `tcp_twsk_unique()`'s tests over plain data: no sockets.
-    use super::*;
-
-    // tcp_tw_reuse: 0 never, 1 always, 2 loopback only.
-    #[test]
-    fn tw_reuse_modes() {
-        for lo in [true, false] {
-            assert!(!tw_reuse_allows(TwReuse::Off, lo));
-            assert!(tw_reuse_allows(TwReuse::On, lo));
-            assert_eq!(tw_reuse_allows(TwReuse::LoopbackOnly, lo), lo);
-        }
-    }
-
-    // 6.14+: a millisecond comparison against the sysctl.
-    #[test]
-    fn reuse_delay_with_the_sysctl() {
-        let d = |age| reuse_delay(Some(1000), age);
-        assert!(!d(500).passed && !d(500).borderline);
-        assert!(!d(1000).passed && d(1000).borderline);
-        assert!(d(1001).passed && d(1001).borderline);
-        assert!(d(1100).passed && !d(1100).borderline);
-        assert_eq!(d(0).delay_ms, 1000);
-        assert!(reuse_delay(Some(1), 10).passed);
-    }
-
-    // Before 6.14: 1 s on a seconds clock, so 1–2 s is borderline and only
-    // beyond 2 s is surely past.
-    #[test]
-    fn reuse_delay_without_the_sysctl() {
-        let d = |age| reuse_delay(None, age);
-        assert!(!d(1500).passed && d(1500).borderline);
-        assert!(!d(2000).passed && d(2000).borderline);
-        assert!(d(2001).passed && d(2001).borderline);
-        assert!(d(2100).passed && !d(2100).borderline);
-        assert!(!d(900).passed && !d(900).borderline);
-    }
 }

@@ -6,12 +6,17 @@
 use super::connect::predict_reconnect;
 use super::facts::CellFacts;
 use super::holder::{Holder, describe_holder, holder};
+use super::kernel::{
+    self,
+    bind::{Check, HolderKind, NewSocket, PortHolder, Share},
+};
 use super::rules::{Prediction, RuleId};
 use crate::diag::{Side, TcpState};
 use crate::outcome::{Outcome, Step, SysError};
 use crate::scenario::{Experiment, NextStep};
 use crate::socket::SocketOpts;
 use crate::sys::linux_errno;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// Predict the Linux outcome of the cell's next step.
 pub fn predict_linux(cell: &CellFacts) -> Prediction {
@@ -86,18 +91,39 @@ fn share_reason(rule: RuleId) -> &'static str {
 
 /// `inet_bind_conflict()` with relax = true and reuseport_ok = true, as
 /// `inet_csk_get_port()` calls it for bind() and, through
-/// `inet_csk_listen_start()`, again for listen(). Returns the rule that lets
-/// the new socket share the port, or `None` on a conflict.
+/// `inet_csk_listen_start()`, again for listen(), from the kernel layer
+/// ([`kernel::bind::conflict`]). The experiment's sockets are one
+/// process's (same uid) on one address. Returns the rule that lets the new
+/// socket share the port, or `None` on a conflict.
 pub(crate) fn bind_shares(new: SocketOpts, h: &Holder) -> Option<RuleId> {
-    if new.reuseaddr && h.opts.reuseaddr && h.state != TcpState::Listen {
-        Some(RuleId::BindReuseaddr)
-    } else if new.reuseport && h.opts.reuseport {
-        // Same uid always holds here (one process), and a TIME_WAIT holder
-        // is accepted whatever its uid.
-        Some(RuleId::BindReuseport)
+    let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
+    let sock = NewSocket {
+        ip,
+        v6only: false,
+        reuseaddr: new.reuseaddr,
+        reuseport: new.reuseport,
+        uid: 0,
+        cap_net_bind_service: true,
+    };
+    let kind = if h.mini {
+        HolderKind::TimeWait
+    } else if h.state == TcpState::Listen {
+        HolderKind::Listen
+    } else if !h.hashed || h.state == TcpState::Closed {
+        HolderKind::Bound
     } else {
-        None
-    }
+        HolderKind::Connected
+    };
+    let old = PortHolder {
+        claims: sock.claims(),
+        reuseaddr: h.opts.reuseaddr,
+        reuseport: h.opts.reuseport,
+        uid: 0,
+        kind,
+    };
+    kernel::bind::conflict(&sock, &old, Check::Bind)
+        .ok()
+        .map(Share::rule)
 }
 
 /// What bind() of a port does, given what (if anything) holds it.

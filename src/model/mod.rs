@@ -41,6 +41,7 @@ mod connect;
 mod documented;
 mod facts;
 mod holder;
+pub mod kernel;
 mod linux;
 pub mod pairs;
 pub mod pairs_documented;

@@ -33,6 +33,11 @@
 //!   (`inet_twsk_alloc()`: `tw_ipv6only`, `tw_rcv_saddr`, `tw_reuse`,
 //!   `tw_reuseport`).
 
+use super::kernel::{
+    self,
+    addr::Claims,
+    bind::{Check, HolderKind, NewSocket, PortHolder, Refusal, Share},
+};
 use crate::outcome::SysError;
 use crate::socket::{Family, SocketOpts, V6Only, v6only_word};
 use serde::{Deserialize, Serialize};
@@ -305,83 +310,45 @@ pub struct PairPrediction {
     pub explanation: String,
 }
 
-/// A share of one family's address space: nothing, the wildcard, or one
-/// address (127.0.0.6 stands for `LOOPBACK4_IPV6`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Claim {
-    None,
-    Any,
-    Addr(IpAddr),
+/// The (IPv4, IPv6) address space a socket on `addr` holds on its port:
+/// [`Claims::of`], the kernel layer's one relation.
+pub(crate) fn claims(addr: PairAddr, v6only: bool) -> Claims {
+    Claims::of(addr.ip(), v6only)
 }
 
-impl Claim {
-    fn meets(self, other: Claim) -> bool {
-        match (self, other) {
-            (Claim::None, _) | (_, Claim::None) => false,
-            (Claim::Any, _) | (_, Claim::Any) => true,
-            (Claim::Addr(a), Claim::Addr(b)) => a == b,
-        }
+/// Do two sockets' claims meet ([`Claims::overlap`])?
+pub(crate) fn overlap(a: Claims, b: Claims) -> bool {
+    a.overlap(b)
+}
+
+/// The uid number the rule layer compares: the first socket's is 0.
+fn uid_number(u: Uid) -> u32 {
+    match u {
+        Uid::Same => 0,
+        Uid::Other => 1,
     }
 }
 
-/// `LOOPBACK4_IPV6`: the IPv4 address `__inet6_bind()` gives a socket on
-/// a specific IPv6 address.
-const LOOPBACK4_IPV6: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
-
-/// The (IPv4, IPv6) address space a socket on `addr` holds on its port.
-pub(crate) fn claims(addr: PairAddr, v6only: bool) -> (Claim, Claim) {
-    let v4 = |ip: Ipv4Addr| Claim::Addr(ip.into());
-    match addr {
-        PairAddr::V4Any => (Claim::Any, Claim::None),
-        PairAddr::V4Loopback | PairAddr::V4Mapped => (v4(Ipv4Addr::LOCALHOST), Claim::None),
-        PairAddr::V6Any if v6only => (Claim::None, Claim::Any),
-        PairAddr::V6Any => (Claim::Any, Claim::Any),
-        PairAddr::V6Loopback => {
-            let v6 = Claim::Addr(Ipv6Addr::LOCALHOST.into());
-            // Only a dual-stack `::` that connected gets here not V6ONLY.
-            (
-                if v6only {
-                    Claim::None
-                } else {
-                    v4(LOOPBACK4_IPV6)
-                },
-                v6,
-            )
-        }
+/// A pair's socket as the socket that binds ([`NewSocket`]).
+fn new_socket(s: &PairSocket, bindv6only: bool) -> NewSocket {
+    NewSocket {
+        ip: s.addr.ip(),
+        v6only: s.addr.family() == Family::V6 && s.v6only.resolve(bindv6only),
+        reuseaddr: s.reuseaddr,
+        reuseport: s.reuseport,
+        uid: uid_number(s.uid),
+        cap_net_bind_service: true,
     }
-}
-
-/// Do two sockets' claims meet (`inet_rcv_saddr_equal()` with wildcards,
-/// `inet_bind2_bucket_match_addr_any()`, `ipv6_only_sock()`)?
-pub(crate) fn overlap(a: (Claim, Claim), b: (Claim, Claim)) -> bool {
-    a.0.meets(b.0) || a.1.meets(b.1)
-}
-
-/// A socket as the other one's bind check sees it.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    claims: (Claim, Claim),
-    reuseaddr: bool,
-    reuseport: bool,
-    uid: Uid,
-    listening: bool,
-    timewait: bool,
 }
 
 /// `inet_bind_conflict(sk = new, sk2 = old, relax = true, reuseport_ok =
-/// true)`: the rule that lets them share, or `None` for a conflict.
-fn shares(new_reuseaddr: bool, new_reuseport: bool, new_uid: Uid, old: &Held) -> Option<PairRule> {
-    if new_reuseaddr && old.reuseaddr && !old.listening {
-        Some(PairRule::Reuseaddr)
-    } else if new_reuseport && old.reuseport && (old.timewait || new_uid == old.uid) {
-        Some(PairRule::Reuseport)
-    } else {
-        None
-    }
+/// true)`, from the kernel layer.
+fn shares(new: &NewSocket, old: &PortHolder) -> Result<Share, Refusal> {
+    kernel::bind::conflict(new, old, Check::Bind)
 }
 
 /// The first socket after it reached its state.
-fn first_held(c: &PairCase) -> Held {
+fn first_held(c: &PairCase) -> PortHolder {
     let v6only = c.first.v6only_after_bind(c.bindv6only);
     let addr = match c.state {
         FirstState::Connected | FirstState::TimeWait => c.first.addr.after_connect(),
@@ -394,13 +361,17 @@ fn first_held(c: &PairCase) -> Held {
     } else {
         v6only || addr == PairAddr::V6Loopback
     };
-    Held {
+    PortHolder {
         claims: claims(addr, v6only),
         reuseaddr: c.first.reuseaddr,
         reuseport: c.first.reuseport,
-        uid: Uid::Same,
-        listening: c.state == FirstState::Listening,
-        timewait: c.state == FirstState::TimeWait,
+        uid: uid_number(Uid::Same),
+        kind: match c.state {
+            FirstState::Bound => HolderKind::Bound,
+            FirstState::Listening => HolderKind::Listen,
+            FirstState::Connected => HolderKind::Connected,
+            FirstState::TimeWait => HolderKind::TimeWait,
+        },
     }
 }
 
@@ -439,15 +410,13 @@ pub fn predict_pair(c: &PairCase) -> PairPrediction {
     }
     let old = first_held(c);
     let new_v6only = c.second.v6only_after_bind(c.bindv6only);
-    let new_claims = claims(c.second.addr, new_v6only);
-    let s = &c.second;
-    let (rule, explanation) = if !overlap(new_claims, old.claims) {
-        (PairRule::Disjoint, disjoint_reason(c, new_v6only))
-    } else {
-        match shares(s.reuseaddr, s.reuseport, s.uid, &old) {
-            Some(r) => (r, share_reason(r, c)),
-            None => (PairRule::Conflict, conflict_reason(c, &old)),
-        }
+    let second = new_socket(&c.second, c.bindv6only);
+    let new_claims = second.claims();
+    let (rule, explanation) = match shares(&second, &old) {
+        Ok(Share::Disjoint) => (PairRule::Disjoint, disjoint_reason(c, new_v6only)),
+        Ok(Share::Reuseaddr) => (PairRule::Reuseaddr, share_reason(PairRule::Reuseaddr, c)),
+        Ok(Share::Reuseport) => (PairRule::Reuseport, share_reason(PairRule::Reuseport, c)),
+        Err(why) => (PairRule::Conflict, conflict_reason(c, why)),
     };
     let bound = rule != PairRule::Conflict;
     let second_bind = if bound {
@@ -458,7 +427,7 @@ pub fn predict_pair(c: &PairCase) -> PairPrediction {
     // listen() of the second: the same check against the same first
     // socket (its state did not change), so the same verdict.
     let second_listen = if bound { Call::Ok } else { Call::NotRun };
-    let first_listen = late_listen(c, bound, new_claims, &old);
+    let first_listen = late_listen(c, bound, new_claims);
     PairPrediction {
         first_bind: Call::Ok,
         second_bind,
@@ -472,25 +441,26 @@ pub fn predict_pair(c: &PairCase) -> PairPrediction {
 /// The first socket's listen() after the second one listens (only for
 /// [`FirstState::Bound`]): `inet_csk_listen_start()` → `inet_csk_get_port()`
 /// checks it against the now listening second socket.
-fn late_listen(c: &PairCase, second_listens: bool, new_claims: (Claim, Claim), old: &Held) -> Call {
-    if c.state != FirstState::Bound {
-        return Call::NotRun;
+fn late_listen(c: &PairCase, second_listens: bool, new_claims: Claims) -> Call {
+    if c.state != FirstState::Bound || !second_listens {
+        return if c.state == FirstState::Bound {
+            Call::Ok
+        } else {
+            Call::NotRun
+        };
     }
-    if !second_listens || !overlap(new_claims, old.claims) {
-        return Call::Ok;
-    }
-    let second = Held {
+    let second = PortHolder {
         claims: new_claims,
         reuseaddr: c.second.reuseaddr,
         reuseport: c.second.reuseport,
-        uid: c.second.uid,
-        listening: true,
-        timewait: false,
+        uid: uid_number(c.second.uid),
+        kind: HolderKind::Listen,
     };
-    // The first socket's uid is the reference: `Same` for it.
-    match shares(c.first.reuseaddr, c.first.reuseport, Uid::Same, &second) {
-        Some(_) => Call::Ok,
-        None => Call::err(libc::EADDRINUSE),
+    // listen() re-checks the first socket against the listening second one
+    // (inet_csk_listen_start() → inet_csk_get_port()).
+    match shares(&new_socket(&c.first, c.bindv6only), &second) {
+        Ok(_) => Call::Ok,
+        Err(_) => Call::err(libc::EADDRINUSE),
     }
 }
 
@@ -524,13 +494,15 @@ fn share_reason(rule: PairRule, c: &PairCase) -> String {
     }
 }
 
-fn conflict_reason(c: &PairCase, old: &Held) -> String {
-    let why = if c.second.reuseport && old.reuseport && c.second.uid == Uid::Other {
-        "both have SO_REUSEPORT but another uid owns the first (the uid check of inet_bind_conflict(), sk_reuseport_match())"
-    } else if c.second.reuseaddr && old.reuseaddr && old.listening {
-        "SO_REUSEADDR on both does not help against a LISTEN socket"
-    } else {
-        "neither SO_REUSEADDR on both (first not listening) nor SO_REUSEPORT on both (same uid) holds"
+fn conflict_reason(c: &PairCase, why: Refusal) -> String {
+    let why = match why {
+        Refusal::OtherUid => {
+            "both have SO_REUSEPORT but another uid owns the first (the uid check of inet_bind_conflict(), sk_reuseport_match())"
+        }
+        Refusal::HolderListens => "SO_REUSEADDR on both does not help against a LISTEN socket",
+        _ => {
+            "neither SO_REUSEADDR on both (first not listening) nor SO_REUSEPORT on both (same uid) holds"
+        }
     };
     let how = if c.second.addr == PairAddr::V6Any && !c.second.v6only_after_bind(c.bindv6only)
         || c.first.addr == PairAddr::V6Any && !c.first.v6only_after_bind(c.bindv6only)

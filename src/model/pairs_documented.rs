@@ -31,7 +31,8 @@
 //! blog); the uid rules of FreeBSD (`priv_check_cred(.., PRIV_NETINET_REUSEPORT)`)
 //! exempt root, which is how the Linux family runs, so they are not modelled.
 
-use super::pairs::{Claim, FirstState, PairAddr, PairCase, PairSocket, claims, overlap};
+use super::kernel::addr::Claims;
+use super::pairs::{FirstState, PairAddr, PairCase, PairSocket, claims, overlap};
 use serde::{Deserialize, Serialize};
 
 /// What another system would do with the second bind().
@@ -55,7 +56,7 @@ fn doc(second_bind: &str, explanation: impl Into<String>) -> DocumentedPair {
 
 /// The claims of a socket where IPv6 sockets are V6ONLY unless told Off
 /// (`system_v6only` is the platform's default).
-fn claims_on(s: &PairSocket, system_v6only: bool) -> (Claim, Claim) {
+fn claims_on(s: &PairSocket, system_v6only: bool) -> Claims {
     let v6only = match s.addr {
         PairAddr::V6Any | PairAddr::V4Mapped => s.v6only.resolve(system_v6only),
         PairAddr::V6Loopback => true,

@@ -22,6 +22,22 @@ pub enum RuleId {
     BindReuseport,
     /// Nothing holds the port any more (`inet_csk_get_port()` finds it free).
     BindFree,
+    /// The sockets on the port hold addresses that do not overlap
+    /// (`inet_rcv_saddr_equal()`, `ipv6_only_sock()`).
+    BindDisjoint,
+    /// A v4-mapped address on a V6ONLY socket (`__inet6_bind()`: EINVAL).
+    BindMappedOnV6only,
+    /// A port below `ip_unprivileged_port_start` without
+    /// CAP_NET_BIND_SERVICE (`__inet_bind()`: EACCES).
+    BindPrivileged,
+    /// bind(ip, 0) finds a port no overlapping socket holds
+    /// (`inet_csk_find_open_port()`).
+    BindAutoFree,
+    /// bind(ip, 0) in an exhausted range shares a port with SO_REUSEADDR
+    /// holders (`ip_autobind_reuse`, `inet_csk_find_open_port()` relax).
+    BindAutoShared,
+    /// bind(ip, 0) finds no port: EADDRINUSE (`inet_csk_find_open_port()`).
+    BindAutoExhausted,
     /// The 4-tuple is held by a full socket, not a timewait one
     /// (`__inet_check_established()`).
     TupleBusy,
@@ -51,6 +67,53 @@ pub enum RuleId {
 }
 
 impl RuleId {
+    /// Every rule, in the order of the rule table.
+    pub const ALL: [RuleId; 19] = [
+        RuleId::BindConflict,
+        RuleId::BindReuseaddr,
+        RuleId::BindReuseport,
+        RuleId::BindFree,
+        RuleId::BindDisjoint,
+        RuleId::BindMappedOnV6only,
+        RuleId::BindPrivileged,
+        RuleId::BindAutoFree,
+        RuleId::BindAutoShared,
+        RuleId::BindAutoExhausted,
+        RuleId::TupleBusy,
+        RuleId::TwTakeoverTimestamps,
+        RuleId::TwNoTimestamps,
+        RuleId::EphemeralOtherPort,
+        RuleId::EphemeralTwReuse,
+        RuleId::EphemeralExhausted,
+        RuleId::SynIntoTimeWait,
+        RuleId::TupleFree,
+        RuleId::ChallengeAckThenRetry,
+    ];
+
+    /// The kernel function that applies the rule.
+    pub fn kernel_fn(self) -> &'static str {
+        match self {
+            RuleId::BindConflict | RuleId::BindReuseaddr | RuleId::BindReuseport => {
+                "inet_csk_get_port() → inet_csk_bind_conflict() → inet_bind_conflict()"
+            }
+            RuleId::BindFree => "inet_csk_get_port()",
+            RuleId::BindDisjoint => "inet_rcv_saddr_equal() / inet_bind2_bucket_match_addr_any()",
+            RuleId::BindMappedOnV6only => "__inet6_bind()",
+            RuleId::BindPrivileged => "__inet_bind() → inet_port_requires_bind_service()",
+            RuleId::BindAutoFree | RuleId::BindAutoShared | RuleId::BindAutoExhausted => {
+                "inet_csk_find_open_port()"
+            }
+            RuleId::TupleBusy | RuleId::TupleFree => "__inet_check_established()",
+            RuleId::TwTakeoverTimestamps | RuleId::TwNoTimestamps => {
+                "__inet_check_established() → tcp_twsk_unique()"
+            }
+            RuleId::EphemeralOtherPort | RuleId::EphemeralExhausted => "__inet_hash_connect()",
+            RuleId::EphemeralTwReuse => "__inet_hash_connect() → tcp_twsk_unique()",
+            RuleId::SynIntoTimeWait => "tcp_timewait_state_process()",
+            RuleId::ChallengeAckThenRetry => "tcp_validate_incoming() (RFC 5961 §4)",
+        }
+    }
+
     /// The kebab-case name shown in tables and JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -58,6 +121,12 @@ impl RuleId {
             RuleId::BindReuseaddr => "bind-reuseaddr",
             RuleId::BindReuseport => "bind-reuseport",
             RuleId::BindFree => "bind-free",
+            RuleId::BindDisjoint => "bind-disjoint",
+            RuleId::BindMappedOnV6only => "bind-mapped-on-v6only",
+            RuleId::BindPrivileged => "bind-privileged",
+            RuleId::BindAutoFree => "bind-auto-free",
+            RuleId::BindAutoShared => "bind-auto-shared",
+            RuleId::BindAutoExhausted => "bind-auto-exhausted",
             RuleId::TupleBusy => "tuple-busy",
             RuleId::TwTakeoverTimestamps => "tw-takeover-timestamps",
             RuleId::TwNoTimestamps => "tw-no-timestamps",
