@@ -45,6 +45,77 @@ fn every_example_scenario_agrees() {
     );
 }
 
+fn selftest_files() -> Vec<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios/selftests");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .expect("examples/scenarios/selftests")
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+// The kernel's own selftests (net/bind_wildcard.c: 44 variants x 3
+// TEST_F; net/reuseaddr_ports_exhausted.c: 3 TESTs) as scenario files:
+// every step has a model prediction (from the kernel-rule layer), and
+// kernel, model and the selftest's expectation agree on every one.
+#[test]
+fn the_kernel_selftests_agree_step_by_step() {
+    if !netns_or_skip("the_kernel_selftests_agree_step_by_step") {
+        return;
+    }
+    let files = selftest_files();
+    let count = |prefix: &str| files.iter().filter(|f| f.contains(prefix)).count();
+    assert_eq!(count("/bind_wildcard-"), 44, "{files:?}");
+    assert_eq!(count("/reuseaddr_ports_exhausted-"), 3, "{files:?}");
+    let mut args = vec!["run", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let o = run(&args);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "47 scenario(s), 0 step(s) where observation, model and expectation disagree"
+        ),
+        "{text}"
+    );
+    let (mut steps, mut expected) = (0, 0);
+    let mut rules = std::collections::BTreeSet::new();
+    for l in json_lines(&o) {
+        for st in l["report"]["steps"].as_array().unwrap() {
+            steps += 1;
+            let observed = st["observed"].as_str().unwrap();
+            let model = st["model"][0]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: a step without a prediction: {st}", l["file"]));
+            assert_eq!(model, observed, "{}: {st}", l["file"]);
+            if let Some(e) = st["expect"].as_str() {
+                expected += 1;
+                assert_eq!(e, observed, "{}: {st}", l["file"]);
+            }
+            if let Some(r) = st["rule"].as_str() {
+                rules.insert(r.to_string());
+            }
+        }
+    }
+    // 132 fixtures of 8 binds and 8 closes; 20 cases of 2 binds and 2
+    // closes, 4 of them with 2 listens.
+    assert_eq!(steps, 132 * 16 + 20 * 4 + 4 * 2);
+    assert_eq!(expected, 132 * 8 + 20 * 2 + 4 * 2);
+    for r in [
+        "bind-auto-free",
+        "bind-auto-shared",
+        "bind-auto-exhausted",
+        "bind-conflict",
+        "bind-disjoint",
+        "bind-reuseaddr",
+        "bind-reuseport",
+    ] {
+        assert!(rules.contains(r), "no step decided by {r}: {rules:?}");
+    }
+}
+
 fn temp(name: &str, text: &str) -> String {
     let dir = std::env::temp_dir().join(format!("twlab-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -95,7 +95,10 @@ fn print_script(out: &mut impl Write, s: &Script, r: &ScriptReport) -> Result<()
             st.expect.as_deref().unwrap_or("-")
         )?;
         if let Some((_, why)) = &st.model {
-            writeln!(out, "         model: {why}")?;
+            match st.rule {
+                Some(r) => writeln!(out, "         model ({r}): {why}")?,
+                None => writeln!(out, "         model: {why}")?,
+            }
         }
     }
     writeln!(out)?;

@@ -18,6 +18,28 @@
 //! expect = "ok"
 //! ```
 //!
+//! A socket has a `name`, an `address` (`IP:PORT`, `[IPv6]:PORT`; port 0:
+//! the kernel picks) and optionally `reuseaddr`, `reuseport`, `v6only`
+//! ("system", "on", "off"), `linger`, `bind_address_no_port`, `uid` (the
+//! owner, needs root) and `port_from = "other"`: bind to the port socket
+//! `other` holds by then, as the kernel selftests do with getsockname()
+//! after a bind to port 0 (the address then says port 0). A step has `do`
+//! (bind, listen, connect, accept, send, recv, close, close-rst,
+//! wait-for-state, sleep), the socket and the verb's fields, and an
+//! optional `expect`. Sockets and steps may also be written one per line,
+//! as arrays of inline tables (`examples/scenarios/selftests/`):
+//!
+//! ```toml
+//! socket = [
+//!   { name = "s0", address = "0.0.0.0:0" },
+//!   { name = "s1", address = "[::]:0", port_from = "s0" },
+//! ]
+//! step = [
+//!   { do = "bind", socket = "s0", expect = "ok" },
+//!   { do = "bind", socket = "s1", expect = "EADDRINUSE" },
+//! ]
+//! ```
+//!
 //! An **experiment** ([`ExperimentFile`]): the classic TIME_WAIT experiment
 //! as an `[experiment]` table that deserializes into
 //! [`Experiment`], the type `demo` cases and `matrix`

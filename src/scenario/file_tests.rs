@@ -75,3 +75,52 @@ fn expectations_match_outcomes() {
         assert!(e(good).check().is_ok(), "{good}");
     }
 }
+
+fn script(text: &str) -> Result<Script, LoadError> {
+    match parse(Path::new("s.toml"), text)? {
+        Scenario::Script(s) => Ok(s),
+        other => panic!("{other:?}"),
+    }
+}
+
+// The kernel selftests' form: sockets and steps as arrays of inline
+// tables, one line each; `port_from` binds to the port another socket got.
+#[test]
+fn inline_arrays_and_port_from_read_with_their_lines() {
+    let s = script(
+        "socket = [\n  { name = \"a\", address = \"0.0.0.0:0\" },\n  { name = \"b\", address = \"[::]:0\", port_from = \"a\" },\n]\nstep = [\n  { do = \"bind\", socket = \"a\", expect = \"ok\" },\n  { do = \"bind\", socket = \"b\", expect = \"EADDRINUSE\" },\n]\n",
+    )
+    .unwrap();
+    assert_eq!(s.sockets.len(), 2);
+    assert_eq!(s.sockets[0].0.port_from, None);
+    assert_eq!(s.sockets[1].0.port_from.as_deref(), Some("a"));
+    let lines: Vec<usize> = s.steps.iter().map(|(l, _)| *l).collect();
+    assert_eq!(lines, [6, 7]);
+    assert_eq!(s.steps[1].1.expect.as_deref(), Some("EADDRINUSE"));
+}
+
+#[test]
+fn a_bad_port_from_is_refused_with_its_line() {
+    let cases = [
+        (
+            "[[socket]]\nname = \"a\"\naddress = \"0.0.0.0:0\"\n\n[[socket]]\nname = \"b\"\naddress = \"[::]:8080\"\nport_from = \"a\"\n",
+            5,
+            "the address says port 8080, not 0",
+        ),
+        (
+            "[[socket]]\nname = \"a\"\naddress = \"0.0.0.0:0\"\nport_from = \"z\"\n",
+            1,
+            "port_from names no other socket of the file: 'z'",
+        ),
+        (
+            "[[socket]]\nname = \"a\"\naddress = \"0.0.0.0:0\"\nport_from = \"a\"\n",
+            1,
+            "port_from names no other socket of the file: 'a'",
+        ),
+    ];
+    for (text, line, what) in cases {
+        let e = script(text).unwrap_err();
+        assert_eq!(e.line, line, "{e}");
+        assert!(e.what.contains(what), "{e}");
+    }
+}

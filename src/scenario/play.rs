@@ -8,6 +8,7 @@ use super::predict::predict;
 use super::view::{ModelView, SockState, SocketView};
 use crate::diag::{self, Query, TcpState};
 use crate::error::{Error, Result};
+use crate::model::RuleId;
 use crate::netns::{self, Sysctl};
 use crate::socket::{StepError, TcpSock};
 use crate::sysctl::NetSysctls;
@@ -28,6 +29,9 @@ pub struct StepReport {
     pub observed: String,
     /// The model's outcome and explanation, where it covers the step.
     pub model: Option<(String, String)>,
+    /// The rule of the model's prediction, if it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleId>,
     /// The author's expectation.
     pub expect: Option<String>,
 }
@@ -113,6 +117,7 @@ fn play_here(script: &Script) -> Result<ScriptReport> {
             line: *line,
             what,
             observed,
+            rule: model.as_ref().and_then(|p| p.rule),
             model: model.map(|p| (p.outcome, p.why)),
             expect: step.expect.clone(),
         });
@@ -142,7 +147,10 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
                 let what = format!("bind {name} {} (port of {from})", t.view.sockets[i].addr);
                 return (what, format!("no port: {from} holds none"));
             };
-            let what = format!("bind {name} {addr}");
+            let what = match &t.view.sockets[i].port_from {
+                Some(from) => format!("bind {name} {addr} (port of {from})"),
+                None => format!("bind {name} {addr}"),
+            };
             let Some(s) = t.socks[i].as_ref() else {
                 return (what, gone());
             };
@@ -248,10 +256,9 @@ fn accept(t: &mut Table, i: usize, new: &str) -> Done {
         Ok((c, peer)) => {
             let local = c.local_addr();
             // sk_clone_lock(): the accepted socket inherits the listener's
-            // options and owner.
+            // options, owner and IPV6_V6ONLY (so its bind address too).
             let v = SocketView {
                 name: new.to_string(),
-                addr: local.unwrap_or(l.addr),
                 port_from: None,
                 accepted: true,
                 state: SockState::Connected,

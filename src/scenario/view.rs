@@ -39,8 +39,9 @@ pub enum SockState {
 pub struct SocketView {
     /// Its name in the file (accepted sockets: the `as` of the accept step).
     pub name: String,
-    /// The address it binds, as written (an accepted socket: its local
-    /// address); the port is 0 when the kernel picks or `port_from` says.
+    /// The address it binds, as written (an accepted socket: its
+    /// listener's); the port is 0 when the kernel picks or `port_from`
+    /// says.
     pub addr: SocketAddr,
     /// The socket whose port it binds (`port_from`), if any.
     pub port_from: Option<String>,
