@@ -104,6 +104,7 @@ pub fn table(age_ms: u32) -> TupleView {
         send_q: 0,
         uid: 0,
         inode: 0,
+        v6only: None,
     };
     TupleView {
         client: Some(client),

@@ -182,6 +182,7 @@ mod tests {
             send_q: 0,
             uid: 0,
             inode: 0,
+            v6only: None,
         }
     }
 

@@ -13,11 +13,12 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
 use twlab::diag::{self, Query, TcpState};
+use twlab::model::RuleId;
 use twlab::outcome::Step;
 use twlab::socket::SocketOpts;
 use twlab::why::{
     Agreement, BindQuestion, ConnectQuestion, Diagnosis, Errno, Expect, Fix, Flag, Origin, Role,
-    Rule, live,
+    live,
 };
 
 fn a(s: &str) -> SocketAddr {
@@ -95,6 +96,8 @@ fn bind_q(addr: &str, reuseaddr: bool) -> BindQuestion {
         opts: opts(reuseaddr),
         v6only: false,
         uid: live::euid(),
+        cap_net_bind_service: true,
+        asker: Default::default(),
     }
 }
 
@@ -141,7 +144,7 @@ netns_test! {
         // inet_bind_conflict(): no SO_REUSEADDR on the new socket → conflict
         // whatever the TIME_WAIT carries.
         assert_eq!(d.expect, inuse());
-        assert_eq!(d.rule, Rule::BindConflict);
+        assert_eq!(d.rule, RuleId::BindConflict);
         let h = &d.holders[0];
         assert!(h.timewait_sock && h.origin == Origin::Incoming && h.local == a("127.0.0.1:8080"));
         assert!(d.holders.iter().all(|h| h.role == Role::TimeWait), "nothing listens");
@@ -181,10 +184,11 @@ netns_test! {
             bind_no_port: false,
             opts: opts(false),
             uid: live::euid(),
+            cap_net_bind_service: true,
         };
         let d = live::connect(&q, true).unwrap();
         assert_eq!(d.expect, inuse(), "bind() fails before connect()");
-        assert_eq!(d.rule, Rule::BindConflict);
+        assert_eq!(d.rule, RuleId::BindConflict);
         let h = &d.holders[0];
         assert!(h.timewait_sock && h.origin == Origin::Incoming);
         assert_ne!(h.peer, q.dst, "the holder is not the 4-tuple to the destination");
@@ -205,7 +209,7 @@ netns_test! {
         wait_for(TcpState::TimeWait, p, 1);
         let d = live::bind(&bind_q(&format!("0.0.0.0:{p}"), false), true).unwrap();
         assert_eq!(d.expect, inuse());
-        assert_eq!(d.rule, Rule::BindConflict);
+        assert_eq!(d.rule, RuleId::BindConflict);
         assert_eq!(d.holders[0].origin, Origin::Outgoing);
         assert_eq!(d.holders[0].peer, a("127.0.0.1:5000"));
         assert_eq!(d.fixes[0].fix, Fix::ReservePort { port: p });
@@ -235,6 +239,7 @@ netns_test! {
             bind_no_port: false,
             opts: opts(false),
             uid: live::euid(),
+            cap_net_bind_service: true,
         };
         let d = live::connect(&q, false).unwrap();
         assert!(d.flags.contains(&Flag::SelfConnectRisk { dst: q.dst }));
@@ -248,8 +253,11 @@ netns_test! {
         assert_eq!(h.state, TcpState::Established);
         // A connected holder without SO_REUSEADDR on the new socket → conflict.
         assert_eq!(d.expect, inuse());
-        assert_eq!(d.rule, Rule::BindConflict);
-        assert_eq!(d.fixes[0].fix, Fix::ReservePort { port: 40000 });
+        assert_eq!(d.rule, RuleId::BindConflict);
+        // The fix for a self-connect: check local == peer and retry; and
+        // keep connect() off the port.
+        assert_eq!(d.fixes[0].fix, Fix::SelfConnectRetry);
+        assert!(d.fixes.iter().any(|f| f.fix == Fix::ReservePort { port: 40000 }));
         assert_eq!(tried(&d, opts(false)).agrees, Agreement::Agrees);
         no_mismatch(&d);
     }
@@ -270,12 +278,13 @@ netns_test! {
             bind_no_port: false,
             opts: opts(false),
             uid: live::euid(),
+            cap_net_bind_service: true,
         };
         let d = live::connect(&q, true).unwrap();
         let c = d.capacity.as_ref().unwrap();
         assert_eq!((c.range_ports, c.bind_owned, c.usable), (4, 4, 0));
         assert_eq!(d.expect, notavail());
-        assert_eq!(d.rule, Rule::EphemeralExhausted);
+        assert_eq!(d.rule, RuleId::EphemeralExhausted);
         assert_eq!(d.holders.iter().filter(|h| h.role == Role::Listener).count(), 3);
         // The bound-only socket (dumped with idiag_states bit 13), with its
         // owner: this process.
@@ -314,12 +323,13 @@ netns_test! {
             bind_no_port: false,
             opts: opts(false),
             uid: live::euid(),
+            cap_net_bind_service: true,
         };
         let d = live::connect(&q("127.0.0.1:5000"), true).unwrap();
         let c = d.capacity.as_ref().unwrap();
         assert_eq!((c.tuple_busy, c.usable), (held.len() as u32, 0));
         assert_eq!(d.expect, notavail());
-        assert_eq!(d.rule, Rule::EphemeralExhausted);
+        assert_eq!(d.rule, RuleId::EphemeralExhausted);
         assert!(d.holders.iter().all(|h| h.state == TcpState::Established && h.origin == Origin::Outgoing));
         assert_eq!(d.fixes[0].fix, Fix::MoreSourceAddresses);
         assert_eq!(d.tried[0].agrees, Agreement::Agrees);
@@ -346,6 +356,7 @@ netns_test! {
             bind_no_port,
             opts: opts(false),
             uid: live::euid(),
+            cap_net_bind_service: true,
         };
         // Four held connections to 5000, their ports chosen by connect().
         let _held: Vec<(Socket, Socket)> = (0..4)
@@ -356,13 +367,13 @@ netns_test! {
             .collect();
         let d = live::connect(&q(false), true).unwrap();
         assert_eq!(d.expect, inuse(), "inet_csk_find_open_port(): every port has a socket on 127.0.0.1");
-        assert_eq!(d.rule, Rule::BindAutoExhausted);
+        assert_eq!(d.rule, RuleId::BindAutoExhausted);
         assert_eq!(d.capacity.as_ref().unwrap().free, 0);
         assert_eq!(d.fixes[0].fix, Fix::BindAddressNoPort);
         assert_eq!(d.tried[0].agrees, Agreement::Agrees);
         let d = live::connect(&q(true), true).unwrap();
         assert_eq!(d.expect, Expect::Ok);
-        assert_eq!(d.rule, Rule::EphemeralFound);
+        assert_eq!(d.rule, RuleId::EphemeralOtherPort);
         assert_eq!(d.capacity.as_ref().unwrap().usable, 4);
         assert_eq!(d.tried[0].agrees, Agreement::Agrees);
         assert!(d.tried[0].port.is_some_and(|p| (40000..=40003).contains(&p)));

@@ -112,6 +112,8 @@ pub fn run(a: WhyArgs) -> anyhow::Result<u8> {
                 },
                 v6only,
                 uid: live::euid(),
+                cap_net_bind_service: twlab::sys::fsuid::has_cap_net_bind_service(),
+                asker: why::Asker::Unknown,
             };
             live::bind(&q, a.try_it)?
         }
@@ -130,6 +132,7 @@ pub fn run(a: WhyArgs) -> anyhow::Result<u8> {
                     ..Default::default()
                 },
                 uid: live::euid(),
+                cap_net_bind_service: twlab::sys::fsuid::has_cap_net_bind_service(),
             };
             live::connect(&q, a.try_it)?
         }

@@ -69,6 +69,11 @@ pub struct SockEntry {
     pub uid: u32,
     /// Socket inode; 0 for TIME_WAIT (the socket file is gone).
     pub inode: u32,
+    /// IPV6_V6ONLY as the kernel holds it (`INET_DIAG_SKV6ONLY`), for the
+    /// IPv6 sockets the kernel reports it for: listeners and bound-only
+    /// sockets. `None` for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v6only: Option<bool>,
 }
 
 impl SockEntry {

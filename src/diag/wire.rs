@@ -217,9 +217,39 @@ impl<T: AsRef<[u8]>> InetDiagMsg<T> {
             send_q: self.wqueue(),
             uid: self.uid(),
             inode: self.inode(),
+            v6only: self.v6only(),
+        })
+    }
+
+    /// `INET_DIAG_SKV6ONLY`: `ipv6_only_sock()` of an AF_INET6 socket.
+    /// `inet_diag_msg_attrs_fill()` adds it for LISTEN and CLOSE (bound-only)
+    /// sockets only — the wildcard holders whose V6ONLY decides a bind().
+    /// `None` when absent (IPv4, other states, TIME_WAIT).
+    pub(crate) fn v6only(&self) -> Option<bool> {
+        self.attributes()
+            .find(|(kind, _)| *kind == INET_DIAG_SKV6ONLY)
+            .and_then(|(_, v)| v.first().map(|b| *b != 0))
+    }
+
+    /// The netlink attributes after the fixed part (`struct nlattr`: u16
+    /// length with the header, u16 type, payload, 4-byte aligned). A
+    /// malformed one ends the walk; the fixed part is still good.
+    pub(crate) fn attributes(&self) -> impl Iterator<Item = (u16, &[u8])> {
+        let b = self.b();
+        let mut at = field::LEN;
+        std::iter::from_fn(move || {
+            let hdr = b.get(at..at + 4)?;
+            let len = usize::from(u16::from_ne_bytes([hdr[0], hdr[1]]));
+            let kind = u16::from_ne_bytes([hdr[2], hdr[3]]) & 0x3fff;
+            let payload = b.get(at + 4..at.checked_add(len)?).filter(|_| len >= 4)?;
+            at += (len + 3) & !3;
+            Some((kind, payload))
         })
     }
 }
+
+/// `INET_DIAG_SKV6ONLY` (enum in linux/inet_diag.h).
+const INET_DIAG_SKV6ONLY: u16 = 11;
 
 /// One netlink message of a sock_diag reply, classified.
 #[derive(Debug)]

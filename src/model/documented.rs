@@ -281,6 +281,7 @@ mod tests {
                 send_q: 0,
                 uid: 0,
                 inode: 0,
+                v6only: None,
             }),
             server: None,
         }

@@ -55,9 +55,6 @@ pub use facts::{CellFacts, KernelFacts, kernel_release};
 pub use holder::fd_open;
 pub use linux::predict_linux;
 pub use rules::{DocumentedPrediction, Prediction, RuleId, same_outcome};
-// `twlab why` applies the same bind rule to a live bind bucket.
-pub(crate) use holder::Holder;
-pub(crate) use linux::bind_shares;
 
 /// TCP_TIMEWAIT_LEN (include/net/tcp.h): 60 s, not a sysctl.
 pub const TIMEWAIT_LEN_MS: u32 = 60_000;

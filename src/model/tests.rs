@@ -68,6 +68,7 @@ fn entry(local: &str, peer: &str, state: TcpState, tw_left: Option<u32>) -> Sock
         send_q: 0,
         uid: 0,
         inode: 0,
+        v6only: None,
     }
 }
 fn cli(state: TcpState, tw_left: Option<u32>) -> Option<SockEntry> {

@@ -206,7 +206,7 @@ fn explain(p: &ClientPlan, a: &mut Attempt) {
     a.why = match step {
         Step::Bind => p
             .bind
-            .and_then(|b| super::why::after_bind(b, p.opts, error)),
+            .and_then(|b| super::why::after_bind(b, p.opts, crate::why::Asker::Client, error)),
         Step::Connect => super::why::after_connect(p.connect, p.bind, p.opts, error),
         _ => None,
     };

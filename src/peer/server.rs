@@ -302,7 +302,7 @@ struct PortFailure<'a> {
 /// the diagnosis found in the way.
 fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
     let addr = p.listen;
-    let why = super::why::after_bind(addr, p.opts, &e.error);
+    let why = super::why::after_bind(addr, p.opts, crate::why::Asker::Server, &e.error);
     if let Some(w) = &why {
         let mut out = Output::stdout();
         let _ = match p.format {

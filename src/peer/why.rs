@@ -45,16 +45,24 @@ fn judge(d: Diagnosis, err: &SysError) -> FailureWhy {
 
 /// The diagnosis of a bind() of `addr` with `opts` that failed with `err`;
 /// `None` for other errors or when the table cannot be read.
-pub(crate) fn after_bind(addr: SocketAddr, opts: SocketOpts, err: &SysError) -> Option<FailureWhy> {
+pub(crate) fn after_bind(
+    addr: SocketAddr,
+    opts: SocketOpts,
+    asker: why::Asker,
+    err: &SysError,
+) -> Option<FailureWhy> {
     if !about_ports(err) {
         return None;
     }
     let q = BindQuestion {
         addr,
         opts,
-        // TcpSock sets IPV6_V6ONLY on every IPv6 socket.
-        v6only: addr.is_ipv6(),
+        v6only: opts.v6only.resolve(
+            crate::sysctl::read(crate::sysctl::BINDV6ONLY).is_some_and(|v| v.trim() != "0"),
+        ),
         uid: why::live::euid(),
+        cap_net_bind_service: crate::sys::fsuid::has_cap_net_bind_service(),
+        asker,
     };
     let table = why::live::read_table().ok()?;
     let sys = crate::sysctl::NetSysctls::read().ok()?;
@@ -78,6 +86,7 @@ pub(crate) fn after_connect(
         bind_no_port: false,
         opts,
         uid: why::live::euid(),
+        cap_net_bind_service: crate::sys::fsuid::has_cap_net_bind_service(),
     };
     let table = why::live::read_table().ok()?;
     let sys = crate::sysctl::NetSysctls::read().ok()?;
@@ -140,6 +149,7 @@ mod tests {
             send_q: 0,
             uid: 0,
             inode: 0,
+            v6only: None,
         }
     }
 
@@ -169,6 +179,8 @@ mod tests {
             opts: SocketOpts::default(),
             v6only: false,
             uid: 0,
+            cap_net_bind_service: true,
+            asker: why::Asker::Unknown,
         };
         let err = SysError::from_code(libc::EADDRINUSE);
         // Nothing on the port: the table does not explain EADDRINUSE.

@@ -432,6 +432,7 @@ mod tests {
             send_q: 0,
             uid: 0,
             inode: 1,
+            v6only: None,
         };
         assert!(f.matches(&e));
         std::mem::swap(&mut e.local, &mut e.peer);

@@ -168,6 +168,7 @@ fn gone_entry(k: &Key, st: TcpState) -> SockEntry {
         send_q: 0,
         uid: 0,
         inode: 0,
+        v6only: None,
     }
 }
 

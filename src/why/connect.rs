@@ -3,15 +3,20 @@
 //! unbound one (`__inet_hash_connect()`), with the range accounted port by
 //! port.
 
+use super::bind::Asker;
 use super::bind::{BindQuestion, diagnose_bind, report};
-use super::diagnosis::{
-    Asked, Blocking, Capacity, Diagnosis, Errno, Expect, Flag, HolderReport, Rule,
-};
+use super::diagnosis::{Asked, Blocking, Capacity, Diagnosis, Errno, Expect, Flag, HolderReport};
 use super::documented::connect_elsewhere;
 use super::fix::{Fix, RankedFix};
-use super::table::{Cover, Occupant, Origin, Role, Table, is_loopback, origin, role, same_source};
+use super::table::{Occupant, Origin, Role, Table, is_loopback, role, same_source};
 use crate::diag::{SockEntry, TcpState};
-use crate::model::TIMEWAIT_LEN_MS;
+use crate::model::RuleId;
+use crate::model::kernel::Fact;
+use crate::model::kernel::addr::Claims;
+use crate::model::kernel::connect::{
+    OnTuple, PortOrigin, ReuseSysctls, ScanPort, TimeWaitFacts, TupleVerdict, TwRefusal, TwVerdict,
+    check_established, scan_port, tw_reuse_applies, tw_reuse_delay_ms, twsk_unique,
+};
 use crate::outcome::Step;
 use crate::socket::SocketOpts;
 use crate::sysctl::{NetSysctls, TwReuse};
@@ -30,6 +35,9 @@ pub struct ConnectQuestion {
     pub opts: SocketOpts,
     /// Effective uid of the connecting process.
     pub uid: u32,
+    /// The caller has CAP_NET_BIND_SERVICE (for a `--from` port below
+    /// `ip_unprivileged_port_start`).
+    pub cap_net_bind_service: bool,
 }
 
 /// Diagnose `connect(q.dst)`.
@@ -37,17 +45,12 @@ pub fn diagnose_connect(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) ->
     let mut d = match q.from {
         Some(from) if from.port() != 0 => fixed_port(q, from, table, sys),
         Some(from) if !q.bind_no_port => {
-            let b = BindQuestion {
-                addr: from,
-                opts: q.opts,
-                v6only: true,
-                uid: q.uid,
-            };
+            let b = bind_question(q, from);
             let mut d = diagnose_bind(&b, table, sys);
-            if d.expect == Expect::Ok {
+            if d.expect == Expect::Ok && d.rule == RuleId::BindAutoFree {
                 // The port bind() picks has no socket on an overlapping
                 // address, so the 4-tuple is free too.
-                d.rule = Rule::TupleFree;
+                d.rule = RuleId::TupleFree;
                 d.kernel_fn = d.rule.kernel_fn();
                 d.explanation.push_str(
                     "; the port has no other socket, so the 4-tuple is free at connect()",
@@ -65,6 +68,37 @@ pub fn diagnose_connect(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) ->
     d.other_systems = connect_elsewhere(q, &d);
     d.flags.extend(self_connect_flags(q, table, sys));
     d
+}
+
+/// The bind() before connect(): the `--from` address, IPV6_V6ONLY as a
+/// client's IPv6 socket has it (`TcpSock` sets it), the caller's options.
+fn bind_question(q: &ConnectQuestion, from: SocketAddr) -> BindQuestion {
+    BindQuestion {
+        addr: from,
+        opts: q.opts,
+        v6only: true,
+        uid: q.uid,
+        cap_net_bind_service: q.cap_net_bind_service,
+        asker: Asker::Client,
+    }
+}
+
+/// A timewait socket on a 4-tuple as `tcp_twsk_unique()` sees it.
+pub(crate) fn time_wait_facts(e: &SockEntry) -> TimeWaitFacts {
+    TimeWaitFacts {
+        fin_wait2: e.state == TcpState::FinWait2,
+        age_ms: TimeWaitFacts::age_from_left(e.timer.map_or(0, |t| t.expires_ms)),
+        loopback: is_loopback(e.local.ip()) || is_loopback(e.peer.ip()),
+    }
+}
+
+/// A socket on the asked 4-tuple as `__inet_check_established()` sees it.
+pub(crate) fn on_tuple(e: &SockEntry) -> OnTuple {
+    if e.is_timewait_sock() || e.state == TcpState::TimeWait {
+        OnTuple::TimeWait(time_wait_facts(e))
+    } else {
+        OnTuple::Full
+    }
 }
 
 /// The source address connect() will use (the `--from` one, else any).
@@ -94,15 +128,12 @@ fn tuple_holders(
 // Two stages (bind, then the 4-tuple) and their combination; kept in one
 // place so the order of the kernel checks is visible.
 fn fixed_port(q: &ConnectQuestion, from: SocketAddr, table: &Table, sys: &NetSysctls) -> Diagnosis {
-    let b = BindQuestion {
-        addr: from,
-        opts: q.opts,
-        v6only: true,
-        uid: q.uid,
-    };
+    let b = bind_question(q, from);
     let mut d = diagnose_bind(&b, table, sys);
     if matches!(d.expect, Expect::Fails { .. }) {
-        d.fixes.insert(0, Fix::LetConnectChoose.ranked());
+        if !d.fixes.iter().any(|f| f.fix == Fix::LetConnectChoose) {
+            d.fixes.insert(0, Fix::LetConnectChoose.ranked());
+        }
         return d;
     }
     // bind() passes, or passes only if the holders carry hidden options:
@@ -111,58 +142,69 @@ fn fixed_port(q: &ConnectQuestion, from: SocketAddr, table: &Table, sys: &NetSys
         Expect::Depends { ok_if, .. } => Some((d.expect.clone(), ok_if.clone(), d.fixes.clone())),
         _ => None,
     };
-    let holders: Vec<HolderReport> = tuple_holders(table, from.ip(), from.port(), q.dst)
+    let on: Vec<&Occupant> = tuple_holders(table, from.ip(), from.port(), q.dst).collect();
+    let rsys = ReuseSysctls::from(sys);
+    let verdict = check_established(
+        on.iter().map(|o| on_tuple(&o.entry)),
+        PortOrigin::Bound,
+        &rsys,
+    );
+    let holders: Vec<HolderReport> = on
+        .iter()
         .map(|o| report(o, Blocking::HoldsTuple, table, sys))
         .collect();
-    let full = holders.iter().find(|h| !h.timewait_sock);
-    let tw = holders.iter().find(|h| h.timewait_sock);
     let tuple = format!("{from} → {}", q.dst);
-    let (rule, expect, explanation, fixes) = if let Some(h) = full {
-        (
-            Rule::TupleBusy,
-            fails_connect(),
-            format!(
-                "{tuple} is held by a {} socket, so __inet_check_established() refuses it: connect() fails with EADDRNOTAVAIL",
-                h.state
-            ),
-            vec![Fix::LetConnectChoose, Fix::KeepAlive],
-        )
-    } else if let Some(h) = tw {
-        let ms = h.timer.map_or(0, |t| t.1);
-        if sys.timestamps {
+    let tw_left = holders
+        .iter()
+        .filter(|h| h.timewait_sock)
+        .filter_map(|h| h.timer.map(|t| t.1))
+        .max()
+        .unwrap_or(0);
+    let rule = verdict.bound_rule();
+    let (expect, explanation, fixes) = match verdict {
+        TupleVerdict::Busy => {
+            let h = holders.iter().find(|h| !h.timewait_sock);
+            let state = h.map_or("full".to_string(), |h| h.state.to_string());
             (
-                Rule::TimeWaitTakeover,
-                Expect::Ok,
-                format!(
-                    "{tuple} is held by a TIME_WAIT; a bound port takes it over when the old connection saw TCP timestamps (tcp_twsk_unique() with twp = NULL; tcp_timestamps=1 here, assumed negotiated by both ends)"
-                ),
-                Vec::new(),
-            )
-        } else {
-            (
-                Rule::TimeWaitNoTimestamps,
                 fails_connect(),
                 format!(
-                    "{tuple} is held by a TIME_WAIT that saw no timestamps (tcp_timestamps=0), so tcp_twsk_unique() refuses it: connect() fails with EADDRNOTAVAIL"
+                    "{tuple} is held by a {state} socket, so __inet_check_established() refuses it (only a timewait socket can be taken over): connect() fails with EADDRNOTAVAIL"
                 ),
-                vec![
-                    Fix::LetConnectChoose,
-                    Fix::Wait { ms },
-                    Fix::ServerClosesFirst,
-                    Fix::Linger0,
-                ],
+                vec![Fix::WaitPeerClose, Fix::LetConnectChoose],
             )
         }
-    } else {
-        (
-            Rule::TupleFree,
+        TupleVerdict::TakeOver { .. } => (
+            Expect::Ok,
+            format!(
+                "{tuple} is held by a TIME_WAIT; a bound port takes it over when the old connection saw TCP timestamps (tcp_twsk_unique() with twp = NULL; tcp_timestamps=1 here, assumed negotiated by both ends)"
+            ),
+            Vec::new(),
+        ),
+        TupleVerdict::TimeWaitBlocks(_) => (
+            fails_connect(),
+            format!(
+                "{tuple} is held by a TIME_WAIT that saw no timestamps (tcp_timestamps=0), so tcp_twsk_unique() refuses it: connect() fails with EADDRNOTAVAIL"
+            ),
+            vec![
+                Fix::LetConnectChoose,
+                Fix::Wait { ms: tw_left },
+                Fix::ServerClosesFirst,
+                Fix::Linger0,
+            ],
+        ),
+        TupleVerdict::Free => (
             Expect::Ok,
             format!(
                 "bind() is allowed and no socket holds {tuple}, so __inet_check_established() passes"
             ),
             Vec::new(),
-        )
+        ),
     };
+    d.facts.extend([
+        Fact::new("tuple_holders", holders.len()),
+        Fact::new("port_origin", "bound"),
+        Fact::new("tcp_timestamps", u8::from(sys.timestamps)),
+    ]);
     d.holders.extend(holders);
     match bind_part {
         // bind() may already fail; if it passes, connect() succeeds.
@@ -172,9 +214,10 @@ fn fixed_port(q: &ConnectQuestion, from: SocketAddr, table: &Table, sys: &NetSys
                 d.explanation
             );
             d.expect = bind_expect;
-            d.fixes = std::iter::once(Fix::LetConnectChoose.ranked())
-                .chain(bind_fixes)
-                .collect();
+            d.fixes = bind_fixes;
+            if !d.fixes.iter().any(|f| f.fix == Fix::LetConnectChoose) {
+                d.fixes.insert(0, Fix::LetConnectChoose.ranked());
+            }
         }
         Some((_, ok_if, _)) => {
             d.explanation = format!("bind() passes only if {ok_if}; then {explanation}");
@@ -188,7 +231,7 @@ fn fixed_port(q: &ConnectQuestion, from: SocketAddr, table: &Table, sys: &NetSys
     d
 }
 
-fn set(d: &mut Diagnosis, rule: Rule, expect: Expect, fixes: Vec<Fix>) {
+fn set(d: &mut Diagnosis, rule: RuleId, expect: Expect, fixes: Vec<Fix>) {
     d.rule = rule;
     d.kernel_fn = rule.kernel_fn();
     d.expect = expect;
@@ -202,20 +245,16 @@ fn fails_connect() -> Expect {
     }
 }
 
-/// May connect() with a kernel-chosen port take this TIME_WAIT over?
-/// `tcp_twsk_unique()` with twp != NULL: tcp_tw_reuse (2 = only loopback),
-/// never the FIN_WAIT2 substate (6.11+), timestamps seen, and older than
-/// `tcp_tw_reuse_delay` (1 s before 6.14).
+/// May connect() with a kernel-chosen port take this TIME_WAIT over now?
+/// [`twsk_unique`] with `twp != NULL`.
 pub fn time_wait_reusable(e: &SockEntry, sys: &NetSysctls) -> bool {
-    let reuse = match sys.tw_reuse {
-        TwReuse::Off => false,
-        TwReuse::On => true,
-        TwReuse::LoopbackOnly => is_loopback(e.local.ip()) || is_loopback(e.peer.ip()),
-    };
-    let left = e.timer.map_or(0, |t| t.expires_ms);
-    let age = TIMEWAIT_LEN_MS.saturating_sub(left);
-    let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
-    reuse && e.state == TcpState::TimeWait && sys.timestamps && age > delay
+    (e.is_timewait_sock() || e.state == TcpState::TimeWait)
+        && twsk_unique(
+            &time_wait_facts(e),
+            PortOrigin::Chosen,
+            &ReuseSysctls::from(sys),
+        )
+        .reuses()
 }
 
 /// What the sockets on one 4-tuple make of its port for connect() toward
@@ -230,36 +269,38 @@ pub(crate) enum TupleUse {
     TimeWaitBlocking,
 }
 
-/// Classify the (non-empty) sockets on one 4-tuple.
-pub(crate) fn tuple_use(on_tuple: &[&SockEntry], sys: &NetSysctls) -> TupleUse {
-    if on_tuple
-        .iter()
-        .any(|e| !e.is_timewait_sock() && e.state != TcpState::TimeWait)
-    {
-        TupleUse::Busy
-    } else if on_tuple.iter().all(|e| time_wait_reusable(e, sys)) {
-        TupleUse::TimeWaitReusable
-    } else {
-        TupleUse::TimeWaitBlocking
+/// Classify the (non-empty) sockets on one 4-tuple for a kernel-chosen port.
+pub(crate) fn tuple_use(on: &[&SockEntry], sys: &NetSysctls) -> TupleUse {
+    match check_established(
+        on.iter().map(|e| on_tuple(e)),
+        PortOrigin::Chosen,
+        &ReuseSysctls::from(sys),
+    ) {
+        TupleVerdict::Busy => TupleUse::Busy,
+        TupleVerdict::Free | TupleVerdict::TakeOver { .. } => TupleUse::TimeWaitReusable,
+        TupleVerdict::TimeWaitBlocks(_) => TupleUse::TimeWaitBlocking,
     }
 }
 
-/// How long until `time_wait_reusable()` turns true for `e` (only the
-/// `tcp_tw_reuse_delay` part is still missing), if ever.
+/// How long until a blocking TIME_WAIT passes `tcp_tw_reuse_delay`, if that
+/// is all it lacks.
 fn reusable_in_ms(e: &SockEntry, sys: &NetSysctls) -> Option<u32> {
-    let left = e.timer.map_or(0, |t| t.expires_ms);
-    let age = TIMEWAIT_LEN_MS.saturating_sub(left);
-    let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
-    let aged = NetSysctls {
-        tw_reuse_delay_ms: Some(0),
-        ..sys.clone()
-    };
-    // +1: the kernel wants now > entry stamp + delay.
-    (time_wait_reusable(e, &aged) && age <= delay).then(|| delay - age + 1)
+    match twsk_unique(
+        &time_wait_facts(e),
+        PortOrigin::Chosen,
+        &ReuseSysctls::from(sys),
+    ) {
+        TwVerdict::Refuse {
+            why: TwRefusal::TooYoung,
+            reusable_in_ms,
+            ..
+        } => reusable_in_ms,
+        _ => None,
+    }
 }
 
 pub(crate) fn time_wait_note(sys: &NetSysctls, loopback: bool) -> String {
-    let delay = sys.tw_reuse_delay_ms.unwrap_or(1000);
+    let delay = tw_reuse_delay_ms(&ReuseSysctls::from(sys));
     match (sys.tw_reuse, sys.timestamps) {
         (_, false) => "TIME_WAIT is never reused: tcp_timestamps=0".into(),
         (TwReuse::Off, _) => "TIME_WAIT is not reused by connect(): tcp_tw_reuse=0".into(),
@@ -273,8 +314,8 @@ pub(crate) fn time_wait_note(sys: &NetSysctls, loopback: bool) -> String {
     }
 }
 
-/// The ephemeral scan, port by port, as `__inet_hash_connect()` does it.
-/// Count the range port by port toward `q.dst`, collecting the sockets
+/// The ephemeral scan, port by port, as `__inet_hash_connect()` does it
+/// ([`scan_port`]): count the range toward `q.dst`, collecting the sockets
 /// that stand in the way.
 fn count_range(
     q: &ConnectQuestion,
@@ -283,6 +324,7 @@ fn count_range(
 ) -> (Capacity, Vec<HolderReport>) {
     let range = sys.port_range;
     let src = source_ip(q);
+    let rsys = ReuseSysctls::from(sys);
     let mut c = Capacity {
         range,
         range_ports: range.len(),
@@ -298,43 +340,66 @@ fn count_range(
         time_wait_note: time_wait_note(sys, is_loopback(q.dst.ip())),
         tuple_limit: String::new(),
     };
+    let listener_ports = listener_ports(table);
     let mut holders = Vec::new();
     for port in range.low..=range.high {
-        if sys.reserved_ports.contains(port) {
-            c.reserved += 1;
-            continue;
-        }
-        let bucket: Vec<&Occupant> = table.bucket(port).collect();
-        if bucket_from_bind(&bucket, table, sys) {
-            c.bind_owned += 1;
-            holders.extend(
-                bucket
-                    .iter()
-                    .filter(|o| {
-                        !matches!(role(&o.entry), Role::Connected | Role::TimeWait)
-                            || o.entry.peer == q.dst
-                    })
-                    .map(|o| report(o, Blocking::Always, table, sys)),
-            );
-            continue;
-        }
-        let on_tuple: Vec<&Occupant> = tuple_holders(table, src, port, q.dst).collect();
-        if on_tuple.is_empty() {
-            c.free += 1;
-            continue;
-        }
-        holders.extend(
-            on_tuple
+        let reserved = sys.reserved_ports.contains(port);
+        let bucket: Vec<&Occupant> = if reserved {
+            Vec::new()
+        } else {
+            table.bucket(port).collect()
+        };
+        let owned = !reserved && bucket_from_bind(&bucket, &listener_ports, sys);
+        let on: Vec<&Occupant> = if reserved || owned {
+            Vec::new()
+        } else {
+            bucket
                 .iter()
-                .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
-        );
-        let entries: Vec<&SockEntry> = on_tuple.iter().map(|o| &o.entry).collect();
-        match tuple_use(&entries, sys) {
-            TupleUse::Busy => c.tuple_busy += 1,
-            TupleUse::TimeWaitReusable => c.time_wait_reusable += 1,
-            TupleUse::TimeWaitBlocking => {
+                .copied()
+                .filter(|o| o.entry.peer == q.dst && same_source(o.entry.local, src))
+                .collect()
+        };
+        match scan_port(
+            reserved,
+            owned,
+            on.iter().map(|o| on_tuple(&o.entry)),
+            &rsys,
+        ) {
+            ScanPort::Reserved => c.reserved += 1,
+            ScanPort::BindOwned => {
+                c.bind_owned += 1;
+                holders.extend(
+                    bucket
+                        .iter()
+                        .filter(|o| {
+                            !matches!(role(&o.entry), Role::Connected | Role::TimeWait)
+                                || o.entry.peer == q.dst
+                        })
+                        .map(|o| report(o, Blocking::Always, table, sys)),
+                );
+            }
+            ScanPort::Tuple(TupleVerdict::Free) => c.free += 1,
+            ScanPort::Tuple(TupleVerdict::TakeOver { .. }) => {
+                c.time_wait_reusable += 1;
+                holders.extend(
+                    on.iter()
+                        .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
+                );
+            }
+            ScanPort::Tuple(TupleVerdict::Busy) => {
+                c.tuple_busy += 1;
+                holders.extend(
+                    on.iter()
+                        .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
+                );
+            }
+            ScanPort::Tuple(TupleVerdict::TimeWaitBlocks(_)) => {
                 c.time_wait_blocking += 1;
-                let later = on_tuple
+                holders.extend(
+                    on.iter()
+                        .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
+                );
+                let later = on
                     .iter()
                     .map(|o| reusable_in_ms(&o.entry, sys))
                     .collect::<Option<Vec<u32>>>()
@@ -343,7 +408,7 @@ fn count_range(
                     (Some(x), Some(y)) => Some(x.min(y)),
                     (x, y) => x.or(y),
                 };
-                let left = on_tuple
+                let left = on
                     .iter()
                     .filter_map(|o| o.entry.timer.map(|t| t.expires_ms))
                     .max();
@@ -379,7 +444,11 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
     };
     let (rule, expect, explanation) = if c.usable > 0 {
         (
-            Rule::EphemeralFound,
+            if c.free > 0 {
+                RuleId::EphemeralOtherPort
+            } else {
+                RuleId::EphemeralTwReuse
+            },
             Expect::Ok,
             format!(
                 "{how}__inet_hash_connect() finds {} usable port(s) toward {} ({} free, {} with a reusable TIME_WAIT)",
@@ -388,10 +457,10 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
         )
     } else {
         (
-            Rule::EphemeralExhausted,
+            RuleId::EphemeralExhausted,
             fails_connect(),
             format!(
-                "{how}__inet_hash_connect() finds no usable port toward {} in {}-{}: {} reserved, {} owned by bind() (skipped: tb->fastreuse >= 0), {} with the 4-tuple held, {} with a TIME_WAIT it may not reuse; connect() fails with EADDRNOTAVAIL",
+                "{how}__inet_hash_connect() finds no usable port toward {} in {}-{}: {} reserved, {} owned by bind() (skipped for every destination: tb->fastreuse >= 0), {} with the 4-tuple held, {} with a TIME_WAIT it may not reuse; connect() fails with EADDRNOTAVAIL",
                 q.dst,
                 range.low,
                 range.high,
@@ -407,6 +476,23 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
     } else {
         ephemeral_fixes(&c, sys, q)
     };
+    let facts = vec![
+        Fact::new("range", format!("{}-{}", range.low, range.high)),
+        Fact::new("port_origin", "chosen"),
+        Fact::new("reserved", c.reserved),
+        Fact::new("bind_owned", c.bind_owned),
+        Fact::new("tuple_busy", c.tuple_busy),
+        Fact::new("time_wait_blocking", c.time_wait_blocking),
+        Fact::new("time_wait_reusable", c.time_wait_reusable),
+        Fact::new("free", c.free),
+        Fact::new("tcp_timestamps", u8::from(sys.timestamps)),
+        Fact::new("tcp_tw_reuse", sys.tw_reuse.value()),
+        Fact::new(
+            "tcp_tw_reuse_delay_ms",
+            tw_reuse_delay_ms(&ReuseSysctls::from(sys)),
+        ),
+        Fact::new("loopback", is_loopback(q.dst.ip())),
+    ];
     Diagnosis {
         asked: Asked::Connect { dst: q.dst, from: q.from, bind_no_port: q.bind_no_port },
         kernel_fn: rule.kernel_fn(),
@@ -419,20 +505,41 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
         capacity: Some(c),
         fixes,
         unknowns: vec!["sock_diag does not show whether a connected socket's port came from bind(): such ports are counted as chosen by connect(). If one came from bind() (bind(addr, 0) without IP_BIND_ADDRESS_NO_PORT), connect() skips it for every destination.".into()],
+        facts,
         holders,
         tried: Vec::new(),
     }
 }
 
+/// The local ports with a listener on them.
+pub(crate) fn listener_ports(table: &Table) -> std::collections::HashSet<u16> {
+    table
+        .sockets
+        .iter()
+        .filter(|o| o.entry.state == TcpState::Listen)
+        .map(|o| o.entry.local.port())
+        .collect()
+}
+
 /// Did this port's bucket come from bind()? A listener or bound-only socket
 /// in it, or an accepted connection (its port is its listener's).
-fn bucket_from_bind(bucket: &[&Occupant], table: &Table, sys: &NetSysctls) -> bool {
+fn bucket_from_bind(
+    bucket: &[&Occupant],
+    listener_ports: &std::collections::HashSet<u16>,
+    sys: &NetSysctls,
+) -> bool {
     bucket.iter().any(|o| {
         matches!(role(&o.entry), Role::Listener | Role::BoundOnly)
-            || origin(&o.entry, table, sys.port_range) == Origin::Incoming
+            || super::table::origin_given(
+                &o.entry,
+                listener_ports.contains(&o.entry.local.port()),
+                sys.port_range,
+            ) == Origin::Incoming
     })
 }
 
+/// Fixes for an exhausted range toward one destination, picked by what
+/// holds the ports: only fixes that would change something here.
 pub(crate) fn ephemeral_fixes(
     c: &Capacity,
     sys: &NetSysctls,
@@ -445,18 +552,22 @@ pub(crate) fn ephemeral_fixes(
         .unwrap_or(0);
     if c.bind_owned == biggest && c.bind_owned > 0 {
         fixes.push(Fix::MoveBoundOutOfRange);
+        fixes.push(Fix::BindAddressNoPort);
     }
     if c.tuple_busy == biggest && c.tuple_busy > 0 {
-        fixes.extend([Fix::MoreSourceAddresses, Fix::KeepAlive]);
+        // Open connections: they are already kept alive; more 4-tuples help.
+        fixes.extend([Fix::MoreSourceAddresses, Fix::WidenRange]);
     }
     if c.time_wait_blocking == biggest && c.time_wait_blocking > 0 {
-        if sys.tw_reuse != TwReuse::On || !sys.timestamps {
+        // tcp_tw_reuse=1 changes something only where the current value
+        // does not already reuse (2 covers loopback), with timestamps on.
+        if sys.timestamps && !tw_reuse_applies(sys.tw_reuse, is_loopback(q.dst.ip())) {
             fixes.push(Fix::TwReuse);
         }
         if let Some(ms) = c.soonest_time_wait_ms {
             fixes.push(Fix::Wait { ms });
         }
-        fixes.extend([Fix::ServerClosesFirst, Fix::KeepAlive]);
+        fixes.extend([Fix::KeepAlive, Fix::ServerClosesFirst]);
     }
     if let Some(ms) = c.time_wait_reusable_in_ms {
         fixes.insert(0, Fix::RetryAfter { ms });
@@ -485,12 +596,13 @@ fn self_connect_flags(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> V
             addr: o.entry.local,
         })
         .collect();
-    let dst_cover = Cover::of(q.dst.ip(), false);
+    let default_v6only = sys.bindv6only.unwrap_or(false);
+    let dst = Claims::of(q.dst.ip(), false);
     let listening = table.bucket(q.dst.port()).any(|o| {
         o.entry.state == TcpState::Listen
-            && dst_cover.overlaps(Cover::of(
+            && dst.overlap(Claims::of(
                 o.entry.local.ip(),
-                sys.bindv6only.unwrap_or(false),
+                super::bind::holder_v6only(&o.entry, default_v6only),
             ))
     });
     let port = q.dst.port();

@@ -4,79 +4,15 @@
 
 use super::fix::RankedFix;
 use crate::diag::{TcpState, TimerKind};
+use crate::model::RuleId;
+use crate::model::kernel::Fact;
 use crate::outcome::Step;
 use crate::socket::{Family, SocketOpts};
 use crate::ss::Owner;
 use crate::sysctl::PortRange;
 use serde::Serialize;
-use std::fmt;
+
 use std::net::SocketAddr;
-
-/// The kernel check that decides, named after its function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    /// No socket in the port's bind bucket overlaps the address.
-    BindFree,
-    /// A socket in the bind bucket refuses to share the port.
-    BindConflict,
-    /// Every overlapping socket shares the port (SO_REUSEADDR/SO_REUSEPORT).
-    BindShared,
-    /// bind(addr, 0) found no port in the range without an overlapping socket.
-    BindAutoExhausted,
-    /// The 4-tuple is held by a full socket.
-    TupleBusy,
-    /// The 4-tuple is held by a TIME_WAIT that a bound port takes over.
-    TimeWaitTakeover,
-    /// The 4-tuple is held by a TIME_WAIT that saw no timestamps.
-    TimeWaitNoTimestamps,
-    /// The 4-tuple is free.
-    TupleFree,
-    /// connect() finds a usable port in the range.
-    EphemeralFound,
-    /// connect() finds no usable port in the range.
-    EphemeralExhausted,
-}
-
-impl Rule {
-    /// The kernel function that applies the rule.
-    pub fn kernel_fn(self) -> &'static str {
-        match self {
-            Rule::BindFree => "inet_csk_get_port()",
-            Rule::BindConflict | Rule::BindShared => {
-                "inet_csk_bind_conflict() → inet_bind_conflict() / inet_bhash2_conflict()"
-            }
-            Rule::BindAutoExhausted => "inet_csk_find_open_port()",
-            Rule::TupleBusy | Rule::TupleFree => "__inet_check_established()",
-            Rule::TimeWaitTakeover | Rule::TimeWaitNoTimestamps => {
-                "__inet_check_established() → tcp_twsk_unique()"
-            }
-            Rule::EphemeralFound | Rule::EphemeralExhausted => "__inet_hash_connect()",
-        }
-    }
-
-    /// The kebab-case name used in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::BindFree => "bind-free",
-            Rule::BindConflict => "bind-conflict",
-            Rule::BindShared => "bind-shared",
-            Rule::BindAutoExhausted => "bind-auto-exhausted",
-            Rule::TupleBusy => "tuple-busy",
-            Rule::TimeWaitTakeover => "time-wait-takeover",
-            Rule::TimeWaitNoTimestamps => "time-wait-no-timestamps",
-            Rule::TupleFree => "tuple-free",
-            Rule::EphemeralFound => "ephemeral-found",
-            Rule::EphemeralExhausted => "ephemeral-exhausted",
-        }
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The errors the rules predict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,6 +21,10 @@ pub enum Errno {
     EADDRINUSE,
     /// connect(): no usable port or the 4-tuple is taken.
     EADDRNOTAVAIL,
+    /// bind(): a privileged port without CAP_NET_BIND_SERVICE.
+    EACCES,
+    /// bind(): a v4-mapped address on a V6ONLY socket.
+    EINVAL,
 }
 
 impl Errno {
@@ -93,6 +33,8 @@ impl Errno {
         match self {
             Errno::EADDRINUSE => "EADDRINUSE",
             Errno::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+            Errno::EACCES => "EACCES",
+            Errno::EINVAL => "EINVAL",
         }
     }
 }
@@ -147,6 +89,40 @@ pub enum ReuseKnown {
         /// What was learned.
         what: String,
     },
+    /// Inferred from the table itself: two overlapping listeners on one
+    /// port exist only as a SO_REUSEPORT group.
+    Inferred {
+        /// What the table shows.
+        what: String,
+        /// SO_REUSEPORT is on.
+        reuseport: bool,
+    },
+}
+
+/// What kind of holder a blocking socket is for the question asked: it
+/// picks the fixes, and each fix's cost is what the kernel does there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HolderClass {
+    /// An earlier connection (or its TIME_WAIT) from the same fixed source
+    /// port: the story's client that binds its port again.
+    OwnFixedPort,
+    /// An accepted connection or a server-side TIME_WAIT on a server port.
+    ServerSide,
+    /// A listener (another program's, or an earlier instance).
+    Listener,
+    /// One of two or more listeners sharing the port: a SO_REUSEPORT group.
+    ReuseportGroup,
+    /// A socket covering the other address family through a dual-stack
+    /// `[::]` (or the new socket is the dual-stack one).
+    DualStack,
+    /// A socket that bound and neither listens nor connected (bind(ip, 0)
+    /// ones hold a port for every destination).
+    BoundOnly,
+    /// An outgoing connection whose port connect() chose from the range.
+    Ephemeral,
+    /// A socket connected to itself (local == peer).
+    SelfConnect,
 }
 
 /// Whether one holder stands in the way of the asked call.
@@ -195,6 +171,13 @@ pub struct HolderReport {
     pub origin: super::table::Origin,
     /// local == peer.
     pub self_connected: bool,
+    /// IPV6_V6ONLY where the kernel reports it (IPv6 listeners and
+    /// bound-only sockets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v6only: Option<bool>,
+    /// What kind of holder it is for this question (blocking holders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<HolderClass>,
     /// Its SO_REUSEADDR/SO_REUSEPORT, and how they are known.
     pub reuse: ReuseKnown,
     /// Whether it blocks the asked call.
@@ -240,6 +223,16 @@ pub enum Flag {
         /// The destination.
         dst: SocketAddr,
     },
+    /// Two or more listeners on one address:port: a SO_REUSEPORT group,
+    /// and the kernel splits connections between them.
+    ReuseportGroup {
+        /// The address.
+        addr: SocketAddr,
+        /// How many listeners.
+        listeners: u32,
+        /// Their processes, "name/pid".
+        owners: Vec<String>,
+    },
 }
 
 impl Flag {
@@ -255,6 +248,18 @@ impl Flag {
             }
             Flag::SelfConnected { addr } => format!(
                 "self-connect: a socket on {addr} is connected to itself (simultaneous open, local == peer); it holds the port like any connection"
+            ),
+            Flag::ReuseportGroup {
+                addr,
+                listeners,
+                owners,
+            } => format!(
+                "{listeners} listeners share {addr} as one SO_REUSEPORT group{}: connections are split between them (reuseport_select_sock() hashes each new connection to one member); if a second process joined by accident, it is taking part of the traffic",
+                if owners.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", owners.join(", "))
+                }
             ),
             Flag::SelfConnectRisk { dst } => format!(
                 "self-connect risk: {dst} is local, inside the ephemeral range and nothing listens there, so connect() can pick port {} as its source and connect to itself",
@@ -382,8 +387,8 @@ pub struct Diagnosis {
     pub asked: Asked,
     /// The sockets that hold the port or the 4-tuple.
     pub holders: Vec<HolderReport>,
-    /// The deciding rule.
-    pub rule: Rule,
+    /// The deciding rule (the one identifier every command prints).
+    pub rule: RuleId,
     /// The kernel function that applies it.
     pub kernel_fn: &'static str,
     /// One or two sentences.
@@ -403,6 +408,8 @@ pub struct Diagnosis {
     pub unknowns: Vec<String>,
     /// Windows and BSD/macOS, documented.
     pub other_systems: Vec<OtherSystem>,
+    /// The facts the rule used (sysctls, states, ages).
+    pub facts: Vec<Fact>,
     /// `--try` evidence (empty without `--try`).
     pub tried: Vec<Attempt>,
 }

@@ -6,8 +6,9 @@
 
 use super::bind::BindQuestion;
 use super::connect::ConnectQuestion;
-use super::diagnosis::{Blocking, Diagnosis, Expect, HolderReport, OtherSystem, Rule};
+use super::diagnosis::{Blocking, Diagnosis, Expect, HolderReport, OtherSystem};
 use super::table::Role;
+use crate::model::RuleId as Rule;
 
 const LABEL: &str = "documented, not run";
 
@@ -55,7 +56,7 @@ pub(crate) fn connect_elsewhere(q: &ConnectQuestion, d: &Diagnosis) -> Vec<Other
     let fixed = q.from.is_some_and(|f| f.port() != 0);
     let (windows, bsd) = match (d.rule, &d.expect) {
         (Rule::BindConflict, _) => return d.other_systems.clone(),
-        (Rule::TupleBusy | Rule::TimeWaitTakeover | Rule::TimeWaitNoTimestamps, _) if fixed => (
+        (Rule::TupleBusy | Rule::TwTakeoverTimestamps | Rule::TwNoTimestamps, _) if fixed => (
             "connect() fails with WSAEADDRINUSE while the old socket holds the 4-tuple (TIME_WAIT lasts 240 s by default, TcpTimedWaitDelay)".to_string(),
             "connect() fails with EADDRINUSE while the 4-tuple is in use (in_pcbconnect()); a TIME_WAIT lasts 2×MSL".to_string(),
         ),

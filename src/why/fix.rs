@@ -7,6 +7,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Fix {
+    /// Wait until the old connection finishes closing: the peer closes too
+    /// and the old socket becomes a TIME_WAIT, which a bound port with
+    /// timestamps takes over.
+    WaitPeerClose,
     /// Wait for the TIME_WAIT timer(s).
     Wait {
         /// Milliseconds until the last blocking TIME_WAIT is freed.
@@ -22,7 +26,27 @@ pub enum Fix {
     /// listener's).
     ReuseaddrOnBoth,
     /// SO_REUSEPORT on both, same uid.
-    ReuseportOnBoth,
+    ReuseportOnBoth {
+        /// Both on the same address (a group that splits connections), or
+        /// a wildcard beside a specific address (no sharing of load).
+        same_address: bool,
+    },
+    /// IPV6_V6ONLY on the `[::]` socket (or `net.ipv6.bindv6only=1`).
+    V6Only {
+        /// The new socket is the dual-stack one.
+        on_new: bool,
+    },
+    /// Clear IPV6_V6ONLY to bind a v4-mapped address.
+    V6OnlyOff,
+    /// A port below `ip_unprivileged_port_start`.
+    PrivilegedPort {
+        /// The port.
+        port: u16,
+    },
+    /// Leave (or do not join) a SO_REUSEPORT group by accident.
+    LeaveReuseportGroup,
+    /// A self-connect: check local != peer after connect(), close, retry.
+    SelfConnectRetry,
     /// Put the port in `ip_local_reserved_ports`.
     ReservePort {
         /// The port.
@@ -69,8 +93,17 @@ impl Fix {
                 "retry connect() after {:.1} s: a TIME_WAIT then passes tcp_tw_reuse_delay and connect() may take it over",
                 f64::from(*ms) / 1000.0
             ),
+            Fix::WaitPeerClose => "wait until the peer has closed too (recv() returns 0 on the old socket before close()): the old 4-tuple then becomes a TIME_WAIT, which a bound port takes over at once when both ends use TCP timestamps".into(),
             Fix::ReuseaddrOnBoth => "set SO_REUSEADDR on both sockets: the new one and the one that left the holder (a TIME_WAIT keeps the old socket's flag; accepted sockets inherit the listener's)".into(),
-            Fix::ReuseportOnBoth => "set SO_REUSEPORT on both sockets (same effective uid)".into(),
+            Fix::ReuseportOnBoth { .. } => "set SO_REUSEPORT on both sockets (same effective uid)".into(),
+            Fix::V6Only { on_new: true } => "set IPV6_V6ONLY on the new [::] socket (or net.ipv6.bindv6only=1 before it is created): it then holds no IPv4 address and does not meet the IPv4 socket".into(),
+            Fix::V6Only { on_new: false } => "set IPV6_V6ONLY on the [::] socket that holds the port (or net.ipv6.bindv6only=1 before it is created): it then holds no IPv4 address, and the IPv4 bind() passes".into(),
+            Fix::V6OnlyOff => "clear IPV6_V6ONLY (setsockopt(IPV6_V6ONLY, 0)) before binding a v4-mapped address, or bind an IPv4 socket".into(),
+            Fix::PrivilegedPort { port } => format!(
+                "run with CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep, or systemd AmbientCapabilities), lower net.ipv4.ip_unprivileged_port_start to {port} or below, or use a port from 1024 up"
+            ),
+            Fix::LeaveReuseportGroup => "run one instance, or drop SO_REUSEPORT from the service so a second instance fails at bind() instead of silently joining the group".into(),
+            Fix::SelfConnectRetry => "after connect() check getsockname() != getpeername(); if equal it connected to itself: close and retry (or connect to a port outside ip_local_port_range, where connect() never picks the source)".into(),
             Fix::ReservePort { port } => format!(
                 "add {port} to net.ipv4.ip_local_reserved_ports so connect() never takes it"
             ),
@@ -82,8 +115,8 @@ impl Fix {
             Fix::KeepAlive => "keep connections alive and reuse them instead of opening one per request".into(),
             Fix::ServerClosesFirst => "let the server close first, so the TIME_WAIT stays on the server side".into(),
             Fix::ClientClosesFirst => "let the clients close first, so the TIME_WAIT lands on their side".into(),
-            Fix::TwReuse => "net.ipv4.tcp_tw_reuse=1 (outgoing connections only; both ends need TCP timestamps)".into(),
-            Fix::Linger0 => "SO_LINGER {on, 0} on the old socket: close() sends RST and skips TIME_WAIT".into(),
+            Fix::TwReuse => "net.ipv4.tcp_tw_reuse=1 (outgoing connections only; both ends need TCP timestamps). Not tcp_tw_recycle: it was removed in Linux 4.12 because it dropped SYNs from clients behind NAT".into(),
+            Fix::Linger0 => "SO_LINGER {on, 0} on the old socket is not a routine fix: close() then discards unsent data and the peer gets a reset instead of a FIN; it leaves no TIME_WAIT".into(),
             Fix::StopHolder { who } => format!("stop {who}, or use another port"),
             Fix::MoveBoundOutOfRange => "move listeners and bound sockets out of the ephemeral range (or reserve their ports)".into(),
         }
@@ -93,11 +126,28 @@ impl Fix {
     pub fn cost(&self) -> &'static str {
         match self {
             Fix::Wait { .. } => "downtime until the timer fires",
+            Fix::WaitPeerClose => "one round trip and the peer's close() per reconnect",
             Fix::RetryAfter { .. } => {
                 "one port per tcp_tw_reuse_delay; needs the current tcp_tw_reuse and timestamps"
             }
             Fix::ReuseaddrOnBoth => "none for a server; it does not let two listeners share a port",
-            Fix::ReuseportOnBoth => "incoming connections are spread over both sockets",
+            Fix::ReuseportOnBoth { same_address: true } => {
+                "the two sockets form one group: the kernel splits incoming connections between them"
+            }
+            Fix::ReuseportOnBoth {
+                same_address: false,
+            } => {
+                "no load sharing: connections to the specific address go to the specific socket only (the most specific listener wins, __inet_lookup_listener()), the wildcard gets the rest"
+            }
+            Fix::V6Only { .. } => {
+                "the [::] socket no longer accepts IPv4 connections: IPv4 clients need a 0.0.0.0 socket of their own"
+            }
+            Fix::V6OnlyOff => "the socket then also holds IPv4 addresses",
+            Fix::PrivilegedPort { .. } => {
+                "a capability or a host-wide sysctl (every user may then bind those ports)"
+            }
+            Fix::LeaveReuseportGroup => "no hot restart or load spreading across processes",
+            Fix::SelfConnectRetry => "a retry loop in the client",
             Fix::ReservePort { .. } => {
                 "one port fewer for outgoing connections; the current holder still has to go"
             }
@@ -112,9 +162,11 @@ impl Fix {
             }
             Fix::ClientClosesFirst => "application protocol change",
             Fix::TwReuse => {
-                "host-wide; only after tcp_tw_reuse_delay; not for incoming connections"
+                "host-wide; a port comes back only after tcp_tw_reuse_delay; not for incoming connections"
             }
-            Fix::Linger0 => "unsent data is lost and the peer's recv() gets ECONNRESET",
+            Fix::Linger0 => {
+                "unsent data in the send buffer is lost and the peer's recv() gets ECONNRESET (see `twlab trace rst-unread`)"
+            }
             Fix::StopHolder { .. } => "the holder's service stops",
             Fix::MoveBoundOutOfRange => "configuration of those services",
         }

@@ -32,15 +32,15 @@ pub fn read_table() -> Result<Table> {
         .map(|e| e.inode)
         .collect();
     let owners = crate::ss::owners::socket_owners(&inodes);
-    Ok(Table {
-        sockets: entries
+    Ok(Table::new(
+        entries
             .into_iter()
             .map(|entry| Occupant {
                 owners: owners.get(&entry.inode).cloned().unwrap_or_default(),
                 entry,
             })
             .collect(),
-    })
+    ))
 }
 
 /// The effective uid of this process (SO_REUSEPORT compares uids).
@@ -88,6 +88,8 @@ pub fn port(port: u16, try_it: bool) -> Result<Diagnosis> {
             opts: SocketOpts::default(),
             v6only: false,
             uid: euid(),
+            cap_net_bind_service: true,
+            asker: super::Asker::Unknown,
         };
         try_bind(&q, &mut d);
     }

@@ -35,17 +35,17 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use bind::{BindQuestion, REUSE_VARIANTS, blocking, diagnose_bind, expect_of, shares};
+pub use bind::{Asker, BindQuestion, REUSE_VARIANTS, blocking, diagnose_bind, expect_of, shares};
 pub use connect::{ConnectQuestion, diagnose_connect, time_wait_reusable};
 pub use diagnosis::{
-    Agreement, Asked, Attempt, Blocking, Capacity, Diagnosis, Errno, Expect, Flag, HolderReport,
-    OtherSystem, ReuseKnown, Rule, Variant,
+    Agreement, Asked, Attempt, Blocking, Capacity, Diagnosis, Errno, Expect, Flag, HolderClass,
+    HolderReport, OtherSystem, ReuseKnown, Variant,
 };
 pub use fix::{Fix, RankedFix};
 pub use range::{
     PeerCapacity, RangeAdvice, RangeUse, TimeWaitSides, peer_fixes, range_use, time_wait_sides,
 };
-pub use table::{Cover, Occupant, Origin, Role, Table, origin_given};
+pub use table::{Occupant, Origin, Role, Table, origin_given};
 
 use crate::sysctl::NetSysctls;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -58,6 +58,9 @@ pub fn diagnose_port(port: u16, table: &Table, sys: &NetSysctls, uid: u32) -> Di
         opts: crate::socket::SocketOpts::default(),
         v6only: false,
         uid,
+        // `why port` asks about the bucket, not the caller's privileges.
+        cap_net_bind_service: true,
+        asker: Asker::Unknown,
     };
     let mut d = diagnose_bind(&q, table, sys);
     d.asked = Asked::Port { port };

@@ -208,6 +208,7 @@ pub fn peer_fixes(p: &PeerCapacity, sys: &NetSysctls) -> Vec<RankedFix> {
         bind_no_port: false,
         opts: SocketOpts::default(),
         uid: 0,
+        cap_net_bind_service: true,
     };
     ephemeral_fixes(&p.capacity, sys, &q)
 }
@@ -350,6 +351,7 @@ mod tests {
             send_q: 0,
             uid: 0,
             inode: 1,
+            v6only: None,
         }
     }
 
@@ -458,6 +460,7 @@ mod tests {
                 bind_no_port: false,
                 opts: SocketOpts::default(),
                 uid: 0,
+                cap_net_bind_service: true,
             };
             let d = super::super::diagnose_connect(&q, &table, &sys());
             let c = d.capacity.unwrap();

@@ -11,7 +11,9 @@ use crate::diag::{SockEntry, TcpState};
 use crate::ss::Owner;
 use crate::sysctl::PortRange;
 use serde::Serialize;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
 /// One socket of the table with the processes that hold it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,28 +30,54 @@ pub struct Occupant {
 pub struct Table {
     /// Every TCP socket, in every state, listeners and bound-only included.
     pub sockets: Vec<Occupant>,
+    /// The sockets of each local port (indices into `sockets`), built on
+    /// first use: every question walks buckets, never the whole table per
+    /// port.
+    #[serde(skip)]
+    by_port: OnceLock<HashMap<u16, Vec<u32>>>,
 }
 
 impl Table {
+    /// A table of these sockets.
+    pub fn new(sockets: Vec<Occupant>) -> Self {
+        Table {
+            sockets,
+            by_port: OnceLock::new(),
+        }
+    }
+
     /// A table from diag entries without owners (tests, or when /proc is
     /// not readable).
     pub fn from_entries(entries: Vec<SockEntry>) -> Self {
-        Table {
-            sockets: entries
+        Table::new(
+            entries
                 .into_iter()
                 .map(|entry| Occupant {
                     entry,
                     owners: Vec::new(),
                 })
                 .collect(),
-        }
+        )
+    }
+
+    fn index(&self) -> &HashMap<u16, Vec<u32>> {
+        self.by_port.get_or_init(|| {
+            let mut m: HashMap<u16, Vec<u32>> = HashMap::new();
+            for (i, o) in self.sockets.iter().enumerate() {
+                m.entry(o.entry.local.port()).or_default().push(i as u32);
+            }
+            m
+        })
     }
 
     /// The port's bind bucket: every socket whose local port is `port`.
     pub fn bucket(&self, port: u16) -> impl Iterator<Item = &Occupant> {
-        self.sockets
+        self.index()
+            .get(&port)
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
             .iter()
-            .filter(move |o| o.entry.local.port() == port)
+            .map(|&i| &self.sockets[i as usize])
     }
 
     /// Does the port's bucket hold a socket that got its port from bind()
@@ -143,54 +171,8 @@ pub fn self_connected(e: &SockEntry) -> bool {
     e.local == e.peer && e.local.port() != 0
 }
 
-/// The addresses a bound socket covers, as `inet_rcv_saddr_equal()` compares
-/// them with `match_wildcard`: a v4-mapped IPv6 address is an IPv4 address,
-/// and `::` without IPV6_V6ONLY also covers every IPv4 address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cover {
-    /// An IPv4 address; 0.0.0.0 covers them all.
-    V4(Ipv4Addr),
-    /// An IPv6 address with the socket's IPV6_V6ONLY.
-    V6 {
-        /// The address; `::` covers every IPv6 address.
-        addr: Ipv6Addr,
-        /// IPV6_V6ONLY: `::` then covers no IPv4 address.
-        v6only: bool,
-    },
-}
-
-impl Cover {
-    /// What a socket bound to `ip` with `v6only` covers.
-    pub fn of(ip: IpAddr, v6only: bool) -> Self {
-        match ip {
-            IpAddr::V4(a) => Cover::V4(a),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => Cover::V4(v4),
-                None => Cover::V6 { addr: a, v6only },
-            },
-        }
-    }
-
-    /// Do two sockets' addresses overlap (`inet_rcv_saddr_equal(.., true)`)?
-    pub fn overlaps(self, other: Cover) -> bool {
-        match (self, other) {
-            (Cover::V4(a), Cover::V4(b)) => a.is_unspecified() || b.is_unspecified() || a == b,
-            (Cover::V6 { addr: a, .. }, Cover::V6 { addr: b, .. }) => {
-                a.is_unspecified() || b.is_unspecified() || a == b
-            }
-            (Cover::V4(_), Cover::V6 { addr, v6only })
-            | (Cover::V6 { addr, v6only }, Cover::V4(_)) => addr.is_unspecified() && !v6only,
-        }
-    }
-}
-
-/// Is `ip` a loopback address (`ipv4_is_loopback()` / `::1`)?
-pub fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => a.is_loopback(),
-        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v| v.is_loopback()),
-    }
-}
+/// Is `ip` a loopback address (the kernel layer's test)?
+pub use crate::model::kernel::addr::is_loopback;
 
 /// Does a socket's local address `local` match the source `src` a question
 /// names (an unspecified `src` matches every address)?

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::diag::{SockEntry, TcpState, Timer, TimerKind};
+use crate::model::RuleId;
 use crate::outcome::Step;
 use crate::socket::{Family, SocketOpts};
 use crate::sysctl::NetSysctls;
@@ -28,6 +29,7 @@ fn entry(state: TcpState, local: &str, peer: &str, tw_left_ms: Option<u32>) -> S
         send_q: 0,
         uid: 0,
         inode: if tw_left_ms.is_some() { 0 } else { 1 },
+        v6only: None,
     }
 }
 
@@ -81,6 +83,8 @@ fn bind_q(addr: &str, o: SocketOpts) -> BindQuestion {
         opts: o,
         v6only: false,
         uid: 0,
+        cap_net_bind_service: true,
+        asker: Default::default(),
     }
 }
 
@@ -103,7 +107,7 @@ fn server_side_time_wait_blocks_a_plain_restart_and_needs_reuseaddr_on_both() {
         &default_sys(),
     );
     assert_eq!(d.expect, inuse());
-    assert_eq!(d.rule, Rule::BindConflict);
+    assert_eq!(d.rule, RuleId::BindConflict);
     assert_eq!(d.holders.len(), 2);
     assert!(d.holders.iter().all(|h| h.origin == Origin::Incoming));
     assert_eq!(d.fixes[0].fix, Fix::ReuseaddrOnBoth);
@@ -121,30 +125,20 @@ fn reuseaddr_never_shares_with_a_listener_reuseport_needs_the_same_uid() {
     let mut l = listen("0.0.0.0:9000");
     l.uid = 1000;
     let q = bind_q("127.0.0.1:9000", opts(true, false));
-    assert_eq!(blocking(&q, &l, false), Blocking::Always);
+    assert_eq!(
+        blocking(&q, &l, &ReuseKnown::Unknown, false),
+        Blocking::Always
+    );
     let mut q = bind_q("127.0.0.1:9000", opts(false, true));
-    assert_eq!(blocking(&q, &l, false), Blocking::Always, "different uid");
+    assert_eq!(
+        blocking(&q, &l, &ReuseKnown::Unknown, false),
+        Blocking::Always,
+        "different uid"
+    );
     q.uid = 1000;
     assert!(
-        matches!(blocking(&q, &l, false), Blocking::Unless { needs } if needs.contains("SO_REUSEPORT"))
+        matches!(blocking(&q, &l, &ReuseKnown::Unknown, false), Blocking::Unless { needs } if needs.contains("SO_REUSEPORT"))
     );
-}
-
-#[test]
-fn address_overlap_follows_inet_rcv_saddr_equal() {
-    let c = |s: &str, v6only| Cover::of(s.parse().unwrap(), v6only);
-    assert!(c("0.0.0.0", false).overlaps(c("127.0.0.1", false)));
-    assert!(!c("127.0.0.1", false).overlaps(c("127.0.0.2", false)));
-    assert!(
-        c("::", false).overlaps(c("127.0.0.1", false)),
-        "dual-stack [::]"
-    );
-    assert!(!c("::", true).overlaps(c("0.0.0.0", false)), "V6ONLY");
-    assert!(
-        c("::ffff:127.0.0.1", false).overlaps(c("127.0.0.1", false)),
-        "v4-mapped"
-    );
-    assert!(!c("::1", false).overlaps(c("0.0.0.0", false)));
 }
 
 #[test]
@@ -180,7 +174,7 @@ fn free_when_nothing_overlaps() {
         &default_sys(),
     );
     assert_eq!(d.expect, Expect::Ok);
-    assert_eq!(d.rule, Rule::BindFree);
+    assert_eq!(d.rule, RuleId::BindDisjoint);
     assert_eq!(d.holders[0].blocking, Blocking::NoOverlap);
 }
 
@@ -191,6 +185,7 @@ fn connect_q(dst: &str, from: Option<&str>, bind_no_port: bool) -> ConnectQuesti
         bind_no_port,
         opts: SocketOpts::default(),
         uid: 0,
+        cap_net_bind_service: true,
     }
 }
 
@@ -205,7 +200,7 @@ fn listeners_filling_the_range_leave_connect_no_port() {
     let d = diagnose_connect(&connect_q("127.0.0.1:5000", None, false), &t, &s);
     let c = d.capacity.as_ref().unwrap();
     assert_eq!((c.bind_owned, c.usable), (4, 0));
-    assert_eq!(d.rule, Rule::EphemeralExhausted);
+    assert_eq!(d.rule, RuleId::EphemeralExhausted);
     assert_eq!(
         d.expect,
         Expect::Fails {
@@ -308,7 +303,7 @@ fn bind_ip_zero_takes_a_port_per_socket_bind_no_port_per_tuple() {
         &t,
         &s,
     );
-    assert_eq!(d.rule, Rule::BindAutoExhausted);
+    assert_eq!(d.rule, RuleId::BindAutoExhausted);
     assert_eq!(d.expect, inuse());
     assert_eq!(d.fixes[0].fix, Fix::BindAddressNoPort);
     let d = diagnose_connect(
@@ -316,7 +311,7 @@ fn bind_ip_zero_takes_a_port_per_socket_bind_no_port_per_tuple() {
         &t,
         &s,
     );
-    assert_eq!(d.rule, Rule::EphemeralFound);
+    assert_eq!(d.rule, RuleId::EphemeralOtherPort);
     assert_eq!(d.capacity.unwrap().usable, 4);
 }
 
@@ -335,14 +330,22 @@ fn a_bound_port_takes_a_time_wait_over_only_with_timestamps() {
             ..
         }
     ));
-    assert_eq!(d.rule, Rule::BindConflict);
+    assert_eq!(d.rule, RuleId::BindConflict);
     assert!(d.explanation.contains("tcp_twsk_unique"));
-    assert_eq!(d.fixes[0].fix, Fix::LetConnectChoose);
+    // The client's own fixed port: SO_REUSEADDR on both first, then let
+    // connect() choose — never the listener fixes (reserve the port).
+    assert_eq!(d.fixes[0].fix, Fix::ReuseaddrOnBoth);
+    assert!(d.fixes.iter().any(|f| f.fix == Fix::LetConnectChoose));
+    assert!(
+        d.fixes
+            .iter()
+            .all(|f| !matches!(f.fix, Fix::ReservePort { .. } | Fix::PortOutsideRange))
+    );
     // Without timestamps the 4-tuple refuses it even if bind() passes.
     let mut s = default_sys();
     s.timestamps = false;
     let d = diagnose_connect(&q, &t, &s);
-    assert_eq!(d.rule, Rule::TimeWaitNoTimestamps);
+    assert_eq!(d.rule, RuleId::TwNoTimestamps);
     assert_eq!(
         d.expect,
         Expect::Fails {
@@ -368,7 +371,7 @@ fn a_bound_port_takes_a_time_wait_over_only_with_timestamps() {
     );
     assert_eq!(
         d.rule,
-        Rule::TupleFree,
+        RuleId::TupleFree,
         "another source address: another 4-tuple"
     );
 }
