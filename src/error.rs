@@ -20,11 +20,14 @@ pub enum Error {
 
     /// bind() failed with EADDRINUSE.
     #[error(
-        "{addr} is already in use: {err}; another program listens there: pick another port, or find it with `twlab ss --local {addr} -p`"
+        "{addr} is already in use: {err}; another program listens there: pick another port, or find it with `twlab ss --local {holder} -p`"
     )]
     AddrInUse {
         /// The address bind() was given.
         addr: SocketAddr,
+        /// The listener found in the way (its own address: `[::]:80` for
+        /// a dual-stack listener that holds `127.0.0.1:80`), or `addr`.
+        holder: SocketAddr,
         /// The errno.
         err: SysError,
     },

@@ -959,13 +959,13 @@ netns_test! {
             .collect();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].starts_with("127.0.0.1 -> 127.0.0.1:7300: ephemeral ports nearly exhausted (0 free of 4: 4 held by open connections, 0 in TIME_WAIT not reusable"),
+            w[0].starts_with("127.0.0.1 -> 127.0.0.1:7300: ephemeral ports nearly exhausted (0 free of 4: 4 held by open connections (4 ESTABLISHED), 0 in TIME_WAIT not reusable"),
             "{}", w[0]
         );
         assert!(w[0].contains("add source addresses"), "{}", w[0]);
         let text = summary_text();
         assert!(!text.contains("spread over more peer ports"), "{text}");
-        assert!(text.contains("127.0.0.1 -> 127.0.0.1:7300: 0 usable of 4 (4 established, 4 held by open connections"), "{text}");
+        assert!(text.contains("127.0.0.1 -> 127.0.0.1:7300: 0 usable of 4 (4 held by open connections, 4 of them ESTABLISHED"), "{text}");
         drop((held, other));
     }
 }

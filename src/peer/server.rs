@@ -332,7 +332,13 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
             what: format!("{} {addr}", e.step),
             err: e.error.clone(),
         },
-        _ => explain_step_error(e, addr),
+        Some(w) => match (explain_step_error(e, addr), w.blocking_listener()) {
+            (Error::AddrInUse { addr, err, .. }, Some(holder)) => {
+                Error::AddrInUse { addr, holder, err }
+            }
+            (other, _) => other,
+        },
+        None => explain_step_error(e, addr),
     }
 }
 

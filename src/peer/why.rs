@@ -113,6 +113,21 @@ impl FailureWhy {
         }
     }
 
+    /// The address of the listener the diagnosis found in the way, if any.
+    pub(crate) fn blocking_listener(&self) -> Option<SocketAddr> {
+        self.diagnosis
+            .holders
+            .iter()
+            .find(|h| {
+                h.role == why::Role::Listener
+                    && matches!(
+                        h.blocking,
+                        why::Blocking::Always | why::Blocking::Unless { .. }
+                    )
+            })
+            .map(|h| h.local)
+    }
+
     /// Does the diagnosis blame a listener (the one case where "another
     /// program listens there" is true)?
     pub(crate) fn blames_listener(&self) -> bool {

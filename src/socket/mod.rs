@@ -299,7 +299,11 @@ fn sys_set_bind_no_port(sock: &Socket) -> io::Result<()> {
 pub fn explain_step_error(e: &StepError, addr: SocketAddr) -> Error {
     let err = e.error.clone();
     match (e.step, e.io_kind) {
-        (Step::Bind, io::ErrorKind::AddrInUse) => Error::AddrInUse { addr, err },
+        (Step::Bind, io::ErrorKind::AddrInUse) => Error::AddrInUse {
+            addr,
+            holder: addr,
+            err,
+        },
         (Step::Bind, io::ErrorKind::PermissionDenied) => Error::PrivilegedPort { addr, err },
         (Step::Connect, io::ErrorKind::ConnectionRefused) => Error::Refused { addr, err },
         _ => Error::Sys {

@@ -576,10 +576,14 @@ fn bind_explanation(
                     "port {port}'s bind bucket holds {summary}; {} on {}{} refuses to share with a new socket with {}: {} (inet_bind_conflict()), so bind() fails with EADDRINUSE — the whole port counts, not one 4-tuple",
                     state_name(first),
                     first.local,
-                    if first.class == Some(HolderClass::DualStack) {
-                        " (dual-stack: it also holds every IPv4 address)"
-                    } else {
-                        ""
+                    match first.class {
+                        Some(HolderClass::DualStack) if first.local.is_ipv6() => {
+                            " (dual-stack: it also holds every IPv4 address)"
+                        }
+                        Some(HolderClass::DualStack) => {
+                            " (the new [::] socket is dual-stack: it claims every IPv4 address too)"
+                        }
+                        _ => "",
                     },
                     q.opts.label(),
                     why_refuses(q.opts, first)
@@ -720,7 +724,7 @@ fn bind_fixes(
         let same_address = h.local.ip() == q.addr.ip();
         match h.class.unwrap_or(HolderClass::Listener) {
             HolderClass::OwnFixedPort => {
-                push(&mut fixes, Fix::ReuseaddrOnBoth);
+                push(&mut fixes, Fix::ReuseaddrForFixedPort);
                 push(&mut fixes, Fix::LetConnectChoose);
                 if let Some(ms) = tw_wait {
                     push(&mut fixes, Fix::Wait { ms });
@@ -844,6 +848,9 @@ fn diagnose_bind_any(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
         time_wait_reusable_in_ms: None,
         time_wait_note: "bind(addr, 0) never takes a TIME_WAIT's port over".into(),
         tuple_limit: format!("{free} more sockets can bind {} with port 0", q.addr.ip()),
+        taken_per_min: None,
+        rate_window_ms: None,
+        back_per_min: None,
     };
     let autobind_reuse = sys.autobind_reuse.unwrap_or(false);
     let inuse = || Expect::Fails {

@@ -15,7 +15,8 @@ use crate::model::kernel::Fact;
 use crate::model::kernel::addr::Claims;
 use crate::model::kernel::connect::{
     OnTuple, PortOrigin, ReuseSysctls, ScanPort, TimeWaitFacts, TupleVerdict, TwRefusal, TwVerdict,
-    check_established, scan_port, tw_reuse_applies, tw_reuse_delay_ms, twsk_unique,
+    check_established, ports_back_per_s, scan_port, tw_reuse_applies, tw_reuse_delay_ms,
+    twsk_unique,
 };
 use crate::outcome::Step;
 use crate::socket::SocketOpts;
@@ -205,7 +206,16 @@ fn fixed_port(q: &ConnectQuestion, from: SocketAddr, table: &Table, sys: &NetSys
         Fact::new("port_origin", "bound"),
         Fact::new("tcp_timestamps", u8::from(sys.timestamps)),
     ]);
-    d.holders.extend(holders);
+    // A socket of the bucket that also holds the 4-tuple is listed once.
+    for h in holders {
+        if !d
+            .holders
+            .iter()
+            .any(|o| o.local == h.local && o.peer == h.peer && o.state == h.state)
+        {
+            d.holders.push(h);
+        }
+    }
     match bind_part {
         // bind() may already fail; if it passes, connect() succeeds.
         Some((bind_expect, ok_if, bind_fixes)) if expect == Expect::Ok => {
@@ -284,7 +294,7 @@ pub(crate) fn tuple_use(on: &[&SockEntry], sys: &NetSysctls) -> TupleUse {
 
 /// How long until a blocking TIME_WAIT passes `tcp_tw_reuse_delay`, if that
 /// is all it lacks.
-fn reusable_in_ms(e: &SockEntry, sys: &NetSysctls) -> Option<u32> {
+pub(crate) fn reusable_in_ms(e: &SockEntry, sys: &NetSysctls) -> Option<u32> {
     match twsk_unique(
         &time_wait_facts(e),
         PortOrigin::Chosen,
@@ -339,7 +349,12 @@ fn count_range(
         time_wait_reusable_in_ms: None,
         time_wait_note: time_wait_note(sys, is_loopback(q.dst.ip())),
         tuple_limit: String::new(),
+        taken_per_min: None,
+        rate_window_ms: None,
+        back_per_min: None,
     };
+    let window_ms = rate_window_ms(sys, is_loopback(q.dst.ip()));
+    let mut young = 0u32;
     let listener_ports = listener_ports(table);
     let mut holders = Vec::new();
     for port in range.low..=range.high {
@@ -381,6 +396,7 @@ fn count_range(
             ScanPort::Tuple(TupleVerdict::Free) => c.free += 1,
             ScanPort::Tuple(TupleVerdict::TakeOver { .. }) => {
                 c.time_wait_reusable += 1;
+                young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
                 holders.extend(
                     on.iter()
                         .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
@@ -395,6 +411,7 @@ fn count_range(
             }
             ScanPort::Tuple(TupleVerdict::TimeWaitBlocks(_)) => {
                 c.time_wait_blocking += 1;
+                young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
                 holders.extend(
                     on.iter()
                         .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
@@ -419,7 +436,50 @@ fn count_range(
             }
         }
     }
+    set_rates(&mut c, young, window_ms, is_loopback(q.dst.ip()), sys);
     (c, holders)
+}
+
+/// The window over which young TIME_WAITs count as "being taken now":
+/// shorter than the time a port stays out of use, so a port reused before
+/// the window ends is not missed — half of `tcp_tw_reuse_delay` where
+/// tcp_tw_reuse applies, else 10 s of the 60 s TIME_WAIT.
+pub(crate) fn rate_window_ms(sys: &NetSysctls, loopback: bool) -> u32 {
+    let r = ReuseSysctls::from(sys);
+    if r.timestamps && tw_reuse_applies(r.tw_reuse, loopback) {
+        (tw_reuse_delay_ms(&r) / 2).clamp(50, 10_000)
+    } else {
+        10_000
+    }
+}
+
+/// A TIME_WAIT that entered its state within the last `window_ms`.
+pub(crate) fn is_young(e: &SockEntry, window_ms: u32) -> bool {
+    e.state == TcpState::TimeWait
+        && e.timer
+            .is_some_and(|t| TimeWaitFacts::age_from_left(t.expires_ms) <= window_ms)
+}
+
+/// The intake the table shows (`young` TIME_WAITs in `window_ms`) and the
+/// rate at which ports come back ([`ports_back_per_s`]) for the ports not
+/// held by open connections.
+pub(crate) fn set_rates(
+    c: &mut Capacity,
+    young: u32,
+    window_ms: u32,
+    loopback: bool,
+    sys: &NetSysctls,
+) {
+    let open = c.range_ports - c.reserved - c.bind_owned;
+    let cycling = open.saturating_sub(c.tuple_busy);
+    let back = ports_back_per_s(cycling, loopback, &ReuseSysctls::from(sys)) * 60.0;
+    c.back_per_min = Some(back.round().min(f64::from(u32::MAX)) as u32);
+    c.rate_window_ms = Some(window_ms);
+    c.taken_per_min = Some(
+        (f64::from(young) * 60_000.0 / f64::from(window_ms.max(1)))
+            .round()
+            .min(f64::from(u32::MAX)) as u32,
+    );
 }
 
 fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis {
@@ -564,7 +624,11 @@ pub(crate) fn ephemeral_fixes(
         if sys.timestamps && !tw_reuse_applies(sys.tw_reuse, is_loopback(q.dst.ip())) {
             fixes.push(Fix::TwReuse);
         }
-        if let Some(ms) = c.soonest_time_wait_ms {
+        // Where tcp_tw_reuse applies the ports come back after its delay
+        // (RetryAfter below), not after the 60 s timer.
+        let reuse_applies =
+            sys.timestamps && tw_reuse_applies(sys.tw_reuse, is_loopback(q.dst.ip()));
+        if let (Some(ms), false) = (c.soonest_time_wait_ms, reuse_applies) {
             fixes.push(Fix::Wait { ms });
         }
         fixes.extend([Fix::KeepAlive, Fix::ServerClosesFirst]);

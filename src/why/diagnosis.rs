@@ -305,6 +305,20 @@ pub struct Capacity {
     /// Held connections to one destination are limited by 4-tuples:
     /// usable ports × source addresses (one source here).
     pub tuple_limit: String,
+    /// New connections per minute the table shows being made toward the
+    /// destination: TIME_WAITs younger than `rate_window_ms`, scaled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken_per_min: Option<u32>,
+    /// The window behind `taken_per_min`, in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_window_ms: Option<u32>,
+    /// Ports per minute that come back for new connections once taken:
+    /// the ports not held by open connections, every `tcp_tw_reuse_delay`
+    /// where tcp_tw_reuse applies (timestamps on), else every 60 s
+    /// (`kernel::connect::ports_back_per_s`). A rate above it exhausts the
+    /// range; one below it is sustainable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub back_per_min: Option<u32>,
 }
 
 /// What another system is documented to do in the same situation.

@@ -25,6 +25,9 @@ pub enum Fix {
     /// TIME_WAIT keeps its `sk_reuse`; accepted sockets inherit the
     /// listener's).
     ReuseaddrOnBoth,
+    /// SO_REUSEADDR on both, for a client's own fixed source port: bind()
+    /// passes, and connect() then meets the old 4-tuple.
+    ReuseaddrForFixedPort,
     /// SO_REUSEPORT on both, same uid.
     ReuseportOnBoth {
         /// Both on the same address (a group that splits connections), or
@@ -95,6 +98,7 @@ impl Fix {
             ),
             Fix::WaitPeerClose => "wait until the peer has closed too (recv() returns 0 on the old socket before close()): the old 4-tuple then becomes a TIME_WAIT, which a bound port takes over at once when both ends use TCP timestamps".into(),
             Fix::ReuseaddrOnBoth => "set SO_REUSEADDR on both sockets: the new one and the one that left the holder (a TIME_WAIT keeps the old socket's flag; accepted sockets inherit the listener's)".into(),
+            Fix::ReuseaddrForFixedPort => "set SO_REUSEADDR on the client socket before bind(), in every run: the TIME_WAIT keeps the old socket's flag, and bind() shares the port only when both have it".into(),
             Fix::ReuseportOnBoth { .. } => "set SO_REUSEPORT on both sockets (same effective uid)".into(),
             Fix::V6Only { on_new: true } => "set IPV6_V6ONLY on the new [::] socket (or net.ipv6.bindv6only=1 before it is created): it then holds no IPv4 address and does not meet the IPv4 socket".into(),
             Fix::V6Only { on_new: false } => "set IPV6_V6ONLY on the [::] socket that holds the port (or net.ipv6.bindv6only=1 before it is created): it then holds no IPv4 address, and the IPv4 bind() passes".into(),
@@ -131,6 +135,9 @@ impl Fix {
                 "one port per tcp_tw_reuse_delay; needs the current tcp_tw_reuse and timestamps"
             }
             Fix::ReuseaddrOnBoth => "none for a server; it does not let two listeners share a port",
+            Fix::ReuseaddrForFixedPort => {
+                "bind() passes, but connect() to the same peer meets the old 4-tuple: Linux takes its TIME_WAIT over at once when TCP timestamps are on (EADDRNOTAVAIL without them, or while it is still FIN_WAIT/LAST_ACK); Windows fails with WSAEADDRINUSE until the TIME_WAIT ends"
+            }
             Fix::ReuseportOnBoth { same_address: true } => {
                 "the two sockets form one group: the kernel splits incoming connections between them"
             }

@@ -182,6 +182,9 @@ pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
             learned: lesson,
         });
     }
+    settle(d, |t| {
+        t.opts.reuseaddr == q.opts.reuseaddr && t.opts.reuseport == q.opts.reuseport
+    });
     if !learned.is_empty() {
         let what = format!("--try: {}", learned.join("; "));
         for h in d
@@ -216,7 +219,36 @@ pub fn try_connect(q: &ConnectQuestion, d: &mut Diagnosis) -> Result<()> {
         error,
         learned: None,
     });
+    settle(d, |_| true);
     Ok(())
+}
+
+/// When `--try` of the asked options settled a prediction that depended on
+/// the holders' hidden options, say what the kernel did in the answer
+/// itself, so no line after the attempt still reads "only if".
+fn settle(d: &mut Diagnosis, asked: impl Fn(&Attempt) -> bool) {
+    let Some(t) = d
+        .tried
+        .iter()
+        .find(|t| asked(t) && t.agrees == Agreement::Resolves)
+    else {
+        return;
+    };
+    let Expect::Depends { step, errno, ok_if } = d.expect.clone() else {
+        return;
+    };
+    let (outcome, verdict) = match &t.error {
+        None => (Expect::Ok, "yes"),
+        Some(_) => (Expect::Fails { step, errno }, "no"),
+    };
+    d.explanation.push_str(&format!(
+        "; --try settled it: {} ({ok_if}: {verdict})",
+        match &t.error {
+            None => "the kernel accepted the call".to_string(),
+            Some(e) => format!("the kernel refused it with {e}"),
+        }
+    ));
+    d.expect = outcome;
 }
 
 fn connect_once(q: &ConnectQuestion, opts: SocketOpts) -> std::result::Result<u16, String> {

@@ -6,7 +6,10 @@
 //! to the peer is taken is classified by [`tuple_use`], TIME_WAIT counted
 //! as reusable only as `tcp_twsk_unique()` allows.
 
-use super::connect::{TupleUse, ephemeral_fixes, time_wait_note, tuple_use};
+use super::connect::{
+    TupleUse, ephemeral_fixes, is_young, rate_window_ms, reusable_in_ms, set_rates, time_wait_note,
+    tuple_use,
+};
 use super::diagnosis::Capacity;
 use super::fix::RankedFix;
 use super::table::{Origin, Role, is_loopback, origin_given, role};
@@ -72,6 +75,10 @@ struct PairTally {
     tw_blocking: u32,
     tw_reusable: u32,
     soonest_tw_ms: Option<u32>,
+    /// TIME_WAITs younger than the pair's rate window.
+    young_tw: u32,
+    /// The soonest a blocking TIME_WAIT passes `tcp_tw_reuse_delay`.
+    reusable_in_ms: Option<u32>,
 }
 
 /// Account the range over `sockets` (the whole namespace, unfiltered); the
@@ -129,6 +136,8 @@ pub fn range_use(sockets: &[SockEntry], sys: &NetSysctls, top_n: usize) -> Range
         u.shared_across_peers += u32::from(peers_here.len() > 1);
         for (pair, on_tuple) in tuples {
             let t = pairs.entry(pair).or_default();
+            let window = rate_window_ms(sys, is_loopback(pair.1.ip()));
+            t.young_tw += on_tuple.iter().filter(|e| is_young(e, window)).count() as u32;
             t.established += on_tuple
                 .iter()
                 .filter(|e| e.state == TcpState::Established)
@@ -138,6 +147,15 @@ pub fn range_use(sockets: &[SockEntry], sys: &NetSysctls, top_n: usize) -> Range
                 TupleUse::TimeWaitReusable => t.tw_reusable += 1,
                 TupleUse::TimeWaitBlocking => {
                     t.tw_blocking += 1;
+                    let later = on_tuple
+                        .iter()
+                        .map(|e| reusable_in_ms(e, sys))
+                        .collect::<Option<Vec<u32>>>()
+                        .and_then(|v| v.into_iter().max());
+                    t.reusable_in_ms = match (t.reusable_in_ms, later) {
+                        (Some(x), Some(y)) => Some(x.min(y)),
+                        (x, y) => x.or(y),
+                    };
                     let left = on_tuple
                         .iter()
                         .filter_map(|e| e.timer.map(|t| t.expires_ms))
@@ -180,7 +198,8 @@ pub fn range_use(sockets: &[SockEntry], sys: &NetSysctls, top_n: usize) -> Range
 fn capacity(u: &RangeUse, peer: SocketAddr, t: &PairTally, sys: &NetSysctls) -> Capacity {
     let usable_base = u.usable_new_peer;
     let free = usable_base - t.busy - t.tw_blocking - t.tw_reusable;
-    Capacity {
+    let loopback = is_loopback(peer.ip());
+    let mut c = Capacity {
         range: u.range,
         range_ports: u.range_ports,
         reserved: u.reserved,
@@ -191,12 +210,23 @@ fn capacity(u: &RangeUse, peer: SocketAddr, t: &PairTally, sys: &NetSysctls) -> 
         free,
         usable: free + t.tw_reusable,
         soonest_time_wait_ms: t.soonest_tw_ms,
-        time_wait_reusable_in_ms: None,
+        time_wait_reusable_in_ms: t.reusable_in_ms,
         time_wait_note: time_wait_note(sys, is_loopback(peer.ip())),
         tuple_limit: format!(
             "at most {usable_base} connections held at once to {peer} from one source address"
         ),
-    }
+        taken_per_min: None,
+        rate_window_ms: None,
+        back_per_min: None,
+    };
+    set_rates(
+        &mut c,
+        t.young_tw,
+        rate_window_ms(sys, loopback),
+        loopback,
+        sys,
+    );
+    c
 }
 
 /// The fixes `twlab why connect` gives for this capacity, best first
@@ -247,7 +277,7 @@ impl RangeUse {
         let mut a = RangeAdvice::default();
         if self.bind_owned > 0 && low(self.usable_new_peer) {
             a.warnings.push(format!(
-                "listeners ({}) and bound-only sockets ({}) hold {} of {} ephemeral ports: connect() skips their ports for every destination (__inet_hash_connect(): tb->fastreuse >= 0), so {} are left for any peer and connect() fails with EADDRNOTAVAIL once none is; what helps: {}",
+                "listeners ({}) and bound-only sockets ({}) hold {} of {} ephemeral ports: connect() skips their ports for every destination (__inet_hash_connect(): tb->fastreuse >= 0), so {} are left for any peer and connect() fails with EADDRNOTAVAIL once none is; `twlab ss --state listening,unconnected -p` lists them; what helps: {}",
                 self.listeners,
                 self.bound_only,
                 self.bind_owned,
@@ -262,20 +292,53 @@ impl RangeUse {
             .filter(|p| low(p.capacity.usable) && p.capacity.usable < self.usable_new_peer)
         {
             let c = &p.capacity;
+            let per_s = |m: Option<u32>| f64::from(m.unwrap_or(0)) / 60.0;
+            let (taken, back) = (per_s(c.taken_per_min), per_s(c.back_per_min));
+            let time_wait = c.time_wait_blocking + c.time_wait_reusable;
+            let rates = format!(
+                "ports come back at about {back:.1}/s ({}) and the table shows about {taken:.1}/s being taken (TIME_WAITs younger than {} ms)",
+                if sys.timestamps
+                    && super::connect::rate_window_ms(sys, is_loopback(p.peer.ip())) < 10_000
+                {
+                    "every tcp_tw_reuse_delay: tcp_twsk_unique() takes TIME_WAITs over"
+                } else {
+                    "as TIME_WAITs expire, 60 s each"
+                },
+                c.rate_window_ms.unwrap_or(0)
+            );
+            // TIME_WAITs that come back faster than they are taken do not
+            // exhaust the range: say so instead of warning.
+            if time_wait > c.tuple_busy && taken <= back {
+                a.notes.push(format!(
+                    "{} -> {}: {} of {} ports free right now, the rest mostly TIME_WAIT; {rates}: sustainable at this rate (`twlab why connect {}` accounts every port)",
+                    p.local_addr, p.peer, c.usable, avail, p.peer
+                ));
+                continue;
+            }
             a.warnings.push(format!(
-                "{} -> {}: ephemeral ports nearly exhausted ({} free of {}: {} held by open connections, {} in TIME_WAIT not reusable, {} in TIME_WAIT reusable, {} owned by bind()); connect() without an explicit bind() fails with EADDRNOTAVAIL once none is free (__inet_hash_connect); what helps: {}",
+                "{} -> {}: ephemeral ports nearly exhausted ({} free of {}: {} held by open connections ({} ESTABLISHED), {} in TIME_WAIT not reusable, {} in TIME_WAIT reusable, {} owned by bind()); {rates}; connect() without an explicit bind() fails with EADDRNOTAVAIL once none is free (__inet_hash_connect); `twlab why connect {}` lists the holders; what helps: {}",
                 p.local_addr,
                 p.peer,
                 c.usable,
                 avail,
                 c.tuple_busy,
+                p.established.min(c.tuple_busy),
                 c.time_wait_blocking,
                 c.time_wait_reusable,
                 c.bind_owned,
+                p.peer,
                 helps(&peer_fixes(p, sys))
             ));
         }
-        if self.connections > 0 && low(self.empty) {
+        // bind(addr, 0) needs an empty port; say so only where the table
+        // shows programs doing it: many peers and no port shared across
+        // them (connect() shares ports across peers once the range is
+        // crowded; ports bind(addr, 0) took never are).
+        if self.connections > 0
+            && low(self.empty)
+            && self.distinct_peers > 1
+            && self.shared_across_peers == 0
+        {
             let line = format!(
                 "only {} of {} ephemeral ports have no socket at all ({} hold connections to {} peer(s), {} of them shared across peers): connect() can share a port across peers, but bind(addr, 0) before connect() needs an empty one (inet_csk_find_open_port() shares none) and fails with EADDRINUSE once none is; what helps: {}",
                 self.empty,
@@ -285,10 +348,7 @@ impl RangeUse {
                 self.shared_across_peers,
                 super::Fix::BindAddressNoPort.text()
             );
-            // Ports connect() picked are shared across peers once the range
-            // is crowded; ports bind(addr, 0) took never are. Many peers and
-            // no shared port: the programs bind before connecting.
-            if a.warnings.is_empty() && self.distinct_peers > 1 && self.shared_across_peers == 0 {
+            if a.warnings.is_empty() {
                 a.warnings.push(line);
             } else {
                 a.notes.push(line);
@@ -404,13 +464,13 @@ mod tests {
         assert!(a.warnings[0].contains("IP_BIND_ADDRESS_NO_PORT"), "{a:?}");
         assert!(a.notes.is_empty());
 
-        // The same ports shared across two peers: connect() chose them,
-        // bind(addr, 0) is only a note.
+        // The same ports shared across two peers: connect() chose them, and
+        // nothing points at bind(addr, 0): no advice about it at all.
         let mut shared = socks.clone();
         shared.push(sock(TcpState::Established, "10.0.0.1:40000", "10.0.1.2:80"));
         let a = range_use(&shared, &sys(), 10).advice(&sys());
         assert!(a.warnings.is_empty(), "{a:?}");
-        assert_eq!(a.notes.len(), 1, "{a:?}");
+        assert!(a.notes.is_empty(), "{a:?}");
     }
 
     #[test]
@@ -478,5 +538,98 @@ mod tests {
             assert_eq!(nums(&p.capacity), nums(&c), "{}", p.peer);
         }
         assert_eq!(u.peers[0].capacity.usable, 4);
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    //! Exhaustion warnings that know the rate: ports come back every
+    //! `tcp_tw_reuse_delay` where tcp_tw_reuse applies, and a range that
+    //! turns over faster than it is taken is not "nearly exhausted".
+    use super::*;
+    use crate::diag::{Timer, TimerKind};
+    use crate::socket::Family;
+
+    fn tw(port: u16, age_ms: u32) -> SockEntry {
+        let local: SocketAddr = format!("10.0.0.1:{port}").parse().unwrap();
+        SockEntry {
+            family: Family::of(&local),
+            state: TcpState::TimeWait,
+            local,
+            peer: "10.0.1.1:80".parse().unwrap(),
+            timer: Some(Timer {
+                kind: TimerKind::Timewait,
+                expires_ms: 60_000 - age_ms,
+                retrans: 0,
+            }),
+            recv_q: 0,
+            send_q: 0,
+            uid: 0,
+            inode: 0,
+            v6only: None,
+        }
+    }
+
+    fn sys(tw_reuse: &str) -> NetSysctls {
+        NetSysctls::from_lookup(|n| {
+            Some(
+                match n {
+                    "net.ipv4.tcp_timestamps" => "1",
+                    "net.ipv4.tcp_tw_reuse" => tw_reuse,
+                    "net.ipv4.tcp_tw_reuse_delay" => "1000",
+                    "net.ipv4.ip_local_port_range" => "40000 40099",
+                    "net.ipv4.tcp_max_tw_buckets" => "262144",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        })
+        .unwrap()
+    }
+
+    /// 99 of 100 ports in TIME_WAIT, one new one every 11 ms (about 91/s):
+    /// with tcp_tw_reuse=1 a port comes back 1 s after it closed, 100 per
+    /// second: sustainable, a note and no warning. With tcp_tw_reuse=0 they
+    /// come back after 60 s: a warning that names both rates.
+    #[test]
+    fn tw_reuse_turns_the_range_over_faster_than_it_is_taken() {
+        let socks: Vec<SockEntry> = (0..99u16)
+            .map(|i| tw(40000 + i, u32::from(i) * 11))
+            .collect();
+        let s = sys("1");
+        let u = range_use(&socks, &s, 10);
+        let c = &u.peers[0].capacity;
+        // 46 TIME_WAITs younger than the 500 ms window: 92 per second.
+        assert_eq!(c.rate_window_ms, Some(500));
+        assert_eq!(c.taken_per_min, Some(46 * 120));
+        assert_eq!(c.back_per_min, Some(6000));
+        assert!(c.usable <= 10, "{c:?}");
+        let a = u.advice(&s);
+        assert!(a.warnings.is_empty(), "{a:?}");
+        assert!(a.notes.iter().any(|n| n.contains("sustainable")), "{a:?}");
+
+        let s = sys("0");
+        let u = range_use(&socks, &s, 10);
+        let a = u.advice(&s);
+        assert_eq!(a.warnings.len(), 1, "{a:?}");
+        assert!(a.warnings[0].contains("nearly exhausted"));
+        assert!(a.warnings[0].contains("come back at about 1.7/s"), "{a:?}");
+        assert!(a.warnings[0].contains("twlab why connect 10.0.1.1:80"));
+    }
+
+    /// Faster than the ports come back even with tcp_tw_reuse=1 (one new
+    /// TIME_WAIT every 4 ms, about 250/s): the warning stays, and its
+    /// advice is not "wait 60 s" but the delay.
+    #[test]
+    fn a_rate_above_the_turnover_still_warns() {
+        let socks: Vec<SockEntry> = (0..99u16)
+            .map(|i| tw(40000 + i, u32::from(i) * 4))
+            .collect();
+        let s = sys("1");
+        let u = range_use(&socks, &s, 10);
+        let a = u.advice(&s);
+        assert_eq!(a.warnings.len(), 1, "{a:?}");
+        assert!(!a.warnings[0].contains("wait 59"), "{a:?}");
+        assert!(a.warnings[0].contains("retry connect() after"), "{a:?}");
     }
 }

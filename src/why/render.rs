@@ -51,7 +51,11 @@ pub fn holder_line(h: &HolderReport) -> String {
         s.push_str(", bound only");
     }
     if h.local.is_ipv6() && h.local.ip().is_unspecified() {
-        s.push_str(", IPv6 wildcard (V6ONLY not in this dump)");
+        s.push_str(match h.v6only {
+            Some(false) => ", dual-stack (V6ONLY off: it holds the IPv4 addresses too)",
+            Some(true) => ", V6ONLY (no IPv4)",
+            None => ", IPv6 wildcard (V6ONLY not in this dump)",
+        });
     }
     if h.self_connected {
         s.push_str(", SELF-CONNECTED");
@@ -287,13 +291,13 @@ pub fn range_lines(u: &RangeUse) -> Vec<String> {
     for p in &u.peers {
         let c = &p.capacity;
         lines.push(format!(
-            "{} -> {}: {} usable of {} ({} established, {} held by open connections, {} TIME_WAIT not reusable, {} TIME_WAIT reusable)",
+            "{} -> {}: {} usable of {} ({} held by open connections, {} of them ESTABLISHED, {} TIME_WAIT not reusable, {} TIME_WAIT reusable)",
             p.local_addr,
             p.peer,
             n(c.usable),
             n(u.pickable()),
-            n(p.established),
             n(c.tuple_busy),
+            n(p.established.min(c.tuple_busy)),
             n(c.time_wait_blocking),
             n(c.time_wait_reusable)
         ));

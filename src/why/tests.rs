@@ -334,7 +334,7 @@ fn a_bound_port_takes_a_time_wait_over_only_with_timestamps() {
     assert!(d.explanation.contains("tcp_twsk_unique"));
     // The client's own fixed port: SO_REUSEADDR on both first, then let
     // connect() choose — never the listener fixes (reserve the port).
-    assert_eq!(d.fixes[0].fix, Fix::ReuseaddrOnBoth);
+    assert_eq!(d.fixes[0].fix, Fix::ReuseaddrForFixedPort);
     assert!(d.fixes.iter().any(|f| f.fix == Fix::LetConnectChoose));
     assert!(
         d.fixes
