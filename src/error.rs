@@ -27,7 +27,7 @@ pub enum Error {
         addr: SocketAddr,
         /// The listener found in the way (its own address: `[::]:80` for
         /// a dual-stack listener that holds `127.0.0.1:80`), or `addr`.
-        holder: SocketAddr,
+        holder: Box<SocketAddr>,
         /// The errno.
         err: SysError,
     },

@@ -333,9 +333,11 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
             err: e.error.clone(),
         },
         Some(w) => match (explain_step_error(e, addr), w.blocking_listener()) {
-            (Error::AddrInUse { addr, err, .. }, Some(holder)) => {
-                Error::AddrInUse { addr, holder, err }
-            }
+            (Error::AddrInUse { addr, err, .. }, Some(holder)) => Error::AddrInUse {
+                addr,
+                holder: Box::new(holder),
+                err,
+            },
             (other, _) => other,
         },
         None => explain_step_error(e, addr),

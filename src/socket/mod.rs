@@ -301,7 +301,7 @@ pub fn explain_step_error(e: &StepError, addr: SocketAddr) -> Error {
     match (e.step, e.io_kind) {
         (Step::Bind, io::ErrorKind::AddrInUse) => Error::AddrInUse {
             addr,
-            holder: addr,
+            holder: Box::new(addr),
             err,
         },
         (Step::Bind, io::ErrorKind::PermissionDenied) => Error::PrivilegedPort { addr, err },
