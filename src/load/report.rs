@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::stats::FirstExhaustion;
 use super::workload::{Closer, Mode, Plan, PortChoice};
-use crate::sysctl::{NetSysctls, PortRange, TwReuse};
+use crate::sysctl::{NetSysctls, PortRange};
 
 /// `TCP_TIMEWAIT_LEN` (include/net/tcp.h): 60 s, not a sysctl.
 pub const TIMEWAIT_LEN_S: f64 = 60.0;
@@ -88,11 +88,7 @@ fn tw_reuse_applies(plan: &Plan, s: &NetSysctls) -> bool {
         .all(|d| d.ip().is_loopback());
     s.timestamps
         && plan.workload.port_choice != PortChoice::Bind
-        && match s.tw_reuse {
-            TwReuse::Off => false,
-            TwReuse::On => true,
-            TwReuse::LoopbackOnly => loopback,
-        }
+        && crate::model::kernel::connect::tw_reuse_applies(s.tw_reuse, loopback)
 }
 
 /// The predicted limit of `plan` under the sysctls `s`.
@@ -131,7 +127,7 @@ pub fn predict(plan: &Plan, s: &NetSysctls) -> Limit {
         ));
     }
     let (secs, why) = if tw_reuse_applies(plan, s) {
-        let ms = s.tw_reuse_delay_ms.unwrap_or(1000);
+        let ms = crate::model::kernel::connect::tw_reuse_delay_ms(&s.into());
         (
             ms as f64 / 1000.0,
             format!(

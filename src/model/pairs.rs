@@ -33,6 +33,7 @@
 //!   (`inet_twsk_alloc()`: `tw_ipv6only`, `tw_rcv_saddr`, `tw_reuse`,
 //!   `tw_reuseport`).
 
+use super::RuleId;
 use super::kernel::{
     self,
     addr::Claims,
@@ -264,35 +265,6 @@ impl Call {
     }
 }
 
-/// Which rule decided the second socket's bind().
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PairRule {
-    /// A v4-mapped address on a V6ONLY socket (`__inet6_bind()`): EINVAL.
-    MappedOnV6Only,
-    /// The two sockets' addresses do not overlap.
-    Disjoint,
-    /// They overlap; both have SO_REUSEADDR and the first is not listening.
-    Reuseaddr,
-    /// They overlap; both have SO_REUSEPORT, same uid or first TIME_WAIT.
-    Reuseport,
-    /// They overlap and `inet_bind_conflict()` refuses: EADDRINUSE.
-    Conflict,
-}
-
-impl PairRule {
-    /// The kebab-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            PairRule::MappedOnV6Only => "mapped-on-v6only",
-            PairRule::Disjoint => "disjoint",
-            PairRule::Reuseaddr => "reuseaddr",
-            PairRule::Reuseport => "reuseport",
-            PairRule::Conflict => "conflict",
-        }
-    }
-}
-
 /// What the model says the four calls of a cell do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairPrediction {
@@ -305,7 +277,7 @@ pub struct PairPrediction {
     /// The first socket's listen() at the end, for [`FirstState::Bound`].
     pub first_listen: Call,
     /// The rule behind the second bind().
-    pub rule: PairRule,
+    pub rule: RuleId,
     /// One sentence naming the kernel functions that decide.
     pub explanation: String,
 }
@@ -389,7 +361,7 @@ pub fn predict_pair(c: &PairCase) -> PairPrediction {
             second_bind: Call::NotRun,
             second_listen: Call::NotRun,
             first_listen: Call::NotRun,
-            rule: PairRule::MappedOnV6Only,
+            rule: RuleId::BindMappedOnV6only,
             explanation: "the first socket is V6ONLY and cannot bind a v4-mapped address (__inet6_bind(): EINVAL)".into(),
         };
     }
@@ -404,7 +376,7 @@ pub fn predict_pair(c: &PairCase) -> PairPrediction {
             second_bind: einval(),
             second_listen: Call::NotRun,
             first_listen: first_listen_ok,
-            rule: PairRule::MappedOnV6Only,
+            rule: RuleId::BindMappedOnV6only,
             explanation: "the second socket is V6ONLY and cannot bind a v4-mapped address (__inet6_bind(): EINVAL)".into(),
         };
     }
@@ -413,12 +385,18 @@ pub fn predict_pair(c: &PairCase) -> PairPrediction {
     let second = new_socket(&c.second, c.bindv6only);
     let new_claims = second.claims();
     let (rule, explanation) = match shares(&second, &old) {
-        Ok(Share::Disjoint) => (PairRule::Disjoint, disjoint_reason(c, new_v6only)),
-        Ok(Share::Reuseaddr) => (PairRule::Reuseaddr, share_reason(PairRule::Reuseaddr, c)),
-        Ok(Share::Reuseport) => (PairRule::Reuseport, share_reason(PairRule::Reuseport, c)),
-        Err(why) => (PairRule::Conflict, conflict_reason(c, why)),
+        Ok(Share::Disjoint) => (RuleId::BindDisjoint, disjoint_reason(c, new_v6only)),
+        Ok(Share::Reuseaddr) => (
+            RuleId::BindReuseaddr,
+            share_reason(RuleId::BindReuseaddr, c),
+        ),
+        Ok(Share::Reuseport) => (
+            RuleId::BindReuseport,
+            share_reason(RuleId::BindReuseport, c),
+        ),
+        Err(why) => (RuleId::BindConflict, conflict_reason(c, why)),
     };
-    let bound = rule != PairRule::Conflict;
+    let bound = rule != RuleId::BindConflict;
     let second_bind = if bound {
         Call::Ok
     } else {
@@ -477,9 +455,9 @@ fn disjoint_reason(c: &PairCase, new_v6only: bool) -> String {
     }
 }
 
-fn share_reason(rule: PairRule, c: &PairCase) -> String {
+fn share_reason(rule: RuleId, c: &PairCase) -> String {
     match rule {
-        PairRule::Reuseaddr => format!(
+        RuleId::BindReuseaddr => format!(
             "the addresses overlap, but both sockets have SO_REUSEADDR and the first is {} (not LISTEN), so inet_bind_conflict() lets them share",
             c.state.name()
         ),

@@ -35,10 +35,10 @@ use V6Only::{Off, On, System};
 fn dual_stack_any_covers_ipv4_any_unless_v6only() {
     let c = case(sock(V6Any, System), Listening, sock(V4Any, System));
     assert_eq!(second_bind(&c), "EADDRINUSE");
-    assert_eq!(predict_pair(&c).rule, PairRule::Conflict);
+    assert_eq!(predict_pair(&c).rule, RuleId::BindConflict);
     let c = case(sock(V6Any, On), Listening, sock(V4Any, System));
     assert_eq!(second_bind(&c), "ok");
-    assert_eq!(predict_pair(&c).rule, PairRule::Disjoint);
+    assert_eq!(predict_pair(&c).rule, RuleId::BindDisjoint);
     // The sysctl decides for `System`.
     let mut c = case(sock(V6Any, System), Listening, sock(V4Loopback, System));
     assert_eq!(second_bind(&c), "EADDRINUSE");
@@ -97,7 +97,7 @@ fn reuseaddr_then_the_late_listen_fails() {
     let mut b = sock(V4Loopback, System);
     b.reuseaddr = true;
     let p = predict_pair(&case(a, Bound, b));
-    assert_eq!(p.rule, PairRule::Reuseaddr);
+    assert_eq!(p.rule, RuleId::BindReuseaddr);
     assert_eq!(p.second_listen, Call::Ok);
     assert_eq!(p.first_listen.short(), "EADDRINUSE");
     assert_eq!(second_bind(&case(a, Listening, b)), "EADDRINUSE");
