@@ -416,3 +416,29 @@ fn bad_ports_and_families_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
     }
 }
+
+/// Bad input found after parsing exits 2 as clap's own errors do, with one
+/// line that says what is wrong (issue 19's list, and every float flag of
+/// `load` against NaN, infinities and values past their range).
+#[test]
+fn bad_input_found_after_parsing_exits_2() {
+    for args in [
+        &["ss", "--port", "70000"][..],
+        &["ss", "--state", "timewait"][..],
+        &["ss", "--family", "5"][..],
+        &["load", "--duration", "0"][..],
+        &["load", "--port-range", "70000-80000"][..],
+        &["load", "--dest", "70000"][..],
+        &["load", "--rate", "NaN"][..],
+        &["load", "--rate", "inf"][..],
+        &["load", "--rate", "1e309"][..],
+        &["load", "--rate", "0"][..],
+        &["why", "bind", "8080"][..],
+        &["why", "bind", "127.0.0.1"][..],
+        &["trace", "9"][..],
+    ] {
+        let o = run(args);
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+    }
+}

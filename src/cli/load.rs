@@ -173,6 +173,15 @@ mod imp {
             if !(0.0..=86_400.0).contains(&self.duration) {
                 bail!("--duration: 0 to 86400 s");
             }
+            // NaN, infinities and absurd rates would reach
+            // Duration::from_secs_f64 in the workers.
+            if let Some(r) = self.rate
+                && !(r.is_finite() && r > 0.0 && r <= 10_000_000.0)
+            {
+                bail!(
+                    "--rate '{r}': a number of connections per second above 0 and at most 10000000"
+                );
+            }
             Ok(Plan {
                 workload: Workload {
                     workers: self.workers,
@@ -231,7 +240,10 @@ mod imp {
 
     /// Run `twlab load`; exit 0.
     pub fn run(a: LoadArgs) -> Result<u8> {
-        let plan = a.plan()?;
+        // Every error in building the plan is about the arguments: exit 2.
+        let plan = a
+            .plan()
+            .map_err(|e| twlab::Error::Usage(format!("{e:#}")))?;
         let variants = if a.compare {
             load::compare::variants(&plan)?
         } else {

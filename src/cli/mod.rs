@@ -202,7 +202,7 @@ pub fn main() -> ExitCode {
             // A bad argument found after parsing exits 2 like clap's own.
             let code = match e.downcast_ref::<twlab::Error>() {
                 Some(twlab::Error::Interrupted) => 130,
-                Some(twlab::Error::Usage(_)) => 2,
+                Some(twlab::Error::Usage(_) | twlab::Error::BadAddress { .. }) => 2,
                 _ => 1,
             };
             ExitCode::from(code)

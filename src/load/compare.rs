@@ -14,7 +14,7 @@ use crate::sysctl::{PortRange, TwReuse};
 /// something for it. Needs a plan with its own namespace.
 pub fn variants(base: &Plan) -> Result<Vec<(String, Plan)>> {
     let Some(_) = &base.netns else {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "--compare runs each variant in its own namespace: not with --target".into(),
         ));
     };

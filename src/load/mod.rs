@@ -38,7 +38,7 @@ pub type OnSample = Arc<dyn Fn(&Sample) + Send + Sync>;
 
 /// Run `plan` (in its own fresh namespace if it has one) and report.
 pub fn run(plan: &Plan, label: &str, on_sample: OnSample) -> Result<LoadReport> {
-    plan.validate().map_err(|e| Error::Invalid(e.0))?;
+    plan.validate().map_err(|e| Error::Usage(e.0))?;
     let plan2 = plan.clone();
     let label = label.to_string();
     match &plan.netns {

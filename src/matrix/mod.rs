@@ -102,7 +102,7 @@ pub fn execute(plan: &Plan, progress: bool) -> Result<MatrixRun> {
     let iso = choose_isolation(plan.isolation);
     let cells = build_cells(&plan.selection, &host, iso.is_isolated())?;
     if cells.is_empty() {
-        return Err(Error::Invalid("the factors select no cells".into()));
+        return Err(Error::Usage("the factors select no cells".into()));
     }
     let t0 = Instant::now();
     let bar = if progress {

@@ -59,7 +59,7 @@ impl ClientPlan {
         if let Some(b) = self.bind
             && b.is_ipv4() != self.connect.is_ipv4()
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "--bind {b} and --connect {} are of different address families; use two IPv4 or two IPv6 addresses",
                 self.connect
             )));

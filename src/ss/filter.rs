@@ -77,7 +77,7 @@ fn parse_state_only(name: &str) -> Result<StateSet> {
         other => match STATE_NAMES.iter().find(|(k, _)| *k == other) {
             Some((_, s)) => StateSet::of(&[*s]),
             None => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "unknown TCP state '{}'; valid states and groups: {}",
                     echo(name),
                     valid_states()
@@ -96,7 +96,7 @@ pub fn parse_states<S: AsRef<str>>(names: &[S]) -> Result<StateSet> {
     let mut mask = 0u32;
     for n in names {
         if n.as_ref().trim().is_empty() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "empty TCP state name in --state; valid states and groups: {}",
                 valid_states()
             )));
@@ -117,7 +117,7 @@ pub fn parse_port_filter(s: &str) -> Result<u16> {
     let t = s.trim().trim_start_matches(':');
     match t.parse::<u32>() {
         Ok(n) if n <= 65535 => Ok(n as u16),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Usage(format!(
             "invalid --port '{}': give a port number from 0 to 65535, e.g. --port 8080",
             echo(s)
         ))),
@@ -129,7 +129,7 @@ pub fn parse_family(s: &str) -> Result<Family> {
     match s.trim().to_ascii_lowercase().as_str() {
         "4" | "ipv4" | "inet" | "v4" => Ok(Family::V4),
         "6" | "ipv6" | "inet6" | "v6" => Ok(Family::V6),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Usage(format!(
             "invalid --family '{}': valid choices are 4 (IPv4) and 6 (IPv6)",
             echo(s)
         ))),
@@ -150,7 +150,7 @@ impl AddrMatch {
     /// `[V6/LEN]:PORT`, bare IPv6 `::1`, or `*:PORT` / `:PORT`.
     pub fn parse(input: &str) -> Result<AddrMatch> {
         let bad = |why: &str| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "malformed address filter '{}': {why}; expected ADDR, ADDR:PORT, ADDR/PREFIX[:PORT], [IPv6]:PORT or *:PORT, e.g. 127.0.0.1:8080",
                 echo(input)
             ))

@@ -77,7 +77,7 @@ impl Target {
             .enumerate()
             .map(|(i, (n, _))| format!("{}: {n}", i + 1))
             .collect();
-        Err(Error::Invalid(format!(
+        Err(Error::Usage(format!(
             "no trace case '{case}': give a demo case 1-{} ({}), rst-unread, delayed-duplicate, or -f factors for a matrix cell",
             cases.len(),
             names.join("; ")
@@ -216,7 +216,7 @@ fn experiment_of(plan: &TracePlan) -> Result<(String, Experiment, Vec<Sysctl>)> 
             let (name, x) = cases
                 .into_iter()
                 .nth(n - 1)
-                .ok_or_else(|| Error::Invalid(format!("no demo case {n}")))?;
+                .ok_or_else(|| Error::Usage(format!("no demo case {n}")))?;
             (format!("demo case {n}: {name}"), x)
         }
         Target::Cell(factors) => {
@@ -224,7 +224,7 @@ fn experiment_of(plan: &TracePlan) -> Result<(String, Experiment, Vec<Sysctl>)> 
             let host = NetSysctls::read()?;
             let cells = build_cells(&sel, &host, true)?;
             if cells.len() != 1 {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "the factors select {} matrix cells; name more factors (see `twlab matrix --list-factors`) until one remains",
                     cells.len()
                 )));

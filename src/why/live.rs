@@ -200,7 +200,7 @@ pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
 /// connect() once, toward loopback only, then abort (SO_LINGER 0).
 pub fn try_connect(q: &ConnectQuestion, d: &mut Diagnosis) -> Result<()> {
     if !is_loopback(q.dst.ip()) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "--try connects only to loopback destinations; {} is not one (twlab never connects to another host)",
             q.dst
         )));
