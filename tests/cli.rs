@@ -263,7 +263,7 @@ fn no_arguments_print_a_short_usage() {
 fn echoed_input_is_escaped_and_cut() {
     let o = run(&["ss", "--state", "\x1b[2Jtime-wait"]);
     let line = one_line_failure(&o);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "bad input exits 2");
     assert!(!o.stderr.contains(&0x1b), "{line}");
     assert!(line.contains("'\\u001b[2Jtime-wait'"), "{line}");
     let o = run(&["ss", "--port", "\x1b]0;x\x07"]);
