@@ -442,3 +442,23 @@ fn bad_input_found_after_parsing_exits_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
     }
 }
+
+#[cfg(target_os = "linux")]
+netns_test! {
+    /// `load` sends traffic only to loopback: a target, destination or
+    /// source outside 127/8 is refused with exit 2 before any socket
+    /// exists. Run in a fresh namespace that has nothing but `lo`, so that
+    /// nothing could leave even if the check were missing.
+    fn load_refuses_addresses_off_loopback() {
+        for args in [
+            &["load", "--target", "10.0.0.1:80", "--duration", "1"][..],
+            &["load", "--dest", "192.0.2.1:80", "--duration", "1"][..],
+            &["load", "--source", "10.0.0.1", "--port", "bind", "--duration", "1"][..],
+        ] {
+            let o = run(args);
+            let line = one_line_failure(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+            assert!(line.contains("loopback"), "{line}");
+        }
+    }
+}

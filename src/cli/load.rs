@@ -154,6 +154,23 @@ mod imp {
                     requests: self.requests,
                 },
             };
+            // Load goes only to this machine: a target or source outside
+            // 127/8 is refused before any socket exists.
+            if let Some(t) = self.target
+                && !t.ip().is_loopback()
+            {
+                bail!("--target {t}: twlab load sends traffic only to loopback (127.0.0.0/8)");
+            }
+            if let Some(d) = self
+                .dests
+                .iter()
+                .find(|d| dest(d).is_ok_and(|d| !d.ip().is_loopback()))
+            {
+                bail!("--dest {d}: twlab load sends traffic only to loopback (127.0.0.0/8)");
+            }
+            if let Some(s) = self.sources.iter().find(|s| !s.is_loopback()) {
+                bail!("--source {s}: twlab load uses only loopback source addresses (127.0.0.0/8)");
+            }
             let (target, destinations, netns) = match self.target {
                 Some(t) => (Target::External, vec![t], None),
                 None => {
