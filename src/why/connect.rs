@@ -15,7 +15,7 @@ use crate::model::kernel::Fact;
 use crate::model::kernel::addr::Claims;
 use crate::model::kernel::connect::{
     OnTuple, PortOrigin, ReuseSysctls, ScanPort, TimeWaitFacts, TupleVerdict, TwRefusal, TwVerdict,
-    check_established, ports_back_per_s, scan_port, tw_reuse_applies, tw_reuse_delay_ms,
+    check_established, ports_back_per_s, scan_port, scan_rule, tw_reuse_applies, tw_reuse_delay_ms,
     twsk_unique,
 };
 use crate::outcome::Step;
@@ -502,13 +502,9 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
     } else {
         ""
     };
-    let (rule, expect, explanation) = if c.usable > 0 {
+    let rule = scan_rule(c.free, c.time_wait_reusable);
+    let (expect, explanation) = if rule != RuleId::EphemeralExhausted {
         (
-            if c.free > 0 {
-                RuleId::EphemeralOtherPort
-            } else {
-                RuleId::EphemeralTwReuse
-            },
             Expect::Ok,
             format!(
                 "{how}__inet_hash_connect() finds {} usable port(s) toward {} ({} free, {} with a reusable TIME_WAIT)",
@@ -517,7 +513,6 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
         )
     } else {
         (
-            RuleId::EphemeralExhausted,
             fails_connect(),
             format!(
                 "{how}__inet_hash_connect() finds no usable port toward {} in {}-{}: {} reserved, {} owned by bind() (skipped for every destination: tb->fastreuse >= 0), {} with the 4-tuple held, {} with a TIME_WAIT it may not reuse; connect() fails with EADDRNOTAVAIL",

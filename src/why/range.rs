@@ -29,6 +29,10 @@ pub struct PeerCapacity {
     pub peer: SocketAddr,
     /// ESTABLISHED sockets of the pair on a port of the range.
     pub established: u32,
+    /// The rule a new connect() toward the peer meets now
+    /// (`__inet_hash_connect()`): another free port, a TIME_WAIT taken
+    /// over, or none.
+    pub rule: crate::model::RuleId,
     /// The range accounted toward this peer, as `twlab why connect` does.
     pub capacity: Capacity,
 }
@@ -176,11 +180,18 @@ pub fn range_use(sockets: &[SockEntry], sys: &NetSysctls, top_n: usize) -> Range
     u.usable_new_peer = u.range_ports - u.reserved - u.bind_owned;
     let mut peers: Vec<PeerCapacity> = pairs
         .into_iter()
-        .map(|((local_addr, peer), t)| PeerCapacity {
-            local_addr,
-            peer,
-            established: t.established,
-            capacity: capacity(&u, peer, &t, sys),
+        .map(|((local_addr, peer), t)| {
+            let capacity = capacity(&u, peer, &t, sys);
+            PeerCapacity {
+                local_addr,
+                peer,
+                established: t.established,
+                rule: crate::model::kernel::connect::scan_rule(
+                    capacity.free,
+                    capacity.time_wait_reusable,
+                ),
+                capacity,
+            }
         })
         .collect();
     peers.sort_by(|a, b| {

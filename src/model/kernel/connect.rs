@@ -372,3 +372,17 @@ pub fn syn_at_peer(peer: PeerEnd) -> RuleId {
         PeerEnd::Full => RuleId::ChallengeAckThenRetry,
     }
 }
+
+/// The outcome of `__inet_hash_connect()`'s whole scan toward one
+/// destination, from the ports [`scan_port`] judged: it takes the first
+/// usable port it meets, so any free port or reusable TIME_WAIT will do;
+/// none is EADDRNOTAVAIL.
+pub fn scan_rule(free: u32, time_wait_reusable: u32) -> RuleId {
+    if free > 0 {
+        RuleId::EphemeralOtherPort
+    } else if time_wait_reusable > 0 {
+        RuleId::EphemeralTwReuse
+    } else {
+        RuleId::EphemeralExhausted
+    }
+}
