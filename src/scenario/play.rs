@@ -77,6 +77,37 @@ struct Live {
     peer: Option<SocketAddr>,
 }
 
+/// The address `name` binds: its own, or with `port_of` the port that
+/// other socket has now (its own port if that one has none).
+fn bind_addr(live: &mut [Live], name: &str) -> SocketAddr {
+    let l = find(live, name);
+    let (addr, of) = (l.addr, l.spec.port_of.clone());
+    match of {
+        Some(other) => {
+            // An accepted socket exists only if its accept() succeeded.
+            let port = live
+                .iter()
+                .rev()
+                .find(|o| o.name == other)
+                .and_then(|o| o.local)
+                .map_or(addr.port(), |a| a.port());
+            SocketAddr::new(addr.ip(), port)
+        }
+        None => addr,
+    }
+}
+
+/// Run a socket call with the privileges `spec` asks for: without
+/// CAP_NET_BIND_SERVICE for an `unprivileged` socket (see
+/// [`crate::sys::caps`]).
+fn as_spec<T>(spec: &SocketSpec, f: impl FnOnce() -> T) -> T {
+    if spec.unprivileged {
+        crate::sys::caps::without_bind_service(f).0
+    } else {
+        f()
+    }
+}
+
 fn short<T>(r: &std::result::Result<T, StepError>) -> String {
     match r {
         Ok(_) => "ok".into(),
@@ -146,12 +177,13 @@ fn act(live: &mut Vec<Live>, a: &Action, bindv6only: bool) -> Done {
     match a {
         Action::Bind { socket } => {
             let model = predict(live, socket, bindv6only, false);
+            let addr = bind_addr(live, socket);
             let l = find(live, socket);
-            let what = format!("bind {socket} {}", l.addr);
+            let what = format!("bind {socket} {addr}");
             let Some(s) = l.sock.as_ref() else {
                 return (what, gone(), model);
             };
-            let r = s.bind(l.addr);
+            let r = as_spec(&l.spec, || s.bind(addr));
             if r.is_ok() {
                 l.track = Track::Bound;
                 l.local = s.local_addr();
@@ -165,7 +197,7 @@ fn act(live: &mut Vec<Live>, a: &Action, bindv6only: bool) -> Done {
             let Some(s) = l.sock.as_ref() else {
                 return (what, gone(), model);
             };
-            let r = s.listen(backlog.unwrap_or(16));
+            let r = as_spec(&l.spec, || s.listen(backlog.unwrap_or(16)));
             if r.is_ok() {
                 l.track = Track::Listening;
                 l.local = s.local_addr();
@@ -179,7 +211,7 @@ fn act(live: &mut Vec<Live>, a: &Action, bindv6only: bool) -> Done {
             let Some(s) = l.sock.as_ref() else {
                 return (what, gone(), None);
             };
-            let r = s.connect(to, TIMEOUT);
+            let r = as_spec(&l.spec, || s.connect(to, TIMEOUT));
             if r.is_ok() {
                 l.track = Track::Connected;
                 l.local = s.local_addr();
