@@ -429,10 +429,7 @@ fn connect(c: &ConnectAsk, t: &Table) -> Result<Option<Asked>, String> {
     };
     let sock = setup::open(&sock_spec, c.dst)?;
     let (bound, connected) = as_owner(c.owner, || {
-        let bound = match from {
-            Some(f) => Some(sock.bind(f).map_err(|e| Observed::of(&e))),
-            None => None,
-        };
+        let bound = from.map(|f| sock.bind(f).map_err(|e| Observed::of(&e)));
         let connected = match bound {
             Some(Err(_)) => None,
             _ => Some(connect_started(&sock, c.dst)),

@@ -406,7 +406,7 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
         }
     }
     let mut classes: Vec<Class> = classes.into_values().collect();
-    classes.sort_by(|a, b| b.count.cmp(&a.count));
+    classes.sort_by_key(|c| std::cmp::Reverse(c.count));
     errors.sort();
     let setup_errors = errors.len() as u64;
     errors.truncate(5);
