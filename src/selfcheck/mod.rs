@@ -104,7 +104,7 @@ pub struct Class {
     pub kernel: String,
     /// How many times.
     pub count: u64,
-    /// Scenario files written for it (at most [`FILES_PER_CLASS`]).
+    /// Scenario files written for it (at most 3).
     pub files: Vec<PathBuf>,
 }
 
