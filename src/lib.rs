@@ -28,6 +28,8 @@
 //!   ports run out and what each mitigation buys.
 //! - `trace` (Linux): `twlab trace`, every segment of one experiment as a
 //!   ladder and a pcap, with the moment that explains it.
+//! - `selfcheck` (Linux): `twlab selfcheck`, the live diagnosis checked against
+//!   the kernel on random socket tables in fresh namespaces.
 //! - [`error`]: the library's typed errors.
 //!
 //! The command line lives in the binary (`src/cli/`): it parses arguments
@@ -50,6 +52,8 @@ pub mod pairs;
 pub mod peer;
 pub mod report;
 pub mod scenario;
+#[cfg(target_os = "linux")]
+pub mod selfcheck;
 pub mod signal;
 pub mod socket;
 pub mod ss;

@@ -14,6 +14,7 @@ mod matrix;
 mod pairs;
 mod reuseport;
 mod run;
+mod selfcheck;
 mod server;
 mod ss;
 mod trace;
@@ -69,6 +70,11 @@ enum Cmd {
     /// A connection workload in its own namespace: when do ephemeral ports
     /// run out, at what rate, and what each mitigation buys (--compare).
     Load(load::LoadArgs),
+    /// Check twlab's live diagnosis (`why`, the `server`/`client` failure
+    /// diagnosis, `ss --summary`) against the kernel on random socket
+    /// tables in fresh namespaces; disagreements become scenario files
+    /// (exit 3 if any).
+    Selfcheck(selfcheck::SelfcheckArgs),
 }
 
 impl Cmd {
@@ -91,6 +97,7 @@ impl Cmd {
             Cmd::Pairs(_) => ("pairs", Some("network namespaces")),
             Cmd::Reuseport(_) => ("reuseport", Some("network namespaces")),
             Cmd::Run(_) => ("run", Some("network namespaces")),
+            Cmd::Selfcheck(_) => ("selfcheck", Some(NS_DIAG)),
         }
     }
 }
@@ -125,7 +132,7 @@ pub(crate) fn refuse_reuseport_here(reuseport: bool) -> Result<(), twlab::Error>
 #[cfg(target_os = "linux")]
 const SHORT_USAGE: &str = "\
 twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
-usage: twlab <demo|why|server|client|ss|matrix|trace|load|run|pairs|reuseport> [OPTIONS]
+usage: twlab <demo|why|server|client|ss|matrix|trace|load|run|pairs|reuseport|selfcheck> [OPTIONS]
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
 
 /// Off Linux only the story's two programs run (see [`Cmd::linux_needs`]).
@@ -182,6 +189,7 @@ pub fn main() -> ExitCode {
         Cmd::Run(a) => run::run(a),
         Cmd::Reuseport(a) => reuseport::run(a),
         Cmd::Load(a) => load::run(a),
+        Cmd::Selfcheck(a) => selfcheck::run(a),
     };
     // A stop signal decides the exit code whatever the command returned
     // (it may have stopped early and cleanly): 128 + its number, as a

@@ -119,6 +119,12 @@ pub struct SocketSpec {
     /// says port 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_from: Option<String>,
+    /// Call bind(), listen() and connect() without CAP_NET_BIND_SERVICE
+    /// (dropped from the thread's effective set, needs root), as an
+    /// ordinary user would: ports below `net.ipv4.ip_unprivileged_port_start`
+    /// then fail with EACCES. Default: the running user's capabilities.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unprivileged: bool,
 }
 
 /// What one step does.
@@ -619,6 +625,60 @@ pub fn experiment_toml(
     if let Some(e) = expect {
         out.push_str("\n[expect]\n");
         for (k, v) in table(e) {
+            out.push_str(&format!("{k} = {}\n", inline(v)));
+        }
+    }
+    out
+}
+
+/// A script written as a file that [`parse`] reads back into the same
+/// sockets and steps (`twlab selfcheck` writes each disagreement so, for
+/// `twlab run`): socket options that are off left out, one `[[socket]]`
+/// and one `[[step]]` table each, in order. `comments` go on top, one
+/// `#` line each.
+pub fn script_toml(
+    comments: &[String],
+    description: &str,
+    sysctls: &[(String, String)],
+    sockets: &[SocketSpec],
+    steps: &[StepSpec],
+) -> String {
+    let quoted = |s: &str| inline(toml::Value::String(s.into()));
+    let mut out = String::new();
+    for c in comments {
+        for line in c.lines() {
+            out.push_str(&format!("# {line}\n"));
+        }
+    }
+    out.push_str(&format!("description = {}\n", quoted(description)));
+    if !sysctls.is_empty() {
+        out.push_str("\n[sysctls]\n");
+        for (k, v) in sysctls {
+            out.push_str(&format!("{} = {}\n", quoted(k), quoted(v)));
+        }
+    }
+    for s in sockets {
+        out.push_str("\n[[socket]]\n");
+        // name and address first, as a person writes them.
+        out.push_str(&format!(
+            "name = {}\naddress = {}\n",
+            quoted(&s.name),
+            quoted(&s.address)
+        ));
+        let rest = set_options(toml::Value::Table(table(s)));
+        if let Some(toml::Value::Table(t)) = rest {
+            for (k, v) in t.into_iter().filter(|(k, _)| k != "name" && k != "address") {
+                out.push_str(&format!("{k} = {}\n", inline(v)));
+            }
+        }
+    }
+    for st in steps {
+        out.push_str("\n[[step]]\n");
+        let mut t = table(st);
+        if let Some(v) = t.remove("do") {
+            out.push_str(&format!("do = {}\n", inline(v)));
+        }
+        for (k, v) in t {
             out.push_str(&format!("{k} = {}\n", inline(v)));
         }
     }

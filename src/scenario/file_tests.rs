@@ -124,3 +124,73 @@ fn a_bad_port_from_is_refused_with_its_line() {
         assert!(e.what.contains(what), "{e}");
     }
 }
+
+// What `twlab selfcheck` writes reads back into the same script.
+#[test]
+fn a_written_script_reads_back_the_same() {
+    let sockets = vec![
+        SocketSpec {
+            name: "l".into(),
+            address: "[::]:8080".into(),
+            reuseaddr: true,
+            reuseport: false,
+            v6only: V6Only::Off,
+            linger: None,
+            bind_address_no_port: false,
+            uid: Some(65534),
+            unprivileged: true,
+            port_from: None,
+        },
+        SocketSpec {
+            name: "c".into(),
+            address: "127.0.0.2:0".into(),
+            reuseaddr: false,
+            reuseport: false,
+            v6only: V6Only::System,
+            linger: Some(0),
+            bind_address_no_port: true,
+            uid: None,
+            unprivileged: false,
+            port_from: Some("l".into()),
+        },
+    ];
+    let steps = vec![
+        StepSpec {
+            action: Action::Bind { socket: "l".into() },
+            expect: Some("ok".into()),
+        },
+        StepSpec {
+            action: Action::WaitForState {
+                socket: "c".into(),
+                state: "TIME-WAIT".into(),
+                timeout_ms: None,
+            },
+            expect: None,
+        },
+        StepSpec {
+            action: Action::Connect {
+                socket: "c".into(),
+                to: "127.0.0.1:8080".into(),
+            },
+            expect: Some("EADDRNOTAVAIL".into()),
+        },
+    ];
+    let sysctls = vec![("net.ipv4.tcp_tw_reuse".to_string(), "0".to_string())];
+    let text = script_toml(
+        &["two\nlines".into()],
+        "a \"quoted\" description",
+        &sysctls,
+        &sockets,
+        &steps,
+    );
+    assert!(text.starts_with("# two\n# lines\n"), "{text}");
+    let Scenario::Script(s) = parse(Path::new("x.toml"), &text).unwrap() else {
+        panic!("not a script: {text}");
+    };
+    assert_eq!(s.description.as_deref(), Some("a \"quoted\" description"));
+    assert_eq!(s.sysctls, sysctls);
+    let read: Vec<SocketSpec> = s.sockets.into_iter().map(|(spec, _)| spec).collect();
+    assert_eq!(read, sockets);
+    let read: Vec<StepSpec> = s.steps.into_iter().map(|(_, st)| st).collect();
+    assert_eq!(read, steps);
+}

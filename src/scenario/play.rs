@@ -65,6 +65,17 @@ struct Table {
     socks: Vec<Option<TcpSock>>,
 }
 
+/// Run a socket call with the privileges the socket asks for: without
+/// CAP_NET_BIND_SERVICE for an `unprivileged` socket (see
+/// [`crate::sys::caps`]).
+fn as_unprivileged<T>(unprivileged: bool, f: impl FnOnce() -> T) -> T {
+    if unprivileged {
+        crate::sys::caps::without_bind_service(f).0
+    } else {
+        f()
+    }
+}
+
 fn short<T>(r: &std::result::Result<T, StepError>) -> String {
     match r {
         Ok(_) => "ok".into(),
@@ -154,7 +165,7 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
             let Some(s) = t.socks[i].as_ref() else {
                 return (what, gone());
             };
-            let r = s.bind(addr);
+            let r = as_unprivileged(t.view.sockets[i].unprivileged, || s.bind(addr));
             if r.is_ok() {
                 let v = &mut t.view.sockets[i];
                 v.state = SockState::Bound;
@@ -167,7 +178,9 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
             let Some(s) = t.socks[i].as_ref() else {
                 return (what, gone());
             };
-            let r = s.listen(backlog.unwrap_or(16));
+            let r = as_unprivileged(t.view.sockets[i].unprivileged, || {
+                s.listen(backlog.unwrap_or(16))
+            });
             if r.is_ok() {
                 let v = &mut t.view.sockets[i];
                 v.state = SockState::Listening;
@@ -181,7 +194,7 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
             let Some(s) = t.socks[i].as_ref() else {
                 return (what, gone());
             };
-            let r = s.connect(to, TIMEOUT);
+            let r = as_unprivileged(t.view.sockets[i].unprivileged, || s.connect(to, TIMEOUT));
             if r.is_ok() {
                 let v = &mut t.view.sockets[i];
                 v.state = SockState::Connected;

@@ -49,7 +49,7 @@ fn new_socket(view: &ModelView, s: &SocketView, ip: IpAddr) -> NewSocket {
         reuseaddr: s.opts.reuseaddr,
         reuseport: s.opts.reuseport,
         uid: s.uid,
-        cap_net_bind_service: view.cap_net_bind_service,
+        cap_net_bind_service: view.cap_net_bind_service && !s.unprivileged,
     }
 }
 

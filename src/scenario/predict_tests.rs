@@ -33,6 +33,7 @@ fn spec(name: &str, address: &str, reuseaddr: bool, reuseport: bool, uid: u32) -
         linger: None,
         bind_address_no_port: false,
         uid: Some(uid),
+        unprivileged: false,
         port_from: None,
     }
 }

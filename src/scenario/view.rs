@@ -55,6 +55,8 @@ pub struct SocketView {
     pub uid: u32,
     /// Made by accept().
     pub accepted: bool,
+    /// Its calls run without CAP_NET_BIND_SERVICE (`unprivileged`).
+    pub unprivileged: bool,
     /// What it is doing.
     pub state: SockState,
     /// Its local address as the kernel reports it (getsockname() after
@@ -82,6 +84,7 @@ impl SocketView {
             v6only: addr.is_ipv6() && spec.v6only.resolve(bindv6only),
             uid: spec.uid.unwrap_or(running_uid),
             accepted: false,
+            unprivileged: spec.unprivileged,
             state: SockState::Created,
             local: None,
             peer: None,

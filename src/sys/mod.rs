@@ -19,6 +19,16 @@ pub(crate) mod term;
 pub(crate) mod signal;
 
 #[cfg(target_os = "linux")]
+pub mod caps;
+/// Elsewhere there is no capability set to lower: the closure runs as is.
+#[cfg(not(target_os = "linux"))]
+pub mod caps {
+    /// Call `f` as is; the error says nothing was dropped.
+    pub fn without_bind_service<T>(f: impl FnOnce() -> T) -> (T, std::io::Result<()>) {
+        (f(), Err(std::io::ErrorKind::Unsupported.into()))
+    }
+}
+#[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) mod load;

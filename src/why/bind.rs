@@ -91,12 +91,24 @@ pub(crate) fn new_socket(q: &BindQuestion, opts: SocketOpts) -> NewSocket {
 }
 
 /// IPV6_V6ONLY of a holder: what sock_diag says (listeners and bound-only
-/// sockets, `INET_DIAG_SKV6ONLY`), else what bind() leaves for its address
-/// with `default_v6only` (`net.ipv6.bindv6only`) standing in for a
-/// wildcard's option.
-pub(crate) fn holder_v6only(e: &SockEntry, default_v6only: bool) -> bool {
-    e.v6only
-        .unwrap_or_else(|| v6only_after_bind(e.local.ip(), default_v6only))
+/// sockets, `INET_DIAG_SKV6ONLY`); else, for an IPv6 socket, `assume`
+/// (the kernel does not report it for connections and TIME_WAIT: a socket
+/// that connected from `::` or without bind() keeps the option it had at
+/// socket(), and `tcp_v6_connect()` / `tcp_v6_syn_recv_sock()` give it
+/// `inet_rcv_saddr = LOOPBACK4_IPV6`, which an IPv4 wildcard meets; one
+/// that bound a specific IPv6 address is V6ONLY). False for IPv4.
+pub(crate) fn holder_v6only(e: &SockEntry, assume: bool) -> bool {
+    e.v6only.unwrap_or_else(|| match e.local.ip() {
+        std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => assume,
+        ip => v6only_after_bind(ip, assume),
+    })
+}
+
+/// Does a holder's unknown IPV6_V6ONLY change what it holds? An IPv6
+/// socket on a non-mapped address the dump gives no V6ONLY for.
+pub(crate) fn v6only_unknown(e: &SockEntry) -> bool {
+    e.v6only.is_none()
+        && matches!(e.local.ip(), std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_none())
 }
 
 /// `inet_bind_conflict()`'s `sk2->sk_state`, from the table's state.
@@ -185,6 +197,62 @@ pub fn blocking(
     known: &ReuseKnown,
     default_v6only: bool,
 ) -> Blocking {
+    if !v6only_unknown(o) {
+        return blocking_with(q, o, known, default_v6only);
+    }
+    // Both values of the hidden IPV6_V6ONLY: V6ONLY holds no IPv4 address.
+    match (
+        blocking_with(q, o, known, true),
+        blocking_with(q, o, known, false),
+    ) {
+        (a, b) if a == b => a,
+        (Blocking::NoOverlap | Blocking::Never, Blocking::Always) => unless(V6ONLY_NEEDS),
+        (Blocking::NoOverlap | Blocking::Never, Blocking::Unless { needs }) => Blocking::Unless {
+            needs: format!("{V6ONLY_NEEDS}, or {needs}"),
+        },
+        (Blocking::NoOverlap, Blocking::Never) => Blocking::Never,
+        (_, b) => b,
+    }
+}
+
+/// What a holder with hidden IPV6_V6ONLY needs to let an IPv4 bind pass.
+const V6ONLY_NEEDS: &str = "it is V6ONLY (bound to a specific IPv6 address, or IPV6_V6ONLY set; sock_diag does not show it for connections)";
+
+fn blocking_with(
+    q: &BindQuestion,
+    o: &SockEntry,
+    known: &ReuseKnown,
+    default_v6only: bool,
+) -> Blocking {
+    let b = blocking_by_rule(q, o, known, default_v6only);
+    // SO_REUSEPORT on both and another uid: the full check refuses, but
+    // `inet_csk_get_port()` skips it when the bucket's fast path matches
+    // (`sk_reuseport_match()`: tb->fastuid and its address), and that fast
+    // path outlives the socket that set it. A bucket's history is not in
+    // any dump: say so instead of predicting a refusal the kernel may skip.
+    let other_uid = q.opts.reuseport
+        && o.uid != q.uid
+        && holder_kind(o) != HolderKind::TimeWait
+        && variants_of(known).iter().any(|v| v.reuseport)
+        && !matches!(b, Blocking::NoOverlap | Blocking::Never);
+    match b {
+        Blocking::Always if other_uid => unless(FAST_PATH_NEEDS),
+        Blocking::Unless { needs } if other_uid => Blocking::Unless {
+            needs: format!("{needs}, or {FAST_PATH_NEEDS}"),
+        },
+        b => b,
+    }
+}
+
+/// What lets a SO_REUSEPORT bind past another uid's holder.
+const FAST_PATH_NEEDS: &str = "it has SO_REUSEPORT and the port's bind bucket still carries the SO_REUSEPORT fast path of an earlier socket of your uid (sk_reuseport_match(): tb->fastuid outlives the socket that set it; no dump shows it)";
+
+fn blocking_by_rule(
+    q: &BindQuestion,
+    o: &SockEntry,
+    known: &ReuseKnown,
+    default_v6only: bool,
+) -> Blocking {
     let new = new_socket(q, q.opts);
     let probe = port_holder(o, SocketOpts::default(), default_v6only);
     if !new.claims().overlap(probe.claims) {
@@ -243,11 +311,13 @@ pub fn expect_of(blocks: &[Blocking]) -> Expect {
     needs.sort_unstable();
     needs.dedup();
     let ok_if = if needs.len() == 1 {
-        let what = needs[0].trim_start_matches("it has ");
+        let what = needs[0].strip_prefix("it ").unwrap_or(needs[0]);
         if n == 1 {
-            format!("the holder has {what}")
+            format!("the holder {what}")
+        } else if let Some(has) = what.strip_prefix("has ") {
+            format!("all {n} holders have {has}")
         } else {
-            format!("all {n} holders have {what}")
+            format!("each of the {n} holders {what}")
         }
     } else {
         format!("each holder has what it needs ({})", needs.join("; "))
@@ -256,6 +326,7 @@ pub fn expect_of(blocks: &[Blocking]) -> Expect {
         step: Step::Bind,
         errno: Errno::EADDRINUSE,
         ok_if,
+        then: None,
     }
 }
 
@@ -801,16 +872,19 @@ fn diagnose_bind_any(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
         let explanation = "IP_BIND_ADDRESS_NO_PORT with port 0: __inet_bind() skips inet_csk_get_port() and leaves the port to connect()".to_string();
         return bind_diagnosis(q, RuleId::BindAutoFree, explanation, Expect::Ok, Vec::new());
     }
-    let as_if = |theirs: SocketOpts| {
+    // The holders' hidden options, at their worst and best for the new
+    // socket: no SO_REUSEADDR and not V6ONLY (where sock_diag does not say),
+    // or SO_REUSEADDR and V6ONLY.
+    let as_if = |theirs: SocketOpts, v6only: bool| {
         autobind(&new, sys, |port| {
             table
                 .bucket(port)
-                .map(|o| port_holder(&o.entry, theirs, default_v6only))
+                .map(|o| port_holder(&o.entry, theirs, v6only))
                 .collect::<Vec<_>>()
         })
     };
-    let without = as_if(reuse(false, false));
-    let with = as_if(reuse(true, false));
+    let without = as_if(reuse(false, false), false);
+    let with = as_if(reuse(true, false), true);
     let (mut reserved, mut used, mut free) = (0u32, 0u32, 0u32);
     let mut holders = Vec::new();
     for port in range.low..=range.high {
@@ -844,6 +918,7 @@ fn diagnose_bind_any(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
         time_wait_reusable: 0,
         free,
         usable: free,
+        surely_usable: free,
         soonest_time_wait_ms: None,
         time_wait_reusable_in_ms: None,
         time_wait_note: "bind(addr, 0) never takes a TIME_WAIT's port over".into(),
@@ -880,6 +955,20 @@ fn diagnose_bind_any(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
                 "{exhausted_text}; ip_autobind_reuse=1 lets it share port {port}, whose holders cannot refuse whatever their options"
             ),
         ),
+        (Autobind::Exhausted, Autobind::Free { port, .. }) => (
+            RuleId::BindAutoFree,
+            Expect::Depends {
+                step: Step::Bind,
+                errno: Errno::EADDRINUSE,
+                ok_if: format!(
+                    "the IPv6 connections on some port (e.g. {port}) are V6ONLY (sock_diag does not show it for connections: one that connected from `::` or without bind() also holds 127.0.0.6, LOOPBACK4_IPV6, in the IPv4 space)"
+                ),
+                then: None,
+            },
+            format!(
+                "{exhausted_text} if the IPv6 connections in the range are dual-stack; V6ONLY ones leave their ports to IPv4"
+            ),
+        ),
         (Autobind::Exhausted, Autobind::Shared { port }) => (
             RuleId::BindAutoShared,
             Expect::Depends {
@@ -888,6 +977,7 @@ fn diagnose_bind_any(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
                 ok_if: format!(
                     "the holders of some port (e.g. {port}) all have SO_REUSEADDR, are not listening, and do not share SO_REUSEPORT with it"
                 ),
+                then: None,
             },
             format!(
                 "{exhausted_text}; with ip_autobind_reuse=1 a second pass (relax = true) may share a port with SO_REUSEADDR holders, which sock_diag cannot show"

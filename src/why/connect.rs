@@ -5,7 +5,9 @@
 
 use super::bind::Asker;
 use super::bind::{BindQuestion, diagnose_bind, report};
-use super::diagnosis::{Asked, Blocking, Capacity, Diagnosis, Errno, Expect, Flag, HolderReport};
+use super::diagnosis::{
+    Asked, Blocking, Capacity, Diagnosis, Errno, Expect, Failure, Flag, HolderReport,
+};
 use super::documented::connect_elsewhere;
 use super::fix::{Fix, RankedFix};
 use super::table::{Occupant, Origin, Role, Table, is_loopback, role, same_source};
@@ -13,6 +15,7 @@ use crate::diag::{SockEntry, TcpState};
 use crate::model::RuleId;
 use crate::model::kernel::Fact;
 use crate::model::kernel::addr::Claims;
+use crate::model::kernel::bind::shareable_ports;
 use crate::model::kernel::connect::{
     OnTuple, PortOrigin, ReuseSysctls, ScanPort, TimeWaitFacts, TupleVerdict, TwRefusal, TwVerdict,
     check_established, ports_back_per_s, scan_port, scan_rule, tw_reuse_applies, tw_reuse_delay_ms,
@@ -48,6 +51,9 @@ pub fn diagnose_connect(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) ->
         Some(from) if !q.bind_no_port => {
             let b = bind_question(q, from);
             let mut d = diagnose_bind(&b, table, sys);
+            if d.rule == RuleId::BindAutoShared {
+                shared_port_tuple(&mut d, q, from, table, sys);
+            }
             if d.expect == Expect::Ok && d.rule == RuleId::BindAutoFree {
                 // The port bind() picks has no socket on an overlapping
                 // address, so the 4-tuple is free too.
@@ -82,6 +88,68 @@ fn bind_question(q: &ConnectQuestion, from: SocketAddr) -> BindQuestion {
         cap_net_bind_service: q.cap_net_bind_service,
         asker: Asker::Client,
     }
+}
+
+/// bind(ip, 0) shares a port under `ip_autobind_reuse`: the port is then
+/// bound (`twp == NULL` at connect()), and its 4-tuple to the destination
+/// may be held. If it is on every port the relaxed pass could pick,
+/// connect() fails after the bind.
+fn shared_port_tuple(
+    d: &mut Diagnosis,
+    q: &ConnectQuestion,
+    from: SocketAddr,
+    table: &Table,
+    sys: &NetSysctls,
+) {
+    let b = bind_question(q, from);
+    let new = super::bind::new_socket(&b, b.opts);
+    let reuseaddr = SocketOpts {
+        reuseaddr: true,
+        ..SocketOpts::default()
+    };
+    let candidates: Vec<u16> = shareable_ports(&new, sys, |port| {
+        table
+            .bucket(port)
+            .map(|o| super::bind::port_holder(&o.entry, reuseaddr, true))
+            .collect::<Vec<_>>()
+    })
+    .collect();
+    let rsys = ReuseSysctls::from(sys);
+    let blocked = |port: u16| {
+        !check_established(
+            tuple_holders(table, from.ip(), port, q.dst).map(|o| on_tuple(&o.entry)),
+            PortOrigin::Bound,
+            &rsys,
+        )
+        .usable()
+    };
+    if candidates.is_empty() || !candidates.iter().all(|p| blocked(*p)) {
+        return;
+    }
+    let fails = Failure {
+        step: Step::Connect,
+        errno: Errno::EADDRNOTAVAIL,
+    };
+    d.expect = match d.expect.clone() {
+        Expect::Ok => Expect::Fails {
+            step: fails.step,
+            errno: fails.errno,
+        },
+        Expect::Depends {
+            step, errno, ok_if, ..
+        } => Expect::Depends {
+            step,
+            errno,
+            ok_if,
+            then: Some(fails),
+        },
+        other => other,
+    };
+    d.explanation.push_str(&format!(
+        "; every port it could share ({}) already holds the 4-tuple to {} in a state __inet_check_established() does not take over (the port is bound: twp = NULL), so connect() fails with EADDRNOTAVAIL",
+        candidates.len(),
+        q.dst
+    ));
 }
 
 /// A timewait socket on a 4-tuple as `tcp_twsk_unique()` sees it.
@@ -229,9 +297,28 @@ fn fixed_port(q: &ConnectQuestion, from: SocketAddr, table: &Table, sys: &NetSys
                 d.fixes.insert(0, Fix::LetConnectChoose.ranked());
             }
         }
-        Some((_, ok_if, _)) => {
+        Some((_, ok_if, bind_fixes)) => {
+            // bind() fails unless the holders allow it, and connect() fails
+            // after it anyway: both failures stay in the prediction.
             d.explanation = format!("bind() passes only if {ok_if}; then {explanation}");
+            let then = match expect {
+                Expect::Fails { step, errno } => Some(Failure { step, errno }),
+                _ => None,
+            };
             set(&mut d, rule, expect, fixes);
+            d.expect = Expect::Depends {
+                step: Step::Bind,
+                errno: Errno::EADDRINUSE,
+                ok_if,
+                then,
+            };
+            d.rule = RuleId::BindConflict;
+            d.kernel_fn = d.rule.kernel_fn();
+            for f in bind_fixes {
+                if !d.fixes.contains(&f) {
+                    d.fixes.push(f);
+                }
+            }
         }
         None => {
             d.explanation = explanation;
@@ -345,6 +432,7 @@ fn count_range(
         time_wait_reusable: 0,
         free: 0,
         usable: 0,
+        surely_usable: 0,
         soonest_time_wait_ms: None,
         time_wait_reusable_in_ms: None,
         time_wait_note: time_wait_note(sys, is_loopback(q.dst.ip())),
@@ -393,7 +481,10 @@ fn count_range(
                         .map(|o| report(o, Blocking::Always, table, sys)),
                 );
             }
-            ScanPort::Tuple(TupleVerdict::Free) => c.free += 1,
+            ScanPort::Tuple(TupleVerdict::Free) => {
+                c.free += 1;
+                c.surely_usable += u32::from(bucket.is_empty());
+            }
             ScanPort::Tuple(TupleVerdict::TakeOver { .. }) => {
                 c.time_wait_reusable += 1;
                 young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
@@ -505,7 +596,7 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
     let rule = scan_rule(c.free, c.time_wait_reusable);
     let (expect, explanation) = if rule != RuleId::EphemeralExhausted {
         (
-            Expect::Ok,
+            c.expect(),
             format!(
                 "{how}__inet_hash_connect() finds {} usable port(s) toward {} ({} free, {} with a reusable TIME_WAIT)",
                 c.usable, q.dst, c.free, c.time_wait_reusable

@@ -132,8 +132,11 @@ pub fn agreement(expect: &Expect, error: Option<&str>) -> Agreement {
     match (expect, error) {
         (Expect::Ok, None) => Agreement::Agrees,
         (Expect::Fails { errno, .. }, Some(e)) if e == errno.name() => Agreement::Agrees,
-        (Expect::Depends { .. }, None) => Agreement::Resolves,
+        (Expect::Depends { then: None, .. }, None) => Agreement::Resolves,
         (Expect::Depends { errno, .. }, Some(e)) if e == errno.name() => Agreement::Resolves,
+        (Expect::Depends { then: Some(f), .. }, Some(e)) if e == f.errno.name() => {
+            Agreement::Resolves
+        }
         _ => Agreement::Mismatch,
     }
 }
@@ -234,12 +237,25 @@ fn settle(d: &mut Diagnosis, asked: impl Fn(&Attempt) -> bool) {
     else {
         return;
     };
-    let Expect::Depends { step, errno, ok_if } = d.expect.clone() else {
+    let Expect::Depends {
+        step,
+        errno,
+        ok_if,
+        then,
+    } = d.expect.clone()
+    else {
         return;
     };
-    let (outcome, verdict) = match &t.error {
-        None => (Expect::Ok, "yes"),
-        Some(_) => (Expect::Fails { step, errno }, "no"),
+    let (outcome, verdict) = match (&t.error, then) {
+        (None, _) => (Expect::Ok, "yes"),
+        (Some(e), Some(f)) if *e == f.errno.name() => (
+            Expect::Fails {
+                step: f.step,
+                errno: f.errno,
+            },
+            "yes",
+        ),
+        (Some(_), _) => (Expect::Fails { step, errno }, "no"),
     };
     d.explanation.push_str(&format!(
         "; --try settled it: {} ({ok_if}: {verdict})",

@@ -38,8 +38,8 @@ mod tests;
 pub use bind::{Asker, BindQuestion, REUSE_VARIANTS, blocking, diagnose_bind, expect_of, shares};
 pub use connect::{ConnectQuestion, diagnose_connect, time_wait_reusable};
 pub use diagnosis::{
-    Agreement, Asked, Attempt, Blocking, Capacity, Diagnosis, Errno, Expect, Flag, HolderClass,
-    HolderReport, OtherSystem, ReuseKnown, Variant,
+    Agreement, Asked, Attempt, Blocking, Capacity, Diagnosis, Errno, Expect, Failure, Flag,
+    HolderClass, HolderReport, OtherSystem, ReuseKnown, Variant,
 };
 pub use fix::{Fix, RankedFix};
 pub use range::{

@@ -220,6 +220,8 @@ fn capacity(u: &RangeUse, peer: SocketAddr, t: &PairTally, sys: &NetSysctls) -> 
         time_wait_reusable: t.tw_reusable,
         free,
         usable: free + t.tw_reusable,
+        // Ports with no socket: no pair holds them.
+        surely_usable: u.empty,
         soonest_time_wait_ms: t.soonest_tw_ms,
         time_wait_reusable_in_ms: t.reusable_in_ms,
         time_wait_note: time_wait_note(sys, is_loopback(peer.ip())),
@@ -275,6 +277,11 @@ fn helps(fixes: &[RankedFix]) -> String {
 }
 
 impl RangeUse {
+    /// What connect() toward a peer nothing is connected to yet does.
+    pub fn expect_new_peer(&self) -> super::Expect {
+        super::diagnosis::connect_expect(self.usable_new_peer, self.empty)
+    }
+
     /// Ports connect() may pick at all: the range less the reserved ones.
     pub fn pickable(&self) -> u32 {
         self.range_ports - self.reserved

@@ -309,15 +309,32 @@ where
     if let Some(port) = first {
         return Autobind::Free { port, free_ports };
     }
-    if sys.autobind_reuse.unwrap_or(false) {
-        for port in ports() {
-            if holders_of(port)
-                .into_iter()
-                .all(|h| conflict(new, &h, Check::AutobindRelaxed).is_ok())
-            {
-                return Autobind::Shared { port };
-            }
-        }
+    if sys.autobind_reuse.unwrap_or(false)
+        && let Some(port) = shareable_ports(new, sys, holders_of).next()
+    {
+        return Autobind::Shared { port };
     }
     Autobind::Exhausted
+}
+
+/// The ports `inet_csk_find_open_port()`'s relaxed pass may share (with
+/// `ip_autobind_reuse`, once no port is free): every holder lets the new
+/// socket in under relax = true, reuseport_ok = false. Which one it takes
+/// depends on its random starting offset.
+pub fn shareable_ports<I>(
+    new: &NewSocket,
+    sys: &NetSysctls,
+    holders_of: impl Fn(u16) -> I,
+) -> impl Iterator<Item = u16>
+where
+    I: IntoIterator<Item = PortHolder>,
+{
+    let range = sys.port_range;
+    (range.low..=range.high)
+        .filter(|p| !sys.reserved_ports.contains(*p))
+        .filter(move |port| {
+            holders_of(*port)
+                .into_iter()
+                .all(|h| conflict(new, &h, Check::AutobindRelaxed).is_ok())
+        })
 }

@@ -1,0 +1,110 @@
+//! Capabilities of the calling thread: run a closure without
+//! CAP_NET_BIND_SERVICE in the effective set ([`without_bind_service`]), so
+//! root can make the calls an ordinary user would make.
+//!
+//! Why: bind() of a port below `net.ipv4.ip_unprivileged_port_start` is
+//! refused with EACCES unless the caller has CAP_NET_BIND_SERVICE in its
+//! network namespace's user namespace (`__inet_bind()` /
+//! `__inet6_bind()` → `inet_port_requires_bind_service()` and
+//! `ns_capable()`), which reads the *task's* effective set, not the
+//! socket's owner. A changed fsuid alone does not drop it. capset(2) with
+//! pid 0 acts on the calling thread only, and a capability left in the
+//! permitted set can be raised again afterwards.
+
+/// `_LINUX_CAPABILITY_VERSION_3` (two 32-bit words per set).
+const VERSION_3: u32 = 0x2008_0522;
+/// `CAP_NET_BIND_SERVICE` (bit 10 of the first word).
+const NET_BIND_SERVICE: u32 = 10;
+
+#[repr(C)]
+struct Header {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Data {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn get() -> std::io::Result<[Data; 2]> {
+    let mut h = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: a version-3 header and two data structs, as capget(2) needs.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) };
+    if r == 0 {
+        Ok(d)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn set(d: &[Data; 2]) -> std::io::Result<()> {
+    let mut h = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: as in `get`; capset(2) only reads the structs.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Call `f` with CAP_NET_BIND_SERVICE off in the calling thread's effective
+/// set, then restore the set. If the capability cannot be dropped (capget
+/// or capset refused), `f` runs as is and the error comes back beside its
+/// result.
+pub fn without_bind_service<T>(f: impl FnOnce() -> T) -> (T, std::io::Result<()>) {
+    let old = match get() {
+        Ok(d) => d,
+        Err(e) => return (f(), Err(e)),
+    };
+    let mut lowered = old;
+    lowered[0].effective &= !(1 << NET_BIND_SERVICE);
+    if let Err(e) = set(&lowered) {
+        return (f(), Err(e));
+    }
+    let r = f();
+    let restored = set(&old);
+    (r, restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As root, a bind() of port 80 in a fresh namespace fails with EACCES
+    /// while the capability is dropped, and works again afterwards.
+    #[test]
+    fn dropping_bind_service_refuses_a_privileged_port() {
+        if crate::netns::can_unshare().is_err() || !nix::unistd::geteuid().is_root() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped dropping_bind_service_refuses_a_privileged_port: needs root and namespaces"
+            );
+            return;
+        }
+        let r = crate::netns::run_in_fresh(Vec::new(), || {
+            let bind80 = || {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 80)).into())
+                    .map_err(|e| e.raw_os_error())
+            };
+            let (dropped, restored) = without_bind_service(bind80);
+            (dropped, restored.is_ok(), bind80())
+        })
+        .unwrap();
+        assert_eq!(r, (Err(Some(libc::EACCES)), true, Ok(())));
+    }
+}
