@@ -28,6 +28,9 @@
 //!   ports run out and what each mitigation buys.
 //! - `trace` (Linux): `twlab trace`, every segment of one experiment as a
 //!   ladder and a pcap, with the moment that explains it.
+//! - `events` (Linux): the kernel's own TCP events (state changes, resets,
+//!   drops) from its tracepoints, through a private tracefs instance;
+//!   `twlab events`, and beside `trace` and the client's failures.
 //! - [`error`]: the library's typed errors.
 //!
 //! The command line lives in the binary (`src/cli/`): it parses arguments
@@ -39,6 +42,8 @@ pub mod check;
 pub mod demo;
 pub mod diag;
 pub mod error;
+#[cfg(target_os = "linux")]
+pub mod events;
 #[cfg(target_os = "linux")]
 pub mod load;
 pub mod matrix;
