@@ -34,6 +34,11 @@ pub enum Role {
 pub enum Ending {
     /// Closed first; the 4-tuple went to a TIME_WAIT socket on this end.
     TimeWait,
+    /// Closed first and orphaned before the peer's FIN came: a timewait
+    /// socket in the FIN_WAIT2 substate holds the 4-tuple until the FIN
+    /// comes (then TIME_WAIT) or tcp_fin_timeout ends it
+    /// (tcp_time_wait(sk, TCP_FIN_WAIT2, tmo)).
+    FinWait2Timewait,
     /// Closed second (LAST_ACK → CLOSE): no TIME_WAIT here.
     LastAck,
     /// This end sent an RST (with the kernel's reason).
@@ -102,6 +107,9 @@ impl Life {
         };
         let how = match &self.ending {
             Ending::TimeWait => format!("closed first{who}: TIME_WAIT here, 60 s"),
+            Ending::FinWait2Timewait => format!(
+                "closed first{who}: a FIN_WAIT2 timewait socket here, the peer's FIN not seen"
+            ),
             Ending::LastAck => format!("closed second{who}: no TIME_WAIT here"),
             Ending::ResetSent { reason } => format!(
                 "reset by this end{who}: RST sent, reason {}, no TIME_WAIT",
@@ -191,6 +199,14 @@ pub struct Lives {
     /// change (tcp_close() sets CLOSE, then tcp_send_active_reset()): held
     /// until that socket's next event.
     pending: HashMap<u64, Life>,
+    /// Open sockets by (local, peer).
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// (local, peer) of sockets that sent their FIN (→ FIN_WAIT1 or
+    /// → LAST_ACK), with when.
+    fin_from: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Ends handed to a FIN_WAIT2 timewait socket, waiting for the peer's
+    /// FIN to become TIME_WAIT.
+    awaiting: HashMap<(SocketAddr, SocketAddr), Life>,
     tw: HashMap<(SocketAddr, SocketAddr), Tw>,
     /// Everything seen, for the summary.
     pub summary: Summary,
@@ -341,13 +357,26 @@ fn service_of(role: Role, local: SocketAddr, peer: SocketAddr) -> String {
     }
 }
 
+/// What one event meant.
+#[derive(Debug, Default)]
+pub struct Fed {
+    /// Ends that ended with it.
+    pub lives: Vec<Life>,
+    /// TIME_WAITs it took over.
+    pub takeovers: Vec<Takeover>,
+    /// twlab's reading of the event where the tracepoint alone does not
+    /// say it (FIN_WAIT2 → CLOSE is TIME_WAIT, or a FIN_WAIT2 timewait
+    /// socket).
+    pub reading: Option<String>,
+}
+
 impl Lives {
-    /// Take one event; return what ended with it: lives, and TIME_WAITs
-    /// taken over.
-    pub fn feed(&mut self, e: &Event) -> (Vec<Life>, Vec<Takeover>) {
+    /// Take one event; return what ended with it and how twlab reads it.
+    pub fn feed(&mut self, e: &Event) -> Fed {
         self.summary.events += 1;
         let mut lives = Vec::new();
         let mut tws = Vec::new();
+        let mut reading = None;
         if let Some(mut life) = self.pending.remove(&e.sock) {
             if let What::SendReset { reason, .. } = &e.what {
                 life.ending = Ending::ResetSent {
@@ -364,7 +393,7 @@ impl Lives {
         match &e.what {
             What::State { old, new } => {
                 self.summary.state_changes += 1;
-                self.state(e, *old, *new, &mut lives, &mut tws);
+                reading = self.state(e, *old, *new, &mut lives, &mut tws);
             }
             What::SendReset { reason, .. } => {
                 let r = reason.clone().unwrap_or_else(|| "?".into());
@@ -394,7 +423,20 @@ impl Lives {
             }
             What::Destroy => {}
         }
-        (lives, tws)
+        Fed {
+            lives,
+            takeovers: tws,
+            reading,
+        }
+    }
+
+    /// The ends still waiting for the peer's FIN, as they are (at exit).
+    pub fn flush(&mut self) -> Vec<Life> {
+        let v: Vec<Life> = self.awaiting.drain().map(|(_, l)| l).collect();
+        for l in &v {
+            self.count(l);
+        }
+        v
     }
 
     fn state(
@@ -404,10 +446,31 @@ impl Lives {
         new: TcpState,
         lives: &mut Vec<Life>,
         tws: &mut Vec<Takeover>,
-    ) {
+    ) -> Option<String> {
         let (Some(local), Some(peer)) = (e.local, e.peer) else {
-            return;
+            return None;
         };
+        let mut reading = None;
+        if matches!(new, TcpState::FinWait1 | TcpState::LastAck) {
+            if self.fin_from.len() >= MAX_FOLLOWED {
+                self.fin_from.clear();
+            }
+            self.fin_from.insert((local, peer), e.at_ns);
+        }
+        // This end's FIN reaches a peer end that waits in a FIN_WAIT2
+        // timewait socket: tcp_timewait_state_process() moves it to
+        // TIME_WAIT (no tracepoint there).
+        if new == TcpState::LastAck {
+            if let Some(mut l) = self.awaiting.remove(&(peer, local)) {
+                l.ending = Ending::TimeWait;
+                l.states.push("TIME_WAIT".into());
+                reading = Some(format!(
+                    "this FIN turns {}'s FIN_WAIT2 timewait socket into TIME_WAIT",
+                    peer
+                ));
+                self.finish(l, lives);
+            }
+        }
         // A new connection on a 4-tuple that twlab believes in TIME_WAIT.
         let opening = match (old, new) {
             (TcpState::Closed, TcpState::SynSent) => Some(Role::Client),
@@ -416,6 +479,8 @@ impl Lives {
         };
         if let Some(role) = opening {
             self.forget_old(e.at_ns);
+            self.fin_from.remove(&(local, peer));
+            self.fin_from.remove(&(peer, local));
             if let Some(tw) = self.tw.remove(&(local, peer)) {
                 let by = match (role, tw.role) {
                     (Role::Server, Role::Server) => "a new SYN from the client was accepted into the server's TIME_WAIT (tcp_timewait_state_process() → TCP_TW_SYN), the new connection is SYN_RECV".to_string(),
@@ -434,7 +499,9 @@ impl Lives {
             }
             if self.open.len() >= MAX_FOLLOWED {
                 self.open.clear();
+                self.by_tuple.clear();
             }
+            self.by_tuple.insert((local, peer), e.sock);
             self.open.insert(
                 e.sock,
                 Open {
@@ -450,13 +517,17 @@ impl Lives {
                     retransmits: 0,
                 },
             );
-            return;
+            return reading;
         }
         let Some(o) = self.open.get_mut(&e.sock) else {
-            return;
+            return reading;
         };
         // connect() without a port gets it after SYN_SENT is recorded.
-        (o.local, o.peer) = (local, peer);
+        if (o.local, o.peer) != (local, peer) {
+            self.by_tuple.remove(&(o.local, o.peer));
+            self.by_tuple.insert((local, peer), e.sock);
+            (o.local, o.peer) = (local, peer);
+        }
         // The first close of this end: ESTABLISHED → FIN_WAIT1 (closed
         // first) or CLOSE_WAIT → LAST_ACK (second), in the closer's call.
         if matches!(
@@ -476,11 +547,12 @@ impl Lives {
         }
         if new != TcpState::Closed {
             o.states.push(new.kernel_name().to_string());
-            return;
+            return reading;
         }
         let Some(o) = self.open.remove(&e.sock) else {
-            return;
+            return reading;
         };
+        self.by_tuple.remove(&(local, peer));
         let ending = if let Some(reason) = &o.reset_sent {
             Ending::ResetSent {
                 reason: reason.clone(),
@@ -491,21 +563,31 @@ impl Lives {
             Ending::ResetReceived
         } else {
             match old {
-                TcpState::FinWait2 | TcpState::Closing | TcpState::TimeWait => Ending::TimeWait,
+                TcpState::Closing | TcpState::TimeWait => Ending::TimeWait,
+                TcpState::FinWait2 if self.fin_from.contains_key(&(peer, local)) => {
+                    Ending::TimeWait
+                }
+                TcpState::FinWait2 => Ending::FinWait2Timewait,
                 TcpState::LastAck => Ending::LastAck,
                 TcpState::SynSent => Ending::NeverEstablished,
                 from => Ending::Other { from },
             }
         };
         let mut states = o.states;
-        states.push(
-            if ending == Ending::TimeWait {
-                "TIME_WAIT"
-            } else {
-                "CLOSE"
+        match ending {
+            Ending::TimeWait => {
+                states.push("TIME_WAIT".into());
+                reading = Some(
+                    "= TIME_WAIT: both FINs are through; tcp_time_wait() hands the 4-tuple to a timewait socket for 60 s and closes the full socket".into(),
+                );
             }
-            .into(),
-        );
+            Ending::FinWait2Timewait => {
+                reading = Some(
+                    "= a timewait socket in FIN_WAIT2: closed and orphaned, the peer's FIN not in yet (tcp_time_wait(sk, TCP_FIN_WAIT2, …)); TIME_WAIT when it comes".into(),
+                );
+            }
+            _ => states.push("CLOSE".into()),
+        }
         let life = Life {
             local: o.local,
             peer: o.peer,
@@ -524,9 +606,17 @@ impl Lives {
                 self.pending.clear();
             }
             self.pending.insert(e.sock, life);
-            return;
+            return reading;
+        }
+        if life.ending == Ending::FinWait2Timewait && self.by_tuple.contains_key(&(peer, local)) {
+            if self.awaiting.len() >= MAX_FOLLOWED {
+                self.awaiting.clear();
+            }
+            self.awaiting.insert((local, peer), life);
+            return reading;
         }
         self.finish(life, lives);
+        reading
     }
 
     fn finish(&mut self, life: Life, lives: &mut Vec<Life>) {
@@ -638,7 +728,7 @@ mod tests {
         ];
         let mut lives = Vec::new();
         for e in &seq {
-            lives.extend(l.feed(e).0);
+            lives.extend(l.feed(e).lives);
         }
         assert_eq!(lives.len(), 2);
         assert_eq!(lives[0].role, Role::Client);
@@ -658,7 +748,7 @@ mod tests {
         assert_eq!(lives[1].ending, Ending::LastAck);
         assert!(!lives[1].closed_first);
         // The same 4-tuple again: the client's own TIME_WAIT is taken over.
-        let (_, tw) = l.feed(&ev(20, 3, c, s, Closed, SynSent, Process));
+        let tw = l.feed(&ev(20, 3, c, s, Closed, SynSent, Process)).takeovers;
         assert_eq!(tw.len(), 1);
         assert!(tw[0].by.contains("tcp_twsk_unique"));
         let svc = &l.summary.services[s];

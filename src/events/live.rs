@@ -71,7 +71,8 @@ pub fn run(plan: &EventsPlan) -> Result<u8> {
     'outer: while !deadline.passed() && !signal::interrupted() {
         for e in session.wait(deadline.step()) {
             seen += 1;
-            let (ended, tws) = lives.feed(&e);
+            let fed = lives.feed(&e);
+            let (ended, tws) = (&fed.lives, &fed.takeovers);
             let r = if plan.json {
                 (if plan.lives_only {
                     Ok(())
@@ -84,7 +85,10 @@ pub fn run(plan: &EventsPlan) -> Result<u8> {
                 (if plan.lives_only {
                     Ok(())
                 } else {
-                    writeln!(out, "{}", render::line(&e))
+                    match &fed.reading {
+                        Some(r) => writeln!(out, "{}  {r}", render::line(&e)),
+                        None => writeln!(out, "{}", render::line(&e)),
+                    }
                 })
                 .and_then(|_| ended.iter().try_for_each(|l| writeln!(out, "{}", l.line())))
                 .and_then(|_| tws.iter().try_for_each(|t| writeln!(out, "{}", t.line())))
@@ -101,6 +105,13 @@ pub fn run(plan: &EventsPlan) -> Result<u8> {
     }
     lives.summary.lost = session.missed();
     drop(session);
+    for l in lives.flush() {
+        let _ = if plan.json {
+            json(&mut out, "life", &l)
+        } else {
+            writeln!(out, "{}", l.line())
+        };
+    }
     if plan.json {
         let _ = json(&mut out, "summary", &lives.summary);
     } else {

@@ -95,16 +95,10 @@ pub fn who(e: &Event) -> String {
     }
 }
 
-/// The transition in words, with twlab's reading of FIN_WAIT2 → CLOSE
-/// (see [`super::life`]).
+/// The transition in the kernel's names (twlab's reading of FIN_WAIT2 →
+/// CLOSE comes from [`super::life::Lives`], which knows the peer).
 pub fn transition(old: TcpState, new: TcpState) -> String {
-    let base = format!("{} → {}", old.kernel_name(), new.kernel_name());
-    match (old, new) {
-        (TcpState::FinWait2 | TcpState::Closing, TcpState::Closed) => format!(
-            "{base} = TIME_WAIT (tcp_time_wait(): a timewait socket takes the 4-tuple, the full socket closes)"
-        ),
-        _ => base,
-    }
+    format!("{} → {}", old.kernel_name(), new.kernel_name())
 }
 
 /// The event's description without time and ends ("ESTABLISHED →
