@@ -82,7 +82,7 @@ impl Witness {
                     "this end"
                 };
                 format!(
-                    "kernel, {:.3} ms before: {} {}",
+                    "kernel, {:.3} ms ago: {} {}",
                     now.saturating_sub(e.at_ns) as f64 / 1e6,
                     render::short(e, side),
                     e.local.map_or(String::new(), |l| format!("({l})"))

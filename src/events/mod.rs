@@ -462,3 +462,21 @@ impl NonBlock for std::fs::OpenOptions {
 pub fn probe() -> Result<(), Unavailable> {
     Session::open(Filter::ports(&[1])).map(drop)
 }
+
+/// The names under the tracefs `instances/` directory now (from a private
+/// mount of its own): how tests check that twlab left none behind.
+pub fn instances() -> Result<Vec<String>, Unavailable> {
+    let root = crate::sys::tracefs::open_private()?;
+    let dir = std::path::PathBuf::from(format!("/proc/self/fd/{}", {
+        use std::os::fd::AsRawFd;
+        root.as_raw_fd()
+    }))
+    .join("instances");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("read instances/: {e}"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    Ok(v)
+}

@@ -135,18 +135,26 @@ pub fn parse_page<'a>(page: &'a [u8], layout: PageLayout) -> Page<'a> {
                 if a < 4 {
                     break;
                 }
-                ts += delta;
-                if let Some(data) = page.get(at + 8..(at + 4 + a).min(end)) {
-                    out.records.push(RawRecord { ts, data });
+                if at + 4 + a > end {
+                    break;
                 }
+                ts += delta;
+                out.records.push(RawRecord {
+                    ts,
+                    data: &page[at + 8..at + 4 + a],
+                });
                 at += 4 + a;
             }
             n => {
-                ts += delta;
                 let n = n as usize * 4;
-                if let Some(data) = page.get(at + 4..(at + 4 + n).min(end)) {
-                    out.records.push(RawRecord { ts, data });
+                if at + 4 + n > end {
+                    break;
                 }
+                ts += delta;
+                out.records.push(RawRecord {
+                    ts,
+                    data: &page[at + 4..at + 4 + n],
+                });
                 at += 4 + n;
             }
         }
