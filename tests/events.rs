@@ -229,15 +229,26 @@ fn traced(name: &str, target: Target, ts: bool) -> Option<twlab::trace::Trace> {
 /// clock: the SYN_RECV after the SYN was captured, before the SYN-ACK.
 #[test]
 fn trace_interleaves_exact_states_on_the_packets_clock() {
-    let Some(t) = traced("trace_interleaves_exact_states_on_the_packets_clock", Target::Demo(3), true)
-    else {
+    let Some(t) = traced(
+        "trace_interleaves_exact_states_on_the_packets_clock",
+        Target::Demo(3),
+        true,
+    ) else {
         return;
     };
     let syn_recv: Vec<_> = t
         .kernel_events
         .iter()
-        .filter(|k| k.side == "server"
-            && matches!(k.event.what, What::State { old: TcpState::Listen, new: TcpState::SynRecv }))
+        .filter(|k| {
+            k.side == "server"
+                && matches!(
+                    k.event.what,
+                    What::State {
+                        old: TcpState::Listen,
+                        new: TcpState::SynRecv
+                    }
+                )
+        })
         .collect();
     assert_eq!(syn_recv.len(), 2, "{:#?}", t.kernel_events);
     let seg = |conn: u32, syn: bool, ack: bool| {
@@ -257,7 +268,12 @@ fn trace_interleaves_exact_states_on_the_packets_clock() {
             seg(conn, true, true)
         );
     }
-    assert!(syn_recv[1].reading.as_deref().is_some_and(|r| r.contains("TCP_TW_SYN")));
+    assert!(
+        syn_recv[1]
+            .reading
+            .as_deref()
+            .is_some_and(|r| r.contains("TCP_TW_SYN"))
+    );
     let text = twlab::trace::ladder_text(&t, false);
     assert!(text.contains("◆ server LISTEN → SYN_RECV"), "{text}");
     assert!(text.contains("▲ kernel: TIME_WAIT → gone"), "{text}");
@@ -286,7 +302,9 @@ fn the_delayed_duplicate_is_dropped_by_paws_in_the_kernels_words() {
     assert!(drops.contains(&"TCP_RFC7323_PAWS"), "{drops:?}");
     let cited: Vec<&String> = t.cites.iter().flat_map(|c| c.lines.iter()).collect();
     assert!(
-        cited.iter().any(|l| l.contains("TCP_RFC7323_PAWS") && l.contains("PAWSEstab +1")),
+        cited
+            .iter()
+            .any(|l| l.contains("TCP_RFC7323_PAWS") && l.contains("PAWSEstab +1")),
         "{cited:?}"
     );
     // The client's SO_LINGER 0 close: RST with the kernel's reason.
