@@ -34,6 +34,9 @@ pub struct Format {
     /// Field name → (number → symbol), from `__print_symbolic()` in the
     /// print format, where the numbers are written as numbers.
     pub symbols: HashMap<String, HashMap<u64, String>>,
+    /// Field name → index in `fields` (every record reads several fields
+    /// by name: a hash lookup each, not a scan).
+    index: HashMap<String, usize>,
 }
 
 impl Format {
@@ -54,12 +57,18 @@ impl Format {
             }
         }
         f.id = id?;
+        f.index = f
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (x.name.clone(), i))
+            .collect();
         (!f.name.is_empty()).then_some(f)
     }
 
     /// The field called `name`.
     pub fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|x| x.name == name)
+        self.fields.get(*self.index.get(name)?)
     }
 
     /// The symbol the print format gives `value` of field `name`.

@@ -215,8 +215,9 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 /// How full (percent of pages) a CPU's buffer gets before poll() wakes the
 /// reader (`buffer_percent`, `ring_buffer_poll_wait()`): a reader that
 /// waits at most [`crate::signal::CHECK_EVERY`] anyway need not wake for
-/// every event.
-const WAKE_PERCENT: &str = "1";
+/// every event; at the story loop's rate the 50 ms tick comes first, so
+/// the reader runs about 20 times a second, whatever the event rate.
+const WAKE_PERCENT: &str = "50";
 /// Per-CPU buffer size: room for tens of thousands of events between two
 /// reads.
 const BUFFER_KB: &str = "2048";
@@ -359,7 +360,11 @@ impl Session {
             if !self.keep(&mut e) {
                 continue;
             }
-            e.comm = self.comm(e.pid);
+            // Only a system call's process is worth naming: in softirq
+            // the pid is whoever happened to run.
+            if e.context == Context::Process {
+                e.comm = self.comm(e.pid);
+            }
             out.push(e);
         }
         out
