@@ -30,6 +30,9 @@
 //!   ladder and a pcap, with the moment that explains it.
 //! - `selfcheck` (Linux): `twlab selfcheck`, the live diagnosis checked against
 //!   the kernel on random socket tables in fresh namespaces.
+//! - `events` (Linux): the kernel's own TCP events (state changes, resets,
+//!   drops) from its tracepoints, through a private tracefs instance;
+//!   `twlab events`, and beside `trace` and the client's failures.
 //! - [`error`]: the library's typed errors.
 //!
 //! The command line lives in the binary (`src/cli/`): it parses arguments
@@ -41,6 +44,8 @@ pub mod check;
 pub mod demo;
 pub mod diag;
 pub mod error;
+#[cfg(target_os = "linux")]
+pub mod events;
 #[cfg(target_os = "linux")]
 pub mod load;
 pub mod matrix;

@@ -113,6 +113,7 @@ fn trace(target: Target, timestamps: Option<bool>) -> Trace {
         absolute: false,
         pcap: None,
         json: false,
+        events: false,
     };
     run_trace(&plan).expect("trace runs")
 }
@@ -324,6 +325,7 @@ fn delayed(name: &str, timestamps: bool) -> Option<Trace> {
         absolute: false,
         pcap: None,
         json: false,
+        events: false,
     };
     match run_trace(&plan) {
         Ok(t) => Some(t),

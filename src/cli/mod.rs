@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 mod client;
 mod demo;
+#[cfg(target_os = "linux")]
+mod events;
 #[cfg(not(target_os = "linux"))]
 mod linux_only;
 mod load;
@@ -53,6 +55,14 @@ enum Cmd {
     /// Capture every TCP segment of one experiment in its namespace: a
     /// ladder with each end's state and the moment that explains it.
     Trace(trace::TraceArgs),
+    /// The kernel's own TCP events, live: state changes with the process
+    /// that caused them, resets and drops with the kernel's reasons, each
+    /// connection's life.
+    #[cfg(target_os = "linux")]
+    Events(events::EventsArgs),
+    /// The kernel's own TCP events (Linux only).
+    #[cfg(not(target_os = "linux"))]
+    Events(linux_only::Args),
     /// Why does my bind()/connect() fail? Who holds the port, the kernel
     /// rule that decides, ranked fixes; --try asks the kernel itself.
     Why(why::WhyArgs),
@@ -93,6 +103,7 @@ impl Cmd {
             Cmd::Ss(_) => ("ss", Some("sock_diag")),
             Cmd::Why(_) => ("why", Some("sock_diag")),
             Cmd::Trace(_) => ("trace", Some("network namespaces and packet capture")),
+            Cmd::Events(_) => ("events", Some("tracefs and the kernel's tracepoints")),
             Cmd::Load(_) => ("load", Some(NS_DIAG)),
             Cmd::Pairs(_) => ("pairs", Some("network namespaces")),
             Cmd::Reuseport(_) => ("reuseport", Some("network namespaces")),
@@ -132,7 +143,7 @@ pub(crate) fn refuse_reuseport_here(reuseport: bool) -> Result<(), twlab::Error>
 #[cfg(target_os = "linux")]
 const SHORT_USAGE: &str = "\
 twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
-usage: twlab <demo|why|server|client|ss|matrix|trace|load|run|pairs|reuseport|selfcheck> [OPTIONS]
+usage: twlab <demo|why|server|client|ss|matrix|trace|events|load|run|pairs|reuseport|selfcheck> [OPTIONS]
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
 
 /// Off Linux only the story's two programs run (see [`Cmd::linux_needs`]).
@@ -184,6 +195,10 @@ pub fn main() -> ExitCode {
         Cmd::Ss(a) => ss::run(a),
         Cmd::Matrix(a) => matrix::run(a),
         Cmd::Trace(a) => trace::run(a),
+        #[cfg(target_os = "linux")]
+        Cmd::Events(a) => events::run(a),
+        #[cfg(not(target_os = "linux"))]
+        Cmd::Events(a) => linux_only::run(a),
         Cmd::Why(a) => why::run(a),
         Cmd::Pairs(a) => pairs::run_cmd(a),
         Cmd::Run(a) => run::run(a),

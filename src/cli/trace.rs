@@ -16,6 +16,13 @@
 /// Default: demo case 3, the server closes first and the client reconnects
 /// at once. With `-f NAME=VALUE` (as `twlab matrix`), the one matrix cell
 /// the factors select. Needs root (CAP_NET_RAW and namespaces).
+///
+/// Beside the segments (rows marked ◆): the kernel's own events from its
+/// tracepoints, as in `twlab events`: every state change of both ends
+/// (exact, with the process that made it), every RST with the kernel's
+/// reason, every drop with its reason (TCP_RFC7323_PAWS for the delayed
+/// duplicate), on the segments' clock; the annotated moment cites them.
+/// Where tracefs cannot be had, one note says why and the ladder goes on.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TraceArgs {
     /// Demo case number or name word, rst-unread, or delayed-duplicate.
@@ -29,9 +36,14 @@ pub struct TraceArgs {
     /// Absolute sequence numbers.
     #[arg(long)]
     absolute: bool,
-    /// Also write the frames as a classic pcap file.
+    /// Also write the frames to FILE: FILE.pcapng keeps the explanations
+    /// and the kernel's events as packet comments (Wireshark: pkt_comment);
+    /// any other name is a classic pcap, without them.
     #[arg(long, value_name = "FILE")]
     pcap: Option<std::path::PathBuf>,
+    /// Leave the kernel's events (tracepoints) out.
+    #[arg(long)]
+    no_events: bool,
     /// One JSON document instead of the ladder.
     #[arg(long)]
     json: bool,
@@ -52,6 +64,7 @@ pub fn run(a: TraceArgs) -> anyhow::Result<u8> {
         absolute: a.absolute,
         pcap: a.pcap,
         json: a.json,
+        events: !a.no_events,
     };
     Ok(twlab::trace::run(&plan)?)
 }

@@ -109,6 +109,10 @@ pub struct Attempt {
     /// that are printed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why: Option<FailureWhy>,
+    /// What the kernel's tracepoints recorded for this 4-tuple before the
+    /// failure (Linux, root; else one line saying why not).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_events: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -193,6 +197,7 @@ fn failed(
         view_before: before,
         view_after,
         why: None,
+        kernel_events: Vec::new(),
     }
 }
 
@@ -317,6 +322,7 @@ fn attempt(
         view_before: None,
         view_after: None,
         why: None,
+        kernel_events: Vec::new(),
     })
 }
 
@@ -425,6 +431,9 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
             writeln!(out, "           {line}")?;
         }
     }
+    for line in &a.kernel_events {
+        writeln!(out, "           {line}")?;
+    }
     Ok(())
 }
 
@@ -444,6 +453,9 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
     // per attempt). Without a ticker the attempts set the timeouts.
     #[cfg(target_os = "linux")]
     let _tick = crate::sys::tick::Ticker::start(super::WAIT_SLICE).ok();
+    // The kernel's events of the server's port, read only on a failure.
+    #[cfg(target_os = "linux")]
+    let witness = crate::events::hook::Witness::start(p.connect.port());
     let (mut ok, mut failed_tries) = (0u64, 0u64);
     // Under --until first-ok: when the current attempt first failed, and
     // how many times it was tried again since.
@@ -483,6 +495,10 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
             // failure that is printed reads the socket table.
             if !retrying && !is_ok {
                 explain(p, &mut at);
+                #[cfg(target_os = "linux")]
+                {
+                    at.kernel_events = witness.lines(at.local, p.connect);
+                }
             }
             if !retrying || is_ok {
                 let r = print_attempt(&mut out, &at, p.format).and_then(|_| {

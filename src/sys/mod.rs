@@ -41,6 +41,8 @@ pub(crate) mod packet;
 #[cfg(target_os = "linux")]
 pub(crate) mod tick;
 #[cfg(target_os = "linux")]
+pub(crate) mod tracefs;
+#[cfg(target_os = "linux")]
 pub use linux::*;
 
 #[cfg(all(unix, not(target_os = "linux")))]

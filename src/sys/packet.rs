@@ -22,12 +22,11 @@ pub(crate) struct Frame {
     pub(crate) data: Vec<u8>,
     /// `sll_pkttype`: [`PACKET_OUTGOING`] for a frame this host sent.
     pub(crate) pkttype: u8,
-    /// When the kernel saw it (SIOCGSTAMP: the skb's timestamp).
+    /// When the kernel saw it: the skb's receive timestamp
+    /// (SCM_TIMESTAMPNS, CLOCK_REALTIME, stamped by net_timestamp_check()
+    /// as the frame entered the stack).
     pub(crate) wall: SystemTime,
 }
-
-/// ioctl: the timestamp of the last packet read (linux/sockios.h).
-const SIOCGSTAMP: libc::c_ulong = 0x8906;
 
 /// A packet socket bound to one interface of the calling thread's network
 /// namespace (the socket stays in that namespace whatever thread reads it).
@@ -70,16 +69,19 @@ impl PacketSocket {
         }
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // Ask for receive timestamps now, so every frame is stamped when
-        // the stack sees it (net_timestamp_check()); without it SIOCGSTAMP
-        // would stamp the first frame with the time of the ioctl.
+        // Ask for receive timestamps in nanoseconds now, so every frame is
+        // stamped when the stack sees it (net_timestamp_check()) and each
+        // recvmsg() hands that stamp over as SCM_TIMESTAMPNS. (SIOCGSTAMP
+        // is no substitute: with SO_TIMESTAMP* set, sock_recv_timestamp()
+        // leaves sk_stamp alone, and the ioctl then reports a read time,
+        // measured here up to 5 ms after the frame.)
         let on: libc::c_int = 1;
         // SAFETY: one c_int option value.
         let r = unsafe {
             libc::setsockopt(
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
-                libc::SO_TIMESTAMP,
+                libc::SO_TIMESTAMPNS,
                 (&on as *const libc::c_int).cast(),
                 size_of::<libc::c_int>() as u32,
             )
@@ -113,20 +115,24 @@ impl PacketSocket {
     /// The next frame if one is queued now, else `None`.
     pub(crate) fn recv_now(&self) -> io::Result<Option<Frame>> {
         let mut buf = vec![0u8; 65_536 + 64];
-        // SAFETY: all-zero sockaddr_ll is valid; recvfrom fills it.
+        // SAFETY: all-zero sockaddr_ll is valid; recvmsg fills it.
         let mut sa: libc::sockaddr_ll = unsafe { zeroed() };
-        let mut len = size_of::<libc::sockaddr_ll>() as u32;
-        // SAFETY: buffer and address are valid for the lengths given.
-        let got = unsafe {
-            libc::recvfrom(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-                (&mut sa as *mut libc::sockaddr_ll).cast(),
-                &mut len,
-            )
+        // Room for one SCM_TIMESTAMPNS (a timespec), aligned for cmsghdr.
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
         };
+        // SAFETY: msghdr is plain data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&mut sa as *mut libc::sockaddr_ll).cast();
+        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of::<[u64; 8]>() as _;
+        // SAFETY: every pointer in `msg` is valid for the lengths given.
+        let got = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
         if got < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::WouldBlock {
@@ -136,21 +142,23 @@ impl PacketSocket {
             };
         }
         buf.truncate(got as usize);
-        let mut tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 0,
-        };
-        // SAFETY: SIOCGSTAMP writes one timeval.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCGSTAMP as _, &mut tv) };
-        let wall = if r == 0 {
-            UNIX_EPOCH + Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000)
-        } else {
-            SystemTime::now()
-        };
+        let mut wall = None;
+        // SAFETY: the CMSG_* macros walk the control buffer the kernel
+        // filled, within msg_controllen.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    wall = Some(UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
         Ok(Some(Frame {
             data: buf,
             pkttype: sa.sll_pkttype,
-            wall,
+            wall: wall.unwrap_or_else(SystemTime::now),
         }))
     }
 

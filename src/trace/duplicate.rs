@@ -287,6 +287,9 @@ pub(crate) fn run(plan: &TracePlan) -> Result<Trace> {
             "path: client 192.0.2.1 ─veth─ delay box (a user-space bridge in its own namespace) ─veth─ server 192.0.2.2; the box held the client's first data segment and let it go after the new connection was established".into(),
         ],
         report: None,
+        kernel_events: Vec::new(),
+        cites: Vec::new(),
         raw: r.collected.raw,
+        start: r.start,
     })
 }

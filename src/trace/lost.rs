@@ -154,6 +154,9 @@ pub(crate) fn run(plan: &TracePlan) -> Result<Trace> {
         steps: super::step_states(steps, start, client, server),
         notes: Vec::new(),
         report: None,
+        kernel_events: Vec::new(),
+        cites: Vec::new(),
         raw: collected.raw,
+        start,
     })
 }

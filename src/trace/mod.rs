@@ -9,6 +9,7 @@ mod capture;
 mod decode;
 mod delaybox;
 mod duplicate;
+mod kernel;
 mod lost;
 mod pcap;
 mod render;
@@ -19,6 +20,7 @@ pub use annotate::{
 };
 pub use decode::{Captured, Direction, EndStates, Flags, Segment, Wire, decode_frame, number};
 pub use duplicate::OLD_PAYLOAD;
+pub use kernel::{Cite, EXACT_SOURCE, KernelEvent};
 pub use render::ladder_text;
 
 use crate::diag::Side;
@@ -97,10 +99,14 @@ pub struct TracePlan {
     pub timestamps: Option<bool>,
     /// Absolute sequence numbers instead of relative ones.
     pub absolute: bool,
-    /// Write the captured frames here as a classic pcap.
+    /// Write the captured frames here: pcapng with the explanations as
+    /// packet comments if the name ends in `.pcapng`, else a classic pcap.
     pub pcap: Option<PathBuf>,
     /// JSON instead of the text ladder.
     pub json: bool,
+    /// Record the kernel's own events (tracepoints) beside the segments
+    /// where this machine allows it (root, tracefs); a note says why not.
+    pub events: bool,
 }
 
 /// Where the ladder's states come from.
@@ -197,6 +203,13 @@ pub struct Trace {
     pub moments: Vec<Moment>,
     /// Socket calls, in order, with both ends' states after each.
     pub steps: Vec<StepState>,
+    /// The kernel's own events (state changes, resets, drops), on the
+    /// segments' clock; empty without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_events: Vec<KernelEvent>,
+    /// Lines citing the kernel's events under the annotated moments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cites: Vec<Cite>,
     /// Other facts shown under the ladder (counters, notes).
     pub notes: Vec<String>,
     /// The runner's report, for demo cases and matrix cells.
@@ -205,6 +218,9 @@ pub struct Trace {
     /// The raw frames, for `--pcap`.
     #[serde(skip)]
     pub(crate) raw: Vec<capture::RawFrame>,
+    /// When the capture started: `at_us` counts from here.
+    #[serde(skip)]
+    pub(crate) start: std::time::SystemTime,
 }
 
 /// The experiment and namespace sysctls of a demo case or matrix cell.
@@ -251,15 +267,39 @@ fn experiment_of(plan: &TracePlan) -> Result<(String, Experiment, Vec<Sysctl>)> 
     Ok((title, x, sysctls))
 }
 
-/// Run the plan's experiment under capture and return the trace.
+/// Run the plan's experiment under capture and return the trace, with the
+/// kernel's events beside it when `plan.events` and the machine allow.
 pub fn run_trace(plan: &TracePlan) -> Result<Trace> {
     netns::can_unshare().map_err(needs_root)?;
-    match plan.target {
-        Target::RstUnread => return lost::run(plan),
-        Target::DelayedDuplicate => return duplicate::run(plan),
-        _ => {}
+    let runner = match plan.target {
+        Target::RstUnread | Target::DelayedDuplicate => None,
+        _ => Some(experiment_of(plan)?),
+    };
+    let (port, addrs) = match (&runner, &plan.target) {
+        (Some((_, x, _)), _) => (x.server_port, Vec::new()),
+        (None, Target::DelayedDuplicate) => (SERVER_PORT, vec![veth::SERVER_IP.into()]),
+        (None, _) => (SERVER_PORT, Vec::new()),
+    };
+    // Started before the namespace exists, so its first socket is seen.
+    let rec = plan.events.then(|| kernel::start(port, &addrs));
+    let mut t = match (runner, &plan.target) {
+        (Some(r), _) => run_experiment(r)?,
+        (None, Target::RstUnread) => lost::run(plan)?,
+        (None, _) => duplicate::run(plan)?,
+    };
+    match rec {
+        Some(Ok(r)) => {
+            let start = t.start;
+            kernel::attach(&mut t, r, start);
+        }
+        Some(Err(why)) => t.notes.push(format!("kernel events: off ({why})")),
+        None => {}
     }
-    let (title, x, sysctls) = experiment_of(plan)?;
+    Ok(t)
+}
+
+/// A demo case or matrix cell under capture.
+fn run_experiment((title, x, sysctls): (String, Experiment, Vec<Sysctl>)) -> Result<Trace> {
     let x2 = x.clone();
     let (report, collected, timestamps, snaps, start) =
         netns::run_in_fresh(sysctls, move || -> Result<_> {
@@ -290,12 +330,15 @@ pub fn run_trace(plan: &TracePlan) -> Result<Trace> {
         segments,
         moments,
         steps: step_states(snaps, start, report.client_addr, report.server_addr),
+        kernel_events: Vec::new(),
+        cites: Vec::new(),
         notes: vec![format!(
             "outcome of the next step: {}",
             report.outcome.short()
         )],
         report: Some(report),
         raw: collected.raw,
+        start,
     })
 }
 
@@ -335,7 +378,7 @@ pub fn run(plan: &TracePlan) -> Result<u8> {
     use std::io::Write;
     let t = run_trace(plan)?;
     if let Some(path) = &plan.pcap {
-        pcap::write(path, &t.raw)?;
+        pcap::write(path, &t)?;
     }
     let text = if plan.json {
         serde_json::to_string_pretty(&t).map_err(|e| Error::Invalid(e.to_string()))?

@@ -64,7 +64,11 @@ fn call_row(c: &super::StepState) -> String {
     )
 }
 
-fn moment_row(m: &Moment) -> usize {
+fn kernel_row(k: &super::KernelEvent) -> String {
+    format!("    {:>9.3}    ◆ {}", k.at_us as f64 / 1000.0, k.text())
+}
+
+pub(crate) fn moment_row(m: &Moment) -> usize {
     match m {
         Moment::TimeWaitSyn { segment, .. }
         | Moment::Takeover { segment, .. }
@@ -106,20 +110,42 @@ pub fn ladder_text(t: &Trace, absolute: bool) -> String {
             "len"
         ),
     ];
-    // Segments and socket calls merged on one clock; a call's row shows
-    // both ends' states right after it returned.
+    // Segments, socket calls and the kernel's events merged on one clock;
+    // a call's row shows both ends' states right after it returned. A
+    // kernel event stamped with a segment's very time comes after it (the
+    // capture stamps a frame as it arrives, before TCP processes it).
     let mut calls = t.steps.iter().peekable();
+    let mut kernel = t.kernel_events.iter().peekable();
     for s in &t.segments {
-        while let Some(c) = calls.next_if(|c| c.at_us <= s.at_us) {
-            out.push(call_row(c));
+        loop {
+            let c = calls.peek().filter(|c| c.at_us <= s.at_us).map(|c| c.at_us);
+            let k = kernel.peek().filter(|k| k.at_us < s.at_us).map(|k| k.at_us);
+            match (c, k) {
+                (Some(ct), Some(kt)) if kt < ct => out.extend(kernel.next().map(kernel_row)),
+                (Some(_), _) => out.extend(calls.next().map(call_row)),
+                (None, Some(_)) => out.extend(kernel.next().map(kernel_row)),
+                (None, None) => break,
+            }
         }
         out.push(row(s, absolute));
         for m in t.moments.iter().filter(|m| moment_row(m) == s.n) {
             out.extend(describe(m).into_iter().map(|l| format!("      ▲ {l}")));
         }
+        for c in t.cites.iter().filter(|c| c.segment == s.n) {
+            out.extend(c.lines.iter().map(|l| format!("      ▲ {l}")));
+        }
     }
-    out.extend(calls.map(call_row));
-    out.push(format!("states: {}", t.states_source));
+    let mut rest: Vec<(u64, String)> = calls
+        .map(|c| (c.at_us, call_row(c)))
+        .chain(kernel.map(|k| (k.at_us, kernel_row(k))))
+        .collect();
+    rest.sort_by_key(|r| r.0);
+    out.extend(rest.into_iter().map(|r| r.1));
+    if t.states_source == super::EXACT_SOURCE {
+        out.push(t.states_source.to_string());
+    } else {
+        out.push(format!("states: {}", t.states_source));
+    }
     out.extend(t.notes.iter().cloned());
     out.join("\n")
 }

@@ -1,0 +1,89 @@
+//! `twlab events`: arguments (clap) → the library's [`EventsPlan`].
+
+const AFTER_HELP: &str = "\
+What the kernel says, from its tracepoints (no polling, no BPF):
+  state          sock:inet_sock_set_state: OLD → NEW, and the process that
+                 made it (a system call: close() → FIN_WAIT1, connect() →
+                 SYN_SENT) or 'kernel (softirq)' when a segment or a timer
+                 did it. FIN_WAIT2 → CLOSE is shown as TIME_WAIT: there the
+                 kernel's tcp_time_wait() hands the 4-tuple to a timewait
+                 socket and closes the full one.
+  send-reset     tcp:tcp_send_reset: this kernel sent an RST, with its
+                 reason (TCP_ABORT_ON_CLOSE: close() with unread data;
+                 NO_SOCKET: nothing there for the segment; ...)
+  receive-reset  tcp:tcp_receive_reset: an RST reached the socket
+  drop           skb:kfree_skb: a packet dropped, with the kernel's reason
+                 (TCP_RFC7323_PAWS, TCP_OLD_SEQUENCE, NO_SOCKET, ...)
+  retransmit     tcp:tcp_retransmit_skb
+  life           at each end's CLOSE: duration, who closed first (and
+                 which process), and where the TIME_WAIT went
+  tw             a TIME_WAIT taken over by a new connection on its 4-tuple
+
+How: tracefs mounted in a private mount namespace of twlab's own thread
+and detached at once, an instance under instances/ (removed on exit, also
+on Ctrl-C), events filtered by port in the kernel, read in binary from each
+CPU's ring buffer. The host's mounts and global tracing are untouched.
+Tracepoints see every network namespace: filter by port or address.
+Needs root (CAP_SYS_ADMIN to mount tracefs). Times are UTC on
+CLOCK_REALTIME (trace_clock tai minus the TAI offset), the clock of packet
+capture timestamps.
+
+Examples:
+  twlab events --port 12345               the story's server port, live
+  twlab events --addr 127.0.0.1 --json    JSON lines, one per event
+  twlab events --lives --duration 10      only each connection's life, 10 s
+  twlab events --count 100                everything, the first 100 events";
+
+/// The kernel's own TCP events, live: every state change with the process
+/// that caused it, resets and drops with the kernel's reasons, and each
+/// connection's life (who closed first, where the TIME_WAIT went).
+///
+/// For a port, an address, or everything; a summary on exit (Ctrl-C,
+/// --duration or --count). Linux, root.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct EventsArgs {
+    /// Only sockets with this port at either end (repeatable).
+    #[arg(long, short = 'p', value_name = "PORT")]
+    port: Vec<u16>,
+    /// Only sockets with this address at either end (repeatable).
+    #[arg(long, value_name = "IP")]
+    addr: Vec<std::net::IpAddr>,
+    /// JSON lines: {"type":"event"|"life"|"time-wait"|"summary", ...}.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Stop after this many events.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+    /// Print only each connection's life and the summary.
+    #[arg(long)]
+    lives: bool,
+}
+
+#[cfg(target_os = "linux")]
+pub fn run(a: EventsArgs) -> anyhow::Result<u8> {
+    use twlab::events::{Filter, live::EventsPlan};
+    let duration = match a.duration {
+        Some(s) if !(s.is_finite() && s > 0.0 && s <= 1e9) => {
+            return Err(twlab::Error::Usage(format!(
+                "--duration {s}: give a number of seconds greater than 0"
+            ))
+            .into());
+        }
+        s => s.map(std::time::Duration::from_secs_f64),
+    };
+    let plan = EventsPlan {
+        filter: Filter {
+            ports: a.port,
+            addrs: a.addr,
+        },
+        json: a.json,
+        duration,
+        count: a.count,
+        lives_only: a.lives,
+    };
+    Ok(twlab::events::live::run(&plan)?)
+}

@@ -1,0 +1,758 @@
+//! Each connection's life from its events (like bcc's tcplife, with who
+//! closed first and where the TIME_WAIT went), and a summary of them.
+//!
+//! What the tracepoint shows and what twlab reads from it: when this end
+//! closed first and the peer's FIN arrives, `tcp_time_wait()` allocates a
+//! timewait socket that takes over the 4-tuple and calls `tcp_done()` on
+//! the full socket; `sock:inet_sock_set_state` therefore shows
+//! FIN_WAIT2 → CLOSE (or CLOSING → CLOSE), never → TIME_WAIT. twlab names
+//! that transition TIME_WAIT when no RST came with it. The timewait
+//! socket's own end (its 60 s timer, or a new SYN that takes it over in
+//! `tcp_timewait_state_process()` → TCP_TW_SYN, or the client's own
+//! connect() in `tcp_twsk_unique()`) fires no tracepoint: twlab infers the
+//! takeover from the next connection on the same 4-tuple.
+
+use super::event::{Context, Event, What};
+use crate::diag::TcpState;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+/// Which way this end opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// connect(): SYN_SENT first.
+    Client,
+    /// Accepted from a listener: SYN_RECV first.
+    Server,
+}
+
+/// How this end ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "how", rename_all = "kebab-case")]
+pub enum Ending {
+    /// Closed first; the 4-tuple went to a TIME_WAIT socket on this end.
+    TimeWait,
+    /// Closed first and orphaned before the peer's FIN came: a timewait
+    /// socket in the FIN_WAIT2 substate holds the 4-tuple until the FIN
+    /// comes (then TIME_WAIT) or tcp_fin_timeout ends it
+    /// (tcp_time_wait(sk, TCP_FIN_WAIT2, tmo)).
+    FinWait2Timewait,
+    /// Closed second (LAST_ACK → CLOSE): no TIME_WAIT here.
+    LastAck,
+    /// This end sent an RST (with the kernel's reason).
+    ResetSent {
+        /// `sk_rst_reason`.
+        reason: Option<String>,
+    },
+    /// An RST from the peer ended it.
+    ResetReceived,
+    /// connect() was answered with an RST: nothing listened there.
+    Refused,
+    /// connect() never got an answer it accepted (SYN_SENT → CLOSE).
+    NeverEstablished,
+    /// Any other path to CLOSE.
+    Other {
+        /// The state it left.
+        from: TcpState,
+    },
+}
+
+/// One end of one connection, from its first event to CLOSE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Life {
+    /// This end.
+    pub local: SocketAddr,
+    /// The other end.
+    pub peer: SocketAddr,
+    /// Client or server end.
+    pub role: Role,
+    /// First event (ns since the Unix epoch).
+    pub start_ns: u64,
+    /// The CLOSE (ns since the Unix epoch).
+    pub end_ns: u64,
+    /// Every state, in order (kernel names; TIME_WAIT as read above).
+    pub states: Vec<String>,
+    /// Did this end close first?
+    pub closed_first: bool,
+    /// The process whose close() (or shutdown()) started this end's close.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closer_pid: Option<i32>,
+    /// Its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closer_comm: Option<String>,
+    /// How it ended.
+    pub ending: Ending,
+    /// Segments sent again (tcp_retransmit_skb).
+    pub retransmits: u32,
+}
+
+impl Life {
+    /// Duration in milliseconds.
+    pub fn ms(&self) -> f64 {
+        self.end_ns.saturating_sub(self.start_ns) as f64 / 1e6
+    }
+
+    /// One line, like tcplife.
+    pub fn line(&self) -> String {
+        let role = match self.role {
+            Role::Client => "client",
+            Role::Server => "server",
+        };
+        let who = match (&self.closer_pid, &self.closer_comm) {
+            (Some(p), Some(c)) => format!(" (pid {p}, {c})"),
+            (Some(p), None) => format!(" (pid {p})"),
+            _ => String::new(),
+        };
+        let how = match &self.ending {
+            Ending::TimeWait => format!("closed first{who}: TIME_WAIT here, 60 s"),
+            Ending::FinWait2Timewait => format!(
+                "closed first{who}: a FIN_WAIT2 timewait socket here, the peer's FIN not seen"
+            ),
+            Ending::LastAck => format!("closed second{who}: no TIME_WAIT here"),
+            Ending::ResetSent { reason } => format!(
+                "reset by this end{who}: RST sent, reason {}, no TIME_WAIT",
+                reason.as_deref().unwrap_or("?")
+            ),
+            Ending::ResetReceived => "reset by the peer: RST received, no TIME_WAIT".into(),
+            Ending::Refused => "refused: the SYN was answered with an RST".into(),
+            Ending::NeverEstablished => "never established".into(),
+            Ending::Other { from } => format!("ended from {}", from.kernel_name()),
+        };
+        let rtx = if self.retransmits > 0 {
+            format!(", {} retransmits", self.retransmits)
+        } else {
+            String::new()
+        };
+        format!(
+            "life  {role} {} ⇄ {}  {:.3} ms  {}  [{}]{rtx}",
+            self.local,
+            self.peer,
+            self.ms(),
+            how,
+            self.states.join(" → ")
+        )
+    }
+}
+
+/// A socket being followed.
+#[derive(Debug, Clone)]
+struct Open {
+    local: SocketAddr,
+    peer: SocketAddr,
+    role: Role,
+    start_ns: u64,
+    states: Vec<String>,
+    closed_first: bool,
+    closer: Option<(i32, Option<String>)>,
+    reset_sent: Option<Option<String>>,
+    reset_received: bool,
+    retransmits: u32,
+}
+
+/// A TIME_WAIT twlab believes the kernel holds.
+#[derive(Debug, Clone, Copy)]
+struct Tw {
+    since_ns: u64,
+    role: Role,
+}
+
+/// What a TIME_WAIT became, inferred from the next connection on its
+/// 4-tuple.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Takeover {
+    /// The TIME_WAIT's end.
+    pub local: SocketAddr,
+    /// Its peer.
+    pub peer: SocketAddr,
+    /// How long it had been TIME_WAIT, in ms.
+    pub after_ms: f64,
+    /// Whose TIME_WAIT it was.
+    pub role: Role,
+    /// What took it over.
+    pub by: String,
+}
+
+impl Takeover {
+    /// One line.
+    pub fn line(&self) -> String {
+        format!(
+            "tw    TIME_WAIT {} ⇄ {} → gone after {:.3} ms: {}",
+            self.local, self.peer, self.after_ms, self.by
+        )
+    }
+}
+
+/// A TIME_WAIT lasts TCP_TIMEWAIT_LEN (60 s) and is freed by 62 s:
+/// beliefs older than this are dropped.
+const TW_FORGET_NS: u64 = 63_000_000_000;
+/// At most this many sockets and TIME_WAITs followed at once.
+const MAX_FOLLOWED: usize = 200_000;
+
+/// Follows sockets by their kernel address and makes a [`Life`] of each
+/// at its CLOSE.
+#[derive(Debug, Default)]
+pub struct Lives {
+    open: HashMap<u64, Open>,
+    /// Ends closed by a call that sends its RST right after the state
+    /// change (tcp_close() sets CLOSE, then tcp_send_active_reset()): held
+    /// until that socket's next event.
+    pending: HashMap<u64, Life>,
+    /// Open sockets by (local, peer).
+    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// (local, peer) of sockets that sent their FIN (→ FIN_WAIT1 or
+    /// → LAST_ACK), with when.
+    fin_from: HashMap<(SocketAddr, SocketAddr), u64>,
+    /// Ends handed to a FIN_WAIT2 timewait socket, waiting for the peer's
+    /// FIN to become TIME_WAIT.
+    awaiting: HashMap<(SocketAddr, SocketAddr), Life>,
+    tw: HashMap<(SocketAddr, SocketAddr), Tw>,
+    /// Everything seen, for the summary.
+    pub summary: Summary,
+}
+
+/// What `twlab events` prints on exit.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Summary {
+    /// Events seen.
+    pub events: u64,
+    /// State changes seen.
+    pub state_changes: u64,
+    /// RSTs sent, by reason.
+    pub resets_sent: BTreeMap<String, u64>,
+    /// RSTs received.
+    pub resets_received: u64,
+    /// Drops, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Retransmitted segments.
+    pub retransmits: u64,
+    /// Events the kernel lost (ring buffer overrun).
+    pub lost: u64,
+    /// Per service (the server's address): the connections' ends.
+    pub services: BTreeMap<String, Service>,
+}
+
+/// Connections to one server address.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Service {
+    /// Client ends that ended.
+    pub client_ends: u64,
+    /// Server ends that ended.
+    pub server_ends: u64,
+    /// Closed first by the client side (TIME_WAIT on the client side).
+    pub client_closed_first: u64,
+    /// Closed first by the server side (TIME_WAIT on the server side).
+    pub server_closed_first: u64,
+    /// Ends that sent an RST.
+    pub reset: u64,
+    /// connect()s refused (RST in answer to the SYN).
+    pub refused: u64,
+    /// The processes that closed first, by "pid comm": count.
+    pub closers: BTreeMap<String, u64>,
+    /// TIME_WAITs taken over by a new connection on the same 4-tuple.
+    pub tw_taken_over: u64,
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Summary {
+    /// The summary in lines.
+    pub fn lines(&self) -> Vec<String> {
+        let mut v = vec![format!(
+            "summary: {} events, {} state changes, {} retransmits{}",
+            thousands(self.events),
+            thousands(self.state_changes),
+            thousands(self.retransmits),
+            if self.lost > 0 {
+                format!(
+                    ", {} LOST by the kernel (buffer overrun)",
+                    thousands(self.lost)
+                )
+            } else {
+                String::new()
+            }
+        )];
+        for (svc, s) in &self.services {
+            let n = s.client_ends.max(s.server_ends);
+            let closers: Vec<String> = s
+                .closers
+                .iter()
+                .map(|(k, c)| format!("{k} ×{}", thousands(*c)))
+                .collect();
+            let mut parts = Vec::new();
+            if s.client_closed_first > 0 {
+                parts.push(format!(
+                    "{} closed first by the client: {} TIME_WAIT on the client side",
+                    thousands(s.client_closed_first),
+                    thousands(s.client_closed_first)
+                ));
+            }
+            if s.server_closed_first > 0 {
+                parts.push(format!(
+                    "{} closed first by the server: {} TIME_WAIT on the server side",
+                    thousands(s.server_closed_first),
+                    thousands(s.server_closed_first)
+                ));
+            }
+            if s.reset > 0 {
+                parts.push(format!("{} ended with an RST", thousands(s.reset)));
+            }
+            if s.refused > 0 {
+                parts.push(format!("{} refused", thousands(s.refused)));
+            }
+            v.push(format!(
+                "  {} connections to {svc}: {}{}{}",
+                thousands(n),
+                if parts.is_empty() {
+                    "none closed yet".to_string()
+                } else {
+                    parts.join("; ")
+                },
+                if closers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (closed first by {})", closers.join(", "))
+                },
+                if s.tw_taken_over > 0 {
+                    format!(
+                        "; {} TIME_WAIT taken over by a new connection",
+                        thousands(s.tw_taken_over)
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        for (r, n) in &self.resets_sent {
+            v.push(format!("  RST sent ×{}: {r}", thousands(*n)));
+        }
+        if self.resets_received > 0 {
+            v.push(format!(
+                "  RST received ×{}",
+                thousands(self.resets_received)
+            ));
+        }
+        for (r, n) in &self.drops {
+            v.push(format!("  dropped ×{}: {r}", thousands(*n)));
+        }
+        v
+    }
+}
+
+fn service_of(role: Role, local: SocketAddr, peer: SocketAddr) -> String {
+    match role {
+        Role::Client => peer.to_string(),
+        Role::Server => local.to_string(),
+    }
+}
+
+/// What one event meant.
+#[derive(Debug, Default)]
+pub struct Fed {
+    /// Ends that ended with it.
+    pub lives: Vec<Life>,
+    /// TIME_WAITs it took over.
+    pub takeovers: Vec<Takeover>,
+    /// twlab's reading of the event where the tracepoint alone does not
+    /// say it (FIN_WAIT2 → CLOSE is TIME_WAIT, or a FIN_WAIT2 timewait
+    /// socket).
+    pub reading: Option<String>,
+}
+
+impl Lives {
+    /// Take one event; return what ended with it and how twlab reads it.
+    pub fn feed(&mut self, e: &Event) -> Fed {
+        self.summary.events += 1;
+        let mut lives = Vec::new();
+        let mut tws = Vec::new();
+        let mut reading = None;
+        if let Some(mut life) = self.pending.remove(&e.sock) {
+            if let What::SendReset { reason, .. } = &e.what {
+                life.ending = Ending::ResetSent {
+                    reason: reason.clone(),
+                };
+                life.closed_first = true;
+                if life.closer_pid.is_none() && e.context == Context::Process {
+                    life.closer_pid = Some(e.pid);
+                    life.closer_comm = e.comm.clone();
+                }
+            }
+            self.finish(life, &mut lives);
+        }
+        match &e.what {
+            What::State { old, new } => {
+                self.summary.state_changes += 1;
+                reading = self.state(e, *old, *new, &mut lives, &mut tws);
+            }
+            What::SendReset { reason, .. } => {
+                let r = reason.clone().unwrap_or_else(|| "?".into());
+                *self.summary.resets_sent.entry(r).or_default() += 1;
+                if let Some(o) = self.open.get_mut(&e.sock) {
+                    o.reset_sent = Some(reason.clone());
+                    if o.closer.is_none() && e.context == Context::Process {
+                        o.closer = Some((e.pid, e.comm.clone()));
+                        o.closed_first = true;
+                    }
+                }
+            }
+            What::ReceiveReset => {
+                self.summary.resets_received += 1;
+                if let Some(o) = self.open.get_mut(&e.sock) {
+                    o.reset_received = true;
+                }
+            }
+            What::Drop { reason, .. } => {
+                *self.summary.drops.entry(reason.clone()).or_default() += 1;
+            }
+            What::Retransmit { .. } => {
+                self.summary.retransmits += 1;
+                if let Some(o) = self.open.get_mut(&e.sock) {
+                    o.retransmits += 1;
+                }
+            }
+            What::Destroy => {}
+        }
+        Fed {
+            lives,
+            takeovers: tws,
+            reading,
+        }
+    }
+
+    /// The ends still waiting for the peer's FIN, as they are (at exit).
+    pub fn flush(&mut self) -> Vec<Life> {
+        let v: Vec<Life> = self.awaiting.drain().map(|(_, l)| l).collect();
+        for l in &v {
+            self.count(l);
+        }
+        v
+    }
+
+    fn state(
+        &mut self,
+        e: &Event,
+        old: TcpState,
+        new: TcpState,
+        lives: &mut Vec<Life>,
+        tws: &mut Vec<Takeover>,
+    ) -> Option<String> {
+        let (Some(local), Some(peer)) = (e.local, e.peer) else {
+            return None;
+        };
+        let mut reading = None;
+        if matches!(new, TcpState::FinWait1 | TcpState::LastAck) {
+            if self.fin_from.len() >= MAX_FOLLOWED {
+                self.fin_from.clear();
+            }
+            self.fin_from.insert((local, peer), e.at_ns);
+        }
+        // This end's FIN reaches a peer end that waits in a FIN_WAIT2
+        // timewait socket: tcp_timewait_state_process() moves it to
+        // TIME_WAIT (no tracepoint there).
+        if new == TcpState::LastAck {
+            if let Some(mut l) = self.awaiting.remove(&(peer, local)) {
+                l.ending = Ending::TimeWait;
+                l.states.push("TIME_WAIT".into());
+                reading = Some(format!(
+                    "this FIN turns {}'s FIN_WAIT2 timewait socket into TIME_WAIT",
+                    peer
+                ));
+                self.finish(l, lives);
+            }
+        }
+        // A new connection on a 4-tuple that twlab believes in TIME_WAIT.
+        let opening = match (old, new) {
+            (TcpState::Closed, TcpState::SynSent) => Some(Role::Client),
+            (TcpState::Listen, TcpState::SynRecv) => Some(Role::Server),
+            _ => None,
+        };
+        if let Some(role) = opening {
+            self.forget_old(e.at_ns);
+            self.fin_from.remove(&(local, peer));
+            self.fin_from.remove(&(peer, local));
+            if let Some(tw) = self.tw.remove(&(local, peer)) {
+                let by = match (role, tw.role) {
+                    (Role::Server, Role::Server) => "a new SYN from the client was accepted into the server's TIME_WAIT (tcp_timewait_state_process() → TCP_TW_SYN), the new connection is SYN_RECV".to_string(),
+                    (Role::Client, Role::Client) => "connect() on the same 4-tuple took over the client's own TIME_WAIT (tcp_twsk_unique())".to_string(),
+                    _ => "a new connection on the same 4-tuple".to_string(),
+                };
+                let svc = service_of(tw.role, local, peer);
+                self.summary.services.entry(svc).or_default().tw_taken_over += 1;
+                tws.push(Takeover {
+                    local,
+                    peer,
+                    after_ms: e.at_ns.saturating_sub(tw.since_ns) as f64 / 1e6,
+                    role: tw.role,
+                    by,
+                });
+            }
+            if self.open.len() >= MAX_FOLLOWED {
+                self.open.clear();
+                self.by_tuple.clear();
+            }
+            self.by_tuple.insert((local, peer), e.sock);
+            self.open.insert(
+                e.sock,
+                Open {
+                    local,
+                    peer,
+                    role,
+                    start_ns: e.at_ns,
+                    states: vec![new.kernel_name().to_string()],
+                    closed_first: false,
+                    closer: None,
+                    reset_sent: None,
+                    reset_received: false,
+                    retransmits: 0,
+                },
+            );
+            return reading;
+        }
+        let Some(o) = self.open.get_mut(&e.sock) else {
+            return reading;
+        };
+        // connect() without a port gets it after SYN_SENT is recorded.
+        if (o.local, o.peer) != (local, peer) {
+            self.by_tuple.remove(&(o.local, o.peer));
+            self.by_tuple.insert((local, peer), e.sock);
+            (o.local, o.peer) = (local, peer);
+        }
+        // The first close of this end: ESTABLISHED → FIN_WAIT1 (closed
+        // first) or CLOSE_WAIT → LAST_ACK (second), in the closer's call.
+        if matches!(
+            (old, new),
+            (
+                TcpState::Established | TcpState::SynRecv,
+                TcpState::FinWait1
+            )
+        ) {
+            o.closed_first = true;
+        }
+        if matches!(new, TcpState::FinWait1 | TcpState::LastAck)
+            && o.closer.is_none()
+            && e.context == Context::Process
+        {
+            o.closer = Some((e.pid, e.comm.clone()));
+        }
+        if new != TcpState::Closed {
+            o.states.push(new.kernel_name().to_string());
+            return reading;
+        }
+        let Some(o) = self.open.remove(&e.sock) else {
+            return reading;
+        };
+        self.by_tuple.remove(&(local, peer));
+        let ending = if let Some(reason) = &o.reset_sent {
+            Ending::ResetSent {
+                reason: reason.clone(),
+            }
+        } else if o.reset_received && old == TcpState::SynSent {
+            Ending::Refused
+        } else if o.reset_received {
+            Ending::ResetReceived
+        } else {
+            match old {
+                TcpState::Closing | TcpState::TimeWait => Ending::TimeWait,
+                TcpState::FinWait2 if self.fin_from.contains_key(&(peer, local)) => {
+                    Ending::TimeWait
+                }
+                TcpState::FinWait2 => Ending::FinWait2Timewait,
+                TcpState::LastAck => Ending::LastAck,
+                TcpState::SynSent => Ending::NeverEstablished,
+                from => Ending::Other { from },
+            }
+        };
+        let mut states = o.states;
+        match ending {
+            Ending::TimeWait => {
+                states.push("TIME_WAIT".into());
+                reading = Some(
+                    "= TIME_WAIT: both FINs are through; tcp_time_wait() hands the 4-tuple to a timewait socket for 60 s and closes the full socket".into(),
+                );
+            }
+            Ending::FinWait2Timewait => {
+                reading = Some(
+                    "= a timewait socket in FIN_WAIT2: closed and orphaned, the peer's FIN not in yet (tcp_time_wait(sk, TCP_FIN_WAIT2, …)); TIME_WAIT when it comes".into(),
+                );
+            }
+            _ => states.push("CLOSE".into()),
+        }
+        let life = Life {
+            local: o.local,
+            peer: o.peer,
+            role: o.role,
+            start_ns: o.start_ns,
+            end_ns: e.at_ns,
+            states,
+            closed_first: o.closed_first,
+            closer_pid: o.closer.as_ref().map(|c| c.0),
+            closer_comm: o.closer.and_then(|c| c.1),
+            ending,
+            retransmits: o.retransmits,
+        };
+        if matches!(life.ending, Ending::Other { .. }) && e.context == Context::Process {
+            if self.pending.len() >= MAX_FOLLOWED {
+                self.pending.clear();
+            }
+            self.pending.insert(e.sock, life);
+            return reading;
+        }
+        if life.ending == Ending::FinWait2Timewait && self.by_tuple.contains_key(&(peer, local)) {
+            if self.awaiting.len() >= MAX_FOLLOWED {
+                self.awaiting.clear();
+            }
+            self.awaiting.insert((local, peer), life);
+            return reading;
+        }
+        self.finish(life, lives);
+        reading
+    }
+
+    fn finish(&mut self, life: Life, lives: &mut Vec<Life>) {
+        self.count(&life);
+        if life.ending == Ending::TimeWait {
+            if self.tw.len() >= MAX_FOLLOWED {
+                self.tw.clear();
+            }
+            self.tw.insert(
+                (life.local, life.peer),
+                Tw {
+                    since_ns: life.end_ns,
+                    role: life.role,
+                },
+            );
+        }
+        lives.push(life);
+    }
+
+    fn forget_old(&mut self, now: u64) {
+        if self.tw.len() > 1024 {
+            self.tw
+                .retain(|_, t| now.saturating_sub(t.since_ns) < TW_FORGET_NS);
+        }
+    }
+
+    fn count(&mut self, l: &Life) {
+        let s = self
+            .summary
+            .services
+            .entry(service_of(l.role, l.local, l.peer))
+            .or_default();
+        match l.role {
+            Role::Client => s.client_ends += 1,
+            Role::Server => s.server_ends += 1,
+        }
+        if l.ending == Ending::Refused {
+            s.refused += 1;
+        } else if matches!(l.ending, Ending::ResetSent { .. }) {
+            s.reset += 1;
+        } else if l.closed_first {
+            match l.role {
+                Role::Client => s.client_closed_first += 1,
+                Role::Server => s.server_closed_first += 1,
+            }
+        }
+        if l.closed_first {
+            if let Some(p) = l.closer_pid {
+                let key = match &l.closer_comm {
+                    Some(c) => format!("pid {p} {c}"),
+                    None => format!("pid {p}"),
+                };
+                if s.closers.len() < 64 || s.closers.contains_key(&key) {
+                    *s.closers.entry(key).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// The TIME_WAIT twlab believes on `local` ⇄ `peer`, since when (ns).
+    pub fn time_wait(&self, local: SocketAddr, peer: SocketAddr) -> Option<u64> {
+        self.tw.get(&(local, peer)).map(|t| t.since_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(
+        at: u64,
+        sock: u64,
+        l: &str,
+        p: &str,
+        old: TcpState,
+        new: TcpState,
+        ctx: Context,
+    ) -> Event {
+        Event {
+            at_ns: at,
+            cpu: 0,
+            pid: 7,
+            comm: Some("x".into()),
+            context: ctx,
+            sock,
+            local: Some(l.parse().unwrap()),
+            peer: Some(p.parse().unwrap()),
+            what: What::State { old, new },
+        }
+    }
+
+    #[test]
+    fn the_client_closing_first_holds_the_time_wait() {
+        use Context::*;
+        use TcpState::*;
+        let (c, s) = ("127.0.0.1:23456", "127.0.0.1:12345");
+        let mut l = Lives::default();
+        let seq = [
+            ev(0, 1, c, s, Closed, SynSent, Process),
+            ev(1, 1, c, s, SynSent, Established, Softirq),
+            ev(2, 2, s, c, Listen, SynRecv, Softirq),
+            ev(3, 2, s, c, SynRecv, Established, Softirq),
+            ev(4, 1, c, s, Established, FinWait1, Process),
+            ev(5, 2, s, c, Established, CloseWait, Softirq),
+            ev(6, 2, s, c, CloseWait, LastAck, Process),
+            ev(7, 1, c, s, FinWait1, FinWait2, Softirq),
+            ev(8, 1, c, s, FinWait2, Closed, Softirq),
+            ev(9, 2, s, c, LastAck, Closed, Softirq),
+        ];
+        let mut lives = Vec::new();
+        for e in &seq {
+            lives.extend(l.feed(e).lives);
+        }
+        assert_eq!(lives.len(), 2);
+        assert_eq!(lives[0].role, Role::Client);
+        assert_eq!(lives[0].ending, Ending::TimeWait);
+        assert_eq!(
+            lives[0].states,
+            [
+                "SYN_SENT",
+                "ESTABLISHED",
+                "FIN_WAIT1",
+                "FIN_WAIT2",
+                "TIME_WAIT"
+            ]
+        );
+        assert!(lives[0].closed_first);
+        assert_eq!(lives[0].closer_pid, Some(7));
+        assert_eq!(lives[1].ending, Ending::LastAck);
+        assert!(!lives[1].closed_first);
+        // The same 4-tuple again: the client's own TIME_WAIT is taken over.
+        let tw = l.feed(&ev(20, 3, c, s, Closed, SynSent, Process)).takeovers;
+        assert_eq!(tw.len(), 1);
+        assert!(tw[0].by.contains("tcp_twsk_unique"));
+        let svc = &l.summary.services[s];
+        assert_eq!((svc.client_closed_first, svc.tw_taken_over), (1, 1));
+        assert!(l.summary.lines()[1].contains("TIME_WAIT on the client side"));
+    }
+}

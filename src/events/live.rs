@@ -1,0 +1,124 @@
+//! `twlab events`: the kernel's TCP events as they happen, for a port, an
+//! address or everything; each connection's life at its end; a summary on
+//! exit. No socket table is polled: the reader sleeps in poll(2) on the
+//! ring buffers until the kernel wakes it (or a stop signal is due).
+
+use super::{Filter, Lives, Session, render};
+use crate::error::{Error, Result};
+use crate::signal::{self, Deadline};
+use serde::Serialize;
+use std::io::Write;
+use std::time::Duration;
+
+/// What `twlab events` watches and how it prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsPlan {
+    /// Which sockets.
+    pub filter: Filter,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many events.
+    pub count: Option<u64>,
+    /// Only the lives and the summary, not every event.
+    pub lives_only: bool,
+}
+
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    r#type: &'static str,
+    #[serde(flatten)]
+    v: &'a T,
+}
+
+fn json<T: Serialize>(out: &mut impl Write, kind: &'static str, v: &T) -> std::io::Result<()> {
+    let s = serde_json::to_string(&Tagged { r#type: kind, v }).map_err(std::io::Error::other)?;
+    writeln!(out, "{s}")
+}
+
+/// Run until Ctrl-C, `--duration` or `--count`; print the summary. Exit 0.
+pub fn run(plan: &EventsPlan) -> Result<u8> {
+    let mut session = Session::open(plan.filter.clone())
+        .map_err(|why| Error::Invalid(format!("twlab events: kernel events unavailable: {why}")))?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let what = if plan.filter.is_all() {
+        "every TCP socket of every namespace".to_string()
+    } else {
+        let mut v: Vec<String> = plan.filter.ports.iter().map(|p| format!(":{p}")).collect();
+        v.extend(plan.filter.addrs.iter().map(|a| a.to_string()));
+        v.join(", ")
+    };
+    if !plan.json {
+        let _ = writeln!(
+            out,
+            "kernel events for {what} (tracefs instance {}, trace_clock {}, times UTC){}; Ctrl-C ends",
+            session.instance_name(),
+            session.clock().name(),
+            if session.missing().is_empty() {
+                String::new()
+            } else {
+                format!("; this kernel lacks {}", session.missing().join(", "))
+            }
+        );
+        let _ = out.flush();
+    }
+    let deadline = plan.duration.map_or(Deadline::never(), Deadline::after);
+    let mut lives = Lives::default();
+    let mut seen: u64 = 0;
+    // Bounded by the deadline, the count and the stop signal.
+    'outer: while !deadline.passed() && !signal::interrupted() {
+        for e in session.wait(deadline.step()) {
+            seen += 1;
+            let fed = lives.feed(&e);
+            let (ended, tws) = (&fed.lives, &fed.takeovers);
+            let r = if plan.json {
+                (if plan.lives_only {
+                    Ok(())
+                } else {
+                    json(&mut out, "event", &e)
+                })
+                .and_then(|_| ended.iter().try_for_each(|l| json(&mut out, "life", l)))
+                .and_then(|_| tws.iter().try_for_each(|t| json(&mut out, "time-wait", t)))
+            } else {
+                (if plan.lives_only {
+                    Ok(())
+                } else {
+                    match &fed.reading {
+                        Some(r) => writeln!(out, "{}  {r}", render::line(&e)),
+                        None => writeln!(out, "{}", render::line(&e)),
+                    }
+                })
+                .and_then(|_| ended.iter().try_for_each(|l| writeln!(out, "{}", l.line())))
+                .and_then(|_| tws.iter().try_for_each(|t| writeln!(out, "{}", t.line())))
+            };
+            // A closed pipe (`| head`) ends the run quietly.
+            if r.is_err() {
+                break 'outer;
+            }
+            if plan.count.is_some_and(|c| seen >= c) {
+                break 'outer;
+            }
+        }
+        let _ = out.flush();
+    }
+    lives.summary.lost = session.missed();
+    drop(session);
+    for l in lives.flush() {
+        let _ = if plan.json {
+            json(&mut out, "life", &l)
+        } else {
+            writeln!(out, "{}", l.line())
+        };
+    }
+    if plan.json {
+        let _ = json(&mut out, "summary", &lives.summary);
+    } else {
+        for l in lives.summary.lines() {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    let _ = out.flush();
+    Ok(0)
+}

@@ -1,0 +1,487 @@
+//! The kernel's own words: TCP state changes, resets and drops from its
+//! tracepoints (`sock:inet_sock_set_state`, `tcp:tcp_send_reset`,
+//! `tcp:tcp_receive_reset`, `tcp:tcp_destroy_sock`,
+//! `tcp:tcp_retransmit_skb`, `skb:kfree_skb`), read through a tracefs
+//! instance of twlab's own.
+//!
+//! How: tracefs is mounted in a private mount namespace and detached at
+//! once ([`crate::sys::tracefs`]), so the host's mounts and its global
+//! trace stay untouched; an instance under `instances/` gets the events
+//! enabled with filters on their port fields; each CPU's ring buffer is
+//! read in binary from `per_cpu/cpuN/trace_pipe_raw` and decoded through
+//! the events' `format` files (no offset is hard-coded). The instance is
+//! removed when the [`Session`] drops: on every return, error and
+//! unwinding panic; a stop signal only sets a flag (see [`crate::signal`])
+//! so the loops return and drop it; after a SIGKILL the next twlab removes
+//! the leftover.
+//!
+//! The clock: the instance's `trace_clock` is set to `tai` (CLOCK_TAI, the
+//! same timekeeper as CLOCK_REALTIME plus the TAI offset) and each time is
+//! turned into CLOCK_REALTIME by subtracting that offset: the clock of the
+//! packet socket's timestamps (`skb->tstamp` from `ktime_get_real()`,
+//! SIOCGSTAMP), so events and captured segments sort on one time line.
+//! Where `tai` is missing, `mono` with the REALTIME − MONOTONIC offset read
+//! at the start.
+//!
+//! The tracepoints see every network namespace of the machine: filters by
+//! port and address are how a session keeps to its own sockets.
+
+mod event;
+pub mod format;
+pub mod hook;
+pub mod life;
+pub mod live;
+pub mod render;
+pub mod ring;
+mod tracefs;
+
+pub use event::{Context, Event, TRACEPOINTS, What};
+pub use life::{Life, Lives, Summary};
+
+use format::Format;
+use ring::PageLayout;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::time::Duration;
+use tracefs::Instance;
+
+/// Which sockets a session keeps: a port of either end, an address of
+/// either end; empty lists keep everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Ports (either end).
+    pub ports: Vec<u16>,
+    /// Addresses (either end).
+    pub addrs: Vec<IpAddr>,
+}
+
+impl Filter {
+    /// Everything.
+    pub fn all() -> Filter {
+        Filter::default()
+    }
+
+    /// Sockets with `port` at either end.
+    pub fn ports(ports: &[u16]) -> Filter {
+        Filter {
+            ports: ports.to_vec(),
+            addrs: Vec::new(),
+        }
+    }
+
+    /// Does a socket with these ends pass?
+    pub fn matches(&self, local: Option<SocketAddr>, peer: Option<SocketAddr>) -> bool {
+        let ends = [local, peer];
+        let port_ok = self.ports.is_empty()
+            || ends
+                .iter()
+                .flatten()
+                .any(|a| self.ports.contains(&a.port()));
+        let addr_ok = self.addrs.is_empty()
+            || ends
+                .iter()
+                .flatten()
+                .any(|a| self.addrs.contains(&a.ip()) || self.addrs.contains(&canon(a.ip())));
+        port_ok && addr_ok
+    }
+
+    /// True when it keeps everything.
+    pub fn is_all(&self) -> bool {
+        self.ports.is_empty() && self.addrs.is_empty()
+    }
+
+    /// The kernel-side filter for an event with these fields: its port
+    /// fields compared with the ports (the events' filter language,
+    /// kernel/trace/trace_events_filter.c); `None` when nothing can be
+    /// said in the kernel and user space decides alone.
+    fn kernel_filter(&self, f: &Format) -> Option<String> {
+        let mut parts = Vec::new();
+        if f.name == "inet_sock_set_state" && f.field("protocol").is_some() {
+            parts.push(format!("protocol == {}", libc::IPPROTO_TCP));
+        }
+        if f.name == "kfree_skb" && f.field("protocol").is_some() {
+            // skb->protocol stored in host order (ntohs() in the
+            // TP_fast_assign of include/trace/events/skb.h).
+            parts.push("(protocol == 2048 || protocol == 34525)".into());
+        }
+        if !self.ports.is_empty() && f.field("sport").is_some() && f.field("dport").is_some() {
+            let alts: Vec<String> = self
+                .ports
+                .iter()
+                .map(|p| format!("sport == {p} || dport == {p}"))
+                .collect();
+            parts.push(format!("({})", alts.join(" || ")));
+        }
+        (!parts.is_empty()).then(|| parts.join(" && "))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as IPv4.
+fn canon(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The instance's trace clock and how its times become CLOCK_REALTIME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// `tai`: realtime = tai − offset (whole seconds).
+    Tai {
+        /// CLOCK_TAI − CLOCK_REALTIME in ns.
+        offset_ns: i64,
+    },
+    /// `mono`: realtime = mono − offset, the offset read at the start.
+    Mono {
+        /// CLOCK_MONOTONIC − CLOCK_REALTIME in ns.
+        offset_ns: i64,
+    },
+}
+
+impl Clock {
+    /// The `trace_clock` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Clock::Tai { .. } => "tai",
+            Clock::Mono { .. } => "mono",
+        }
+    }
+
+    /// A trace time as nanoseconds since the Unix epoch.
+    pub fn to_realtime(self, ts: u64) -> u64 {
+        let off = match self {
+            Clock::Tai { offset_ns } | Clock::Mono { offset_ns } => offset_ns,
+        };
+        (ts as i64 - off).max(0) as u64
+    }
+
+    /// In words, for notes under a ladder.
+    pub fn describe(self) -> String {
+        match self {
+            Clock::Tai { offset_ns } => format!(
+                "trace_clock tai − {} s = CLOCK_REALTIME, the clock of the packet timestamps",
+                offset_ns / 1_000_000_000
+            ),
+            Clock::Mono { .. } => {
+                "trace_clock mono + the REALTIME − MONOTONIC offset at the start = CLOCK_REALTIME, the clock of the packet timestamps".into()
+            }
+        }
+    }
+}
+
+/// A socket's own end and its peer's, as an event gave them.
+type Ends = (Option<SocketAddr>, Option<SocketAddr>);
+
+/// Why events are not available, in one line.
+pub type Unavailable = String;
+
+/// A live tracefs instance with the events enabled, and its readers.
+pub struct Session {
+    /// (cpu, its trace_pipe_raw opened non-blocking). Closed before the
+    /// instance is removed (an open reader keeps it busy).
+    readers: Vec<(u32, File)>,
+    formats: HashMap<u16, Format>,
+    layout: PageLayout,
+    page: Vec<u8>,
+    clock: Clock,
+    filter: Filter,
+    /// Sockets (skaddr) whose events passed the filter, with their ends:
+    /// drops on them pass.
+    known: HashMap<u64, Ends>,
+    /// Packets answered with an RST that passed, with the RST's ends:
+    /// their drops pass.
+    reset_skbs: HashMap<u64, Ends>,
+    comms: HashMap<i32, Option<String>>,
+    /// Events the kernel reported lost (ring buffer overrun).
+    missed: u64,
+    /// Tracepoints this kernel lacks.
+    missing: Vec<String>,
+    instance: Option<Instance>,
+}
+
+/// Sessions of one process that watch the same well-known ports must not
+/// overlap (the tracepoints see every namespace): `twlab trace` takes this
+/// while its events are on.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// How full (percent of pages) a CPU's buffer gets before poll() wakes the
+/// reader (`buffer_percent`, `ring_buffer_poll_wait()`): a reader that
+/// waits at most [`crate::signal::CHECK_EVERY`] anyway need not wake for
+/// every event; at the story loop's rate the 50 ms tick comes first, so
+/// the reader runs about 20 times a second, whatever the event rate.
+const WAKE_PERCENT: &str = "50";
+/// Per-CPU buffer size: room for tens of thousands of events between two
+/// reads.
+const BUFFER_KB: &str = "2048";
+
+impl Session {
+    /// Mount tracefs privately, make an instance, enable the events with
+    /// `filter`. `Err` is one line saying what is missing.
+    pub fn open(filter: Filter) -> Result<Session, Unavailable> {
+        let root = crate::sys::tracefs::open_private()?;
+        let instance = Instance::create(root)?;
+        let clock = if instance.write("trace_clock", "tai").is_ok() {
+            Clock::Tai {
+                offset_ns: crate::sys::tracefs::tai_offset_ns(),
+            }
+        } else {
+            instance.write("trace_clock", "mono")?;
+            Clock::Mono {
+                offset_ns: crate::sys::tracefs::mono_offset_ns(),
+            }
+        };
+        let _ = instance.write("buffer_size_kb", BUFFER_KB);
+        let _ = instance.write("buffer_percent", WAKE_PERCENT);
+        let layout = PageLayout::parse(
+            &instance
+                .read_global("events/header_page")
+                .unwrap_or_default(),
+        );
+        let mut formats = HashMap::new();
+        let mut missing = Vec::new();
+        for (sys, name) in TRACEPOINTS {
+            let dir = format!("events/{sys}/{name}");
+            let Some(f) = instance
+                .read(&format!("{dir}/format"))
+                .ok()
+                .and_then(|t| Format::parse(&t))
+            else {
+                missing.push(format!("{sys}:{name}"));
+                continue;
+            };
+            if let Some(expr) = filter.kernel_filter(&f) {
+                // A filter the kernel refuses only costs speed: user space
+                // filters every event again.
+                let _ = instance.write(&format!("{dir}/filter"), &expr);
+            }
+            if instance.write(&format!("{dir}/enable"), "1").is_err() {
+                missing.push(format!("{sys}:{name}"));
+                continue;
+            }
+            formats.insert(f.id, f);
+        }
+        if !formats.values().any(|f| f.name == "inet_sock_set_state") {
+            return Err("the kernel has no sock:inet_sock_set_state tracepoint".into());
+        }
+        let mut readers = Vec::new();
+        for cpu in instance.cpus() {
+            let path = instance.path(&format!("per_cpu/cpu{cpu}/trace_pipe_raw"));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags_nonblock()
+                .open(&path)
+                .map_err(|e| format!("open per_cpu/cpu{cpu}/trace_pipe_raw: {e}"))?;
+            readers.push((cpu, f));
+        }
+        if readers.is_empty() {
+            return Err("the tracefs instance has no per_cpu ring buffers".into());
+        }
+        let sub_kb: usize = instance
+            .read("buffer_subbuf_size_kb")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4);
+        Ok(Session {
+            readers,
+            formats,
+            layout,
+            page: vec![0; sub_kb.max(4) * 1024],
+            clock,
+            filter,
+            known: HashMap::new(),
+            reset_skbs: HashMap::new(),
+            comms: HashMap::new(),
+            missed: 0,
+            missing,
+            instance: Some(instance),
+        })
+    }
+
+    /// The clock the event times were taken on.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// Events the kernel reported lost so far.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+
+    /// Tracepoints this kernel lacks ("tcp:tcp_send_reset").
+    pub fn missing(&self) -> &[String] {
+        &self.missing
+    }
+
+    /// The instance's name under `instances/`.
+    pub fn instance_name(&self) -> &str {
+        self.instance.as_ref().map_or("", |i| i.name.as_str())
+    }
+
+    /// Everything recorded so far (without waiting), in time order.
+    pub fn drain(&mut self) -> Vec<Event> {
+        let mut raw: Vec<Event> = Vec::new();
+        // Each reader: pages until EAGAIN; bounded by what the buffer holds
+        // (a writer that outpaces us is cut off after MAX_PAGES).
+        const MAX_PAGES: usize = 4096;
+        for i in 0..self.readers.len() {
+            for _ in 0..MAX_PAGES {
+                let (cpu, f) = &mut self.readers[i];
+                let cpu = *cpu;
+                let n = match f.read(&mut self.page) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let page = ring::parse_page(&self.page[..n], self.layout);
+                if let Some(m) = page.missed {
+                    self.missed += m.max(1);
+                }
+                for r in &page.records {
+                    let id = r.data.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+                    let Some(f) = id.and_then(|id| self.formats.get(&id)) else {
+                        continue;
+                    };
+                    if let Some(e) = event::decode(f, r.data, self.clock.to_realtime(r.ts), cpu) {
+                        raw.push(e);
+                    }
+                }
+            }
+        }
+        raw.sort_by_key(|e| e.at_ns);
+        let mut out = Vec::with_capacity(raw.len());
+        for mut e in raw {
+            if !self.keep(&mut e) {
+                continue;
+            }
+            // Only a system call's process is worth naming: in softirq
+            // the pid is whoever happened to run.
+            if e.context == Context::Process {
+                e.comm = self.comm(e.pid);
+            }
+            out.push(e);
+        }
+        out
+    }
+
+    /// Wait up to `timeout` for the kernel to wake a reader (poll(2) on
+    /// the ring buffers: no polling of socket tables), then
+    /// [`drain`](Self::drain).
+    pub fn wait(&mut self, timeout: Duration) -> Vec<Event> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut fds: Vec<PollFd> = self
+            .readers
+            .iter()
+            .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let _ = poll(&mut fds, t);
+        drop(fds);
+        self.drain()
+    }
+
+    /// The filter, and the drops of sockets that passed it (given their
+    /// socket's ends: a drop event has no addresses of its own).
+    fn keep(&mut self, e: &mut Event) -> bool {
+        if let What::Drop { rx_sk, skb, .. } = &e.what {
+            let ends = self
+                .known
+                .get(rx_sk)
+                .filter(|_| *rx_sk != 0)
+                .or_else(|| self.reset_skbs.get(skb));
+            if let Some(&(l, p)) = ends {
+                (e.local, e.peer) = (l, p);
+                if e.sock == 0 {
+                    e.sock = *rx_sk;
+                }
+                return true;
+            }
+            return self.filter.is_all();
+        }
+        if !self.filter.matches(e.local, e.peer) {
+            return false;
+        }
+        if e.sock != 0 {
+            self.known.insert(e.sock, (e.local, e.peer));
+        }
+        if let What::SendReset { skb, .. } = &e.what {
+            if *skb != 0 {
+                self.reset_skbs.insert(*skb, (e.local, e.peer));
+            }
+        }
+        // Bounded memory over a long `twlab events`.
+        if self.known.len() > 100_000 {
+            self.known.clear();
+        }
+        if self.reset_skbs.len() > 10_000 {
+            self.reset_skbs.clear();
+        }
+        true
+    }
+
+    fn comm(&mut self, pid: i32) -> Option<String> {
+        if pid <= 0 {
+            return Some("swapper".into());
+        }
+        if self.comms.len() > 10_000 {
+            self.comms.clear();
+        }
+        self.comms
+            .entry(pid)
+            .or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .ok()
+                    .map(|s| crate::text::escape_for_terminal(s.trim_end()).into_owned())
+            })
+            .clone()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Readers first: an open trace_pipe_raw keeps the instance busy.
+        self.readers.clear();
+        self.instance.take();
+    }
+}
+
+/// O_NONBLOCK for the readers.
+trait NonBlock {
+    fn custom_flags_nonblock(&mut self) -> &mut Self;
+}
+
+impl NonBlock for std::fs::OpenOptions {
+    fn custom_flags_nonblock(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.custom_flags(libc::O_NONBLOCK)
+    }
+}
+
+/// Can events be had here? `Err` says what is missing, in one line.
+pub fn probe() -> Result<(), Unavailable> {
+    Session::open(Filter::ports(&[1])).map(drop)
+}
+
+/// The names under the tracefs `instances/` directory now (from a private
+/// mount of its own): how tests check that twlab left none behind.
+pub fn instances() -> Result<Vec<String>, Unavailable> {
+    let root = crate::sys::tracefs::open_private()?;
+    let dir = std::path::PathBuf::from(format!("/proc/self/fd/{}", {
+        use std::os::fd::AsRawFd;
+        root.as_raw_fd()
+    }))
+    .join("instances");
+    let mut v: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("read instances/: {e}"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    Ok(v)
+}

@@ -1,0 +1,164 @@
+//! Events in words: one line each, with what the kernel's reason means.
+
+use super::event::{Context, Event, What};
+use crate::diag::TcpState;
+
+/// What an RST reason (`enum sk_rst_reason`, include/net/rstreason.h)
+/// means, where twlab knows.
+pub fn reset_hint(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "NOT_SPECIFIED" => "the kernel gave no reason",
+        "NO_SOCKET" => {
+            "no socket for the segment: nothing listens there, or the connection is gone (tcp_v4_rcv() → tcp_v4_send_reset())"
+        }
+        "TCP_INVALID_ACK_SEQUENCE" => "the segment acknowledges something never sent",
+        "TCP_RFC7323_PAWS" => "the segment's timestamp is too old (PAWS, RFC 7323)",
+        "TCP_TOO_OLD_ACK" | "TCP_OLD_ACK" => "the segment's ACK is too old",
+        "TCP_ACK_UNSENT_DATA" => "the segment acknowledges data never sent",
+        "TCP_FLAGS" => "unexpected flags for the socket's state",
+        "TCP_ABORT_ON_DATA" => {
+            "data arrived for a socket whose application already closed it (tcp_rcv_state_process())"
+        }
+        "TCP_TIMEWAIT_SOCKET" => {
+            "a TIME_WAIT socket answered a segment it could not accept (tcp_timewait_state_process() → TCP_TW_RST)"
+        }
+        "INVALID_SYN" => "a SYN for a connection already synchronized",
+        "TCP_ABORT_ON_CLOSE" => {
+            "close() with unread data in the receive queue: the data is discarded and the peer reset (tcp_close())"
+        }
+        "TCP_ABORT_ON_LINGER" => "an orphaned FIN_WAIT2 with tcp_linger2 < 0",
+        "TCP_ABORT_ON_MEMORY" => "too many orphaned sockets or out of socket memory",
+        "TCP_STATE" => {
+            "tcp_disconnect() of a connected socket: SO_LINGER {on, 0} at close(), or connect(AF_UNSPEC)"
+        }
+        "TCP_KEEPALIVE_TIMEOUT" => "keepalive probes went unanswered",
+        "TCP_DISCONNECT_WITH_DATA" => "tcp_disconnect() with data still queued",
+        _ => return None,
+    })
+}
+
+/// What a drop reason (`enum skb_drop_reason`, include/net/dropreason-core.h)
+/// means, where twlab knows.
+pub fn drop_hint(reason: &str) -> Option<&'static str> {
+    Some(match reason {
+        "NO_SOCKET" => "no socket for the segment (nothing listens, or the 4-tuple is gone)",
+        "TCP_RFC7323_PAWS" => {
+            "PAWS: the segment's TSval is older than the socket's ts_recent (RFC 7323 §5, tcp_validate_incoming() → tcp_paws_discard())"
+        }
+        "TCP_RFC7323_PAWS_ACK" => "PAWS on a pure ACK",
+        "TCP_RFC7323_TW_PAWS" => {
+            "PAWS in TIME_WAIT: the segment is older than the TIME_WAIT's ts_recent (tcp_timewait_state_process())"
+        }
+        "TCP_RFC7323_TSECR" => "the segment echoes a timestamp never sent",
+        "TCP_OLD_SEQUENCE" => {
+            "the segment lies before the receive window: old data (tcp_sequence())"
+        }
+        "TCP_INVALID_SEQUENCE" => "the segment lies beyond the receive window (tcp_sequence())",
+        "TCP_INVALID_END_SEQUENCE" => "the segment ends beyond the receive window",
+        "TCP_OLD_DATA" => "data already received (a retransmission)",
+        "TCP_RESET" => "an RST, consumed after it reset the socket",
+        "TCP_CLOSE" => "a segment for a socket already closed",
+        "TCP_FLAGS" => "flags not acceptable in the socket's state",
+        "TCP_INVALID_SYN" => "a SYN the socket could not take",
+        "TCP_LISTEN_OVERFLOW" => "the listener's accept queue is full",
+        "TCP_ZEROWINDOW" => "the receive window is zero",
+        "TCP_OVERWINDOW" => "the segment exceeds the receive window",
+        "SOCKET_RCVBUFF" => "the socket's receive buffer is full",
+        "TCP_OLD_ACK" | "TCP_TOO_OLD_ACK" => "an ACK older than what was already acknowledged",
+        "TCP_ACK_UNSENT_DATA" => "an ACK for data never sent",
+        "TCP_FASTOPEN" => "a Fast Open SYN's data was not taken",
+        _ => return None,
+    })
+}
+
+/// The time of day (UTC) with microseconds, from ns since the epoch.
+pub fn clock_time(ns: u64) -> String {
+    let s = ns / 1_000_000_000;
+    let us = (ns % 1_000_000_000) / 1_000;
+    format!(
+        "{:02}:{:02}:{:02}.{us:06}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60
+    )
+}
+
+/// Who caused it, in words.
+pub fn who(e: &Event) -> String {
+    match e.context {
+        Context::Process => match &e.comm {
+            Some(c) => format!("pid {} {c}", e.pid),
+            None => format!("pid {}", e.pid),
+        },
+        Context::Softirq => "kernel, softirq".into(),
+        Context::Irq => "kernel, interrupt".into(),
+    }
+}
+
+/// The transition in the kernel's names (twlab's reading of FIN_WAIT2 →
+/// CLOSE comes from [`super::life::Lives`], which knows the peer).
+pub fn transition(old: TcpState, new: TcpState) -> String {
+    format!("{} → {}", old.kernel_name(), new.kernel_name())
+}
+
+/// The event's description without time and ends ("ESTABLISHED →
+/// FIN_WAIT1", "RST sent, reason …", "dropped: …").
+pub fn what(e: &Event) -> String {
+    match &e.what {
+        What::State { old, new } => transition(*old, *new),
+        What::SendReset { reason, state, .. } => {
+            let r = reason.as_deref().unwrap_or("?");
+            let mut s = format!("RST sent, reason {r}");
+            if let Some(h) = reset_hint(r) {
+                s.push_str(&format!(": {h}"));
+            }
+            if let Some(st) = state.filter(|s| *s != TcpState::Closed) {
+                s.push_str(&format!(" (socket {})", st.kernel_name()));
+            }
+            s
+        }
+        What::ReceiveReset => "RST received (tcp_reset())".into(),
+        What::Drop { reason, .. } => {
+            let mut s = format!("dropped, reason {reason}");
+            if let Some(h) = drop_hint(reason) {
+                s.push_str(&format!(": {h}"));
+            }
+            s
+        }
+        What::Retransmit { state } => format!(
+            "segment retransmitted{}",
+            state.map_or(String::new(), |s| format!(" ({})", s.kernel_name()))
+        ),
+        What::Destroy => "socket freed (tcp_v4_destroy_sock())".into(),
+    }
+}
+
+/// One line: time, ends, what, who.
+pub fn line(e: &Event) -> String {
+    let ends = match (e.local, e.peer) {
+        (Some(l), Some(p)) => format!("{l} ⇄ {p}"),
+        (Some(l), None) => l.to_string(),
+        _ => "(no socket)".into(),
+    };
+    format!(
+        "{}  {:<13} {ends}  {}  [{}]",
+        clock_time(e.at_ns),
+        e.what.name(),
+        what(e),
+        who(e)
+    )
+}
+
+/// A short form for a ladder row: "client ESTABLISHED → FIN_WAIT1 (pid
+/// 4711 twlab)".
+pub fn short(e: &Event, side: &str) -> String {
+    let by = match e.context {
+        Context::Process => format!(
+            "  [pid {}{}]",
+            e.pid,
+            e.comm.as_deref().map_or(String::new(), |c| format!(" {c}"))
+        ),
+        _ => "  [softirq]".into(),
+    };
+    format!("{side} {}{by}", what(e))
+}

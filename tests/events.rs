@@ -1,0 +1,358 @@
+//! `twlab events` and the kernel's events beside `trace`: each event kind
+//! seen in a namespace of the test's own — the story's loop as state
+//! changes (FIN_WAIT1 → FIN_WAIT2 → TIME_WAIT), an RST with its reason, a
+//! drop with its reason (PAWS in the delayed duplicate, NO_SOCKET for a
+//! closed port) — times on the packets' clock, and nothing left behind.
+//!
+//! The tracepoints see every namespace of the machine: each test filters
+//! on ports of its own (31xxx), so tests running at once see only their
+//! own sockets; the trace tests share 12345 and take the library's lock.
+// Tracefs and namespaces are Linux; elsewhere this file is empty.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use socket2::{Domain, SockRef, Socket, Type};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+use twlab::diag::TcpState;
+use twlab::events::{Event, Filter, Lives, Session, What};
+use twlab::trace::{Target, TracePlan, run_trace};
+
+/// Events unavailable (not root, no tracefs): say so under the test's
+/// name and pass.
+fn session_or_skip(test: &str, ports: &[u16]) -> Option<Session> {
+    match Session::open(Filter::ports(ports)) {
+        Ok(s) => Some(s),
+        Err(why) => {
+            common::skip(&format!("{test}: kernel events unavailable ({why})"));
+            None
+        }
+    }
+}
+
+/// Drain until `done` holds for everything drained so far (bounded, 5 s).
+fn collect(s: &mut Session, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let mut v = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while !done(&v) && Instant::now() < end {
+        v.extend(s.wait(Duration::from_millis(20)));
+    }
+    v
+}
+
+fn reuse_bound(addr: SocketAddr) -> Socket {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.bind(&addr.into()).unwrap();
+    s
+}
+
+fn states_of(v: &[Event], local: SocketAddr) -> Vec<(TcpState, TcpState)> {
+    v.iter()
+        .filter(|e| e.local == Some(local))
+        .filter_map(|e| match e.what {
+            What::State { old, new } => Some((old, new)),
+            _ => None,
+        })
+        .collect()
+}
+
+netns_test! {
+    /// The story's loop, client closes first: every connection's client
+    /// end goes SYN_SENT → ESTABLISHED → FIN_WAIT1 → FIN_WAIT2 → TIME_WAIT
+    /// (the tracepoint's FIN_WAIT2 → CLOSE after the server's FIN), its
+    /// close() made by this process, and the next connect() takes the
+    /// TIME_WAIT over.
+    fn the_story_loop_as_state_changes() {
+        let (c, s): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:31002".parse().unwrap(), "127.0.0.1:31001".parse().unwrap());
+        let Some(mut session) = session_or_skip("the_story_loop_as_state_changes", &[s.port()]) else {
+            return;
+        };
+        let l = TcpListener::bind(s).unwrap();
+        for _ in 0..3 {
+            let cs = reuse_bound(c);
+            cs.connect(&s.into()).unwrap();
+            let (mut a, _) = l.accept().unwrap();
+            drop(cs);
+            // The server: wait for the client's FIN, then close.
+            let mut b = [0u8; 8];
+            assert_eq!(a.read(&mut b).unwrap(), 0);
+            drop(a);
+            // Until the client's end is TIME_WAIT (the peer's FIN is in).
+            common::wait_until(Duration::from_secs(5), "TIME_WAIT", || {
+                (common::count(&[TcpState::TimeWait]) == 1).then_some(())
+            });
+        }
+        let v = collect(&mut session, |v| {
+            states_of(v, c).iter().filter(|t| t.1 == TcpState::Closed).count() >= 3
+                && states_of(v, s).iter().filter(|t| t.1 == TcpState::Closed).count() >= 3
+        });
+        use TcpState::*;
+        let want = [
+            (Closed, SynSent),
+            (SynSent, Established),
+            (Established, FinWait1),
+            (FinWait1, FinWait2),
+            (FinWait2, Closed),
+        ];
+        let got = states_of(&v, c);
+        assert_eq!(got, [want, want, want].concat(), "{v:#?}");
+        // The close() that made FIN_WAIT1 ran in this process.
+        let me = std::process::id() as i32;
+        let fw1: Vec<&Event> = v
+            .iter()
+            .filter(|e| e.local == Some(c) && matches!(e.what, What::State { new: FinWait1, .. }))
+            .collect();
+        assert!(fw1.iter().all(|e| e.context == twlab::events::Context::Process));
+        assert!(fw1.iter().all(|e| std::path::Path::new(&format!("/proc/{me}/task/{}", e.pid)).exists()));
+        // Lives: TIME_WAIT on the client, taken over by the next connect().
+        let mut lives = Lives::default();
+        let (mut ended, mut taken) = (Vec::new(), 0);
+        for e in &v {
+            let fed = lives.feed(e);
+            ended.extend(fed.lives);
+            taken += fed.takeovers.len();
+        }
+        let client: Vec<_> = ended.iter().filter(|l| l.local == c).collect();
+        assert_eq!(client.len(), 3);
+        for l in &client {
+            assert_eq!(
+                l.states,
+                ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"],
+                "{l:?}"
+            );
+            assert!(l.closed_first && l.closer_pid.is_some());
+        }
+        assert_eq!(taken, 2, "the second and third connect() took over the TIME_WAIT");
+        let svc = &lives.summary.services[&s.to_string()];
+        assert_eq!((svc.client_closed_first, svc.server_closed_first), (3, 0));
+        assert!(lives.summary.lines()[1].contains("3 TIME_WAIT on the client side"));
+    }
+}
+
+netns_test! {
+    /// SO_LINGER 0 with unread bytes: the client's kernel sends an RST with
+    /// reason TCP_ABORT_ON_CLOSE and the server's socket receives it; a
+    /// SYN to a port where nothing listens is answered with an RST
+    /// (NO_SOCKET) and dropped (NO_SOCKET), both tied to the 4-tuple.
+    fn resets_and_drops_with_their_reasons() {
+        let (c, s, closed): (SocketAddr, SocketAddr, SocketAddr) = (
+            "127.0.0.1:31012".parse().unwrap(),
+            "127.0.0.1:31011".parse().unwrap(),
+            "127.0.0.1:31013".parse().unwrap(),
+        );
+        let Some(mut session) =
+            session_or_skip("resets_and_drops_with_their_reasons", &[s.port(), closed.port()])
+        else {
+            return;
+        };
+        let l = TcpListener::bind(s).unwrap();
+        let cs = reuse_bound(c);
+        cs.connect(&s.into()).unwrap();
+        let (mut a, _) = l.accept().unwrap();
+        a.write_all(b"unread").unwrap();
+        common::wait_until(Duration::from_secs(5), "the bytes queued", || {
+            let v = twlab::diag::tuple_view(c, s).ok()?;
+            v.client.as_ref().is_some_and(|e| e.recv_q == 6).then_some(())
+        });
+        SockRef::from(&cs).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(cs);
+        assert!(TcpStream::connect(closed).is_err(), "nothing listens there");
+        let v = collect(&mut session, |v| {
+            v.iter().any(|e| matches!(&e.what, What::Drop { reason, .. } if reason == "NO_SOCKET"))
+                && v.iter().any(|e| matches!(e.what, What::ReceiveReset) && e.local == Some(s))
+        });
+        let sent: Vec<(Option<SocketAddr>, Option<String>)> = v
+            .iter()
+            .filter_map(|e| match &e.what {
+                What::SendReset { reason, .. } => Some((e.local, reason.clone())),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            sent.contains(&(Some(c), Some("TCP_ABORT_ON_CLOSE".into()))),
+            "{sent:?}"
+        );
+        assert!(sent.contains(&(Some(closed), Some("NO_SOCKET".into()))), "{sent:?}");
+        let drop = v
+            .iter()
+            .find(|e| matches!(&e.what, What::Drop { reason, .. } if reason == "NO_SOCKET"))
+            .unwrap();
+        assert_eq!(drop.local, Some(closed), "the drop is tied to the RST's 4-tuple");
+        assert!(v.iter().any(|e| e.local == Some(s)
+            && matches!(e.what, What::State { old: TcpState::Established, new: TcpState::Closed })));
+        let mut lives = Lives::default();
+        let ended: Vec<_> = v.iter().flat_map(|e| lives.feed(e).lives).collect();
+        let cl = ended.iter().find(|l| l.local == c).expect("the client's life");
+        assert_eq!(
+            cl.ending,
+            twlab::events::life::Ending::ResetSent {
+                reason: Some("TCP_ABORT_ON_CLOSE".into())
+            }
+        );
+        assert!(ended.iter().any(|l| l.peer == closed
+            && l.ending == twlab::events::life::Ending::Refused));
+    }
+}
+
+fn traced(name: &str, target: Target, ts: bool) -> Option<twlab::trace::Trace> {
+    if !common::netns_or_skip(name) {
+        return None;
+    }
+    if let Err(why) = twlab::events::probe() {
+        common::skip(&format!("{name}: kernel events unavailable ({why})"));
+        return None;
+    }
+    let plan = TracePlan {
+        target,
+        timestamps: Some(ts),
+        absolute: false,
+        pcap: None,
+        json: false,
+        events: true,
+    };
+    match run_trace(&plan) {
+        Ok(t) => Some(t),
+        Err(e) if e.to_string().contains("needs veth pairs") => {
+            common::skip(&format!("{name}: {e}"));
+            None
+        }
+        Err(e) => panic!("{name}: {e}"),
+    }
+}
+
+/// The SYN into the server's TIME_WAIT: the kernel's events show the
+/// server's TIME_WAIT and the new connection's SYN_RECV, on the packets'
+/// clock: the SYN_RECV after the SYN was captured, before the SYN-ACK.
+#[test]
+fn trace_interleaves_exact_states_on_the_packets_clock() {
+    let Some(t) = traced(
+        "trace_interleaves_exact_states_on_the_packets_clock",
+        Target::Demo(3),
+        true,
+    ) else {
+        return;
+    };
+    let syn_recv: Vec<_> = t
+        .kernel_events
+        .iter()
+        .filter(|k| {
+            k.side == "server"
+                && matches!(
+                    k.event.what,
+                    What::State {
+                        old: TcpState::Listen,
+                        new: TcpState::SynRecv
+                    }
+                )
+        })
+        .collect();
+    assert_eq!(syn_recv.len(), 2, "{:#?}", t.kernel_events);
+    let seg = |conn: u32, syn: bool, ack: bool| {
+        t.segments
+            .iter()
+            .find(|s| s.conn == conn && s.wire.flags.syn == syn && s.wire.flags.ack == ack)
+            .unwrap()
+            .at_us
+    };
+    for (i, k) in syn_recv.iter().enumerate() {
+        let conn = i as u32 + 1;
+        assert!(
+            seg(conn, true, false) <= k.at_us && k.at_us <= seg(conn, true, true) + 1000,
+            "SYN {} ≤ SYN_RECV {} ≤ SYN-ACK {}",
+            seg(conn, true, false),
+            k.at_us,
+            seg(conn, true, true)
+        );
+    }
+    assert!(
+        syn_recv[1]
+            .reading
+            .as_deref()
+            .is_some_and(|r| r.contains("TCP_TW_SYN"))
+    );
+    let text = twlab::trace::ladder_text(&t, false);
+    assert!(text.contains("◆ server LISTEN → SYN_RECV"), "{text}");
+    assert!(text.contains("▲ kernel: TIME_WAIT → gone"), "{text}");
+    assert!(text.contains("states: exact"), "{text}");
+}
+
+/// The delayed duplicate with timestamps: the kernel's drop reason
+/// TCP_RFC7323_PAWS beside PAWSEstab + 1, cited under the moment.
+#[test]
+fn the_delayed_duplicate_is_dropped_by_paws_in_the_kernels_words() {
+    let Some(t) = traced(
+        "the_delayed_duplicate_is_dropped_by_paws_in_the_kernels_words",
+        Target::DelayedDuplicate,
+        true,
+    ) else {
+        return;
+    };
+    let drops: Vec<&str> = t
+        .kernel_events
+        .iter()
+        .filter_map(|k| match &k.event.what {
+            What::Drop { reason, .. } if k.side == "server" => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(drops.contains(&"TCP_RFC7323_PAWS"), "{drops:?}");
+    let cited: Vec<&String> = t.cites.iter().flat_map(|c| c.lines.iter()).collect();
+    assert!(
+        cited
+            .iter()
+            .any(|l| l.contains("TCP_RFC7323_PAWS") && l.contains("PAWSEstab +1")),
+        "{cited:?}"
+    );
+    // The client's SO_LINGER 0 close: RST with the kernel's reason.
+    assert!(t.kernel_events.iter().any(|k| k.side == "client"
+        && matches!(&k.event.what, What::SendReset { reason: Some(r), .. } if r == "TCP_STATE")));
+}
+
+netns_test! {
+    /// `twlab events --json` as a user runs it: event, life and summary
+    /// lines; the instance is gone afterwards and no tracefs is mounted.
+    fn the_events_command_prints_lives_and_a_summary() {
+        if let Err(why) = twlab::events::probe() {
+            common::skip(&format!(
+                "the_events_command_prints_lives_and_a_summary: kernel events unavailable ({why})"
+            ));
+            return;
+        }
+        let s: SocketAddr = "127.0.0.1:31021".parse().unwrap();
+        let l = TcpListener::bind(s).unwrap();
+        let child = std::process::Command::new(common::bin())
+            .args(["events", "--port", "31021", "--json", "--duration", "3"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let theirs = format!("twlab-{}-", child.id());
+        // Give it time to enable the events, then one connection.
+        std::thread::sleep(Duration::from_millis(800));
+        let c = TcpStream::connect(s).unwrap();
+        let (a, _) = l.accept().unwrap();
+        drop(c);
+        drop(a);
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let lines = common::json_lines(&o);
+        let kinds: Vec<&str> = lines.iter().filter_map(|j| j["type"].as_str()).collect();
+        assert!(kinds.contains(&"event") && kinds.contains(&"life"), "{kinds:?}");
+        assert_eq!(kinds.last(), Some(&"summary"));
+        let lives: Vec<&serde_json::Value> = lines.iter().filter(|j| j["type"] == "life").collect();
+        assert_eq!(lives.len(), 2, "{lives:?}");
+        assert!(lives.iter().any(|j| j["role"] == "client" && j["closed_first"] == true));
+        let leftover: Vec<String> = twlab::events::instances()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with(&theirs))
+            .collect();
+        assert!(leftover.is_empty(), "{leftover:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains("tracefs"), "{mounts}");
+    }
+}
