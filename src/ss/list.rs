@@ -1,7 +1,7 @@
 //! The socket table: aligned text like `ss -tan` (formatted without
 //! allocating per row) or one JSON document.
 
-use super::owners::{Owner, socket_owners};
+use super::owners::Owner;
 use super::{Filter, Format, Processes, io_err, json_err};
 use crate::diag::{self, SockEntry, TimerKind};
 use crate::error::Result;
@@ -180,10 +180,6 @@ impl WidthMeter {
         }
         w.timer = w.timer.max(timer_len(e, f));
     }
-
-    pub(super) fn widths(self) -> Widths {
-        self.w
-    }
 }
 
 const STATE_W: usize = 11;
@@ -328,43 +324,55 @@ impl<'a> JsonSock<'a> {
     }
 }
 
+/// Rows buffered before the first is printed: a table that ends within
+/// them gets columns as wide as its widest value; a bigger one gets the
+/// widest any value can be ([`Widths::widest`]) and streams.
+const FIRST_LOOK: usize = 512;
+
+impl Widths {
+    /// Columns that fit any value `query` can bring: an IPv4 address and
+    /// port is at most 21 columns, an IPv6 one 47 (`[` 39 `]:` 5); a
+    /// TIME_WAIT timer at most `timewait 60.000s`, any other
+    /// `keepalive 4294967.295s`.
+    pub(super) fn widest(query: &crate::diag::Query) -> Widths {
+        use crate::diag::TcpState;
+        let addr = if query.families.iter().all(|f| *f == Family::V4) {
+            21
+        } else {
+            47
+        };
+        let only_tw = TcpState::ALL
+            .iter()
+            .all(|s| *s == TcpState::TimeWait || !query.states.contains(*s));
+        Widths {
+            local: addr,
+            peer: addr,
+            timer: if only_tw { 16 } else { 22 },
+        }
+    }
+}
+
 /// Print the filtered table on stdout, streaming: rows go out as the
-/// kernel's dump is decoded, so memory does not grow with the table.
+/// kernel's one dump is decoded (both families in one walk where the
+/// kernel allows, in its hash order, as `ss -tan` prints them; nothing is
+/// sorted), so memory does not grow with the table.
 ///
-/// Text needs its column widths (and `-p` the socket inodes) before the
-/// first row, so those take a first dump that only measures; the second
-/// dump prints. A socket that appears between the two and is wider than
-/// measured still gets one space before its next column. Rows come in the
-/// kernel's order (hash-bucket order per family, as `ss -tan` prints
-/// them); nothing is sorted.
+/// Text needs its column widths before the first row: the first
+/// [`FIRST_LOOK`] rows are held back to measure; past them the columns
+/// take the widest value possible. `-p` reads every socket's owners from
+/// /proc first, as `ss -p` does.
 pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Result<u8> {
     let procs = processes == Processes::Show;
-    let mut meter = WidthMeter::new();
-    let mut inodes: Vec<u32> = Vec::new();
-    if format == Format::Text || procs {
-        diag::dump_each(&filter.query, |e| {
-            crate::signal::check()?;
-            if filter.matches(&e) {
-                meter.add(&e);
-                // TIME_WAIT mini sockets have no inode and no owner.
-                if procs && e.inode != 0 && !e.is_timewait_sock() {
-                    inodes.push(e.inode);
-                }
-            }
-            Ok(())
-        })?;
-    }
     let owners = if procs {
-        socket_owners(&inodes)
+        super::owners::all_socket_owners()
     } else {
         HashMap::new()
     };
-    drop(inodes);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(128 * 1024, stdout.lock());
     match format {
         Format::Json => write_json_list(&mut out, filter, &owners, procs)?,
-        Format::Text => write_text_list(&mut out, filter, &meter.widths(), &owners, procs)?,
+        Format::Text => write_text_list(&mut out, filter, &owners, procs)?,
     }
     out.flush().map_err(io_err)?;
     Ok(0)
@@ -395,19 +403,39 @@ fn write_json_list(
 fn write_text_list(
     out: &mut impl Write,
     filter: &Filter,
-    w: &Widths,
     owners: &HashMap<u32, Vec<Owner>>,
     procs: bool,
 ) -> Result<()> {
-    write_header(out, w, "", procs).map_err(io_err)?;
     let mut f = Field::new();
+    let mut head: Vec<SockEntry> = Vec::new();
+    let mut widths: Option<Widths> = None;
     diag::dump_each(&filter.query, |e| {
         crate::signal::check()?;
-        if filter.matches(&e) {
-            write_row(out, &mut f, &e, w, owners.get(&e.inode), procs).map_err(io_err)?;
+        if !filter.matches(&e) {
+            return Ok(());
+        }
+        if let Some(w) = &widths {
+            return write_row(out, &mut f, &e, w, owners.get(&e.inode), procs).map_err(io_err);
+        }
+        head.push(e);
+        if head.len() == FIRST_LOOK {
+            let w = Widths::widest(&filter.query);
+            write_header(out, &w, "", procs).map_err(io_err)?;
+            for e in head.drain(..) {
+                write_row(out, &mut f, &e, &w, owners.get(&e.inode), procs).map_err(io_err)?;
+            }
+            widths = Some(w);
         }
         Ok(())
-    })
+    })?;
+    if widths.is_none() {
+        let w = Widths::of(&head);
+        write_header(out, &w, "", procs).map_err(io_err)?;
+        for e in &head {
+            write_row(out, &mut f, e, &w, owners.get(&e.inode), procs).map_err(io_err)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

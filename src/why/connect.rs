@@ -364,7 +364,7 @@ fn count_range(
         } else {
             table.bucket(port).collect()
         };
-        let owned = !reserved && bucket_from_bind(&bucket, &listener_ports, sys);
+        let owned = !reserved && bucket_from_bind(&bucket, listener_ports, sys);
         let on: Vec<&Occupant> = if reserved || owned {
             Vec::new()
         } else {
@@ -572,13 +572,8 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
 }
 
 /// The local ports with a listener on them.
-pub(crate) fn listener_ports(table: &Table) -> std::collections::HashSet<u16> {
-    table
-        .sockets
-        .iter()
-        .filter(|o| o.entry.state == TcpState::Listen)
-        .map(|o| o.entry.local.port())
-        .collect()
+pub(crate) fn listener_ports(table: &Table) -> &std::collections::HashSet<u16> {
+    table.listener_ports()
 }
 
 /// Did this port's bucket come from bind()? A listener or bound-only socket

@@ -202,7 +202,7 @@ fn exact_request_has_the_tuple_and_no_dump_flag() {
         "127.0.0.2:12345".parse().unwrap(),
     );
     let mut out = Vec::new();
-    push_request(&mut out, 9, Family::V4, StateSet::all(), Ask::Exact(l, p));
+    push_request(&mut out, 9, Families::One(Family::V4), StateSet::all(), Ask::Exact(l, p));
     push_request(
         &mut out,
         10,
@@ -258,15 +258,12 @@ fn direct_exact_request_is_the_same_bytes_as_the_generic_one() {
 #[test]
 fn either_port_bytecode_is_the_or_of_two_port_tests() {
     let mut out = Vec::new();
-    push_request(
-        &mut out,
-        3,
-        Family::V4,
+    push_request(&mut out, 3, Families::One(Family::V4),
         StateSet::all(),
         Ask::Dump {
             peer_port: None,
             local_port: None,
-            either_port: Some(5001),
+            any_of: &[PortTest::Local(5001), PortTest::Peer(5001)],
         },
     );
     // The request, then one 24-byte attribute; the header counts both.
