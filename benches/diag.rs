@@ -336,16 +336,38 @@ fn measure(mut cases: Vec<Case>, t0: Instant) -> Result<(), String> {
     Ok(())
 }
 
-/// The limit: one dump per family of the sockets in `states`, read and
-/// discarded — a netlink socket, one 72-byte request (`struct nlmsghdr` +
-/// `struct inet_diag_req_v2`), reads until NLMSG_DONE.
+/// The limit: the sockets in `states` of both families, read and
+/// discarded — a netlink socket, one 76-byte request (`struct nlmsghdr` +
+/// `struct inet_diag_req`, TCPDIAG_GETSOCK: both families in one walk of
+/// the kernel's tables, the cheapest way to ask), reads until NLMSG_DONE.
+/// A kernel that refuses it gets one `inet_diag_req_v2` per family.
 fn raw_dump(states: u32) -> std::io::Result<usize> {
     const NETLINK_SOCK_DIAG: i32 = 4;
+    const TCPDIAG_GETSOCK: u16 = 18;
     const SOCK_DIAG_BY_FAMILY: u16 = 20;
     const NLM_F_REQUEST: u16 = 1;
     const NLM_F_DUMP: u16 = 0x300;
     const NLMSG_DONE: u16 = 3;
     const NLMSG_ERROR: u16 = 2;
+    let header = |len: usize, kind: u16, seq: u32| {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        h[4..6].copy_from_slice(&kind.to_ne_bytes());
+        h[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        h[8..12].copy_from_slice(&seq.to_ne_bytes());
+        h
+    };
+    let mut compat = vec![0u8; 76];
+    compat[..16].copy_from_slice(&header(76, TCPDIAG_GETSOCK, 1));
+    compat[68..72].copy_from_slice(&states.to_ne_bytes());
+    let per_family = |seq: u32, family: u8| {
+        let mut req = vec![0u8; 72];
+        req[..16].copy_from_slice(&header(72, SOCK_DIAG_BY_FAMILY, seq));
+        req[16] = family;
+        req[17] = libc::IPPROTO_TCP as u8;
+        req[20..24].copy_from_slice(&states.to_ne_bytes());
+        req
+    };
     // SAFETY: plain system calls on a descriptor this function owns; the
     // buffers outlive each call and their lengths are passed with them.
     unsafe {
@@ -359,19 +381,12 @@ fn raw_dump(states: u32) -> std::io::Result<usize> {
         }
         let mut buf = vec![0u8; 32 * 1024];
         let mut sockets = 0;
-        for (seq, family) in [(1u32, 2u8), (2, 10)] {
-            let mut req = [0u8; 72];
-            req[0..4].copy_from_slice(&72u32.to_ne_bytes());
-            req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-            req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-            req[8..12].copy_from_slice(&seq.to_ne_bytes());
-            req[16] = family;
-            req[17] = libc::IPPROTO_TCP as u8;
-            req[20..24].copy_from_slice(&states.to_ne_bytes());
+        let mut requests = vec![compat];
+        while let Some(req) = requests.pop() {
             if libc::send(fd, req.as_ptr().cast(), req.len(), 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            'family: loop {
+            'answer: loop {
                 let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
                 if n <= 0 {
                     return Err(std::io::Error::last_os_error());
@@ -385,8 +400,13 @@ fn raw_dump(states: u32) -> std::io::Result<usize> {
                         buf[off + 3],
                     ]) as usize;
                     let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+                    if kind == NLMSG_ERROR && sockets == 0 && req.len() == 76 {
+                        // No TCPDIAG_GETSOCK here: one request per family.
+                        requests = vec![per_family(3, 10), per_family(2, 2)];
+                        break 'answer;
+                    }
                     if kind == NLMSG_DONE || kind == NLMSG_ERROR || len < 16 {
-                        break 'family;
+                        break 'answer;
                     }
                     sockets += 1;
                     off += (len + 3) & !3;

@@ -5,12 +5,12 @@
 //! TIME_WAIT mini socket (`inet_twsk_alloc()`), whatever the filter.
 
 use super::{Filter, Format, io_err, json_err};
-use crate::diag::{self, Query, SockEntry, TcpState};
+use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
 use crate::error::Result;
 use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts};
 use crate::why::{self, RangeUse};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 
@@ -293,20 +293,45 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         }),
         _ => None,
     };
+    // The listening ports first (a dump of the listening hash alone, no
+    // walk of the established one), so every TIME_WAIT is put on its side
+    // as the main dump streams past: nothing of the table is kept but
+    // counts and the range's compact index.
+    let mut listening: HashSet<u16> = HashSet::new();
+    diag::dump_each(&Query::states(StateSet::of(&[TcpState::Listen])), |e| {
+        listening.insert(e.local.port());
+        Ok(())
+    })?;
     let mut t = Tally::default();
-    let mut entries = Vec::new();
+    let mut index = match (&sys, range) {
+        (Some(_), Some(r)) => Some(why::RangeIndex::new(r)),
+        _ => None,
+    };
+    let mut sides = why::TimeWaitSides::default();
     diag::dump_each(&all, |e| {
         t.add(&e, filter, ports.as_ref());
-        // Kept for the range accounting and the TIME_WAIT sides only.
-        if range.is_some_and(|r| r.contains(e.local.port()))
-            || matches!(e.state, TcpState::Listen | TcpState::TimeWait)
+        if e.state == TcpState::Listen {
+            // One that started listening after the first dump.
+            listening.insert(e.local.port());
+        }
+        if let Some(ix) = index.as_mut() {
+            ix.add(&e);
+        }
+        if filter.query.families.contains(&e.family)
+            && filter.query.states.contains(e.state)
+            && filter.matches(&e)
         {
-            entries.push(e);
+            sides.add(&e, &listening, range);
         }
         Ok(())
     })?;
     let states = t.states();
-    let (server_side, server_by_port, client_by_peer) = tw_sides(&entries, filter, range, top_n);
+    let server: u32 = sides.server_by_port.values().sum();
+    let (server_side, server_by_port, client_by_peer) = (
+        u64::from(server),
+        top(sides.server_by_port, top_n),
+        top(sides.others_by_peer, top_n),
+    );
     let port_use = match range {
         Some(r) => port_use(
             std::mem::take(&mut t.pairs),
@@ -315,8 +340,8 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         ),
         None => Vec::new(),
     };
-    let range_use = match (&sys, range) {
-        (Some(s), Some(_)) => Some(why::range_use(&entries, s, top_n)),
+    let range_use = match (&sys, index) {
+        (Some(s), Some(ix)) => Some(ix.finish(s, top_n)),
         _ => None,
     };
     let advice = match (&sys, &range_use) {
@@ -346,28 +371,6 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         warnings,
         notes: advice.notes,
     })
-}
-
-/// Group the filtered TIME_WAIT: server side by the local listening port
-/// (one line per service, not one per client port), the others by peer.
-fn tw_sides(
-    entries: &[SockEntry],
-    filter: &Filter,
-    range: Option<PortRange>,
-    top_n: usize,
-) -> (u64, Vec<Count<u16>>, Vec<Count<SocketAddr>>) {
-    let shown = entries.iter().filter(|e| {
-        filter.query.families.contains(&e.family)
-            && filter.query.states.contains(e.state)
-            && filter.matches(e)
-    });
-    let sides = why::time_wait_sides(entries, shown, range);
-    let server: u32 = sides.server_by_port.values().sum();
-    (
-        u64::from(server),
-        top(sides.server_by_port, top_n),
-        top(sides.others_by_peer, top_n),
-    )
 }
 
 /// 28001 → "28,001".

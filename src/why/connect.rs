@@ -280,9 +280,12 @@ pub(crate) enum TupleUse {
 }
 
 /// Classify the (non-empty) sockets on one 4-tuple for a kernel-chosen port.
-pub(crate) fn tuple_use(on: &[&SockEntry], sys: &NetSysctls) -> TupleUse {
+pub(crate) fn tuple_use<'a>(
+    on: impl IntoIterator<Item = &'a SockEntry>,
+    sys: &NetSysctls,
+) -> TupleUse {
     match check_established(
-        on.iter().map(|e| on_tuple(e)),
+        on.into_iter().map(on_tuple),
         PortOrigin::Chosen,
         &ReuseSysctls::from(sys),
     ) {

@@ -206,7 +206,7 @@ fn exact_request_has_the_tuple_and_no_dump_flag() {
     push_request(
         &mut out,
         10,
-        Family::V6,
+        Families::One(Family::V6),
         StateSet::none().with_bound_inactive(),
         Ask::ALL,
     );
@@ -244,7 +244,7 @@ fn direct_exact_request_is_the_same_bytes_as_the_generic_one() {
         push_request(
             &mut generic,
             77,
-            Family::of(&l),
+            Families::One(Family::of(&l)),
             StateSet::all(),
             Ask::Exact(l, p),
         );
