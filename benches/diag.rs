@@ -393,12 +393,9 @@ fn raw_dump(states: u32) -> std::io::Result<usize> {
                 }
                 let mut off = 0;
                 while off + 16 <= n as usize {
-                    let len = u32::from_ne_bytes([
-                        buf[off],
-                        buf[off + 1],
-                        buf[off + 2],
-                        buf[off + 3],
-                    ]) as usize;
+                    let len =
+                        u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+                            as usize;
                     let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
                     if kind == NLMSG_ERROR && sockets == 0 && req.len() == 76 {
                         // No TCPDIAG_GETSOCK here: one request per family.

@@ -146,7 +146,7 @@ fn run() -> Result<(), String> {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for (case, r) in CASES.iter().zip(runs.iter_mut()) {
             for which in order {
-                let mut cmd = if which == 0 {
+                let cmd = if which == 0 {
                     let mut c = Command::new(twlab);
                     c.args(case.twlab);
                     c
@@ -155,7 +155,7 @@ fn run() -> Result<(), String> {
                     c.args(case.ss);
                     c
                 };
-                r[which].push(time_child(&mut cmd)?);
+                r[which].push(time_child(&cmd)?);
             }
         }
     }

@@ -282,7 +282,9 @@ impl DiagSocket {
         if q.states.is_empty() {
             return Ok(());
         }
-        let either = q.either_port.map(|p| [PortTest::Local(p), PortTest::Peer(p)]);
+        let either = q
+            .either_port
+            .map(|p| [PortTest::Local(p), PortTest::Peer(p)]);
         let any_of: &[PortTest] = match (q.peer_port, q.local_port, &either) {
             _ if !q.any_of.is_empty() => &q.any_of,
             (None, None, Some(e)) => e,

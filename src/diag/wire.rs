@@ -504,40 +504,39 @@ const INET_DIAG_BC_D_EQ: u8 = 12;
 /// 12  D_EQ yes 8 no 12 ◄─┘ port  peer port = P: 20, accept; else 24: reject
 /// ```
 ///
-/// [`PortTest::PortFromBind`] is AUTO with its branches swapped: `yes`
-/// (the port was chosen by the kernel) goes on to the next test.
+/// [`PortTest::PortFromBind`] is AUTO, put first: `no` (the port came from
+/// bind()) jumps to the end, `yes` goes on to the port tests. The kernel
+/// checks the bytecode along the `yes` jumps, which must end exactly at
+/// the end (inet_diag_bc_audit()), so AUTO cannot be the last test, nor
+/// the only one: alone, it adds no bytecode (every socket passes).
 pub(crate) fn push_any_of_bytecode(out: &mut Vec<u8>, start: usize, tests: &[PortTest]) {
-    if tests.is_empty() {
+    let ports: Vec<(u8, u16)> = tests
+        .iter()
+        .filter_map(|t| match t {
+            PortTest::Local(p) => Some((INET_DIAG_BC_S_EQ, *p)),
+            PortTest::Peer(p) => Some((INET_DIAG_BC_D_EQ, *p)),
+            PortTest::PortFromBind => None,
+        })
+        .collect();
+    if ports.is_empty() {
         return;
     }
+    let from_bind = tests.contains(&PortTest::PortFromBind);
     let op = |code: u8, yes: u8, no: u16| {
         let n = no.to_ne_bytes();
         [code, yes, n[0], n[1]]
     };
-    let size = |t: &PortTest| match t {
-        PortTest::Local(_) | PortTest::Peer(_) => 8u16,
-        PortTest::PortFromBind => 4,
-    };
-    let total: u16 = tests.iter().map(size).sum::<u16>() + 4 * (tests.len() as u16 - 1);
+    let total = 4 * u16::from(from_bind) + 8 * ports.len() as u16 + 4 * (ports.len() as u16 - 1);
     let mut bc = Vec::with_capacity(usize::from(total));
-    for (i, t) in tests.iter().enumerate() {
-        let last = i + 1 == tests.len();
-        let n = size(t);
-        match t {
-            PortTest::Local(p) | PortTest::Peer(p) => {
-                let code = if matches!(t, PortTest::Local(_)) {
-                    INET_DIAG_BC_S_EQ
-                } else {
-                    INET_DIAG_BC_D_EQ
-                };
-                // Holds: to the JMP after it (or the end); fails: past the
-                // JMP to the next test (or past the end).
-                bc.extend(op(code, n as u8, n + 4));
-                bc.extend(op(0, 0, *p));
-            }
-            PortTest::PortFromBind => bc.extend(op(INET_DIAG_BC_AUTO, (n + 4) as u8, n)),
-        }
-        if !last {
+    if from_bind {
+        bc.extend(op(INET_DIAG_BC_AUTO, 4, total));
+    }
+    for (i, (code, port)) in ports.iter().enumerate() {
+        // Holds: to the JMP after it (or the end); fails: past the JMP to
+        // the next test (or past the end).
+        bc.extend(op(*code, 8, 12));
+        bc.extend(op(0, 0, *port));
+        if i + 1 < ports.len() {
             let at = bc.len() as u16;
             bc.extend(op(INET_DIAG_BC_JMP, 4, total - at));
         }

@@ -265,11 +265,7 @@ impl RangeIndex {
             while at < bucket.len() {
                 let pair = bucket[at].0;
                 let peer = self.pairs[pair as usize].1;
-                let end = at
-                    + bucket[at..]
-                        .iter()
-                        .take_while(|(p, _)| *p == pair)
-                        .count();
+                let end = at + bucket[at..].iter().take_while(|(p, _)| *p == pair).count();
                 if at == 0 || bucket[at - 1].1.peer != peer {
                     peers_here += 1;
                 }

@@ -11,7 +11,7 @@ use crate::diag::{SockEntry, TcpState};
 use crate::ss::Owner;
 use crate::sysctl::PortRange;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
@@ -37,11 +37,18 @@ pub struct Table {
     index: OnceLock<Index>,
 }
 
+/// Local ports there are (0 to 65535).
+const PORTS: usize = 1 << 16;
+
 /// [`Table`]'s index, built in one pass over the sockets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Index {
-    /// The sockets of each local port (indices into `sockets`).
-    by_port: HashMap<u16, Vec<u32>>,
+    /// The sockets of each local port, by a counting sort on the port:
+    /// port p's are `order[start[p]..start[p + 1]]` (indices into
+    /// `sockets`). A question about the range looks up every one of its
+    /// 64,512 ports: an array, not a hash, answers each.
+    start: Vec<u32>,
+    order: Vec<u32>,
     /// Local ports with a listener on them.
     listening: HashSet<u16>,
 }
@@ -71,13 +78,26 @@ impl Table {
 
     fn index(&self) -> &Index {
         self.index.get_or_init(|| {
-            let mut ix = Index::default();
-            for (i, o) in self.sockets.iter().enumerate() {
+            let mut ix = Index {
+                start: vec![0; PORTS + 1],
+                order: vec![0; self.sockets.len()],
+                listening: HashSet::new(),
+            };
+            for o in &self.sockets {
                 let port = o.entry.local.port();
-                ix.by_port.entry(port).or_default().push(i as u32);
+                ix.start[usize::from(port) + 1] += 1;
                 if o.entry.state == TcpState::Listen {
                     ix.listening.insert(port);
                 }
+            }
+            for p in 0..PORTS {
+                ix.start[p + 1] += ix.start[p];
+            }
+            let mut fill = ix.start.clone();
+            for (i, o) in self.sockets.iter().enumerate() {
+                let at = &mut fill[usize::from(o.entry.local.port())];
+                ix.order[*at as usize] = i as u32;
+                *at += 1;
             }
             ix
         })
@@ -95,11 +115,9 @@ impl Table {
 
     /// The port's bind bucket: every socket whose local port is `port`.
     pub fn bucket(&self, port: u16) -> impl Iterator<Item = &Occupant> {
-        self.index()
-            .by_port
-            .get(&port)
-            .map(|v| v.as_slice())
-            .unwrap_or(&[])
+        let ix = self.index();
+        let p = usize::from(port);
+        ix.order[ix.start[p] as usize..ix.start[p + 1] as usize]
             .iter()
             .map(|&i| &self.sockets[i as usize])
     }
