@@ -135,7 +135,9 @@ struct Tally {
     fw2_mini: u64,
     per_state: [u32; 13],
     by_peer: HashMap<SocketAddr, u32>,
-    by_lport: HashMap<u16, u32>,
+    /// TIME_WAIT per local port, by port number (up to 65,536 ports: an
+    /// array is smaller than a map of them).
+    by_lport: Vec<u32>,
     /// Sockets per (local address, peer) holding a local port connect()
     /// could pick.
     pairs: HashMap<(IpAddr, SocketAddr), PairCount>,
@@ -191,7 +193,10 @@ impl Tally {
         if tw {
             self.tw_total += 1;
             *self.by_peer.entry(e.peer).or_default() += 1;
-            *self.by_lport.entry(e.local.port()).or_default() += 1;
+            if self.by_lport.is_empty() {
+                self.by_lport = vec![0; 1 << 16];
+            }
+            self.by_lport[usize::from(e.local.port())] += 1;
         }
         if let Some(ports) = ports {
             let p = e.local.port();
@@ -360,7 +365,15 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         time_wait_server_side: server_side,
         time_wait_server_side_by_port: server_by_port,
         time_wait_client_side_by_peer: client_by_peer,
-        time_wait_by_local_port: top(t.by_lport, top_n),
+        time_wait_by_local_port: top(
+            t.by_lport
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(p, n)| (p as u16, *n))
+                .collect(),
+            top_n,
+        ),
         ip_local_port_range: range.map(|r| (r.low, r.high)),
         reserved_in_range: reserved,
         port_use,

@@ -10,7 +10,7 @@
 use super::bind::{BindQuestion, REUSE_VARIANTS, diagnose_bind};
 use super::connect::{ConnectQuestion, diagnose_connect};
 use super::diagnosis::{Agreement, Attempt, Blocking, Diagnosis, Expect, ReuseKnown};
-use super::table::{Table, is_loopback};
+use super::table::{Occupant, Table, is_loopback};
 use crate::diag::{self, Query, TcpState};
 use crate::outcome::SysError;
 use crate::socket::SocketOpts;
@@ -116,7 +116,15 @@ impl Scope {
 /// idiag_states bit 13 (TCP_BOUND_INACTIVE), so bound-only sockets come
 /// in the same dump.
 pub fn read_scope(scope: Scope) -> Result<Table> {
-    Ok(Table::from_entries(diag::dump(&scope.query())?))
+    let mut sockets = Vec::new();
+    diag::dump_each(&scope.query(), |entry| {
+        sockets.push(Occupant {
+            entry,
+            owners: Vec::new(),
+        });
+        Ok(())
+    })?;
+    Ok(Table::new(sockets))
 }
 
 /// Give the table's sockets with these inodes their owners, from one scan
@@ -148,6 +156,9 @@ pub fn answer(scope: Scope, diagnose: impl Fn(&Table) -> Diagnosis) -> Result<Di
     if named.is_empty() {
         return Ok(d);
     }
+    // The second answer replaces the first: one set of holder reports at
+    // a time.
+    drop(d);
     let inodes: Vec<u32> = table
         .sockets
         .iter()
@@ -155,10 +166,9 @@ pub fn answer(scope: Scope, diagnose: impl Fn(&Table) -> Diagnosis) -> Result<Di
         .filter(|o| named.contains(&(o.entry.local, o.entry.peer, o.entry.state)))
         .map(|o| o.entry.inode)
         .collect();
-    if inodes.is_empty() {
-        return Ok(d);
+    if !inodes.is_empty() {
+        set_owners(&mut table, &inodes);
     }
-    set_owners(&mut table, &inodes);
     Ok(diagnose(&table))
 }
 

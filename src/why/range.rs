@@ -189,24 +189,34 @@ impl RangeIndex {
     }
 
     /// Account the range port by port; the `top_n` tightest pairs are kept.
-    pub fn finish(self, sys: &NetSysctls, top_n: usize) -> RangeUse {
+    pub fn finish(mut self, sys: &NetSysctls, top_n: usize) -> RangeUse {
         let range = self.range;
-        // The slots of each port, by a counting sort on the port.
+        // The slots of each port together, by a counting sort on the port
+        // done in place (each slot is swapped at most once into its port's
+        // place): no second array of the table.
         let base = usize::from(range.low);
         let width = range.len() as usize;
+        let mut slots = std::mem::take(&mut self.slots);
         let mut start = vec![0u32; width + 1];
-        for s in &self.slots {
+        for s in &slots {
             start[usize::from(s.port) - base + 1] += 1;
         }
         for k in 0..width {
             start[k + 1] += start[k];
         }
         let mut fill = start.clone();
-        let mut order = vec![0u32; self.slots.len()];
-        for (i, s) in self.slots.iter().enumerate() {
-            let at = &mut fill[usize::from(s.port) - base];
-            order[*at as usize] = i as u32;
-            *at += 1;
+        for b in 0..width {
+            while fill[b] < start[b + 1] {
+                let at = fill[b] as usize;
+                let d = usize::from(slots[at].port) - base;
+                if d == b {
+                    fill[b] += 1;
+                } else {
+                    let to = fill[d] as usize;
+                    slots.swap(at, to);
+                    fill[d] += 1;
+                }
+            }
         }
         drop(fill);
         let mut u = RangeUse {
@@ -232,16 +242,13 @@ impl RangeIndex {
                 continue;
             }
             let k = usize::from(port) - base;
-            let here = &order[start[k] as usize..start[k + 1] as usize];
+            let here = &slots[start[k] as usize..start[k + 1] as usize];
             if here.is_empty() {
                 u.empty += 1;
                 continue;
             }
             bucket.clear();
-            bucket.extend(here.iter().map(|&i| {
-                let s = &self.slots[i as usize];
-                (s.pair, self.entry(s))
-            }));
+            bucket.extend(here.iter().map(|s| (s.pair, self.entry(s))));
             // For a port inside the range, `bucket_from_bind()`'s "accepted
             // on a listener's port" case implies a listener in the same
             // bucket, so the roles alone decide.
