@@ -14,21 +14,15 @@
 //! the same table. Each runs under /usr/bin/time for its own peak RSS (see
 //! `time_child`).
 
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+mod common;
+
+use common::timewait::{MAX_WANT, count_time_wait, make_time_wait, time_child};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use twlab::diag::{self, Query, StateSet, TcpState};
 use twlab::netns::{self, Sysctl};
 
 /// TIME_WAIT sockets made, unless TWLAB_SS_BENCH_SOCKETS says otherwise.
 const DEFAULT_WANT: usize = 30_000;
-/// At most this many (8 listener ports × 64,512 ephemeral ports, kept
-/// under two thirds full so connect() finds free ports fast).
-const MAX_WANT: usize = 400_000;
-/// Listener ports on 127.0.0.1; clients spread over them.
-const PORTS: [u16; 8] = [5001, 5002, 5003, 5004, 5005, 5006, 5007, 5008];
-const BATCH: usize = 500;
 
 /// One comparison: the same question to twlab and to iproute2.
 struct Case {
@@ -38,7 +32,7 @@ struct Case {
 }
 
 /// The whole TIME_WAIT table; the part of it to one server port (an
-/// eighth: clients spread over [`PORTS`]), which twlab asks the kernel to
+/// eighth: clients spread over the eight listener ports), which twlab asks the kernel to
 /// filter (`idiag_dport`) as iproute2 does with its bytecode; and the same
 /// port at either end, which twlab filters itself after a whole dump
 /// (the request's port fields cannot say "or").
@@ -116,7 +110,7 @@ fn run() -> Result<(), String> {
     .map_err(|e| e.to_string())?;
 
     let t0 = Instant::now();
-    let made = make_time_wait(want)?;
+    let (_listeners, made) = make_time_wait(want)?;
     let tw = count_time_wait()?;
     println!(
         "setup: {made} connections closed client-first in {:.2} s; sock_diag sees {tw} TIME_WAIT",
@@ -152,7 +146,7 @@ fn run() -> Result<(), String> {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for (case, r) in CASES.iter().zip(runs.iter_mut()) {
             for which in order {
-                let mut cmd = if which == 0 {
+                let cmd = if which == 0 {
                     let mut c = Command::new(twlab);
                     c.args(case.twlab);
                     c
@@ -161,7 +155,7 @@ fn run() -> Result<(), String> {
                     c.args(case.ss);
                     c
                 };
-                r[which].push(time_child(&mut cmd)?);
+                r[which].push(time_child(&cmd)?);
             }
         }
     }
@@ -223,98 +217,4 @@ fn stats(runs: &[(Duration, i64)]) -> (Duration, Duration, i64) {
     t.sort();
     let rss = runs.iter().map(|r| r.1).max().unwrap_or(0);
     (t[t.len() / 2], t[0], rss)
-}
-
-/// Run `cmd` with stdout to /dev/null under /usr/bin/time; return its
-/// wall time and peak RSS (KiB).
-///
-/// Not wait4() on a child of this process: a child's ru_maxrss starts from
-/// the high-water mark of the memory it was forked from (exec keeps the
-/// old mm's hiwater_rss in signal->maxrss), i.e. this bench's own, which
-/// after making the sockets is as large as what is measured. /usr/bin/time
-/// is small, so its child's ru_maxrss is the child's alone.
-fn time_child(cmd: &mut Command) -> Result<(Duration, i64), String> {
-    let mut timed = Command::new("/usr/bin/time");
-    timed
-        .args(["-f", "TWLAB-MAXRSS-KIB=%M"])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    let start = Instant::now();
-    let out = timed
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("spawn /usr/bin/time: {e}"))?;
-    let wall = start.elapsed();
-    let err = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        return Err(format!("{cmd:?} failed ({}): {err}", out.status));
-    }
-    let rss = err
-        .lines()
-        .find_map(|l| l.strip_prefix("TWLAB-MAXRSS-KIB="))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or(format!("no peak RSS from /usr/bin/time: {err}"))?;
-    Ok((wall, rss))
-}
-
-fn count_time_wait() -> Result<usize, String> {
-    let mut n = 0;
-    diag::dump_each(&Query::states(StateSet::of(&[TcpState::TimeWait])), |_| {
-        n += 1;
-        Ok(())
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(n)
-}
-
-/// Make `want` connections to a few loopback listeners and close each
-/// client first, then its server end, so each client end goes
-/// FIN_WAIT2 → TIME_WAIT. Batches keep the number of open fds bounded.
-fn make_time_wait(want: usize) -> Result<usize, String> {
-    let listeners: Vec<TcpListener> = PORTS
-        .iter()
-        .map(|p| TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, *p))))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("listen: {e}"))?;
-    let mut made = 0;
-    // The first TIME_WAITs expire after 60 s.
-    let deadline = Instant::now() + Duration::from_secs(50);
-    while made < want {
-        if Instant::now() > deadline {
-            return Err(format!("setup took over 50 s ({made} made)"));
-        }
-        let n = BATCH.min(want - made);
-        let mut clients = Vec::with_capacity(n);
-        let mut servers = Vec::with_capacity(n);
-        for i in 0..n {
-            let l = &listeners[(made + i) % listeners.len()];
-            let c = TcpStream::connect(l.local_addr().map_err(|e| e.to_string())?)
-                .map_err(|e| format!("connect #{}: {e}", made + i))?;
-            let (s, _) = l.accept().map_err(|e| format!("accept: {e}"))?;
-            clients.push(c);
-            servers.push(s);
-        }
-        // Client first (FIN_WAIT2), then the server once it has read the
-        // client's FIN (its own FIN moves the client's mini socket to
-        // TIME_WAIT). Waiting for EOF avoids a simultaneous close, which
-        // would leave TIME_WAIT on the server end too.
-        drop(clients);
-        for s in servers {
-            s.set_read_timeout(Some(Duration::from_secs(5)))
-                .map_err(|e| e.to_string())?;
-            match (&s).read(&mut [0u8; 16]) {
-                Ok(0) => {}
-                other => return Err(format!("expected EOF from the client, got {other:?}")),
-            }
-        }
-        made += n;
-    }
-    // The last FINs are processed synchronously on loopback, but wait on
-    // the kernel's state rather than assume it (bounded, 5 s).
-    let end = Instant::now() + Duration::from_secs(5);
-    while count_time_wait()? < want && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(made)
 }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod timewait;
+
 /// The CPUs the client and the server run on, if the machine has two.
 pub fn cpus() -> Option<(usize, usize)> {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());

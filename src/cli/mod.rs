@@ -171,6 +171,14 @@ pub fn main() -> ExitCode {
         eprintln!("{SHORT_USAGE}");
         return ExitCode::from(2);
     }
+    // `twlab --version` alone: what clap prints, without building the
+    // parser of every command first.
+    if let [_, flag] = std::env::args_os().collect::<Vec<_>>().as_slice() {
+        if flag == "--version" || flag == "-V" {
+            println!("twlab {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+    }
     // Before anything runs: SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a
     // flag from now on. (No thread is started, so the unprivileged matrix
     // worker may still unshare its user namespace below.)

@@ -140,6 +140,7 @@ impl SsArgs {
                 peer_port: peer.and_then(|m| m.port),
                 local_port: local.and_then(|m| m.port),
                 either_port: port,
+                any_of: Vec::new(),
             },
             port,
             local,

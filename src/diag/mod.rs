@@ -59,6 +59,28 @@ pub struct Query {
     /// table it walks, as iproute2's `sport = :P or dport = :P` does. Should
     /// a kernel refuse the bytecode, the dump is made without it.
     pub either_port: Option<u16>,
+    /// Only sockets that pass any of these tests, as filter bytecode the
+    /// kernel runs on every socket before it copies it out (a diagnosis
+    /// asks for the sockets of the ports it names and the listeners and
+    /// bound-only sockets, not the whole table). Empty: no bytecode. Should
+    /// a kernel refuse it, the dump is made without it: callers must be
+    /// right with more sockets than they asked for.
+    pub any_of: Vec<PortTest>,
+}
+
+/// One test of the dump filter ([`Query::any_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortTest {
+    /// The socket's own port is this one (`INET_DIAG_BC_S_EQ`).
+    Local(u16),
+    /// The peer's port is this one (`INET_DIAG_BC_D_EQ`; 0 for listeners
+    /// and bound-only sockets).
+    Peer(u16),
+    /// The socket's port was set by bind() (`SOCK_BINDPORT_LOCK`: the
+    /// negation of `INET_DIAG_BC_AUTO`): listeners and bound-only sockets
+    /// with an explicit port, and connections from a fixed port. Never a
+    /// TIME_WAIT (the kernel reads no userlocks from a mini socket).
+    PortFromBind,
 }
 
 impl Default for Query {
@@ -69,6 +91,7 @@ impl Default for Query {
             peer_port: None,
             local_port: None,
             either_port: None,
+            any_of: Vec::new(),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The NETLINK_SOCK_DIAG socket: sending requests built by [`super::wire`]
 //! and reading the kernel's answers, for dumps and for exact lookups.
 
-use super::wire::{self, ENOENT, Reply};
-use super::{Query, SockEntry, StateSet, TupleView};
+use super::wire::{self, ENOENT, Families, Reply};
+use super::{PortTest, Query, SockEntry, StateSet, TupleView};
 use crate::error::{Error, Result};
 use crate::socket::Family;
 use crate::sys::netlink_batch::{self, MAX_BATCH};
@@ -37,6 +37,9 @@ pub struct DiagSocket {
     req: Vec<u8>,
     seq: u32,
     exact: Exact,
+    /// False once the kernel refused a dump of both families in one
+    /// request: one request per family from then on.
+    compat: bool,
 }
 
 impl std::fmt::Debug for DiagSocket {
@@ -71,6 +74,7 @@ impl DiagSocket {
             req: Vec::with_capacity(256),
             seq: 0,
             exact: Exact::Works,
+            compat: true,
         })
     }
 
@@ -256,7 +260,7 @@ impl DiagSocket {
             if !tuples.iter().any(|(l, _)| Family::of(l) == fam) {
                 continue;
             }
-            self.dump_family(fam, states, wire::Ask::ALL, &mut |e| {
+            self.dump_family(Families::One(fam), states, wire::Ask::ALL, &mut |e| {
                 if let Some(i) = tuples
                     .iter()
                     .position(|&(l, p)| e.local == l && e.peer == p)
@@ -278,29 +282,52 @@ impl DiagSocket {
         if q.states.is_empty() {
             return Ok(());
         }
-        let either_port = match (q.peer_port, q.local_port) {
-            (None, None) => q.either_port,
-            _ => None, // the narrower filter is enough
+        let either = q
+            .either_port
+            .map(|p| [PortTest::Local(p), PortTest::Peer(p)]);
+        let any_of: &[PortTest] = match (q.peer_port, q.local_port, &either) {
+            _ if !q.any_of.is_empty() => &q.any_of,
+            (None, None, Some(e)) => e,
+            _ => &[], // the narrower filter is enough
         };
         let ask = wire::Ask::Dump {
             peer_port: q.peer_port,
             local_port: q.local_port,
-            either_port,
+            any_of,
         };
-        for fam in &q.families {
+        // Both families in one walk where the kernel takes the older
+        // request (see wire::Families::Both), else one request each.
+        let both = q.families.contains(&Family::V4) && q.families.contains(&Family::V6);
+        let mut targets: Vec<Families> = if both && self.compat {
+            vec![Families::Both]
+        } else {
+            q.families.iter().map(|f| Families::One(*f)).collect()
+        };
+        let mut k = 0;
+        while k < targets.len() {
+            let target = targets[k];
             // Keys of delivered sockets: 8 bytes each, so the fast path
             // costs one small vector, not a copy of the table.
             let mut seen: Vec<u64> = Vec::new();
-            let first = self.dump_family(*fam, q.states, ask, &mut |e| {
+            let first = self.dump_family(target, q.states, ask, &mut |e| {
                 seen.push(entry_key(&e));
                 f(e)
             });
-            // A kernel that refuses the bytecode refuses it before any
-            // socket: the same dump without it (the caller filters).
+            // A kernel refuses a request it does not take (the older
+            // request, the bytecode) before any socket: fall back.
             let (ask, first) = match first {
-                Err(Error::Diag(_)) if either_port.is_some() && seen.is_empty() => {
-                    let plain = wire::Ask::ALL;
-                    let r = self.dump_family(*fam, q.states, plain, &mut |e| {
+                Err(Error::Diag(_)) if target == Families::Both && seen.is_empty() => {
+                    self.compat = false;
+                    targets.splice(k..=k, q.families.iter().map(|f| Families::One(*f)));
+                    continue;
+                }
+                Err(Error::Diag(_)) if !any_of.is_empty() && seen.is_empty() => {
+                    let plain = wire::Ask::Dump {
+                        peer_port: q.peer_port,
+                        local_port: q.local_port,
+                        any_of: &[],
+                    };
+                    let r = self.dump_family(target, q.states, plain, &mut |e| {
                         seen.push(entry_key(&e));
                         f(e)
                     });
@@ -314,7 +341,7 @@ impl DiagSocket {
                 tries += 1;
                 seen.sort_unstable();
                 let mut fresh = Vec::new();
-                interrupted = self.dump_family(*fam, q.states, ask, &mut |e| {
+                interrupted = self.dump_family(target, q.states, ask, &mut |e| {
                     let k = entry_key(&e);
                     if seen.binary_search(&k).is_err() {
                         fresh.push(k);
@@ -324,17 +351,18 @@ impl DiagSocket {
                 })?;
                 seen.extend(fresh);
             }
+            k += 1;
         }
         Ok(())
     }
 
-    /// One dump for one family. Returns true if the kernel flagged the
-    /// dump as interrupted (NLM_F_DUMP_INTR).
+    /// One dump of one family or both. Returns true if the kernel flagged
+    /// the dump as interrupted (NLM_F_DUMP_INTR).
     fn dump_family(
         &mut self,
-        fam: Family,
+        fam: Families,
         states: StateSet,
-        ask: wire::Ask,
+        ask: wire::Ask<'_>,
         f: &mut dyn FnMut(SockEntry) -> Result<()>,
     ) -> Result<bool> {
         self.req.clear();

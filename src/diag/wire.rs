@@ -11,7 +11,7 @@
 //! Values come from Linux, so they use Linux's numbers (AF_INET = 2,
 //! AF_INET6 = 10), never the host libc's.
 
-use super::{SockEntry, StateSet, TcpState, Timer, TimerKind};
+use super::{PortTest, SockEntry, StateSet, TcpState, Timer, TimerKind};
 use crate::socket::Family;
 use netlink_packet_core::{
     ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
@@ -317,7 +317,8 @@ fn classify<'a>(nl: &NetlinkBuffer<&'a [u8]>) -> Result<Reply<'a>, WireError> {
                 Some(c) => Reply::Error(c.get().saturating_neg()),
             }
         }
-        SOCK_DIAG_BY_FAMILY => Reply::Sock(InetDiagMsg::new_checked(payload)?),
+        // The answers to a TCPDIAG_GETSOCK dump carry its type.
+        SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => Reply::Sock(InetDiagMsg::new_checked(payload)?),
         t => Reply::Other(t),
     })
 }
@@ -331,16 +332,16 @@ fn family_byte(f: Family) -> u8 {
 
 /// What one request asks for.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Ask {
+pub(crate) enum Ask<'a> {
     /// A dump (`NLM_F_DUMP`), of the sockets whose peer and own ports are
     /// the given ones if any (`idiag_dport` and `idiag_sport`, see
     /// [`super::Query::peer_port`]).
     Dump {
         peer_port: Option<u16>,
         local_port: Option<u16>,
-        /// Sockets with this port at either end: filter bytecode
-        /// ([`push_either_port_bytecode`]).
-        either_port: Option<u16>,
+        /// Sockets that pass any of these tests: filter bytecode
+        /// ([`push_any_of_bytecode`]); none: no bytecode.
+        any_of: &'a [PortTest],
     },
     /// The one socket whose own end is `.0` and peer `.1` (no NLM_F_DUMP:
     /// `inet_diag_cmd_exact()` → `inet_diag_find_one_icsk()`, a hash
@@ -351,24 +352,46 @@ pub(crate) enum Ask {
     Exact(SocketAddr, SocketAddr),
 }
 
-impl Ask {
+impl Ask<'_> {
     /// A dump of every socket (in the states asked).
-    pub(crate) const ALL: Ask = Ask::Dump {
+    pub(crate) const ALL: Ask<'static> = Ask::Dump {
         peer_port: None,
         local_port: None,
-        either_port: None,
+        any_of: &[],
     };
 }
 
-/// Append one request to `out`: for `family`, sockets in `states`, as
+/// Which address families one request covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Families {
+    /// One family: a `SOCK_DIAG_BY_FAMILY` request (`inet_diag_req_v2`).
+    One(Family),
+    /// Both, in one walk of the kernel's hash tables: the older
+    /// `TCPDIAG_GETSOCK` request (`struct inet_diag_req`), which
+    /// `inet_diag_dump_compat()` runs with `sdiag_family = AF_UNSPEC`, so
+    /// `tcp_diag_dump()` keeps the sockets of every family. Each walk of
+    /// the established hash visits every bucket of the whole host's table
+    /// (it is shared by the namespaces) and yields the CPU after each busy
+    /// one: one walk instead of two is most of what a dump costs.
+    Both,
+}
+
+/// Append one request to `out`: for `families`, sockets in `states`, as
 /// `ask` says.
 pub(crate) fn push_request(
     out: &mut Vec<u8>,
     seq: u32,
-    family: Family,
+    families: Families,
     states: StateSet,
-    ask: Ask,
+    ask: Ask<'_>,
 ) {
+    let family = match families {
+        Families::One(f) => f,
+        Families::Both => {
+            push_compat_dump(out, seq, states, ask);
+            return;
+        }
+    };
     let mut socket_id = match family {
         Family::V4 => SocketId::new_v4(),
         Family::V6 => SocketId::new_v6(),
@@ -376,7 +399,7 @@ pub(crate) fn push_request(
     let mut hdr = NetlinkHeader::default();
     hdr.sequence_number = seq;
     hdr.flags = NLM_F_REQUEST;
-    let mut bytecode_port = None;
+    let mut tests: &[PortTest] = &[];
     match ask {
         Ask::Exact(local, peer) => {
             socket_id.source_address = local.ip();
@@ -388,10 +411,10 @@ pub(crate) fn push_request(
         Ask::Dump {
             peer_port,
             local_port,
-            either_port,
+            any_of,
         } => {
             hdr.flags |= NLM_F_DUMP;
-            bytecode_port = either_port;
+            tests = any_of;
             // 0: no filter (tcp_diag_dump() tests `r->id.idiag_dport &&`).
             socket_id.destination_port = peer_port.unwrap_or(0);
             socket_id.source_port = local_port.unwrap_or(0);
@@ -415,9 +438,44 @@ pub(crate) fn push_request(
     let start = out.len();
     out.resize(start + msg.header.length as usize, 0);
     msg.serialize(&mut out[start..]);
-    if let Some(port) = bytecode_port {
-        push_either_port_bytecode(out, start, port);
-    }
+    push_any_of_bytecode(out, start, tests);
+}
+
+/// `TCPDIAG_GETSOCK` (linux/inet_diag.h): the request type of
+/// `struct inet_diag_req`, and the type of its answers.
+pub(crate) const TCPDIAG_GETSOCK: u16 = 18;
+/// `sizeof(struct nlmsghdr) + sizeof(struct inet_diag_req)`: family,
+/// src_len, dst_len, ext, the 48-byte `inet_diag_sockid`, states, dbs.
+pub(crate) const COMPAT_REQUEST_LEN: usize = 16 + 60;
+
+/// Append a dump request of both families in one walk ([`Families::Both`]):
+/// written byte by byte, as netlink-packet has no type for the older
+/// request. The kernel ignores its family field (AF_UNSPEC); ports and
+/// bytecode filter as in the newer request.
+fn push_compat_dump(out: &mut Vec<u8>, seq: u32, states: StateSet, ask: Ask<'_>) {
+    let (peer_port, local_port, tests) = match ask {
+        Ask::Dump {
+            peer_port,
+            local_port,
+            any_of,
+        } => (peer_port, local_port, any_of),
+        // Exact lookups name one family; never sent this way.
+        Ask::Exact(..) => (None, None, &[][..]),
+    };
+    let start = out.len();
+    let mut r = [0u8; COMPAT_REQUEST_LEN];
+    r[0..4].copy_from_slice(&(COMPAT_REQUEST_LEN as u32).to_ne_bytes());
+    r[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    r[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    r[8..12].copy_from_slice(&seq.to_ne_bytes());
+    let q = &mut r[16..];
+    // struct inet_diag_sockid from offset 4: sport, dport (network order).
+    q[4..6].copy_from_slice(&local_port.unwrap_or(0).to_be_bytes());
+    q[6..8].copy_from_slice(&peer_port.unwrap_or(0).to_be_bytes());
+    q[44..52].copy_from_slice(&NOCOOKIE);
+    q[52..56].copy_from_slice(&states.mask().to_ne_bytes());
+    out.extend_from_slice(&r);
+    push_any_of_bytecode(out, start, tests);
 }
 
 /// `INET_DIAG_REQ_BYTECODE`: the request attribute holding filter
@@ -426,35 +484,64 @@ pub(crate) fn push_request(
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
 /// Bytecode operations (`enum` in linux/inet_diag.h).
 const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_AUTO: u8 = 6;
 const INET_DIAG_BC_S_EQ: u8 = 11;
 const INET_DIAG_BC_D_EQ: u8 = 12;
 
 /// Append to the request that starts at `start` in `out` the bytecode for
-/// "own port = `port` or peer port = `port`", as iproute2's ss builds
-/// `sport = :P or dport = :P` (ssfilter_bytecode(), SSF_OR), and grow
-/// the request's length to cover it. Each `struct inet_diag_bc_op` is
-/// {code, yes, no}: the run goes on by `yes` bytes when the test holds,
-/// by `no` when not; ending exactly at the end accepts, jumping past it
+/// "any of `tests`" (nothing for none), as iproute2's ss builds
+/// `sport = :P or dport = :P` (ssfilter_bytecode(), SSF_OR), and grow the
+/// request's length to cover it. Each `struct inet_diag_bc_op` is
+/// {code, yes, no}: the run goes on by `yes` bytes when the test holds, by
+/// `no` when not; ending exactly at the end accepts, jumping past it
 /// rejects (inet_diag_bc_run()). A port test is followed by an op whose
-/// `no` is the port (host order).
+/// `no` is the port (host order); every test but the last by a JMP to the
+/// end. For "own port = P or peer port = P":
 ///
 /// ```text
 ///  0  S_EQ yes 8 no 12 ─┐ port   own port = P: on to the JMP, else to 12
 ///  8  JMP  yes 4 no 12   │       always `no`: 8 + 12 = 20, the end: accept
 /// 12  D_EQ yes 8 no 12 ◄─┘ port  peer port = P: 20, accept; else 24: reject
 /// ```
-pub(crate) fn push_either_port_bytecode(out: &mut Vec<u8>, start: usize, port: u16) {
+///
+/// [`PortTest::PortFromBind`] is AUTO, put first: `no` (the port came from
+/// bind()) jumps to the end, `yes` goes on to the port tests. The kernel
+/// checks the bytecode along the `yes` jumps, which must end exactly at
+/// the end (inet_diag_bc_audit()), so AUTO cannot be the last test, nor
+/// the only one: alone, it adds no bytecode (every socket passes).
+pub(crate) fn push_any_of_bytecode(out: &mut Vec<u8>, start: usize, tests: &[PortTest]) {
+    let ports: Vec<(u8, u16)> = tests
+        .iter()
+        .filter_map(|t| match t {
+            PortTest::Local(p) => Some((INET_DIAG_BC_S_EQ, *p)),
+            PortTest::Peer(p) => Some((INET_DIAG_BC_D_EQ, *p)),
+            PortTest::PortFromBind => None,
+        })
+        .collect();
+    if ports.is_empty() {
+        return;
+    }
+    let from_bind = tests.contains(&PortTest::PortFromBind);
     let op = |code: u8, yes: u8, no: u16| {
         let n = no.to_ne_bytes();
         [code, yes, n[0], n[1]]
     };
-    let mut bc = Vec::with_capacity(20);
-    bc.extend(op(INET_DIAG_BC_S_EQ, 8, 12));
-    bc.extend(op(0, 0, port));
-    bc.extend(op(INET_DIAG_BC_JMP, 4, 12));
-    bc.extend(op(INET_DIAG_BC_D_EQ, 8, 12));
-    bc.extend(op(0, 0, port));
-    // struct nlattr: len (header included), type; 4-byte aligned (20 + 4).
+    let total = 4 * u16::from(from_bind) + 8 * ports.len() as u16 + 4 * (ports.len() as u16 - 1);
+    let mut bc = Vec::with_capacity(usize::from(total));
+    if from_bind {
+        bc.extend(op(INET_DIAG_BC_AUTO, 4, total));
+    }
+    for (i, (code, port)) in ports.iter().enumerate() {
+        // Holds: to the JMP after it (or the end); fails: past the JMP to
+        // the next test (or past the end).
+        bc.extend(op(*code, 8, 12));
+        bc.extend(op(0, 0, *port));
+        if i + 1 < ports.len() {
+            let at = bc.len() as u16;
+            bc.extend(op(INET_DIAG_BC_JMP, 4, total - at));
+        }
+    }
+    // struct nlattr: len (header included), type; 4-byte aligned.
     let attr_len = 4 + bc.len() as u16;
     out.extend(attr_len.to_ne_bytes());
     out.extend(INET_DIAG_REQ_BYTECODE.to_ne_bytes());
@@ -472,7 +559,7 @@ pub(crate) const REQUEST_LEN: usize = 16 + 56;
 /// both of one family, writing the bytes straight: the peer programs send
 /// one per connection, and going through netlink-packet's message types
 /// was a visible share of their user time. Byte for byte the same as
-/// `push_request(out, seq, family, StateSet::all(), Ask::Exact(local, peer))`
+/// `push_request(out, seq, Families::One(family), StateSet::all(), Ask::Exact(local, peer))`
 /// (a test checks it).
 pub(crate) fn push_exact_request(out: &mut Vec<u8>, seq: u32, local: SocketAddr, peer: SocketAddr) {
     let mut r = [0u8; REQUEST_LEN];

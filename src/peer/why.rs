@@ -64,9 +64,10 @@ pub(crate) fn after_bind(
         cap_net_bind_service: crate::sys::fsuid::has_cap_net_bind_service(),
         asker,
     };
-    let table = why::live::read_table().ok()?;
     let sys = crate::sysctl::NetSysctls::read().ok()?;
-    Some(judge(why::diagnose_bind(&q, &table, &sys), err))
+    let scope = why::live::Scope::of_bind(&q);
+    let d = why::live::answer(scope, |t| why::diagnose_bind(&q, t, &sys)).ok()?;
+    Some(judge(d, err))
 }
 
 /// The diagnosis of a connect() to `dst` (after bind(`from`), if any) that
@@ -88,9 +89,10 @@ pub(crate) fn after_connect(
         uid: why::live::euid(),
         cap_net_bind_service: crate::sys::fsuid::has_cap_net_bind_service(),
     };
-    let table = why::live::read_table().ok()?;
     let sys = crate::sysctl::NetSysctls::read().ok()?;
-    Some(judge(why::diagnose_connect(&q, &table, &sys), err))
+    let scope = why::live::Scope::of_connect(&q);
+    let d = why::live::answer(scope, |t| why::diagnose_connect(&q, t, &sys)).ok()?;
+    Some(judge(d, err))
 }
 
 impl FailureWhy {

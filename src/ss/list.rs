@@ -1,7 +1,7 @@
 //! The socket table: aligned text like `ss -tan` (formatted without
 //! allocating per row) or one JSON document.
 
-use super::owners::{Owner, socket_owners};
+use super::owners::Owner;
 use super::{Filter, Format, Processes, io_err, json_err};
 use crate::diag::{self, SockEntry, TimerKind};
 use crate::error::Result;
@@ -13,14 +13,16 @@ use std::net::{IpAddr, SocketAddr};
 
 /// A small stack buffer that rows are formatted into.
 pub(super) struct Field {
-    buf: [u8; 96],
+    /// Room for a JSON row's first part: two 55-byte IPv6 addresses and
+    /// the keys around them.
+    buf: [u8; 256],
     len: usize,
 }
 
 impl Field {
     pub(super) fn new() -> Self {
         Field {
-            buf: [0; 96],
+            buf: [0; 256],
             len: 0,
         }
     }
@@ -78,6 +80,30 @@ impl Field {
             self.push_u64(u64::from(a.port()));
         }
     }
+    /// `127.0.0.1:0`, `[::1]:80`: the address as `SocketAddr`'s
+    /// `Display` writes it (what serde_json writes), port 0 included.
+    fn push_addr_json(&mut self, a: &SocketAddr) {
+        match a.ip() {
+            IpAddr::V4(v) => {
+                for (i, b) in v.octets().iter().enumerate() {
+                    if i > 0 {
+                        self.push(b".");
+                    }
+                    self.push_u64(u64::from(*b));
+                }
+            }
+            IpAddr::V6(_) => {
+                let mut w = io::Cursor::new(&mut self.buf[self.len..]);
+                // 55 bytes at most ([v6%scope]:port); the buffer has room.
+                let _ = write!(w, "{a}");
+                self.len += w.position() as usize;
+                return;
+            }
+        }
+        self.push(b":");
+        self.push_u64(u64::from(a.port()));
+    }
+
     fn push_timer(&mut self, e: &SockEntry) {
         match e.timer {
             Some(t) => {
@@ -179,10 +205,6 @@ impl WidthMeter {
             self.v4_done |= w.local >= 21 && w.peer >= 21;
         }
         w.timer = w.timer.max(timer_len(e, f));
-    }
-
-    pub(super) fn widths(self) -> Widths {
-        self.w
     }
 }
 
@@ -328,43 +350,55 @@ impl<'a> JsonSock<'a> {
     }
 }
 
+/// Rows buffered before the first is printed: a table that ends within
+/// them gets columns as wide as its widest value; a bigger one gets the
+/// widest any value can be ([`Widths::widest`]) and streams.
+const FIRST_LOOK: usize = 512;
+
+impl Widths {
+    /// Columns that fit any value `query` can bring: an IPv4 address and
+    /// port is at most 21 columns, an IPv6 one 47 (`[` 39 `]:` 5); a
+    /// TIME_WAIT timer at most `timewait 60.000s`, any other
+    /// `keepalive 4294967.295s`.
+    pub(super) fn widest(query: &crate::diag::Query) -> Widths {
+        use crate::diag::TcpState;
+        let addr = if query.families.iter().all(|f| *f == Family::V4) {
+            21
+        } else {
+            47
+        };
+        let only_tw = TcpState::ALL
+            .iter()
+            .all(|s| *s == TcpState::TimeWait || !query.states.contains(*s));
+        Widths {
+            local: addr,
+            peer: addr,
+            timer: if only_tw { 16 } else { 22 },
+        }
+    }
+}
+
 /// Print the filtered table on stdout, streaming: rows go out as the
-/// kernel's dump is decoded, so memory does not grow with the table.
+/// kernel's one dump is decoded (both families in one walk where the
+/// kernel allows, in its hash order, as `ss -tan` prints them; nothing is
+/// sorted), so memory does not grow with the table.
 ///
-/// Text needs its column widths (and `-p` the socket inodes) before the
-/// first row, so those take a first dump that only measures; the second
-/// dump prints. A socket that appears between the two and is wider than
-/// measured still gets one space before its next column. Rows come in the
-/// kernel's order (hash-bucket order per family, as `ss -tan` prints
-/// them); nothing is sorted.
+/// Text needs its column widths before the first row: the first
+/// [`FIRST_LOOK`] rows are held back to measure; past them the columns
+/// take the widest value possible. `-p` reads every socket's owners from
+/// /proc first, as `ss -p` does.
 pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Result<u8> {
     let procs = processes == Processes::Show;
-    let mut meter = WidthMeter::new();
-    let mut inodes: Vec<u32> = Vec::new();
-    if format == Format::Text || procs {
-        diag::dump_each(&filter.query, |e| {
-            crate::signal::check()?;
-            if filter.matches(&e) {
-                meter.add(&e);
-                // TIME_WAIT mini sockets have no inode and no owner.
-                if procs && e.inode != 0 && !e.is_timewait_sock() {
-                    inodes.push(e.inode);
-                }
-            }
-            Ok(())
-        })?;
-    }
     let owners = if procs {
-        socket_owners(&inodes)
+        super::owners::all_socket_owners()
     } else {
         HashMap::new()
     };
-    drop(inodes);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(128 * 1024, stdout.lock());
     match format {
         Format::Json => write_json_list(&mut out, filter, &owners, procs)?,
-        Format::Text => write_text_list(&mut out, filter, &meter.widths(), &owners, procs)?,
+        Format::Text => write_text_list(&mut out, filter, &owners, procs)?,
     }
     out.flush().map_err(io_err)?;
     Ok(0)
@@ -378,6 +412,7 @@ fn write_json_list(
 ) -> Result<()> {
     out.write_all(b"{\"sockets\":[").map_err(io_err)?;
     let mut first = true;
+    let mut f = Field::new();
     diag::dump_each(&filter.query, |e| {
         crate::signal::check()?;
         if !filter.matches(&e) {
@@ -387,27 +422,93 @@ fn write_json_list(
             out.write_all(b",").map_err(io_err)?;
         }
         first = false;
-        serde_json::to_writer(&mut *out, &JsonSock::of(&e, owners, procs)).map_err(json_err)
+        write_json_row(out, &mut f, &JsonSock::of(&e, owners, procs))
     })?;
     out.write_all(b"]}\n").map_err(io_err)
+}
+
+/// One socket as serde_json writes a [`JsonSock`] (same keys, same order,
+/// same values), formatted in a stack buffer: serde's formatting of the
+/// two addresses through `Display` was most of the cost of a row.
+/// Process names, which need JSON escaping, still go through serde_json.
+fn write_json_row(out: &mut impl Write, f: &mut Field, s: &JsonSock<'_>) -> Result<()> {
+    f.clear();
+    f.push(b"{\"family\":\"");
+    f.push(s.family.as_bytes());
+    f.push(b"\",\"state\":\"");
+    f.push(s.state.as_bytes());
+    f.push(b"\",\"local\":\"");
+    f.push_addr_json(s.local);
+    f.push(b"\",\"peer\":\"");
+    f.push_addr_json(s.peer);
+    f.push(b"\",");
+    out.write_all(f.as_bytes()).map_err(io_err)?;
+    f.clear();
+    if let Some(t) = &s.timer {
+        f.push(b"\"timer\":{\"kind\":\"");
+        f.push(t.kind.as_bytes());
+        f.push(b"\",\"expires_ms\":");
+        f.push_u64(u64::from(t.expires_ms));
+        f.push(b",\"retrans\":");
+        f.push_u64(u64::from(t.retrans));
+        f.push(b"},");
+    }
+    f.push(b"\"recv_q\":");
+    f.push_u64(u64::from(s.recv_q));
+    f.push(b",\"send_q\":");
+    f.push_u64(u64::from(s.send_q));
+    let opt = |f: &mut Field, v: Option<u32>| match v {
+        Some(v) => f.push_u64(u64::from(v)),
+        None => f.push(b"null"),
+    };
+    f.push(b",\"uid\":");
+    opt(f, s.uid);
+    f.push(b",\"inode\":");
+    opt(f, s.inode);
+    out.write_all(f.as_bytes()).map_err(io_err)?;
+    if let Some(p) = s.processes {
+        out.write_all(b",\"processes\":").map_err(io_err)?;
+        serde_json::to_writer(&mut *out, p).map_err(json_err)?;
+    }
+    out.write_all(b"}").map_err(io_err)
 }
 
 fn write_text_list(
     out: &mut impl Write,
     filter: &Filter,
-    w: &Widths,
     owners: &HashMap<u32, Vec<Owner>>,
     procs: bool,
 ) -> Result<()> {
-    write_header(out, w, "", procs).map_err(io_err)?;
     let mut f = Field::new();
+    let mut head: Vec<SockEntry> = Vec::new();
+    let mut widths: Option<Widths> = None;
     diag::dump_each(&filter.query, |e| {
         crate::signal::check()?;
-        if filter.matches(&e) {
-            write_row(out, &mut f, &e, w, owners.get(&e.inode), procs).map_err(io_err)?;
+        if !filter.matches(&e) {
+            return Ok(());
+        }
+        if let Some(w) = &widths {
+            return write_row(out, &mut f, &e, w, owners.get(&e.inode), procs).map_err(io_err);
+        }
+        head.push(e);
+        if head.len() == FIRST_LOOK {
+            let w = Widths::widest(&filter.query);
+            write_header(out, &w, "", procs).map_err(io_err)?;
+            for e in head.drain(..) {
+                write_row(out, &mut f, &e, &w, owners.get(&e.inode), procs).map_err(io_err)?;
+            }
+            widths = Some(w);
         }
         Ok(())
-    })
+    })?;
+    if widths.is_none() {
+        let w = Widths::of(&head);
+        write_header(out, &w, "", procs).map_err(io_err)?;
+        for e in &head {
+            write_row(out, &mut f, e, &w, owners.get(&e.inode), procs).map_err(io_err)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -428,5 +529,67 @@ mod tests {
         f.clear();
         f.push_ms_as_secs(5);
         assert_eq!(f.as_bytes(), b"0.005s");
+    }
+
+    #[test]
+    fn json_rows_are_what_serde_json_writes() {
+        use crate::diag::{TcpState, Timer};
+        let e = |state, local: &str, peer: &str, timer: Option<Timer>, inode| {
+            let local: SocketAddr = local.parse().unwrap();
+            SockEntry {
+                family: Family::of(&local),
+                state,
+                local,
+                peer: peer.parse().unwrap(),
+                timer,
+                recv_q: 3,
+                send_q: 4_000_000,
+                uid: 1000,
+                inode,
+                v6only: None,
+            }
+        };
+        let tw = Timer {
+            kind: TimerKind::Timewait,
+            expires_ms: 59_123,
+            retrans: 0,
+        };
+        let rows = [
+            e(
+                TcpState::TimeWait,
+                "127.0.0.1:40000",
+                "127.0.0.1:5001",
+                Some(tw),
+                0,
+            ),
+            e(TcpState::Listen, "[::]:80", "[::]:0", None, 77),
+            e(
+                TcpState::Established,
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+                "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65534",
+                None,
+                4_294_967_295,
+            ),
+        ];
+        let mut owners = HashMap::new();
+        owners.insert(
+            77,
+            vec![Owner {
+                pid: 42,
+                name: "a\"b\u{1b}".into(),
+            }],
+        );
+        for procs in [false, true] {
+            for r in &rows {
+                let s = JsonSock::of(r, &owners, procs);
+                let mut ours = Vec::new();
+                write_json_row(&mut ours, &mut Field::new(), &s).unwrap();
+                let theirs = serde_json::to_vec(&s).unwrap();
+                assert_eq!(
+                    String::from_utf8(ours).unwrap(),
+                    String::from_utf8(theirs).unwrap()
+                );
+            }
+        }
     }
 }

@@ -18,12 +18,22 @@ pub struct Owner {
 /// `socket:[INODE]` links in /proc/PID/fd (what `ss -p` does). Only inodes
 /// in `wanted` are kept; processes we may not read are skipped.
 pub fn socket_owners(wanted: &[u32]) -> HashMap<u32, Vec<Owner>> {
-    let mut map: HashMap<u32, Vec<Owner>> = HashMap::new();
     if wanted.is_empty() {
-        return map;
+        return HashMap::new();
     }
     let mut want = wanted.to_vec();
     want.sort_unstable();
+    scan(|ino| want.binary_search(&ino).is_ok())
+}
+
+/// The owners of every socket in /proc, for a list that prints rows as the
+/// dump delivers them (no first pass to learn which inodes it shows).
+pub fn all_socket_owners() -> HashMap<u32, Vec<Owner>> {
+    scan(|_| true)
+}
+
+fn scan(keep: impl Fn(u32) -> bool) -> HashMap<u32, Vec<Owner>> {
+    let mut map: HashMap<u32, Vec<Owner>> = HashMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return map;
     };
@@ -48,7 +58,7 @@ pub fn socket_owners(wanted: &[u32]) -> HashMap<u32, Vec<Owner>> {
             else {
                 continue;
             };
-            if want.binary_search(&ino).is_err() {
+            if !keep(ino) {
                 continue;
             }
             let name = name.get_or_insert_with(|| {

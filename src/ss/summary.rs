@@ -5,12 +5,12 @@
 //! TIME_WAIT mini socket (`inet_twsk_alloc()`), whatever the filter.
 
 use super::{Filter, Format, io_err, json_err};
-use crate::diag::{self, Query, SockEntry, TcpState};
+use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
 use crate::error::Result;
 use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts};
 use crate::why::{self, RangeUse};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 
@@ -135,7 +135,9 @@ struct Tally {
     fw2_mini: u64,
     per_state: [u32; 13],
     by_peer: HashMap<SocketAddr, u32>,
-    by_lport: HashMap<u16, u32>,
+    /// TIME_WAIT per local port, by port number (up to 65,536 ports: an
+    /// array is smaller than a map of them).
+    by_lport: Vec<u32>,
     /// Sockets per (local address, peer) holding a local port connect()
     /// could pick.
     pairs: HashMap<(IpAddr, SocketAddr), PairCount>,
@@ -191,7 +193,10 @@ impl Tally {
         if tw {
             self.tw_total += 1;
             *self.by_peer.entry(e.peer).or_default() += 1;
-            *self.by_lport.entry(e.local.port()).or_default() += 1;
+            if self.by_lport.is_empty() {
+                self.by_lport = vec![0; 1 << 16];
+            }
+            self.by_lport[usize::from(e.local.port())] += 1;
         }
         if let Some(ports) = ports {
             let p = e.local.port();
@@ -293,20 +298,45 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         }),
         _ => None,
     };
+    // The listening ports first (a dump of the listening hash alone, no
+    // walk of the established one), so every TIME_WAIT is put on its side
+    // as the main dump streams past: nothing of the table is kept but
+    // counts and the range's compact index.
+    let mut listening: HashSet<u16> = HashSet::new();
+    diag::dump_each(&Query::states(StateSet::of(&[TcpState::Listen])), |e| {
+        listening.insert(e.local.port());
+        Ok(())
+    })?;
     let mut t = Tally::default();
-    let mut entries = Vec::new();
+    let mut index = match (&sys, range) {
+        (Some(_), Some(r)) => Some(why::RangeIndex::new(r)),
+        _ => None,
+    };
+    let mut sides = why::TimeWaitSides::default();
     diag::dump_each(&all, |e| {
         t.add(&e, filter, ports.as_ref());
-        // Kept for the range accounting and the TIME_WAIT sides only.
-        if range.is_some_and(|r| r.contains(e.local.port()))
-            || matches!(e.state, TcpState::Listen | TcpState::TimeWait)
+        if e.state == TcpState::Listen {
+            // One that started listening after the first dump.
+            listening.insert(e.local.port());
+        }
+        if let Some(ix) = index.as_mut() {
+            ix.add(&e);
+        }
+        if filter.query.families.contains(&e.family)
+            && filter.query.states.contains(e.state)
+            && filter.matches(&e)
         {
-            entries.push(e);
+            sides.add(&e, &listening, range);
         }
         Ok(())
     })?;
     let states = t.states();
-    let (server_side, server_by_port, client_by_peer) = tw_sides(&entries, filter, range, top_n);
+    let server: u32 = sides.server_by_port.values().sum();
+    let (server_side, server_by_port, client_by_peer) = (
+        u64::from(server),
+        top(sides.server_by_port, top_n),
+        top(sides.others_by_peer, top_n),
+    );
     let port_use = match range {
         Some(r) => port_use(
             std::mem::take(&mut t.pairs),
@@ -315,8 +345,8 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         ),
         None => Vec::new(),
     };
-    let range_use = match (&sys, range) {
-        (Some(s), Some(_)) => Some(why::range_use(&entries, s, top_n)),
+    let range_use = match (&sys, index) {
+        (Some(s), Some(ix)) => Some(ix.finish(s, top_n)),
         _ => None,
     };
     let advice = match (&sys, &range_use) {
@@ -335,7 +365,15 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         time_wait_server_side: server_side,
         time_wait_server_side_by_port: server_by_port,
         time_wait_client_side_by_peer: client_by_peer,
-        time_wait_by_local_port: top(t.by_lport, top_n),
+        time_wait_by_local_port: top(
+            t.by_lport
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(p, n)| (p as u16, *n))
+                .collect(),
+            top_n,
+        ),
         ip_local_port_range: range.map(|r| (r.low, r.high)),
         reserved_in_range: reserved,
         port_use,
@@ -346,28 +384,6 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         warnings,
         notes: advice.notes,
     })
-}
-
-/// Group the filtered TIME_WAIT: server side by the local listening port
-/// (one line per service, not one per client port), the others by peer.
-fn tw_sides(
-    entries: &[SockEntry],
-    filter: &Filter,
-    range: Option<PortRange>,
-    top_n: usize,
-) -> (u64, Vec<Count<u16>>, Vec<Count<SocketAddr>>) {
-    let shown = entries.iter().filter(|e| {
-        filter.query.families.contains(&e.family)
-            && filter.query.states.contains(e.state)
-            && filter.matches(e)
-    });
-    let sides = why::time_wait_sides(entries, shown, range);
-    let server: u32 = sides.server_by_port.values().sum();
-    (
-        u64::from(server),
-        top(sides.server_by_port, top_n),
-        top(sides.others_by_peer, top_n),
-    )
 }
 
 /// 28001 → "28,001".

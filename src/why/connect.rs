@@ -367,9 +367,12 @@ pub(crate) enum TupleUse {
 }
 
 /// Classify the (non-empty) sockets on one 4-tuple for a kernel-chosen port.
-pub(crate) fn tuple_use(on: &[&SockEntry], sys: &NetSysctls) -> TupleUse {
+pub(crate) fn tuple_use<'a>(
+    on: impl IntoIterator<Item = &'a SockEntry>,
+    sys: &NetSysctls,
+) -> TupleUse {
     match check_established(
-        on.iter().map(|e| on_tuple(e)),
+        on.into_iter().map(on_tuple),
         PortOrigin::Chosen,
         &ReuseSysctls::from(sys),
     ) {
@@ -452,7 +455,7 @@ fn count_range(
         } else {
             table.bucket(port).collect()
         };
-        let owned = !reserved && bucket_from_bind(&bucket, &listener_ports, sys);
+        let owned = !reserved && bucket_from_bind(&bucket, listener_ports, sys);
         let on: Vec<&Occupant> = if reserved || owned {
             Vec::new()
         } else {
@@ -658,13 +661,8 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
 }
 
 /// The local ports with a listener on them.
-pub(crate) fn listener_ports(table: &Table) -> std::collections::HashSet<u16> {
-    table
-        .sockets
-        .iter()
-        .filter(|o| o.entry.state == TcpState::Listen)
-        .map(|o| o.entry.local.port())
-        .collect()
+pub(crate) fn listener_ports(table: &Table) -> &std::collections::HashSet<u16> {
+    table.listener_ports()
 }
 
 /// Did this port's bucket come from bind()? A listener or bound-only socket

@@ -11,36 +11,165 @@ use super::bind::{BindQuestion, REUSE_VARIANTS, diagnose_bind};
 use super::connect::{ConnectQuestion, diagnose_connect};
 use super::diagnosis::{Agreement, Attempt, Blocking, Diagnosis, Expect, ReuseKnown};
 use super::table::{Occupant, Table, is_loopback};
-use crate::diag::{self, Query};
+use crate::diag::{self, Query, TcpState};
 use crate::outcome::SysError;
 use crate::socket::SocketOpts;
 use crate::sysctl::NetSysctls;
 use crate::{Error, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 
 /// The namespace's whole TCP table, every state, bound-only sockets
 /// included, with owners.
 pub fn read_table() -> Result<Table> {
-    // `StateSet::all()` carries idiag_states bit 13 (TCP_BOUND_INACTIVE),
-    // so bound-only sockets come in the same dump.
-    let entries = diag::dump(&Query::default())?;
-    // TIME_WAIT mini sockets have no inode and no owner: skip them.
-    let inodes: Vec<u32> = entries
+    let mut table = read_scope(Scope::All)?;
+    let inodes: Vec<u32> = table
+        .sockets
         .iter()
-        .filter(|e| e.inode != 0 && !e.is_timewait_sock())
-        .map(|e| e.inode)
+        .filter(|o| o.entry.inode != 0 && !o.entry.is_timewait_sock())
+        .map(|o| o.entry.inode)
         .collect();
-    let owners = crate::ss::owners::socket_owners(&inodes);
-    Ok(Table::new(
-        entries
-            .into_iter()
-            .map(|entry| Occupant {
-                owners: owners.get(&entry.inode).cloned().unwrap_or_default(),
-                entry,
-            })
-            .collect(),
-    ))
+    set_owners(&mut table, &inodes);
+    Ok(table)
+}
+
+/// The sockets a question needs, so the kernel copies out those and not
+/// the whole table (every dump still walks the kernel's hash tables once).
+/// The rules answer from any table that holds at least these sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: bind(addr, 0) looks at every port of the range.
+    All,
+    /// The port's bind bucket: every socket whose own port it is
+    /// (`idiag_sport`; the kernel adds every bound-only socket, which it
+    /// does not filter by port). Its listeners are in it, which is all
+    /// the holders' [`super::Origin`] needs.
+    Port(u16),
+    /// connect() to a destination port, from a fixed port if any: the
+    /// connections to that port (the 4-tuples the range is counted
+    /// toward, and self-connected sockets on it), every listener and
+    /// bound-only socket (peer port 0: they make a port of the range
+    /// bind-owned, and tell which sockets were accepted), every socket
+    /// whose port came from bind() (a reset socket that keeps its bound
+    /// port is dumped as bound-only with its old peer), and the fixed
+    /// port's whole bucket.
+    Connect {
+        /// The destination's port.
+        dst: u16,
+        /// The port bind() takes before connect(), if fixed.
+        from: Option<u16>,
+    },
+}
+
+impl Scope {
+    /// What `bind(q.addr)` needs.
+    pub fn of_bind(q: &BindQuestion) -> Scope {
+        match q.addr.port() {
+            0 => Scope::All,
+            p => Scope::Port(p),
+        }
+    }
+
+    /// What `connect(q.dst)` needs.
+    pub fn of_connect(q: &ConnectQuestion) -> Scope {
+        match q.from {
+            Some(f) if f.port() != 0 => Scope::Connect {
+                dst: q.dst.port(),
+                from: Some(f.port()),
+            },
+            // bind(addr, 0) first: every port of the range.
+            Some(_) if !q.bind_no_port => Scope::All,
+            _ => Scope::Connect {
+                dst: q.dst.port(),
+                from: None,
+            },
+        }
+    }
+
+    fn query(self) -> Query {
+        use crate::diag::PortTest;
+        match self {
+            Scope::All => Query::default(),
+            Scope::Port(p) => Query {
+                local_port: Some(p),
+                ..Query::default()
+            },
+            Scope::Connect { dst, from } => Query {
+                any_of: from
+                    .map(PortTest::Local)
+                    .into_iter()
+                    .chain([
+                        PortTest::Peer(dst),
+                        PortTest::Peer(0),
+                        PortTest::PortFromBind,
+                    ])
+                    .collect(),
+                ..Query::default()
+            },
+        }
+    }
+}
+
+/// The sockets `scope` needs, without owners: one dump (both families in
+/// one walk where the kernel allows). `StateSet::all()` carries
+/// idiag_states bit 13 (TCP_BOUND_INACTIVE), so bound-only sockets come
+/// in the same dump.
+pub fn read_scope(scope: Scope) -> Result<Table> {
+    let mut sockets = Vec::new();
+    diag::dump_each(&scope.query(), |entry| {
+        sockets.push(Occupant {
+            entry,
+            owners: Vec::new(),
+        });
+        Ok(())
+    })?;
+    Ok(Table::new(sockets))
+}
+
+/// Give the table's sockets with these inodes their owners, from one scan
+/// of /proc/*/fd.
+fn set_owners(table: &mut Table, inodes: &[u32]) {
+    let owners = crate::ss::owners::socket_owners(inodes);
+    for o in table.sockets.iter_mut() {
+        if let Some(v) = owners.get(&o.entry.inode) {
+            o.owners = v.clone();
+        }
+    }
+}
+
+/// Answer with `diagnose` over the sockets `scope` needs. Owners are read
+/// from /proc only for the sockets the answer names (a scan of every
+/// process's descriptors costs more than the dump on a busy host, and
+/// TIME_WAIT holders have none): the first answer tells which, the
+/// second is made with their owners, which only the holder lines, the
+/// fixes that name a process and the SO_REUSEPORT group flag print.
+pub fn answer(scope: Scope, diagnose: impl Fn(&Table) -> Diagnosis) -> Result<Diagnosis> {
+    let mut table = read_scope(scope)?;
+    let d = diagnose(&table);
+    let named: HashSet<(SocketAddr, SocketAddr, TcpState)> = d
+        .holders
+        .iter()
+        .filter(|h| !h.timewait_sock)
+        .map(|h| (h.local, h.peer, h.state))
+        .collect();
+    if named.is_empty() {
+        return Ok(d);
+    }
+    // The second answer replaces the first: one set of holder reports at
+    // a time.
+    drop(d);
+    let inodes: Vec<u32> = table
+        .sockets
+        .iter()
+        .filter(|o| o.entry.inode != 0 && !o.entry.is_timewait_sock())
+        .filter(|o| named.contains(&(o.entry.local, o.entry.peer, o.entry.state)))
+        .map(|o| o.entry.inode)
+        .collect();
+    if !inodes.is_empty() {
+        set_owners(&mut table, &inodes);
+    }
+    Ok(diagnose(&table))
 }
 
 /// The effective uid of this process (SO_REUSEPORT compares uids).
@@ -57,9 +186,8 @@ pub fn euid() -> u32 {
 
 /// `twlab why bind`: diagnose on the live namespace, then try if asked.
 pub fn bind(q: &BindQuestion, try_it: bool) -> Result<Diagnosis> {
-    let table = read_table()?;
     let sys = NetSysctls::read()?;
-    let mut d = diagnose_bind(q, &table, &sys);
+    let mut d = answer(Scope::of_bind(q), |t| diagnose_bind(q, t, &sys))?;
     if try_it {
         try_bind(q, &mut d);
     }
@@ -68,9 +196,8 @@ pub fn bind(q: &BindQuestion, try_it: bool) -> Result<Diagnosis> {
 
 /// `twlab why connect`.
 pub fn connect(q: &ConnectQuestion, try_it: bool) -> Result<Diagnosis> {
-    let table = read_table()?;
     let sys = NetSysctls::read()?;
-    let mut d = diagnose_connect(q, &table, &sys);
+    let mut d = answer(Scope::of_connect(q), |t| diagnose_connect(q, t, &sys))?;
     if try_it {
         try_connect(q, &mut d)?;
     }
@@ -79,9 +206,13 @@ pub fn connect(q: &ConnectQuestion, try_it: bool) -> Result<Diagnosis> {
 
 /// `twlab why port`.
 pub fn port(port: u16, try_it: bool) -> Result<Diagnosis> {
-    let table = read_table()?;
     let sys = NetSysctls::read()?;
-    let mut d = super::diagnose_port(port, &table, &sys, euid());
+    let scope = match port {
+        0 => Scope::All,
+        p => Scope::Port(p),
+    };
+    let uid = euid();
+    let mut d = answer(scope, |t| super::diagnose_port(port, t, &sys, uid))?;
     if try_it {
         let q = BindQuestion {
             addr: SocketAddr::from(([0, 0, 0, 0], port)),

@@ -43,7 +43,8 @@ pub use diagnosis::{
 };
 pub use fix::{Fix, RankedFix};
 pub use range::{
-    PeerCapacity, RangeAdvice, RangeUse, TimeWaitSides, peer_fixes, range_use, time_wait_sides,
+    PeerCapacity, RangeAdvice, RangeIndex, RangeUse, TimeWaitSides, peer_fixes, range_use,
+    time_wait_sides,
 };
 pub use table::{Occupant, Origin, Role, Table, origin_given};
 

@@ -17,7 +17,7 @@ use crate::diag::{SockEntry, TcpState};
 use crate::socket::SocketOpts;
 use crate::sysctl::{NetSysctls, PortRange};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// What connect() can still use toward one peer from one local address.
@@ -88,122 +88,274 @@ struct PairTally {
 /// Account the range over `sockets` (the whole namespace, unfiltered); the
 /// `top_n` tightest pairs are kept.
 pub fn range_use(sockets: &[SockEntry], sys: &NetSysctls, top_n: usize) -> RangeUse {
-    let range = sys.port_range;
-    let mut by_port: HashMap<u16, Vec<&SockEntry>> = HashMap::new();
-    for e in sockets.iter().filter(|e| range.contains(e.local.port())) {
-        by_port.entry(e.local.port()).or_default().push(e);
+    let mut ix = RangeIndex::new(sys.port_range);
+    for e in sockets {
+        ix.add(e);
     }
-    let mut u = RangeUse {
-        range,
-        range_ports: range.len(),
-        reserved: 0,
-        listeners: 0,
-        bound_only: 0,
-        bind_owned: 0,
-        connections: 0,
-        empty: 0,
-        usable_new_peer: 0,
-        shared_across_peers: 0,
-        distinct_peers: 0,
-        peers: Vec::new(),
-    };
-    let mut pairs: BTreeMap<(IpAddr, SocketAddr), PairTally> = BTreeMap::new();
-    for port in range.low..=range.high {
-        if sys.reserved_ports.contains(port) {
-            u.reserved += 1;
-            continue;
+    ix.finish(sys, top_n)
+}
+
+/// What the range rules read of one socket (12 bytes, not a
+/// [`SockEntry`]'s 100): a table of 250,000 sockets is held in 3 MB while
+/// it streams past.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    port: u16,
+    state: TcpState,
+    /// `idiag_timer` (0: none).
+    timer: u8,
+    /// Index of the (local address, peer) pair in [`RangeIndex::pairs`].
+    pair: u32,
+    expires_ms: u32,
+}
+
+/// The sockets on ports of the ephemeral range, gathered one at a time
+/// (as a dump delivers them), then accounted port by port in
+/// [`RangeIndex::finish`]: O(sockets + ports in the range).
+#[derive(Debug)]
+pub struct RangeIndex {
+    range: PortRange,
+    slots: Vec<Slot>,
+    /// Each (local address, peer) pair once, and its index.
+    pairs: Vec<(IpAddr, SocketAddr)>,
+    pair_ids: HashMap<(IpAddr, SocketAddr), u32>,
+}
+
+fn timer_code(e: &SockEntry) -> u8 {
+    use crate::diag::TimerKind;
+    match e.timer.map(|t| t.kind) {
+        None => 0,
+        Some(TimerKind::Retransmit) => 1,
+        Some(TimerKind::Keepalive) => 2,
+        Some(TimerKind::Timewait) => 3,
+        Some(TimerKind::Persist) => 4,
+    }
+}
+
+impl RangeIndex {
+    /// An empty index of `range`.
+    pub fn new(range: PortRange) -> Self {
+        RangeIndex {
+            range,
+            slots: Vec::new(),
+            pairs: Vec::new(),
+            pair_ids: HashMap::new(),
         }
-        let Some(bucket) = by_port.get(&port) else {
-            u.empty += 1;
-            continue;
+    }
+
+    /// Take `e` into account if its local port is in the range.
+    pub fn add(&mut self, e: &SockEntry) {
+        if !self.range.contains(e.local.port()) {
+            return;
+        }
+        let key = (e.local.ip(), e.peer);
+        let next = self.pairs.len() as u32;
+        let pair = *self.pair_ids.entry(key).or_insert(next);
+        if pair == next {
+            self.pairs.push(key);
+        }
+        self.slots.push(Slot {
+            port: e.local.port(),
+            state: e.state,
+            timer: timer_code(e),
+            pair,
+            expires_ms: e.timer.map_or(0, |t| t.expires_ms),
+        });
+    }
+
+    /// The socket a slot stands for, with what the rules read.
+    fn entry(&self, s: &Slot) -> SockEntry {
+        use crate::diag::{Timer, TimerKind};
+        let (ip, peer) = self.pairs[s.pair as usize];
+        let kind = match s.timer {
+            1 => Some(TimerKind::Retransmit),
+            2 => Some(TimerKind::Keepalive),
+            3 => Some(TimerKind::Timewait),
+            4 => Some(TimerKind::Persist),
+            _ => None,
         };
-        // For a port inside the range, `bucket_from_bind()`'s "accepted
-        // on a listener's port" case implies a listener in the same
-        // bucket, so the roles alone decide.
-        let roles: Vec<Role> = bucket.iter().map(|e| role(e)).collect();
-        if roles.contains(&Role::Listener) {
-            u.listeners += 1;
-            continue;
+        SockEntry {
+            family: crate::socket::Family::of(&peer),
+            state: s.state,
+            local: SocketAddr::new(ip, s.port),
+            peer,
+            timer: kind.map(|kind| Timer {
+                kind,
+                expires_ms: s.expires_ms,
+                retrans: 0,
+            }),
+            recv_q: 0,
+            send_q: 0,
+            uid: 0,
+            inode: 0,
+            v6only: None,
         }
-        if roles.contains(&Role::BoundOnly) {
-            u.bound_only += 1;
-            continue;
+    }
+
+    /// Account the range port by port; the `top_n` tightest pairs are kept.
+    pub fn finish(mut self, sys: &NetSysctls, top_n: usize) -> RangeUse {
+        let range = self.range;
+        // The slots of each port together, by a counting sort on the port
+        // done in place (each slot is swapped at most once into its port's
+        // place): no second array of the table.
+        let base = usize::from(range.low);
+        let width = range.len() as usize;
+        let mut slots = std::mem::take(&mut self.slots);
+        let mut start = vec![0u32; width + 1];
+        for s in &slots {
+            start[usize::from(s.port) - base + 1] += 1;
         }
-        u.connections += 1;
-        let mut tuples: BTreeMap<(IpAddr, SocketAddr), Vec<&SockEntry>> = BTreeMap::new();
-        for e in bucket {
-            tuples.entry((e.local.ip(), e.peer)).or_default().push(e);
+        for k in 0..width {
+            start[k + 1] += start[k];
         }
-        let mut peers_here: Vec<SocketAddr> = bucket.iter().map(|e| e.peer).collect();
-        peers_here.sort_unstable();
-        peers_here.dedup();
-        u.shared_across_peers += u32::from(peers_here.len() > 1);
-        for (pair, on_tuple) in tuples {
-            let t = pairs.entry(pair).or_default();
-            let window = rate_window_ms(sys, is_loopback(pair.1.ip()));
-            t.young_tw += on_tuple.iter().filter(|e| is_young(e, window)).count() as u32;
-            t.established += on_tuple
-                .iter()
-                .filter(|e| e.state == TcpState::Established)
-                .count() as u32;
-            match tuple_use(&on_tuple, sys) {
-                TupleUse::Busy => t.busy += 1,
-                TupleUse::TimeWaitReusable => t.tw_reusable += 1,
-                TupleUse::TimeWaitBlocking => {
-                    t.tw_blocking += 1;
-                    let later = on_tuple
-                        .iter()
-                        .map(|e| reusable_in_ms(e, sys))
-                        .collect::<Option<Vec<u32>>>()
-                        .and_then(|v| v.into_iter().max());
-                    t.reusable_in_ms = match (t.reusable_in_ms, later) {
-                        (Some(x), Some(y)) => Some(x.min(y)),
-                        (x, y) => x.or(y),
-                    };
-                    let left = on_tuple
-                        .iter()
-                        .filter_map(|e| e.timer.map(|t| t.expires_ms))
-                        .max();
-                    t.soonest_tw_ms = match (t.soonest_tw_ms, left) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
+        let mut fill = start.clone();
+        for b in 0..width {
+            while fill[b] < start[b + 1] {
+                let at = fill[b] as usize;
+                let d = usize::from(slots[at].port) - base;
+                if d == b {
+                    fill[b] += 1;
+                } else {
+                    let to = fill[d] as usize;
+                    slots.swap(at, to);
+                    fill[d] += 1;
                 }
             }
         }
-    }
-    u.bind_owned = u.listeners + u.bound_only;
-    let mut all_peers: Vec<SocketAddr> = pairs.keys().map(|(_, p)| *p).collect();
-    all_peers.sort_unstable();
-    all_peers.dedup();
-    u.distinct_peers = all_peers.len() as u32;
-    u.usable_new_peer = u.range_ports - u.reserved - u.bind_owned;
-    let mut peers: Vec<PeerCapacity> = pairs
-        .into_iter()
-        .map(|((local_addr, peer), t)| {
-            let capacity = capacity(&u, peer, &t, sys);
-            PeerCapacity {
-                local_addr,
-                peer,
-                established: t.established,
-                rule: crate::model::kernel::connect::scan_rule(
-                    capacity.free,
-                    capacity.time_wait_reusable,
-                ),
-                capacity,
+        drop(fill);
+        let mut u = RangeUse {
+            range,
+            range_ports: range.len(),
+            reserved: 0,
+            listeners: 0,
+            bound_only: 0,
+            bind_owned: 0,
+            connections: 0,
+            empty: 0,
+            usable_new_peer: 0,
+            shared_across_peers: 0,
+            distinct_peers: 0,
+            peers: Vec::new(),
+        };
+        let mut pairs: Vec<Option<PairTally>> = Vec::new();
+        pairs.resize_with(self.pairs.len(), || None);
+        let mut bucket: Vec<(u32, SockEntry)> = Vec::new();
+        for port in range.low..=range.high {
+            if sys.reserved_ports.contains(port) {
+                u.reserved += 1;
+                continue;
             }
-        })
-        .collect();
-    peers.sort_by(|a, b| {
-        a.capacity
-            .usable
-            .cmp(&b.capacity.usable)
-            .then(a.peer.cmp(&b.peer))
-            .then(a.local_addr.cmp(&b.local_addr))
-    });
-    peers.truncate(top_n);
-    u.peers = peers;
-    u
+            let k = usize::from(port) - base;
+            let here = &slots[start[k] as usize..start[k + 1] as usize];
+            if here.is_empty() {
+                u.empty += 1;
+                continue;
+            }
+            bucket.clear();
+            bucket.extend(here.iter().map(|s| (s.pair, self.entry(s))));
+            // For a port inside the range, `bucket_from_bind()`'s "accepted
+            // on a listener's port" case implies a listener in the same
+            // bucket, so the roles alone decide.
+            if bucket.iter().any(|(_, e)| role(e) == Role::Listener) {
+                u.listeners += 1;
+                continue;
+            }
+            if bucket.iter().any(|(_, e)| role(e) == Role::BoundOnly) {
+                u.bound_only += 1;
+                continue;
+            }
+            u.connections += 1;
+            // Each 4-tuple's sockets next to each other, peers in order.
+            bucket.sort_unstable_by(|a, b| {
+                a.1.peer
+                    .cmp(&b.1.peer)
+                    .then(a.1.local.ip().cmp(&b.1.local.ip()))
+            });
+            let mut peers_here = 0u32;
+            let mut at = 0;
+            while at < bucket.len() {
+                let pair = bucket[at].0;
+                let peer = self.pairs[pair as usize].1;
+                let end = at + bucket[at..].iter().take_while(|(p, _)| *p == pair).count();
+                if at == 0 || bucket[at - 1].1.peer != peer {
+                    peers_here += 1;
+                }
+                let on_tuple = &bucket[at..end];
+                at = end;
+                let t = pairs[pair as usize].get_or_insert_with(PairTally::default);
+                let window = rate_window_ms(sys, is_loopback(peer.ip()));
+                t.young_tw += on_tuple.iter().filter(|(_, e)| is_young(e, window)).count() as u32;
+                t.established += on_tuple
+                    .iter()
+                    .filter(|(_, e)| e.state == TcpState::Established)
+                    .count() as u32;
+                match tuple_use(on_tuple.iter().map(|(_, e)| e), sys) {
+                    TupleUse::Busy => t.busy += 1,
+                    TupleUse::TimeWaitReusable => t.tw_reusable += 1,
+                    TupleUse::TimeWaitBlocking => {
+                        t.tw_blocking += 1;
+                        let later = on_tuple
+                            .iter()
+                            .map(|(_, e)| reusable_in_ms(e, sys))
+                            .collect::<Option<Vec<u32>>>()
+                            .and_then(|v| v.into_iter().max());
+                        t.reusable_in_ms = match (t.reusable_in_ms, later) {
+                            (Some(x), Some(y)) => Some(x.min(y)),
+                            (x, y) => x.or(y),
+                        };
+                        let left = on_tuple
+                            .iter()
+                            .filter_map(|(_, e)| e.timer.map(|t| t.expires_ms))
+                            .max();
+                        t.soonest_tw_ms = match (t.soonest_tw_ms, left) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                }
+            }
+            u.shared_across_peers += u32::from(peers_here > 1);
+        }
+        u.bind_owned = u.listeners + u.bound_only;
+        let mut all_peers: Vec<SocketAddr> = pairs
+            .iter()
+            .zip(&self.pairs)
+            .filter(|(t, _)| t.is_some())
+            .map(|(_, (_, p))| *p)
+            .collect();
+        all_peers.sort_unstable();
+        all_peers.dedup();
+        u.distinct_peers = all_peers.len() as u32;
+        u.usable_new_peer = u.range_ports - u.reserved - u.bind_owned;
+        let mut peers: Vec<PeerCapacity> = pairs
+            .into_iter()
+            .zip(self.pairs)
+            .filter_map(|(t, (local_addr, peer))| {
+                let t = t?;
+                let capacity = capacity(&u, peer, &t, sys);
+                Some(PeerCapacity {
+                    local_addr,
+                    peer,
+                    established: t.established,
+                    rule: crate::model::kernel::connect::scan_rule(
+                        capacity.free,
+                        capacity.time_wait_reusable,
+                    ),
+                    capacity,
+                })
+            })
+            .collect();
+        peers.sort_by(|a, b| {
+            a.capacity
+                .usable
+                .cmp(&b.capacity.usable)
+                .then(a.peer.cmp(&b.peer))
+                .then(a.local_addr.cmp(&b.local_addr))
+        });
+        peers.truncate(top_n);
+        u.peers = peers;
+        u
+    }
 }
 
 fn capacity(u: &RangeUse, peer: SocketAddr, t: &PairTally, sys: &NetSysctls) -> Capacity {
@@ -398,18 +550,30 @@ pub fn time_wait_sides<'a>(
         .filter(|e| e.state == TcpState::Listen)
         .map(|e| e.local.port())
         .collect();
-    // No range known: only a listener tells a server-side socket.
-    let range = range.unwrap_or(PortRange { low: 1, high: 0 });
     let mut sides = TimeWaitSides::default();
-    for e in shown.filter(|e| e.state == TcpState::TimeWait) {
-        let here = listening.contains(&e.local.port());
-        if origin_given(e, here, range) == Origin::Incoming {
-            *sides.server_by_port.entry(e.local.port()).or_default() += 1;
-        } else {
-            *sides.others_by_peer.entry(e.peer).or_default() += 1;
-        }
+    for e in shown {
+        sides.add(e, &listening, range);
     }
     sides
+}
+
+impl TimeWaitSides {
+    /// Count `e`, if it is a TIME_WAIT, on its side; `listening` holds the
+    /// local ports with a listener (so a table can be counted as it
+    /// streams once those are known).
+    pub fn add(&mut self, e: &SockEntry, listening: &HashSet<u16>, range: Option<PortRange>) {
+        if e.state != TcpState::TimeWait {
+            return;
+        }
+        // No range known: only a listener tells a server-side socket.
+        let range = range.unwrap_or(PortRange { low: 1, high: 0 });
+        let here = listening.contains(&e.local.port());
+        if origin_given(e, here, range) == Origin::Incoming {
+            *self.server_by_port.entry(e.local.port()).or_default() += 1;
+        } else {
+            *self.others_by_peer.entry(e.peer).or_default() += 1;
+        }
+    }
 }
 
 #[cfg(test)]

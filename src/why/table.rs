@@ -11,7 +11,7 @@ use crate::diag::{SockEntry, TcpState};
 use crate::ss::Owner;
 use crate::sysctl::PortRange;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
@@ -30,11 +30,27 @@ pub struct Occupant {
 pub struct Table {
     /// Every TCP socket, in every state, listeners and bound-only included.
     pub sockets: Vec<Occupant>,
-    /// The sockets of each local port (indices into `sockets`), built on
-    /// first use: every question walks buckets, never the whole table per
-    /// port.
+    /// The sockets of each local port and the ports with a listener,
+    /// built on first use: every question walks buckets, never the whole
+    /// table per port or per holder.
     #[serde(skip)]
-    by_port: OnceLock<HashMap<u16, Vec<u32>>>,
+    index: OnceLock<Index>,
+}
+
+/// Local ports there are (0 to 65535).
+const PORTS: usize = 1 << 16;
+
+/// [`Table`]'s index, built in one pass over the sockets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Index {
+    /// The sockets of each local port, by a counting sort on the port:
+    /// port p's are `order[start[p]..start[p + 1]]` (indices into
+    /// `sockets`). A question about the range looks up every one of its
+    /// 64,512 ports: an array, not a hash, answers each.
+    start: Vec<u32>,
+    order: Vec<u32>,
+    /// Local ports with a listener on them.
+    listening: HashSet<u16>,
 }
 
 impl Table {
@@ -42,7 +58,7 @@ impl Table {
     pub fn new(sockets: Vec<Occupant>) -> Self {
         Table {
             sockets,
-            by_port: OnceLock::new(),
+            index: OnceLock::new(),
         }
     }
 
@@ -60,22 +76,48 @@ impl Table {
         )
     }
 
-    fn index(&self) -> &HashMap<u16, Vec<u32>> {
-        self.by_port.get_or_init(|| {
-            let mut m: HashMap<u16, Vec<u32>> = HashMap::new();
-            for (i, o) in self.sockets.iter().enumerate() {
-                m.entry(o.entry.local.port()).or_default().push(i as u32);
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| {
+            let mut ix = Index {
+                start: vec![0; PORTS + 1],
+                order: vec![0; self.sockets.len()],
+                listening: HashSet::new(),
+            };
+            for o in &self.sockets {
+                let port = o.entry.local.port();
+                ix.start[usize::from(port) + 1] += 1;
+                if o.entry.state == TcpState::Listen {
+                    ix.listening.insert(port);
+                }
             }
-            m
+            for p in 0..PORTS {
+                ix.start[p + 1] += ix.start[p];
+            }
+            let mut fill = ix.start.clone();
+            for (i, o) in self.sockets.iter().enumerate() {
+                let at = &mut fill[usize::from(o.entry.local.port())];
+                ix.order[*at as usize] = i as u32;
+                *at += 1;
+            }
+            ix
         })
+    }
+
+    /// Is a listener on this local port?
+    pub fn listener_on(&self, port: u16) -> bool {
+        self.index().listening.contains(&port)
+    }
+
+    /// The local ports with a listener on them.
+    pub fn listener_ports(&self) -> &HashSet<u16> {
+        &self.index().listening
     }
 
     /// The port's bind bucket: every socket whose local port is `port`.
     pub fn bucket(&self, port: u16) -> impl Iterator<Item = &Occupant> {
-        self.index()
-            .get(&port)
-            .map(|v| v.as_slice())
-            .unwrap_or(&[])
+        let ix = self.index();
+        let p = usize::from(port);
+        ix.order[ix.start[p] as usize..ix.start[p + 1] as usize]
             .iter()
             .map(|&i| &self.sockets[i as usize])
     }
@@ -140,11 +182,7 @@ pub fn origin(e: &SockEntry, table: &Table, range: PortRange) -> Origin {
     if matches!(role(e), Role::Listener | Role::BoundOnly) {
         return Origin::NotConnected;
     }
-    let listener_here = table
-        .sockets
-        .iter()
-        .any(|o| o.entry.state == TcpState::Listen && o.entry.local.port() == e.local.port());
-    origin_given(e, listener_here, range)
+    origin_given(e, table.listener_on(e.local.port()), range)
 }
 
 /// `origin` when the caller already knows whether a listener is on `e`'s

@@ -202,11 +202,17 @@ fn exact_request_has_the_tuple_and_no_dump_flag() {
         "127.0.0.2:12345".parse().unwrap(),
     );
     let mut out = Vec::new();
-    push_request(&mut out, 9, Family::V4, StateSet::all(), Ask::Exact(l, p));
+    push_request(
+        &mut out,
+        9,
+        Families::One(Family::V4),
+        StateSet::all(),
+        Ask::Exact(l, p),
+    );
     push_request(
         &mut out,
         10,
-        Family::V6,
+        Families::One(Family::V6),
         StateSet::none().with_bound_inactive(),
         Ask::ALL,
     );
@@ -244,7 +250,7 @@ fn direct_exact_request_is_the_same_bytes_as_the_generic_one() {
         push_request(
             &mut generic,
             77,
-            Family::of(&l),
+            Families::One(Family::of(&l)),
             StateSet::all(),
             Ask::Exact(l, p),
         );
@@ -261,12 +267,12 @@ fn either_port_bytecode_is_the_or_of_two_port_tests() {
     push_request(
         &mut out,
         3,
-        Family::V4,
+        Families::One(Family::V4),
         StateSet::all(),
         Ask::Dump {
             peer_port: None,
             local_port: None,
-            either_port: Some(5001),
+            any_of: &[PortTest::Local(5001), PortTest::Peer(5001)],
         },
     );
     // The request, then one 24-byte attribute; the header counts both.
@@ -314,4 +320,81 @@ fn either_port_bytecode_is_the_or_of_two_port_tests() {
     assert!(run(5001, 5001));
     assert!(!run(40000, 40001));
     assert!(!run(5002, 0));
+}
+
+/// The kernel's two passes over filter bytecode: inet_diag_bc_audit()
+/// (along the `yes` jumps the run must end exactly at the end; every jump
+/// lands on an op or at most 4 bytes past the end) and inet_diag_bc_run().
+fn audit_and_run(ops: &[(u8, u8, u16)], sport: u16, dport: u16, bound: bool) -> (bool, bool) {
+    let total = 4 * ops.len() as i32;
+    let (mut at, mut len) = (0usize, total);
+    let mut audit = true;
+    while len > 0 {
+        let (code, yes, no) = ops[at / 4];
+        let min = if matches!(code, 11 | 12) { 8 } else { 4 };
+        audit &= i32::from(yes) >= min && i32::from(yes) <= len + 4 && yes % 4 == 0;
+        audit &= i32::from(no) >= min && i32::from(no) <= len + 4 && no % 4 == 0;
+        len -= i32::from(yes);
+        at += usize::from(yes);
+    }
+    audit &= len == 0;
+    let (mut at, mut len) = (0usize, total);
+    while len > 0 {
+        let (code, yes, no) = ops[at / 4];
+        let hit = match code {
+            6 => !bound, // AUTO: the kernel chose the port
+            11 => sport == ops[at / 4 + 1].2,
+            12 => dport == ops[at / 4 + 1].2,
+            _ => false, // JMP
+        };
+        let step = if hit { i32::from(yes) } else { i32::from(no) };
+        len -= step;
+        at += step as usize;
+    }
+    (audit, len == 0)
+}
+
+#[test]
+fn a_diagnosis_filter_keeps_its_ports_listeners_and_bound_ports() {
+    let mut out = Vec::new();
+    let tests = [
+        PortTest::Local(23456),
+        PortTest::Peer(5001),
+        PortTest::Peer(0),
+        PortTest::PortFromBind,
+    ];
+    push_request(
+        &mut out,
+        4,
+        Families::Both,
+        StateSet::all(),
+        Ask::Dump {
+            peer_port: None,
+            local_port: None,
+            any_of: &tests,
+        },
+    );
+    assert_eq!(out.len(), COMPAT_REQUEST_LEN + 4 + 4 + 3 * 8 + 2 * 4);
+    let nl = NetlinkBuffer::new_checked(&out[..]).unwrap();
+    assert_eq!(nl.length() as usize, out.len());
+    assert_eq!(nl.message_type(), TCPDIAG_GETSOCK);
+    let ops: Vec<(u8, u8, u16)> = out[COMPAT_REQUEST_LEN + 4..]
+        .chunks(4)
+        .map(|c| (c[0], c[1], u16::from_ne_bytes([c[2], c[3]])))
+        .collect();
+    let run = |sport, dport, bound| {
+        let (audit, accept) = audit_and_run(&ops, sport, dport, bound);
+        assert!(audit, "the kernel would refuse {ops:?}");
+        accept
+    };
+    assert!(run(40000, 5001, false)); // a connection to the port
+    assert!(run(5001, 0, true)); // a listener
+    assert!(run(40001, 0, false)); // a listener on a port listen() chose
+    assert!(run(40002, 443, true)); // a socket bound before connect()
+    assert!(run(23456, 80, false)); // the fixed port's bucket
+    assert!(!run(40003, 5002, false)); // another peer: left in the kernel
+    // Alone, the bind test adds nothing: every socket passes.
+    let mut alone = Vec::new();
+    push_any_of_bytecode(&mut alone, 0, &[PortTest::PortFromBind]);
+    assert!(alone.is_empty());
 }
