@@ -10,6 +10,10 @@
 //!   from the hash tables, TIME_WAIT included, or with -ENOENT. Where the
 //!   kernel refuses exact requests, the same answer comes from a dump.
 //!
+//! Off Linux the same API reads the system's own TCP table instead
+//! (`table`: Windows `GetExtendedTcpTable`, macOS and FreeBSD sysctl
+//! pcblists): states and owners, no timers, no exact lookups.
+//!
 //! Layout: `state` and `entry` hold the decoded types; `wire` (Linux)
 //! is the checked view over the bytes and the netlink framing; `netlink`
 //! (Linux) the socket that sends and reads them. [`DiagSocket`] keeps one
@@ -19,7 +23,15 @@ mod entry;
 #[cfg(target_os = "linux")]
 mod netlink;
 mod state;
-#[cfg(not(target_os = "linux"))]
+// Windows, macOS and FreeBSD: the system's own TCP table (no timers).
+#[cfg(any(test, windows, target_os = "macos", target_os = "freebsd"))]
+mod table;
+#[cfg(not(any(
+    target_os = "linux",
+    windows,
+    target_os = "macos",
+    target_os = "freebsd"
+)))]
 mod unsupported;
 #[cfg(target_os = "linux")]
 pub(crate) mod wire;
@@ -28,7 +40,14 @@ pub use entry::{Side, SockEntry, Timer, TimerKind, TupleView};
 #[cfg(target_os = "linux")]
 pub use netlink::DiagSocket;
 pub use state::{StateSet, TcpState};
-#[cfg(not(target_os = "linux"))]
+#[cfg(any(windows, target_os = "macos", target_os = "freebsd"))]
+pub use table::DiagSocket;
+#[cfg(not(any(
+    target_os = "linux",
+    windows,
+    target_os = "macos",
+    target_os = "freebsd"
+)))]
 pub use unsupported::DiagSocket;
 
 use crate::error::Result;

@@ -352,6 +352,7 @@ mod tests {
             uid: 0,
             inode: 1,
             v6only: None,
+            pid: None,
         }
     }
 
