@@ -168,3 +168,43 @@ pub fn wait_for(
         pause = (pause * 2).min(Duration::from_millis(5));
     }
 }
+
+/// What the summary calls the ephemeral port range on this system.
+pub const PORT_RANGE_NAME: &str = if cfg!(target_os = "linux") {
+    "ip_local_port_range"
+} else if cfg!(windows) {
+    "dynamic port range"
+} else {
+    "net.inet.ip.portrange.first-last"
+};
+
+/// Off Linux, where `net.ipv4.ip_local_port_range` does not exist: the
+/// system's ephemeral port range and where it comes from, in one sentence.
+/// macOS and FreeBSD: read from `net.inet.ip.portrange.first`/`last`.
+/// Windows: the documented default 49152-65535 (Microsoft, "The default
+/// dynamic port range for TCP/IP has changed since Windows Vista"), not
+/// read (`netsh int ipv4 show dynamicport tcp` shows this system's).
+pub fn port_range_elsewhere() -> Option<(crate::sysctl::PortRange, String)> {
+    #[cfg(windows)]
+    {
+        Some((
+            crate::sysctl::PortRange {
+                low: 49152,
+                high: 65535,
+            },
+            "the dynamic port range 49152-65535 is Windows' documented default, not read from this system (`netsh int ipv4 show dynamicport tcp` shows its own)".into(),
+        ))
+    }
+    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+    {
+        let (low, high) = crate::sys::port_range().ok()?;
+        Some((
+            crate::sysctl::PortRange { low, high },
+            format!("ephemeral ports {low}-{high} from net.inet.ip.portrange.first and .last"),
+        ))
+    }
+    #[cfg(not(any(windows, target_os = "macos", target_os = "freebsd")))]
+    {
+        None
+    }
+}

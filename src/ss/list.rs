@@ -1,7 +1,7 @@
 //! The socket table: aligned text like `ss -tan` (formatted without
 //! allocating per row) or one JSON document.
 
-use super::owners::{Owner, socket_owners};
+use super::owners::{ID_HEADER, Owner, owner_key, socket_owners};
 use super::{Filter, Format, Processes, io_err, json_err};
 use crate::diag::{self, SockEntry, TimerKind};
 use crate::error::Result;
@@ -204,7 +204,7 @@ pub(super) fn write_header(
     pad(out, 17, w.peer + 1)?;
     out.write_all(b"Timer")?;
     pad(out, 5, w.timer + 1)?;
-    out.write_all(b"Uid   Inode")?;
+    out.write_all(ID_HEADER.as_bytes())?;
     if procs {
         out.write_all(b"      Process")?;
     }
@@ -250,7 +250,7 @@ pub(super) fn write_row(
         out.write_all(f.as_bytes())?;
         pad(out, f.len, 6)?;
         f.clear();
-        f.push_u64(u64::from(e.inode));
+        f.push_u64(u64::from(owner_key(e)));
         out.write_all(f.as_bytes())?;
     }
     if procs {
@@ -288,6 +288,9 @@ struct JsonSock<'a> {
     /// `None` for TIME_WAIT mini sockets, which have no owner.
     uid: Option<u32>,
     inode: Option<u32>,
+    /// The owning pid, where the system's table names it (Windows, macOS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processes: Option<&'a [Owner]>,
 }
@@ -319,8 +322,14 @@ impl<'a> JsonSock<'a> {
             send_q: e.send_q,
             uid: (!tw).then_some(e.uid),
             inode: (!tw).then_some(e.inode),
+            pid: e.pid,
             processes: if procs && !tw {
-                Some(owners.get(&e.inode).map(|v| v.as_slice()).unwrap_or(&[]))
+                Some(
+                    owners
+                        .get(&owner_key(e))
+                        .map(|v| v.as_slice())
+                        .unwrap_or(&[]),
+                )
             } else {
                 None
             },
@@ -347,8 +356,8 @@ pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Resu
             if filter.matches(&e) {
                 meter.add(&e);
                 // TIME_WAIT mini sockets have no inode and no owner.
-                if procs && e.inode != 0 && !e.is_timewait_sock() {
-                    inodes.push(e.inode);
+                if procs && owner_key(&e) != 0 && !e.is_timewait_sock() {
+                    inodes.push(owner_key(&e));
                 }
             }
             Ok(())
@@ -404,7 +413,7 @@ fn write_text_list(
     diag::dump_each(&filter.query, |e| {
         crate::signal::check()?;
         if filter.matches(&e) {
-            write_row(out, &mut f, &e, w, owners.get(&e.inode), procs).map_err(io_err)?;
+            write_row(out, &mut f, &e, w, owners.get(&owner_key(&e)), procs).map_err(io_err)?;
         }
         Ok(())
     })

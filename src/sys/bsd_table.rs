@@ -70,3 +70,32 @@ pub(crate) fn tcp_table() -> io::Result<Table> {
         rows: rows.map_err(io::Error::other)?,
     })
 }
+
+/// One int sysctl by name.
+fn int_sysctl(name: &std::ffi::CStr) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len: libc::size_t = std::mem::size_of::<libc::c_int>();
+    // SAFETY: a NUL-terminated name and an int-sized buffer with its size.
+    let r = unsafe {
+        libc::sysctlbyname(
+            name.as_ptr(),
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// The ephemeral port range, `net.inet.ip.portrange.first` and `.last`.
+pub(crate) fn port_range() -> io::Result<(u16, u16)> {
+    let first = int_sysctl(c"net.inet.ip.portrange.first")?;
+    let last = int_sysctl(c"net.inet.ip.portrange.last")?;
+    let port = |v: i32| u16::try_from(v).map_err(|_| io::Error::other(format!("port {v}")));
+    let (a, b) = (port(first)?, port(last)?);
+    Ok((a.min(b), a.max(b)))
+}

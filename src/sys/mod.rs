@@ -16,7 +16,7 @@ mod bsd_table;
 #[cfg(any(test, windows, target_os = "macos", target_os = "freebsd"))]
 pub(crate) mod tcp_table;
 #[cfg(any(target_os = "macos", target_os = "freebsd"))]
-pub(crate) use bsd_table::tcp_table;
+pub(crate) use bsd_table::{port_range, tcp_table};
 
 #[cfg(unix)]
 mod unix;
