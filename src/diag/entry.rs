@@ -116,6 +116,14 @@ impl SockEntry {
         if let Some(left) = self.time_wait_left() {
             return format!("{}, {:.1} s left", self.state, left.as_secs_f64());
         }
+        // Off Linux the table has no timers: say so rather than leave the
+        // time out silently.
+        if self.state == TcpState::TimeWait && self.timer.is_none() && !cfg!(target_os = "linux") {
+            return format!(
+                "{} (time left unknown: this system's table has no timers)",
+                self.state
+            );
+        }
         match (self.is_timewait_sock(), self.timer_left()) {
             (true, Some(left)) => format!(
                 "{} (orphaned, timewait timer {:.1} s left)",
