@@ -47,13 +47,15 @@ fn bind_windows(q: &BindQuestion, held: &[&HolderReport]) -> String {
         return "setsockopt(SO_REUSEPORT) fails with WSAENOPROTOOPT: Windows has no SO_REUSEPORT"
             .into();
     }
-    let same: Vec<&&HolderReport> = held.iter().filter(|h| same_family(q, h)).collect();
-    let active: Vec<&&&HolderReport> = same.iter().filter(|h| h.role != Role::TimeWait).collect();
+    let same = held.iter().any(|h| same_family(q, h));
+    let active = held
+        .iter()
+        .any(|h| same_family(q, h) && h.role != Role::TimeWait);
     if held.is_empty() {
         "bind() succeeds: nothing uses the port".into()
-    } else if same.is_empty() {
+    } else if !same {
         "bind() succeeds: the holders are of the other address family, and Windows makes IPv6 sockets V6ONLY by default, so `[::]` and `0.0.0.0` do not overlap".into()
-    } else if active.is_empty() {
+    } else if !active {
         "bind() succeeds: Windows bind() does not look at TIME_WAIT sockets; but a connect() to the same peer then fails with WSAEADDRINUSE (10048) while that 4-tuple is in TIME_WAIT (240 s by default), so a loop retrying bind() over ports never moves on (curl's known bug with --local-port)".into()
     } else if q.opts.reuseaddr {
         "bind() succeeds: SO_REUSEADDR on the new socket alone shares the port, even with a listener, unless the holder set SO_EXCLUSIVEADDRUSE".into()
