@@ -105,6 +105,7 @@ pub fn table(age_ms: u32) -> TupleView {
         uid: 0,
         inode: 0,
         v6only: None,
+        pid: None,
     };
     TupleView {
         client: Some(client),

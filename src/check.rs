@@ -183,6 +183,7 @@ mod tests {
             uid: 0,
             inode: 0,
             v6only: None,
+            pid: None,
         }
     }
 

@@ -5,7 +5,9 @@
 //! - [`outcome`]: which step failed, with which errno ([`outcome::Outcome`]).
 //! - [`sys`]: the only platform-specific code (errno and Winsock names).
 //! - [`diag`]: the kernel's TCP socket table via sock_diag netlink, with
-//!   TIME_WAIT timers; the one source of socket states for every command.
+//!   TIME_WAIT timers (on Windows, macOS and FreeBSD: the system's own
+//!   table, states without timers); the one source of socket states for
+//!   every command.
 //! - [`sysctl`]: the namespace's net sysctls, read and written in one place.
 //! - [`netstat`]: the namespace's TCP counters and TIME_WAIT count.
 //! - [`netns`]: fresh Linux network namespaces with their own sysctls.

@@ -25,15 +25,34 @@ pub fn demo_text(d: &Demo) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "twlab demo: a client with a fixed local port reconnects; {} cases run on this machine's loopback ({:.0} ms)\n",
+        "twlab demo: a client with a fixed local port reconnects; {} cases run on this machine's loopback ({:.0} ms)",
         d.rows.len(),
         d.elapsed_ms
     );
+    let wine = d
+        .wine
+        .as_ref()
+        .map(|v| format!(", under Wine {v} (Winsock on the host's Linux TCP: Linux's outcomes)"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "system: {}{wine}; socket states from {}\n",
+        d.system, d.states_from
+    );
     let _ = writeln!(s, "{}\n", demo_table(d));
-    why(&mut s, d);
-    host_facts(&mut s, &d.kernel);
+    if on_linux(d) {
+        why(&mut s, d);
+        host_facts(&mut s, &d.kernel);
+    } else {
+        why_elsewhere(&mut s, d);
+    }
     other_systems(&mut s, d);
     s
+}
+
+/// Did the demo run on Linux (its rows checked against the Linux model)?
+fn on_linux(d: &Demo) -> bool {
+    d.system == "Linux"
 }
 
 /// One row per case: what happened and the rule that decided it.
@@ -47,7 +66,11 @@ fn demo_table(d: &Demo) -> Table {
         "result",
         "old 4-tuple at that moment",
         "TIME_WAIT held by",
-        "rule (why: below)",
+        if on_linux(d) {
+            "rule (why: below)"
+        } else {
+            "documented model here (why: below)"
+        },
     ]);
     for (i, r) in d.rows.iter().enumerate() {
         let result = match &r.errno {
@@ -64,7 +87,17 @@ fn demo_table(d: &Demo) -> Table {
             r.time_wait_held_by
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "nobody".into()),
-            r.rule.to_string(),
+            if on_linux(d) {
+                r.rule.to_string()
+            } else {
+                let doc = if d.system == "Windows" {
+                    &r.windows
+                } else {
+                    &r.bsd
+                };
+                let verdict = if r.model_agrees { "same" } else { "DIFFERS" };
+                format!("{}: {verdict}", doc.outcome.short())
+            },
         ]);
     }
     // Keep the rule names whole; the case column wraps instead.
@@ -112,18 +145,71 @@ fn host_facts(s: &mut String, k: &KernelFacts) {
     );
 }
 
-/// What Windows and BSD/macOS would do for each row (documented, not run).
-fn other_systems(s: &mut String, d: &Demo) {
-    let _ = writeln!(s, "\nOther systems (documented, not run here):");
+/// Off Linux: each row's documented model for this system beside what it
+/// did, then what the Linux rule model says (not run here).
+fn why_elsewhere(s: &mut String, d: &Demo) {
+    let _ = writeln!(
+        s,
+        "Why (the documented {} model, beside what this system did):",
+        d.system
+    );
     for (i, r) in d.rows.iter().enumerate() {
+        let doc = if d.system == "Windows" {
+            &r.windows
+        } else {
+            &r.bsd
+        };
         let _ = writeln!(
             s,
-            "  {}. Windows: {} — {}\n     BSD/macOS: {} — {}",
+            "  {}. documented: {} — {}",
             i + 1,
-            r.windows.outcome.short(),
-            r.windows.explanation,
-            r.bsd.outcome.short(),
-            r.bsd.explanation
+            doc.outcome.short(),
+            doc.explanation
         );
+        if let Some(note) = &r.host_note {
+            let observed = match &r.errno {
+                Some(e) => format!("{} failed: {e}", r.step),
+                None => "ok".into(),
+            };
+            let _ = writeln!(s, "     observed: {observed} — {note}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nLinux (the rule model for a default Linux, not run here; timestamps on, tcp_tw_reuse 2):"
+    );
+    for (i, r) in d.rows.iter().enumerate() {
+        let _ = writeln!(s, "  {}. {}", i + 1, r.explanation);
+    }
+    if d.system == "Windows" {
+        let _ = writeln!(
+            s,
+            "\nOn Windows a TIME_WAIT lasts 2×MSL, 240 s by default (TcpTimedWaitDelay); its table shows states and owning pids, no timers."
+        );
+    }
+}
+
+/// What the systems not run here would do for each row (documented).
+fn other_systems(s: &mut String, d: &Demo) {
+    let show_windows = d.system != "Windows";
+    let show_bsd = d.system != "macOS/BSD";
+    let _ = writeln!(s, "\nOther systems (documented, not run here):");
+    for (i, r) in d.rows.iter().enumerate() {
+        let mut lines = Vec::new();
+        if show_windows {
+            lines.push(format!(
+                "Windows: {} — {}",
+                r.windows.outcome.short(),
+                r.windows.explanation
+            ));
+        }
+        if show_bsd {
+            lines.push(format!(
+                "BSD/macOS: {} — {}",
+                r.bsd.outcome.short(),
+                r.bsd.explanation
+            ));
+        }
+        let _ = writeln!(s, "  {}. {}", i + 1, lines.join("\n     "));
     }
 }

@@ -70,8 +70,13 @@ pub fn path(name: &str) -> String {
 
 /// Read a sysctl of the calling thread's namespace, whitespace normalised
 /// (`"32768\t60999\n"` → `"32768 60999"`); `None` if this kernel has no such
-/// sysctl or it cannot be read.
+/// sysctl or it cannot be read. Always `None` off Linux: under Wine the
+/// path `/proc/sys/...` would reach the *host's* Linux sysctls through
+/// Wine's Z: drive, which are not the system the program asks about.
 pub fn read(name: &str) -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
     std::fs::read_to_string(path(name))
         .ok()
         .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))

@@ -27,9 +27,9 @@ mod why;
 ///
 /// Start with `twlab demo`: it runs the classic experiment (a client with a
 /// fixed local port reconnecting at once) on loopback and explains every
-/// outcome with the kernel rule that decided it.
+/// outcome with the rule that decided it.
 #[derive(Parser)]
-#[command(name = "twlab", version, propagate_version = true)]
+#[command(name = "twlab", version, propagate_version = true, after_help = WHERE_HELP)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -98,9 +98,11 @@ impl Cmd {
         match self {
             Cmd::Server(_) => ("server", None),
             Cmd::Client(_) => ("client", None),
-            Cmd::Demo(_) => ("demo", Some(NS_DIAG)),
+            // demo and ss read the system's own TCP table off Linux
+            // (GetExtendedTcpTable, the BSD pcblists: see twlab::diag).
+            Cmd::Demo(_) => ("demo", None),
             Cmd::Matrix(_) => ("matrix", Some(NS_DIAG)),
-            Cmd::Ss(_) => ("ss", Some("sock_diag")),
+            Cmd::Ss(_) => ("ss", None),
             Cmd::Why(_) => ("why", Some("sock_diag")),
             Cmd::Trace(_) => ("trace", Some("network namespaces and packet capture")),
             Cmd::Events(_) => ("events", Some("tracefs and the kernel's tracepoints")),
@@ -121,7 +123,7 @@ fn refuse_unless_linux(cmd: &Cmd) -> Option<ExitCode> {
         return None;
     };
     eprintln!(
-        "twlab: {name} needs Linux ({needs}); on {} use `twlab server` and `twlab client`",
+        "twlab: {name} needs Linux ({needs}); on {} use `twlab demo`, `twlab ss`, `twlab server` and `twlab client`",
         twlab::sys::OS_NAME
     );
     Some(ExitCode::from(1))
@@ -139,6 +141,13 @@ pub(crate) fn refuse_reuseport_here(reuseport: bool) -> Result<(), twlab::Error>
     Ok(())
 }
 
+/// What runs on this system, under `twlab --help`.
+#[cfg(target_os = "linux")]
+const WHERE_HELP: &str = "Every command runs on Linux. On Windows, macOS and FreeBSD: demo, ss, server and client (read from that system's own TCP table, without timers).";
+/// What runs on this system, under `twlab --help`.
+#[cfg(not(target_os = "linux"))]
+const WHERE_HELP: &str = "On this system `twlab demo`, `ss`, `server` and `client` run, reading its own TCP table (states and owners, no timers); matrix, trace, why, pairs, run, reuseport and load need Linux (network namespaces, sock_diag, packet capture).";
+
 /// What `twlab` alone prints (on stderr, exit 2): where to start.
 #[cfg(target_os = "linux")]
 const SHORT_USAGE: &str = "\
@@ -146,13 +155,14 @@ twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_
 usage: twlab <demo|why|server|client|ss|matrix|trace|events|load|run|pairs|reuseport|selfcheck> [OPTIONS]
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
 
-/// Off Linux only the story's two programs run (see [`Cmd::linux_needs`]).
+/// Off Linux the demo, ss and the story's two programs run (see
+/// [`Cmd::linux_needs`]).
 #[cfg(not(target_os = "linux"))]
 const SHORT_USAGE: &str = "\
 twlab: reproduce, observe and explain TCP address and port reuse (TIME_WAIT, SO_REUSEADDR, ...)
-usage: twlab <server|client> [OPTIONS]
-on this system only `twlab server` and `twlab client` run (the other commands need Linux);
-start with `twlab server --help`; one command: `twlab <command> --help`";
+usage: twlab <demo|ss|server|client> [OPTIONS]
+on this system `twlab demo`, `ss`, `server` and `client` run (the other commands need Linux);
+start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
 
 /// Longest error message printed, in characters (after escaping control
 /// characters): an argument echoed by any command cannot flood the terminal.

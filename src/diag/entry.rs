@@ -56,7 +56,9 @@ pub struct SockEntry {
     pub local: SocketAddr,
     /// The peer's address (unspecified, port 0, for listeners).
     pub peer: SocketAddr,
-    /// The running timer, if any.
+    /// The running timer, if any. Only Linux's sock_diag reports timers:
+    /// the tables read on Windows, macOS and FreeBSD carry none, so there
+    /// this is always `None` (and a TIME_WAIT shows no time left).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timer: Option<Timer>,
     /// Bytes received, not read (`idiag_rqueue`; the accept queue length
@@ -65,7 +67,8 @@ pub struct SockEntry {
     /// Bytes sent, not acknowledged (`idiag_wqueue`; the backlog for a
     /// listener).
     pub send_q: u32,
-    /// Owner uid; 0 for TIME_WAIT, which has no owner (inet_twsk_diag_fill).
+    /// Owner uid; 0 for TIME_WAIT, which has no owner (inet_twsk_diag_fill),
+    /// and on Windows, whose table has no uid.
     pub uid: u32,
     /// Socket inode; 0 for TIME_WAIT (the socket file is gone).
     pub inode: u32,
@@ -74,6 +77,13 @@ pub struct SockEntry {
     /// sockets. `None` for the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v6only: Option<bool>,
+    /// The owning process, where the system's table names it: Windows
+    /// (`GetExtendedTcpTable`'s dwOwningPid; 0 for TIME_WAIT, which has no
+    /// owner) and macOS (`so_last_pid`). `None` on Linux, whose sock_diag
+    /// gives the inode instead (`ss -p` maps it to processes through
+    /// /proc), and on FreeBSD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 impl SockEntry {
@@ -105,6 +115,14 @@ impl SockEntry {
     pub fn describe(&self) -> String {
         if let Some(left) = self.time_wait_left() {
             return format!("{}, {:.1} s left", self.state, left.as_secs_f64());
+        }
+        // Off Linux the table has no timers: say so rather than leave the
+        // time out silently.
+        if self.state == TcpState::TimeWait && self.timer.is_none() && !cfg!(target_os = "linux") {
+            return format!(
+                "{} (time left unknown: this system's table has no timers)",
+                self.state
+            );
         }
         match (self.is_timewait_sock(), self.timer_left()) {
             (true, Some(left)) => format!(

@@ -10,6 +10,10 @@
 //!   from the hash tables, TIME_WAIT included, or with -ENOENT. Where the
 //!   kernel refuses exact requests, the same answer comes from a dump.
 //!
+//! Off Linux the same API reads the system's own TCP table instead
+//! (`table`: Windows `GetExtendedTcpTable`, macOS and FreeBSD sysctl
+//! pcblists): states and owners, no timers, no exact lookups.
+//!
 //! Layout: `state` and `entry` hold the decoded types; `wire` (Linux)
 //! is the checked view over the bytes and the netlink framing; `netlink`
 //! (Linux) the socket that sends and reads them. [`DiagSocket`] keeps one
@@ -19,7 +23,15 @@ mod entry;
 #[cfg(target_os = "linux")]
 mod netlink;
 mod state;
-#[cfg(not(target_os = "linux"))]
+// Windows, macOS and FreeBSD: the system's own TCP table (no timers).
+#[cfg(any(test, windows, target_os = "macos", target_os = "freebsd"))]
+mod table;
+#[cfg(not(any(
+    target_os = "linux",
+    windows,
+    target_os = "macos",
+    target_os = "freebsd"
+)))]
 mod unsupported;
 #[cfg(target_os = "linux")]
 pub(crate) mod wire;
@@ -28,7 +40,14 @@ pub use entry::{Side, SockEntry, Timer, TimerKind, TupleView};
 #[cfg(target_os = "linux")]
 pub use netlink::DiagSocket;
 pub use state::{StateSet, TcpState};
-#[cfg(not(target_os = "linux"))]
+#[cfg(any(windows, target_os = "macos", target_os = "freebsd"))]
+pub use table::DiagSocket;
+#[cfg(not(any(
+    target_os = "linux",
+    windows,
+    target_os = "macos",
+    target_os = "freebsd"
+)))]
 pub use unsupported::DiagSocket;
 
 use crate::error::Result;
@@ -170,5 +189,45 @@ pub fn wait_for(
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// What the summary calls the ephemeral port range on this system.
+pub const PORT_RANGE_NAME: &str = if cfg!(target_os = "linux") {
+    "ip_local_port_range"
+} else if cfg!(windows) {
+    "dynamic port range"
+} else {
+    "net.inet.ip.portrange.first-last"
+};
+
+/// Off Linux, where `net.ipv4.ip_local_port_range` does not exist: the
+/// system's ephemeral port range and where it comes from, in one sentence.
+/// macOS and FreeBSD: read from `net.inet.ip.portrange.first`/`last`.
+/// Windows: the documented default 49152-65535 (Microsoft, "The default
+/// dynamic port range for TCP/IP has changed since Windows Vista"), not
+/// read (`netsh int ipv4 show dynamicport tcp` shows this system's).
+pub fn port_range_elsewhere() -> Option<(crate::sysctl::PortRange, String)> {
+    #[cfg(windows)]
+    {
+        Some((
+            crate::sysctl::PortRange {
+                low: 49152,
+                high: 65535,
+            },
+            "the dynamic port range 49152-65535 is Windows' documented default, not read from this system (`netsh int ipv4 show dynamicport tcp` shows its own)".into(),
+        ))
+    }
+    #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+    {
+        let (low, high) = crate::sys::port_range().ok()?;
+        Some((
+            crate::sysctl::PortRange { low, high },
+            format!("ephemeral ports {low}-{high} from net.inet.ip.portrange.first and .last"),
+        ))
+    }
+    #[cfg(not(any(windows, target_os = "macos", target_os = "freebsd")))]
+    {
+        None
     }
 }

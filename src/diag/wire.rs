@@ -218,6 +218,7 @@ impl<T: AsRef<[u8]>> InetDiagMsg<T> {
             uid: self.uid(),
             inode: self.inode(),
             v6only: self.v6only(),
+            pid: None,
         })
     }
 

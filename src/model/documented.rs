@@ -73,13 +73,25 @@ fn other_holders(x: &Experiment, view: &TupleView) -> (Option<Holder>, Option<Ho
     (holder(x, view, Side::Client), holder(x, view, Side::Server))
 }
 
-/// Windows, from Microsoft's "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE" and
-/// the Winsock connect() documentation: a 4-tuple in TIME_WAIT (2×MSL,
-/// 240 s by default) makes connect() fail with WSAEADDRINUSE even with
-/// SO_REUSEADDR; SO_REUSEADDR on the *new* socket alone lets bind() share a
-/// port unless the holder used SO_EXCLUSIVEADDRUSE; there is no SO_REUSEPORT.
+/// Windows. Sources, each rule beside the code that applies it:
+/// - Microsoft Learn, "Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE"
+///   (learn.microsoft.com/windows/win32/winsock/using-so-reuseaddr-and-so-exclusiveaddruse):
+///   SO_REUSEADDR on the *new* socket lets it bind a port in active use
+///   unless the holder set SO_EXCLUSIVEADDRUSE; there is no SO_REUSEPORT.
+/// - The same page and "Sharing Transport Addresses": SO_REUSEADDR is
+///   about bind(); a 4-tuple in TIME_WAIT (2×MSL, 240 s by default,
+///   TcpTimedWaitDelay) makes connect() fail with WSAEADDRINUSE (10048),
+///   SO_REUSEADDR or not (the story this tool started from).
+/// - bind() does not look at TIME_WAIT sockets: a socket without
+///   SO_REUSEADDR binds a port whose only holders are in TIME_WAIT, and the
+///   clash comes at connect(). Field evidence: curl's KNOWN_BUGS, "--local-port
+///   on Windows" — its loop that retries bind() over a range of local ports
+///   never moves past a port whose connection is in TIME_WAIT, because
+///   bind() succeeds and connect() then fails with WSAEADDRINUSE.
+///
 /// Parts of Microsoft's tables were found wrong by trio's notes-to-self
-/// experiments, so this is a documented expectation, not a measurement.
+/// experiments, so this is a documented expectation; `twlab demo` on
+/// Windows runs the same cases and says where a system differs.
 pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
     let x = cell.experiment;
     let (client, server) = other_holders(x, cell.view);
@@ -90,11 +102,20 @@ pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
             "setsockopt(SO_REUSEPORT): Windows has no SO_REUSEPORT (WSAENOPROTOOPT); the nearest is SO_REUSEADDR, and SO_EXCLUSIVEADDRUSE forbids sharing",
         );
     }
-    let bind_blocked = |h: Option<Holder>| h.is_some() && !x.new_opts.reuseaddr;
+    // bind() ignores TIME_WAIT holders (curl KNOWN_BUGS, see above); any
+    // other holder blocks a socket without SO_REUSEADDR ("Using SO_REUSEADDR
+    // and SO_EXCLUSIVEADDRUSE").
+    let bind_blocked = |h: Option<Holder>| {
+        h.is_some_and(|h| h.state != TcpState::TimeWait) && !x.new_opts.reuseaddr
+    };
     match x.next {
         NextStep::Rebind if bind_blocked(client) => documented(
             wsa(Step::Bind, WSAEADDRINUSE),
-            "bind(): the address is still in use and the new socket has no SO_REUSEADDR (SO_REUSEPORT does not exist on Windows)",
+            "bind(): the client's old socket is still active on the port and the new socket has no SO_REUSEADDR (SO_REUSEPORT does not exist on Windows)",
+        ),
+        NextStep::Rebind if !x.new_opts.reuseaddr && client.is_some() => documented(
+            Outcome::Ok,
+            "bind(): Windows bind() does not look at TIME_WAIT sockets, so the port is free to bind without SO_REUSEADDR",
         ),
         NextStep::Rebind => documented(
             Outcome::Ok,
@@ -102,11 +123,11 @@ pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
         ),
         NextStep::RestartListener if bind_blocked(server) => documented(
             wsa(Step::Bind, WSAEADDRINUSE),
-            "bind(): connections on the server port still use it and the new listener has no SO_REUSEADDR",
+            "bind(): connections on the server port are still active and the new listener has no SO_REUSEADDR",
         ),
         NextStep::RestartListener => documented(
             Outcome::Ok,
-            "bind()/listen(): the server port is free, or SO_REUSEADDR on the new listener shares it (SO_EXCLUSIVEADDRUSE on the old one would forbid it)",
+            "bind()/listen(): the server port is free, held only by TIME_WAIT (which bind() does not look at), or SO_REUSEADDR on the new listener shares it (SO_EXCLUSIVEADDRUSE on the old one would forbid it)",
         ),
         // Users report connect() failing with WSAEADDRINUSE (10048), not
         // WSAEADDRNOTAVAIL (10049), once the dynamic range is used up.
@@ -120,16 +141,27 @@ pub fn predict_windows(cell: &CellFacts) -> DocumentedPrediction {
         ),
         NextStep::Reconnect if bind_blocked(client) => documented(
             wsa(Step::Bind, WSAEADDRINUSE),
-            "bind(): the client port is still in use and the new socket has no SO_REUSEADDR",
+            "bind(): the client's old socket is still active on the port (not yet TIME_WAIT) and the new socket has no SO_REUSEADDR",
         ),
-        NextStep::Reconnect => windows_connect(client, server),
+        NextStep::Reconnect => windows_connect(client, server, x.new_opts.reuseaddr),
     }
 }
 
 /// Windows connect() from a bound port: any socket still on the 4-tuple,
-/// TIME_WAIT included, refuses it.
-fn windows_connect(client: Option<Holder>, server: Option<Holder>) -> DocumentedPrediction {
+/// TIME_WAIT included, refuses it ("Using SO_REUSEADDR and
+/// SO_EXCLUSIVEADDRUSE": SO_REUSEADDR does not apply to connect()).
+/// `reuseaddr`: the new socket's SO_REUSEADDR (without it, bind() got
+/// through only because it ignores TIME_WAIT: the curl --local-port trap).
+fn windows_connect(
+    client: Option<Holder>,
+    server: Option<Holder>,
+    reuseaddr: bool,
+) -> DocumentedPrediction {
     match client.filter(|h| h.hashed) {
+        Some(h) if h.state == TcpState::TimeWait && !reuseaddr => documented(
+            wsa(Step::Connect, WSAEADDRINUSE),
+            "bind() succeeds without SO_REUSEADDR (Windows bind() does not look at TIME_WAIT sockets), then connect() fails with WSAEADDRINUSE (10048): the client's old socket holds the 4-tuple in TIME_WAIT for 2×MSL (240 s by default). The trap: a loop that retries bind() over local ports on failure never moves on, since bind() never fails (curl's known bug with --local-port)",
+        ),
         Some(h) => documented(
             wsa(Step::Connect, WSAEADDRINUSE),
             &format!(
@@ -152,11 +184,19 @@ fn windows_connect(client: Option<Holder>, server: Option<Holder>) -> Documented
     }
 }
 
-/// BSD/macOS, from FreeBSD `in_pcbbind_setup`/`in_pcbconnect` and XNU
-/// `tcp_connect` → `in_pcblookup_hash`: SO_REUSEADDR on the new socket alone
-/// allows binding a port held only by connected or TIME_WAIT sockets; a
-/// 4-tuple still present (TIME_WAIT included) makes connect() fail with
-/// EADDRINUSE — no timestamp-based early reuse.
+/// BSD/macOS. Sources: FreeBSD sys/netinet/in_pcb.c and XNU
+/// bsd/netinet/in_pcb.c (the same code):
+/// - `in_pcbbind_setup()`: without SO_REUSEADDR/SO_REUSEPORT the port is
+///   looked up with INPLOOKUP_WILDCARD, so any socket on it (connected or
+///   TIME_WAIT included) refuses the bind; with SO_REUSEADDR only an exact
+///   lookup is made, and `in_pcblookup_local(.., wild = 0)` matches only
+///   unconnected sockets (`inp_faddr == INADDR_ANY`): a port held by
+///   connected or TIME_WAIT sockets binds, a listener or bound socket on the
+///   very same address needs SO_REUSEPORT on both (`reuseport &
+///   inp_so_options(t)`).
+/// - `in_pcbconnect()` → `in_pcblookup_hash()` (XNU `tcp_connect()`): a
+///   4-tuple still present, TIME_WAIT included, makes connect() fail with
+///   EADDRINUSE — no timestamp-based early reuse.
 pub fn predict_bsd(cell: &CellFacts) -> DocumentedPrediction {
     let x = cell.experiment;
     let (client, server) = other_holders(x, cell.view);
@@ -282,6 +322,7 @@ mod tests {
                 uid: 0,
                 inode: 0,
                 v6only: None,
+                pid: None,
             }),
             server: None,
         }
@@ -338,6 +379,38 @@ mod tests {
                 b.explanation
             );
         }
+    }
+
+    /// Demo case 5 (no SO_REUSEADDR, the client's own TIME_WAIT on the
+    /// fixed port): Windows bind() does not look at TIME_WAIT, so bind()
+    /// passes and connect() meets the 4-tuple (WSAEADDRINUSE, 10048), the
+    /// curl --local-port trap; BSD refuses at bind() (no SO_REUSEADDR:
+    /// the wildcard lookup of in_pcbbind_setup() sees the TIME_WAIT).
+    #[test]
+    fn windows_binds_over_time_wait_and_fails_at_connect() {
+        let (w, b) = both(&reconnect(ClientPort::Fixed(40000)), &kernel(32768, 60999));
+        let Outcome::Failed { step, error } = &w.outcome else {
+            panic!("windows: {w:?}")
+        };
+        assert_eq!((*step, error.code), (Step::Connect, 10048));
+        assert!(
+            w.explanation.contains("bind() succeeds"),
+            "{}",
+            w.explanation
+        );
+        assert!(w.explanation.contains("--local-port"), "{}", w.explanation);
+        assert_eq!(b.outcome.short(), "bind: EADDRINUSE");
+        // With SO_REUSEADDR on the new socket the connect() fails the same.
+        let mut x = reconnect(ClientPort::Fixed(40000));
+        x.new_opts.reuseaddr = true;
+        let (w, _) = both(&x, &kernel(32768, 60999));
+        assert_eq!(w.outcome.short(), "connect: WSAEADDRINUSE");
+        // A rebind alone: bind() passes on Windows, not on BSD.
+        let mut x = reconnect(ClientPort::Fixed(40000));
+        x.next = NextStep::Rebind;
+        let (w, b) = both(&x, &kernel(32768, 60999));
+        assert_eq!(w.outcome, Outcome::Ok, "{}", w.explanation);
+        assert_eq!(b.outcome.short(), "bind: EADDRINUSE");
     }
 
     /// A wide range: another ephemeral port, on every system.

@@ -33,6 +33,24 @@ impl KernelFacts {
         Ok(Self::from_sysctls(&NetSysctls::read()?))
     }
 
+    /// Off Linux, for the Linux rule model's column (not run there): a
+    /// default Linux — tcp_timestamps 1, tcp_tw_reuse 2 (loopback only),
+    /// tcp_tw_reuse_delay 1000 ms, ip_local_port_range 32768-60999,
+    /// tcp_max_tw_buckets 262144 — labelled as such in `release`.
+    pub fn linux_defaults() -> Self {
+        KernelFacts {
+            release: "(not run here: a default Linux assumed)".into(),
+            timestamps: true,
+            tw_reuse: TwReuse::LoopbackOnly,
+            tw_reuse_delay_ms: Some(1000),
+            port_range: PortRange {
+                low: 32768,
+                high: 60999,
+            },
+            max_tw_buckets: 262_144,
+        }
+    }
+
     /// The facts for a namespace whose sysctls are `s`, on the running
     /// kernel.
     pub fn from_sysctls(s: &NetSysctls) -> Self {

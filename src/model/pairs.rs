@@ -162,14 +162,25 @@ impl PairSocket {
         }
     }
 
-    /// `"[::] dual-stack REUSEADDR"`, `"127.0.0.1 none"`.
+    /// `"[::] dual-stack REUSEADDR"`, `"127.0.0.1 none"`. A `[::]` left to
+    /// the system default is labelled as such, with what the default means
+    /// here and on the documented systems (`"[::] default=dual-stack
+    /// (v6-only on Windows/FreeBSD) none"`): Windows and FreeBSD make IPv6
+    /// sockets V6ONLY, so it is not the same row as an explicit `off`.
     pub fn label(&self, bindv6only: bool) -> String {
         let mut o = self.opts();
         o.v6only = V6Only::System;
         let mut s = self.addr.to_string();
         if self.addr == PairAddr::V6Any {
             s.push(' ');
-            s.push_str(v6only_word(self.v6only_after_bind(bindv6only)));
+            let word = v6only_word(self.v6only_after_bind(bindv6only));
+            if self.v6only == V6Only::System {
+                s.push_str("default=");
+                s.push_str(word);
+                s.push_str(" (v6-only on Windows/FreeBSD)");
+            } else {
+                s.push_str(word);
+            }
         }
         s.push(' ');
         s.push_str(&o.label());

@@ -170,3 +170,19 @@ fn documented_columns_follow_their_sources() {
     let c = case(sock(V4Loopback, System), Listening, b);
     assert_eq!(predict_pair_bsd(&c).second_bind, "EADDRINUSE");
 }
+
+// `--v6only system` and `off` are different rows on Windows and FreeBSD
+// (V6ONLY by default there): their labels differ too.
+#[test]
+fn system_v6only_is_labelled_by_what_it_means() {
+    let system = sock(PairAddr::V6Any, V6Only::System).label(false);
+    let off = sock(PairAddr::V6Any, V6Only::Off).label(false);
+    assert_ne!(system, off);
+    assert_eq!(off, ":: dual-stack none");
+    assert!(system.contains("default=dual-stack"), "{system}");
+    assert!(system.contains("v6-only on Windows/FreeBSD"), "{system}");
+    assert_eq!(
+        sock(PairAddr::V6Any, V6Only::On).label(false),
+        ":: v6-only none"
+    );
+}

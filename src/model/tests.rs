@@ -69,6 +69,7 @@ fn entry(local: &str, peer: &str, state: TcpState, tw_left: Option<u32>) -> Sock
         uid: 0,
         inode: 0,
         v6only: None,
+        pid: None,
     }
 }
 fn cli(state: TcpState, tw_left: Option<u32>) -> Option<SockEntry> {

@@ -322,6 +322,18 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
             Format::Text => write!(out, "{}", w.text()),
         };
         let _ = out.flush();
+    } else if p.format == Format::Text
+        && !cfg!(target_os = "linux")
+        && let Some(lines) = port_holders(addr)
+    {
+        // No diagnosis off Linux (its rules are Linux's): the sockets on
+        // the port as this system's table shows them, right after the
+        // failure.
+        let mut out = Output::stdout();
+        for l in lines {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = out.flush();
     }
     match &why {
         Some(w) if !w.blames_listener() => Error::Sys {
@@ -342,6 +354,31 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
         },
         None => explain_step_error(e, addr),
     }
+}
+
+/// The sockets on `addr`'s port, from the system's TCP table, as lines;
+/// `None` if the table cannot be read or nothing is there.
+fn port_holders(addr: SocketAddr) -> Option<Vec<String>> {
+    let q = diag::Query {
+        local_port: Some(addr.port()),
+        ..diag::Query::default()
+    };
+    let socks = diag::dump(&q).ok()?;
+    let mut lines = vec![format!(
+        "right after the failure, port {} holds (the {} TCP table):",
+        addr.port(),
+        crate::sys::OS_NAME
+    )];
+    for e in socks.iter().filter(|e| e.local.port() == addr.port()) {
+        let owner = e.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+        lines.push(format!(
+            "  {} → {} is {}{owner}",
+            e.local,
+            e.peer,
+            e.describe()
+        ));
+    }
+    (lines.len() > 1).then_some(lines)
 }
 
 /// The listener's label as the first line names it (family, V6ONLY,

@@ -433,6 +433,7 @@ mod tests {
             uid: 0,
             inode: 1,
             v6only: None,
+            pid: None,
         };
         assert!(f.matches(&e));
         std::mem::swap(&mut e.local, &mut e.peer);

@@ -1,7 +1,7 @@
 //! The socket table: aligned text like `ss -tan` (formatted without
 //! allocating per row) or one JSON document.
 
-use super::owners::Owner;
+use super::owners::{ID_HEADER, Owner, owner_key};
 use super::{Filter, Format, Processes, io_err, json_err};
 use crate::diag::{self, SockEntry, TimerKind};
 use crate::error::Result;
@@ -226,7 +226,7 @@ pub(super) fn write_header(
     pad(out, 17, w.peer + 1)?;
     out.write_all(b"Timer")?;
     pad(out, 5, w.timer + 1)?;
-    out.write_all(b"Uid   Inode")?;
+    out.write_all(ID_HEADER.as_bytes())?;
     if procs {
         out.write_all(b"      Process")?;
     }
@@ -272,7 +272,7 @@ pub(super) fn write_row(
         out.write_all(f.as_bytes())?;
         pad(out, f.len, 6)?;
         f.clear();
-        f.push_u64(u64::from(e.inode));
+        f.push_u64(u64::from(owner_key(e)));
         out.write_all(f.as_bytes())?;
     }
     if procs {
@@ -310,6 +310,9 @@ struct JsonSock<'a> {
     /// `None` for TIME_WAIT mini sockets, which have no owner.
     uid: Option<u32>,
     inode: Option<u32>,
+    /// The owning pid, where the system's table names it (Windows, macOS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processes: Option<&'a [Owner]>,
 }
@@ -341,8 +344,14 @@ impl<'a> JsonSock<'a> {
             send_q: e.send_q,
             uid: (!tw).then_some(e.uid),
             inode: (!tw).then_some(e.inode),
+            pid: e.pid,
             processes: if procs && !tw {
-                Some(owners.get(&e.inode).map(|v| v.as_slice()).unwrap_or(&[]))
+                Some(
+                    owners
+                        .get(&owner_key(e))
+                        .map(|v| v.as_slice())
+                        .unwrap_or(&[]),
+                )
             } else {
                 None
             },
@@ -488,14 +497,16 @@ fn write_text_list(
             return Ok(());
         }
         if let Some(w) = &widths {
-            return write_row(out, &mut f, &e, w, owners.get(&e.inode), procs).map_err(io_err);
+            return write_row(out, &mut f, &e, w, owners.get(&owner_key(&e)), procs)
+                .map_err(io_err);
         }
         head.push(e);
         if head.len() == FIRST_LOOK {
             let w = Widths::widest(&filter.query);
             write_header(out, &w, "", procs).map_err(io_err)?;
             for e in head.drain(..) {
-                write_row(out, &mut f, &e, &w, owners.get(&e.inode), procs).map_err(io_err)?;
+                write_row(out, &mut f, &e, &w, owners.get(&owner_key(&e)), procs)
+                    .map_err(io_err)?;
             }
             widths = Some(w);
         }
@@ -505,7 +516,7 @@ fn write_text_list(
         let w = Widths::of(&head);
         write_header(out, &w, "", procs).map_err(io_err)?;
         for e in &head {
-            write_row(out, &mut f, e, &w, owners.get(&e.inode), procs).map_err(io_err)?;
+            write_row(out, &mut f, e, &w, owners.get(&owner_key(e)), procs).map_err(io_err)?;
         }
     }
     Ok(())
@@ -547,6 +558,7 @@ mod tests {
                 uid: 1000,
                 inode,
                 v6only: None,
+                pid: None,
             }
         };
         let tw = Timer {

@@ -92,10 +92,18 @@ pub struct Plan {
 
 /// Run `twlab ss`. Returns the exit code.
 pub fn run(plan: &Plan) -> Result<u8> {
-    if !cfg!(target_os = "linux") {
+    // Windows, macOS and FreeBSD answer from their own tables (see
+    // `diag`): states and owners, no timers.
+    if !cfg!(any(
+        target_os = "linux",
+        windows,
+        target_os = "macos",
+        target_os = "freebsd"
+    )) {
         return Err(Error::Unsupported {
             os: crate::sys::OS_NAME,
-            what: "`twlab ss` reads the socket table through Linux sock_diag netlink".into(),
+            what: "`twlab ss` reads Linux sock_diag, or the TCP table of Windows, macOS or FreeBSD"
+                .into(),
         });
     }
     let filter = &plan.filter;

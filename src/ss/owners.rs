@@ -1,8 +1,26 @@
-//! Which processes hold a socket (`twlab ss -p`), found the way `ss -p`
-//! finds them: the `socket:[INODE]` links in /proc/PID/fd.
+//! Which processes hold a socket (`twlab ss -p`). On Linux, found the way
+//! `ss -p` finds them: the `socket:[INODE]` links in /proc/PID/fd. Where the
+//! system's own table names the owning process (Windows, macOS), that pid
+//! is the key, and only its name is looked up (Windows: a Toolhelp process
+//! snapshot; macOS: none, shown as `?`).
 
+use crate::diag::SockEntry;
 use serde::Serialize;
 use std::collections::HashMap;
+
+/// The column that names a socket for [`socket_owners`]: its inode on
+/// Linux, the owning pid where the table gives one.
+pub const ID_HEADER: &str = if cfg!(target_os = "linux") {
+    "Uid   Inode"
+} else {
+    "Uid   Pid  "
+};
+
+/// What [`socket_owners`] is asked about for `e`: the owning pid where the
+/// table names it, else the socket inode (0: none, as for TIME_WAIT).
+pub fn owner_key(e: &SockEntry) -> u32 {
+    e.pid.unwrap_or(e.inode)
+}
 
 /// A process holding a socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,6 +36,9 @@ pub struct Owner {
 /// `socket:[INODE]` links in /proc/PID/fd (what `ss -p` does). Only inodes
 /// in `wanted` are kept; processes we may not read are skipped.
 pub fn socket_owners(wanted: &[u32]) -> HashMap<u32, Vec<Owner>> {
+    if !cfg!(target_os = "linux") {
+        return owners_by_pid(wanted);
+    }
     if wanted.is_empty() {
         return HashMap::new();
     }
@@ -29,7 +50,22 @@ pub fn socket_owners(wanted: &[u32]) -> HashMap<u32, Vec<Owner>> {
 /// The owners of every socket in /proc, for a list that prints rows as the
 /// dump delivers them (no first pass to learn which inodes it shows).
 pub fn all_socket_owners() -> HashMap<u32, Vec<Owner>> {
+    if !cfg!(target_os = "linux") {
+        return all_owners_by_pid();
+    }
     scan(|_| true)
+}
+
+/// Where the keys are pids: every process this system names.
+fn all_owners_by_pid() -> HashMap<u32, Vec<Owner>> {
+    #[cfg(windows)]
+    let names = crate::sys::process_names();
+    #[cfg(not(windows))]
+    let names: HashMap<u32, String> = HashMap::new();
+    names
+        .into_iter()
+        .map(|(pid, name)| (pid, vec![Owner { pid, name }]))
+        .collect()
 }
 
 fn scan(keep: impl Fn(u32) -> bool) -> HashMap<u32, Vec<Owner>> {
@@ -81,4 +117,19 @@ fn scan(keep: impl Fn(u32) -> bool) -> HashMap<u32, Vec<Owner>> {
         }
     }
     map
+}
+
+/// Where the keys are pids (Windows, macOS): each pid with its name.
+fn owners_by_pid(pids: &[u32]) -> HashMap<u32, Vec<Owner>> {
+    #[cfg(windows)]
+    let names = crate::sys::process_names();
+    #[cfg(not(windows))]
+    let names: HashMap<u32, String> = HashMap::new();
+    pids.iter()
+        .filter(|p| **p != 0)
+        .map(|&pid| {
+            let name = names.get(&pid).cloned().unwrap_or_else(|| "?".into());
+            (pid, vec![Owner { pid, name }])
+        })
+        .collect()
 }

@@ -286,6 +286,9 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
     // says the range and the limit are unknown.
     let sys = NetSysctls::read().ok();
     let range = sys.as_ref().map(|s| s.port_range).filter(|r| !r.is_empty());
+    // Off Linux: the system's own range, and a note saying where it came from.
+    let elsewhere = diag::port_range_elsewhere().filter(|_| sys.is_none());
+    let range = range.or(elsewhere.as_ref().map(|(r, _)| *r));
     let reserved = match (&sys, range) {
         (Some(s), Some(r)) => s.reserved_ports.count_in(r),
         _ => 0,
@@ -382,7 +385,11 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
         tcp_tw_reuse: sys.as_ref().map(|s| s.tw_reuse.value().to_string()),
         tcp_timestamps: sysctl::read(sysctl::TIMESTAMPS),
         warnings,
-        notes: advice.notes,
+        notes: advice
+            .notes
+            .into_iter()
+            .chain(elsewhere.map(|(_, n)| n))
+            .collect(),
     })
 }
 
@@ -474,7 +481,7 @@ fn write_counts(out: &mut impl Write, s: &Summary) -> io::Result<()> {
 fn write_port_use(out: &mut impl Write, s: &Summary) -> io::Result<()> {
     match s.ip_local_port_range {
         Some((lo, hi)) => {
-            write!(out, "Ephemeral ports (ip_local_port_range {lo}-{hi}")?;
+            write!(out, "Ephemeral ports ({} {lo}-{hi}", diag::PORT_RANGE_NAME)?;
             if s.reserved_in_range > 0 {
                 write!(out, ", {} reserved", s.reserved_in_range)?;
             }

@@ -169,6 +169,7 @@ fn gone_entry(k: &Key, st: TcpState) -> SockEntry {
         uid: 0,
         inode: 0,
         v6only: None,
+        pid: None,
     }
 }
 

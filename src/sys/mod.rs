@@ -9,6 +9,15 @@ pub mod wsa;
 
 pub mod fsuid;
 
+// The TCP tables of the systems without sock_diag: parsed on every system
+// in tests, read on Windows, macOS and FreeBSD.
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+mod bsd_table;
+#[cfg(any(test, windows, target_os = "macos", target_os = "freebsd"))]
+pub(crate) mod tcp_table;
+#[cfg(any(target_os = "macos", target_os = "freebsd"))]
+pub(crate) use bsd_table::{port_range, tcp_table};
+
 #[cfg(unix)]
 mod unix;
 

@@ -189,6 +189,7 @@ impl RangeIndex {
             uid: 0,
             inode: 0,
             v6only: None,
+            pid: None,
         }
     }
 
@@ -594,6 +595,7 @@ mod tests {
             uid: 0,
             inode: 1,
             v6only: None,
+            pid: None,
         }
     }
 
@@ -749,6 +751,7 @@ mod rate_tests {
             uid: 0,
             inode: 0,
             v6only: None,
+            pid: None,
         }
     }
 

@@ -30,6 +30,7 @@ fn entry(state: TcpState, local: &str, peer: &str, tw_left_ms: Option<u32>) -> S
         uid: 0,
         inode: if tw_left_ms.is_some() { 0 } else { 1 },
         v6only: None,
+        pid: None,
     }
 }
 
