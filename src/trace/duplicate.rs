@@ -233,11 +233,8 @@ fn scenario(topo: &Topology, client: SocketAddr, server: SocketAddr) -> Result<R
 
 /// Run `delayed-duplicate` in three fresh namespaces under capture.
 pub(crate) fn run(plan: &TracePlan) -> Result<Trace> {
-    veth::probe().map_err(|e| {
-        Error::Invalid(format!(
-            "the delayed-duplicate case needs veth pairs (iproute2's `ip`, CONFIG_VETH): {e}"
-        ))
-    })?;
+    veth::probe()
+        .map_err(|e| Error::Invalid(format!("the delayed-duplicate case needs veth pairs: {e}")))?;
     let (client, server) = veth::addrs(super::CLIENT_PORT, super::SERVER_PORT);
     let mut sysctls = Vec::new();
     if let Some(ts) = plan.timestamps {
