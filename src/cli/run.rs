@@ -37,11 +37,13 @@ pub fn run(a: RunArgs) -> Result<u8> {
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut out = std::io::stdout().lock();
     let mut bad = 0;
+    let mut steps = 0;
     for s in &scenarios {
         let (report, n) = match s {
             Scenario::Script(script) => {
                 let r = play(script)?;
                 let n = r.disagreements();
+                steps += r.steps.len();
                 if !a.json {
                     print_script(&mut out, script, &r)?;
                 }
@@ -50,6 +52,7 @@ pub fn run(a: RunArgs) -> Result<u8> {
             Scenario::Experiment(f) => {
                 let r = replay(f)?;
                 let n = r.disagreements();
+                steps += 1;
                 if !a.json {
                     print_experiment(&mut out, f, &r)?;
                 }
@@ -62,6 +65,7 @@ pub fn run(a: RunArgs) -> Result<u8> {
             writeln!(out, "{v}")?;
         }
     }
+    writeln!(out, "{steps} step(s) played")?;
     writeln!(
         out,
         "{} scenario(s), {bad} step(s) where observation, model and expectation disagree",
