@@ -256,10 +256,7 @@ fn take_over_only_port(cell: &CellFacts, h: &Holder, old_port: u16) -> Predictio
                 ),
             );
             p.borderline = borderline;
-            p.version_note = match (fin_wait2_note, no_delay_sysctl) {
-                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-                (a, b) => a.or(b),
-            };
+            p.version_note = join_notes(fin_wait2_note, no_delay_sysctl);
             p
         }
         TwVerdict::Refuse {
@@ -302,10 +299,21 @@ fn take_over_only_port(cell: &CellFacts, h: &Holder, old_port: u16) -> Predictio
                     "its TIME_WAIT is only {age_ms} ms old, younger than tcp_tw_reuse_delay ({delay_ms} ms) that tcp_twsk_unique() requires"
                 ),
                 "retry after tcp_tw_reuse_delay, lower net.ipv4.tcp_tw_reuse_delay, or widen ip_local_port_range",
-                borderline,
-                no_delay_sysctl,
+                // sock_diag gives a FIN_WAIT2 mini-socket's fin_timeout
+                // timer, not its age: on a kernel that may take it over
+                // the age test is a guess.
+                borderline || (fin_wait2_note.is_some() && h.tw_age_ms.is_none()),
+                join_notes(fin_wait2_note, no_delay_sysctl),
             ),
         },
+    }
+}
+
+/// Two optional version notes as one.
+fn join_notes(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
     }
 }
 
