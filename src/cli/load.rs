@@ -143,7 +143,18 @@ mod imp {
                 "kernel" => PortChoice::Kernel,
                 "bind" => PortChoice::Bind,
                 "bind-no-port" => PortChoice::BindNoPort,
-                r if r.starts_with("range:") => PortChoice::SocketRange(range(&r[6..])?),
+                r if r.starts_with("range:") => {
+                    use twlab::model::kernel::{KernelVersion, version::LOCAL_PORT_RANGE_OPTION};
+                    if let Some(v) =
+                        KernelVersion::running().filter(|v| !v.has(LOCAL_PORT_RANGE_OPTION))
+                    {
+                        bail!(
+                            "--port {r}: Linux {v} has no IP_LOCAL_PORT_RANGE (it came in {}); use --port-range for the namespace's ip_local_port_range",
+                            LOCAL_PORT_RANGE_OPTION.since
+                        );
+                    }
+                    PortChoice::SocketRange(range(&r[6..])?)
+                }
                 o => bail!("--port '{o}': expected kernel, bind, bind-no-port or range:LOW-HIGH"),
             };
             let mode = match self.held {

@@ -37,19 +37,37 @@ pub fn run(a: RunArgs) -> Result<u8> {
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut out = std::io::stdout().lock();
     let mut bad = 0;
+    let mut steps = 0;
+    // Disagreements on a kernel older than the file's min_kernel.
+    let mut older = 0;
+    let running = twlab::model::kernel::KernelVersion::running();
     for s in &scenarios {
         let (report, n) = match s {
             Scenario::Script(script) => {
                 let r = play(script)?;
-                let n = r.disagreements();
+                let mut n = r.disagreements();
+                steps += r.steps.len();
                 if !a.json {
                     print_script(&mut out, script, &r)?;
+                }
+                if let (Some(min), Some(v)) = (script.min_kernel, running) {
+                    if v < min && n > 0 {
+                        if !a.json {
+                            writeln!(
+                                out,
+                                "   note: Linux {v} is older than this scenario's min_kernel {min}: its {n} disagreement(s) are this kernel's difference, counted apart\n"
+                            )?;
+                        }
+                        older += n;
+                        n = 0;
+                    }
                 }
                 (serde_json::to_value(&r)?, n)
             }
             Scenario::Experiment(f) => {
                 let r = replay(f)?;
                 let n = r.disagreements();
+                steps += 1;
                 if !a.json {
                     print_experiment(&mut out, f, &r)?;
                 }
@@ -61,6 +79,13 @@ pub fn run(a: RunArgs) -> Result<u8> {
             let v = serde_json::json!({ "file": s.file(), "report": report });
             writeln!(out, "{v}")?;
         }
+    }
+    writeln!(out, "{steps} step(s) played")?;
+    if older > 0 {
+        writeln!(
+            out,
+            "{older} step(s) differ on this kernel, older than their scenario's min_kernel (not counted below)"
+        )?;
     }
     writeln!(
         out,

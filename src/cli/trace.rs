@@ -8,8 +8,8 @@
 /// (SO_LINGER 0 with unread bytes), or `delayed-duplicate` (alias
 /// `old-duplicate`): what TIME_WAIT protects against. Client and server in
 /// two namespaces joined through a third holding a delay box (a user-space
-/// bridge: this kernel may lack netem) that holds the client's first data
-/// segment; the client closes with SO_LINGER 0 and reconnects on the same
+/// bridge; the kernel's netem qdisc holds the client's first data segment
+/// where it has one, the box itself where not); the client closes with SO_LINGER 0 and reconnects on the same
 /// 4-tuple, then the box lets the old segment go. With --timestamps 1 PAWS
 /// drops it (the server namespace's PAWSEstab counter); with 0 the ladder
 /// shows what the new connection did with it.

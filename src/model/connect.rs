@@ -15,6 +15,7 @@ use super::kernel::{
         PeerEnd, PortOrigin, ReuseSysctls, TimeWaitFacts, TwRefusal, TwVerdict, syn_at_peer,
         twsk_unique,
     },
+    version::{FIN_WAIT2_NOT_REUSED, TW_REUSE_DELAY_SYSCTL},
 };
 use super::linux::{BindVerdict, failed, predict_bind};
 use super::rules::{Prediction, RuleId};
@@ -128,9 +129,16 @@ fn take_over_bound(h: &Holder, sys: &ReuseSysctls) -> Prediction {
     if h.state == TcpState::FinWait2 {
         p.explanation.push_str("; the peer, still in CLOSE_WAIT, answers the SYN with a challenge ACK (RFC 5961 §4), the client answers that ACK with an RST that kills it, and tcp_rcv_synsent_state_process() re-arms the SYN timer at TCP_TIMEOUT_MIN so the retransmitted SYN connects within milliseconds");
         p.rule = RuleId::ChallengeAckThenRetry;
-        p.version_note = Some(
-            "6.11+ sets reuse = 0 for a FIN_WAIT2 substate, which only matters for kernel-chosen ports".into(),
-        );
+        let has = sys.has(FIN_WAIT2_NOT_REUSED);
+        p.version_note = Some(format!(
+            "{}: tcp_twsk_unique() {}, which only matters for kernel-chosen ports",
+            FIN_WAIT2_NOT_REUSED.variant(has),
+            if has {
+                "sets reuse = 0 for a FIN_WAIT2 substate"
+            } else {
+                "does not look at the FIN_WAIT2 substate (reuse = 0 for it came in 6.11)"
+            }
+        ));
     }
     p
 }
@@ -214,7 +222,17 @@ fn take_over_only_port(cell: &CellFacts, h: &Holder, old_port: u16) -> Predictio
     };
     let delay_ms = kernel::connect::tw_reuse_delay_ms(&sys);
     let no_delay_sysctl = k.tw_reuse_delay_ms.is_none().then(|| {
-        "this kernel has no tcp_tw_reuse_delay (added in 6.14): the delay is 1 s on a seconds clock, so reuse comes 1–2 s after TIME_WAIT began".to_string()
+        format!(
+            "{}: no tcp_tw_reuse_delay; tcp_twsk_unique() tests time_after32(ktime_get_seconds(), tw_ts_recent_stamp), so reuse comes when the seconds clock ticks past the second of the last timestamped segment, 0 to 1 s after it",
+            TW_REUSE_DELAY_SYSCTL.variant(false)
+        )
+    });
+    // Before 6.11 a FIN_WAIT2 substate is taken over like a TIME_WAIT.
+    let fin_wait2_note = (tw.fin_wait2 && !sys.has(FIN_WAIT2_NOT_REUSED)).then(|| {
+        format!(
+            "{}: tcp_twsk_unique() does not look at the FIN_WAIT2 substate, so it is taken over like a TIME_WAIT (6.11 sets reuse = 0 for it)",
+            FIN_WAIT2_NOT_REUSED.variant(false)
+        )
     });
     let age_ms = tw.age_ms;
     let refusal = |why: String, fix: &'static str, borderline, version_note| {
@@ -238,7 +256,7 @@ fn take_over_only_port(cell: &CellFacts, h: &Holder, old_port: u16) -> Predictio
                 ),
             );
             p.borderline = borderline;
-            p.version_note = no_delay_sysctl;
+            p.version_note = join_notes(fin_wait2_note, no_delay_sysctl);
             p
         }
         TwVerdict::Refuse {
@@ -246,12 +264,16 @@ fn take_over_only_port(cell: &CellFacts, h: &Holder, old_port: u16) -> Predictio
         } => match why {
             TwRefusal::FinWait2 => refusal(
                 format!(
-                    "{} is not reused for kernel-chosen ports (tcp_twsk_unique() sets reuse = 0 for the FIN_WAIT2 substate)",
+                    "{}: {} is not reused for kernel-chosen ports (tcp_twsk_unique() sets reuse = 0 for the FIN_WAIT2 substate)",
+                    FIN_WAIT2_NOT_REUSED.variant(true),
                     describe_holder(Side::Client, h)
                 ),
                 "wait until the peer closes (TIME_WAIT), or bind the port explicitly",
                 false,
-                Some("before 6.11 tcp_twsk_unique() did not look at the FIN_WAIT2 substate".into()),
+                Some(format!(
+                    "{}: tcp_twsk_unique() did not look at the FIN_WAIT2 substate and took it over like a TIME_WAIT",
+                    FIN_WAIT2_NOT_REUSED.variant(false)
+                )),
             ),
             TwRefusal::NoTimestamps => refusal(
                 "its TIME_WAIT saw no timestamps, so tcp_twsk_unique() refuses it".into(),
@@ -277,10 +299,21 @@ fn take_over_only_port(cell: &CellFacts, h: &Holder, old_port: u16) -> Predictio
                     "its TIME_WAIT is only {age_ms} ms old, younger than tcp_tw_reuse_delay ({delay_ms} ms) that tcp_twsk_unique() requires"
                 ),
                 "retry after tcp_tw_reuse_delay, lower net.ipv4.tcp_tw_reuse_delay, or widen ip_local_port_range",
-                borderline,
-                no_delay_sysctl,
+                // sock_diag gives a FIN_WAIT2 mini-socket's fin_timeout
+                // timer, not its age: on a kernel that may take it over
+                // the age test is a guess.
+                borderline || (fin_wait2_note.is_some() && h.tw_age_ms.is_none()),
+                join_notes(fin_wait2_note, no_delay_sysctl),
             ),
         },
+    }
+}
+
+/// Two optional version notes as one.
+fn join_notes(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
     }
 }
 

@@ -252,6 +252,8 @@ struct Raw {
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
+    min_kernel: Option<Spanned<String>>,
+    #[serde(default)]
     sysctls: BTreeMap<String, toml::Value>,
     #[serde(default)]
     socket: Vec<Spanned<SocketSpec>>,
@@ -375,6 +377,10 @@ pub struct Script {
     pub file: PathBuf,
     /// What it shows.
     pub description: Option<String>,
+    /// `min_kernel = "6.9"`: the oldest kernel its expectations are for
+    /// (a kernel selftest's release). On an older kernel `twlab run`
+    /// reports its disagreements as that kernel's difference, apart.
+    pub min_kernel: Option<crate::model::kernel::KernelVersion>,
     /// Sysctls of its namespace, name → value.
     pub sysctls: Vec<(String, String)>,
     /// The sockets, with their parsed addresses.
@@ -477,7 +483,27 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
         err(line, e.message().replace('\n', " ").trim().to_string())
     })?;
+    let min_kernel = match &raw.min_kernel {
+        Some(m) => Some(
+            crate::model::kernel::KernelVersion::parse(m.get_ref()).ok_or_else(|| {
+                err(
+                    line_of(text, m.span().start),
+                    format!(
+                        "min_kernel = {:?}: not a kernel version (like \"6.9\")",
+                        m.get_ref()
+                    ),
+                )
+            })?,
+        ),
+        None => None,
+    };
     if raw.experiment.is_some() {
+        if let Some(m) = &raw.min_kernel {
+            return Err(err(
+                line_of(text, m.span().start),
+                "min_kernel is for scripts ([[socket]], [[step]]), not experiment files".into(),
+            ));
+        }
         return parse_experiment(file, text, raw).map(Scenario::Experiment);
     }
     let sysctls = sysctl_pairs(&raw.sysctls);
@@ -549,6 +575,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
     Ok(Scenario::Script(Script {
         file: file.to_path_buf(),
         description: raw.description,
+        min_kernel,
         sysctls,
         sockets,
         steps,

@@ -48,6 +48,8 @@ pub(crate) mod ns;
 #[cfg(target_os = "linux")]
 pub(crate) mod packet;
 #[cfg(target_os = "linux")]
+pub(crate) mod rtnl;
+#[cfg(target_os = "linux")]
 pub(crate) mod tick;
 #[cfg(target_os = "linux")]
 pub(crate) mod tracefs;

@@ -98,6 +98,8 @@ struct Run {
     paws_delta: Option<u64>,
     app_recv: String,
     timestamps: bool,
+    /// Who held the segment (netem, or the box and why).
+    holder_note: String,
 }
 
 /// The scenario; the calling thread moves between the namespaces. Longer
@@ -186,8 +188,23 @@ fn scenario(topo: &Topology, client: SocketAddr, server: SocketAddr) -> Result<R
     let held = dbox
         .release()
         .ok_or_else(|| Error::Invalid("the delay box held no segment".into()))?;
+    if held.due_in.is_zero() && dbox.no_netem.is_none() {
+        return Err(Error::Invalid(format!(
+            "netem let the held segment go before the new connection was up (held {} ms): this machine was too slow for the trace",
+            super::delaybox::NETEM_HOLD.as_millis()
+        )));
+    }
+    let holder_note = match &dbox.no_netem {
+        None => format!(
+            "the kernel's netem qdisc on the box's end toward the server ({}) held the client's first data segment {} ms",
+            veth::BOX_SERVER_IF,
+            super::delaybox::NETEM_HOLD.as_millis()
+        ),
+        Some(why) => why.clone(),
+    };
     // Synchronise on the wire: the old segment, then the server's answer.
-    let replied = cap.wait_for(Duration::from_secs(3), |segs| {
+    // netem may hold it a while longer; the box has sent it now.
+    let replied = cap.wait_for(held.due_in + Duration::from_secs(3), |segs| {
         let arrived = segs.iter().filter(|c| is_old(c)).count() > seen_before;
         let last = segs.iter().rposition(is_old);
         arrived && last.is_some_and(|i| segs[i + 1..].iter().any(|c| c.wire.src == server))
@@ -228,16 +245,14 @@ fn scenario(topo: &Topology, client: SocketAddr, server: SocketAddr) -> Result<R
             .map(|(b, a)| a.saturating_sub(b)),
         app_recv,
         timestamps,
+        holder_note,
     })
 }
 
 /// Run `delayed-duplicate` in three fresh namespaces under capture.
 pub(crate) fn run(plan: &TracePlan) -> Result<Trace> {
-    veth::probe().map_err(|e| {
-        Error::Invalid(format!(
-            "the delayed-duplicate case needs veth pairs (iproute2's `ip`, CONFIG_VETH): {e}"
-        ))
-    })?;
+    veth::probe()
+        .map_err(|e| Error::Invalid(format!("the delayed-duplicate case needs veth pairs: {e}")))?;
     let (client, server) = veth::addrs(super::CLIENT_PORT, super::SERVER_PORT);
     let mut sysctls = Vec::new();
     if let Some(ts) = plan.timestamps {
@@ -284,7 +299,8 @@ pub(crate) fn run(plan: &TracePlan) -> Result<Trace> {
         moments,
         steps: super::step_states(r.steps, r.start, client, server),
         notes: vec![
-            "path: client 192.0.2.1 ─veth─ delay box (a user-space bridge in its own namespace) ─veth─ server 192.0.2.2; the box held the client's first data segment and let it go after the new connection was established".into(),
+            "path: client 192.0.2.1 ─veth─ delay box (a user-space bridge in its own namespace) ─veth─ server 192.0.2.2; the client's first data segment was held back until after the new connection was established".into(),
+            format!("held by: {}", r.holder_note),
         ],
         report: None,
         kernel_events: Vec::new(),

@@ -6,15 +6,16 @@
 //! The namespaces are made with unshare(CLONE_NEWNET) on the calling
 //! thread and kept alive by open descriptors only (no names under
 //! /run/netns), so they vanish with the process on every exit path, Ctrl-C
-//! and panics included. iproute2's `ip` makes the veth pairs: `netns` takes
-//! a path, here `/proc/<pid>/fd/<n>` of the descriptor held.
+//! and panics included. The veth pairs, links and addresses are made over
+//! rtnetlink ([`crate::sys::rtnl`]), the peer end directly in its namespace
+//! through IFLA_NET_NS_FD, the descriptor held: no iproute2 at run time.
 
 use crate::error::{Error, Result};
 use crate::netns::Sysctl;
 use crate::sys::ns;
+use crate::sys::rtnl::{Rtnl, RtnlError};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::Command;
+use std::os::fd::{AsFd, OwnedFd};
 
 /// The client's address (TEST-NET-1, RFC 5737, only inside the namespaces).
 pub(crate) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -51,31 +52,14 @@ fn ns_err(what: &str) -> impl Fn(nix::errno::Errno) -> Error + '_ {
     move |e| Error::Netns(format!("{what}: {e}"))
 }
 
-/// Run `ip ARGS` in the calling thread's namespace (a child process starts
-/// in its creator thread's namespaces).
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| Error::Netns(format!("run `ip {}`: {e}", args.join(" "))))?;
-    if !out.status.success() {
-        return Err(Error::Netns(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
+fn rtnl_err(e: RtnlError) -> Error {
+    Error::Netns(e.to_string())
 }
 
 /// The frames the box relays must carry finished checksums.
 fn checksum_off(dev: &str) -> Result<()> {
     crate::sys::packet::tx_checksum_off(dev)
         .map_err(|e| Error::Netns(format!("TX checksum offload off on {dev}: {e}")))
-}
-
-fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())
 }
 
 /// Make a fresh namespace, enter it, bring `lo` up, apply `sysctls`.
@@ -108,42 +92,24 @@ impl Topology {
             server,
         };
         t.enter(Place::Box)?;
-        let (c, s) = (fd_path(&t.client), fd_path(&t.server));
-        ip(&[
-            "link",
-            "add",
-            BOX_CLIENT_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            CLIENT_IF,
-            "netns",
-            &c,
-        ])?;
-        ip(&[
-            "link",
-            "add",
-            BOX_SERVER_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            SERVER_IF,
-            "netns",
-            &s,
-        ])?;
+        let mut nl = Rtnl::open().map_err(rtnl_err)?;
+        nl.add_veth(BOX_CLIENT_IF, CLIENT_IF, Some(t.client.as_fd()))
+            .map_err(rtnl_err)?;
+        nl.add_veth(BOX_SERVER_IF, SERVER_IF, Some(t.server.as_fd()))
+            .map_err(rtnl_err)?;
         for dev in [BOX_CLIENT_IF, BOX_SERVER_IF] {
-            ip(&["link", "set", dev, "promisc", "on", "up"])?;
+            nl.set_up(dev, true).map_err(rtnl_err)?;
         }
-        t.enter(Place::Client)?;
-        ip(&["addr", "add", &format!("{CLIENT_IP}/24"), "dev", CLIENT_IF])?;
-        ip(&["link", "set", CLIENT_IF, "up"])?;
-        checksum_off(CLIENT_IF)?;
-        t.enter(Place::Server)?;
-        ip(&["addr", "add", &format!("{SERVER_IP}/24"), "dev", SERVER_IF])?;
-        ip(&["link", "set", SERVER_IF, "up"])?;
-        checksum_off(SERVER_IF)?;
+        for (place, dev, ip) in [
+            (Place::Client, CLIENT_IF, CLIENT_IP),
+            (Place::Server, SERVER_IF, SERVER_IP),
+        ] {
+            t.enter(place)?;
+            let mut nl = Rtnl::open().map_err(rtnl_err)?;
+            nl.add_addr(dev, ip, 24).map_err(rtnl_err)?;
+            nl.set_up(dev, false).map_err(rtnl_err)?;
+            checksum_off(dev)?;
+        }
         Ok(t)
     }
 
@@ -164,7 +130,12 @@ impl Topology {
 pub(crate) fn probe() -> std::result::Result<(), String> {
     std::thread::spawn(|| -> std::result::Result<(), String> {
         fresh(&[]).map_err(|e| e.to_string())?;
-        ip(&["link", "add", "p0", "type", "veth", "peer", "name", "p1"]).map_err(|e| e.to_string())
+        let mut nl = Rtnl::open().map_err(|e| e.to_string())?;
+        nl.add_veth("p0", "p1", None).map_err(|e| match e.errno {
+            // rtnl_newlink(): no "veth" link ops and request_module() found none.
+            Some(libc::EOPNOTSUPP) => "this kernel has no veth driver (CONFIG_VETH)".to_string(),
+            _ => e.to_string(),
+        })
     })
     .join()
     .unwrap_or_else(|_| Err("probe thread panicked".into()))

@@ -113,6 +113,9 @@ pub fn long(d: &Diagnosis) -> String {
             );
         }
     }
+    if let Some(n) = crate::model::kernel::version::bound_only_blind_spot() {
+        let _ = writeln!(o, "  {n}");
+    }
     if !d.variants.is_empty() {
         let _ = writeln!(o, "\nWith each option set on the new socket:");
         for v in &d.variants {

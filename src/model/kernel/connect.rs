@@ -10,6 +10,7 @@
 //! with `__inet6_check_established()`, and TCPv6 uses `tcp_twsk_unique()`.
 
 use super::Fact;
+use super::version::{FIN_WAIT2_NOT_REUSED, KernelVersion, VersionFact};
 use crate::model::{BORDER_MS, RuleId, TIMEWAIT_LEN_MS};
 use crate::sysctl::{NetSysctls, TwReuse};
 use serde::Serialize;
@@ -25,6 +26,16 @@ pub struct ReuseSysctls {
     pub tw_reuse: TwReuse,
     /// `net.ipv4.tcp_tw_reuse_delay` (ms), `None` before 6.14.
     pub tw_reuse_delay_ms: Option<u32>,
+    /// The kernel the rules are for; `None`: unknown, the newest rules.
+    pub kernel: Option<KernelVersion>,
+}
+
+impl ReuseSysctls {
+    /// Does the kernel these sysctls are from have `fact`'s newer
+    /// behaviour? (Unknown: yes.)
+    pub fn has(&self, fact: VersionFact) -> bool {
+        self.kernel.is_none_or(|v| v.has(fact))
+    }
 }
 
 impl From<&NetSysctls> for ReuseSysctls {
@@ -33,6 +44,8 @@ impl From<&NetSysctls> for ReuseSysctls {
             timestamps: s.timestamps,
             tw_reuse: s.tw_reuse,
             tw_reuse_delay_ms: s.tw_reuse_delay_ms,
+            // A live namespace is on the running kernel.
+            kernel: KernelVersion::running(),
         }
     }
 }
@@ -43,6 +56,7 @@ impl From<&crate::model::KernelFacts> for ReuseSysctls {
             timestamps: k.timestamps,
             tw_reuse: k.tw_reuse,
             tw_reuse_delay_ms: k.tw_reuse_delay_ms,
+            kernel: KernelVersion::parse(&k.release),
         }
     }
 }
@@ -110,7 +124,8 @@ impl TwVerdict {
 pub enum TwRefusal {
     /// It saw no TCP timestamps (`tw_ts_recent_stamp == 0`): never reused.
     NoTimestamps,
-    /// Kernel-chosen port and the FIN_WAIT2 substate: `reuse = 0` (6.11+).
+    /// Kernel-chosen port and the FIN_WAIT2 substate: `reuse = 0` (Linux
+    /// 6.11+, [`FIN_WAIT2_NOT_REUSED`]).
     FinWait2,
     /// Kernel-chosen port and tcp_tw_reuse=0.
     TwReuseOff,
@@ -155,14 +170,19 @@ pub fn tw_reuse_applies(mode: TwReuse, loopback: bool) -> bool {
 /// if (ts_recent_stamp && (!twp || (reuse &&
 ///     time_after32(tcp_clock_ms(), tw_entry_stamp + tcp_tw_reuse_delay))))
 ///         take it over (write_seq = tw_snd_nxt + 65535 + 2)
+/// /* before 6.14: time_after32(ktime_get_seconds(), tw_ts_recent_stamp) */
 /// ```
 ///
 /// For a kernel-chosen port the reasons are named in the order the model
-/// has always given them: the FIN_WAIT2 substate, timestamps, tcp_tw_reuse,
-/// the delay. Whether the old connection saw timestamps is taken from
-/// `tcp_timestamps` now (both ends are this namespace's, or assumed to
-/// have negotiated them). Without the delay sysctl (before 6.14) the test
-/// compares whole seconds, so only an age over 2 s is surely past it.
+/// has always given them: the FIN_WAIT2 substate (only on kernels that
+/// have [`FIN_WAIT2_NOT_REUSED`]; older ones go on as for a TIME_WAIT),
+/// timestamps, tcp_tw_reuse, the delay. Whether the old connection saw
+/// timestamps is taken from `tcp_timestamps` now (both ends are this
+/// namespace's, or assumed to have negotiated them). Without the delay
+/// sysctl (before 6.14) the test compares whole seconds with the second of
+/// the last timestamped segment: reuse comes when the seconds clock ticks,
+/// 0 to 1 s after it, so only an age over 1 s is sure and any age from
+/// [`BORDER_MS`] up is borderline.
 pub fn twsk_unique(tw: &TimeWaitFacts, origin: PortOrigin, sys: &ReuseSysctls) -> TwVerdict {
     let refuse = |why| TwVerdict::Refuse {
         why,
@@ -176,7 +196,7 @@ pub fn twsk_unique(tw: &TimeWaitFacts, origin: PortOrigin, sys: &ReuseSysctls) -
             refuse(TwRefusal::NoTimestamps)
         };
     }
-    if tw.fin_wait2 {
+    if tw.fin_wait2 && sys.has(FIN_WAIT2_NOT_REUSED) {
         return refuse(TwRefusal::FinWait2);
     }
     if !sys.timestamps {
@@ -188,13 +208,13 @@ pub fn twsk_unique(tw: &TimeWaitFacts, origin: PortOrigin, sys: &ReuseSysctls) -
             _ => TwRefusal::NotLoopback,
         });
     }
-    let delay = tw_reuse_delay_ms(sys);
-    let threshold = match sys.tw_reuse_delay_ms {
-        Some(_) => delay,
-        None => 2 * delay,
+    let threshold = tw_reuse_delay_ms(sys);
+    let from = match sys.tw_reuse_delay_ms {
+        Some(_) => threshold.saturating_sub(BORDER_MS),
+        // The seconds clock may tick any time after the segment.
+        None => BORDER_MS,
     };
-    let borderline =
-        tw.age_ms >= delay.saturating_sub(BORDER_MS) && tw.age_ms <= threshold + BORDER_MS;
+    let borderline = tw.age_ms >= from && tw.age_ms <= threshold + BORDER_MS;
     if tw.age_ms > threshold {
         TwVerdict::Reuse { borderline }
     } else {

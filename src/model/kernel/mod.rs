@@ -17,6 +17,9 @@
 //!   of `__inet_hash_connect()`'s scan (reserved ports, bind()-owned
 //!   buckets).
 //!
+//! - [`version`]: the kernel version a rule is for ([`KernelVersion`]) and
+//!   the facts that differ between the kernels people run.
+//!
 //! Every verdict carries a [`RuleId`](super::RuleId), the one identifier
 //! all commands print, and the facts it used ([`Fact`]), which the JSON of
 //! `why`, `client`, `server` and `ss --summary` carries.
@@ -26,8 +29,10 @@ pub mod bind;
 pub mod connect;
 #[cfg(test)]
 mod tests;
+pub mod version;
 
 use serde::Serialize;
+pub use version::KernelVersion;
 
 /// One fact a rule used, for the JSON of a diagnosis: `tw_reuse = 2`,
 /// `holder_state = TIME_WAIT`.

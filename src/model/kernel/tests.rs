@@ -12,6 +12,7 @@ use super::connect::{
     OnTuple, PeerEnd, PortOrigin, ReuseSysctls, ScanPort, TimeWaitFacts, TupleVerdict, TwRefusal,
     TwVerdict, check_established, ports_back_per_s, scan_port, syn_at_peer, twsk_unique,
 };
+use super::version::KernelVersion;
 use crate::model::RuleId;
 use crate::sysctl::{NetSysctls, PortRange, ReservedPorts, TwReuse};
 use std::net::IpAddr;
@@ -61,6 +62,14 @@ fn sys() -> NetSysctls {
     }
 }
 
+/// The reuse sysctls of `s` on a 6.18 kernel, whatever the host runs.
+fn reuse(s: &NetSysctls) -> ReuseSysctls {
+    ReuseSysctls {
+        kernel: Some(KernelVersion::new(6, 18)),
+        ..ReuseSysctls::from(s)
+    }
+}
+
 fn tw(age_ms: u32, loopback: bool) -> TimeWaitFacts {
     TimeWaitFacts {
         fin_wait2: false,
@@ -89,7 +98,7 @@ fn scan_rule(p: ScanPort) -> RuleId {
 #[test]
 fn every_rule_has_a_row() {
     let s = sys();
-    let r = ReuseSysctls::from(&s);
+    let r = reuse(&s);
     let lo_tw = || OnTuple::TimeWait(tw(5000, true));
     let rows: Vec<(RuleId, &str, RuleId)> = vec![
         (
@@ -363,7 +372,7 @@ fn autobind_scan() {
 // tw_reuse (2: loopback), no FIN_WAIT2 substate, and the delay.
 #[test]
 fn twsk_unique_branches() {
-    let r = ReuseSysctls::from(&sys());
+    let r = reuse(&sys());
     let chosen = |t: TimeWaitFacts, r: &ReuseSysctls| twsk_unique(&t, PortOrigin::Chosen, r);
     assert!(twsk_unique(&tw(0, false), PortOrigin::Bound, &r).reuses());
     assert!(chosen(tw(1001, true), &r).reuses());
@@ -395,13 +404,48 @@ fn twsk_unique_branches() {
         } => assert_eq!(reusable_in_ms, Some(601)),
         v => panic!("expected too young, got {v:?}"),
     }
-    // Before 6.14: one second on a seconds clock, surely past only after 2 s.
+    // Before 6.14: the seconds clock ticks past the last segment's second
+    // 0 to 1 s after it: surely reused after 1 s, borderline before.
     let old = ReuseSysctls {
         tw_reuse_delay_ms: None,
+        kernel: Some(KernelVersion::new(6, 1)),
         ..r
     };
-    assert!(!chosen(tw(1500, true), &old).reuses());
-    assert!(chosen(tw(2100, true), &old).reuses());
+    assert!(matches!(
+        chosen(tw(1100, true), &old),
+        TwVerdict::Reuse { borderline: false }
+    ));
+    assert!(matches!(
+        chosen(tw(400, true), &old),
+        TwVerdict::Refuse {
+            why: TwRefusal::TooYoung,
+            borderline: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        chosen(tw(5, true), &old),
+        TwVerdict::Refuse {
+            borderline: false,
+            ..
+        }
+    ));
+    // Before 6.11 a FIN_WAIT2 substate is taken over like a TIME_WAIT.
+    let fw2 = TimeWaitFacts {
+        fin_wait2: true,
+        ..tw(5000, true)
+    };
+    assert!(chosen(fw2, &old).reuses());
+    assert!(
+        !chosen(
+            fw2,
+            &ReuseSysctls {
+                kernel: Some(KernelVersion::new(6, 11)),
+                ..old
+            }
+        )
+        .reuses()
+    );
     // 6.14+: the millisecond test, borderline within BORDER_MS.
     assert!(matches!(
         chosen(tw(1000, true), &r),
@@ -421,7 +465,7 @@ fn twsk_unique_branches() {
 #[test]
 fn ports_come_back() {
     let s = sys();
-    let r = ReuseSysctls::from(&s);
+    let r = reuse(&s);
     assert_eq!(ports_back_per_s(100, true, &r), 100.0);
     assert!((ports_back_per_s(120, false, &r) - 2.0).abs() < 1e-9);
     let off = ReuseSysctls {
