@@ -5,7 +5,7 @@
 //! instance of twlab's own.
 //!
 //! How: tracefs is mounted in a private mount namespace and detached at
-//! once ([`crate::sys::tracefs`]), so the host's mounts and its global
+//! once (`sys::tracefs`), so the host's mounts and its global
 //! trace stay untouched; an instance under `instances/` gets the events
 //! enabled with filters on their port fields; each CPU's ring buffer is
 //! read in binary from `per_cpu/cpuN/trace_pipe_raw` and decoded through

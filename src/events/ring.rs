@@ -10,7 +10,7 @@
 //! `type_len:5, time_delta:27`, then `array[]`. type_len 1..=28: data of
 //! type_len × 4 bytes follows; 0: `array[0]` holds the length; 29 padding
 //! (time_delta 0: the rest of the page is empty); 30 a time extend (delta
-//! = time_delta + array[0] << 27); 31 an absolute time stamp
+//! = time_delta + `array[0] << 27`); 31 an absolute time stamp
 //! (`rb_event_length()`, `rb_update_event()`, `rb_fix_abs_ts()`).
 
 /// Where the page's fields are, from `events/header_page`.

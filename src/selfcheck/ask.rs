@@ -145,7 +145,8 @@ pub fn judge(expect: &Expect, obs: &Observed) -> Verdict {
         Expect::Depends {
             step, errno, then, ..
         } if same(step, errno)
-            || then.map_or(*obs == Observed::Ok, |f| same(&f.step, &f.errno)) =>
+            || then.is_none_or(|f| f.maybe) && *obs == Observed::Ok
+            || then.is_some_and(|f| same(&f.step, &f.errno)) =>
         {
             Verdict::AgreesDepends
         }

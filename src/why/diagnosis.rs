@@ -74,6 +74,21 @@ pub struct Failure {
     pub step: Step,
     /// With which error.
     pub errno: Errno,
+    /// It may fail or succeed: the kernel's choice decides (which port of
+    /// several bind(ip, 0) takes, from a random offset).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maybe: bool,
+}
+
+impl Failure {
+    /// A call that surely fails so.
+    pub fn sure(step: Step, errno: Errno) -> Self {
+        Failure {
+            step,
+            errno,
+            maybe: false,
+        }
+    }
 }
 
 impl Capacity {
@@ -124,9 +139,14 @@ impl Expect {
             } => match then {
                 None => format!("{step}() fails with {} unless {ok_if}", errno.name()),
                 Some(f) => format!(
-                    "{step}() fails with {} unless {ok_if}; then {}() fails with {}",
+                    "{step}() fails with {} unless {ok_if}; then {}() {}fails with {}",
                     errno.name(),
                     f.step,
+                    if f.maybe {
+                        "may fail or succeed: it "
+                    } else {
+                        ""
+                    },
                     f.errno.name()
                 ),
             },

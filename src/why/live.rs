@@ -264,6 +264,7 @@ pub fn agreement(expect: &Expect, error: Option<&str>) -> Agreement {
         (Expect::Ok, None) => Agreement::Agrees,
         (Expect::Fails { errno, .. }, Some(e)) if e == errno.name() => Agreement::Agrees,
         (Expect::Depends { then: None, .. }, None) => Agreement::Resolves,
+        (Expect::Depends { then: Some(f), .. }, None) if f.maybe => Agreement::Resolves,
         (Expect::Depends { errno, .. }, Some(e)) if e == errno.name() => Agreement::Resolves,
         (Expect::Depends { then: Some(f), .. }, Some(e)) if e == f.errno.name() => {
             Agreement::Resolves

@@ -370,7 +370,8 @@ fn a_bound_port_takes_a_time_wait_over_only_with_timestamps() {
                 errno: Errno::EADDRINUSE,
                 then: Some(Failure {
                     step: Step::Connect,
-                    errno: Errno::EADDRNOTAVAIL
+                    errno: Errno::EADDRNOTAVAIL,
+                    maybe: false
                 }),
                 ..
             }
