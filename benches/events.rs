@@ -12,191 +12,203 @@
 //! run). Needs root (namespace, tracefs), `cc` and the shared folder;
 //! says what is missing and skips otherwise.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use twlab::netns::{self, Sysctl};
-
 mod common;
-use common::{median, median_ci95};
-
-const TWLAB: &str = env!("CARGO_BIN_EXE_twlab");
-const ROUNDS: usize = 21;
-
-fn compile(src: &Path, out: &Path) -> Result<(), String> {
-    if !src.exists() {
-        return Err(format!("{} not found", src.display()));
-    }
-    let st = Command::new("cc")
-        .args(["-O2", "-o"])
-        .arg(out)
-        .arg(src)
-        .status()
-        .map_err(|e| format!("cc: {e}"))?;
-    if !st.success() {
-        return Err(format!("cc -O2 {} failed: {st}", src.display()));
-    }
-    Ok(())
-}
-
-fn pinned(mut cmd: Command, server: bool) -> Command {
-    if let Some((c, s)) = common::cpus() {
-        common::pin_command(&mut cmd, if server { s } else { c });
-    }
-    cmd
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
-    let start = Instant::now();
-    while twlab::diag::lookup(addr, any).ok().flatten().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "nothing listens on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// The events reader for `port`, once it has its instance up (its first
-/// line on stdout), or why not.
-fn start_events(port: u16) -> Result<Child, String> {
-    let mut child = Command::new(TWLAB)
-        .args(["events", "--port", &port.to_string(), "--lives"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut out = child.stdout.take().ok_or("no stdout")?;
-    // The header line says the events are enabled; then discard the rest.
-    let mut first = Vec::new();
-    let mut b = [0u8; 1];
-    use std::io::Read;
-    while out.read(&mut b).map_err(|e| e.to_string())? == 1 && b[0] != b'\n' {
-        first.push(b[0]);
-    }
-    if first.is_empty() {
-        let _ = child.kill();
-        let o = child.wait_with_output().map_err(|e| e.to_string())?;
-        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-    }
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    Ok(child)
-}
-
-/// One run of the C loop on `port`: conn/s.
-fn run(c_loop: &Path, port: u16, n: u32) -> Result<f64, String> {
-    let mut srv = pinned(Command::new(c_loop), true);
-    srv.args(["server", &port.to_string(), "0"]);
-    let mut srv = srv
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    wait_listening(SocketAddr::from(([127, 0, 0, 1], port)));
-    let mut cli = pinned(Command::new(c_loop), false);
-    cli.args(["client", &port.to_string(), "0", &n.to_string(), "1"]);
-    let t = Instant::now();
-    let o = cli.output().map_err(|e| e.to_string());
-    let dt = t.elapsed().as_secs_f64();
-    let _ = srv.kill();
-    let _ = srv.wait();
-    let o = o?;
-    if !o.status.success() {
-        return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
-    }
-    Ok(f64::from(n) / dt)
-}
 
 fn main() {
-    if !cfg!(target_os = "linux") {
-        println!("events bench skipped: it needs Linux (tracefs, namespaces)");
-        return;
+    #[cfg(target_os = "linux")]
+    imp::main();
+    #[cfg(not(target_os = "linux"))]
+    println!("skipped events bench: it needs Linux (network namespaces, sock_diag)");
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+    use twlab::netns::{self, Sysctl};
+
+    use super::common;
+    use common::{median, median_ci95};
+
+    const TWLAB: &str = env!("CARGO_BIN_EXE_twlab");
+    const ROUNDS: usize = 21;
+
+    fn compile(src: &Path, out: &Path) -> Result<(), String> {
+        if !src.exists() {
+            return Err(format!("{} not found", src.display()));
+        }
+        let st = Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(out)
+            .arg(src)
+            .status()
+            .map_err(|e| format!("cc: {e}"))?;
+        if !st.success() {
+            return Err(format!("cc -O2 {} failed: {st}", src.display()));
+        }
+        Ok(())
     }
-    let n: u32 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10_000);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = root
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join("shared/bench/loop.c"))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| root.join("../shared/bench/loop.c"));
-    let c_loop: PathBuf = root.join("target/loop-c-events");
-    if let Err(why) = compile(&src, &c_loop) {
-        println!("events bench skipped: {why} (needs cc and ../shared/bench/loop.c)");
-        return;
+
+    fn pinned(mut cmd: Command, server: bool) -> Command {
+        if let Some((c, s)) = common::cpus() {
+            common::pin_command(&mut cmd, if server { s } else { c });
+        }
+        cmd
     }
-    if let Err(why) = twlab::events::probe() {
-        println!("events bench skipped: kernel events unavailable ({why})");
-        return;
+
+    fn wait_listening(addr: SocketAddr) {
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let start = Instant::now();
+        while twlab::diag::lookup(addr, any).ok().flatten().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "nothing listens on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
-    if let Err(why) = netns::can_unshare() {
-        println!("events bench skipped: cannot make a network namespace ({why})");
-        return;
+
+    /// The events reader for `port`, once it has its instance up (its first
+    /// line on stdout), or why not.
+    fn start_events(port: u16) -> Result<Child, String> {
+        let mut child = Command::new(TWLAB)
+            .args(["events", "--port", &port.to_string(), "--lives"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let mut out = child.stdout.take().ok_or("no stdout")?;
+        // The header line says the events are enabled; then discard the rest.
+        let mut first = Vec::new();
+        let mut b = [0u8; 1];
+        use std::io::Read;
+        while out.read(&mut b).map_err(|e| e.to_string())? == 1 && b[0] != b'\n' {
+            first.push(b[0]);
+        }
+        if first.is_empty() {
+            let _ = child.kill();
+            let o = child.wait_with_output().map_err(|e| e.to_string())?;
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Ok(child)
     }
-    netns::enter_fresh(&[Sysctl::new("net.ipv4.tcp_rfc1337", "1")]).expect("fresh namespace");
-    println!(
-        "{n} connections per run, {ROUNDS} rounds, the C loop (client closes first, kernel-chosen ports), {}",
-        common::placement()
-    );
-    let (mut off, mut on, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let mut port = 40_000u16;
-    for round in 0..ROUNDS {
-        // Alternate which goes first.
-        let mut pair = [None, None];
-        for k in 0..2 {
-            let with_events = (k + round) % 2 == 1;
-            port += 1;
-            let reader = if with_events {
-                match start_events(port) {
-                    Ok(c) => Some(c),
-                    Err(why) => {
-                        println!("events bench skipped: `twlab events` did not start: {why}");
-                        return;
+
+    /// One run of the C loop on `port`: conn/s.
+    fn run(c_loop: &Path, port: u16, n: u32) -> Result<f64, String> {
+        let mut srv = pinned(Command::new(c_loop), true);
+        srv.args(["server", &port.to_string(), "0"]);
+        let mut srv = srv
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        wait_listening(SocketAddr::from(([127, 0, 0, 1], port)));
+        let mut cli = pinned(Command::new(c_loop), false);
+        cli.args(["client", &port.to_string(), "0", &n.to_string(), "1"]);
+        let t = Instant::now();
+        let o = cli.output().map_err(|e| e.to_string());
+        let dt = t.elapsed().as_secs_f64();
+        let _ = srv.kill();
+        let _ = srv.wait();
+        let o = o?;
+        if !o.status.success() {
+            return Err(String::from_utf8_lossy(&o.stderr).trim().to_string());
+        }
+        Ok(f64::from(n) / dt)
+    }
+
+    pub fn main() {
+        if !cfg!(target_os = "linux") {
+            println!("events bench skipped: it needs Linux (tracefs, namespaces)");
+            return;
+        }
+        let n: u32 = std::env::args()
+            .skip(1)
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(10_000);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let src = root
+            .ancestors()
+            .skip(1)
+            .map(|a| a.join("shared/bench/loop.c"))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| root.join("../shared/bench/loop.c"));
+        let c_loop: PathBuf = root.join("target/loop-c-events");
+        if let Err(why) = compile(&src, &c_loop) {
+            println!("events bench skipped: {why} (needs cc and ../shared/bench/loop.c)");
+            return;
+        }
+        if let Err(why) = twlab::events::probe() {
+            println!("events bench skipped: kernel events unavailable ({why})");
+            return;
+        }
+        if let Err(why) = netns::can_unshare() {
+            println!("events bench skipped: cannot make a network namespace ({why})");
+            return;
+        }
+        netns::enter_fresh(&[Sysctl::new("net.ipv4.tcp_rfc1337", "1")]).expect("fresh namespace");
+        println!(
+            "{n} connections per run, {ROUNDS} rounds, the C loop (client closes first, kernel-chosen ports), {}",
+            common::placement()
+        );
+        let (mut off, mut on, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut port = 40_000u16;
+        for round in 0..ROUNDS {
+            // Alternate which goes first.
+            let mut pair = [None, None];
+            for k in 0..2 {
+                let with_events = (k + round) % 2 == 1;
+                port += 1;
+                let reader = if with_events {
+                    match start_events(port) {
+                        Ok(c) => Some(c),
+                        Err(why) => {
+                            println!("events bench skipped: `twlab events` did not start: {why}");
+                            return;
+                        }
                     }
+                } else {
+                    None
+                };
+                let r = run(&c_loop, port, n);
+                if let Some(mut c) = reader {
+                    let _ = c.kill();
+                    let _ = c.wait();
                 }
-            } else {
-                None
-            };
-            let r = run(&c_loop, port, n);
-            if let Some(mut c) = reader {
-                let _ = c.kill();
-                let _ = c.wait();
+                match r {
+                    Ok(v) => pair[usize::from(with_events)] = Some(v),
+                    Err(why) => println!("round {round}: stopped: {why}"),
+                }
             }
-            match r {
-                Ok(v) => pair[usize::from(with_events)] = Some(v),
-                Err(why) => println!("round {round}: stopped: {why}"),
+            if let [Some(a), Some(b)] = pair {
+                off.push(a);
+                on.push(b);
+                ratios.push(b / a);
             }
         }
-        if let [Some(a), Some(b)] = pair {
-            off.push(a);
-            on.push(b);
-            ratios.push(b / a);
+        if ratios.is_empty() {
+            println!("events bench: no round completed");
+            return;
         }
+        let overhead = |r: f64| (1.0 - r) * 100.0;
+        let ci = median_ci95(&ratios)
+            .map(|(lo, hi)| format!(" (95% CI {:.1}–{:.1} %)", overhead(hi), overhead(lo)))
+            .unwrap_or_default();
+        println!(
+            "without events {:.0} conn/s, with `twlab events --port P --lives` {:.0} conn/s (medians)",
+            median(&off),
+            median(&on)
+        );
+        let each: Vec<String> = ratios
+            .iter()
+            .map(|r| format!("{:.1}", overhead(*r)))
+            .collect();
+        println!(
+            "events overhead: {:.1} %{ci} of the loop's rate (goal < 5 %); per round: {}",
+            overhead(median(&ratios)),
+            each.join(" ")
+        );
     }
-    if ratios.is_empty() {
-        println!("events bench: no round completed");
-        return;
-    }
-    let overhead = |r: f64| (1.0 - r) * 100.0;
-    let ci = median_ci95(&ratios)
-        .map(|(lo, hi)| format!(" (95% CI {:.1}–{:.1} %)", overhead(hi), overhead(lo)))
-        .unwrap_or_default();
-    println!(
-        "without events {:.0} conn/s, with `twlab events --port P --lives` {:.0} conn/s (medians)",
-        median(&off),
-        median(&on)
-    );
-    let each: Vec<String> = ratios
-        .iter()
-        .map(|r| format!("{:.1}", overhead(*r)))
-        .collect();
-    println!(
-        "events overhead: {:.1} %{ci} of the loop's rate (goal < 5 %); per round: {}",
-        overhead(median(&ratios)),
-        each.join(" ")
-    );
 }
