@@ -343,10 +343,8 @@ fn classify(
     let theirs = Claims::of(e.local.ip(), holder_v6only(e, default_v6only));
     let ours = new_socket(q, q.opts).claims();
     // One side covers the other family through a dual-stack `::`.
-    let cross_family =
-        (theirs.dual_stack_any() && q.addr.is_ipv4() && !q.addr.ip().is_unspecified())
-            || (ours.dual_stack_any() && e.local.is_ipv4())
-            || (theirs.dual_stack_any() && q.addr.is_ipv4());
+    let cross_family = (theirs.dual_stack_any() && q.addr.is_ipv4())
+        || (ours.dual_stack_any() && e.local.is_ipv4());
     if self_connected(e) {
         return HolderClass::SelfConnect;
     }
@@ -360,12 +358,8 @@ fn classify(
         Role::Connected | Role::TimeWait => match origin(e, table, sys.port_range) {
             Origin::Incoming => HolderClass::ServerSide,
             _ if q.asker == Asker::Client => HolderClass::OwnFixedPort,
-            _ if e.local == q.addr && !sys.port_range.contains(e.local.port()) => {
-                HolderClass::OwnFixedPort
-            }
-            _ if sys.port_range.contains(e.local.port()) && q.asker == Asker::Server => {
-                HolderClass::Ephemeral
-            }
+            // In the range, connect() may have chosen it; outside, only a
+            // bind() of a fixed source port puts a connection there.
             _ if sys.port_range.contains(e.local.port()) => HolderClass::Ephemeral,
             _ => HolderClass::OwnFixedPort,
         },

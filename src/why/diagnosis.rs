@@ -103,23 +103,21 @@ impl Capacity {
 
 /// [`Capacity::expect`] from the two counts.
 pub(crate) fn connect_expect(usable: u32, surely_usable: u32) -> Expect {
-    {
-        if surely_usable > 0 {
-            Expect::Ok
-        } else if usable == 0 {
-            Expect::Fails {
-                step: Step::Connect,
-                errno: Errno::EADDRNOTAVAIL,
-            }
-        } else {
-            Expect::Depends {
-                step: Step::Connect,
-                errno: Errno::EADDRNOTAVAIL,
-                ok_if: format!(
-                    "the connections on the {usable} usable port(s) got their ports from connect(), not from bind(ip, 0) (a bind()-made bucket is skipped for every destination; sock_diag does not show which)"
-                ),
-                then: None,
-            }
+    if surely_usable > 0 {
+        Expect::Ok
+    } else if usable == 0 {
+        Expect::Fails {
+            step: Step::Connect,
+            errno: Errno::EADDRNOTAVAIL,
+        }
+    } else {
+        Expect::Depends {
+            step: Step::Connect,
+            errno: Errno::EADDRNOTAVAIL,
+            ok_if: format!(
+                "the connections on the {usable} usable port(s) got their ports from connect(), not from bind(ip, 0) (a bind()-made bucket is skipped for every destination; sock_diag does not show which)"
+            ),
+            then: None,
         }
     }
 }

@@ -469,7 +469,10 @@ impl RangeUse {
             let rates = format!(
                 "ports come back at about {back:.1}/s ({}) and the table shows about {taken:.1}/s being taken (TIME_WAITs younger than {} ms)",
                 if sys.timestamps
-                    && super::connect::rate_window_ms(sys, is_loopback(p.peer.ip())) < 10_000
+                    && crate::model::kernel::connect::tw_reuse_applies(
+                        sys.tw_reuse,
+                        is_loopback(p.peer.ip()),
+                    )
                 {
                     "every tcp_tw_reuse_delay: tcp_twsk_unique() takes TIME_WAITs over"
                 } else {
