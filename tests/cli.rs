@@ -462,3 +462,30 @@ netns_test! {
         }
     }
 }
+
+/// `twlab completions` and `twlab man` write to stdout; an unknown
+/// command's page is a usage error that lists the commands.
+#[test]
+fn completions_and_man_pages() {
+    let zsh = Command::new(bin())
+        .args(["completions", "zsh"])
+        .output()
+        .unwrap();
+    assert!(zsh.status.success());
+    assert!(String::from_utf8_lossy(&zsh.stdout).starts_with("#compdef twlab"));
+    let man = Command::new(bin()).args(["man", "ss"]).output().unwrap();
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH twlab-ss 1"), "{page}");
+    assert!(page.contains("\\-\\-summary"), "{page}");
+    let bad = Command::new(bin()).args(["man", "sss"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let line = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.contains("one of: demo"), "{line}");
+    let shell = Command::new(bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(shell.status.code(), Some(2));
+}

@@ -18,6 +18,7 @@ mod reuseport;
 mod run;
 mod selfcheck;
 mod server;
+mod shell;
 mod ss;
 mod trace;
 mod why;
@@ -30,7 +31,7 @@ mod why;
 /// outcome with the rule that decided it.
 #[derive(Parser)]
 #[command(name = "twlab", version, propagate_version = true, after_help = WHERE_HELP)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -85,6 +86,10 @@ enum Cmd {
     /// tables in fresh namespaces; disagreements become scenario files
     /// (exit 3 if any).
     Selfcheck(selfcheck::SelfcheckArgs),
+    /// Shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(shell::CompletionsArgs),
+    /// The man page of twlab or of one command (roff) on stdout.
+    Man(shell::ManArgs),
 }
 
 impl Cmd {
@@ -111,6 +116,8 @@ impl Cmd {
             Cmd::Reuseport(_) => ("reuseport", Some("network namespaces")),
             Cmd::Run(_) => ("run", Some("network namespaces")),
             Cmd::Selfcheck(_) => ("selfcheck", Some(NS_DIAG)),
+            Cmd::Completions(_) => ("completions", None),
+            Cmd::Man(_) => ("man", None),
         }
     }
 }
@@ -223,6 +230,8 @@ pub fn main() -> ExitCode {
         Cmd::Reuseport(a) => reuseport::run(a),
         Cmd::Load(a) => load::run(a),
         Cmd::Selfcheck(a) => selfcheck::run(a),
+        Cmd::Completions(a) => shell::completions(a),
+        Cmd::Man(a) => shell::man(a),
     };
     // A stop signal decides the exit code whatever the command returned
     // (it may have stopped early and cleanly): 128 + its number, as a
