@@ -462,7 +462,17 @@ netns_test! {
 netns_test! {
     fn watch_is_bounded_and_marks_changes(sysctls = [NO_TW_REUSE]) {
         use std::io::{BufRead, BufReader};
+        use std::io::Write as _;
         let l = TcpListener::bind(v4(7300)).unwrap();
+        // A connection with 5 bytes its server end never reads, open
+        // before the watch starts: when it goes, its row keeps them.
+        let l2 = TcpListener::bind(v4(7301)).unwrap();
+        let mut c2 = TcpStream::connect(v4(7301)).unwrap();
+        let (s2, _) = l2.accept().unwrap();
+        c2.write_all(b"hello").unwrap();
+        wait_until(Duration::from_secs(5), "5 bytes queued", || {
+            (s2.peek(&mut [0u8; 8]).ok()? == 5).then_some(())
+        });
         let frames = 10;
         let mut child = Command::new(bin())
             .args(["ss", "--watch=100", "--iterations", &frames.to_string()])
@@ -494,8 +504,19 @@ netns_test! {
         }
         drop(c);
         drop(s);
+        drop(s2);
+        drop(c2);
         while next(&mut text).is_some() {}
         assert!(child.wait().unwrap().success());
+        // Gone, with the values it had last (Recv-Q 5), not zeros.
+        let gone = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&"-") && cols.get(4) == Some(&"127.0.0.1:7301"))
+            .unwrap_or_else(|| panic!("no gone row of the server end :7301 in {text}"));
+        assert_eq!(&gone[1..4], ["ESTAB", "5", "0"], "{gone:?}");
+        // Nobody can press q on a pipe: the header does not offer it.
+        assert!(!text.contains("quits"), "{text}");
         assert_eq!(text.matches("twlab ss --watch:").count(), frames, "{text}");
         assert!(text.contains("+ ESTAB"), "{text}");
         // The client end moved to TIME_WAIT, the server end went away.
@@ -627,6 +648,7 @@ netns_test! {
         assert!(o.status.success(), "{o:?}");
         let p = tmux.pane_showing("127.0.0.1:7600");
         assert!(p.contains("twlab ss --watch:") && p.contains("LISTEN"), "{p}");
+        assert!(p.contains("q or Ctrl-C quits"), "{p}");
         tmux.run(&["send-keys", "-t", "w", "q"]);
         let after = tmux.pane_showing("STTY-DONE");
         assert!(after.contains("EXIT=0"), "{after}");

@@ -3,9 +3,8 @@
 
 use super::list::{Field, Widths, write_header, write_row};
 use super::{Filter, collect, io_err};
-use crate::diag::{SockEntry, TcpState};
+use crate::diag::SockEntry;
 use crate::error::{Error, Result};
-use crate::socket::Family;
 #[cfg(unix)]
 use crate::sys::term;
 use std::collections::HashMap;
@@ -54,8 +53,9 @@ impl Mark {
 /// What changed since the last refresh, kept across refreshes.
 #[derive(Default)]
 struct Tracker {
-    /// The state of each socket at the last refresh.
-    prev: HashMap<Key, TcpState>,
+    /// Each socket as the last refresh saw it: a socket that goes keeps
+    /// these last values (state, timer, queues, owner) on screen.
+    prev: HashMap<Key, SockEntry>,
     /// Sockets gone in the last [`GONE_FOR`], with when they went.
     gone: Vec<(SockEntry, Instant)>,
     /// True once one refresh has been seen (the first marks nothing).
@@ -74,16 +74,16 @@ impl Tracker {
     /// Mark each of `entries` (sorted) against the last refresh and update
     /// the list of gone sockets.
     fn update(&mut self, entries: &[SockEntry], now: Instant) -> (Vec<Mark>, Changes) {
-        let mut cur: HashMap<Key, TcpState> = HashMap::with_capacity(entries.len());
+        let mut cur: HashMap<Key, SockEntry> = HashMap::with_capacity(entries.len());
         let mut marks = Vec::with_capacity(entries.len());
         let mut c = Changes::default();
         for e in entries {
             let k = (e.local, e.peer);
-            cur.insert(k, e.state);
+            cur.insert(k, e.clone());
             let m = match self.prev.get(&k) {
                 _ if !self.seen => Mark::Same,
                 None => Mark::New,
-                Some(s) if *s != e.state => Mark::Changed,
+                Some(last) if last.state != e.state => Mark::Changed,
                 Some(_) => Mark::Same,
             };
             c.new += usize::from(m == Mark::New);
@@ -94,10 +94,10 @@ impl Tracker {
         self.gone.retain(|(e, t)| {
             now.duration_since(*t) < GONE_FOR && !cur.contains_key(&(e.local, e.peer))
         });
-        // Keep the last seen addresses and state of each gone socket.
-        for (k, st) in &self.prev {
+        // Keep each gone socket as it was last seen.
+        for (k, last) in &self.prev {
             if !cur.contains_key(k) {
-                self.gone.push((gone_entry(k, *st), now));
+                self.gone.push((last.clone(), now));
             }
         }
         c.gone = self.gone.iter().filter(|(_, t)| *t == now).count();
@@ -139,6 +139,7 @@ pub(super) fn run(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
             now,
             widths: &w,
             tty,
+            keys: tty && cfg!(unix) && io::stdin().is_terminal(),
             every,
             frame,
             changes,
@@ -153,24 +154,6 @@ pub(super) fn run(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// The table keeps only states, so rebuild a minimal entry for a gone
-/// socket: its addresses and last state.
-fn gone_entry(k: &Key, st: TcpState) -> SockEntry {
-    SockEntry {
-        family: Family::of(&k.0),
-        state: st,
-        local: k.0,
-        peer: k.1,
-        timer: None,
-        recv_q: 0,
-        send_q: 0,
-        uid: 0,
-        inode: 0,
-        v6only: None,
-        pid: None,
-    }
 }
 
 /// One refresh to draw.
@@ -190,6 +173,8 @@ struct Frame<'a> {
     /// changed, so a log of a long watch grows with the changes, not with
     /// the table.
     tty: bool,
+    /// Stdin is a terminal too: q quits.
+    keys: bool,
     every: Duration,
     /// Refresh number, from 0.
     frame: u64,
@@ -206,14 +191,23 @@ fn render(out: &mut impl Write, f: &Frame) -> io::Result<()> {
     let tw = f.entries.iter().filter(|e| e.is_timewait_sock()).count();
     writeln!(
         out,
-        "twlab ss --watch: {} sockets, {} TIME_WAIT | +{} new, *{} changed, -{} gone | every {} ms, refresh {} | q or Ctrl-C quits",
+        "twlab ss --watch: {} sockets, {} TIME_WAIT | +{} new, *{} changed, -{} gone | every {} ms, refresh {}{}",
         f.entries.len(),
         tw,
         f.changes.new,
         f.changes.changed,
         f.changes.gone,
         f.every.as_millis(),
-        f.frame + 1
+        f.frame + 1,
+        // q is read from a terminal's stdin only; off a terminal nobody
+        // is there to press it.
+        if f.tty && f.keys {
+            " | q or Ctrl-C quits"
+        } else if f.tty {
+            " | Ctrl-C quits"
+        } else {
+            ""
+        }
     )?;
     if f.tty {
         render_screen(out, f)
