@@ -346,7 +346,7 @@ pub fn run(plan: &DemoPlan) -> Result<u8> {
         Output::Json => {
             serde_json::to_string_pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?
         }
-        Output::Table => crate::report::demo_text(&demo),
+        Output::Table => crate::report::demo_text(&demo, crate::layout::width()),
     };
     let _ = writeln!(out, "{text}").and_then(|_| out.flush());
     Ok(

@@ -49,6 +49,7 @@ pub mod error;
 #[cfg(target_os = "linux")]
 pub mod events;
 #[cfg(target_os = "linux")]
+pub mod layout;
 pub mod load;
 pub mod matrix;
 pub mod model;

@@ -2,29 +2,17 @@
 //! from the serde types.)
 
 use crate::demo::Demo;
+use crate::layout::{Column, Grid, wrap_into};
 use crate::model::KernelFacts;
-use comfy_table::{
-    ColumnConstraint, ContentArrangement, Table, Width, presets::UTF8_FULL_CONDENSED,
-};
 use std::fmt::Write;
 
-/// A table that wraps to the terminal, or to 160 columns when not a tty.
-pub fn new_table() -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    if t.width().is_none() {
-        t.set_width(160);
-    }
-    t
-}
-
 /// The demo as a table, the explanations under it, then the host facts and
-/// what other systems would do.
-pub fn demo_text(d: &Demo) -> String {
-    let mut s = String::new();
+/// what other systems would do, laid out for `width` columns
+/// ([`crate::layout::width`]).
+pub fn demo_text(d: &Demo, width: usize) -> String {
+    let mut head = String::new();
     let _ = writeln!(
-        s,
+        head,
         "twlab demo: a client with a fixed local port reconnects; {} cases run on this machine's loopback ({:.0} ms)",
         d.rows.len(),
         d.elapsed_ms
@@ -35,18 +23,39 @@ pub fn demo_text(d: &Demo) -> String {
         .map(|v| format!(", under Wine {v} (Winsock on the host's Linux TCP: Linux's outcomes)"))
         .unwrap_or_default();
     let _ = writeln!(
-        s,
-        "system: {}{wine}; socket states from {}\n",
+        head,
+        "system: {}{wine}; socket states from {}",
         d.system, d.states_from
     );
-    let _ = writeln!(s, "{}\n", demo_table(d));
-    if on_linux(d) {
-        why(&mut s, d);
-        host_facts(&mut s, &d.kernel);
-    } else {
-        why_elsewhere(&mut s, d);
+    let mut s = String::new();
+    for line in head.lines() {
+        wrap_into(&mut s, line, width, "", "  ");
     }
-    other_systems(&mut s, d);
+    let _ = writeln!(s, "\n{}\n", demo_table(d).render(width, false));
+    let mut notes = String::new();
+    if on_linux(d) {
+        why(&mut notes, d);
+        host_facts(&mut notes, &d.kernel);
+    } else {
+        why_elsewhere(&mut notes, d);
+    }
+    other_systems(&mut notes, d);
+    // The explanations wrap at word boundaries, each continuation line
+    // under the start of its item's text.
+    for line in notes.lines() {
+        if line.is_empty() {
+            s.push('\n');
+            continue;
+        }
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        let hang = match body.split_once(". ") {
+            Some((n, _)) if n.chars().all(|c| c.is_ascii_digit()) => n.len() + 2,
+            _ => 0,
+        };
+        let rest = " ".repeat(indent.len() + hang);
+        wrap_into(&mut s, body, width, indent, &rest);
+    }
     s
 }
 
@@ -55,29 +64,30 @@ fn on_linux(d: &Demo) -> bool {
     d.system == "Linux"
 }
 
-/// One row per case: what happened and the rule that decided it.
-fn demo_table(d: &Demo) -> Table {
-    let mut t = new_table();
-    t.set_header(vec![
-        "#",
-        "case",
-        "closed first",
-        "options client / server",
-        "result",
-        "old 4-tuple at that moment",
-        "TIME_WAIT held by",
-        if on_linux(d) {
+/// One row per case: what happened and the rule that decided it. At a
+/// narrow width the options, the TIME_WAIT's owner and the moment's
+/// states go first (the explanations below say them too).
+fn demo_table(d: &Demo) -> Grid {
+    let mut t = Grid::new(vec![
+        Column::keep("#"),
+        Column::keep("case"),
+        Column::optional("closed first", 2),
+        Column::optional("options client / server", 3),
+        Column::keep("result"),
+        Column::optional("old 4-tuple at that moment", 1),
+        Column::optional("TIME_WAIT held by", 4),
+        Column::keep(if on_linux(d) {
             "rule (why: below)"
         } else {
             "documented model here (why: below)"
-        },
+        }),
     ]);
     for (i, r) in d.rows.iter().enumerate() {
         let result = match &r.errno {
             Some(e) => format!("{} failed: {e}", r.step),
             None => "ok".into(),
         };
-        t.add_row(vec![
+        t.row(vec![
             (i + 1).to_string(),
             r.case.clone(),
             r.closed_first.clone(),
@@ -99,10 +109,6 @@ fn demo_table(d: &Demo) -> Table {
                 format!("{}: {verdict}", doc.outcome.short())
             },
         ]);
-    }
-    // Keep the rule names whole; the case column wraps instead.
-    if let Some(c) = t.column_mut(7) {
-        c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(24)));
     }
     t
 }
@@ -129,20 +135,22 @@ fn why(s: &mut String, d: &Demo) {
 /// The kernel release and the sysctls the rules read.
 fn host_facts(s: &mut String, k: &KernelFacts) {
     let _ = writeln!(s, "\nThis host: Linux {}", k.release);
+    // One sysctl a line: a narrow terminal wraps none of them.
+    let _ = writeln!(s, "  net.ipv4.tcp_timestamps = {}", u8::from(k.timestamps));
+    let _ = writeln!(s, "  net.ipv4.tcp_tw_reuse = {}", k.tw_reuse.value());
     let _ = writeln!(
         s,
-        "  net.ipv4.tcp_timestamps = {}   net.ipv4.tcp_tw_reuse = {}   net.ipv4.tcp_tw_reuse_delay = {}",
-        u8::from(k.timestamps),
-        k.tw_reuse.value(),
+        "  net.ipv4.tcp_tw_reuse_delay = {}",
         k.tw_reuse_delay_ms
             .map(|v| format!("{v} ms"))
             .unwrap_or_else(|| "(not in this kernel: 1 s fixed)".into())
     );
     let _ = writeln!(
         s,
-        "  net.ipv4.ip_local_port_range = {} {}   net.ipv4.tcp_max_tw_buckets = {}",
-        k.port_range.low, k.port_range.high, k.max_tw_buckets
+        "  net.ipv4.ip_local_port_range = {} {}",
+        k.port_range.low, k.port_range.high
     );
+    let _ = writeln!(s, "  net.ipv4.tcp_max_tw_buckets = {}", k.max_tw_buckets);
 }
 
 /// Off Linux: each row's documented model for this system beside what it

@@ -123,6 +123,36 @@ netns_test! {
 }
 
 netns_test! {
+    /// COLUMNS is honoured off a terminal: at every width each line fits,
+    /// no word of the table is split (EADDRNOTAVAIL whole, never
+    /// "EADDR|NOTAV|AIL"), and what is left out of a narrow table is said.
+    fn demo_fits_the_width_it_is_given() {
+        for width in [40usize, 80, 120] {
+            let o = std::process::Command::new(bin())
+                .args(["demo", "--port", "12346"])
+                .env("COLUMNS", width.to_string())
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+            let out = String::from_utf8(o.stdout).unwrap();
+            for l in out.lines() {
+                assert!(l.chars().count() <= width, "{width}: {l:?} in\n{out}");
+            }
+            for word in ["EADDRNOTAVAIL", "EADDRINUSE", "tw-takeover-timestamps", "inet_bind_conflict()"] {
+                assert!(out.contains(word), "{width}: {word} split or missing in\n{out}");
+            }
+        }
+        let o = std::process::Command::new(bin())
+            .args(["demo", "--port", "12346"])
+            .env("COLUMNS", "80")
+            .output()
+            .unwrap();
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert!(out.contains("(left out at 80 columns:"), "{out}");
+    }
+}
+
+netns_test! {
     fn demo_ipv6(sysctls = [("net.ipv4.tcp_timestamps", "0")]) {
         let o = run(&["demo", "--ipv6", "--json"]);
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();

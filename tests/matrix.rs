@@ -653,7 +653,12 @@ fn each_row_points_at_its_own_explanation() {
         "tcp-tw-reuse-delay=60000",
     ];
     for format in ["md", "table"] {
-        let o = run(&[&args[..], &["--format", format]].concat());
+        // Wide enough that every row and note is one line.
+        let o = Command::new(bin())
+            .args([&args[..], &["--format", format]].concat())
+            .env("COLUMNS", "1000")
+            .output()
+            .unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
         assert_eq!(o.status.code(), Some(0), "{out}");
         // The note each row's rule column points at.
@@ -725,4 +730,39 @@ fn a_namespace_limit_is_named_not_root() {
         !iso.contains("run as root") && !iso.contains("twlab: error"),
         "{iso}"
     );
+}
+
+/// The table fits the width it is given: the summary comes first, and at
+/// 80 columns the compact table (factors in one column) has every line
+/// within 80 characters and every outcome whole.
+#[test]
+fn matrix_fits_80_columns_with_its_summary_first() {
+    if !netns_or_skip("matrix_fits_80_columns_with_its_summary_first") {
+        return;
+    }
+    let o = Command::new(bin())
+        .args([
+            "matrix",
+            "-f",
+            "next=reconnect",
+            "-f",
+            "close=client",
+            "-f",
+            "when=at-once",
+        ])
+        .args(["-f", "family=ipv4", "-f", "tcp-timestamps=1"])
+        .env("COLUMNS", "80")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.lines().next().unwrap().contains(" cells: "), "{out}");
+    for l in out.lines() {
+        assert!(l.chars().count() <= 80, "{l:?} in\n{out}");
+    }
+    assert!(out.contains("predicted → observed"), "{out}");
+    assert!(out.contains("bind: EADDRINUSE"), "{out}");
+    // Not a terminal: no colour codes.
+    assert!(!out.contains('\x1b'), "{out}");
 }

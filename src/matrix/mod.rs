@@ -147,8 +147,8 @@ pub fn run(plan: &Plan) -> Result<u8> {
     if let Some(e) = run.refused_sysctl() {
         return Err(e);
     }
-    let color = std::io::stdout().is_terminal() && plan.format == Format::Table;
-    print_stdout(&render(&run, plan.format, color)?)?;
+    let color = crate::layout::color() && plan.format == Format::Table;
+    print_stdout(&render(&run, plan.format, color, crate::layout::width())?)?;
     Ok(exit_code(&run))
 }
 
@@ -300,7 +300,7 @@ mod tests {
         };
         assert_eq!(run.mismatches().len(), 1);
         assert_eq!(exit_code(&run), 3);
-        let t = render_table(&run, false);
+        let t = render_table(&run, false, 160);
         assert!(
             t.contains("MISMATCH cell 0") && t.contains("predicted ok, observed bind: EADDRINUSE"),
             "{t}"

@@ -2,9 +2,10 @@
 //! CSV, or JSON; every format shows the same columns.
 
 use super::cells::CellSpec;
-use super::results::{CellStatus, MatrixRun, RanCell};
+use super::results::{CellResult, CellStatus, MatrixRun, RanCell};
 use crate::diag::{SockEntry, TupleView};
 use crate::error::{Error, Result};
+use crate::layout::{Column, Grid, Tone};
 use crate::outcome::Outcome;
 use crate::scenario::{Experiment, NextStep};
 use crate::socket::{Family, SocketOpts};
@@ -25,14 +26,14 @@ pub enum Format {
 }
 
 /// The run in `format`; `color` colours the table's "observed" column.
-pub fn render(run: &MatrixRun, format: Format, color: bool) -> Result<String> {
+pub fn render(run: &MatrixRun, format: Format, color: bool, width: usize) -> Result<String> {
     Ok(match format {
         Format::Json => {
             serde_json::to_string_pretty(run).map_err(|e| Error::Invalid(e.to_string()))?
         }
         Format::Csv => render_csv(run),
         Format::Md => render_md(run),
-        Format::Table => render_table(run, color),
+        Format::Table => render_table(run, color, width),
     })
 }
 
@@ -302,50 +303,128 @@ fn note_text(c: &RanCell) -> String {
     t
 }
 
-/// The terminal table, with the summary, mismatches and rules under it.
-pub fn render_table(run: &MatrixRun, color: bool) -> String {
-    use comfy_table::{Cell, Color, Table};
-    let wf = with_free(run);
+/// The terminal table for `width` columns ([`crate::layout::width`]): the
+/// summary and any mismatches first (a run of 1,240 cells should not hide
+/// them under its table), then one row per cell, then the rules the rows
+/// point at. Where the full table would not fit, a compact one (the cell's
+/// factors in one column, predicted and observed in another).
+pub fn render_table(run: &MatrixRun, color: bool, width: usize) -> String {
     let notes = Notes::of(run);
-    let mut t = Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(header(wf));
+    let mut s = String::new();
+    crate::layout::wrap_into(&mut s, &summary(run), width, "", "  ");
+    let m = mismatch_text(run);
+    for line in m.lines() {
+        crate::layout::wrap_into(&mut s, line, width, "", "  ");
+    }
+    crate::layout::wrap_into(
+        &mut s,
+        &format!("isolation: {}", run.isolation),
+        width,
+        "",
+        "  ",
+    );
+    let full = full_grid(run, &notes);
+    let grid = if full.fits(width) {
+        full
+    } else {
+        compact_grid(run, &notes)
+    };
+    s.push_str(&grid.render(width, color));
+    s.push('\n');
+    s.push_str("rules (the rule column's [n]):\n");
+    for line in notes.text(run).lines() {
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        crate::layout::wrap_into(&mut s, body, width, indent, &format!("{indent}    "));
+    }
+    s
+}
+
+/// Did the cell go wrong (a mismatch or an error)? Its row reads red.
+fn bad(c: &CellResult) -> bool {
+    matches!(&c.status, CellStatus::Ran(r) if !r.matches) || c.status.error_message().is_some()
+}
+
+/// Every column; the documented systems, the old 4-tuple and the time
+/// until free are left out first on a narrower terminal.
+fn full_grid(run: &MatrixRun, notes: &Notes) -> Grid {
+    let wf = with_free(run);
+    let h = header(wf);
+    let observed = h.iter().position(|t| *t == "observed");
+    let columns = h
+        .iter()
+        .map(|t| match *t {
+            "BSD/macOS (documented, not run)" => Column::optional(*t, 4),
+            "Windows (documented, not run)" => Column::optional(*t, 3),
+            "freed after" => Column::optional(*t, 2),
+            "old 4-tuple client / server" => Column::optional(*t, 1),
+            _ => Column::keep(*t),
+        })
+        .collect();
+    let mut g = Grid::new(columns);
     let mut last_group = None;
     for c in &run.cells {
         let group = (c.spec.experiment.next, c.spec.experiment.close);
         if last_group.is_some() && last_group != Some(group) {
             // A visual break between factor groups (next × close).
-            t.add_row(vec![""; header(wf).len()]);
+            g.break_here();
         }
         last_group = Some(group);
-        let cells = row(&c.spec, &c.status, wf, Some(&notes));
-        let bad = matches!(&c.status, CellStatus::Ran(r) if !r.matches)
-            || c.status.error_message().is_some();
-        let row: Vec<Cell> = cells
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mut cell = Cell::new(s);
-                if color && i == 9 {
-                    cell = cell.fg(if bad { Color::Red } else { Color::Green });
-                }
-                cell
-            })
-            .collect();
-        t.add_row(row);
+        let tone = if bad(c) { Tone::Bad } else { Tone::Good };
+        g.toned_row(
+            row(&c.spec, &c.status, wf, Some(notes))
+                .into_iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    (
+                        text,
+                        if Some(i) == observed {
+                            tone
+                        } else {
+                            Tone::Plain
+                        },
+                    )
+                })
+                .collect(),
+        );
     }
-    let mut s = format!("isolation: {}\n", run.isolation);
-    s.push_str(&t.to_string());
-    s.push('\n');
-    s.push_str(&summary(run));
-    s.push('\n');
-    let m = mismatch_text(run);
-    if !m.is_empty() {
-        s.push_str(&m);
+    g
+}
+
+/// Four columns for a narrow terminal: the cell number, its factors, the
+/// Linux prediction beside what the kernel did, the rule.
+fn compact_grid(run: &MatrixRun, notes: &Notes) -> Grid {
+    let mut g = Grid::new(vec![
+        Column::keep("#"),
+        Column::keep("cell: next close when port fam opts sysctls"),
+        Column::keep("predicted → observed"),
+        Column::keep("rule"),
+    ]);
+    let mut last_group = None;
+    for c in &run.cells {
+        let x = &c.spec.experiment;
+        let group = (x.next, x.close);
+        if last_group.is_some() && last_group != Some(group) {
+            g.break_here();
+        }
+        last_group = Some(group);
+        let full = row(&c.spec, &c.status, false, Some(notes));
+        // The factor cells are the full row's columns 1..=7, the outcome
+        // pair 8 and 9, the rule last.
+        let factors = full[1..=7].join(" ");
+        let outcome = match &c.status {
+            CellStatus::Ran(_) => format!("{} → {}", full[8], full[9]),
+            _ => format!("{}: {}", full[8], full[9]),
+        };
+        let tone = if bad(c) { Tone::Bad } else { Tone::Good };
+        g.toned_row(vec![
+            (full[0].clone(), Tone::Plain),
+            (factors, Tone::Plain),
+            (outcome, tone),
+            (full.last().cloned().unwrap_or_default(), Tone::Plain),
+        ]);
     }
-    s.push_str("rules (the rule column's [n]):\n");
-    s.push_str(&notes.text(run));
-    s
+    g
 }
 
 /// Markdown for a bug report: environment, table, mismatches, rules.
