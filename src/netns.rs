@@ -105,6 +105,23 @@ mod imp {
     }
 }
 
+/// For an ordinary user: move this process into a new user namespace with
+/// its uid and gid mapped to root, and a network namespace it owns, so the
+/// commands that make namespaces of their own (cells, veth pairs) may.
+/// Must be called while the process has one thread (see
+/// `sys::ns::enter_user_and_net`). What stays out of reach: the host's
+/// sysctls, other uids, tracefs.
+#[cfg(target_os = "linux")]
+pub fn enter_unprivileged() -> std::result::Result<(), String> {
+    crate::sys::ns::enter_user_and_net()
+}
+
+/// User namespaces are a Linux feature: an error.
+#[cfg(not(target_os = "linux"))]
+pub fn enter_unprivileged() -> std::result::Result<(), String> {
+    Err("user namespaces are a Linux feature".into())
+}
+
 #[cfg(not(target_os = "linux"))]
 mod imp {
     use super::*;

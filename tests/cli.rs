@@ -489,3 +489,85 @@ fn completions_and_man_pages() {
         .unwrap();
     assert_eq!(shell.status.code(), Some(2));
 }
+
+/// As an ordinary user (root drops to nobody with setpriv), the commands
+/// that make namespaces of their own run in an unprivileged user
+/// namespace and say so; pairs leaves out the other-uid cells (one uid is
+/// mapped there) instead of observing them wrongly; a scenario with
+/// another uid's socket is refused in one line.
+#[cfg(target_os = "linux")]
+#[test]
+fn namespace_commands_run_unprivileged() {
+    let test = "namespace_commands_run_unprivileged";
+    if !nix::unistd::geteuid().is_root() {
+        skip(&format!(
+            "{test}: needs root to drop to nobody with setpriv"
+        ));
+        return;
+    }
+    let nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin())
+            .args(args)
+            .output()
+    };
+    let Ok(probe) = nobody(&["--version"]) else {
+        skip(&format!("{test}: no setpriv"));
+        return;
+    };
+    if !probe.status.success() {
+        skip(&format!(
+            "{test}: setpriv cannot run the binary as nobody here"
+        ));
+        return;
+    }
+    // Does this kernel let an ordinary user make a user namespace at all?
+    let userns = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "unshare",
+            "-Ur",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/scenarios/reuseport-listeners.toml"
+    );
+    for args in [
+        &["trace"][..],
+        &["load", "--duration", "1"],
+        &["pairs", "--bindv6only", "0"],
+        &["reuseport"],
+        &["run", scenario],
+    ] {
+        let o = nobody(args).unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        if !userns {
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains("no user namespace either"), "{args:?}: {err}");
+            continue;
+        }
+        assert!(
+            err.contains("unprivileged user namespace"),
+            "{args:?}: {err}"
+        );
+        if args[0] == "run" {
+            // reuseport-listeners.toml has an 'intruder' of uid 65534; as
+            // nobody mapped to root, that is another uid.
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains("cannot act as another uid"), "{err}");
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        if args[0] == "pairs" {
+            assert!(err.contains("other-uid cells are left out"), "{err}");
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(out.contains(" 0 mismatches"), "{out}");
+        }
+    }
+}

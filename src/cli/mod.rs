@@ -136,6 +136,44 @@ fn refuse_unless_linux(cmd: &Cmd) -> Option<ExitCode> {
     Some(ExitCode::from(1))
 }
 
+/// `trace`, `load`, `pairs`, `run` and `reuseport` make network namespaces
+/// of their own. An ordinary user gets them inside an unprivileged user
+/// namespace (the uid mapped to root there), entered here while the
+/// process has one thread, as `matrix`'s worker does; one line says so.
+/// `Some(exit code)` when that is impossible: one line says why.
+fn unprivileged_namespaces(cmd: &Cmd) -> Option<ExitCode> {
+    let name = match cmd {
+        Cmd::Trace(_) => "trace",
+        Cmd::Load(_) => "load",
+        Cmd::Pairs(_) => "pairs",
+        Cmd::Run(_) => "run",
+        Cmd::Reuseport(_) => "reuseport",
+        _ => return None,
+    };
+    #[cfg(unix)]
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    match twlab::netns::enter_unprivileged() {
+        Ok(()) => {
+            eprintln!(
+                "twlab: not root: {name} runs in an unprivileged user namespace (your uid is root only there; sockets of other uids and the kernel's events are out of reach)"
+            );
+            None
+        }
+        Err(why) => {
+            eprintln!(
+                "twlab: error: {name} needs network namespaces: not root, and no user namespace either ({}); run as root",
+                safe_line(&why)
+            );
+            Some(ExitCode::from(1))
+        }
+    }
+}
+
 /// `--reuseport` where the system has no SO_REUSEPORT (Windows): a usage
 /// error (exit 2) that says so and names the options Windows has, instead
 /// of a failed setsockopt() in every attempt.
@@ -206,6 +244,9 @@ pub fn main() -> ExitCode {
     };
     #[cfg(not(target_os = "linux"))]
     if let Some(code) = refuse_unless_linux(&cli.cmd) {
+        return code;
+    }
+    if let Some(code) = unprivileged_namespaces(&cli.cmd) {
         return code;
     }
     // The unprivileged matrix worker must unshare its user namespace while

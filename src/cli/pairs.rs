@@ -115,8 +115,16 @@ fn classic(results: &[PairResult], out: &mut impl Write) -> std::io::Result<()> 
 
 /// Run the family; exit 3 on any mismatch.
 pub fn run_cmd(a: PairsArgs) -> Result<u8> {
+    // Another uid's socket needs root over that uid; in an ordinary
+    // user's user namespace only its own uid is mapped.
+    let other_uid = !a.same_uid && twlab::sys::fsuid::can_act_as(65534);
+    if !a.same_uid && !other_uid {
+        eprintln!(
+            "twlab: the other-uid cells are left out: this process cannot act as another uid (run as root for them)"
+        );
+    }
     let sel = Selection {
-        other_uid: !a.same_uid,
+        other_uid,
         bindv6only: match a.bindv6only {
             Some(0) => &[false],
             Some(_) => &[true],

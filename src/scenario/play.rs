@@ -107,6 +107,15 @@ fn play_here(script: &Script) -> Result<ScriptReport> {
         socks: Vec::new(),
     };
     for (spec, addr) in &script.sockets {
+        // Another uid's socket needs root over that uid (not an ordinary
+        // user's user namespace, where only its own uid is mapped):
+        // refused, not silently made with the running uid.
+        if let Some(uid) = spec.uid.filter(|u| !crate::sys::fsuid::can_act_as(*u)) {
+            return Err(Error::Invalid(format!(
+                "socket '{}' belongs to uid {uid}, and this process cannot act as another uid (run as root)",
+                spec.name
+            )));
+        }
         let sock = crate::sys::fsuid::with_fsuid(spec.uid.unwrap_or(running_uid), || {
             TcpSock::new(crate::socket::Family::of(addr), spec.opts())
         })

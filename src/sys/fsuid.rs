@@ -16,6 +16,25 @@ pub fn with_fsuid<T>(uid: u32, f: impl FnOnce() -> T) -> T {
     r
 }
 
+/// Can this thread take fsuid `uid`? Root can, outside a user namespace
+/// or inside one where `uid` is mapped; setfsuid(2) does not report a
+/// refusal, it just keeps the old fsuid, so ask it back (`setfsuid(-1)`
+/// changes nothing and returns the current value).
+#[cfg(target_os = "linux")]
+pub fn can_act_as(uid: u32) -> bool {
+    with_fsuid(uid, || {
+        // SAFETY: as above; -1 is never a valid fsuid, so nothing changes.
+        let now = unsafe { libc::setfsuid(u32::MAX) };
+        now as u32 == uid
+    })
+}
+
+/// Elsewhere: only the running uid.
+#[cfg(not(target_os = "linux"))]
+pub fn can_act_as(uid: u32) -> bool {
+    uid == running_uid()
+}
+
 /// Elsewhere: no fsuid, `f` runs as is.
 #[cfg(not(target_os = "linux"))]
 pub fn with_fsuid<T>(_uid: u32, f: impl FnOnce() -> T) -> T {
