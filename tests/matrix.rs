@@ -766,3 +766,52 @@ fn matrix_fits_80_columns_with_its_summary_first() {
     // Not a terminal: no colour codes.
     assert!(!out.contains('\x1b'), "{out}");
 }
+
+/// `--group-by rule`: each rule's rows come together, in one block, and
+/// every cell is still shown once.
+#[test]
+fn group_by_rule_puts_each_rules_cells_together() {
+    if !netns_or_skip("group_by_rule_puts_each_rules_cells_together") {
+        return;
+    }
+    let o = Command::new(bin())
+        .args([
+            "matrix",
+            "-f",
+            "next=reconnect",
+            "-f",
+            "close=client,server",
+        ])
+        .args(["-f", "family=ipv4", "--group-by", "rule"])
+        .env("COLUMNS", "1000")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    // Rows: "│ 12 ┆ … ┆ rule-name [n] │".
+    let rows: Vec<(usize, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('│').split('┆').map(str::trim).collect();
+            let id = cells.first()?.parse().ok()?;
+            let rule = cells.last()?.split(" [").next()?.to_string();
+            Some((id, rule))
+        })
+        .collect();
+    let total: usize = out
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .expect("the summary's cell count first");
+    let mut ids: Vec<usize> = rows.iter().map(|(i, _)| *i).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..total).collect::<Vec<_>>(), "{out}");
+    let mut seen = Vec::new();
+    for (_, rule) in &rows {
+        if seen.last() != Some(rule) {
+            assert!(!seen.contains(rule), "{rule} in two blocks:\n{out}");
+            seen.push(rule.clone());
+        }
+    }
+    assert!(seen.len() >= 2, "{out}");
+}

@@ -44,6 +44,10 @@ pub struct MatrixArgs {
     max_cells: Option<usize>,
     #[arg(long, value_enum, default_value = "table")]
     format: FormatArg,
+    /// Group the table's rows by the rule that decided them (each rule's
+    /// cells together, a break between rules) instead of by the factors.
+    #[arg(long, value_enum, value_name = "BY")]
+    group_by: Option<GroupBy>,
     /// Print cell N of the selection (numbered as the table numbers them)
     /// as a scenario file, without running anything; `twlab run FILE`
     /// replays it with the same prediction and check.
@@ -56,6 +60,13 @@ pub struct MatrixArgs {
     /// Internal/testing: do not create namespaces (host fallback).
     #[arg(long, hide = true)]
     host_netns: bool,
+}
+
+/// `--group-by`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum GroupBy {
+    /// The rule that decided each cell.
+    Rule,
 }
 
 /// `--format`'s values.
@@ -110,6 +121,7 @@ impl MatrixArgs {
             },
             format: self.format.into(),
             max_cells: self.max_cells,
+            group_by_rule: self.group_by == Some(GroupBy::Rule),
         })
     }
 }

@@ -60,7 +60,7 @@ pub use isolation::{
     Isolation, IsolationChoice, before_worker_threads, choose_isolation, run_worker, worker_args,
 };
 pub use pool::{RunOptions, UNTIL_FREE_LIMIT, default_jobs};
-pub use render::{Format, render, render_csv, render_md, render_table};
+pub use render::{Format, TableLayout, render, render_csv, render_md, render_table};
 pub use results::{
     CellResult, CellStatus, FreeTiming, MatrixRun, RanCell, exit_code, held_by_open_descriptor,
 };
@@ -85,6 +85,8 @@ pub struct Plan {
     pub format: Format,
     /// The most cells to run (`--max-cells`); `None`: [`MAX_CELLS`].
     pub max_cells: Option<usize>,
+    /// The table's rows grouped by rule (`--group-by rule`).
+    pub group_by_rule: bool,
 }
 
 /// Run the cells of `plan` and return everything (no printing; a progress
@@ -148,7 +150,12 @@ pub fn run(plan: &Plan) -> Result<u8> {
         return Err(e);
     }
     let color = crate::layout::color() && plan.format == Format::Table;
-    print_stdout(&render(&run, plan.format, color, crate::layout::width())?)?;
+    let layout = TableLayout {
+        color,
+        width: crate::layout::width(),
+        by_rule: plan.group_by_rule,
+    };
+    print_stdout(&render(&run, plan.format, layout)?)?;
     Ok(exit_code(&run))
 }
 
@@ -300,7 +307,14 @@ mod tests {
         };
         assert_eq!(run.mismatches().len(), 1);
         assert_eq!(exit_code(&run), 3);
-        let t = render_table(&run, false, 160);
+        let t = render_table(
+            &run,
+            TableLayout {
+                color: false,
+                width: 160,
+                by_rule: false,
+            },
+        );
         assert!(
             t.contains("MISMATCH cell 0") && t.contains("predicted ok, observed bind: EADDRINUSE"),
             "{t}"

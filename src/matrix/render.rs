@@ -25,15 +25,27 @@ pub enum Format {
     Csv,
 }
 
-/// The run in `format`; `color` colours the table's "observed" column.
-pub fn render(run: &MatrixRun, format: Format, color: bool, width: usize) -> Result<String> {
+/// How the terminal table is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableLayout {
+    /// Colour the observed column (green / red).
+    pub color: bool,
+    /// Columns of text ([`crate::layout::width`]).
+    pub width: usize,
+    /// Rows grouped by the rule that decided them (`--group-by rule`),
+    /// instead of by the factors.
+    pub by_rule: bool,
+}
+
+/// The run in `format`.
+pub fn render(run: &MatrixRun, format: Format, layout: TableLayout) -> Result<String> {
     Ok(match format {
         Format::Json => {
             serde_json::to_string_pretty(run).map_err(|e| Error::Invalid(e.to_string()))?
         }
         Format::Csv => render_csv(run),
         Format::Md => render_md(run),
-        Format::Table => render_table(run, color, width),
+        Format::Table => render_table(run, layout),
     })
 }
 
@@ -308,7 +320,8 @@ fn note_text(c: &RanCell) -> String {
 /// them under its table), then one row per cell, then the rules the rows
 /// point at. Where the full table would not fit, a compact one (the cell's
 /// factors in one column, predicted and observed in another).
-pub fn render_table(run: &MatrixRun, color: bool, width: usize) -> String {
+pub fn render_table(run: &MatrixRun, layout: TableLayout) -> String {
+    let TableLayout { color, width, .. } = layout;
     let notes = Notes::of(run);
     let mut s = String::new();
     crate::layout::wrap_into(&mut s, &summary(run), width, "", "  ");
@@ -323,11 +336,12 @@ pub fn render_table(run: &MatrixRun, color: bool, width: usize) -> String {
         "",
         "  ",
     );
-    let full = full_grid(run, &notes);
+    let order = ordered(run, layout.by_rule);
+    let full = full_grid(run, &order, &notes);
     let grid = if full.fits(width) {
         full
     } else {
-        compact_grid(run, &notes)
+        compact_grid(&order, &notes)
     };
     s.push_str(&grid.render(width, color));
     s.push('\n');
@@ -340,6 +354,48 @@ pub fn render_table(run: &MatrixRun, color: bool, width: usize) -> String {
     s
 }
 
+/// What rows are grouped by: the factors next × close, or the rule name
+/// (cells that did not run last).
+type GroupKey = String;
+
+/// The cells in the order the table shows them, each with its group: by
+/// the factors as the cells were built, or (`by_rule`) by the rule that
+/// decided them, in the order rules first appear, cells in id order
+/// within a rule.
+fn ordered(run: &MatrixRun, by_rule: bool) -> Vec<(GroupKey, &CellResult)> {
+    let mut v: Vec<(GroupKey, &CellResult)> = run
+        .cells
+        .iter()
+        .map(|c| {
+            let key = if by_rule {
+                match &c.status {
+                    CellStatus::Ran(r) => r.predicted.rule.name().to_string(),
+                    _ => "~not run".to_string(),
+                }
+            } else {
+                let x = &c.spec.experiment;
+                format!("{} {}", x.next.name(), x.close.name())
+            };
+            (key, c)
+        })
+        .collect();
+    if by_rule {
+        let mut first: HashMap<GroupKey, usize> = HashMap::new();
+        for (i, (k, _)) in v.iter().enumerate() {
+            first.entry(k.clone()).or_insert(i);
+        }
+        // Stable: within a rule the cells keep their order.
+        v.sort_by_key(|(k, _)| {
+            if k.starts_with('~') {
+                usize::MAX
+            } else {
+                first[k]
+            }
+        });
+    }
+    v
+}
+
 /// Did the cell go wrong (a mismatch or an error)? Its row reads red.
 fn bad(c: &CellResult) -> bool {
     matches!(&c.status, CellStatus::Ran(r) if !r.matches) || c.status.error_message().is_some()
@@ -347,7 +403,7 @@ fn bad(c: &CellResult) -> bool {
 
 /// Every column; the documented systems, the old 4-tuple and the time
 /// until free are left out first on a narrower terminal.
-fn full_grid(run: &MatrixRun, notes: &Notes) -> Grid {
+fn full_grid(run: &MatrixRun, order: &[(GroupKey, &CellResult)], notes: &Notes) -> Grid {
     let wf = with_free(run);
     let h = header(wf);
     let observed = h.iter().position(|t| *t == "observed");
@@ -363,10 +419,9 @@ fn full_grid(run: &MatrixRun, notes: &Notes) -> Grid {
         .collect();
     let mut g = Grid::new(columns);
     let mut last_group = None;
-    for c in &run.cells {
-        let group = (c.spec.experiment.next, c.spec.experiment.close);
+    for (group, c) in order {
         if last_group.is_some() && last_group != Some(group) {
-            // A visual break between factor groups (next × close).
+            // A visual break between groups (next × close, or rules).
             g.break_here();
         }
         last_group = Some(group);
@@ -393,7 +448,7 @@ fn full_grid(run: &MatrixRun, notes: &Notes) -> Grid {
 
 /// Four columns for a narrow terminal: the cell number, its factors, the
 /// Linux prediction beside what the kernel did, the rule.
-fn compact_grid(run: &MatrixRun, notes: &Notes) -> Grid {
+fn compact_grid(order: &[(GroupKey, &CellResult)], notes: &Notes) -> Grid {
     let mut g = Grid::new(vec![
         Column::keep("#"),
         Column::keep("cell: next close when port fam opts sysctls"),
@@ -401,9 +456,7 @@ fn compact_grid(run: &MatrixRun, notes: &Notes) -> Grid {
         Column::keep("rule"),
     ]);
     let mut last_group = None;
-    for c in &run.cells {
-        let x = &c.spec.experiment;
-        let group = (x.next, x.close);
+    for (group, c) in order {
         if last_group.is_some() && last_group != Some(group) {
             g.break_here();
         }
