@@ -205,15 +205,20 @@ pub const FACTORS: &[Factor] = &[
     },
 ];
 
-/// `--list-factors` text.
+/// `--list-factors` text, laid out for the terminal
+/// ([`crate::layout::width`]).
 pub fn list_factors() -> String {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(vec!["factor", "values", "default", "what"]);
+    use crate::layout::{Column, Grid};
+    let mut t = Grid::new(vec![
+        Column::keep("factor"),
+        Column::keep("values"),
+        Column::keep("default"),
+        Column::keep("what"),
+    ]);
     for f in FACTORS {
-        t.add_row(vec![f.name, f.values, f.default, f.what]);
+        t.row(vec![f.name.into(), f.values.into(), f.default.into(), f.what.into()]);
     }
-    t.to_string()
+    t.render(crate::layout::width(), false)
 }
 
 fn parse_close(v: &str) -> Option<CloseBy> {
