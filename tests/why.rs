@@ -414,3 +414,53 @@ netns_test! {
         assert_eq!(v["other_systems"][0]["label"], "documented, not run");
     }
 }
+
+netns_test! {
+    /// 700 client-side TIME_WAITs toward one destination, timestamps off
+    /// (none reusable): the capacity counts every one of their ports, the
+    /// diagnosis keeps the first 500 holder reports and counts the other
+    /// 200 (a table of 31,000 would otherwise cost more memory than the
+    /// dump), and the text says where all of them can be read.
+    fn a_large_table_is_counted_exactly(sysctls = [
+        ("net.ipv4.ip_local_port_range", "40000 40999"),
+        ("net.ipv4.tcp_timestamps", "0"),
+        ("net.ipv4.tcp_tw_reuse", "0"),
+    ]) {
+        const MADE: usize = 700;
+        let l = listener("127.0.0.1:7100", false);
+        for _ in 0..MADE {
+            close_one(&l, "127.0.0.1:7100", false);
+        }
+        let q = ConnectQuestion {
+            dst: a("127.0.0.1:7100"),
+            from: None,
+            bind_no_port: false,
+            opts: opts(false),
+            uid: live::euid(),
+            cap_net_bind_service: true,
+        };
+        // Until all 700 closes have reached TIME_WAIT (bounded).
+        let d = common::wait_until(Duration::from_secs(10), "700 TIME_WAIT", || {
+            let d = live::connect(&q, false).unwrap();
+            let c = d.capacity.clone().unwrap();
+            (c.time_wait_blocking as usize == MADE).then_some(d)
+        });
+        let c = d.capacity.as_ref().unwrap();
+        assert_eq!(c.range_ports, 1000);
+        assert_eq!(c.free as usize, 1000 - MADE);
+        assert_eq!(c.time_wait_reusable, 0);
+        assert_eq!(d.holders.len(), twlab::why::HOLDERS_LISTED);
+        assert_eq!(d.holders.len() + d.holders_not_listed, MADE);
+        assert!(d.holders.iter().all(|h| h.timewait_sock && h.peer == a("127.0.0.1:7100")));
+        let text = twlab::why::render::long(&d);
+        assert!(
+            text.contains(&format!(
+                "… {} more (--json lists {} of them, {} are counted only; `twlab ss --peer 127.0.0.1:7100` lists all)",
+                MADE - 20,
+                twlab::why::HOLDERS_LISTED,
+                MADE - twlab::why::HOLDERS_LISTED
+            )),
+            "{text}"
+        );
+    }
+}

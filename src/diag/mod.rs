@@ -143,8 +143,8 @@ pub fn dump(q: &Query) -> Result<Vec<SockEntry>> {
 /// it runs may or may not be in it, exactly as with `ss`. If the kernel
 /// flags the dump as interrupted (NLM_F_DUMP_INTR; inet_diag does not call
 /// `nl_dump_check_consistent()` today, but the netlink contract allows it),
-/// the family is dumped again, bounded, and only sockets not delivered yet
-/// are passed on: each socket is delivered at most once.
+/// the result is an error that says so: each socket is delivered at most
+/// once, and never from a torn table.
 pub fn dump_each(q: &Query, f: impl FnMut(SockEntry) -> Result<()>) -> Result<()> {
     if q.states.is_empty() {
         return Ok(());

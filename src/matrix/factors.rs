@@ -216,7 +216,12 @@ pub fn list_factors() -> String {
         Column::keep("what"),
     ]);
     for f in FACTORS {
-        t.row(vec![f.name.into(), f.values.into(), f.default.into(), f.what.into()]);
+        t.row(vec![
+            f.name.into(),
+            f.values.into(),
+            f.default.into(),
+            f.what.into(),
+        ]);
     }
     t.render(crate::layout::width(), false)
 }

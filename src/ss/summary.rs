@@ -317,12 +317,20 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
     };
     let mut sides = why::TimeWaitSides::default();
     diag::dump_each(&all, |e| {
-        t.add(&e, filter, ports.as_ref());
         if e.state == TcpState::Listen {
             // One that started listening after the first dump.
             listening.insert(e.local.port());
         }
-        if let Some(ix) = index.as_mut() {
+        // connect() never picks a port whose bucket a listener made
+        // (`__inet_hash_connect()` skips `tb->fastreuse >= 0`), and the
+        // range accounting counts such a port as the listener's whatever
+        // else is on it: the sockets accepted there (often most of a
+        // server's table) are counted, not indexed one by one. (A
+        // listener that closed between the two dumps leaves its port's
+        // sockets out of the index: both dumps are a moment apart.)
+        let on_listener_port = e.state != TcpState::Listen && listening.contains(&e.local.port());
+        t.add(&e, filter, ports.as_ref().filter(|_| !on_listener_port));
+        if let Some(ix) = index.as_mut().filter(|_| !on_listener_port) {
             ix.add(&e);
         }
         if filter.query.families.contains(&e.family)

@@ -569,6 +569,7 @@ fn bind_diagnosis(
         unknowns: Vec::new(),
         facts: Vec::new(),
         holders,
+        holders_not_listed: 0,
         tried: Vec::new(),
     }
 }

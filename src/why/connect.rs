@@ -6,7 +6,8 @@
 use super::bind::Asker;
 use super::bind::{BindQuestion, diagnose_bind, report};
 use super::diagnosis::{
-    Asked, Blocking, Capacity, Diagnosis, Errno, Expect, Failure, Flag, HolderReport,
+    Asked, Blocking, Capacity, Diagnosis, Errno, Expect, Failure, Flag, HOLDERS_LISTED,
+    HolderReport,
 };
 use super::documented::connect_elsewhere;
 use super::fix::{Fix, RankedFix};
@@ -438,11 +439,26 @@ pub(crate) fn time_wait_note(sys: &NetSysctls, loopback: bool) -> String {
 /// The ephemeral scan, port by port, as `__inet_hash_connect()` does it
 /// ([`scan_port`]): count the range toward `q.dst`, collecting the sockets
 /// that stand in the way.
-fn count_range(
-    q: &ConnectQuestion,
-    table: &Table,
-    sys: &NetSysctls,
-) -> (Capacity, Vec<HolderReport>) {
+/// The holder reports of a range scan: the first [`HOLDERS_LISTED`] kept,
+/// the rest only counted (the capacity counts every port either way).
+#[derive(Default)]
+struct Listed {
+    kept: Vec<HolderReport>,
+    more: usize,
+}
+
+impl Listed {
+    /// One more holder; its report is made only if it is kept.
+    fn add(&mut self, report: impl FnOnce() -> HolderReport) {
+        if self.kept.len() < HOLDERS_LISTED {
+            self.kept.push(report());
+        } else {
+            self.more += 1;
+        }
+    }
+}
+
+fn count_range(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> (Capacity, Listed) {
     let range = sys.port_range;
     let src = source_ip(q);
     let rsys = ReuseSysctls::from(sys);
@@ -468,7 +484,7 @@ fn count_range(
     let window_ms = rate_window_ms(sys, is_loopback(q.dst.ip()));
     let mut young = 0u32;
     let listener_ports = listener_ports(table);
-    let mut holders = Vec::new();
+    let mut holders = Listed::default();
     for port in range.low..=range.high {
         let reserved = sys.reserved_ports.contains(port);
         let bucket: Vec<&Occupant> = if reserved {
@@ -495,15 +511,12 @@ fn count_range(
             ScanPort::Reserved => c.reserved += 1,
             ScanPort::BindOwned => {
                 c.bind_owned += 1;
-                holders.extend(
-                    bucket
-                        .iter()
-                        .filter(|o| {
-                            !matches!(role(&o.entry), Role::Connected | Role::TimeWait)
-                                || o.entry.peer == q.dst
-                        })
-                        .map(|o| report(o, Blocking::Always, table, sys)),
-                );
+                for o in bucket.iter().filter(|o| {
+                    !matches!(role(&o.entry), Role::Connected | Role::TimeWait)
+                        || o.entry.peer == q.dst
+                }) {
+                    holders.add(|| report(o, Blocking::Always, table, sys));
+                }
             }
             ScanPort::Tuple(TupleVerdict::Free) => {
                 c.free += 1;
@@ -512,25 +525,22 @@ fn count_range(
             ScanPort::Tuple(TupleVerdict::TakeOver { .. }) => {
                 c.time_wait_reusable += 1;
                 young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
-                holders.extend(
-                    on.iter()
-                        .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
-                );
+                for o in &on {
+                    holders.add(|| report(o, Blocking::HoldsTuple, table, sys));
+                }
             }
             ScanPort::Tuple(TupleVerdict::Busy) => {
                 c.tuple_busy += 1;
-                holders.extend(
-                    on.iter()
-                        .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
-                );
+                for o in &on {
+                    holders.add(|| report(o, Blocking::HoldsTuple, table, sys));
+                }
             }
             ScanPort::Tuple(TupleVerdict::TimeWaitBlocks(_)) => {
                 c.time_wait_blocking += 1;
                 young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
-                holders.extend(
-                    on.iter()
-                        .map(|o| report(o, Blocking::HoldsTuple, table, sys)),
-                );
+                for o in &on {
+                    holders.add(|| report(o, Blocking::HoldsTuple, table, sys));
+                }
                 let later = on
                     .iter()
                     .map(|o| reusable_in_ms(&o.entry, sys))
@@ -676,7 +686,8 @@ fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis 
         fixes,
         unknowns: vec!["sock_diag does not show whether a connected socket's port came from bind(): such ports are counted as chosen by connect(). If one came from bind() (bind(addr, 0) without IP_BIND_ADDRESS_NO_PORT), connect() skips it for every destination.".into()],
         facts,
-        holders,
+        holders: holders.kept,
+        holders_not_listed: holders.more,
         tried: Vec::new(),
     }
 }

@@ -474,13 +474,28 @@ pub enum Asked {
     },
 }
 
+/// The most holder reports a range scan keeps (the text shows 20, the
+/// short form 3); the rest are counted in `holders_not_listed`, and the
+/// capacity counts every port. `twlab ss --peer DST` lists them all.
+pub const HOLDERS_LISTED: usize = 500;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// The full answer to a question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnosis {
     /// The question.
     pub asked: Asked,
-    /// The sockets that hold the port or the 4-tuple.
+    /// The sockets that hold the port or the 4-tuple: all of them, or
+    /// the first [`HOLDERS_LISTED`] where a range scan finds more (each
+    /// counted in [`Capacity`], not kept: 31,000 TIME_WAIT toward one
+    /// destination would cost more memory than the dump itself).
     pub holders: Vec<HolderReport>,
+    /// Holders found but not listed (beyond [`HOLDERS_LISTED`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub holders_not_listed: usize,
     /// The deciding rule (the one identifier every command prints).
     pub rule: RuleId,
     /// The kernel function that applies it.

@@ -39,7 +39,7 @@ pub use bind::{Asker, BindQuestion, REUSE_VARIANTS, blocking, diagnose_bind, exp
 pub use connect::{ConnectQuestion, diagnose_connect, time_wait_reusable};
 pub use diagnosis::{
     Agreement, Asked, Attempt, Blocking, Capacity, Diagnosis, Errno, Expect, Failure, Flag,
-    HolderClass, HolderReport, OtherSystem, ReuseKnown, Variant,
+    HOLDERS_LISTED, HolderClass, HolderReport, OtherSystem, ReuseKnown, Variant,
 };
 pub use fix::{Fix, RankedFix};
 pub use range::{

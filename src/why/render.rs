@@ -86,6 +86,23 @@ pub fn holder_line(h: &HolderReport) -> String {
     s
 }
 
+/// Where the holders not printed can be read: `--json` has every holder
+/// the diagnosis kept; past [`super::diagnosis::HOLDERS_LISTED`] only
+/// `twlab ss` lists them all.
+fn all_of_them(d: &Diagnosis) -> String {
+    match (&d.asked, d.holders_not_listed) {
+        (_, 0) => "--json lists all".into(),
+        (Asked::Connect { dst, .. }, n) => format!(
+            "--json lists {} of them, {n} are counted only; `twlab ss --peer {dst}` lists all",
+            d.holders.len()
+        ),
+        (_, n) => format!(
+            "--json lists {} of them, {n} are counted only",
+            d.holders.len()
+        ),
+    }
+}
+
 /// The long form.
 // One section after the other, in the order a reader needs them.
 pub fn long(d: &Diagnosis) -> String {
@@ -105,11 +122,13 @@ pub fn long(d: &Diagnosis) -> String {
         for h in d.holders.iter().take(MAX_HOLDER_LINES) {
             let _ = writeln!(o, "  {}", holder_line(h));
         }
-        if d.holders.len() > MAX_HOLDER_LINES {
+        let total = d.holders.len() + d.holders_not_listed;
+        if total > MAX_HOLDER_LINES {
             let _ = writeln!(
                 o,
-                "  … {} more (--json lists all)",
-                d.holders.len() - MAX_HOLDER_LINES
+                "  … {} more ({})",
+                total - MAX_HOLDER_LINES,
+                all_of_them(d)
             );
         }
     }
@@ -214,12 +233,18 @@ pub fn short(d: &Diagnosis) -> String {
     for h in in_way.iter().take(SHORT_HOLDER_LINES) {
         let _ = writeln!(o, "  holder: {}", holder_line(h));
     }
-    if in_way.len() > SHORT_HOLDER_LINES {
+    let in_way_total = in_way.len() + d.holders_not_listed;
+    if in_way_total > SHORT_HOLDER_LINES {
         let _ = writeln!(
             o,
-            "  … {} more holders (`twlab why {}` lists all)",
-            in_way.len() - SHORT_HOLDER_LINES,
-            why_args(d)
+            "  … {} more holders (`twlab why {}` {})",
+            in_way_total - SHORT_HOLDER_LINES,
+            why_args(d),
+            if d.holders_not_listed == 0 {
+                "lists all"
+            } else {
+                "lists more"
+            }
         );
     }
     if let Some(c) = &d.capacity {
