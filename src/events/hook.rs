@@ -20,36 +20,95 @@ const MAX_LINES: usize = 12;
 
 /// A session on one port, drained only when a failure asks.
 pub struct Witness {
-    session: Result<Mutex<(Session, VecDeque<Event>)>, String>,
+    state: Mutex<State>,
+}
+
+/// A witness's session: made on a thread of its own, so the first attempt
+/// does not wait the ~30 ms a tracefs instance takes to make.
+enum State {
+    Starting(std::thread::JoinHandle<Result<Session, String>>),
+    Ready(Box<Session>, VecDeque<Event>),
+    Off(String),
+    /// Between states (a join in progress).
+    Gone,
+}
+
+impl State {
+    /// The session, once its thread has finished (never waits).
+    fn settle(&mut self) {
+        if matches!(self, State::Starting(h) if h.is_finished()) {
+            let State::Starting(h) = std::mem::replace(self, State::Gone) else {
+                return;
+            };
+            *self = match h.join() {
+                Ok(Ok(s)) => State::Ready(Box::new(s), VecDeque::new()),
+                Ok(Err(why)) => State::Off(why),
+                Err(_) => State::Off("the events thread panicked".into()),
+            };
+        }
+    }
+}
+
+impl Drop for Witness {
+    /// A session still being made is waited for, so that its tracefs
+    /// instance is removed (instances are global to the kernel).
+    fn drop(&mut self) {
+        let state = self
+            .state
+            .get_mut()
+            .map(|s| std::mem::replace(s, State::Gone))
+            .unwrap_or(State::Gone);
+        if let State::Starting(h) = state {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Witness {
-    /// Start watching `port` (either end). Without events (not root, no
-    /// tracefs) the witness says so, in one line, beside each failure.
+    /// Start watching `port` (either end), on a thread. Without events
+    /// (not root, no tracefs) the witness says so, in one line, beside
+    /// each failure.
     pub fn start(port: u16) -> Witness {
+        let starting = std::thread::Builder::new()
+            .name("twlab-witness".into())
+            // The kernel's default buffer: a failure reads at most the
+            // last few thousand events of one port.
+            .spawn(move || {
+                Session::open_sized(Filter::ports(&[port]), None).map_err(|e| e.to_string())
+            });
         Witness {
-            session: Session::open(Filter::ports(&[port]))
-                .map(|s| Mutex::new((s, VecDeque::new()))),
+            state: Mutex::new(match starting {
+                Ok(h) => State::Starting(h),
+                Err(e) => State::Off(format!("spawn: {e}")),
+            }),
         }
     }
 
     /// True when the kernel's events are being recorded.
     pub fn active(&self) -> bool {
-        self.session.is_ok()
+        self.state.lock().is_ok_and(|mut s| {
+            s.settle();
+            matches!(*s, State::Ready(..))
+        })
     }
 
     /// The events of `local` ⇄ `peer` (either end; `local` None: any
     /// socket to `peer`) recorded so far, newest last, as lines; or the
     /// one line that says why there are none.
     pub fn lines(&self, local: Option<SocketAddr>, peer: SocketAddr) -> Vec<String> {
-        let m = match &self.session {
-            Ok(m) => m,
-            Err(why) => return vec![format!("kernel events: off ({why})")],
-        };
-        let Ok(mut g) = m.lock() else {
+        let Ok(mut g) = self.state.lock() else {
             return Vec::new();
         };
-        let (session, recent) = &mut *g;
+        g.settle();
+        let (session, recent) = match &mut *g {
+            State::Ready(session, recent) => (session, recent),
+            State::Off(why) => return vec![format!("kernel events: off ({why})")],
+            State::Starting(_) | State::Gone => {
+                return vec![
+                    "kernel events: not recording yet (this failure came before the tracefs session was ready)".into(),
+                ];
+            }
+        };
         // The events of the failed call itself may still sit in a per-CPU
         // buffer page the reader has not been woken for: drain them all.
         for e in session.drain() {

@@ -226,6 +226,12 @@ impl Session {
     /// Mount tracefs privately, make an instance, enable the events with
     /// `filter`. `Err` is one line saying what is missing.
     pub fn open(filter: Filter) -> Result<Session, Unavailable> {
+        Session::open_sized(filter, Some(BUFFER_KB))
+    }
+
+    /// [`Session::open`] with a per-CPU buffer of `buffer_kb` KiB, or the
+    /// kernel's default (`None`: no resize, which costs ~15 ms).
+    pub fn open_sized(filter: Filter, buffer_kb: Option<&str>) -> Result<Session, Unavailable> {
         let root = crate::sys::tracefs::open_private()?;
         let instance = Instance::create(root)?;
         let clock = if instance.write("trace_clock", "tai").is_ok() {
@@ -238,7 +244,9 @@ impl Session {
                 offset_ns: crate::sys::tracefs::mono_offset_ns(),
             }
         };
-        let _ = instance.write("buffer_size_kb", BUFFER_KB);
+        if let Some(kb) = buffer_kb {
+            let _ = instance.write("buffer_size_kb", kb);
+        }
         let _ = instance.write("buffer_percent", WAKE_PERCENT);
         let layout = PageLayout::parse(
             &instance

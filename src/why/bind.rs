@@ -394,8 +394,28 @@ pub(crate) fn report(
     }
 }
 
-/// Diagnose `bind(q.addr)` against the live (or given) table.
+/// Diagnose `bind(q.addr)` against the live (or given) table. Where the
+/// table cannot show bound-only sockets (Linux before 6.5), a predicted
+/// success becomes a "depends" on none of them holding the port.
 pub fn diagnose_bind(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis {
+    let mut d = diagnose_bind_seen(q, table, sys);
+    if table.bound_only_hidden {
+        let what = if q.addr.port() == 0 {
+            "every port of the range that looks free".to_string()
+        } else {
+            format!("port {}", q.addr.port())
+        };
+        let unseen = |e: Expect| e.unless_unseen(Step::Bind, Errno::EADDRINUSE, &what);
+        d.expect = unseen(std::mem::replace(&mut d.expect, Expect::Ok));
+        for v in &mut d.variants {
+            v.expect = unseen(std::mem::replace(&mut v.expect, Expect::Ok));
+        }
+    }
+    d
+}
+
+/// [`diagnose_bind`] over what the table shows.
+fn diagnose_bind_seen(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis {
     if let Some(refused) = precheck(&new_socket(q, q.opts), q.addr.port(), sys) {
         return refused_early(q, refused, sys);
     }
@@ -921,6 +941,7 @@ fn diagnose_bind_any(q: &BindQuestion, table: &Table, sys: &NetSysctls) -> Diagn
         taken_per_min: None,
         rate_window_ms: None,
         back_per_min: None,
+        bound_only_hidden: table.bound_only_hidden,
     };
     let autobind_reuse = sys.autobind_reuse.unwrap_or(false);
     let inuse = || Expect::Fails {

@@ -68,6 +68,16 @@ pub fn diagnose_connect(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) ->
         }
         _ => ephemeral(q, table, sys),
     };
+    if let Some(from) = q.from.filter(|f| f.port() != 0 && table.bound_only_hidden) {
+        // A socket that is only bound on the fixed port refuses bind()
+        // (the bucket rules, inet_bind_conflict()), and this table cannot
+        // show one.
+        d.expect = std::mem::replace(&mut d.expect, Expect::Ok).unless_unseen(
+            Step::Bind,
+            Errno::EADDRINUSE,
+            &format!("port {}", from.port()),
+        );
+    }
     d.asked = Asked::Connect {
         dst: q.dst,
         from: q.from,
@@ -480,6 +490,7 @@ fn count_range(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> (Capacit
         taken_per_min: None,
         rate_window_ms: None,
         back_per_min: None,
+        bound_only_hidden: table.bound_only_hidden,
     };
     let window_ms = rate_window_ms(sys, is_loopback(q.dst.ip()));
     let mut young = 0u32;

@@ -97,6 +97,23 @@ impl Capacity {
     /// if no port is usable, and otherwise depends on where the
     /// connections' ports came from.
     pub fn expect(&self) -> Expect {
+        if self.bound_only_hidden && self.usable > 0 {
+            // Every port that looks usable may hold a socket the dump
+            // cannot show: none is sure.
+            let mut ok_if = crate::model::kernel::version::unseen_bound_only(&format!(
+                "every one of the {} port(s) that look usable",
+                self.usable
+            ));
+            if self.usable > self.surely_usable {
+                ok_if.push_str(", and the connections on them got their ports from connect(), not from bind(ip, 0)");
+            }
+            return Expect::Depends {
+                step: Step::Connect,
+                errno: Errno::EADDRNOTAVAIL,
+                ok_if,
+                then: None,
+            };
+        }
         connect_expect(self.usable, self.surely_usable)
     }
 }
@@ -123,6 +140,22 @@ pub(crate) fn connect_expect(usable: u32, surely_usable: u32) -> Expect {
 }
 
 impl Expect {
+    /// Where the dump cannot show bound-only sockets (Linux before 6.5), a
+    /// predicted success is only as sure as "none of them holds `what`":
+    /// it becomes a "depends" on that, naming the call that would fail
+    /// otherwise. Anything else stays as it is.
+    pub(crate) fn unless_unseen(self, step: Step, errno: Errno, what: &str) -> Expect {
+        match self {
+            Expect::Ok => Expect::Depends {
+                step,
+                errno,
+                ok_if: crate::model::kernel::version::unseen_bound_only(what),
+                then: None,
+            },
+            e => e,
+        }
+    }
+
     /// "ok", "bind() fails with EADDRINUSE", "bind() fails with EADDRINUSE
     /// unless every holder has SO_REUSEADDR".
     pub fn describe(&self) -> String {
@@ -399,6 +432,10 @@ pub struct Capacity {
     /// range; one below it is sustainable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub back_per_min: Option<u32>,
+    /// The dump could not show bound-only sockets (Linux before 6.5): a
+    /// port that looks empty may be held, so no port is sure.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bound_only_hidden: bool,
 }
 
 /// What another system is documented to do in the same situation.

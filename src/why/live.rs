@@ -124,7 +124,9 @@ pub fn read_scope(scope: Scope) -> Result<Table> {
         });
         Ok(())
     })?;
-    Ok(Table::new(sockets))
+    let mut table = Table::new(sockets);
+    table.bound_only_hidden = !crate::model::kernel::version::bound_only_visible();
+    Ok(table)
 }
 
 /// Give the table's sockets with these inodes their owners, from one scan

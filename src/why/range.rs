@@ -69,6 +69,10 @@ pub struct RangeUse {
     pub distinct_peers: u32,
     /// The pairs with the least usable ports first.
     pub peers: Vec<PeerCapacity>,
+    /// The dump could not show bound-only sockets (Linux before 6.5):
+    /// ports that look empty may be held.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bound_only_hidden: bool,
 }
 
 /// The sockets of one pair on one port, by what they make of it.
@@ -237,6 +241,8 @@ impl RangeIndex {
             shared_across_peers: 0,
             distinct_peers: 0,
             peers: Vec::new(),
+            // The index is fed from this kernel's dumps.
+            bound_only_hidden: !crate::model::kernel::version::bound_only_visible(),
         };
         let mut pairs: Vec<Option<PairTally>> = Vec::new();
         pairs.resize_with(self.pairs.len(), || None);
@@ -384,6 +390,7 @@ fn capacity(u: &RangeUse, peer: SocketAddr, t: &PairTally, sys: &NetSysctls) -> 
         taken_per_min: None,
         rate_window_ms: None,
         back_per_min: None,
+        bound_only_hidden: u.bound_only_hidden,
     };
     set_rates(
         &mut c,

@@ -35,6 +35,11 @@ pub struct Table {
     /// table per port or per holder.
     #[serde(skip)]
     index: OnceLock<Index>,
+    /// The dump could not show bound-only sockets (a kernel before 6.5):
+    /// a port that looks free may be held, so a predicted success is a
+    /// "depends" ([`crate::model::kernel::version::unseen_bound_only`]).
+    #[serde(skip)]
+    pub bound_only_hidden: bool,
 }
 
 /// Local ports there are (0 to 65535).
@@ -59,6 +64,7 @@ impl Table {
         Table {
             sockets,
             index: OnceLock::new(),
+            bound_only_hidden: false,
         }
     }
 

@@ -445,3 +445,53 @@ fn try_results_are_compared_with_the_prediction() {
     assert_eq!(agreement(&dep, Some("EADDRINUSE")), Agreement::Resolves);
     assert_eq!(agreement(&dep, Some("EACCES")), Agreement::Mismatch);
 }
+
+/// Before 6.5 sock_diag does not dump bound-only sockets (idiag_states bit
+/// 13, TCP_BOUND_INACTIVE): on such a table a predicted success can be
+/// overturned by a socket nobody can see, so it is a "depends" naming the
+/// call that would fail (bind() with EADDRINUSE from the bucket rules,
+/// connect() with EADDRNOTAVAIL from __inet_hash_connect()); a failure the
+/// table shows stays sure.
+#[test]
+fn a_table_blind_to_bound_only_sockets_makes_success_depend_on_them() {
+    let unseen = |d: &Diagnosis, step: Step, errno: Errno| match &d.expect {
+        Expect::Depends {
+            step: s,
+            errno: e,
+            ok_if,
+            then: None,
+        } => *s == step && *e == errno && ok_if.contains("only bound"),
+        _ => false,
+    };
+    let mut blind = Table::from_entries(vec![listen("127.0.0.1:8080")]);
+    blind.bound_only_hidden = true;
+    let sys = sys("40000 40009", "", "0");
+    // A free port: bind() depends on an unseen bound-only socket.
+    let d = diagnose_bind(&bind_q("127.0.0.1:9090", opts(false, false)), &blind, &sys);
+    assert!(unseen(&d, Step::Bind, Errno::EADDRINUSE), "{:?}", d.expect);
+    // The listener's port: refused whatever else holds it.
+    let d = diagnose_bind(&bind_q("127.0.0.1:8080", opts(false, false)), &blind, &sys);
+    assert_eq!(d.expect, inuse());
+    // A kernel-chosen port toward a listener: ten empty-looking ports,
+    // none sure.
+    let d = diagnose_connect(&connect_q("127.0.0.1:8080", None, false), &blind, &sys);
+    assert!(
+        unseen(&d, Step::Connect, Errno::EADDRNOTAVAIL),
+        "{:?}",
+        d.expect
+    );
+    assert_eq!(d.capacity.as_ref().unwrap().usable, 10);
+    // A fixed port: its bind() depends.
+    let d = diagnose_connect(
+        &connect_q("127.0.0.1:8080", Some("127.0.0.1:7000"), false),
+        &blind,
+        &sys,
+    );
+    assert!(unseen(&d, Step::Bind, Errno::EADDRINUSE), "{:?}", d.expect);
+    // The same table where bound-only sockets are dumped: sure.
+    let seen = Table::from_entries(vec![listen("127.0.0.1:8080")]);
+    let d = diagnose_connect(&connect_q("127.0.0.1:8080", None, false), &seen, &sys);
+    assert_eq!(d.expect, Expect::Ok);
+    let d = diagnose_bind(&bind_q("127.0.0.1:9090", opts(false, false)), &seen, &sys);
+    assert_eq!(d.expect, Expect::Ok);
+}

@@ -126,6 +126,24 @@ impl VersionFact {
     }
 }
 
+/// Does the running kernel's sock_diag dump bound-only sockets? (Unknown
+/// kernels: assumed so, as the table would be on this host.)
+pub fn bound_only_visible() -> bool {
+    KernelVersion::running().is_none_or(|v| v.has(BOUND_ONLY_DUMPED))
+}
+
+/// What a prediction of success depends on where bound-only sockets cannot
+/// be seen: "no socket that is only bound holds port 8080 (Linux 6.1 < 6.5:
+/// sock_diag does not dump them)".
+pub fn unseen_bound_only(what: &str) -> String {
+    let v = KernelVersion::running()
+        .map(|v| format!("Linux {v} < {}", BOUND_ONLY_DUMPED.since))
+        .unwrap_or_else(|| format!("before Linux {}", BOUND_ONLY_DUMPED.since));
+    format!(
+        "no socket that is only bound (bind() without listen() or connect()) holds {what} ({v}: sock_diag does not dump such sockets)"
+    )
+}
+
 /// One line for tables built from sock_diag dumps on a kernel that cannot
 /// show bound-only sockets (before 6.5), or `None` where it can: the one
 /// helper the `ss` and `why` renderings call, so an incomplete table is
