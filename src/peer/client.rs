@@ -455,7 +455,9 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
     let _tick = crate::sys::tick::Ticker::start(super::WAIT_SLICE).ok();
     // The kernel's events of the server's port, read only on a failure.
     #[cfg(target_os = "linux")]
-    let witness = crate::events::hook::Witness::start(p.connect.port());
+    // Not for a single attempt: making a tracefs instance (~30 ms) would
+    // be most of such a run, and its failure is diagnosed without it.
+    let witness = (p.count > 1).then(|| crate::events::hook::Witness::start(p.connect.port()));
     let (mut ok, mut failed_tries) = (0u64, 0u64);
     // Under --until first-ok: when the current attempt first failed, and
     // how many times it was tried again since.
@@ -497,7 +499,12 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
                 explain(p, &mut at);
                 #[cfg(target_os = "linux")]
                 {
-                    at.kernel_events = witness.lines(at.local, p.connect);
+                    at.kernel_events = match &witness {
+                        Some(w) => w.lines(at.local, p.connect),
+                        None => vec![
+                            "kernel events: not recorded for a single attempt (--count 2 or more records them)".into(),
+                        ],
+                    };
                 }
             }
             if !retrying || is_ok {

@@ -97,24 +97,30 @@ impl Capacity {
     /// if no port is usable, and otherwise depends on where the
     /// connections' ports came from.
     pub fn expect(&self) -> Expect {
-        if self.bound_only_hidden && self.usable > 0 {
-            // Every port that looks usable may hold a socket the dump
-            // cannot show: none is sure.
-            let mut ok_if = crate::model::kernel::version::unseen_bound_only(&format!(
-                "every one of the {} port(s) that look usable",
-                self.usable
-            ));
-            if self.usable > self.surely_usable {
-                ok_if.push_str(", and the connections on them got their ports from connect(), not from bind(ip, 0)");
-            }
-            return Expect::Depends {
-                step: Step::Connect,
-                errno: Errno::EADDRNOTAVAIL,
-                ok_if,
-                then: None,
-            };
-        }
-        connect_expect(self.usable, self.surely_usable)
+        connect_expect_seen(self.usable, self.surely_usable, self.bound_only_hidden)
+    }
+}
+
+/// [`connect_expect`] where the dump may hide bound-only sockets
+/// (`hidden`, Linux before 6.5): every port that looks usable may hold one,
+/// so none is sure.
+pub(crate) fn connect_expect_seen(usable: u32, surely_usable: u32, hidden: bool) -> Expect {
+    if !hidden || usable == 0 {
+        return connect_expect(usable, surely_usable);
+    }
+    let mut ok_if = crate::model::kernel::version::unseen_bound_only(&format!(
+        "every one of the {usable} port(s) that look usable"
+    ));
+    if usable > surely_usable {
+        ok_if.push_str(
+            ", and the connections on them got their ports from connect(), not from bind(ip, 0)",
+        );
+    }
+    Expect::Depends {
+        step: Step::Connect,
+        errno: Errno::EADDRNOTAVAIL,
+        ok_if,
+        then: None,
     }
 }
 

@@ -452,6 +452,10 @@ fn try_results_are_compared_with_the_prediction() {
 /// call that would fail (bind() with EADDRINUSE from the bucket rules,
 /// connect() with EADDRNOTAVAIL from __inet_hash_connect()); a failure the
 /// table shows stays sure.
+fn seen_table() -> Table {
+    Table::from_entries(vec![listen("127.0.0.1:8080")])
+}
+
 #[test]
 fn a_table_blind_to_bound_only_sockets_makes_success_depend_on_them() {
     let unseen = |d: &Diagnosis, step: Step, errno: Errno| match &d.expect {
@@ -488,6 +492,15 @@ fn a_table_blind_to_bound_only_sockets_makes_success_depend_on_them() {
         &sys,
     );
     assert!(unseen(&d, Step::Bind, Errno::EADDRINUSE), "{:?}", d.expect);
+    // ss --summary's count toward a new peer: the same.
+    let mut u = range_use(&[listen("127.0.0.1:8080")], &sys, 5);
+    assert_eq!(u.expect_new_peer(), Expect::Ok);
+    u.bound_only_hidden = true;
+    let d = Diagnosis {
+        expect: u.expect_new_peer(),
+        ..diagnose_bind(&bind_q("127.0.0.1:9090", opts(false, false)), &seen_table(), &sys)
+    };
+    assert!(unseen(&d, Step::Connect, Errno::EADDRNOTAVAIL), "{:?}", d.expect);
     // The same table where bound-only sockets are dumped: sure.
     let seen = Table::from_entries(vec![listen("127.0.0.1:8080")]);
     let d = diagnose_connect(&connect_q("127.0.0.1:8080", None, false), &seen, &sys);
