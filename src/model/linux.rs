@@ -120,6 +120,7 @@ pub(crate) fn bind_shares(new: SocketOpts, h: &Holder) -> Option<RuleId> {
         reuseport: h.opts.reuseport,
         uid: 0,
         kind,
+        v4_mapped_any: kernel::addr::is_v4_mapped_any(sock.ip),
     };
     kernel::bind::conflict(&sock, &old, Check::Bind)
         .ok()

@@ -345,6 +345,9 @@ fn first_held(c: &PairCase) -> PortHolder {
         v6only || addr == PairAddr::V6Loopback
     };
     PortHolder {
+        // The pairs' v4-mapped address is ::ffff:127.0.0.1, never the
+        // v4-mapped wildcard.
+        v4_mapped_any: false,
         claims: claims(addr, v6only),
         reuseaddr: c.first.reuseaddr,
         reuseport: c.first.reuseport,
@@ -439,6 +442,7 @@ fn late_listen(c: &PairCase, second_listens: bool, new_claims: Claims) -> Call {
         };
     }
     let second = PortHolder {
+        v4_mapped_any: false,
         claims: new_claims,
         reuseaddr: c.second.reuseaddr,
         reuseport: c.second.reuseport,

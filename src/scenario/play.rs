@@ -56,6 +56,15 @@ impl ScriptReport {
     pub fn disagreements(&self) -> usize {
         self.steps.iter().filter(|s| !s.agrees()).count()
     }
+
+    /// Steps where the model and the observation differ (the model is
+    /// held to every kernel, whatever the file's expectations are for).
+    pub fn model_mismatches(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.model.as_ref().is_some_and(|(m, _)| *m != s.observed))
+            .count()
+    }
 }
 
 /// The played sockets: the model's view of each, and the real socket

@@ -72,6 +72,7 @@ fn holder(s: &SocketView) -> Option<PortHolder> {
         reuseport: s.opts.reuseport,
         uid: s.uid,
         kind,
+        v4_mapped_any: crate::model::kernel::addr::is_v4_mapped_any(local.ip()),
     })
 }
 

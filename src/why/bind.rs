@@ -129,6 +129,7 @@ pub(crate) fn port_holder(e: &SockEntry, theirs: SocketOpts, default_v6only: boo
         reuseport: theirs.reuseport,
         uid: e.uid,
         kind: holder_kind(e),
+        v4_mapped_any: crate::model::kernel::addr::is_v4_mapped_any(e.local.ip()),
     }
 }
 

@@ -439,7 +439,11 @@ fn helps(fixes: &[RankedFix]) -> String {
 impl RangeUse {
     /// What connect() toward a peer nothing is connected to yet does.
     pub fn expect_new_peer(&self) -> super::Expect {
-        super::diagnosis::connect_expect_seen(self.usable_new_peer, self.empty, self.bound_only_hidden)
+        super::diagnosis::connect_expect_seen(
+            self.usable_new_peer,
+            self.empty,
+            self.bound_only_hidden,
+        )
     }
 
     /// Ports connect() may pick at all: the range less the reserved ones.

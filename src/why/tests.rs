@@ -498,9 +498,17 @@ fn a_table_blind_to_bound_only_sockets_makes_success_depend_on_them() {
     u.bound_only_hidden = true;
     let d = Diagnosis {
         expect: u.expect_new_peer(),
-        ..diagnose_bind(&bind_q("127.0.0.1:9090", opts(false, false)), &seen_table(), &sys)
+        ..diagnose_bind(
+            &bind_q("127.0.0.1:9090", opts(false, false)),
+            &seen_table(),
+            &sys,
+        )
     };
-    assert!(unseen(&d, Step::Connect, Errno::EADDRNOTAVAIL), "{:?}", d.expect);
+    assert!(
+        unseen(&d, Step::Connect, Errno::EADDRNOTAVAIL),
+        "{:?}",
+        d.expect
+    );
     // The same table where bound-only sockets are dumped: sure.
     let seen = Table::from_entries(vec![listen("127.0.0.1:8080")]);
     let d = diagnose_connect(&connect_q("127.0.0.1:8080", None, false), &seen, &sys);

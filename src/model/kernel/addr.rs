@@ -54,6 +54,19 @@ pub struct Claims {
     pub v6: Claim,
 }
 
+/// An IPv6 socket's bind to `::ffff:0.0.0.0`, the v4-mapped IPv4 wildcard
+/// (it holds every IPv4 address, like `0.0.0.0`, but bhash2 keys it under
+/// its own address: see [`super::version::V4MAPPED_ANY_IN_BHASH2`]).
+pub fn is_v4_mapped_any(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(a) if a.to_ipv4_mapped().is_some_and(|m| m.is_unspecified()))
+}
+
+/// An IPv6 socket's bind to a v4-mapped address other than the wildcard
+/// (`::ffff:127.0.0.1`).
+pub fn is_v4_mapped_specific(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(a) if a.to_ipv4_mapped().is_some_and(|m| !m.is_unspecified()))
+}
+
 impl Claims {
     /// What a socket bound to `ip` holds, with its IPV6_V6ONLY as the kernel
     /// has it after bind() ([`v6only_after_bind`]).

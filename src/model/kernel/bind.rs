@@ -52,6 +52,8 @@ pub struct PortHolder {
     pub uid: u32,
     /// What it is doing.
     pub kind: HolderKind,
+    /// Bound to `::ffff:0.0.0.0` on an IPv6 socket ([`super::addr::is_v4_mapped_any`]).
+    pub v4_mapped_any: bool,
 }
 
 /// The socket that binds (`sk`).
@@ -142,7 +144,29 @@ pub enum Refusal {
 /// sockets on one port: how they share it, or why not. The device check
 /// (`sk_bound_dev_if`) is not modelled: twlab's sockets bind no device.
 pub fn conflict(new: &NewSocket, old: &PortHolder, check: Check) -> Result<Share, Refusal> {
+    conflict_on(new, old, check, super::version::KernelVersion::running())
+}
+
+/// [`conflict`] on kernel `kernel` (`None`: unknown, the newest rules).
+pub fn conflict_on(
+    new: &NewSocket,
+    old: &PortHolder,
+    check: Check,
+    kernel: Option<super::version::KernelVersion>,
+) -> Result<Share, Refusal> {
     if !new.claims().overlap(old.claims) {
+        return Ok(Share::Disjoint);
+    }
+    // Linux 6.1 to 6.8: a socket on `::ffff:0.0.0.0` is not found by the
+    // bhash2 checks of a later v4-mapped non-wildcard bind (see
+    // V4MAPPED_ANY_IN_BHASH2), so the two share the port whatever their
+    // options.
+    if old.v4_mapped_any
+        && super::addr::is_v4_mapped_specific(new.ip)
+        && kernel.is_some_and(|v| {
+            v.has(super::version::BHASH2) && !v.has(super::version::V4MAPPED_ANY_IN_BHASH2)
+        })
+    {
         return Ok(Share::Disjoint);
     }
     let reuseaddr_both = new.reuseaddr && old.reuseaddr && old.kind != HolderKind::Listen;
@@ -229,9 +253,49 @@ pub enum PortVerdict {
 /// `inet_csk_get_port()` for an explicit port (bind(), and listen()'s
 /// re-check with the listening socket's own entry left out by the caller).
 pub fn bind_port(new: &NewSocket, holders: &[PortHolder]) -> PortVerdict {
+    bind_port_on(new, holders, super::version::KernelVersion::running())
+}
+
+/// Linux 6.1 to 6.8, a v4-mapped non-wildcard bind on a port whose first
+/// IPv4-wildcard socket (in bind order, `holders`' order) is on
+/// `::ffff:0.0.0.0`: the bhash2 wildcard check stops at the first wildcard
+/// bucket it meets (the traversal `break`s in
+/// `inet_bhash2_addr_any_conflict()`; fixed with the 6.9 bhash2 fixes),
+/// finds no conflict there, and so meets neither that socket nor a
+/// `0.0.0.0` bound after it. When `0.0.0.0` was bound first, it is met and
+/// refuses as usual. Both orders seen on Debian 12's 6.1.0-57 in the
+/// `bind_wildcard.c` cases (`scripts/kernels`); the order dependence is
+/// read off those runs, not off the 6.1 source.
+fn v4_wildcards_missed(
+    new: &NewSocket,
+    holders: &[PortHolder],
+    kernel: Option<super::version::KernelVersion>,
+) -> bool {
+    let ipv4_any = Claims::of(std::net::Ipv4Addr::UNSPECIFIED.into(), false);
+    super::addr::is_v4_mapped_specific(new.ip)
+        && holders
+            .iter()
+            .find(|h| h.claims == ipv4_any)
+            .is_some_and(|h| h.v4_mapped_any)
+        && kernel.is_some_and(|v| {
+            v.has(super::version::BHASH2) && !v.has(super::version::V4MAPPED_ANY_IN_BHASH2)
+        })
+}
+
+/// [`bind_port`] on kernel `kernel`.
+pub fn bind_port_on(
+    new: &NewSocket,
+    holders: &[PortHolder],
+    kernel: Option<super::version::KernelVersion>,
+) -> PortVerdict {
+    let missed = v4_wildcards_missed(new, holders, kernel);
+    let ipv4_any = Claims::of(std::net::Ipv4Addr::UNSPECIFIED.into(), false);
     let mut shared = None;
     for (index, h) in holders.iter().enumerate() {
-        match conflict(new, h, Check::Bind) {
+        if missed && h.claims == ipv4_any {
+            continue;
+        }
+        match conflict_on(new, h, Check::Bind, kernel) {
             Ok(Share::Disjoint) => {}
             Ok(s) => {
                 shared.get_or_insert(s);

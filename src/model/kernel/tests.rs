@@ -40,6 +40,7 @@ fn held(addr: &str, kind: HolderKind, reuseaddr: bool, reuseport: bool) -> PortH
         reuseport,
         uid: 1000,
         kind,
+        v4_mapped_any: super::addr::is_v4_mapped_any(a),
     }
 }
 
@@ -473,4 +474,71 @@ fn ports_come_back() {
         ..r
     };
     assert!((ports_back_per_s(120, true, &off) - 2.0).abs() < 1e-9);
+}
+
+/// A socket on `::ffff:0.0.0.0` (the v4-mapped IPv4 wildcard) and a later
+/// bind of `::ffff:127.0.0.1`: before bhash2 (6.1) `ipv6_rcv_saddr_equal()`
+/// sees both as IPv4 addresses, one a wildcard, and they conflict; from
+/// 6.1 to 6.8 the bhash2 checks never meet the two, and the bind
+/// succeeds; 6.9's bhash2 fixes make them conflict again. A plain
+/// `0.0.0.0` holder conflicts on every kernel.
+#[test]
+fn a_v4_mapped_wildcard_holder_is_missed_by_bhash2_from_6_1_to_6_8() {
+    let mapped_any = held("::ffff:0.0.0.0", HolderKind::Listen, false, false);
+    assert!(mapped_any.v4_mapped_any);
+    let v4_any = held("0.0.0.0", HolderKind::Listen, false, false);
+    let mapped = new("::ffff:127.0.0.1", false, false);
+    let on = |old: &PortHolder, major, minor| {
+        super::bind::conflict_on(
+            &mapped,
+            old,
+            Check::Bind,
+            Some(KernelVersion::new(major, minor)),
+        )
+    };
+    assert_eq!(on(&mapped_any, 5, 15), Err(Refusal::NoReuseOnBoth));
+    assert_eq!(on(&mapped_any, 6, 1), Ok(Share::Disjoint));
+    assert_eq!(on(&mapped_any, 6, 8), Ok(Share::Disjoint));
+    assert_eq!(on(&mapped_any, 6, 9), Err(Refusal::NoReuseOnBoth));
+    assert_eq!(on(&mapped_any, 6, 18), Err(Refusal::NoReuseOnBoth));
+    for v in [(5, 15), (6, 1), (6, 9)] {
+        assert_eq!(on(&v4_any, v.0, v.1), Err(Refusal::NoReuseOnBoth), "{v:?}");
+    }
+    // Only a v4-mapped non-wildcard bind is missed: an IPv4 127.0.0.1 is
+    // refused on 6.1 too.
+    let plain = new("127.0.0.1", false, false);
+    assert_eq!(
+        super::bind::conflict_on(
+            &plain,
+            &mapped_any,
+            Check::Bind,
+            Some(KernelVersion::new(6, 1))
+        ),
+        Err(Refusal::NoReuseOnBoth)
+    );
+    // At the port: a 0.0.0.0 holder beside the ::ffff:0.0.0.0 one is
+    // missed too on 6.1 to 6.8 (the wildcard check stops at the first
+    // wildcard bucket), and refuses on 6.9.
+    let both = [mapped_any, v4_any];
+    let at = |major, minor| {
+        super::bind::bind_port_on(&mapped, &both, Some(KernelVersion::new(major, minor)))
+    };
+    assert_eq!(at(6, 1), PortVerdict::Shared(Share::Disjoint));
+    assert!(
+        matches!(at(6, 9), PortVerdict::Conflict { index: 0, .. }),
+        "{:?}",
+        at(6, 9)
+    );
+    assert!(matches!(at(5, 15), PortVerdict::Conflict { .. }));
+    // 0.0.0.0 bound first: met, and it refuses on 6.1 too.
+    let other_order = [v4_any, mapped_any];
+    assert!(matches!(
+        super::bind::bind_port_on(&mapped, &other_order, Some(KernelVersion::new(6, 1))),
+        PortVerdict::Conflict { index: 0, .. }
+    ));
+    // Without the ::ffff:0.0.0.0 holder, 0.0.0.0 refuses on 6.1 too.
+    assert!(matches!(
+        super::bind::bind_port_on(&mapped, &[v4_any], Some(KernelVersion::new(6, 1))),
+        PortVerdict::Conflict { .. }
+    ));
 }

@@ -49,6 +49,26 @@ pub const TW_REUSE_DELAY_SYSCTL: VersionFact = VersionFact {
     what: "tcp_tw_reuse_delay (ms, from TIME_WAIT entry) replaces the fixed second on a seconds clock",
 };
 
+/// The bhash2 table (commit 28044fc1d495 "net: Add a bhash2 table hashed
+/// by port and address", Linux 6.1): bind() looks a port's sockets up by
+/// (port, address) as well as by port.
+pub const BHASH2: VersionFact = VersionFact {
+    since: KernelVersion::new(6, 1),
+    what: "bind() conflicts are looked up in the bhash2 table (port, address)",
+};
+
+/// The bhash2 wildcard check (`inet_bhash2_addr_any_conflict()`) finds a
+/// socket bound to `::ffff:0.0.0.0` for a later bind of a v4-mapped
+/// non-wildcard address: the bhash2 fixes of Linux 6.9, which came with
+/// the v4-mapped-wildcard cases of the kernel selftest `bind_wildcard.c`.
+/// From 6.1 to 6.8 the two never met, and the bind succeeded: seen in all
+/// 18 such steps of those selftest cases on Debian 12's 6.1.0-57
+/// (`scripts/kernels`). Stable kernels that took the fix behave as 6.9.
+pub const V4MAPPED_ANY_IN_BHASH2: VersionFact = VersionFact {
+    since: KernelVersion::new(6, 9),
+    what: "a socket bound to ::ffff:0.0.0.0 conflicts with a later v4-mapped non-wildcard bind",
+};
+
 /// sock_diag dumps bound-only sockets (`idiag_states` bit 13,
 /// TCP_BOUND_INACTIVE; commit "tcp: Dump bound-only sockets in
 /// inet_diag.", Linux 6.5: `inet_diag_dump_icsk()` walks the bhash2 table).
