@@ -21,6 +21,8 @@
 //! - [`matrix`]: every combination of factors, one namespace per cell.
 //! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
 //! - [`report`]: the demo's table.
+//! - [`layout`]: tables that fit the terminal's width (no word split, optional
+//!   columns left out first, blocks when nothing fits) and when to use colour.
 //! - [`signal`]: the signals that ask twlab to stop, and waits that notice them.
 //! - [`text`]: user input and process names made safe to print on a terminal.
 //! - [`why`]: `twlab why`, who holds a port and which kernel rule refuses a bind() or connect().
@@ -48,8 +50,8 @@ pub mod diag;
 pub mod error;
 #[cfg(target_os = "linux")]
 pub mod events;
-#[cfg(target_os = "linux")]
 pub mod layout;
+#[cfg(target_os = "linux")]
 pub mod load;
 pub mod matrix;
 pub mod model;

@@ -6,10 +6,11 @@ mod common;
 use common::*;
 use std::net::SocketAddr;
 // Used by the Linux-only tests below.
+use std::process::Command;
 #[cfg(target_os = "linux")]
 use std::{
     net::TcpListener,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 

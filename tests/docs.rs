@@ -1,7 +1,10 @@
 //! What the README and docs/ show must still run: every `twlab` command in
 //! their code blocks is run, each in a fresh network namespace of its own,
 //! and the README's demo output is compared with a fresh run of the demo
-//! (times, timers and the kernel release as placeholders).
+//! (times, timers and the kernel release as placeholders). Linux only:
+//! the documents' commands run in network namespaces.
+
+#![cfg(target_os = "linux")]
 
 mod common;
 
