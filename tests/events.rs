@@ -315,6 +315,8 @@ fn the_delayed_duplicate_is_dropped_by_paws_in_the_kernels_words() {
 netns_test! {
     /// `twlab events --json` as a user runs it: event, life and summary
     /// lines; the instance is gone afterwards and no tracefs is mounted.
+    /// `tcp:tcp_destroy_sock` only with `--freed`: one per socket then,
+    /// none without.
     fn the_events_command_prints_lives_and_a_summary() {
         if let Err(why) = twlab::events::probe() {
             common::skip(&format!(
@@ -322,36 +324,46 @@ netns_test! {
             ));
             return;
         }
-        let s: SocketAddr = "127.0.0.1:31021".parse().unwrap();
-        let l = TcpListener::bind(s).unwrap();
-        let child = std::process::Command::new(common::bin())
-            .args(["events", "--port", "31021", "--json", "--duration", "3"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let theirs = format!("twlab-{}-", child.id());
-        // Give it time to enable the events, then one connection.
-        std::thread::sleep(Duration::from_millis(800));
-        let c = TcpStream::connect(s).unwrap();
-        let (a, _) = l.accept().unwrap();
-        drop(c);
-        drop(a);
-        let o = child.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let lines = common::json_lines(&o);
-        let kinds: Vec<&str> = lines.iter().filter_map(|j| j["type"].as_str()).collect();
-        assert!(kinds.contains(&"event") && kinds.contains(&"life"), "{kinds:?}");
-        assert_eq!(kinds.last(), Some(&"summary"));
-        let lives: Vec<&serde_json::Value> = lines.iter().filter(|j| j["type"] == "life").collect();
-        assert_eq!(lives.len(), 2, "{lives:?}");
-        assert!(lives.iter().any(|j| j["role"] == "client" && j["closed_first"] == true));
-        let leftover: Vec<String> = twlab::events::instances()
-            .unwrap()
-            .into_iter()
-            .filter(|n| n.starts_with(&theirs))
-            .collect();
-        assert!(leftover.is_empty(), "{leftover:?}");
+        for (port, freed) in [(31021u16, false), (31022, true)] {
+            let s = SocketAddr::from(([127, 0, 0, 1], port));
+            let l = TcpListener::bind(s).unwrap();
+            let mut args = vec!["events".to_string(), "--port".into(), port.to_string()];
+            args.extend(["--json", "--duration", "3"].map(String::from));
+            if freed {
+                args.push("--freed".into());
+            }
+            let child = std::process::Command::new(common::bin())
+                .args(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let theirs = format!("twlab-{}-", child.id());
+            // Give it time to enable the events, then one connection.
+            std::thread::sleep(Duration::from_millis(800));
+            let c = TcpStream::connect(s).unwrap();
+            let (a, _) = l.accept().unwrap();
+            drop(c);
+            drop(a);
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let lines = common::json_lines(&o);
+            let kinds: Vec<&str> = lines.iter().filter_map(|j| j["type"].as_str()).collect();
+            assert!(kinds.contains(&"event") && kinds.contains(&"life"), "{kinds:?}");
+            assert_eq!(kinds.last(), Some(&"summary"));
+            let lives: Vec<&serde_json::Value> = lines.iter().filter(|j| j["type"] == "life").collect();
+            assert_eq!(lives.len(), 2, "{lives:?}");
+            assert!(lives.iter().any(|j| j["role"] == "client" && j["closed_first"] == true));
+            // The client's end and the accepted one (the listener lives on).
+            let destroyed = lines.iter().filter(|j| j["event"] == "destroy").count();
+            assert_eq!(destroyed, if freed { 2 } else { 0 }, "--freed {freed}: {lines:?}");
+            let leftover: Vec<String> = twlab::events::instances()
+                .unwrap()
+                .into_iter()
+                .filter(|n| n.starts_with(&theirs))
+                .collect();
+            assert!(leftover.is_empty(), "{leftover:?}");
+        }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains("tracefs"), "{mounts}");
     }

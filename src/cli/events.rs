@@ -15,6 +15,9 @@ What the kernel says, from its tracepoints (no polling, no BPF):
   drop           skb:kfree_skb: a packet dropped, with the kernel's reason
                  (TCP_RFC7323_PAWS, TCP_OLD_SEQUENCE, NO_SOCKET, ...)
   retransmit     tcp:tcp_retransmit_skb
+  destroy        tcp:tcp_destroy_sock, with --freed: the socket's memory
+                 freed (off by default: two more events per connection, and
+                 each event costs the traced program time in the kernel)
   life           at each end's CLOSE: duration, who closed first (and
                  which process), and where the TIME_WAIT went
   tw             a TIME_WAIT taken over by a new connection on its 4-tuple
@@ -61,6 +64,9 @@ pub struct EventsArgs {
     /// Print only each connection's life and the summary.
     #[arg(long)]
     lives: bool,
+    /// Also show when each socket's memory is freed (tcp:tcp_destroy_sock).
+    #[arg(long)]
+    freed: bool,
 }
 
 #[cfg(target_os = "linux")]
@@ -84,6 +90,7 @@ pub fn run(a: EventsArgs) -> anyhow::Result<u8> {
         duration,
         count: a.count,
         lives_only: a.lives,
+        freed: a.freed,
     };
     Ok(twlab::events::live::run(&plan)?)
 }

@@ -1,20 +1,25 @@
 //! The kernel's events as twlab shows them, decoded from records through
 //! their `format` files.
 
-use super::format::{Format, Record};
+use super::format::{Format, Key, Record};
 use crate::diag::TcpState;
 use serde::{Serialize, Serializer};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Which tracepoints twlab enables: (system, event).
-pub const TRACEPOINTS: [(&str, &str); 6] = [
+pub const TRACEPOINTS: [(&str, &str); 5] = [
     ("sock", "inet_sock_set_state"),
     ("tcp", "tcp_send_reset"),
     ("tcp", "tcp_receive_reset"),
-    ("tcp", "tcp_destroy_sock"),
     ("tcp", "tcp_retransmit_skb"),
     ("skb", "kfree_skb"),
 ];
+
+/// Enabled only on request (`twlab events --freed`): two more events per
+/// connection that no explanation needs (a life ends at its CLOSE), and
+/// every event costs the traced program ~0.2 µs in the kernel
+/// (`trace_event_buffer_reserve()` → `ring_buffer_write()`), reader or not.
+pub const FREED: (&str, &str) = ("tcp", "tcp_destroy_sock");
 
 /// In what context the kernel ran when the event fired (`common_flags`:
 /// TRACE_FLAG_HARDIRQ 0x08, TRACE_FLAG_SOFTIRQ 0x10, TRACE_FLAG_NMI 0x40,
@@ -126,7 +131,7 @@ pub struct Event {
     pub pid: i32,
     /// That thread's name (/proc/PID/comm), if it still exists.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
+    pub comm: Option<std::sync::Arc<str>>,
     /// Whether `pid` caused it (a system call) or only happened to run.
     pub context: Context,
     /// The kernel's address of the socket (`skaddr`; 0 if none): the same
@@ -151,13 +156,13 @@ impl Event {
     }
 }
 
-fn state(r: &Record, name: &str) -> Option<TcpState> {
-    u8::try_from(r.int(name)?)
+fn state(r: &Record, key: Key) -> Option<TcpState> {
+    u8::try_from(r.int(key)?)
         .ok()
         .and_then(TcpState::from_kernel)
 }
 
-fn ip(r: &Record, v4: &str, v6: &str, family: u64) -> Option<IpAddr> {
+fn ip(r: &Record, v4: Key, v6: Key, family: u64) -> Option<IpAddr> {
     if family == libc::AF_INET6 as u64 {
         let b: [u8; 16] = r.bytes(v6)?.try_into().ok()?;
         Some(Ipv6Addr::from(b).into())
@@ -171,12 +176,12 @@ fn ip(r: &Record, v4: &str, v6: &str, family: u64) -> Option<IpAddr> {
 /// `daddr`, `saddr_v6`, `daddr_v6` (TP_STORE_ADDRS: the socket's own
 /// address first).
 fn tuple_fields(r: &Record) -> (Option<SocketAddr>, Option<SocketAddr>) {
-    let family = r.uint("family").unwrap_or(libc::AF_INET as u64);
-    let l = ip(r, "saddr", "saddr_v6", family)
-        .zip(r.uint("sport"))
+    let family = r.uint(Key::Family).unwrap_or(libc::AF_INET as u64);
+    let l = ip(r, Key::Saddr, Key::SaddrV6, family)
+        .zip(r.uint(Key::Sport))
         .map(|(a, p)| SocketAddr::new(a, p as u16));
-    let p = ip(r, "daddr", "daddr_v6", family)
-        .zip(r.uint("dport"))
+    let p = ip(r, Key::Daddr, Key::DaddrV6, family)
+        .zip(r.uint(Key::Dport))
         .map(|(a, p)| SocketAddr::new(a, p as u16));
     (l, p)
 }
@@ -202,30 +207,30 @@ fn sockaddr(b: &[u8]) -> Option<SocketAddr> {
 /// not show (another protocol's state change, a missing field).
 pub(crate) fn decode(f: &Format, data: &[u8], at_ns: u64, cpu: u32) -> Option<Event> {
     let r = Record { format: f, data };
-    let pid = r.int("common_pid").unwrap_or(-1) as i32;
-    let context = Context::from_flags(r.uint("common_flags").unwrap_or(0));
-    let sock = r.uint("skaddr").unwrap_or(0);
+    let pid = r.int(Key::CommonPid).unwrap_or(-1) as i32;
+    let context = Context::from_flags(r.uint(Key::CommonFlags).unwrap_or(0));
+    let sock = r.uint(Key::Skaddr).unwrap_or(0);
     let (mut local, mut peer) = (None, None);
     let what = match f.name.as_str() {
         "inet_sock_set_state" => {
-            if r.uint("protocol")
+            if r.uint(Key::Protocol)
                 .is_some_and(|p| p != libc::IPPROTO_TCP as u64)
             {
                 return None;
             }
             (local, peer) = tuple_fields(&r);
             What::State {
-                old: state(&r, "oldstate")?,
-                new: state(&r, "newstate")?,
+                old: state(&r, Key::Oldstate)?,
+                new: state(&r, Key::Newstate)?,
             }
         }
         "tcp_send_reset" => {
-            local = r.bytes("saddr").and_then(sockaddr);
-            peer = r.bytes("daddr").and_then(sockaddr);
+            local = r.bytes(Key::Saddr).and_then(sockaddr);
+            peer = r.bytes(Key::Daddr).and_then(sockaddr);
             What::SendReset {
-                state: state(&r, "state"),
-                reason: r.symbol("reason"),
-                skb: r.uint("skbaddr").unwrap_or(0),
+                state: state(&r, Key::State),
+                reason: r.symbol(Key::Reason),
+                skb: r.uint(Key::Skbaddr).unwrap_or(0),
             }
         }
         "tcp_receive_reset" => {
@@ -239,13 +244,13 @@ pub(crate) fn decode(f: &Format, data: &[u8], at_ns: u64, cpu: u32) -> Option<Ev
         "tcp_retransmit_skb" => {
             (local, peer) = tuple_fields(&r);
             What::Retransmit {
-                state: state(&r, "state"),
+                state: state(&r, Key::State),
             }
         }
         "kfree_skb" => What::Drop {
-            reason: r.symbol("reason").unwrap_or_else(|| "?".into()),
-            rx_sk: r.uint("rx_sk").unwrap_or(0),
-            skb: r.uint("skbaddr").unwrap_or(0),
+            reason: r.symbol(Key::Reason).unwrap_or_else(|| "?".into()),
+            rx_sk: r.uint(Key::RxSk).unwrap_or(0),
+            skb: r.uint(Key::Skbaddr).unwrap_or(0),
         },
         _ => return None,
     };

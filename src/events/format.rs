@@ -34,9 +34,97 @@ pub struct Format {
     /// Field name → (number → symbol), from `__print_symbolic()` in the
     /// print format, where the numbers are written as numbers.
     pub symbols: HashMap<String, HashMap<u64, String>>,
-    /// Field name → index in `fields` (every record reads several fields
-    /// by name: a hash lookup each, not a scan).
-    index: HashMap<String, usize>,
+    /// Field name → index in `fields`.
+    index: rustc_hash::FxHashMap<String, usize>,
+    /// The fields twlab decodes, found once here: every record reads a
+    /// dozen of them, hundreds of thousands of times a second in the
+    /// story's loop.
+    slots: [Option<(usize, usize)>; Key::COUNT],
+}
+
+/// The fields twlab's decoder reads, by their names in the `format` files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// `common_pid`.
+    CommonPid,
+    /// `common_flags`.
+    CommonFlags,
+    /// `skaddr`.
+    Skaddr,
+    /// `protocol`.
+    Protocol,
+    /// `family`.
+    Family,
+    /// `saddr`.
+    Saddr,
+    /// `daddr`.
+    Daddr,
+    /// `saddr_v6`.
+    SaddrV6,
+    /// `daddr_v6`.
+    DaddrV6,
+    /// `sport`.
+    Sport,
+    /// `dport`.
+    Dport,
+    /// `oldstate`.
+    Oldstate,
+    /// `newstate`.
+    Newstate,
+    /// `state`.
+    State,
+    /// `reason`.
+    Reason,
+    /// `skbaddr`.
+    Skbaddr,
+    /// `rx_sk`.
+    RxSk,
+}
+
+impl Key {
+    const COUNT: usize = 17;
+    const ALL: [Key; Key::COUNT] = [
+        Key::CommonPid,
+        Key::CommonFlags,
+        Key::Skaddr,
+        Key::Protocol,
+        Key::Family,
+        Key::Saddr,
+        Key::Daddr,
+        Key::SaddrV6,
+        Key::DaddrV6,
+        Key::Sport,
+        Key::Dport,
+        Key::Oldstate,
+        Key::Newstate,
+        Key::State,
+        Key::Reason,
+        Key::Skbaddr,
+        Key::RxSk,
+    ];
+
+    /// The field's name in the `format` file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Key::CommonPid => "common_pid",
+            Key::CommonFlags => "common_flags",
+            Key::Skaddr => "skaddr",
+            Key::Protocol => "protocol",
+            Key::Family => "family",
+            Key::Saddr => "saddr",
+            Key::Daddr => "daddr",
+            Key::SaddrV6 => "saddr_v6",
+            Key::DaddrV6 => "daddr_v6",
+            Key::Sport => "sport",
+            Key::Dport => "dport",
+            Key::Oldstate => "oldstate",
+            Key::Newstate => "newstate",
+            Key::State => "state",
+            Key::Reason => "reason",
+            Key::Skbaddr => "skbaddr",
+            Key::RxSk => "rx_sk",
+        }
+    }
 }
 
 impl Format {
@@ -63,6 +151,9 @@ impl Format {
             .enumerate()
             .map(|(i, x)| (x.name.clone(), i))
             .collect();
+        for k in Key::ALL {
+            f.slots[k as usize] = f.field(k.name()).map(|x| (x.offset, x.size));
+        }
         (!f.name.is_empty()).then_some(f)
     }
 
@@ -154,17 +245,17 @@ pub struct Record<'a> {
 }
 
 impl<'a> Record<'a> {
-    /// The bytes of field `name`, if the format has it and the record
+    /// The bytes of field `key`, if the format has it and the record
     /// holds it.
-    pub fn bytes(&self, name: &str) -> Option<&'a [u8]> {
-        let f = self.format.field(name)?;
-        self.data.get(f.offset..f.offset + f.size)
+    pub fn bytes(&self, key: Key) -> Option<&'a [u8]> {
+        let (offset, size) = self.format.slots[key as usize]?;
+        self.data.get(offset..offset + size)
     }
 
-    /// Field `name` as an unsigned number (1, 2, 4 or 8 bytes, this
+    /// Field `key` as an unsigned number (1, 2, 4 or 8 bytes, this
     /// machine's byte order, as the kernel wrote it).
-    pub fn uint(&self, name: &str) -> Option<u64> {
-        let b = self.bytes(name)?;
+    pub fn uint(&self, key: Key) -> Option<u64> {
+        let b = self.bytes(key)?;
         Some(match b.len() {
             1 => u64::from(b[0]),
             2 => u64::from(u16::from_ne_bytes([b[0], b[1]])),
@@ -174,9 +265,9 @@ impl<'a> Record<'a> {
         })
     }
 
-    /// Field `name` as a signed number, sign-extended from its size.
-    pub fn int(&self, name: &str) -> Option<i64> {
-        let b = self.bytes(name)?;
+    /// Field `key` as a signed number, sign-extended from its size.
+    pub fn int(&self, key: Key) -> Option<i64> {
+        let b = self.bytes(key)?;
         Some(match b.len() {
             1 => i64::from(b[0] as i8),
             2 => i64::from(i16::from_ne_bytes([b[0], b[1]])),
@@ -186,12 +277,12 @@ impl<'a> Record<'a> {
         })
     }
 
-    /// The print format's symbol for field `name`'s value, else the number.
-    pub fn symbol(&self, name: &str) -> Option<String> {
-        let v = self.uint(name)?;
+    /// The print format's symbol for field `key`'s value, else the number.
+    pub fn symbol(&self, key: Key) -> Option<String> {
+        let v = self.uint(key)?;
         Some(
             self.format
-                .symbol(name, v)
+                .symbol(key.name(), v)
                 .map_or_else(|| v.to_string(), str::to_string),
         )
     }
@@ -241,10 +332,11 @@ print fmt: \"x=%s r=%s s=%s\", __print_symbolic(REC->family, { 2, \"AF_INET\" },
             format: &f,
             data: &data,
         };
-        assert_eq!(r.int("oldstate"), Some(-1));
-        assert_eq!(r.uint("sport"), Some(12345));
-        assert_eq!(r.symbol("reason").as_deref(), Some("TCP_RFC7323_PAWS"));
-        assert_eq!(r.uint("nothing"), None);
+        assert_eq!(r.int(Key::Oldstate), Some(-1));
+        assert_eq!(r.uint(Key::Sport), Some(12345));
+        assert_eq!(r.symbol(Key::Reason).as_deref(), Some("TCP_RFC7323_PAWS"));
+        // A field this format does not have.
+        assert_eq!(r.uint(Key::Dport), None);
         assert!(Format::parse("ID: 3").is_none());
     }
 }

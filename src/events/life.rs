@@ -14,8 +14,9 @@
 
 use super::event::{Context, Event, What};
 use crate::diag::TcpState;
+use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Which way this end opened.
@@ -81,7 +82,7 @@ pub struct Life {
     pub closer_pid: Option<i32>,
     /// Its name.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub closer_comm: Option<String>,
+    pub closer_comm: Option<std::sync::Arc<str>>,
     /// How it ended.
     pub ending: Ending,
     /// Segments sent again (tcp_retransmit_skb).
@@ -145,7 +146,7 @@ struct Open {
     start_ns: u64,
     states: Vec<String>,
     closed_first: bool,
-    closer: Option<(i32, Option<String>)>,
+    closer: Option<(i32, Option<std::sync::Arc<str>>)>,
     reset_sent: Option<Option<String>>,
     reset_received: bool,
     retransmits: u32,
@@ -187,6 +188,8 @@ impl Takeover {
 /// A TIME_WAIT lasts TCP_TIMEWAIT_LEN (60 s) and is freed by 62 s:
 /// beliefs older than this are dropped.
 const TW_FORGET_NS: u64 = 63_000_000_000;
+/// Old TIME_WAIT beliefs are swept at most this often (event time).
+const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 /// At most this many sockets and TIME_WAITs followed at once.
 const MAX_FOLLOWED: usize = 200_000;
 
@@ -208,6 +211,10 @@ pub struct Lives {
     /// FIN to become TIME_WAIT.
     awaiting: HashMap<(SocketAddr, SocketAddr), Life>,
     tw: HashMap<(SocketAddr, SocketAddr), Tw>,
+    /// Event time before which `tw` is not swept again: a sweep walks the
+    /// whole map, so at most one a second (one per new connection made
+    /// the reader quadratic once 1,024 TIME_WAITs were followed).
+    next_sweep_ns: u64,
     /// Everything seen, for the summary.
     pub summary: Summary,
 }
@@ -637,9 +644,10 @@ impl Lives {
     }
 
     fn forget_old(&mut self, now: u64) {
-        if self.tw.len() > 1024 {
+        if self.tw.len() > 1024 && now >= self.next_sweep_ns {
             self.tw
                 .retain(|_, t| now.saturating_sub(t.since_ns) < TW_FORGET_NS);
+            self.next_sweep_ns = now.saturating_add(SWEEP_EVERY_NS);
         }
     }
 

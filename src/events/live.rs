@@ -23,6 +23,8 @@ pub struct EventsPlan {
     pub count: Option<u64>,
     /// Only the lives and the summary, not every event.
     pub lives_only: bool,
+    /// Also when each socket's memory is freed (`tcp:tcp_destroy_sock`).
+    pub freed: bool,
 }
 
 #[derive(Serialize)]
@@ -39,8 +41,10 @@ fn json<T: Serialize>(out: &mut impl Write, kind: &'static str, v: &T) -> std::i
 
 /// Run until Ctrl-C, `--duration` or `--count`; print the summary. Exit 0.
 pub fn run(plan: &EventsPlan) -> Result<u8> {
-    let mut session = Session::open(plan.filter.clone())
-        .map_err(|why| Error::Invalid(format!("twlab events: kernel events unavailable: {why}")))?;
+    let mut session = Session::open_with(plan.filter.clone(), Some(super::BUFFER_KB), plan.freed)
+        .map_err(|why| {
+        Error::Invalid(format!("twlab events: kernel events unavailable: {why}"))
+    })?;
     let out = std::io::stdout();
     let mut out = out.lock();
     let what = if plan.filter.is_all() {

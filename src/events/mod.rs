@@ -35,12 +35,12 @@ pub mod render;
 pub mod ring;
 mod tracefs;
 
-pub use event::{Context, Event, TRACEPOINTS, What};
+pub use event::{Context, Event, FREED, TRACEPOINTS, What};
 pub use life::{Life, Lives, Summary};
 
 use format::Format;
 use ring::PageLayout;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -195,7 +195,7 @@ pub struct Session {
     /// Packets answered with an RST that passed, with the RST's ends:
     /// their drops pass.
     reset_skbs: HashMap<u64, Ends>,
-    comms: HashMap<i32, Option<String>>,
+    comms: HashMap<i32, Option<std::sync::Arc<str>>>,
     /// Events the kernel reported lost (ring buffer overrun).
     missed: u64,
     /// Tracepoints this kernel lacks.
@@ -220,7 +220,7 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 const WAKE_PERCENT: &str = "50";
 /// Per-CPU buffer size: room for tens of thousands of events between two
 /// reads.
-const BUFFER_KB: &str = "2048";
+pub(crate) const BUFFER_KB: &str = "2048";
 
 impl Session {
     /// Mount tracefs privately, make an instance, enable the events with
@@ -232,6 +232,16 @@ impl Session {
     /// [`Session::open`] with a per-CPU buffer of `buffer_kb` KiB, or the
     /// kernel's default (`None`: no resize, which costs ~15 ms).
     pub fn open_sized(filter: Filter, buffer_kb: Option<&str>) -> Result<Session, Unavailable> {
+        Session::open_with(filter, buffer_kb, false)
+    }
+
+    /// [`Session::open_sized`], with `tcp:tcp_destroy_sock` ([`FREED`])
+    /// too when `freed`.
+    pub fn open_with(
+        filter: Filter,
+        buffer_kb: Option<&str>,
+        freed: bool,
+    ) -> Result<Session, Unavailable> {
         let root = crate::sys::tracefs::open_private()?;
         let instance = Instance::create(root)?;
         let clock = if instance.write("trace_clock", "tai").is_ok() {
@@ -253,9 +263,10 @@ impl Session {
                 .read_global("events/header_page")
                 .unwrap_or_default(),
         );
-        let mut formats = HashMap::new();
+        let mut formats = HashMap::default();
         let mut missing = Vec::new();
-        for (sys, name) in TRACEPOINTS {
+        let extra = freed.then_some(FREED);
+        for (sys, name) in TRACEPOINTS.into_iter().chain(extra) {
             let dir = format!("events/{sys}/{name}");
             let Some(f) = instance
                 .read(&format!("{dir}/format"))
@@ -304,9 +315,9 @@ impl Session {
             page: vec![0; sub_kb.max(4) * 1024],
             clock,
             filter,
-            known: HashMap::new(),
-            reset_skbs: HashMap::new(),
-            comms: HashMap::new(),
+            known: HashMap::default(),
+            reset_skbs: HashMap::default(),
+            comms: HashMap::default(),
             missed: 0,
             missing,
             instance: Some(instance),
@@ -363,19 +374,19 @@ impl Session {
             }
         }
         raw.sort_by_key(|e| e.at_ns);
-        let mut out = Vec::with_capacity(raw.len());
-        for mut e in raw {
-            if !self.keep(&mut e) {
-                continue;
+        // In place: each event moves once more at most.
+        raw.retain_mut(|e| {
+            if !self.keep(e) {
+                return false;
             }
             // Only a system call's process is worth naming: in softirq
             // the pid is whoever happened to run.
             if e.context == Context::Process {
                 e.comm = self.comm(e.pid);
             }
-            out.push(e);
-        }
-        out
+            true
+        });
+        raw
     }
 
     /// Wait up to `timeout` for the kernel to wake a reader (poll(2) on
@@ -433,7 +444,9 @@ impl Session {
         true
     }
 
-    fn comm(&mut self, pid: i32) -> Option<String> {
+    /// The process's name, read once per pid (an `Arc`: every event of
+    /// the loop's process shares it instead of copying it).
+    fn comm(&mut self, pid: i32) -> Option<std::sync::Arc<str>> {
         if pid <= 0 {
             return Some("swapper".into());
         }
@@ -445,7 +458,7 @@ impl Session {
             .or_insert_with(|| {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .ok()
-                    .map(|s| crate::text::escape_for_terminal(s.trim_end()).into_owned())
+                    .map(|s| crate::text::escape_for_terminal(s.trim_end()).into())
             })
             .clone()
     }
