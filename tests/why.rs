@@ -464,3 +464,46 @@ netns_test! {
         );
     }
 }
+
+netns_test! {
+    /// `why connect --try` waits for the loopback handshake and tells its
+    /// result: a closed port refuses (the peer's kernel answers the SYN
+    /// with an RST, tcp_v4_send_reset()); a listener completes it. As root
+    /// with tracefs the kernel's own reason comes with it: the RST's
+    /// `sk_rst_reason` NO_SOCKET, and the attempt's states, its SYN_SENT
+    /// (set before inet_hash_connect() picks the port) included.
+    fn why_connect_try_tells_the_handshake_and_the_kernels_reason() {
+        let ask = |dst: &str| {
+            let q = ConnectQuestion {
+                dst: a(dst),
+                from: None,
+                bind_no_port: false,
+                opts: opts(false),
+                uid: live::euid(),
+                cap_net_bind_service: true,
+            };
+            live::connect(&q, true).unwrap().tried.remove(0)
+        };
+        let events = twlab::events::probe().is_ok();
+        let closed = ask("127.0.0.1:31951");
+        assert_eq!(closed.error, None, "connect() itself takes a port: {closed:?}");
+        assert_eq!(closed.handshake.as_deref(), Some("refused: ECONNREFUSED"), "{closed:?}");
+        if events {
+            let v = closed.kernel_verdict.as_deref().unwrap_or_default();
+            assert!(v.contains("RST came from the peer's kernel") && v.contains("NO_SOCKET"), "{closed:?}");
+            let lines = closed.kernel_events.join("\n");
+            assert!(lines.contains("CLOSE → SYN_SENT") && lines.contains("RST received"), "{lines}");
+        } else {
+            assert!(closed.kernel_events.iter().any(|l| l.starts_with("kernel events: off")), "{closed:?}");
+            common::skip("why_connect_try_tells_the_handshake_and_the_kernels_reason: kernel events part");
+        }
+        let _l = std::net::TcpListener::bind("127.0.0.1:31952").unwrap();
+        let open = ask("127.0.0.1:31952");
+        assert_eq!(open.handshake.as_deref(), Some("established"), "{open:?}");
+        assert_eq!(open.kernel_verdict, None, "{open:?}");
+        if events {
+            let lines = open.kernel_events.join("\n");
+            assert!(lines.contains("SYN_SENT → ESTABLISHED") && lines.contains("LISTEN → SYN_RECV"), "{lines}");
+        }
+    }
+}

@@ -13,7 +13,11 @@ TIME_WAIT), not just one 4-tuple. The SO_REUSEADDR/SO_REUSEPORT of other
 sockets cannot be read from sock_diag (a TIME_WAIT keeps the flags of the
 socket it came from): the answer says what each value would mean, and
 --try asks the kernel by binding for real in this namespace (never
-listen(); connect() only to loopback, aborted at once with SO_LINGER 0).
+listen(); connect() only to loopback, aborted with SO_LINGER 0 once the
+handshake has a result, at most 500 ms). As root, `why connect --try`
+also records the kernel's own events for the attempt (its tracepoints):
+the states, and why it failed in the kernel's words (the RST's reason,
+a dropped segment's reason).
 
 Windows and BSD/macOS outcomes are documented, not run.
 Exit status: 0 if the call is predicted to succeed, 4 if it is predicted to

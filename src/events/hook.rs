@@ -1,12 +1,15 @@
-//! The kernel's events beside a failed call: `twlab client` (and `why
-//! --try`) keep a [`Witness`] on the server's port while they run, and on
-//! a failure print what the kernel did to that 4-tuple just before — the
+//! The kernel's events beside a failed call: `twlab client` keeps a
+//! [`Witness`] on the server's port while it runs, and on a failure
+//! prints what the kernel did to that 4-tuple just before — the
 //! old socket's last transitions and who made them, the RST and its
 //! reason, the drop and its reason — next to the rule-based diagnosis.
 //!
 //! The witness reads nothing while things go well: the ring buffer keeps
 //! the most recent events by itself (overwrite mode), and a failure drains
 //! it once.
+//!
+//! [`tuple_lines`] and [`verdict`] say the same for any list of events:
+//! `why connect --try` records its own attempt with them.
 
 use super::{Event, Filter, Session, What, render};
 use std::collections::VecDeque;
@@ -117,37 +120,12 @@ impl Witness {
             }
             recent.push_back(e);
         }
-        let ends = |e: &Event| match (e.local, e.peer) {
-            (Some(l), Some(p)) => {
-                let ours = |a: SocketAddr, b: SocketAddr| b == peer && local.is_none_or(|x| x == a);
-                ours(l, p) || ours(p, l)
-            }
-            _ => false,
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let picked: Vec<&Event> = recent
-            .iter()
-            .filter(|e| ends(e) && !matches!(e.what, What::Destroy))
-            .collect();
-        let skip = picked.len().saturating_sub(MAX_LINES);
-        let mut v: Vec<String> = picked[skip..]
-            .iter()
-            .map(|e| {
-                let side = if e.local.is_some_and(|l| l == peer) {
-                    "peer end"
-                } else {
-                    "this end"
-                };
-                format!(
-                    "kernel, {:.3} ms ago: {} {}",
-                    now.saturating_sub(e.at_ns) as f64 / 1e6,
-                    render::short(e, side),
-                    e.local.map_or(String::new(), |l| format!("({l})"))
-                )
-            })
-            .collect();
+        // No one-line verdict here: these events span earlier connections
+        // on the 4-tuple too (an old RST is not why this call failed); the
+        // lines carry their ages. `why connect --try` records only its own
+        // attempt and gives one.
+        let recent = recent.make_contiguous();
+        let mut v = tuple_lines(recent, local, peer);
         if v.is_empty() {
             v.push(format!(
                 "kernel events: none for this 4-tuple in the last {} events of port {}",
@@ -157,4 +135,94 @@ impl Witness {
         }
         v
     }
+}
+
+/// Does `e` belong to `local` ⇄ `peer` (either end; `local` None: any
+/// socket to `peer`)?
+fn on_tuple(e: &Event, local: Option<SocketAddr>, peer: SocketAddr) -> bool {
+    match (e.local, e.peer) {
+        (Some(l), Some(p)) => {
+            let ours = |a: SocketAddr, b: SocketAddr| b == peer && local.is_none_or(|x| x == a);
+            ours(l, p) || ours(p, l)
+        }
+        _ => false,
+    }
+}
+
+/// The last [`MAX_LINES`] events of `local` ⇄ `peer` among `events`, as
+/// lines: how long ago, which end, what, who.
+pub fn tuple_lines(events: &[Event], local: Option<SocketAddr>, peer: SocketAddr) -> Vec<String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    // A connect() without bind() sets SYN_SENT before
+    // inet_hash_connect() picks its port (tcp_v4_connect()): that event
+    // has port 0, and belongs to the tuple by its socket's address.
+    let socks: std::collections::HashSet<u64> = events
+        .iter()
+        .filter(|e| e.sock != 0 && on_tuple(e, local, peer))
+        .map(|e| e.sock)
+        .collect();
+    let picked: Vec<&Event> = events
+        .iter()
+        .filter(|e| on_tuple(e, local, peer) || (e.sock != 0 && socks.contains(&e.sock)))
+        .filter(|e| !matches!(e.what, What::Destroy))
+        .collect();
+    let skip = picked.len().saturating_sub(MAX_LINES);
+    picked[skip..]
+        .iter()
+        .map(|e| {
+            let side = if e.local.is_some_and(|l| l == peer) {
+                "peer end"
+            } else {
+                "this end"
+            };
+            format!(
+                "kernel, {:.3} ms ago: {} {}",
+                now.saturating_sub(e.at_ns) as f64 / 1e6,
+                render::short(e, side),
+                e.local.map_or(String::new(), |l| format!("({l})"))
+            )
+        })
+        .collect()
+}
+
+/// The kernel's own reason for what happened to `local` ⇄ `peer`, in one
+/// line, when its events hold one: a segment of the connection dropped
+/// (`kfree_skb`'s reason), an RST sent by the peer's kernel
+/// (`tcp_send_reset`'s `sk_rst_reason`), an RST this end received.
+pub fn verdict(events: &[Event], local: SocketAddr, peer: SocketAddr) -> Option<String> {
+    let mine: Vec<&Event> = events
+        .iter()
+        .filter(|e| on_tuple(e, Some(local), peer))
+        .collect();
+    // The peer's RST first: a SYN to a closed port is dropped (NO_SOCKET)
+    // and answered with an RST, and the RST is what connect() reports.
+    if let Some(e) = mine
+        .iter()
+        .find(|e| e.local == Some(peer) && matches!(e.what, What::SendReset { .. }))
+    {
+        return Some(format!(
+            "the RST came from the peer's kernel: {}",
+            render::what(e)
+        ));
+    }
+    if let Some(e) = mine.iter().find(|e| matches!(e.what, What::Drop { .. })) {
+        let end = if e.local == Some(peer) {
+            "the peer's"
+        } else {
+            "this end's"
+        };
+        return Some(format!(
+            "the kernel dropped a segment of this connection at {end} side: {}",
+            render::what(e)
+        ));
+    }
+    if mine
+        .iter()
+        .any(|e| e.local == Some(local) && matches!(e.what, What::ReceiveReset))
+    {
+        return Some("an RST reached this end (tcp_reset())".into());
+    }
+    None
 }

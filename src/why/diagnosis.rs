@@ -473,7 +473,23 @@ pub struct Attempt {
     /// prediction depended on them: "all 3 holders have SO_REUSEADDR: no".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub learned: Option<String>,
+    /// connect() only: what the handshake came to within
+    /// [`HANDSHAKE_WAIT_MS`] ("established", "refused: ECONNREFUSED", "no
+    /// answer").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<String>,
+    /// connect() only, Linux as root: the kernel's own reason from its
+    /// events (a drop's `skb_drop_reason`, the RST's `sk_rst_reason`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_verdict: Option<String>,
+    /// connect() only: the kernel's events for the attempt's 4-tuple
+    /// (tracepoints), or one line saying why there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_events: Vec<String>,
 }
+
+/// How long `why connect --try` waits for the loopback handshake's result.
+pub const HANDSHAKE_WAIT_MS: u64 = 500;
 
 /// A `--try` result against the prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

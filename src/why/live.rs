@@ -9,7 +9,9 @@
 
 use super::bind::{BindQuestion, REUSE_VARIANTS, diagnose_bind};
 use super::connect::{ConnectQuestion, diagnose_connect};
-use super::diagnosis::{Agreement, Attempt, Blocking, Diagnosis, Expect, ReuseKnown};
+use super::diagnosis::{
+    Agreement, Attempt, Blocking, Diagnosis, Expect, HANDSHAKE_WAIT_MS, ReuseKnown,
+};
 use super::table::{Occupant, Table, is_loopback};
 use crate::diag::{self, Query, TcpState};
 use crate::outcome::SysError;
@@ -288,6 +290,9 @@ pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
             port: r.ok().flatten(),
             error,
             learned: None,
+            handshake: None,
+            kernel_verdict: None,
+            kernel_events: Vec::new(),
         });
         return;
     }
@@ -317,6 +322,9 @@ pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
             port: None,
             agrees,
             learned: lesson,
+            handshake: None,
+            kernel_verdict: None,
+            kernel_events: Vec::new(),
         });
     }
     settle(d, |t| {
@@ -346,15 +354,22 @@ pub fn try_connect(q: &ConnectQuestion, d: &mut Diagnosis) -> Result<()> {
         bind_no_port: q.bind_no_port,
         ..q.opts
     };
-    let r = connect_once(q, opts);
+    // The kernel's events for the destination port, recorded from before
+    // the call (Linux as root; otherwise one line says why not).
+    let mut witness = KernelWitness::open(q.dst.port());
+    let r = connect_once(q, opts, &mut witness);
+    let witness_off: Vec<String> = witness.off_line().into_iter().collect();
     let error = r.as_ref().err().cloned();
     d.tried.push(Attempt {
         label: opts.label(),
         opts,
         agrees: agreement(&d.expect, error.as_deref()),
-        port: r.ok(),
+        port: r.as_ref().ok().map(|t| t.port),
         error,
         learned: None,
+        handshake: r.as_ref().ok().and_then(|t| t.handshake.clone()),
+        kernel_verdict: r.as_ref().ok().and_then(|t| t.verdict.clone()),
+        kernel_events: r.as_ref().map(|t| t.events.clone()).unwrap_or(witness_off),
     });
     settle(d, |_| true);
     Ok(())
@@ -401,7 +416,76 @@ fn settle(d: &mut Diagnosis, asked: impl Fn(&Attempt) -> bool) {
     d.expect = outcome;
 }
 
-fn connect_once(q: &ConnectQuestion, opts: SocketOpts) -> std::result::Result<u16, String> {
+/// What one tried connect() did.
+struct Tried {
+    /// The local port connect() took.
+    port: u16,
+    /// What the handshake came to.
+    handshake: Option<String>,
+    /// The kernel's reason, from its events.
+    verdict: Option<String>,
+    /// The kernel's events for the 4-tuple.
+    events: Vec<String>,
+}
+
+/// The kernel's events while `--try` runs: a tracefs session on one port
+/// (Linux as root), or why there is none.
+struct KernelWitness {
+    #[cfg(target_os = "linux")]
+    session: std::result::Result<crate::events::Session, String>,
+}
+
+impl KernelWitness {
+    fn open(port: u16) -> KernelWitness {
+        #[cfg(not(target_os = "linux"))]
+        let _ = port;
+        KernelWitness {
+            // The kernel's default buffer: one attempt's events.
+            #[cfg(target_os = "linux")]
+            session: crate::events::Session::open_sized(
+                crate::events::Filter::ports(&[port]),
+                None,
+            )
+            .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// One line when there are no events to show.
+    fn off_line(&self) -> Option<String> {
+        #[cfg(target_os = "linux")]
+        return self
+            .session
+            .as_ref()
+            .err()
+            .map(|why| format!("kernel events: off ({why})"));
+        #[cfg(not(target_os = "linux"))]
+        Some("kernel events: Linux only (tracefs)".into())
+    }
+
+    /// (The kernel's reason, the lines) for `local` ⇄ `peer`.
+    fn read(&mut self, local: SocketAddr, peer: SocketAddr) -> (Option<String>, Vec<String>) {
+        #[cfg(target_os = "linux")]
+        if let Ok(s) = &mut self.session {
+            let events = s.drain();
+            let mut lines = crate::events::hook::tuple_lines(&events, Some(local), peer);
+            if lines.is_empty() {
+                lines.push("kernel events: none for this 4-tuple".into());
+            }
+            return (crate::events::hook::verdict(&events, local, peer), lines);
+        }
+        let _ = (local, peer);
+        (None, self.off_line().into_iter().collect())
+    }
+}
+
+/// connect() toward loopback, non-blocking; then up to
+/// [`HANDSHAKE_WAIT_MS`] for the handshake's result and the kernel's
+/// events about it; the socket is aborted on return (SO_LINGER 0).
+fn connect_once(
+    q: &ConnectQuestion,
+    opts: SocketOpts,
+    witness: &mut KernelWitness,
+) -> std::result::Result<Tried, String> {
     let name = |e: std::io::Error| SysError::from_io(&e).name;
     let s = new_socket(&q.dst, opts, true).map_err(name)?;
     s.set_linger(Some(std::time::Duration::ZERO))
@@ -415,12 +499,46 @@ fn connect_once(q: &ConnectQuestion, opts: SocketOpts) -> std::result::Result<u1
         Err(e) if in_progress(&e) => {}
         Err(e) => return Err(name(e)),
     }
-    // The port was taken by connect() itself; the handshake's result does
-    // not matter here.
-    Ok(s.local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map_or(0, |a| a.port()))
+    // connect() itself took the port: that is what the diagnosis is
+    // about. The handshake's result is told beside it.
+    let local = s.local_addr().ok().and_then(|a| a.as_socket());
+    let handshake = handshake_result(&s);
+    let (verdict, events) = match local {
+        Some(l) => witness.read(l, q.dst),
+        None => (None, Vec::new()),
+    };
+    Ok(Tried {
+        port: local.map_or(0, |a| a.port()),
+        handshake: Some(handshake),
+        verdict,
+        events,
+    })
+}
+
+/// Wait (bounded) until the non-blocking connect() is writable, then read
+/// its SO_ERROR: "established", "refused: ECONNREFUSED", or no answer.
+fn handshake_result(s: &Socket) -> String {
+    let start = std::time::Instant::now();
+    let wait = std::time::Duration::from_millis(HANDSHAKE_WAIT_MS);
+    // Bounded by `wait`; each turn sleeps at most 10 ms in poll.
+    loop {
+        match s.take_error() {
+            Ok(Some(e)) => return format!("refused: {}", SysError::from_io(&e).name),
+            Err(e) => return format!("unknown: {}", SysError::from_io(&e).name),
+            Ok(None) => {}
+        }
+        if s.peer_addr().is_ok() {
+            return "established".into();
+        }
+        if start.elapsed() >= wait {
+            return format!("no answer within {HANDSHAKE_WAIT_MS} ms (the SYN got no SYN-ACK)");
+        }
+        let _ = crate::sys::wait(
+            s,
+            crate::sys::Ready::Connected,
+            std::time::Duration::from_millis(10),
+        );
+    }
 }
 
 /// A non-blocking connect() that started (EINPROGRESS; WSAEWOULDBLOCK).

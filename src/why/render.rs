@@ -204,6 +204,15 @@ pub fn long(d: &Diagnosis) -> String {
                 .map(|l| format!(": {l}"))
                 .unwrap_or_default();
             let _ = writeln!(o, "  {:<20} {got} — {verdict}{lesson}", t.label);
+            if let Some(h) = &t.handshake {
+                let _ = writeln!(o, "  {:<20} handshake: {h}", "");
+            }
+            if let Some(v) = &t.kernel_verdict {
+                let _ = writeln!(o, "  {:<20} why, in the kernel's words: {v}", "");
+            }
+            for l in &t.kernel_events {
+                let _ = writeln!(o, "  {:<20} {l}", "");
+            }
         }
     }
     o
