@@ -290,9 +290,18 @@ fn bad_numbers_are_one_line_errors() {
     let o = run(&["client", "--connect", "127.0.0.1:1", "--timeout=-1"]);
     let line = one_line_failure(&o);
     assert!(
-        line.contains("--timeout must be a positive number"),
+        line.contains("--timeout '-1': give a duration such as 30s"),
         "{line}"
     );
+    // Units are the way to write a duration; a typo names the grammar.
+    let o = run(&["load", "--duration", "3x"]);
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(2), "{line}");
+    assert!(
+        line.contains("--duration '3x': give a duration such as 30s, 250ms or 2m"),
+        "{line}"
+    );
+    assert!(!line.contains("float"), "Rust's wording leaked: {line}");
 }
 
 #[test]
@@ -370,7 +379,7 @@ fn durations_past_their_bound_are_usage_errors() {
         let line = one_line_failure(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
         assert!(
-            line.contains(&format!("{flag} must be")),
+            line.contains(&format!("{flag} must be")) || line.contains(&format!("{flag} '")),
             "{args:?}: {line}"
         );
         assert!(line.contains("at most") || line.contains(" to "), "{line}");

@@ -55,9 +55,10 @@ pub struct EventsArgs {
     /// JSON lines: {"type":"event"|"life"|"time-wait"|"summary", ...}.
     #[arg(long)]
     json: bool,
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
+    /// Stop after this long: 10s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, value_name = "DURATION",
+          value_parser = crate::cli::server::secs_parser("--duration", std::time::Duration::from_secs(30 * 86_400)))]
+    duration: Option<std::time::Duration>,
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
@@ -72,15 +73,7 @@ pub struct EventsArgs {
 #[cfg(target_os = "linux")]
 pub fn run(a: EventsArgs) -> anyhow::Result<u8> {
     use twlab::events::{Filter, live::EventsPlan};
-    let duration = match a.duration {
-        Some(s) if !(s.is_finite() && s > 0.0 && s <= 1e9) => {
-            return Err(twlab::Error::Usage(format!(
-                "--duration {s}: give a number of seconds greater than 0"
-            ))
-            .into());
-        }
-        s => s.map(std::time::Duration::from_secs_f64),
-    };
+    let duration = a.duration;
     let plan = EventsPlan {
         filter: Filter {
             ports: a.port,

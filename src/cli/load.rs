@@ -41,9 +41,10 @@ mod imp {
         /// Target connection uses per second over all workers (default: as fast as possible).
         #[arg(long)]
         rate: Option<f64>,
-        /// Run time in seconds.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
+        /// Run time: 10s, 500ms, 2m (a bare number is seconds; at most 1 day).
+        #[arg(long, default_value = "10s", value_name = "DURATION",
+              value_parser = crate::cli::server::secs_parser("--duration", Duration::from_secs(86_400)))]
+        duration: Duration,
         /// Stop after this many connection uses.
         #[arg(long)]
         count: Option<u64>,
@@ -86,9 +87,10 @@ mod imp {
         /// Namespace: tcp_max_tw_buckets.
         #[arg(long)]
         max_tw_buckets: Option<u32>,
-        /// Sample interval in ms (100 to 1000).
-        #[arg(long, default_value_t = 250)]
-        interval: u64,
+        /// Sample interval: 250ms, 1s (a bare number is milliseconds; 100ms to 1s).
+        #[arg(long, default_value = "250ms", value_name = "DURATION",
+              value_parser = crate::cli::server::millis_parser("--interval", Duration::from_secs(1)))]
+        interval: Duration,
         /// JSON lines: one per sample, then the report.
         #[arg(long)]
         json: bool,
@@ -198,8 +200,11 @@ mod imp {
                     (Target::InProcess, d, Some(ns))
                 }
             };
-            if !(0.0..=86_400.0).contains(&self.duration) {
-                bail!("--duration: 0 to 86400 s");
+            if self.interval < Duration::from_millis(100) {
+                bail!(
+                    "--interval {} ms: give 100ms to 1s (a sample reads the socket table: more often would measure twlab)",
+                    self.interval.as_millis()
+                );
             }
             // NaN, infinities and absurd rates would reach
             // Duration::from_secs_f64 in the workers.
@@ -225,13 +230,13 @@ mod imp {
                     port_choice,
                 },
                 stop: Stop {
-                    duration: Duration::from_secs_f64(self.duration),
+                    duration: self.duration,
                     count: self.count,
                     on_first_error: self.stop_on_error,
                 },
                 target,
                 netns,
-                sample_every: Duration::from_millis(self.interval.clamp(100, 1000)),
+                sample_every: self.interval,
                 count_free_ports: true,
             })
         }

@@ -48,9 +48,34 @@ impl From<CloseArg> for CloseMode {
     }
 }
 
-/// A clap value parser for `flag`, in seconds: a positive finite number
-/// up to `max` (so `inf`, `1e20` and `18446744073709551615` are one-line
-/// usage errors, exit 2, instead of a panic in `Duration`).
+/// A duration as the user wrote it: with a unit (`3s`, `250ms`, `1m`,
+/// `1h 30m`: humantime's grammar) or a bare number in the flag's own unit
+/// (`bare_ms`: milliseconds, else seconds), as earlier twlab versions took
+/// it. `None` when it is neither.
+fn parse_duration(s: &str, bare_ms: bool) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<f64>() {
+        if !n.is_finite() || n < 0.0 {
+            return None;
+        }
+        return Duration::try_from_secs_f64(if bare_ms { n / 1000.0 } else { n }).ok();
+    }
+    humantime::parse_duration(s).ok()
+}
+
+/// Seconds or milliseconds, written for a person.
+fn show(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// A clap value parser for a duration flag: a unit (`30s`, `250ms`, `2m`)
+/// or a bare number of seconds; more than 0 and at most `max` (so `inf`,
+/// `1e20` and `18446744073709551615` are one-line usage errors, exit 2,
+/// instead of a panic in `Duration`).
 pub fn secs_parser(
     flag: &'static str,
     max: Duration,
@@ -58,20 +83,20 @@ pub fn secs_parser(
     move |s: &str| {
         let why = || {
             format!(
-                "{flag} must be a positive number of seconds, at most {}",
-                max.as_secs()
+                "{flag} '{}': give a duration such as 30s, 250ms or 2m (a bare number is seconds), more than 0 and at most {}",
+                twlab::text::echo(s),
+                show(max)
             )
         };
-        let secs: f64 = s.trim().parse().map_err(|_| why())?;
-        if !secs.is_finite() || secs <= 0.0 || secs > max.as_secs_f64() {
-            return Err(why());
+        match parse_duration(s, false) {
+            Some(d) if !d.is_zero() && d <= max => Ok(d),
+            _ => Err(why()),
         }
-        Duration::try_from_secs_f64(secs).map_err(|_| why())
     }
 }
 
-/// A clap value parser for `flag`, in milliseconds: an integer from 0 to
-/// `max`.
+/// [`secs_parser`] for a flag whose bare numbers are milliseconds; 0 is
+/// allowed (no pause).
 pub fn millis_parser(
     flag: &'static str,
     max: Duration,
@@ -79,16 +104,15 @@ pub fn millis_parser(
     move |s: &str| {
         let why = || {
             format!(
-                "{flag} must be a whole number of milliseconds from 0 to {}",
-                max.as_millis()
+                "{flag} '{}': give a duration such as 250ms, 2s or 1m (a bare number is milliseconds), from 0 to {}",
+                twlab::text::echo(s),
+                show(max)
             )
         };
-        let ms: u64 = s.trim().parse().map_err(|_| why())?;
-        let d = Duration::from_millis(ms);
-        if d > max {
-            return Err(why());
+        match parse_duration(s, true) {
+            Some(d) if d <= max => Ok(d),
+            _ => Err(why()),
         }
-        Ok(d)
     }
 }
 
@@ -237,4 +261,38 @@ impl ServerArgs {
 
 pub fn run(a: ServerArgs) -> Result<u8> {
     Ok(run_plan(&a.plan()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_bare_numbers_in_the_flags_unit() {
+        let ms = Duration::from_millis;
+        for (text, bare_ms, want) in [
+            ("3s", false, Some(ms(3_000))),
+            ("250ms", false, Some(ms(250))),
+            ("1m", true, Some(ms(60_000))),
+            ("1h 30m", false, Some(ms(5_400_000))),
+            ("1.5", false, Some(ms(1_500))),
+            ("2", true, Some(ms(2))),
+            (" 7 ", false, Some(ms(7_000))),
+            ("3x", false, None),
+            ("-1", false, None),
+            ("inf", false, None),
+            ("NaN", true, None),
+            ("", false, None),
+        ] {
+            assert_eq!(parse_duration(text, bare_ms), want, "{text:?}");
+        }
+        let p = secs_parser("--duration", Duration::from_secs(10));
+        assert_eq!(p("10s"), Ok(Duration::from_secs(10)));
+        assert!(p("11s").unwrap_err().contains("at most 10 s"));
+        assert!(p("0").is_err(), "zero is not a run time");
+        let p = millis_parser("--interval", Duration::from_secs(1));
+        assert_eq!(p("0"), Ok(Duration::ZERO));
+        assert_eq!(p("1s"), Ok(Duration::from_secs(1)));
+        assert!(p("1001").unwrap_err().contains("from 0 to 1 s"));
+    }
 }

@@ -17,10 +17,15 @@ pub const MAX_WATCH_FRAMES: u64 = 1_000_000;
 
 /// Parse the refresh interval in milliseconds (10 to 3,600,000).
 pub fn parse_watch_ms(s: &str) -> Result<Duration> {
-    match s.trim().parse::<u64>() {
-        Ok(ms) if (10..=3_600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+    // A bare number is milliseconds (as before); else a unit: 500ms, 2s.
+    let d = match s.trim().parse::<u64>() {
+        Ok(ms) => Some(Duration::from_millis(ms)),
+        Err(_) => humantime::parse_duration(s.trim()).ok(),
+    };
+    match d {
+        Some(d) if (Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
         _ => Err(Error::Invalid(format!(
-            "invalid --watch interval '{}': give milliseconds from 10 to 3600000, e.g. --watch=500",
+            "invalid --watch interval '{}': give 10ms to 1h, e.g. --watch=500ms or --watch=2s (a bare number is milliseconds)",
             crate::text::echo(s)
         ))),
     }
