@@ -581,3 +581,31 @@ fn namespace_commands_run_unprivileged() {
         }
     }
 }
+
+/// iproute2's ss habits (`-tan`, `-s`) and near-miss state names get the
+/// twlab spelling in the one error line, exit 2.
+#[test]
+fn ss_habits_and_near_misses_get_the_twlab_spelling() {
+    for (args, wants) in [
+        (
+            &["ss", "-tan"][..],
+            &["'-tan'", "leave -t out", "leave -n out", "-a not needed"][..],
+        ),
+        (&["ss", "-s"][..], &["twlab ss --summary"][..]),
+        (&["ss", "-4"][..], &["--family 4"][..]),
+        (
+            &["ss", "--state", "timewait"][..],
+            &["did you mean 'time-wait'?"][..],
+        ),
+    ] {
+        let o = run(args);
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+        for w in wants {
+            assert!(line.contains(w), "{args:?}: want {w:?} in {line}");
+        }
+    }
+    // An unknown letter that is no ss habit gets no made-up advice.
+    let line = one_line_failure(&run(&["ss", "-z"]));
+    assert!(!line.contains("iproute2"), "{line}");
+}

@@ -327,9 +327,55 @@ fn usage_error(e: clap::Error) -> ExitCode {
         .collect();
     let what = what.join(" ");
     let what = what.trim_start_matches("error: ");
-    eprintln!(
-        "twlab: error: {} (see `twlab --help` or `twlab <command> --help`)",
-        safe_line(what)
-    );
+    let hint = match (e.kind(), e.get(clap::error::ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(clap::error::ContextValue::String(arg))) => ss_habit(arg),
+        _ => None,
+    };
+    match hint {
+        Some(h) => eprintln!("twlab: error: {}; {h}", safe_line(what)),
+        None => eprintln!(
+            "twlab: error: {} (see `twlab --help` or `twlab <command> --help`)",
+            safe_line(what)
+        ),
+    }
     ExitCode::from(2)
+}
+
+/// iproute2's `ss` flags people type from habit (`ss -tan`), and what
+/// twlab spells instead. Clap names only the first unknown letter of a
+/// group: the group is found again in the command line.
+fn ss_habit(arg: &str) -> Option<String> {
+    let letter = arg
+        .strip_prefix('-')
+        .filter(|a| !a.starts_with('-'))?
+        .chars()
+        .next()?;
+    let group = std::env::args()
+        .find(|a| a.len() > 1 && a.starts_with(&format!("-{letter}")) && !a.starts_with("--"))
+        .unwrap_or_else(|| arg.to_string());
+    let mut advice: Vec<&str> = Vec::new();
+    for c in group.chars().skip(1) {
+        let instead = match c {
+            't' => "TCP is all twlab ss shows (leave -t out)",
+            'n' => "it never resolves names (leave -n out)",
+            'a' => "every state is its default (-a not needed)",
+            'l' => "listeners only: --state listening",
+            'o' => "timers are always shown (leave -o out)",
+            'p' => "processes: --processes",
+            's' => "`ss -s`: twlab ss --summary",
+            '4' => "IPv4 only: --family 4",
+            '6' => "IPv6 only: --family 6",
+            _ => return None,
+        };
+        if !advice.contains(&instead) {
+            advice.push(instead);
+        }
+    }
+    (!advice.is_empty()).then(|| {
+        format!(
+            "'{}' is iproute2's ss spelling; in twlab ss: {} (see `twlab ss --help`)",
+            twlab::text::echo(&group),
+            advice.join("; ")
+        )
+    })
 }

@@ -100,11 +100,12 @@ pub struct SsArgs {
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
 
-    /// Live view refreshed every MS milliseconds (default 500); marks new
-    /// (+), changed (*) and gone (-) sockets. Quit with q or Ctrl-C.
+    /// Live view refreshed every INTERVAL (--watch=500ms, --watch=2s; a bare
+    /// number is milliseconds; default 500ms); marks new (+), changed (*)
+    /// and gone (-) sockets. Quit with q or Ctrl-C.
     #[arg(
         long,
-        value_name = "MS",
+        value_name = "INTERVAL",
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "500"

@@ -77,8 +77,21 @@ fn parse_state_only(name: &str) -> Result<StateSet> {
         other => match STATE_NAMES.iter().find(|(k, _)| *k == other) {
             Some((_, s)) => StateSet::of(&[*s]),
             None => {
+                // "timewait", "TIME_WAIT", "fin_wait_2": the same letters
+                // as a name twlab knows.
+                let letters = |s: &str| -> String {
+                    s.chars()
+                        .filter(char::is_ascii_alphanumeric)
+                        .collect::<String>()
+                        .to_ascii_lowercase()
+                };
+                let guess = STATE_NAMES
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .find(|k| letters(k) == letters(other));
+                let mean = guess.map_or(String::new(), |k| format!(" (did you mean '{k}'?)"));
                 return Err(Error::Usage(format!(
-                    "unknown TCP state '{}'; valid states and groups: {}",
+                    "unknown TCP state '{}'{mean}; valid states and groups: {}",
                     echo(name),
                     valid_states()
                 )));
