@@ -149,7 +149,7 @@ fn on_tuple(e: &Event, local: Option<SocketAddr>, peer: SocketAddr) -> bool {
     }
 }
 
-/// The last [`MAX_LINES`] events of `local` ⇄ `peer` among `events`, as
+/// The last `MAX_LINES` (12) events of `local` ⇄ `peer` among `events`, as
 /// lines: how long ago, which end, what, who.
 pub fn tuple_lines(events: &[Event], local: Option<SocketAddr>, peer: SocketAddr) -> Vec<String> {
     let now = std::time::SystemTime::now()

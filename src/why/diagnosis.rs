@@ -474,7 +474,7 @@ pub struct Attempt {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub learned: Option<String>,
     /// connect() only: what the handshake came to within
-    /// [`HANDSHAKE_WAIT_MS`] ("established", "refused: ECONNREFUSED", "no
+    /// 500 ms ("established", "refused: ECONNREFUSED", "no
     /// answer").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshake: Option<String>,
