@@ -159,7 +159,7 @@ pub fn run_checked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::{SockEntry, Timer, TimerKind};
+    use crate::diag::SockEntry;
     use crate::outcome::Outcome;
     use crate::socket::Family;
     use crate::sysctl::{PortRange, TwReuse};
@@ -168,23 +168,11 @@ mod tests {
     const S: &str = "127.0.0.1:12345";
 
     fn client_time_wait() -> SockEntry {
-        SockEntry {
-            family: Family::V4,
-            state: TcpState::TimeWait,
-            local: C.parse().unwrap(),
-            peer: S.parse().unwrap(),
-            timer: Some(Timer {
-                kind: TimerKind::Timewait,
-                expires_ms: 59_990,
-                retrans: 0,
-            }),
-            recv_q: 0,
-            send_q: 0,
-            uid: 0,
-            inode: 0,
-            v6only: None,
-            pid: None,
-        }
+        SockEntry::time_wait(
+            C.parse().unwrap(),
+            S.parse().unwrap(),
+            std::time::Duration::from_millis(59_990),
+        )
     }
 
     // The documented predictions come from the view the verdict was made

@@ -343,9 +343,7 @@ pub fn run(plan: &DemoPlan) -> Result<u8> {
     let out = std::io::stdout();
     let mut out = out.lock();
     let text = match plan.output {
-        Output::Json => {
-            serde_json::to_string_pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?
-        }
+        Output::Json => crate::json::pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?,
         Output::Table => crate::report::demo_text(&demo, crate::layout::width()),
     };
     let _ = writeln!(out, "{text}").and_then(|_| out.flush());

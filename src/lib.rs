@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`socket`]: [`socket::SocketOpts`] and socket calls done as recorded steps.
 //! - [`outcome`]: which step failed, with which errno ([`outcome::Outcome`]).
+//! - [`outfile`]: files written whole through a temporary and a rename, never
+//!   through a symbolic link.
 //! - [`sys`]: the only platform-specific code (errno and Winsock names).
 //! - [`diag`]: the kernel's TCP socket table via sock_diag netlink, with
 //!   TIME_WAIT timers (on Windows, macOS and FreeBSD: the system's own
@@ -21,6 +23,7 @@
 //! - [`matrix`]: every combination of factors, one namespace per cell.
 //! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
 //! - [`report`]: the demo's table.
+//! - [`json`]: the JSON contract: `schema_version`, one shape per concept.
 //! - [`layout`]: tables that fit the terminal's width (no word split, optional
 //!   columns left out first, blocks when nothing fits) and when to use colour.
 //! - [`signal`]: the signals that ask twlab to stop, and waits that notice them.
@@ -50,6 +53,7 @@ pub mod diag;
 pub mod error;
 #[cfg(target_os = "linux")]
 pub mod events;
+pub mod json;
 pub mod layout;
 #[cfg(target_os = "linux")]
 pub mod load;
@@ -58,6 +62,7 @@ pub mod model;
 pub mod netns;
 pub mod netstat;
 pub mod outcome;
+pub mod outfile;
 pub mod pairs;
 pub mod peer;
 pub mod report;

@@ -289,6 +289,63 @@ impl NetSysctls {
         })
     }
 
+    /// A fresh network namespace's values on a current kernel (6.x), as
+    /// `sysctl` shows them in one: timestamps on, `tcp_tw_reuse = 2`
+    /// (loopback only), a 1 s reuse delay, ports 32768-60999, none
+    /// reserved, 131,072 TIME_WAIT buckets (the host's share of a small
+    /// machine; `tcp_sk_init()` sizes it from the ehash), FIN timeout 60 s,
+    /// RFC 1337 off, `bindv6only = 0`, unprivileged ports from 1024,
+    /// `ip_autobind_reuse = 0`. A base for a library user's "what if":
+    ///
+    /// ```
+    /// use twlab::sysctl::{NetSysctls, PortRange};
+    /// let s = NetSysctls::linux_defaults()
+    ///     .with_timestamps(false)
+    ///     .with_port_range(40000, 40009);
+    /// assert_eq!(s.ephemeral_ports(), 10);
+    /// assert!(!s.timestamps);
+    /// assert_eq!(s.port_range, PortRange { low: 40000, high: 40009 });
+    /// ```
+    pub fn linux_defaults() -> Self {
+        NetSysctls {
+            timestamps: true,
+            tw_reuse: TwReuse::LoopbackOnly,
+            tw_reuse_delay_ms: Some(1000),
+            port_range: PortRange {
+                low: 32768,
+                high: 60999,
+            },
+            reserved_ports: ReservedPorts::default(),
+            max_tw_buckets: 131_072,
+            fin_timeout_s: Some(60),
+            rfc1337: Some(false),
+            bindv6only: Some(false),
+            unprivileged_port_start: Some(1024),
+            autobind_reuse: Some(false),
+        }
+    }
+
+    /// The same with `net.ipv4.tcp_timestamps` on or off.
+    pub fn with_timestamps(self, on: bool) -> Self {
+        NetSysctls {
+            timestamps: on,
+            ..self
+        }
+    }
+
+    /// The same with `net.ipv4.tcp_tw_reuse`.
+    pub fn with_tw_reuse(self, tw_reuse: TwReuse) -> Self {
+        NetSysctls { tw_reuse, ..self }
+    }
+
+    /// The same with `net.ipv4.ip_local_port_range = low high`.
+    pub fn with_port_range(self, low: u16, high: u16) -> Self {
+        NetSysctls {
+            port_range: PortRange { low, high },
+            ..self
+        }
+    }
+
     /// Ports connect() can pick from: the range less the reserved ports in it.
     pub fn ephemeral_ports(&self) -> u32 {
         self.port_range.len() - self.reserved_ports.count_in(self.port_range)

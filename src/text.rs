@@ -76,6 +76,69 @@ pub fn echo(s: &str) -> String {
     escape_for_terminal(&short).into_owned()
 }
 
+/// An error line with every long piece of user input in it cut to
+/// [`ECHO_MAX_CHARS`] characters, as [`echo`] cuts it, and control
+/// characters escaped: the last guard of the CLI's error path, for
+/// messages that quote an argument whole (clap's "invalid value '…'", a
+/// path in an I/O error) instead of through [`echo`].
+///
+/// First every argument in `args` (and the value after `=` of a
+/// `--flag=value`) longer than the limit is cut wherever it appears; then
+/// any other run of non-blank characters longer than the limit (a piece
+/// of an argument a parser quoted) is cut, keeping the quotes and
+/// punctuation around it. Pieces already cut (ending in `…`) are left as
+/// they are.
+pub fn cut_echoes(line: &str, args: &[String]) -> String {
+    let long = |p: &&str| p.chars().count() > ECHO_MAX_CHARS;
+    let mut pieces: Vec<&str> = args
+        .iter()
+        .flat_map(|a| [Some(a.as_str()), a.split_once('=').map(|(_, v)| v)])
+        .flatten()
+        .filter(long)
+        .collect();
+    // Longest first: `--x=VALUE` before VALUE inside it.
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    pieces.dedup();
+    let mut out = line.to_string();
+    for p in pieces {
+        if out.contains(p) {
+            out = out.replace(p, &echo(p));
+        }
+    }
+    let out = escape_for_terminal(&out);
+    let mut cut = String::with_capacity(out.len().min(4 * ECHO_MAX_CHARS));
+    let mut rest: &str = &out;
+    while !rest.is_empty() {
+        let blank = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
+        cut.push_str(&rest[..blank]);
+        rest = &rest[blank..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        cut.push_str(&cut_run(&rest[..end]));
+        rest = &rest[end..];
+    }
+    cut
+}
+
+/// One run of non-blank characters, its core cut to [`ECHO_MAX_CHARS`]
+/// between the quotes and punctuation around it (`'xxx…':` keeps `'` and
+/// `':`).
+fn cut_run(run: &str) -> Cow<'_, str> {
+    const AROUND: &[char] = &['\'', '"', '(', ')', '[', ']', ',', ':', ';', '.'];
+    if run.chars().count() <= ECHO_MAX_CHARS {
+        return Cow::Borrowed(run);
+    }
+    let core = run.trim_start_matches(AROUND);
+    let head = &run[..run.len() - core.len()];
+    let core = core.trim_end_matches(AROUND);
+    let tail = &run[head.len() + core.len()..];
+    if core.ends_with('…') {
+        return Cow::Borrowed(run);
+    }
+    Cow::Owned(format!("{head}{}{tail}", shorten(core, ECHO_MAX_CHARS)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +175,49 @@ mod tests {
         assert_eq!(echo("short"), "short");
         assert_eq!(shorten("abc", 3), "abc");
         assert_eq!(shorten("abcd", 3), "abc… (1 more character)");
+    }
+
+    /// The longest run of `c` in `s`.
+    fn longest_run(s: &str, c: char) -> usize {
+        s.split(|x| x != c)
+            .map(|r| r.chars().count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn cuts_every_long_echo_in_a_line() {
+        let a = "a".repeat(1000);
+        let b = "b".repeat(300);
+        let args = vec![
+            "twlab".to_string(),
+            format!("--connect={a}"),
+            format!("x y {b}"),
+        ];
+        // Quoted whole by clap, then a piece of it by a parser, then an
+        // argument with blanks in it.
+        let line = format!(
+            "invalid value '{a}' for '--connect': host '{}': no; also 'x y {b}' and {}",
+            &a[..600],
+            "c".repeat(250)
+        );
+        let cut = cut_echoes(&line, &args);
+        for c in ['a', 'c'] {
+            assert_eq!(longest_run(&cut, c), ECHO_MAX_CHARS, "{c}: {cut}");
+        }
+        // The argument with blanks is cut whole: "x y " and 196 b.
+        assert_eq!(longest_run(&cut, 'b'), ECHO_MAX_CHARS - 4, "{cut}");
+        assert!(cut.contains("… (800 more characters)' for '--connect': host '"));
+        assert!(
+            cut.contains("… (400 more characters)': no; also 'x y "),
+            "{cut}"
+        );
+        assert!(cut.contains("… (104 more characters)' and "), "{cut}");
+        assert!(cut.ends_with("… (50 more characters)"), "{cut}");
+        // Control characters escaped; what is short or already cut stays.
+        assert_eq!(cut_echoes("'\x1b' ok", &[]), "'\\u001b' ok");
+        let once = cut_echoes(&line, &args);
+        assert_eq!(cut_echoes(&once, &args), once);
+        assert_eq!(cut_echoes("short line", &args), "short line");
     }
 }

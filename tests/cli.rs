@@ -609,3 +609,536 @@ fn ss_habits_and_near_misses_get_the_twlab_spelling() {
     let line = one_line_failure(&run(&["ss", "-z"]));
     assert!(!line.contains("iproute2"), "{line}");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn ctrl_c_stops_reuseport_while_it_connects() {
+    // Before: the connect loop never looked at the stop flag, and SIGINT
+    // waited for up to 100,000 connect()s (6-8 s in the issue's run).
+    if !netns_or_skip("ctrl_c_stops_reuseport_while_it_connects") {
+        return;
+    }
+    let child = Command::new(bin())
+        .args(["reuseport", "--connections", "15000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kernel state, not a sleep: its descriptor table holds the first
+    // thousand connections (it runs in a namespace of its own, which the
+    // test cannot dump).
+    let fds = format!("/proc/{}/fd", child.id());
+    wait_until(Duration::from_secs(10), "1,000 open sockets", || {
+        (std::fs::read_dir(&fds).map_or(0, |d| d.count()) > 1000).then_some(())
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let took = start.elapsed();
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(130), "{line}");
+    assert_eq!(line, "twlab: interrupted by SIGINT (Ctrl-C)");
+    // A liveness bound, not a speed target: what is left is the kernel
+    // closing the sockets made so far.
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+}
+
+/// Run twlab with `args` for at most `limit`: a child still running then
+/// is killed and the test fails (an input that should have been refused
+/// was taken, or a read blocks).
+#[cfg(target_os = "linux")]
+fn run_within(args: &[&str], limit: Duration) -> std::process::Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run twlab");
+    let end = Instant::now() + limit;
+    // Bounded by `limit`; polls the child's exit as wait_until polls.
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("output");
+            panic!(
+                "{args:?}: still running after {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The longest run of `c` in `s`, in characters.
+fn longest_run(s: &str, c: char) -> usize {
+    s.split(|x| x != c)
+        .map(|r| r.chars().count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Every error that echoes a long argument, clap's own ("invalid value
+/// '…'", "unexpected argument '…'") and twlab's, before or after parsing,
+/// cuts it at 200 characters, and no error line is longer than 600
+/// (docs/commands.md, "Terminal safety").
+#[test]
+fn long_input_is_cut_at_200_characters_in_every_error() {
+    for n in [201, 1_000, 100_000] {
+        let q = "q".repeat(n);
+        let q = q.as_str();
+        let eq = |flag: &str| format!("{flag}={q}");
+        let (watch, factor, when) = (eq("--watch"), eq("close"), eq("when"));
+        let bind = format!("{q}:1");
+        let port = format!("127.0.0.1:{q}");
+        let unknown = format!("--{q}");
+        for args in [
+            vec!["client", "--connect", q],
+            vec!["client", "--connect", &port],
+            vec!["client", "--connect", "127.0.0.1:1", "--bind", &bind],
+            vec!["client", "--connect", "127.0.0.1:1", "--timeout", q],
+            vec!["server", "--listen", q],
+            vec!["server", "--idle-timeout", q],
+            vec!["ss", "--state", q],
+            vec!["ss", "--port", q],
+            vec!["ss", "--family", q],
+            vec!["ss", "--local", q],
+            vec!["ss", "--peer", &port],
+            vec!["ss", &watch],
+            vec!["ss", "--watch=10", "--iterations", q],
+            vec!["matrix", "-f", q],
+            vec!["matrix", "-f", &factor],
+            vec!["matrix", "-f", &when],
+            vec!["matrix", "--jobs", q],
+            vec!["why", "bind", q],
+            vec!["why", "connect", "127.0.0.1:1", "--from", q],
+            vec!["load", "--rate", q],
+            vec!["load", "--target", q],
+            vec!["load", "--duration", q],
+            vec!["completions", q],
+            vec![unknown.as_str()],
+            vec!["ss", q],
+        ] {
+            let o = run(&args);
+            let line = one_line_failure(&o);
+            let shown: Vec<&str> = args.iter().map(|a| &a[..a.len().min(30)]).collect();
+            assert_eq!(o.status.code(), Some(2), "{shown:?}: {line}");
+            assert!(
+                line.chars().count() <= 600,
+                "{shown:?}: {} characters: {line}",
+                line.chars().count()
+            );
+            assert!(longest_run(&line, 'q') <= 200, "{shown:?}: {line}");
+            if n > 200 {
+                assert!(line.contains(" more character"), "{shown:?}: {line}");
+            }
+        }
+    }
+}
+
+/// An address with a blank or a control character in it (a line read
+/// with its newline: `127.0.0.1:80\n`) is refused wherever an address is
+/// parsed, exit 2, the character named escaped, nothing raw on stderr.
+#[cfg(target_os = "linux")]
+#[test]
+fn addresses_with_blanks_or_control_characters_exit_2() {
+    for bad in [
+        "127.0.0.1:1\n",
+        " 127.0.0.1:1",
+        "127.0.0.1 :1",
+        "127.0.0.1:1\t",
+        "127.0.0.1:1\r",
+    ] {
+        for args in [
+            vec!["client", "--connect", bad],
+            vec!["client", "--connect", "127.0.0.1:1", "--bind", bad],
+            vec!["server", "--listen", bad],
+            vec!["why", "bind", bad],
+            vec!["why", "connect", bad],
+            vec!["why", "connect", "127.0.0.1:1", "--from", bad],
+            vec!["ss", "--local", bad],
+            vec!["ss", "--peer", bad],
+            vec!["load", "--target", bad, "--duration", "1"],
+            vec!["load", "--dest", bad, "--duration", "1"],
+        ] {
+            let o = run_within(&args, Duration::from_secs(20));
+            let line = one_line_failure(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+            assert!(
+                !o.stderr.iter().any(|b| matches!(b, b'\r' | b'\t')),
+                "{args:?}: raw control character in {line:?}"
+            );
+            // parse_endpoint and the ss filter name what is wrong; load's
+            // typed flags say the syntax is invalid.
+            if args[0] != "load" {
+                assert!(
+                    line.contains("a blank or control character"),
+                    "{args:?}: {line}"
+                );
+            }
+        }
+    }
+    // The load --source list is parsed by clap as addresses too.
+    let o = run(&["load", "--source", "127.0.0.2\n", "--port", "bind"]);
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(2), "{line}");
+}
+
+/// Every float-valued flag (durations are parsed as floats too: `1.5s`,
+/// a bare `0.5`) refuses NaN, infinities, values past f64 and values out
+/// of its range with exit 2 and one line naming the flag, before anything
+/// runs (a taken value would run: the command is stopped after 20 s and
+/// the test fails).
+#[cfg(target_os = "linux")]
+#[test]
+fn float_flags_refuse_nan_infinity_and_out_of_range() {
+    const NOT_NUMBERS: [&str; 9] = [
+        "NaN",
+        "nan",
+        "inf",
+        "-inf",
+        "+infinity",
+        "1e309",
+        "-1e309",
+        "-1",
+        "1e20",
+    ];
+    let client = ["client", "--connect", "127.0.0.1:1"];
+    let server = ["server", "--listen", "127.0.0.1:0"];
+    let load = ["load", "--duration", "1"];
+    // (command, flag, values past its range besides NOT_NUMBERS)
+    let table: [(&[&str], &str, &[&str]); 10] = [
+        (
+            &client,
+            "--timeout",
+            &["0", "86401", "18446744073709551616"],
+        ),
+        (&client, "--interval", &["3600001", "3601s"]),
+        (&server, "--idle-timeout", &["0", "86401"]),
+        (&server, "--close-delay", &["3600001"]),
+        (&["events"], "--duration", &["0", "2592001"]),
+        (&["load"], "--duration", &["0", "86401", "1e-300"]),
+        (&load, "--interval", &["99", "1001", "0.5"]),
+        (
+            &load,
+            "--rate",
+            &["0", "0.0009", "10000001", "1e-300", "18446744073709551616"],
+        ),
+        (&["ss"], "--watch", &["9", "0", "3600001", "2h"]),
+        (
+            &["ss", "--watch=10"],
+            "--iterations",
+            &["0", "1000001", "1.5"],
+        ),
+    ];
+    for (cmd, flag, past) in table {
+        for v in NOT_NUMBERS.iter().chain(past) {
+            let mut args = cmd.to_vec();
+            let arg = format!("{flag}={v}");
+            args.push(&arg);
+            let o = run_within(&args, Duration::from_secs(20));
+            let line = one_line_failure(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+            assert!(line.contains(flag), "{args:?}: {line}");
+        }
+    }
+}
+
+/// `ss --watch` runs at most 1,000,000 frames: more is refused as it is
+/// parsed, not run and cut short later (a taken count would run: the
+/// watch is stopped after 20 s and the test fails).
+#[cfg(target_os = "linux")]
+#[test]
+fn ss_watch_iterations_past_the_bound_exit_2() {
+    for n in ["1000001", "18446744073709551616", "0"] {
+        let o = run_within(
+            &["ss", "--watch=10", "--iterations", n],
+            Duration::from_secs(20),
+        );
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{n}: {line}");
+        assert!(line.contains("--iterations"), "{n}: {line}");
+        if n != "18446744073709551616" {
+            assert!(line.contains("1..=1000000"), "{n}: {line}");
+        }
+    }
+}
+
+/// A factor value given twice (also spelt another way), an empty value,
+/// a control character, a factor named twice: refused with exit 2 and
+/// what is wrong named, before any cell runs (`--emit-cell 0` would print
+/// a cell at once if the selection were taken).
+#[cfg(target_os = "linux")]
+#[test]
+fn repeated_empty_or_control_factor_values_exit_2() {
+    for (factors, want) in [
+        (
+            &["close=client,client,client"][..],
+            "'client' is given twice",
+        ),
+        (
+            &["new-reuseaddr=on,1"][..],
+            "'on' and '1' are the same value",
+        ),
+        (&["next=reconnect,,rebind"][..], "value 2 of 3 is empty"),
+        (&["next=reconnect,"][..], "value 2 of 2 is empty"),
+        (
+            &["client-port=fixed\n"][..],
+            "contains a control character ('\\n')",
+        ),
+        (
+            &["close=client", "close=server"][..],
+            "factor 'close' is named twice",
+        ),
+    ] {
+        let mut args = vec!["matrix", "--emit-cell", "0"];
+        for f in factors {
+            args.extend(["-f", f]);
+        }
+        let o = run_within(&args, Duration::from_secs(20));
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{factors:?}: {line}");
+        assert!(line.contains(want), "{factors:?}: want {want:?} in {line}");
+        assert!(o.stdout.is_empty(), "{factors:?}: a cell was printed");
+    }
+}
+
+/// `twlab run --help` states the scenario limits the loader enforces.
+#[test]
+fn scenario_limits_are_in_the_run_help() {
+    use twlab::scenario::file::{
+        MAX_FILE_BYTES, MAX_SOCKETS, MAX_STEP_WAIT_MS, MAX_STEPS, MAX_TOTAL_WAIT_MS,
+    };
+    let o = run(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for want in [
+        format!("at most {} MiB", MAX_FILE_BYTES >> 20),
+        format!("at most {MAX_SOCKETS} sockets"),
+        format!("and {MAX_STEPS} steps"),
+        format!("at most {MAX_STEP_WAIT_MS} ms"),
+        format!("together at most {MAX_TOTAL_WAIT_MS} ms"),
+    ] {
+        assert!(help.contains(&want), "{want:?} in\n{help}");
+    }
+}
+
+/// A scenario file for `twlab run` is a regular file of at most 1 MiB
+/// within the documented limits on sockets, steps and waits: a FIFO with
+/// no writer (open() alone would wait forever), /dev/zero (endless), a
+/// directory, a larger file, a script past a limit: one line naming the
+/// file, exit 2, within seconds, before any namespace is made.
+#[cfg(target_os = "linux")]
+#[test]
+fn run_reads_only_regular_files_within_the_limits() {
+    if !netns_or_skip("run_reads_only_regular_files_within_the_limits") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("twlab-cli-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let fifo = path("fifo.toml");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(fifo.as_str(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::fs::write(path("big.toml"), vec![b'#'; (1 << 20) + 1]).unwrap();
+    let socket = |i: usize| format!("  {{ name = \"s{i}\", address = \"127.0.0.1:0\" }},\n");
+    let sockets = |n: usize| format!("socket = [\n{}]\n", (0..n).map(socket).collect::<String>());
+    let steps = |row: &str, n: usize| format!("step = [\n{}]\n", format!("  {row},\n").repeat(n));
+    std::fs::write(path("sockets.toml"), sockets(257)).unwrap();
+    let close = r#"{ do = "close", socket = "s0" }"#;
+    std::fs::write(path("steps.toml"), sockets(1) + &steps(close, 1025)).unwrap();
+    let sleep = r#"{ do = "sleep", ms = 60001 }"#;
+    std::fs::write(path("sleep.toml"), sockets(1) + &steps(sleep, 1)).unwrap();
+    let waits = r#"{ do = "sleep", ms = 60000 }"#;
+    std::fs::write(path("waits.toml"), sockets(1) + &steps(waits, 11)).unwrap();
+    for (file, want) in [
+        (fifo.clone(), ":1: not a regular file (a FIFO)"),
+        (
+            "/dev/zero".into(),
+            ":1: not a regular file (a character device)",
+        ),
+        (
+            dir.display().to_string(),
+            ":1: not a regular file (a directory)",
+        ),
+        (path("big.toml"), ":1: larger than 1 MiB"),
+        (
+            path("sockets.toml"),
+            ":258: 257 sockets: a script has at most 256",
+        ),
+        (
+            path("steps.toml"),
+            ":1029: 1025 steps: a script has at most 1024",
+        ),
+        (
+            path("sleep.toml"),
+            ":5: sleep: 60001 ms; a step waits at most 60000 ms",
+        ),
+        (
+            path("waits.toml"),
+            ":15: the sleeps and wait-for-state timeouts add up to more than 600000 ms",
+        ),
+    ] {
+        let start = Instant::now();
+        let o = run_within(&["run", &file], Duration::from_secs(20));
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{file}: {line}");
+        assert!(
+            line.contains(&format!("{file}{want}")),
+            "{file}: want {want:?} in {line}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{file}: {:?}",
+            start.elapsed()
+        );
+    }
+    // A file that cannot be read at all is the system's failure: exit 1.
+    let o = run(&["run", &path("missing.toml")]);
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(1), "{line}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(target_os = "linux")]
+netns_test! {
+    /// Text from a scenario file (its description, a socket's name, an
+    /// expectation) reaches the terminal escaped as every echo is: the
+    /// file cannot retitle the window or clear the screen.
+    fn run_escapes_control_characters_from_the_file() {
+        let dir = std::env::temp_dir().join(format!("twlab-cli-escape-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("escape.toml");
+        std::fs::write(
+            &f,
+            concat!(
+                "description = \"\\u001b]0;pwned\\u0007\\u001b[2J new\\nline\"\n",
+                "[[socket]]\nname = \"a\\u001b[31m\"\naddress = \"127.0.0.1:0\"\n",
+                "[[step]]\ndo = \"bind\"\nsocket = \"a\\u001b[31m\"\nexpect = \"ok\\u009b\"\n",
+            ),
+        )
+        .unwrap();
+        let o = run_within(&["run", &f.display().to_string()], Duration::from_secs(30));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control characters in {out:?}"
+        );
+        assert!(out.contains("\\u001b]0;pwned\\u0007\\u001b[2J new\\nline"), "{out}");
+        assert!(out.contains("a\\u001b[31m"), "{out}");
+        assert!(out.contains("ok\\u009b"), "{out}");
+        // The expectation is not "ok": the step disagrees (exit 3).
+        assert_eq!(o.status.code(), Some(3), "{out}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// `twlab pairs --json | head -1` (and any command whose reader goes
+/// away): EPIPE is not an error, for every command: exit 0, nothing on
+/// stderr (pairs said "twlab: error: Broken pipe (os error 32)", exit 1).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_reader_that_went_away_is_not_an_error_in_any_command() {
+    if !netns_or_skip("a_reader_that_went_away_is_not_an_error_in_any_command") {
+        return;
+    }
+    for args in [
+        &["pairs", "--same-uid", "--bindv6only", "0", "--json"][..],
+        &["pairs", "--same-uid", "--bindv6only", "0", "--all"][..],
+        &["selfcheck", "--cases", "5", "--json"][..],
+        &["run", "examples/scenarios/story-client.toml"][..],
+    ] {
+        let mut c = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("twlab");
+        // Closed before twlab writes: every write meets EPIPE.
+        drop(c.stdout.take());
+        let o = c.wait_with_output().expect("wait");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+}
+
+/// `--plot` takes a name ending in .svg or .png, checked before the run
+/// (exit 2): `--plot x.jpg` used to run the whole load, then write SVG.
+#[test]
+fn plot_names_other_than_svg_or_png_exit_2_before_any_run() {
+    for name in ["x.jpg", "x", "x.svg.txt"] {
+        let o = Command::new(bin())
+            .args(["load", "--duration", "1s", "--plot", name])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(".svg"), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+/// Files twlab writes never go through a symbolic link (the capture
+/// landed in the link's target), and nothing is left when refused.
+#[cfg(unix)]
+#[test]
+fn a_symbolic_link_at_an_output_path_is_refused_and_its_target_kept() {
+    let dir = std::env::temp_dir().join(format!("twlab-cli-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = dir.join("target");
+    std::fs::write(&target, b"keep").unwrap();
+    for (args, name) in [
+        (&["trace", "1", "--pcap"][..], "t.pcap"),
+        (&["load", "--duration", "1s", "--plot"][..], "p.svg"),
+    ] {
+        let link = dir.join(name);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let o = Command::new(bin()).args(args).arg(&link).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("symbolic link"), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 3, "only the target and the two links: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A held plan that needs more descriptors than RLIMIT_NOFILE's hard limit
+/// is refused before it starts (exit 2, what to do), instead of ending in
+/// "socket EMFILE ×19963" and exit 0.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_held_plan_past_the_descriptor_limit_is_refused_up_front() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let hard: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|h| h.parse().ok())
+        .expect("a numeric hard limit");
+    // Client end and server end per connection: past the limit.
+    let held = (hard / 2 + 1).to_string();
+    let o = run(&["load", "--held", &held, "--duration", "1s"]);
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(2), "{line}");
+    assert!(
+        line.contains("RLIMIT_NOFILE") && line.contains(&hard.to_string()),
+        "{line}"
+    );
+}

@@ -121,7 +121,13 @@ netns_test! {
         for l in &client {
             assert_eq!(
                 l.states,
-                ["SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT"],
+                [
+                    TcpState::SynSent,
+                    TcpState::Established,
+                    TcpState::FinWait1,
+                    TcpState::FinWait2,
+                    TcpState::TimeWait
+                ],
                 "{l:?}"
             );
             assert!(l.closed_first && l.closer_pid.is_some());

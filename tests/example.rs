@@ -55,3 +55,32 @@ fn the_example_predicts_the_rules() {
         ]
     );
 }
+
+mod common;
+
+/// `NetSysctls::linux_defaults()` says it is a fresh namespace's values:
+/// held to one, field by field. Two are the machine's, not the kernel's
+/// defaults, and are taken from the namespace: `tcp_max_tw_buckets`
+/// (sized from the ehash by tcp_sk_init()), and `tcp_tw_reuse_delay`,
+/// which kernels before 6.14 do not have.
+#[cfg(target_os = "linux")]
+#[test]
+fn linux_defaults_are_what_a_fresh_namespace_has() {
+    use twlab::sysctl::NetSysctls;
+    if !common::netns_or_skip("linux_defaults_are_what_a_fresh_namespace_has") {
+        return;
+    }
+    // Not common::in_netns, which turns tcp_rfc1337 on.
+    let live = twlab::netns::run_in_fresh(Vec::new(), NetSysctls::read)
+        .expect("fresh namespace")
+        .expect("its sysctls");
+    let defaults = NetSysctls::linux_defaults();
+    assert_eq!(
+        NetSysctls {
+            max_tw_buckets: live.max_tw_buckets,
+            tw_reuse_delay_ms: live.tw_reuse_delay_ms.and(defaults.tw_reuse_delay_ms),
+            ..defaults
+        },
+        live
+    );
+}

@@ -74,19 +74,19 @@ fn the_kernel_selftests_agree_step_by_step() {
     let o = run(&args);
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{text}");
-    assert!(
-        text.contains(
-            "47 scenario(s), 0 step(s) where observation, model and expectation disagree"
-        ),
-        "{text}"
-    );
+    // With --json the totals are the last line, as JSON (docs/json.md).
+    let lines = json_lines(&o);
+    let summary = lines.last().expect("a summary line");
+    assert_eq!(summary["type"], "summary", "{text}");
+    assert_eq!(summary["scenarios"], 47, "{text}");
+    assert_eq!(summary["disagreements"], 0, "{text}");
     let (mut steps, mut expected) = (0, 0);
     let mut rules = std::collections::BTreeSet::new();
-    for l in json_lines(&o) {
+    for l in lines.iter().filter(|l| l["type"] == "scenario") {
         for st in l["report"]["steps"].as_array().unwrap() {
             steps += 1;
             let observed = st["observed"].as_str().unwrap();
-            let model = st["model"][0]
+            let model = st["model"]["outcome"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{}: a step without a prediction: {st}", l["file"]));
             assert_eq!(model, observed, "{}: {st}", l["file"]);
@@ -102,6 +102,7 @@ fn the_kernel_selftests_agree_step_by_step() {
     // 132 fixtures of 8 binds and 8 closes; 20 cases of 2 binds and 2
     // closes, 4 of them with 2 listens.
     assert_eq!(steps, 132 * 16 + 20 * 4 + 4 * 2);
+    assert_eq!(summary["steps"], steps, "{text}");
     assert_eq!(expected, 132 * 8 + 20 * 2 + 4 * 2);
     for r in [
         "bind-auto-free",
@@ -402,4 +403,62 @@ fn an_emitted_matrix_cell_replays_with_the_same_prediction() {
         }
     }
     assert!(oks > 0 && fails > 0, "ok {oks}, failed {fails}");
+}
+
+/// A `sleep` step (up to the file's 60 s) stops at Ctrl-C: one line, exit
+/// 130 (before: a plain thread::sleep that no signal cut short).
+#[test]
+fn ctrl_c_stops_a_sleeping_scenario() {
+    if !netns_or_skip("ctrl_c_stops_a_sleeping_scenario") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("twlab-run-sleep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sleep.toml");
+    std::fs::write(
+        &file,
+        "description = \"a long sleep\"\n\n[[socket]]\nname = \"s\"\naddress = \"127.0.0.1:32150\"\n\n\
+         [[step]]\ndo = \"bind\"\nsocket = \"s\"\n\n[[step]]\ndo = \"sleep\"\nms = 60000\n",
+    )
+    .unwrap();
+    let child = std::process::Command::new(bin())
+        .arg("run")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kernel state: the script's bound socket exists (in the script's own
+    // namespace, found through the process's descriptors: a socket fd).
+    let fds = format!("/proc/{}/fd", child.id());
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the script's socket",
+        || {
+            std::fs::read_dir(&fds)
+                .ok()?
+                .flatten()
+                .any(|f| {
+                    std::fs::read_link(f.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .then_some(())
+        },
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let start = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(130), "{line}");
+    // A liveness bound far below the 60 s sleep.
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
 }

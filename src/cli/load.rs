@@ -38,8 +38,9 @@ mod imp {
         /// Open N connections and hold them until the run ends (instead of churn).
         #[arg(long, value_name = "N")]
         held: Option<u32>,
-        /// Target connection uses per second over all workers (default: as fast as possible).
-        #[arg(long)]
+        /// Target connection uses per second over all workers, 0.001 to
+        /// 10000000 (default: as fast as possible).
+        #[arg(long, value_parser = parse_rate)]
         rate: Option<f64>,
         /// Run time: 10s, 500ms, 2m (a bare number is seconds; at most 1 day).
         #[arg(long, default_value = "10s", value_name = "DURATION",
@@ -57,14 +58,23 @@ mod imp {
         /// SO_LINGER 0 on the client: close() sends an RST, no TIME_WAIT.
         #[arg(long)]
         linger0: bool,
-        /// Source addresses (127.0.0.x), used in turn; needs --port bind, bind-no-port or range.
+        /// Source addresses (127.0.0.x), used in turn; needs --client-port bind, bind-no-port or range.
         #[arg(long = "source", value_delimiter = ',')]
         sources: Vec<Ipv4Addr>,
         /// Destinations, ADDR:PORT or PORT (on 127.0.0.1), used in turn.
         #[arg(long = "dest", value_delimiter = ',', default_value = "127.0.0.1:5000")]
         dests: Vec<String>,
-        /// How the client gets its port: kernel, bind, bind-no-port, range:LOW-HIGH.
-        #[arg(long, default_value = "kernel")]
+        /// How the client gets its port: kernel (connect() picks), bind
+        /// (bind(ip, 0) first: a port free toward every destination, so
+        /// the range runs out with EADDRINUSE at bind()), bind-no-port
+        /// (IP_BIND_ADDRESS_NO_PORT), range:LOW-HIGH (IP_LOCAL_PORT_RANGE).
+        /// (--port is the old spelling: elsewhere --port is a port number.)
+        #[arg(
+            long = "client-port",
+            alias = "port",
+            value_name = "HOW",
+            default_value = "kernel"
+        )]
         port: String,
         /// Use a server already listening at ADDR:PORT (loopback), in this namespace.
         #[arg(long)]
@@ -97,9 +107,31 @@ mod imp {
         /// Run the workload under each applicable mitigation, one namespace each.
         #[arg(long)]
         compare: bool,
-        /// Draw TIME_WAIT, conn/s and errors/s over time to this SVG file.
-        #[arg(long, value_name = "FILE.svg")]
+        /// Exit 4 if any connection met an error (after the report), for
+        /// scripts and CI that must notice exhaustion.
+        #[arg(long)]
+        fail_on_error: bool,
+        /// Draw TIME_WAIT, conn/s and errors/s over time to this file, SVG
+        /// or PNG by its extension (.svg, .png; any other is refused):
+        /// a row of panels per run (per variant with --compare), the
+        /// predicted limit dashed. Written through a temporary file; a
+        /// symbolic link at the path is refused, a replaced file is said.
+        #[arg(long, value_name = "FILE.svg|FILE.png", value_parser = load::plot::parse_path)]
         plot: Option<std::path::PathBuf>,
+    }
+
+    /// `--rate`, checked as it is parsed (exit 2): NaN, infinities and
+    /// absurd rates would reach Duration::from_secs_f64 in the workers, a
+    /// tiny one too (1e-300/s puts the second use 1e300 s away, past what
+    /// a Duration holds).
+    fn parse_rate(s: &str) -> std::result::Result<f64, String> {
+        match s.parse::<f64>() {
+            Ok(r) if (0.001..=10_000_000.0).contains(&r) => Ok(r),
+            _ => Err(format!(
+                "--rate '{}': give connections per second from 0.001 to 10000000",
+                twlab::text::echo(s)
+            )),
+        }
     }
 
     /// `--closer`.
@@ -151,13 +183,15 @@ mod imp {
                         KernelVersion::running().filter(|v| !v.has(LOCAL_PORT_RANGE_OPTION))
                     {
                         bail!(
-                            "--port {r}: Linux {v} has no IP_LOCAL_PORT_RANGE (it came in {}); use --port-range for the namespace's ip_local_port_range",
+                            "--client-port {r}: Linux {v} has no IP_LOCAL_PORT_RANGE (it came in {}); use --port-range for the namespace's ip_local_port_range",
                             LOCAL_PORT_RANGE_OPTION.since
                         );
                     }
                     PortChoice::SocketRange(range(&r[6..])?)
                 }
-                o => bail!("--port '{o}': expected kernel, bind, bind-no-port or range:LOW-HIGH"),
+                o => bail!(
+                    "--client-port '{o}': expected kernel, bind, bind-no-port or range:LOW-HIGH"
+                ),
             };
             let mode = match self.held {
                 Some(n) => Mode::Held { connections: n },
@@ -206,15 +240,6 @@ mod imp {
                     self.interval.as_millis()
                 );
             }
-            // NaN, infinities and absurd rates would reach
-            // Duration::from_secs_f64 in the workers.
-            if let Some(r) = self.rate
-                && !(r.is_finite() && r > 0.0 && r <= 10_000_000.0)
-            {
-                bail!(
-                    "--rate '{r}': a number of connections per second above 0 and at most 10000000"
-                );
-            }
             Ok(Plan {
                 workload: Workload {
                     workers: self.workers,
@@ -247,10 +272,21 @@ mod imp {
         if json {
             let label = label.to_string();
             let f: load::OnSample = Arc::new(move |s: &load::Sample| {
-                let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["type"] = "sample".into();
-                v["label"] = label.clone().into();
-                println!("{v}");
+                #[derive(serde::Serialize)]
+                struct Line<'a> {
+                    label: &'a str,
+                    #[serde(flatten)]
+                    sample: &'a load::Sample,
+                }
+                let line = Line {
+                    label: &label,
+                    sample: s,
+                };
+                // A closed stdout ends the run's output, not the run:
+                // the report's own write then exits quietly.
+                if let Ok(text) = twlab::json::compact_line("sample", &line) {
+                    let _ = crate::cli::out(format!("{text}\n"));
+                }
             });
             return (f, None);
         }
@@ -277,6 +313,10 @@ mod imp {
         let plan = a
             .plan()
             .map_err(|e| twlab::Error::Usage(format!("{e:#}")))?;
+        // A link or a directory at --plot is refused now, not after the run.
+        if let Some(f) = &a.plot {
+            twlab::outfile::check_target(f)?;
+        }
         let variants = if a.compare {
             load::compare::variants(&plan)?
         } else {
@@ -291,25 +331,36 @@ mod imp {
             }
             let r = r?;
             if a.json {
-                let mut v = serde_json::to_value(&r)?;
-                v["type"] = "report".into();
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("samples");
+                // The samples went out as lines already.
+                #[derive(serde::Serialize)]
+                struct Line<'a> {
+                    #[serde(flatten)]
+                    report: &'a load::LoadReport,
+                    ended_before_limit: Option<String>,
                 }
-                println!("{v}");
+                let line = Line {
+                    report: &r,
+                    ended_before_limit: r.ended_before_limit(),
+                };
+                crate::cli::out(format!("{}\n", twlab::json::compact_line("report", &line)?))?;
             } else if !a.compare {
-                print!("{}", r.text());
+                crate::cli::out(r.text())?;
             }
             reports.push(r);
         }
         if a.compare && !a.json {
-            print!("{}", load::compare::table(&reports));
+            crate::cli::out(load::compare::table(&reports))?;
         }
         if let Some(f) = &a.plot {
-            load::plot::svg(&reports, f)?;
-            if !a.json {
-                println!("plot: {}", f.display());
-            }
+            let w = load::plot::write(&reports, f)?;
+            // On stderr: with --json stdout holds only JSON.
+            eprintln!("{}", w.note("plot"));
+        }
+        // --fail-on-error: a script's check that the run met no error.
+        let errors: u64 = reports.iter().map(|r| r.errors).sum();
+        if a.fail_on_error && errors > 0 {
+            eprintln!("twlab load: {errors} error(s) (--fail-on-error): exit 4");
+            return Ok(4);
         }
         Ok(0)
     }

@@ -44,6 +44,10 @@ pub struct MatrixArgs {
     max_cells: Option<usize>,
     #[arg(long, value_enum, default_value = "table")]
     format: FormatArg,
+    /// The run as one JSON document (the same as --format json; every
+    /// command takes --json).
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
     /// Group the table's rows by the rule that decided them (each rule's
     /// cells together, a break between rules) instead of by the factors.
     #[arg(long, value_enum, value_name = "BY")]
@@ -119,7 +123,11 @@ impl MatrixArgs {
             } else {
                 IsolationChoice::Auto
             },
-            format: self.format.into(),
+            format: if self.json {
+                Format::Json
+            } else {
+                self.format.into()
+            },
             max_cells: self.max_cells,
             group_by_rule: self.group_by == Some(GroupBy::Rule),
         })

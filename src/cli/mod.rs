@@ -209,15 +209,37 @@ usage: twlab <demo|ss|server|client> [OPTIONS]
 on this system `twlab demo`, `ss`, `server` and `client` run (the other commands need Linux);
 start with `twlab demo`; all commands: `twlab --help`; one command: `twlab <command> --help`";
 
-/// Longest error message printed, in characters (after escaping control
+/// Longest error line printed, in characters (after escaping control
 /// characters): an argument echoed by any command cannot flood the terminal.
 const ERROR_MAX_CHARS: usize = 600;
 
-/// One error line as printed: control characters escaped (they may come
-/// from user input), and cut at [`ERROR_MAX_CHARS`].
+/// One error message as printed: control characters escaped (they may
+/// come from user input), every argument it echoes cut at
+/// [`twlab::text::ECHO_MAX_CHARS`] (also where clap or a parser quoted it
+/// whole), and the whole cut at [`ERROR_MAX_CHARS`].
 fn safe_line(msg: &str) -> String {
-    let escaped = twlab::text::escape_for_terminal(msg);
-    twlab::text::shorten(&escaped, ERROR_MAX_CHARS).into_owned()
+    safe_within(msg, ERROR_MAX_CHARS)
+}
+
+/// [`safe_line`] cut to `max` characters, the cut's note included.
+fn safe_within(msg: &str, max: usize) -> String {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cut = twlab::text::cut_echoes(msg, &args);
+    if cut.chars().count() <= max {
+        return cut;
+    }
+    // "… (123456 more characters)" takes at most 32.
+    twlab::text::shorten(&cut, max.saturating_sub(32)).into_owned()
+}
+
+/// `twlab: error: MSG` then `tail`, at most [`ERROR_MAX_CHARS`] long in
+/// all: the message (made safe) is cut to leave room for the rest.
+fn error_line(msg: &str, tail: &str) -> String {
+    const PREFIX: &str = "twlab: error: ";
+    let room = ERROR_MAX_CHARS.saturating_sub(PREFIX.len() + tail.chars().count());
+    format!("{PREFIX}{}{tail}", safe_within(msg, room))
 }
 
 /// Parse the command line, run the command, map the result to an exit code.
@@ -230,7 +252,7 @@ pub fn main() -> ExitCode {
     // parser of every command first.
     if let [_, flag] = std::env::args_os().collect::<Vec<_>>().as_slice() {
         if flag == "--version" || flag == "-V" {
-            println!("twlab {}", env!("CARGO_PKG_VERSION"));
+            let _ = out(format!("twlab {}\n", env!("CARGO_PKG_VERSION")));
             return ExitCode::SUCCESS;
         }
     }
@@ -283,13 +305,23 @@ pub fn main() -> ExitCode {
     }
     match r {
         Ok(code) => ExitCode::from(code),
+        // `twlab … | head`: the reader went away. Not an error, for every
+        // command (ss and matrix already say so themselves).
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // One line: the error and its causes, never a backtrace.
             let mut line = format!("{e}");
             for cause in e.chain().skip(1) {
                 line.push_str(&format!(": {cause}"));
             }
-            eprintln!("twlab: error: {}", safe_line(&line));
+            eprintln!("{}", error_line(&line, ""));
             // A bad argument found after parsing exits 2 like clap's own.
             let code = match e.downcast_ref::<twlab::Error>() {
                 Some(twlab::Error::Interrupted) => 130,
@@ -299,6 +331,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Write `text` to stdout and flush. Unlike `print!`, which panics on a
+/// closed stdout (Rust ignores SIGPIPE), an error comes back: EPIPE is
+/// then a quiet exit 0 in `main` (`twlab … | head`).
+pub(crate) fn out(text: impl AsRef<str>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_ref().as_bytes())?;
+    o.flush()
 }
 
 /// Help and version go to stdout with exit 0; usage errors are one line
@@ -318,7 +360,16 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
     // Usage errors in one line too: clap's first line names the problem;
     // --help has the rest.
-    let text = e.to_string();
+    let mut text = e.to_string();
+    // A value with a newline in it would split clap's message over lines:
+    // escaped first, as every echo is.
+    for (_, v) in e.context() {
+        if let clap::error::ContextValue::String(v) = v
+            && v.chars().any(char::is_control)
+        {
+            text = text.replace(v.as_str(), &twlab::text::escape_for_terminal(v));
+        }
+    }
     let what: Vec<&str> = text
         .lines()
         .map(str::trim)
@@ -327,18 +378,51 @@ fn usage_error(e: clap::Error) -> ExitCode {
         .collect();
     let what = what.join(" ");
     let what = what.trim_start_matches("error: ");
+    let what = value_once(&e, what);
+    let what = what.as_str();
     let hint = match (e.kind(), e.get(clap::error::ContextKind::InvalidArg)) {
         (ErrorKind::UnknownArgument, Some(clap::error::ContextValue::String(arg))) => ss_habit(arg),
         _ => None,
     };
     match hint {
-        Some(h) => eprintln!("twlab: error: {}; {h}", safe_line(what)),
+        Some(h) => eprintln!("{}", error_line(what, &format!("; {h}"))),
         None => eprintln!(
-            "twlab: error: {} (see `twlab --help` or `twlab <command> --help`)",
-            safe_line(what)
+            "{}",
+            error_line(what, " (see `twlab --help` or `twlab <command> --help`)")
         ),
     }
     ExitCode::from(2)
+}
+
+/// clap's "invalid value 'V' for '--flag <X>': MESSAGE" where the value
+/// parser's MESSAGE quotes V itself: the value once, the flag once
+/// ("--flag: MESSAGE", or MESSAGE alone when it starts with the flag).
+fn value_once(e: &clap::Error, what: &str) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let (Some(ContextValue::String(v)), Some(ContextValue::String(arg))) = (
+        e.get(ContextKind::InvalidValue),
+        e.get(ContextKind::InvalidArg),
+    ) else {
+        return what.to_string();
+    };
+    // (clap may have dropped escape sequences from the value it quotes:
+    // its part is found by what comes after the value.)
+    let after = format!("' for '{arg}': ");
+    let Some(msg) = what
+        .strip_prefix("invalid value '")
+        .and_then(|w| w.find(&after).map(|i| &w[i + after.len()..]))
+    else {
+        return what.to_string();
+    };
+    if !msg.contains(&format!("'{v}'")) && !msg.contains(&format!("'{}'", twlab::text::echo(v))) {
+        return what.to_string();
+    }
+    let flag = arg.split(' ').next().unwrap_or(arg);
+    if msg.starts_with(flag) {
+        msg.to_string()
+    } else {
+        format!("{flag}: {msg}")
+    }
 }
 
 /// iproute2's `ss` flags people type from habit (`ss -tan`), and what

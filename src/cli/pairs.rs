@@ -25,9 +25,11 @@ pub struct PairsArgs {
     /// Only this net.ipv6.bindv6only (default both).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
     pub bindv6only: Option<u8>,
-    /// Worker threads.
-    #[arg(long, default_value_t = 4)]
-    pub threads: usize,
+    /// Cells run at once, each on a thread in namespaces of its own (as
+    /// matrix and selfcheck -j; --threads is the old spelling).
+    #[arg(long, short = 'j', alias = "threads", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
 }
 
 fn line(r: &PairResult) -> String {
@@ -131,13 +133,13 @@ pub fn run_cmd(a: PairsArgs) -> Result<u8> {
             None => &[false, true],
         },
     };
-    let (results, summary) = run(&cells(sel), a.threads)?;
+    let (results, summary) = run(&cells(sel), usize::from(a.jobs))?;
     let mut out = std::io::stdout().lock();
     if a.json {
         for r in &results {
-            writeln!(out, "{}", serde_json::to_string(r)?)?;
+            writeln!(out, "{}", twlab::json::compact_line("cell", r)?)?;
         }
-        writeln!(out, "{}", serde_json::to_string(&summary)?)?;
+        writeln!(out, "{}", twlab::json::compact_line("summary", &summary)?)?;
     } else {
         if a.all {
             for r in &results {

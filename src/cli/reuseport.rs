@@ -9,7 +9,7 @@ pub use imp::{ReuseportArgs, run};
 #[cfg(target_os = "linux")]
 mod imp {
 
-    use anyhow::{Result, bail};
+    use anyhow::Result;
     use std::io::Write;
     use twlab::pairs::group::{GroupPlan, run as run_group};
 
@@ -21,12 +21,14 @@ mod imp {
       twlab reuseport --listeners 2 --connections 50 --drain            # queued connections reset
       twlab reuseport --listeners 2 --connections 50 --drain --migrate  # net.ipv4.tcp_migrate_req=1")]
     pub struct ReuseportArgs {
-        /// Listeners in the group.
-        #[arg(long, default_value_t = 4)]
-        pub listeners: usize,
-        /// Connections to make (none accepted before counting).
-        #[arg(long, default_value_t = 100)]
-        pub connections: usize,
+        /// Listeners in the group (1-64).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+        pub listeners: u16,
+        /// Connections to make (none accepted before counting; 1-20000:
+        /// all to one 4-tuple's destination, so the namespace's 28,232
+        /// ephemeral ports bound them).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=20000))]
+        pub connections: u16,
         /// Close the first listener with its connections still queued, and
         /// count the clients that were reset.
         #[arg(long)]
@@ -42,21 +44,21 @@ mod imp {
 
     /// Run it; exit 0.
     pub fn run(a: ReuseportArgs) -> Result<u8> {
-        if a.listeners == 0 || a.connections == 0 {
-            bail!("--listeners and --connections must be at least 1");
-        }
         if a.drain && a.listeners < 2 {
-            bail!("--drain needs at least 2 listeners (one closes, the others stay)");
+            return Err(twlab::Error::Usage(
+                "--drain needs at least 2 listeners (one closes, the others stay): add --listeners 2".into(),
+            )
+            .into());
         }
         let r = run_group(GroupPlan {
-            listeners: a.listeners,
-            connections: a.connections,
+            listeners: usize::from(a.listeners),
+            connections: usize::from(a.connections),
             drain: a.drain,
             migrate: a.migrate,
         })?;
         let mut out = std::io::stdout().lock();
         if a.json {
-            writeln!(out, "{}", serde_json::to_string(&r)?)?;
+            writeln!(out, "{}", serde_json::to_string(&twlab::json::doc(&r))?)?;
             return Ok(0);
         }
         writeln!(

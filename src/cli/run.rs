@@ -22,19 +22,32 @@ pub struct RunArgs {
     /// Scenario files (TOML): scripts ([[socket]], [[step]]) or experiments
     /// ([experiment], [expect]).
     #[arg(required = true, value_name = "FILE")]
+    ///
+    /// Limits: a file is a regular file (not a FIFO or a device) of at
+    /// most 1 MiB; a script has at most 256 sockets (accepted ones
+    /// included) and 1024 steps, each sleep or wait-for-state timeout at
+    /// most 60000 ms and all of them together at most 600000 ms; an
+    /// experiment waits (after-ms, until_free) at most 600 s. Past a
+    /// limit: one line naming the file and line, exit 2.
     pub files: Vec<PathBuf>,
     /// One JSON object per file.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Load every file first (a bad one stops here, in one line), then play.
+/// Load every file first (a bad one stops here, in one line: exit 2, or
+/// 1 when the system could not read it), then play.
 pub fn run(a: RunArgs) -> Result<u8> {
     let scenarios = a
         .files
         .iter()
-        .map(|f| load(f))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .map(|f| {
+            load(f).map_err(|e| match e.unreadable {
+                true => anyhow::Error::new(e),
+                false => twlab::Error::Usage(e.to_string()).into(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut out = std::io::stdout().lock();
     let mut bad = 0;
     let mut steps = 0;
@@ -82,8 +95,19 @@ pub fn run(a: RunArgs) -> Result<u8> {
         bad += n;
         if a.json {
             let v = serde_json::json!({ "file": s.file(), "report": report });
-            writeln!(out, "{v}")?;
+            writeln!(out, "{}", twlab::json::compact_line("scenario", &v)?)?;
         }
+    }
+    if a.json {
+        // stdout holds only JSON: the totals are one more line.
+        let v = serde_json::json!({
+            "scenarios": scenarios.len(),
+            "steps": steps,
+            "disagreements": bad,
+            "older_kernel_differences": older,
+        });
+        writeln!(out, "{}", twlab::json::compact_line("summary", &v)?)?;
+        return Ok(if bad > 0 { 3 } else { 0 });
     }
     writeln!(out, "{steps} step(s) played")?;
     if older > 0 {
@@ -100,34 +124,48 @@ pub fn run(a: RunArgs) -> Result<u8> {
     Ok(if bad > 0 { 3 } else { 0 })
 }
 
-fn print_script(out: &mut impl Write, s: &Script, r: &ScriptReport) -> Result<()> {
+/// Text from a scenario file (its description, socket names, states,
+/// expectations) or its path, as printed: control characters escaped as
+/// in every other echo (`twlab::text`), so a file cannot drive the
+/// terminal.
+fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    twlab::text::escape_for_terminal(s)
+}
+
+/// `FILE: description`, both made safe to print.
+fn title(out: &mut impl Write, file: &std::path::Path, description: Option<&str>) -> Result<()> {
     writeln!(
         out,
         "{}: {}",
-        s.file.display(),
-        s.description.as_deref().unwrap_or("")
+        safe(&file.display().to_string()),
+        safe(description.unwrap_or(""))
     )?;
+    Ok(())
+}
+
+fn print_script(out: &mut impl Write, s: &Script, r: &ScriptReport) -> Result<()> {
+    title(out, &s.file, s.description.as_deref())?;
     writeln!(
         out,
         "   line  {:<40} {:<13} {:<13} expected",
         "step", "observed", "model"
     )?;
     for st in &r.steps {
-        let model = st.model.as_ref().map(|m| m.0.as_str()).unwrap_or("-");
+        let model = st.model.as_ref().map(|m| m.outcome.as_str()).unwrap_or("-");
         writeln!(
             out,
             "{} {:>4}  {:<40} {:<13} {:<13} {}",
             mark(st.agrees()),
             st.line,
-            st.what,
+            safe(&st.what),
             st.observed,
             model,
-            st.expect.as_deref().unwrap_or("-")
+            safe(st.expect.as_deref().unwrap_or("-"))
         )?;
-        if let Some((_, why)) = &st.model {
+        if let Some(twlab::scenario::play::ModelSays { why, .. }) = &st.model {
             match st.rule {
-                Some(r) => writeln!(out, "         model ({r}): {why}")?,
-                None => writeln!(out, "         model: {why}")?,
+                Some(r) => writeln!(out, "         model ({r}): {}", safe(why))?,
+                None => writeln!(out, "         model: {}", safe(why))?,
             }
         }
     }
@@ -144,12 +182,7 @@ fn mark(agrees: bool) -> &'static str {
 fn print_experiment(out: &mut impl Write, f: &ExperimentFile, r: &ExperimentReport) -> Result<()> {
     let c = &r.checked;
     let x = &c.report.experiment;
-    writeln!(
-        out,
-        "{}: {}",
-        f.file.display(),
-        f.description.as_deref().unwrap_or("")
-    )?;
+    title(out, &f.file, f.description.as_deref())?;
     writeln!(
         out,
         "   experiment: {} client-port={} close={} when={} next={}; options client {} / listener {} / new {}",
@@ -184,7 +217,7 @@ fn print_experiment(out: &mut impl Write, f: &ExperimentFile, r: &ExperimentRepo
             out,
             "{} expected:   {}{rule}",
             mark(r.expect_agrees),
-            e.outcome.as_deref().unwrap_or("any outcome")
+            safe(e.outcome.as_deref().unwrap_or("any outcome"))
         )?;
     }
     writeln!(out, "   old 4-tuple: {}", c.view.describe())?;

@@ -92,9 +92,12 @@ argument or when it cannot run here (not root, no namespaces).";
         let r = selfcheck::run(&plan, &|| bar.inc(1))?;
         bar.finish_and_clear();
         if a.json {
-            println!("{}", serde_json::to_string(&r)?);
+            crate::cli::out(format!(
+                "{}\n",
+                serde_json::to_string(&twlab::json::doc(&r))?
+            ))?;
         } else {
-            print!("{}", selfcheck::render(&r));
+            crate::cli::out(selfcheck::render(&r))?;
         }
         Ok(if r.disagrees() { 3 } else { 0 })
     }

@@ -82,8 +82,10 @@ pub struct SsArgs {
     #[arg(long, value_name = "4|6")]
     pub family: Option<String>,
 
-    /// One JSON document on stdout: {"sockets": [...]} (or the summary).
-    #[arg(long, conflicts_with = "watch")]
+    /// One JSON document on stdout: {"sockets": [...]} (or the summary);
+    /// with --watch one JSON line per refresh (every socket first, then
+    /// new, changed and gone ones).
+    #[arg(long)]
     pub json: bool,
 
     /// Show owning processes (pid and name) of full sockets, found by
@@ -112,9 +114,10 @@ pub struct SsArgs {
     )]
     pub watch: Option<String>,
 
-    /// With --watch: stop after N refreshes (default: until q or Ctrl-C,
-    /// at most 1,000,000).
-    #[arg(long, value_name = "N", requires = "watch")]
+    /// With --watch: stop after N refreshes, 1 to 1,000,000 (default:
+    /// until q or Ctrl-C, at most 1,000,000).
+    #[arg(long, value_name = "N", requires = "watch",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_WATCH_FRAMES))]
     pub iterations: Option<u64>,
 }
 
@@ -156,6 +159,7 @@ impl SsArgs {
             Some(ms) => View::Watch {
                 every: parse_watch_ms(ms)?,
                 frames: self.iterations.unwrap_or(MAX_WATCH_FRAMES),
+                format,
             },
             None if self.summary => View::Summary {
                 format,

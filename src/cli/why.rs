@@ -84,7 +84,7 @@ enum OnOff {
 }
 
 fn parse_from(s: &str) -> anyhow::Result<SocketAddr> {
-    if let Ok(ip) = s.trim().parse::<IpAddr>() {
+    if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, 0));
     }
     Ok(parse_endpoint(s)?)
@@ -143,11 +143,11 @@ pub fn run(a: WhyArgs) -> anyhow::Result<u8> {
         WhyCmd::Port { port } => live::port(port, a.try_it)?,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        super::out(format!("{}\n", twlab::json::pretty(&d)?))?;
     } else if a.short {
-        print!("{}", why::render::short(&d));
+        super::out(why::render::short(&d))?;
     } else {
-        print!("{}", why::render::long(&d));
+        super::out(why::render::long(&d))?;
     }
     let mismatch = d.tried.iter().any(|t| t.agrees == why::Agreement::Mismatch);
     Ok(if mismatch {

@@ -87,6 +87,61 @@ pub struct SockEntry {
 }
 
 impl SockEntry {
+    /// A TIME_WAIT as sock_diag reports one (`inet_twsk_diag_fill()`): a
+    /// timewait mini socket with `left` on its timer, no owner (uid 0,
+    /// inode 0), empty queues. For tests and for a library user's table.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use twlab::diag::{SockEntry, TcpState};
+    /// let tw = SockEntry::time_wait(
+    ///     "127.0.0.1:40000".parse().unwrap(),
+    ///     "127.0.0.1:8080".parse().unwrap(),
+    ///     Duration::from_secs(59),
+    /// );
+    /// assert_eq!(tw.state, TcpState::TimeWait);
+    /// assert!(tw.is_timewait_sock());
+    /// assert_eq!(tw.time_wait_left(), Some(Duration::from_secs(59)));
+    /// ```
+    pub fn time_wait(local: SocketAddr, peer: SocketAddr, left: Duration) -> Self {
+        SockEntry {
+            family: Family::of(&local),
+            state: TcpState::TimeWait,
+            local,
+            peer,
+            timer: Some(Timer {
+                kind: TimerKind::Timewait,
+                expires_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
+                retrans: 0,
+            }),
+            recv_q: 0,
+            send_q: 0,
+            uid: 0,
+            inode: 0,
+            v6only: None,
+            pid: None,
+        }
+    }
+
+    /// A full socket in `state` (a listener, a connected or closing end)
+    /// owned by `uid`, with no timer and empty queues; `peer` is
+    /// `0.0.0.0:0` (or `[::]:0`) for a listener or a bound-only socket.
+    pub fn full(state: TcpState, local: SocketAddr, peer: SocketAddr, uid: u32) -> Self {
+        SockEntry {
+            family: Family::of(&local),
+            state,
+            local,
+            peer,
+            timer: None,
+            recv_q: 0,
+            send_q: 0,
+            uid,
+            inode: 0,
+            v6only: None,
+            pid: None,
+        }
+    }
+
     /// For TIME_WAIT: the time left before the kernel frees the 4-tuple.
     pub fn time_wait_left(&self) -> Option<Duration> {
         match (self.state, self.timer) {

@@ -73,8 +73,9 @@ pub struct Life {
     pub start_ns: u64,
     /// The CLOSE (ns since the Unix epoch).
     pub end_ns: u64,
-    /// Every state, in order (kernel names; TIME_WAIT as read above).
-    pub states: Vec<String>,
+    /// Every state, in order (TIME_WAIT as read above); in JSON as every
+    /// state is (`time-wait`), in the text line the kernel's names.
+    pub states: Vec<TcpState>,
     /// Did this end close first?
     pub closed_first: bool,
     /// The process whose close() (or shutdown()) started this end's close.
@@ -132,7 +133,11 @@ impl Life {
             self.peer,
             self.ms(),
             how,
-            self.states.join(" → ")
+            self.states
+                .iter()
+                .map(|s| s.kernel_name())
+                .collect::<Vec<_>>()
+                .join(" → ")
         )
     }
 }
@@ -144,7 +149,7 @@ struct Open {
     peer: SocketAddr,
     role: Role,
     start_ns: u64,
-    states: Vec<String>,
+    states: Vec<TcpState>,
     closed_first: bool,
     closer: Option<(i32, Option<std::sync::Arc<str>>)>,
     reset_sent: Option<Option<String>>,
@@ -470,7 +475,7 @@ impl Lives {
         if new == TcpState::LastAck {
             if let Some(mut l) = self.awaiting.remove(&(peer, local)) {
                 l.ending = Ending::TimeWait;
-                l.states.push("TIME_WAIT".into());
+                l.states.push(TcpState::TimeWait);
                 reading = Some(format!(
                     "this FIN turns {}'s FIN_WAIT2 timewait socket into TIME_WAIT",
                     peer
@@ -516,7 +521,7 @@ impl Lives {
                     peer,
                     role,
                     start_ns: e.at_ns,
-                    states: vec![new.kernel_name().to_string()],
+                    states: vec![new],
                     closed_first: false,
                     closer: None,
                     reset_sent: None,
@@ -553,7 +558,7 @@ impl Lives {
             o.closer = Some((e.pid, e.comm.clone()));
         }
         if new != TcpState::Closed {
-            o.states.push(new.kernel_name().to_string());
+            o.states.push(new);
             return reading;
         }
         let Some(o) = self.open.remove(&e.sock) else {
@@ -583,7 +588,7 @@ impl Lives {
         let mut states = o.states;
         match ending {
             Ending::TimeWait => {
-                states.push("TIME_WAIT".into());
+                states.push(TcpState::TimeWait);
                 reading = Some(
                     "= TIME_WAIT: both FINs are through; tcp_time_wait() hands the 4-tuple to a timewait socket for 60 s and closes the full socket".into(),
                 );
@@ -593,7 +598,7 @@ impl Lives {
                     "= a timewait socket in FIN_WAIT2: closed and orphaned, the peer's FIN not in yet (tcp_time_wait(sk, TCP_FIN_WAIT2, …)); TIME_WAIT when it comes".into(),
                 );
             }
-            _ => states.push("CLOSE".into()),
+            _ => states.push(TcpState::Closed),
         }
         let life = Life {
             local: o.local,
@@ -744,11 +749,11 @@ mod tests {
         assert_eq!(
             lives[0].states,
             [
-                "SYN_SENT",
-                "ESTABLISHED",
-                "FIN_WAIT1",
-                "FIN_WAIT2",
-                "TIME_WAIT"
+                TcpState::SynSent,
+                TcpState::Established,
+                TcpState::FinWait1,
+                TcpState::FinWait2,
+                TcpState::TimeWait
             ]
         );
         assert!(lives[0].closed_first);

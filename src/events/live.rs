@@ -27,15 +27,8 @@ pub struct EventsPlan {
     pub freed: bool,
 }
 
-#[derive(Serialize)]
-struct Tagged<'a, T: Serialize> {
-    r#type: &'static str,
-    #[serde(flatten)]
-    v: &'a T,
-}
-
 fn json<T: Serialize>(out: &mut impl Write, kind: &'static str, v: &T) -> std::io::Result<()> {
-    let s = serde_json::to_string(&Tagged { r#type: kind, v }).map_err(std::io::Error::other)?;
+    let s = crate::json::compact_line(kind, v).map_err(std::io::Error::other)?;
     writeln!(out, "{s}")
 }
 

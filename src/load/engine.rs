@@ -269,6 +269,10 @@ impl Worker {
                             continue;
                         }
                     }
+                    // Stopped while waiting for the reply: the run's end,
+                    // not the peer's fault (it was counted as an error
+                    // without errno, printed "send/recv E0").
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => self.shared.error(Step::Io, &e),
                 }
                 self.close(s, closer, silent);
@@ -331,7 +335,8 @@ impl Worker {
     }
 
     /// One read(), called again after each tick until data, EOF, an
-    /// error, the run's stop or [`WAIT`] (`TimedOut`).
+    /// error, the run's stop (`Interrupted`: not an error of the
+    /// workload) or [`WAIT`] (`TimedOut`).
     fn read_bounded(&self, s: &mut Socket, buf: &mut [u8]) -> std::io::Result<usize> {
         if !self.ticking {
             s.set_read_timeout(Some(WAIT))?;
@@ -344,7 +349,10 @@ impl Worker {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
                     let now = Instant::now();
                     let t0 = *since.get_or_insert(now);
-                    if self.shared.should_stop_at(now) || now - t0 >= WAIT {
+                    if self.shared.should_stop_at(now) {
+                        return Err(std::io::ErrorKind::Interrupted.into());
+                    }
+                    if now - t0 >= WAIT {
                         return Err(std::io::ErrorKind::TimedOut.into());
                     }
                 }

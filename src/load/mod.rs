@@ -39,6 +39,7 @@ pub type OnSample = Arc<dyn Fn(&Sample) + Send + Sync>;
 /// Run `plan` (in its own fresh namespace if it has one) and report.
 pub fn run(plan: &Plan, label: &str, on_sample: OnSample) -> Result<LoadReport> {
     plan.validate().map_err(|e| Error::Usage(e.0))?;
+    check_descriptors(plan)?;
     let plan2 = plan.clone();
     let label = label.to_string();
     match &plan.netns {
@@ -47,6 +48,42 @@ pub fn run(plan: &Plan, label: &str, on_sample: OnSample) -> Result<LoadReport> 
         }
         None => run_here(plan2, label, on_sample),
     }
+}
+
+/// Descriptors the plan holds at most: one per client connection open at
+/// once (the held ones, or each worker's in-flight and pooled ones), one
+/// more per connection when twlab's own server accepts it, plus a margin
+/// for listeners, netlink and the process itself.
+pub fn descriptors_needed(plan: &Plan) -> u64 {
+    let w = &plan.workload;
+    let open = match w.mode {
+        Mode::Held { connections } => u64::from(connections),
+        Mode::Churn {
+            concurrency, pool, ..
+        } => u64::from(w.workers) * u64::from(concurrency.max(pool)),
+    };
+    let per_conn = if plan.target == Target::InProcess {
+        2
+    } else {
+        1
+    };
+    open * per_conn + 256
+}
+
+/// Raise RLIMIT_NOFILE to its hard limit, and refuse (exit 2) a plan that
+/// needs more descriptors than that: it would end in EMFILE, measuring
+/// the limit on descriptors instead of the one on ports (the issue's
+/// `--held 30000` ended in "socket EMFILE ×19963" and exit 0).
+fn check_descriptors(plan: &Plan) -> Result<()> {
+    let need = descriptors_needed(plan);
+    let have =
+        crate::sys::load::raise_nofile().map_err(|e| Error::sys("getrlimit(RLIMIT_NOFILE)", &e))?;
+    if need > have {
+        return Err(Error::Usage(format!(
+            "this plan holds up to {need} descriptors and RLIMIT_NOFILE allows {have} (its hard limit): raise it (ulimit -Hn {need} as root, or LimitNOFILE= in a unit) or hold fewer connections"
+        )));
+    }
+    Ok(())
 }
 
 /// Run in the calling thread's namespace.
@@ -155,13 +192,31 @@ fn summarise(
         (churn && dt > 0.05).then(|| (connects - f.after_connects) as f64 / dt)
     });
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
-    let connect_us = match (latency.quantile(0.5), latency.quantile(0.99), latency.max()) {
-        (Some(a), Some(b), Some(m)) => Some([us(a), us(b), us(m)]),
+    let q = |p: f64| latency.quantile(p).map(us);
+    let connect_us = match (
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        latency.mean(),
+        latency.max(),
+    ) {
+        (Some(p50), Some(p90), Some(p99), Some(p99_9), Some(mean), Some(max)) => {
+            Some(report::Latency {
+                p50_us: p50,
+                p90_us: p90,
+                p99_us: p99,
+                p99_9_us: p99_9,
+                mean_us: us(mean),
+                max_us: us(max),
+            })
+        }
         _ => None,
     };
     LoadReport {
         label,
         predicted: predict(&shared.plan, &sysctls),
+        predicted_failure: report::predicted_failure(&shared.plan),
         sysctls,
         elapsed_s: elapsed.as_secs_f64(),
         uses: c.uses.load(Relaxed),

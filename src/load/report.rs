@@ -145,6 +145,60 @@ pub fn predict(plan: &Plan, s: &NetSysctls) -> Limit {
     }
 }
 
+/// connect() latency over every call, failed ones included (near
+/// exhaustion a call scans the whole range in `__inet_hash_connect()`),
+/// in µs; quantiles within ≈6 % (the histogram's buckets), mean and max
+/// exact.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p99_9_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Largest.
+    pub max_us: f64,
+}
+
+/// How the first failure the model predicts shows itself: which call,
+/// which errno, and the kernel rule (from the kernel-rule layer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PredictedFailure {
+    /// "bind" or "connect".
+    pub call: &'static str,
+    /// EADDRINUSE or EADDRNOTAVAIL, as every errno is in JSON
+    /// (`{"name", "code", "wsa"}`).
+    pub errno: crate::outcome::SysError,
+    /// The rule that decides it.
+    pub rule: crate::model::RuleId,
+}
+
+/// The failure ports running out brings for `plan`'s way of getting a
+/// port: bind(ip, 0) finds none → EADDRINUSE at bind()
+/// (`Autobind::Exhausted`: inet_csk_get_port() → __inet_bind()); every
+/// other way leaves the port to connect(), whose scan finds none →
+/// EADDRNOTAVAIL (`__inet_hash_connect()`).
+pub fn predicted_failure(plan: &Plan) -> PredictedFailure {
+    use crate::model::kernel::{bind::Autobind, connect::scan_rule};
+    match plan.workload.port_choice {
+        PortChoice::Bind => PredictedFailure {
+            call: "bind",
+            errno: crate::outcome::SysError::from_code(libc::EADDRINUSE),
+            rule: Autobind::Exhausted.rule(),
+        },
+        _ => PredictedFailure {
+            call: "connect",
+            errno: crate::outcome::SysError::from_code(libc::EADDRNOTAVAIL),
+            rule: scan_rule(0, 0),
+        },
+    }
+}
+
 /// One point of the time series.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
@@ -178,6 +232,8 @@ pub struct LoadReport {
     pub sysctls: NetSysctls,
     /// What the rules predict.
     pub predicted: Limit,
+    /// How the predicted limit shows itself when reached.
+    pub predicted_failure: PredictedFailure,
     /// Seconds the run took.
     pub elapsed_s: f64,
     /// Connection uses (or held connections).
@@ -200,21 +256,23 @@ pub struct LoadReport {
     pub peak_time_wait: u64,
     /// Changes of the namespace's TCP counters.
     pub counters: BTreeMap<String, u64>,
-    /// connect() latency p50, p99, max in µs, over every call (a failed
-    /// one near exhaustion has scanned the range in `__inet_hash_connect`).
-    pub connect_us: Option<[f64; 3]>,
-    /// The time series.
+    /// connect() latency (`None` before any call).
+    pub connect_us: Option<Latency>,
+    /// The time series (in JSON as `sample` lines while the run goes,
+    /// not again in the report).
+    #[serde(skip_serializing)]
     pub samples: Vec<Sample>,
 }
 
-fn limit_text(l: &Limit) -> String {
+fn limit_text(l: &Limit, f: &PredictedFailure) -> String {
     match l {
         Limit::Rate {
             per_s,
             first_failure_after,
             rule,
         } => format!(
-            "≤ {per_s:.1} new conn/s sustained; first EADDRNOTAVAIL after {first_failure_after} connections\n  rule: {rule}"
+            "≤ {per_s:.1} new conn/s sustained; first {} at {}() after {first_failure_after} connections ({})\n  rule: {rule}",
+            f.errno.name, f.call, f.rule
         ),
         Limit::Held { connections, rule } => {
             format!("≤ {connections} held connections\n  rule: {rule}")
@@ -224,6 +282,29 @@ fn limit_text(l: &Limit) -> String {
 }
 
 impl LoadReport {
+    /// A run that stopped (its --duration or --count) before the limit the
+    /// model predicts: said, so "no exhaustion" is not read as "none
+    /// would come". `None` when the limit was reached or there is none.
+    pub fn ended_before_limit(&self) -> Option<String> {
+        match (&self.predicted, &self.first_exhaustion) {
+            (
+                Limit::Rate {
+                    first_failure_after,
+                    ..
+                },
+                None,
+            ) if self.connects < *first_failure_after => Some(format!(
+                "the run ended after {} connections, before the predicted first {} at {} connections: run longer (--duration) to reach it",
+                self.connects, self.predicted_failure.errno.name, first_failure_after
+            )),
+            (Limit::Held { connections, .. }, None) if self.uses < *connections => Some(format!(
+                "{} connections held; the predicted limit of {connections} was not reached (ask for more with --held)",
+                self.uses
+            )),
+            _ => None,
+        }
+    }
+
     /// The report as text.
     pub fn text(&self) -> String {
         let mut o = String::new();
@@ -244,7 +325,11 @@ impl LoadReport {
                 .map_or("(none)".into(), |d| format!("{d} ms")),
             s.max_tw_buckets
         );
-        let _ = writeln!(o, "predicted: {}", limit_text(&self.predicted));
+        let _ = writeln!(
+            o,
+            "predicted: {}",
+            limit_text(&self.predicted, &self.predicted_failure)
+        );
         match &self.first_exhaustion {
             Some(f) => {
                 let _ = writeln!(
@@ -257,15 +342,27 @@ impl LoadReport {
                 let _ = writeln!(o, "first port exhaustion: none");
             }
         }
-        let _ = write!(
-            o,
-            "sustained: {:.1} new conn/s over the run",
-            self.conn_per_s
-        );
-        if let Some(r) = self.conn_per_s_after_exhaustion {
-            let _ = write!(o, ", {r:.1} after the first exhaustion");
+        if let Some(n) = self.ended_before_limit() {
+            let _ = writeln!(o, "note: {n}");
         }
-        let _ = writeln!(o);
+        if matches!(self.plan.workload.mode, super::workload::Mode::Held { .. }) {
+            // Held connections are a count, not a rate over the run.
+            let _ = writeln!(
+                o,
+                "held: {} connections open at the end, after {:.2} s ({} connects)",
+                self.uses, self.elapsed_s, self.connects
+            );
+        } else {
+            let _ = write!(
+                o,
+                "sustained: {:.1} new conn/s over the run",
+                self.conn_per_s
+            );
+            if let Some(r) = self.conn_per_s_after_exhaustion {
+                let _ = write!(o, ", {r:.1} after the first exhaustion");
+            }
+            let _ = writeln!(o);
+        }
         let _ = writeln!(
             o,
             "peak TIME_WAIT: {} (sampled from /proc/net/sockstat \"tw\")",
@@ -279,10 +376,11 @@ impl LoadReport {
                 .collect();
             let _ = writeln!(o, "errors: {}", e.join(", "));
         }
-        if let Some([p50, p99, max]) = self.connect_us {
+        if let Some(l) = self.connect_us {
             let _ = writeln!(
                 o,
-                "connect() (every call, failed ones included: near exhaustion they scan the whole range): p50 {p50:.0} µs, p99 {p99:.0} µs, max {max:.0} µs"
+                "connect() (every call, failed ones included: near exhaustion they scan the whole range): p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, mean {:.0} µs, max {:.0} µs",
+                l.p50_us, l.p90_us, l.p99_us, l.p99_9_us, l.mean_us, l.max_us
             );
         }
         let c: Vec<String> = self
@@ -359,6 +457,41 @@ mod tests {
         pool: 1,
         requests: 0,
     };
+
+    #[test]
+    fn bind_runs_out_at_bind_with_eaddrinuse_others_at_connect() {
+        // bind(ip, 0) exhausts in inet_csk_get_port() → EADDRINUSE (the
+        // README's lesson), not connect()'s EADDRNOTAVAIL.
+        let f = predicted_failure(&plan(CHURN, PortChoice::Bind, 3));
+        assert_eq!((f.call, f.errno.name.as_str()), ("bind", "EADDRINUSE"));
+        assert_eq!(f.rule, crate::model::RuleId::BindAutoExhausted);
+        for c in [PortChoice::Kernel, PortChoice::BindNoPort] {
+            let f = predicted_failure(&plan(CHURN, c, 3));
+            assert_eq!(
+                (f.call, f.errno.name.as_str()),
+                ("connect", "EADDRNOTAVAIL")
+            );
+        }
+        let l = predict(&plan(CHURN, PortChoice::Bind, 3), &sysctls("0", None));
+        let text = limit_text(&l, &predicted_failure(&plan(CHURN, PortChoice::Bind, 3)));
+        assert!(text.contains("first EADDRINUSE at bind()"), "{text}");
+    }
+
+    #[test]
+    fn a_held_plan_counts_both_ends_descriptors() {
+        let p = plan(
+            Mode::Held {
+                connections: 30_000,
+            },
+            PortChoice::Kernel,
+            1,
+        );
+        // Client and in-process server end per connection.
+        assert_eq!(crate::load::descriptors_needed(&p), 60_256);
+        let mut ext = p.clone();
+        ext.target = Target::External;
+        assert_eq!(crate::load::descriptors_needed(&ext), 30_256);
+    }
 
     #[test]
     fn no_reuse_is_ports_times_destinations_over_60_s() {

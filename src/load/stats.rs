@@ -66,6 +66,23 @@ pub(crate) fn is_exhaustion(step: Step, errno: i32) -> bool {
     )
 }
 
+/// An error's name in the report: the errno's name, or for an error
+/// without one (errno 0, which the report used to print as "E0") what
+/// it is: the peer's EOF, a timeout, a short write.
+fn error_name(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.raw_os_error() {
+        Some(n) if n != 0 => crate::sys::errno_name(n).to_string(),
+        _ => match e.kind() {
+            ErrorKind::UnexpectedEof => "peer closed (EOF before the reply)".into(),
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => "timeout (no reply in time)".into(),
+            ErrorKind::WriteZero => "short write".into(),
+            ErrorKind::ConnectionReset => "reset by the peer".into(),
+            k => format!("{k} (no errno)"),
+        },
+    }
+}
+
 impl Counters {
     /// Count a failure; record the first exhaustion.
     pub fn error(&self, step: Step, e: &std::io::Error, since_start: Duration) {
@@ -84,7 +101,7 @@ impl Counters {
                 });
             }
         }
-        let kind = format!("{} {}", step.name(), crate::sys::errno_name(errno));
+        let kind = format!("{} {}", step.name(), error_name(e));
         *self
             .by_kind
             .lock()
@@ -101,6 +118,8 @@ pub struct Histogram {
     buckets: Vec<u64>,
     count: u64,
     max_ns: u64,
+    /// Sum of every value (for the exact mean); u128 cannot overflow.
+    sum_ns: u128,
 }
 
 const SUB: u32 = 16;
@@ -111,6 +130,7 @@ impl Default for Histogram {
             buckets: vec![0; (64 * SUB) as usize],
             count: 0,
             max_ns: 0,
+            sum_ns: 0,
         }
     }
 }
@@ -142,6 +162,7 @@ impl Histogram {
         self.buckets[Self::index(ns)] += 1;
         self.count += 1;
         self.max_ns = self.max_ns.max(ns);
+        self.sum_ns += u128::from(ns);
     }
 
     /// Add another histogram's values.
@@ -151,6 +172,16 @@ impl Histogram {
         }
         self.count += o.count;
         self.max_ns = self.max_ns.max(o.max_ns);
+        self.sum_ns += o.sum_ns;
+    }
+
+    /// The mean, exact; `None` if empty.
+    pub fn mean(&self) -> Option<Duration> {
+        (self.count > 0).then(|| {
+            Duration::from_nanos(
+                u64::try_from(self.sum_ns / u128::from(self.count)).unwrap_or(u64::MAX),
+            )
+        })
     }
 
     /// Values recorded.
@@ -207,6 +238,41 @@ pub(crate) fn read_counters() -> BTreeMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_without_an_errno_are_named_not_e0() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            error_name(&Error::from_raw_os_error(libc::EADDRNOTAVAIL)),
+            "EADDRNOTAVAIL"
+        );
+        for (kind, want) in [
+            (ErrorKind::UnexpectedEof, "peer closed"),
+            (ErrorKind::TimedOut, "timeout"),
+            (ErrorKind::WouldBlock, "timeout"),
+            (ErrorKind::WriteZero, "short write"),
+        ] {
+            let n = error_name(&Error::from(kind));
+            assert!(n.starts_with(want), "{kind:?} → {n}");
+        }
+        // errno 0 itself: what the kind says, never "E0".
+        let n = error_name(&Error::from_raw_os_error(0));
+        assert!(!n.starts_with("E0"), "{n}");
+    }
+
+    #[test]
+    fn the_mean_is_exact_and_quantiles_cover_p90_and_p99_9() {
+        let mut h = Histogram::default();
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!(h.mean(), Some(Duration::from_nanos(500_500)));
+        let q = |p: f64| h.quantile(p).unwrap().as_micros() as u64;
+        // Within the buckets' 1/16.
+        assert!((900 - 900 / 16..=900).contains(&q(0.9)), "{}", q(0.9));
+        assert!((999 - 999 / 16..=999).contains(&q(0.999)), "{}", q(0.999));
+        assert_eq!(Histogram::default().mean(), None);
+    }
 
     #[test]
     fn histogram_buckets_round_trip_within_a_sixteenth() {

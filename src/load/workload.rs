@@ -34,7 +34,7 @@ pub enum PortChoice {
 
 /// What each connection does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Mode {
     /// Use connections and close them (or keep up to `pool` idle per worker).
     Churn {
@@ -66,7 +66,8 @@ pub enum Rate {
 /// When the run stops (whichever comes first; Ctrl-C always stops it).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stop {
-    /// Wall-clock bound.
+    /// Wall-clock bound (in JSON `duration_ms`).
+    #[serde(rename = "duration_ms", serialize_with = "crate::json::millis")]
     pub duration: Duration,
     /// Connection uses (churn) or connections (held) over all workers.
     pub count: Option<u64>,
@@ -175,7 +176,8 @@ pub struct Plan {
     /// The fresh namespace's sysctls; `None`: run in the caller's namespace
     /// (with an external target).
     pub netns: Option<NsSettings>,
-    /// Time between samples of the time series.
+    /// Time between samples of the time series (in JSON `sample_every_ms`).
+    #[serde(rename = "sample_every_ms", serialize_with = "crate::json::millis")]
     pub sample_every: Duration,
     /// Count free ports per destination at each sample (a sock_diag dump
     /// of the namespace: costs CPU when it holds many TIME_WAITs).
@@ -196,7 +198,7 @@ impl Plan {
             return bad("need at least one worker and one destination");
         }
         if !w.sources.is_empty() && matches!(w.port_choice, PortChoice::Kernel) {
-            return bad("--source needs --port bind, bind-no-port or range:LOW-HIGH");
+            return bad("--source needs --client-port bind, bind-no-port or range:LOW-HIGH");
         }
         if let Mode::Churn { concurrency: 0, .. } = w.mode {
             return bad("--concurrency must be at least 1");

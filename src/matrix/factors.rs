@@ -24,18 +24,39 @@ pub struct Factor {
 
 impl Factor {
     /// Parse every value with `parse`; the first unknown one is an error
-    /// that lists the valid values.
-    fn each<T>(&self, vs: &[&str], parse: fn(&str) -> Option<T>) -> Result<Vec<T>> {
-        vs.iter()
-            .map(|v| {
-                parse(v).ok_or_else(|| {
-                    Error::Usage(format!(
-                        "factor '{}': unknown value '{v}'; valid values: {}",
-                        self.name, self.values
-                    ))
-                })
-            })
-            .collect()
+    /// that lists the valid values, and so is a value given twice, also
+    /// in another spelling (`on,1`): it would run every cell twice.
+    fn each<T: PartialEq>(&self, vs: &[&str], parse: fn(&str) -> Option<T>) -> Result<Vec<T>> {
+        let mut out: Vec<T> = Vec::with_capacity(vs.len());
+        for (i, v) in vs.iter().enumerate() {
+            let t = parse(v).ok_or_else(|| {
+                Error::Usage(format!(
+                    "factor '{}': unknown value '{}'; valid values: {}",
+                    self.name,
+                    crate::text::echo(v),
+                    self.values
+                ))
+            })?;
+            if let Some(j) = out.iter().position(|o| *o == t) {
+                let same = if vs[j] == *v {
+                    format!("'{}' is given twice", crate::text::echo(v))
+                } else {
+                    format!(
+                        "'{}' and '{}' are the same value",
+                        crate::text::echo(vs[j]),
+                        crate::text::echo(v)
+                    )
+                };
+                return Err(Error::Usage(format!(
+                    "factor '{}': {same} (values {} and {}); give each value once",
+                    self.name,
+                    j + 1,
+                    i + 1
+                )));
+            }
+            out.push(t);
+        }
+        Ok(out)
     }
 }
 
@@ -293,8 +314,10 @@ fn parse_range(v: &str) -> Option<RangeChoice> {
     }
 }
 
-/// The `ip_local_port_range` of a cell.
+/// The `ip_local_port_range` of a cell. In JSON as the user spells it
+/// (`"host"`, `"one"`, `"1024-1030"`), not as a Rust enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum RangeChoice {
     /// The host's range.
     Host,
@@ -302,6 +325,29 @@ pub enum RangeChoice {
     One,
     /// `LOW-HIGH`, inclusive.
     Span(u16, u16),
+}
+
+impl std::fmt::Display for RangeChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RangeChoice::Host => f.write_str("host"),
+            RangeChoice::One => f.write_str("one"),
+            RangeChoice::Span(a, b) => write!(f, "{a}-{b}"),
+        }
+    }
+}
+
+impl From<RangeChoice> for String {
+    fn from(r: RangeChoice) -> String {
+        r.to_string()
+    }
+}
+
+impl TryFrom<String> for RangeChoice {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        parse_range(&s).ok_or_else(|| format!("not a port-range choice: {s:?}"))
+    }
 }
 
 /// The parsed `--factor` choices: `None` = the factor's default.
@@ -343,19 +389,34 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// Parse `--factor NAME=V1,V2` arguments.
+    /// Parse `--factor NAME=V1,V2` arguments. Blanks around a name or a
+    /// value are allowed; a control character (`client-port=fixed\n`
+    /// from a script), an empty value (`reconnect,,rebind`), a value given
+    /// twice or a factor named twice is refused: each would run other
+    /// cells than the ones written.
     pub fn parse(args: &[String]) -> Result<Self> {
+        use crate::text::echo;
         let mut s = Selection::default();
+        let mut named: Vec<&str> = Vec::new();
         for a in args {
+            if let Some(c) = a.chars().find(|c| c.is_control()) {
+                return Err(Error::Usage(format!(
+                    "--factor '{}': contains a control character ('{}'); write NAME=V1,V2,... (see --list-factors)",
+                    echo(a),
+                    echo(&c.to_string())
+                )));
+            }
             let Some((name, vals)) = a.split_once('=') else {
                 return Err(Error::Usage(format!(
-                    "--factor '{a}': expected NAME=V1,V2,... (see --list-factors)"
+                    "--factor '{}': expected NAME=V1,V2,... (see --list-factors)",
+                    echo(a)
                 )));
             };
             let name = name.trim();
             let factor = FACTORS.iter().find(|f| f.name == name).ok_or_else(|| {
                 Error::Usage(format!(
-                    "unknown factor '{name}'; valid factors: {}",
+                    "unknown factor '{}'; valid factors: {}",
+                    echo(name),
                     FACTORS
                         .iter()
                         .map(|f| f.name)
@@ -363,14 +424,24 @@ impl Selection {
                         .join(", ")
                 ))
             })?;
-            let vs: Vec<&str> = vals
-                .split(',')
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .collect();
-            if vs.is_empty() {
+            if named.contains(&factor.name) {
+                return Err(Error::Usage(format!(
+                    "factor '{name}' is named twice; give all its values in one --factor {name}=V1,V2,..."
+                )));
+            }
+            named.push(factor.name);
+            let vs: Vec<&str> = vals.split(',').map(str::trim).collect();
+            if vs.iter().all(|v| v.is_empty()) {
                 return Err(Error::Usage(format!(
                     "factor '{name}' has no values; valid values: {}",
+                    factor.values
+                )));
+            }
+            if let Some(i) = vs.iter().position(|v| v.is_empty()) {
+                return Err(Error::Usage(format!(
+                    "factor '{name}': value {} of {} is empty (two commas in a row, or one at an end); valid values: {}",
+                    i + 1,
+                    vs.len(),
                     factor.values
                 )));
             }
@@ -417,6 +488,54 @@ mod tests {
         assert!(parse(&["tcp-tw-reuse=3"]).is_err());
         assert!(parse(&["close"]).is_err());
         assert!(parse(&["close="]).is_err());
+        // Blanks around names and values are fine.
+        let s = parse(&[" close = client , server "]).unwrap();
+        assert_eq!(s.close, Some(vec![CloseBy::Client, CloseBy::Server]));
+    }
+
+    /// What would run other cells than the ones written is refused, with
+    /// what is wrong named: a value twice (also spelt another way), an
+    /// empty value, a control character, a factor named twice.
+    #[test]
+    fn duplicate_empty_and_control_values_are_refused() {
+        for (args, want) in [
+            (
+                &["close=client,client,client"][..],
+                "'client' is given twice (values 1 and 2)",
+            ),
+            (
+                &["new-reuseaddr=on,1"][..],
+                "'on' and '1' are the same value",
+            ),
+            (
+                &["family=ipv4,v6,4"][..],
+                "'ipv4' and '4' are the same value (values 1 and 3)",
+            ),
+            (&["when=after-0100ms,after-100ms"][..], "are the same value"),
+            (&["next=reconnect,,rebind"][..], "value 2 of 3 is empty"),
+            (&["next=reconnect,"][..], "value 2 of 2 is empty"),
+            (&["next=,reconnect"][..], "value 1 of 2 is empty"),
+            (&["next=,"][..], "has no values"),
+            (
+                &["client-port=fixed\n"][..],
+                "contains a control character ('\\n')",
+            ),
+            (&["close=cli\u{1b}[2Jent"][..], "('\\u001b')"),
+            (
+                &["close=client", "close=server"][..],
+                "factor 'close' is named twice",
+            ),
+            (
+                &["close=client", " close =server"][..],
+                "factor 'close' is named twice",
+            ),
+        ] {
+            let e = parse(args).unwrap_err();
+            assert!(matches!(e, Error::Usage(_)), "{args:?}: {e:?}");
+            let e = e.to_string();
+            assert!(e.contains(want), "{args:?}: want {want:?} in {e}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+        }
     }
 
     /// Every descriptor stores into its own field: naming one factor sets

@@ -40,9 +40,7 @@ pub struct TableLayout {
 /// The run in `format`.
 pub fn render(run: &MatrixRun, format: Format, layout: TableLayout) -> Result<String> {
     Ok(match format {
-        Format::Json => {
-            serde_json::to_string_pretty(run).map_err(|e| Error::Invalid(e.to_string()))?
-        }
+        Format::Json => crate::json::pretty(run).map_err(|e| Error::Invalid(e.to_string()))?,
         Format::Csv => render_csv(run),
         Format::Md => render_md(run),
         Format::Table => render_table(run, layout),
@@ -191,6 +189,26 @@ fn header(with_free: bool) -> Vec<&'static str> {
         "rule",
     ]);
     h
+}
+
+/// The CSV header: the table's columns under plain snake_case names, for
+/// scripts (`pandas.read_csv`, `csvkit`), in the table's order.
+fn csv_header(with_free: bool) -> Vec<&'static str> {
+    header(with_free)
+        .into_iter()
+        .map(|h| match h {
+            "#" => "cell",
+            "client port" => "client_port",
+            "fam" => "family",
+            "opts old→new" => "opts_old_new",
+            "predicted (Linux)" => "predicted_linux",
+            "old 4-tuple client / server" => "old_tuple_client_server",
+            "freed after" => "freed_after",
+            "Windows (documented, not run)" => "windows_documented",
+            "BSD/macOS (documented, not run)" => "bsd_macos_documented",
+            same => same,
+        })
+        .collect()
 }
 
 fn with_free(run: &MatrixRun) -> bool {
@@ -527,7 +545,7 @@ pub fn render_csv(run: &MatrixRun) -> String {
             s.to_string()
         }
     };
-    let mut s = header(wf)
+    let mut s = csv_header(wf)
         .iter()
         .map(|h| q(h))
         .collect::<Vec<_>>()
@@ -544,4 +562,29 @@ pub fn render_csv(run: &MatrixRun) -> String {
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_headers_are_plain_snake_case_one_per_column() {
+        for wf in [false, true] {
+            let (csv, table) = (csv_header(wf), header(wf));
+            assert_eq!(csv.len(), table.len());
+            for h in &csv {
+                assert!(
+                    h.starts_with(|c: char| c.is_ascii_lowercase())
+                        && h.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "CSV header {h:?} is not snake_case"
+                );
+            }
+            let mut uniq = csv.clone();
+            uniq.sort_unstable();
+            uniq.dedup();
+            assert_eq!(uniq.len(), csv.len(), "duplicate CSV header in {csv:?}");
+        }
+    }
 }

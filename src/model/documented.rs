@@ -286,10 +286,11 @@ fn free_tuple_text(server: Option<Holder>, tw_rule: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::{SockEntry, Timer, TimerKind};
+    use crate::diag::SockEntry;
     use crate::model::{KernelFacts, PortRange, TwReuse};
     use crate::scenario::{ClientPort, CloseBy, When};
     use crate::socket::{Family, SocketOpts};
+    use std::time::Duration;
 
     const C: &str = "127.0.0.1:40000";
     const S: &str = "127.0.0.1:12345";
@@ -307,23 +308,11 @@ mod tests {
 
     fn client_time_wait() -> TupleView {
         TupleView {
-            client: Some(SockEntry {
-                family: Family::V4,
-                state: TcpState::TimeWait,
-                local: C.parse().unwrap(),
-                peer: S.parse().unwrap(),
-                timer: Some(Timer {
-                    kind: TimerKind::Timewait,
-                    expires_ms: 59_000,
-                    retrans: 0,
-                }),
-                recv_q: 0,
-                send_q: 0,
-                uid: 0,
-                inode: 0,
-                v6only: None,
-                pid: None,
-            }),
+            client: Some(SockEntry::time_wait(
+                C.parse().unwrap(),
+                S.parse().unwrap(),
+                Duration::from_secs(59),
+            )),
             server: None,
         }
     }

@@ -38,12 +38,28 @@ use serde::{Deserialize, Serialize};
 /// What another system would do with the second bind().
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentedPair {
-    /// "ok", "WSAEADDRINUSE", "EADDRINUSE", "WSAENOPROTOOPT".
+    /// "ok", "WSAEADDRINUSE", "EADDRINUSE", "WSAENOPROTOOPT". In JSON as
+    /// every call's outcome is (docs/json.md): `{"result": "ok"}` or
+    /// `{"result": "failed", "error": {"name": …}}` (the system's own
+    /// name; no number, since the system was not run).
+    #[serde(serialize_with = "documented_call")]
     pub second_bind: String,
     /// Why, in one sentence.
     pub explanation: String,
     /// Always "documented, not run".
     pub label: String,
+}
+
+fn documented_call<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    if v == "ok" {
+        m.serialize_entry("result", "ok")?;
+    } else {
+        m.serialize_entry("result", "failed")?;
+        m.serialize_entry("error", &std::collections::BTreeMap::from([("name", v)]))?;
+    }
+    m.end()
 }
 
 fn doc(second_bind: &str, explanation: impl Into<String>) -> DocumentedPair {

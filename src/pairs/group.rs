@@ -73,7 +73,14 @@ pub fn run(plan: GroupPlan) -> Result<GroupReport> {
         "net.ipv4.tcp_migrate_req",
         if plan.migrate { "1" } else { "0" },
     );
-    netns::run_in_fresh(vec![migrate], move || run_here(plan))?
+    // listen() caps the backlog at net.core.somaxconn (4096 by default,
+    // per namespace: __sys_listen()); past it SYNs are dropped and
+    // connect() times out, so the namespace's cap fits the plan.
+    let somaxconn = Sysctl::new(
+        "net.core.somaxconn",
+        (plan.connections + 16).max(4096).to_string(),
+    );
+    netns::run_in_fresh(vec![migrate, somaxconn], move || run_here(plan))?
 }
 
 /// Each listener's accept-queue length, by socket inode, once the queues
@@ -93,6 +100,7 @@ fn queued(inodes: &[u64], total: usize) -> Result<Vec<usize>> {
         if v.iter().sum::<usize>() >= total || Instant::now() > end {
             return Ok(v);
         }
+        crate::signal::check()?;
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -117,6 +125,9 @@ fn run_here(plan: GroupPlan) -> Result<GroupReport> {
         .collect();
     let mut clients = Vec::new();
     for _ in 0..plan.connections {
+        // A stop signal ends the run within one connect() (loopback: µs),
+        // not after the last of up to 100,000.
+        crate::signal::check()?;
         let c = TcpSock::new(Family::V4, SocketOpts::default()).map_err(|e| sys("socket", e))?;
         c.connect(addr, TIMEOUT).map_err(|e| sys("connect", e))?;
         clients.push(c);
@@ -128,7 +139,9 @@ fn run_here(plan: GroupPlan) -> Result<GroupReport> {
         listeners.remove(0).close();
         let expect_reset = if plan.migrate { 0 } else { queued0 };
         let clients_reset = count_reset(&clients, expect_reset)?;
-        let accepted_by_others = accept_all(&listeners)?;
+        // Every connection not reset ends in another listener's queue:
+        // wait for them (bounded), not only for those already there.
+        let accepted_by_others = accept_all(&listeners, clients.len() - clients_reset)?;
         drain = Some(Drain {
             queued: queued0,
             clients_reset,
@@ -169,21 +182,35 @@ fn count_reset(clients: &[TcpSock], expect: usize) -> Result<usize> {
         if n >= expect || Instant::now() > end {
             return Ok(n);
         }
+        crate::signal::check()?;
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
-/// Accept everything queued in `listeners` (non-blocking).
-fn accept_all(listeners: &[TcpSock]) -> Result<usize> {
-    let mut n = 0;
+/// Accept what `listeners` queue until `expect` came (or [`TIMEOUT`]):
+/// under load a handshake that was still completing when the first
+/// listener closed reaches its new queue a moment later
+/// (inet_csk_reqsk_queue_drop_and_put → migration on the ACK), so one
+/// non-blocking pass could miss it.
+fn accept_all(listeners: &[TcpSock], expect: usize) -> Result<usize> {
     for l in listeners {
         l.sock.set_nonblocking(true).map_err(|e| Error::Sys {
             what: "reuseport group: nonblocking".into(),
             err: SysError::from_io(&e),
         })?;
-        while l.sock.accept().is_ok() {
-            n += 1;
-        }
     }
-    Ok(n)
+    let end = Instant::now() + TIMEOUT;
+    let mut n = 0;
+    loop {
+        for l in listeners {
+            while l.sock.accept().is_ok() {
+                n += 1;
+            }
+        }
+        if n >= expect || Instant::now() > end {
+            return Ok(n);
+        }
+        crate::signal::check()?;
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }

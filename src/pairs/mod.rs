@@ -103,7 +103,10 @@ fn quads(b: [bool; 2]) -> impl Iterator<Item = (bool, bool, bool, bool)> {
 pub struct PairResult {
     /// The cell.
     pub case: PairCase,
-    /// What the real sockets did, or why the cell could not run.
+    /// What the real sockets did, or why the cell could not run (in
+    /// JSON: `observed` with the calls' outcomes, or `error` with the
+    /// reason, never a Rust `Ok`/`Err` tag).
+    #[serde(flatten, serialize_with = "observed_or_error")]
     pub observed: std::result::Result<Observed, String>,
     /// What the Linux model says.
     pub predicted: PairPrediction,
@@ -111,6 +114,20 @@ pub struct PairResult {
     pub windows: DocumentedPair,
     /// BSD/macOS, documented.
     pub bsd: DocumentedPair,
+}
+
+/// `Ok(o)` as `"observed": o`, `Err(e)` as `"error": e`.
+fn observed_or_error<S: serde::Serializer>(
+    r: &std::result::Result<Observed, String>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(1))?;
+    match r {
+        Ok(o) => m.serialize_entry("observed", o)?,
+        Err(e) => m.serialize_entry("error", e)?,
+    }
+    m.end()
 }
 
 impl PairResult {
@@ -138,7 +155,8 @@ pub struct Summary {
     pub mismatches: usize,
     /// Cells that could not run.
     pub errors: usize,
-    /// Wall time.
+    /// Wall time (in JSON `elapsed_s`, seconds).
+    #[serde(rename = "elapsed_s", serialize_with = "crate::json::secs")]
     pub elapsed: Duration,
 }
 

@@ -68,6 +68,23 @@ impl ClientPlan {
     }
 }
 
+/// `(step, result)` pairs as objects, not positional tuples (docs/json.md).
+fn steps_as_objects<S: serde::Serializer>(
+    v: &[(Step, StepResult)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct One<'a> {
+        step: Step,
+        #[serde(flatten)]
+        result: &'a StepResult,
+    }
+    s.collect_seq(v.iter().map(|(step, result)| One {
+        step: *step,
+        result,
+    }))
+}
+
 /// One attempt: bind, connect and close as separate steps.
 #[derive(Debug, Clone, Serialize)]
 pub struct Attempt {
@@ -77,11 +94,14 @@ pub struct Attempt {
     /// before this one (0: the first try).
     #[serde(skip_serializing_if = "is_zero")]
     pub retry: u64,
-    /// Seconds since the client started.
+    /// Seconds since the client started (in JSON `t_s`).
+    #[serde(rename = "t_s")]
     pub t: f64,
     /// The client end's address, once known.
     pub local: Option<SocketAddr>,
-    /// Each call and its result, in order.
+    /// Each call and its result, in order (in JSON one object per step:
+    /// `{"step": "connect", "result": "failed", "error": {…}}`).
+    #[serde(serialize_with = "steps_as_objects")]
     pub steps: Vec<(Step, StepResult)>,
     /// Ok, or the step that failed and its error.
     pub outcome: Outcome,
@@ -393,7 +413,7 @@ fn write_step(out: &mut impl Write, step: Step, r: &StepResult) -> std::io::Resu
 
 fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::Result<()> {
     if format == Format::Json {
-        serde_json::to_writer(&mut *out, a)?;
+        serde_json::to_writer(&mut *out, &crate::json::line("attempt", a))?;
         return writeln!(out);
     }
     // One line per attempt in the tight loop: written without the
@@ -577,7 +597,7 @@ fn next_pause(retry_pause: &mut Duration, blocked: bool, interval: Duration) -> 
 
 fn print_summary(out: &mut impl Write, summary: &Summary, format: Format) -> std::io::Result<()> {
     if format == Format::Json {
-        serde_json::to_writer(&mut *out, summary)?;
+        serde_json::to_writer(&mut *out, &crate::json::line("summary", summary))?;
         return writeln!(out);
     }
     let freed = summary

@@ -84,7 +84,8 @@ impl CloseKind {
 /// One connection as the server saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerEvent {
-    /// Seconds since the server started.
+    /// Seconds since the server started (in JSON `t_s`).
+    #[serde(rename = "t_s")]
     pub t: f64,
     /// The connection's number, from 1.
     pub n: u64,
@@ -111,7 +112,7 @@ pub struct ServerEvent {
 impl ServerEvent {
     fn write(&self, out: &mut impl Write, format: Format) -> std::io::Result<()> {
         if format == Format::Json {
-            serde_json::to_writer(&mut *out, self)?;
+            serde_json::to_writer(&mut *out, &crate::json::line("connection", self))?;
             return writeln!(out);
         }
         // As `"{Secs3}s #{n:<4} {peer} → {local}  "`, without the
@@ -315,7 +316,7 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
                     },
                     why: w,
                 };
-                serde_json::to_writer(&mut out, &f)
+                serde_json::to_writer(&mut out, &crate::json::line("failure", &f))
                     .map_err(std::io::Error::from)
                     .and_then(|_| writeln!(out))
             }

@@ -62,6 +62,13 @@
 //! outcome = "connect EADDRNOTAVAIL"
 //! rule = "tuple-busy"
 //! ```
+//!
+//! [`load`] reads only a regular file (a FIFO, a device or a directory is
+//! refused before a read could block or run on) of at most
+//! [`MAX_FILE_BYTES`]; a script has at most [`MAX_SOCKETS`] sockets and
+//! [`MAX_STEPS`] steps, and waits at most [`MAX_STEP_WAIT_MS`] per step and
+//! [`MAX_TOTAL_WAIT_MS`] in all; an experiment at most
+//! [`MAX_EXPERIMENT_WAIT`]. Past a limit, [`parse`] names the line.
 
 use super::Experiment;
 use crate::model::RuleId;
@@ -83,7 +90,30 @@ pub struct LoadError {
     pub line: usize,
     /// What is wrong, in one line.
     pub what: String,
+    /// True when the system could not read it (open() or read() failed);
+    /// false when it was read and is not a scenario twlab takes (bad
+    /// input: `twlab run` exits 2).
+    pub unreadable: bool,
 }
+
+/// The largest scenario file read, in bytes (1 MiB; the examples are a
+/// few KiB): a file is read whole before it is parsed.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Most sockets of a script, the `[[socket]]`s and the sockets its
+/// accepts name together (each is a descriptor, and the rule model looks
+/// at every pair).
+pub const MAX_SOCKETS: usize = 256;
+/// Most steps of a script.
+pub const MAX_STEPS: usize = 1024;
+/// Longest `sleep` or `wait-for-state` timeout of one step, in ms.
+pub const MAX_STEP_WAIT_MS: u64 = 60_000;
+/// Longest total of a script's sleeps and wait-for-state timeouts (the
+/// timeout 2000 where none is given), in ms: what a file can make `run`
+/// wait, whatever the kernel does.
+pub const MAX_TOTAL_WAIT_MS: u64 = 600_000;
+/// Longest wait an experiment file may ask for: `when = { after-ms = N }`
+/// and `until_free`, each (as `matrix`'s `when=after-<N>ms`).
+pub const MAX_EXPERIMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One socket of a scenario, as written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -439,6 +469,7 @@ fn parse_experiment(file: &Path, text: &str, raw: Raw) -> Result<ExperimentFile,
         file: file.to_path_buf(),
         line,
         what,
+        unreadable: false,
     };
     let Some(x) = raw.experiment else {
         return Err(err(1, "no [experiment] table".into()));
@@ -453,6 +484,26 @@ fn parse_experiment(file: &Path, text: &str, raw: Raw) -> Result<ExperimentFile,
                 "{what} beside [experiment] (line {line}): a file is either a script or an experiment"
             ),
         ));
+    }
+    let limit = |what: &str, d: std::time::Duration| {
+        if d > MAX_EXPERIMENT_WAIT {
+            Err(err(
+                line,
+                format!(
+                    "{what} of {} ms: an experiment waits at most {} ms",
+                    d.as_millis(),
+                    MAX_EXPERIMENT_WAIT.as_millis()
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if let super::When::AfterMs(ms) = x.get_ref().when {
+        limit("when = after-ms", std::time::Duration::from_millis(ms))?;
+    }
+    if let Some(d) = x.get_ref().until_free {
+        limit("until_free", d)?;
     }
     let expect = match raw.expect {
         Some(e) => {
@@ -478,6 +529,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
         file: file.to_path_buf(),
         line,
         what,
+        unreadable: false,
     };
     let raw: Raw = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
@@ -511,6 +563,21 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
         return Err(err(
             line_of(text, e.span().start),
             "[expect] without [experiment]: a script's steps say `expect = ...` each".into(),
+        ));
+    }
+    if let Some(s) = raw.socket.get(MAX_SOCKETS) {
+        return Err(err(
+            line_of(text, s.span().start),
+            format!(
+                "{} sockets: a script has at most {MAX_SOCKETS}",
+                raw.socket.len()
+            ),
+        ));
+    }
+    if let Some(t) = raw.step.get(MAX_STEPS) {
+        return Err(err(
+            line_of(text, t.span().start),
+            format!("{} steps: a script has at most {MAX_STEPS}", raw.step.len()),
         ));
     }
     let mut sockets: Vec<(SocketSpec, SocketAddr)> = Vec::new();
@@ -550,6 +617,8 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
     }
     let mut names: Vec<String> = sockets.iter().map(|(s, _)| s.name.clone()).collect();
     let mut steps = Vec::new();
+    // Sleeps and wait-for-state timeouts so far, in ms.
+    let mut waits: u64 = 0;
     for t in &raw.step {
         let line = line_of(text, t.span().start);
         let step: StepSpec = toml::Value::Table(t.get_ref().clone())
@@ -560,8 +629,44 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
         {
             return Err(err(line, format!("step uses an unknown socket '{name}'")));
         }
+        let wait = match &step.action {
+            Action::Sleep { ms } => Some(*ms),
+            Action::WaitForState { timeout_ms, .. } => Some(timeout_ms.unwrap_or(2000)),
+            _ => None,
+        };
+        if let Some(ms) = wait {
+            if ms > MAX_STEP_WAIT_MS {
+                return Err(err(
+                    line,
+                    format!(
+                        "{}: {ms} ms; a step waits at most {MAX_STEP_WAIT_MS} ms",
+                        step.action.verb()
+                    ),
+                ));
+            }
+            waits += ms;
+            if waits > MAX_TOTAL_WAIT_MS {
+                return Err(err(
+                    line,
+                    format!(
+                        "the sleeps and wait-for-state timeouts add up to more than {MAX_TOTAL_WAIT_MS} ms by this step (the most a script may wait)"
+                    ),
+                ));
+            }
+        }
         match &step.action {
-            Action::Accept { name, .. } => names.push(name.clone()),
+            Action::Accept { name, .. } => {
+                if names.len() >= MAX_SOCKETS {
+                    return Err(err(
+                        line,
+                        format!(
+                            "accept makes socket number {}: a script has at most {MAX_SOCKETS} sockets, accepted ones included",
+                            names.len() + 1
+                        ),
+                    ));
+                }
+                names.push(name.clone())
+            }
             Action::Connect { to, .. } => {
                 parse_endpoint(to).map_err(|e| err(line, format!("connect: {e}")))?;
             }
@@ -582,14 +687,104 @@ pub fn parse(file: &Path, text: &str) -> Result<Scenario, LoadError> {
     }))
 }
 
-/// Read and parse a scenario file.
+/// Read and parse a scenario file: a regular file of at most
+/// [`MAX_FILE_BYTES`] of UTF-8 text.
 pub fn load(file: &Path) -> Result<Scenario, LoadError> {
-    let text = std::fs::read_to_string(file).map_err(|e| LoadError {
+    let text = read_text(file, MAX_FILE_BYTES).map_err(|(what, unreadable)| LoadError {
         file: file.to_path_buf(),
         line: 1,
-        what: format!("cannot read: {e}"),
+        what,
+        unreadable,
     })?;
     parse(file, &text)
+}
+
+/// The text of `file`, refused unless it is a regular file of at most
+/// `max` bytes of UTF-8. Err: what is wrong, and whether the system could
+/// not read it (else the file is not what twlab takes).
+///
+/// A FIFO, a device or a directory never reaches read(): the file is
+/// opened with O_NONBLOCK, because a FIFO's open() for reading otherwise
+/// waits for a writer (fifo_open() in fs/pipe.c) and no signal ends that
+/// wait here, then fstat()ed. `/dev/zero` would be read forever, a FIFO
+/// or a terminal block; the size check and the capped read end a file
+/// that grows while it is read.
+fn read_text(file: &Path, max: u64) -> Result<String, (String, bool)> {
+    use std::io::Read;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let f = opts
+        .open(file)
+        .map_err(|e| (format!("cannot read: {e}"), true))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| (format!("cannot read: {e}"), true))?;
+    if !meta.is_file() {
+        return Err((
+            format!(
+                "not a regular file ({}): scenarios are read from regular files (save a pipe's output to one first)",
+                kind_of(&meta.file_type())
+            ),
+            false,
+        ));
+    }
+    let too_big = || {
+        let size = if max % (1 << 20) == 0 {
+            format!("{} MiB", max >> 20)
+        } else {
+            format!("{max} bytes")
+        };
+        format!("larger than {size}, the most a scenario file may have")
+    };
+    if meta.len() > max {
+        return Err((too_big(), false));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| (format!("cannot read: {e}"), true))?;
+    if bytes.len() as u64 > max {
+        return Err((too_big(), false));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        (
+            format!(
+                "not UTF-8 text (an invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+            false,
+        )
+    })
+}
+
+/// What a file that is not a regular file is, in words.
+fn kind_of(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
 }
 
 /// `v` as an inline TOML value (`"…"`, `{ fixed = 23456 }`).

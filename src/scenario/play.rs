@@ -28,7 +28,7 @@ pub struct StepReport {
     /// "ok", "EADDRINUSE", "timeout".
     pub observed: String,
     /// The model's outcome and explanation, where it covers the step.
-    pub model: Option<(String, String)>,
+    pub model: Option<ModelSays>,
     /// The rule of the model's prediction, if it names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<RuleId>,
@@ -36,10 +36,21 @@ pub struct StepReport {
     pub expect: Option<String>,
 }
 
+/// What the rule model says of a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSays {
+    /// "ok", "EADDRINUSE"… (as `observed`).
+    pub outcome: String,
+    /// The explanation, citing the kernel function.
+    pub why: String,
+}
+
 impl StepReport {
     /// Observation, model and expectation all agree (where given).
     pub fn agrees(&self) -> bool {
-        self.model.as_ref().is_none_or(|(m, _)| *m == self.observed)
+        self.model
+            .as_ref()
+            .is_none_or(|m| m.outcome == self.observed)
             && self.expect.as_ref().is_none_or(|e| *e == self.observed)
     }
 }
@@ -62,7 +73,7 @@ impl ScriptReport {
     pub fn model_mismatches(&self) -> usize {
         self.steps
             .iter()
-            .filter(|s| s.model.as_ref().is_some_and(|(m, _)| *m != s.observed))
+            .filter(|s| s.model.as_ref().is_some_and(|m| m.outcome != s.observed))
             .count()
     }
 }
@@ -139,6 +150,9 @@ fn play_here(script: &Script) -> Result<ScriptReport> {
     }
     let mut steps = Vec::new();
     for (line, step) in &script.steps {
+        // A stop signal ends the script between steps (a sleep step
+        // notices it within its slices).
+        crate::signal::check()?;
         let i = step.action.socket().and_then(|n| t.view.index(n));
         let model = predict(&t.view, i, &step.action);
         let (what, observed) = act(&mut t, i, &step.action);
@@ -147,7 +161,10 @@ fn play_here(script: &Script) -> Result<ScriptReport> {
             what,
             observed,
             rule: model.as_ref().and_then(|p| p.rule),
-            model: model.map(|p| (p.outcome, p.why)),
+            model: model.map(|p| ModelSays {
+                outcome: p.outcome,
+                why: p.why,
+            }),
             expect: step.expect.clone(),
         });
     }
@@ -165,8 +182,13 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
         let Action::Sleep { ms } = a else {
             unreachable!("socket names checked at load")
         };
-        std::thread::sleep(Duration::from_millis(*ms));
-        return (format!("sleep {ms} ms"), "ok".into());
+        // Up to the file's limit (60 s): cut short by a stop signal, which
+        // the step loop then reports.
+        let r = crate::signal::sleep_interruptible(Duration::from_millis(*ms));
+        return (
+            format!("sleep {ms} ms"),
+            if r.is_ok() { "ok" } else { "interrupted" }.into(),
+        );
     };
     let name = t.view.sockets[i].name.clone();
     match a {
@@ -323,7 +345,8 @@ fn wait_state(
         if found {
             return true;
         }
-        if Instant::now() > end {
+        // A stop signal: give up now; the step loop reports it.
+        if Instant::now() > end || crate::signal::received().is_some() {
             return false;
         }
         std::thread::sleep(Duration::from_millis(2));

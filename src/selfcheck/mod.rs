@@ -136,6 +136,10 @@ pub struct Report {
     pub out_dir: PathBuf,
     /// Scenario files written.
     pub files_written: u64,
+    /// Scenario files that could not be written, each with why (at most
+    /// five; each also said on stderr when it happened).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub write_errors: Vec<String>,
     /// Seconds.
     pub elapsed_s: f64,
     /// Situations per second.
@@ -380,6 +384,7 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
     found.sort_by_key(|f| (f.case, f.question, f.key.check));
     let mut classes: BTreeMap<ClassKey, Class> = BTreeMap::new();
     let mut written = 0u64;
+    let mut write_errors: Vec<String> = Vec::new();
     for f in &found {
         let class = classes.entry(f.key.clone()).or_insert_with(|| Class {
             check: f.key.check,
@@ -399,9 +404,19 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
                 f.question,
                 f.key.check.name()
             );
-            if let Some(path) = write_file(&plan.out_dir, &name, &f.text) {
-                class.files.push(path);
-                written += 1;
+            match write_file(&plan.out_dir, &name, &f.text) {
+                Ok(path) => {
+                    class.files.push(path);
+                    written += 1;
+                }
+                // Said, not swallowed: the disagreement stays in the
+                // report, only its file is missing.
+                Err(e) => {
+                    eprintln!("selfcheck: {e}");
+                    if write_errors.len() < 5 {
+                        write_errors.push(e);
+                    }
+                }
             }
         }
     }
@@ -423,6 +438,7 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
         classes,
         out_dir: plan.out_dir.clone(),
         files_written: written,
+        write_errors,
         elapsed_s: elapsed,
         situations_per_s: if elapsed > 0.0 {
             situations as f64 / elapsed
@@ -434,11 +450,13 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
     }
 }
 
-fn write_file(dir: &Path, name: &str, text: &str) -> Option<PathBuf> {
-    std::fs::create_dir_all(dir).ok()?;
+/// One scenario file, whole or not at all ([`crate::outfile`]).
+fn write_file(dir: &Path, name: &str, text: &str) -> std::result::Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let path = dir.join(name);
-    std::fs::write(&path, text).ok()?;
-    Some(path)
+    crate::outfile::write_bytes(&path, text.as_bytes())
+        .map(|w| w.path)
+        .map_err(|e| e.to_string())
 }
 
 /// The report as text.

@@ -338,9 +338,18 @@ mod tests {
             "[::1]:80".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(
-            parse_endpoint(" localhost:23456 ").unwrap(),
+            parse_endpoint("localhost:23456").unwrap(),
             "127.0.0.1:23456".parse::<SocketAddr>().unwrap()
         );
+        // A blank or a control character anywhere is refused.
+        for bad in [
+            " localhost:23456",
+            "127.0.0.1:80\n",
+            "127.0.0.1:8\t0",
+            "::1\u{0}",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
+        }
     }
 
     fn why(input: &str) -> String {

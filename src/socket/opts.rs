@@ -12,12 +12,21 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// loopback and to namespaces it made, and a DNS lookup would leave the host.
 pub fn parse_endpoint(input: &str) -> Result<SocketAddr> {
     let bad = |why: &str| Error::BadAddress {
-        input: input.to_string(),
+        input: crate::text::echo(input),
         why: why.to_string(),
     };
-    let s = input.trim();
+    let s = input;
     if s.is_empty() {
         return Err(bad("empty"));
+    }
+    // `'127.0.0.1:80\n'` (a line read with its newline) is not an
+    // address: no blank or control character anywhere, not even at the
+    // ends.
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        let c = crate::text::escape_for_terminal(&c.to_string()).into_owned();
+        return Err(bad(&format!(
+            "it contains a blank or control character ('{c}')"
+        )));
     }
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
@@ -49,6 +58,11 @@ pub fn parse_endpoint(input: &str) -> Result<SocketAddr> {
             }
             let host = host.trim_start_matches('[').trim_end_matches(']');
             if host.parse::<IpAddr>().is_err() {
+                // An IP address is at most 45 characters: a longer piece
+                // is not quoted again (the whole input is, cut).
+                if host.chars().count() > 64 {
+                    return Err(bad("the part before the port is not an IP address"));
+                }
                 return Err(bad(&format!("'{host}' is not an IP address")));
             }
             Err(bad("cannot parse"))
@@ -61,17 +75,23 @@ fn parse_port(p: &str) -> std::result::Result<u16, String> {
     match p.parse::<u32>() {
         Ok(n) if n <= 65535 => Ok(n as u16),
         Ok(n) => Err(format!("port {n} is out of range 0-65535")),
-        Err(_) => Err(format!("'{p}' is not a port number")),
+        // A longer piece than any port is not quoted again (the whole
+        // input is, cut).
+        Err(_) if p.chars().count() > 64 => Err("the port is not a number".into()),
+        Err(_) => Err(format!("'{}' is not a port number", crate::text::echo(p))),
     }
 }
 
-/// IP version of an experiment.
+/// IP version of an experiment. In JSON `"ipv4"`/`"ipv6"`, as `ss --json`
+/// writes a socket's family (one shape per concept, docs/json.md); files
+/// may also say `"v4"`/`"v6"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Family {
     /// IPv4.
+    #[serde(rename = "ipv4", alias = "v4")]
     V4,
     /// IPv6.
+    #[serde(rename = "ipv6", alias = "v6")]
     V6,
 }
 

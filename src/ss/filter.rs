@@ -168,9 +168,16 @@ impl AddrMatch {
                 echo(input)
             ))
         };
-        let s = input.trim();
+        let s = input;
         if s.is_empty() {
             return Err(bad("empty"));
+        }
+        // As `parse_endpoint`: no blank or control character anywhere.
+        if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            let c = crate::text::escape_for_terminal(&c.to_string()).into_owned();
+            return Err(bad(&format!(
+                "it contains a blank or control character ('{c}')"
+            )));
         }
         // Split off the port.
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
@@ -197,6 +204,7 @@ impl AddrMatch {
             Some(p) => match p.parse::<u32>() {
                 Ok(n) if n <= 65535 => Some(n as u16),
                 Ok(n) => return Err(bad(&format!("port {n} is out of range 0-65535"))),
+                Err(_) if p.chars().count() > 64 => return Err(bad("the port is not a number")),
                 Err(_) => return Err(bad(&format!("'{}' is not a port number", echo(p)))),
             },
         };
@@ -207,9 +215,15 @@ impl AddrMatch {
                 Some((a, l)) => (a, Some(l)),
                 None => (host, None),
             };
-            let ip: IpAddr = a
-                .parse()
-                .map_err(|_| bad(&format!("'{}' is not an IP address", echo(a))))?;
+            let ip: IpAddr = a.parse().map_err(|_| {
+                // An IP address is at most 45 characters: a longer piece
+                // is not quoted again (the whole input is, cut).
+                if a.chars().count() > 64 {
+                    bad("the address part is not an IP address")
+                } else {
+                    bad(&format!("'{}' is not an IP address", echo(a)))
+                }
+            })?;
             let max = if ip.is_ipv4() { 32 } else { 128 };
             let len = match len {
                 None => max,

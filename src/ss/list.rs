@@ -419,7 +419,13 @@ fn write_json_list(
     owners: &HashMap<u32, Vec<Owner>>,
     procs: bool,
 ) -> Result<()> {
-    out.write_all(b"{\"sockets\":[").map_err(io_err)?;
+    // As `crate::json::doc` would write it: the version first.
+    write!(
+        out,
+        "{{\"schema_version\":{},\"sockets\":[",
+        crate::json::SCHEMA_VERSION
+    )
+    .map_err(io_err)?;
     let mut first = true;
     let mut f = Field::new();
     diag::dump_each(&filter.query, |e| {

@@ -71,13 +71,16 @@ pub enum View {
         /// Rows of each top list.
         top: usize,
     },
-    /// A live view on the terminal.
+    /// A live view on the terminal (or, `Format::Json`, one JSON line
+    /// per refresh: the sockets first, then what changed).
     Watch {
         /// Time between refreshes.
         every: Duration,
         /// Refreshes before it stops by itself (at most
         /// [`MAX_WATCH_FRAMES`]).
         frames: u64,
+        /// Text or JSON lines.
+        format: Format,
     },
 }
 
@@ -117,7 +120,11 @@ pub fn run(plan: &Plan) -> Result<u8> {
     let r = match plan.view {
         View::List { format, processes } => list::run(filter, format, processes),
         View::Summary { format, top } => summary::run(filter, format, top),
-        View::Watch { every, frames } => watch::run(filter, every, frames),
+        View::Watch {
+            every,
+            frames,
+            format,
+        } => watch::run(filter, every, frames, format),
     };
     match r {
         Ok(code) => Ok(code),

@@ -71,8 +71,8 @@ pub struct TwBuckets {
 pub struct Summary {
     /// Sockets that pass the filter.
     pub total: u64,
-    /// Counts per state, in `ss -tan`'s column names.
-    pub states: Vec<Count<&'static str>>,
+    /// Counts per state (text: `ss -tan`'s column names; JSON: the state as everywhere, `time-wait`).
+    pub states: Vec<Count<TcpState>>,
     /// Sockets in TIME_WAIT proper.
     pub time_wait_total: u64,
     /// Orphaned FIN_WAIT2 sockets kept as mini sockets (they also hold
@@ -212,12 +212,12 @@ impl Tally {
         }
     }
 
-    fn states(&self) -> Vec<Count<&'static str>> {
+    fn states(&self) -> Vec<Count<TcpState>> {
         TcpState::ALL
             .iter()
             .filter(|s| **s != TcpState::NewSynRecv && self.per_state[**s as usize] > 0)
             .map(|s| Count {
-                key: s.ss_column(),
+                key: *s,
                 count: self.per_state[*s as usize],
             })
             .collect()
@@ -421,7 +421,7 @@ pub(super) fn run(filter: &Filter, format: Format, top_n: usize) -> Result<u8> {
     let mut out = io::BufWriter::new(stdout.lock());
     match format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &s).map_err(json_err)?;
+            serde_json::to_writer_pretty(&mut out, &crate::json::doc(&s)).map_err(json_err)?;
             out.write_all(b"\n").map_err(io_err)?;
         }
         Format::Text => write_summary(&mut out, &s).map_err(io_err)?,
@@ -442,7 +442,12 @@ fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {
 fn write_counts(out: &mut impl Write, s: &Summary) -> io::Result<()> {
     writeln!(out, "TCP sockets: {}", group(s.total))?;
     for c in &s.states {
-        writeln!(out, "  {:<11} {:>9}", c.key, group(u64::from(c.count)))?;
+        writeln!(
+            out,
+            "  {:<11} {:>9}",
+            c.key.ss_column(),
+            group(u64::from(c.count))
+        )?;
     }
     writeln!(out)?;
     write!(

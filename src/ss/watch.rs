@@ -2,7 +2,7 @@
 //! sockets that appear (+), change state (*) and go away (-).
 
 use super::list::{Field, Widths, write_header, write_row};
-use super::{Filter, collect, io_err};
+use super::{Filter, Format, collect, io_err};
 use crate::diag::SockEntry;
 use crate::error::{Error, Result};
 #[cfg(unix)]
@@ -24,7 +24,7 @@ pub fn parse_watch_ms(s: &str) -> Result<Duration> {
     };
     match d {
         Some(d) if (Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&d) => Ok(d),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Usage(format!(
             "invalid --watch interval '{}': give 10ms to 1h, e.g. --watch=500ms or --watch=2s (a bare number is milliseconds)",
             crate::text::echo(s)
         ))),
@@ -115,8 +115,11 @@ impl Tracker {
 /// Redraw the filtered table every `every` until `frames` refreshes, q,
 /// Ctrl-C or a stop signal (SIGTERM, SIGHUP, SIGQUIT: the terminal is
 /// restored, then the CLI exits 128 + the signal's number).
-pub(super) fn run(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
+pub(super) fn run(filter: &Filter, every: Duration, frames: u64, format: Format) -> Result<u8> {
     let frames = frames.min(MAX_WATCH_FRAMES);
+    if format == Format::Json {
+        return run_json(filter, every, frames);
+    }
     // The terminal must be restored whatever stops the watch: catch the
     // stop signals (idempotent; the CLI has done it already).
     crate::signal::install();
@@ -157,6 +160,74 @@ pub(super) fn run(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
         if frame + 1 == frames || wait_for_quit(every) {
             break;
         }
+    }
+    Ok(0)
+}
+
+/// One refresh as a JSON line (docs/json.md): the first lists every
+/// socket (`sockets`), later ones what changed since the last (`new`,
+/// `changed`: as they are now; `gone`: as they were last seen), with the
+/// counts. Sockets as `ss --json` shows them (`SockEntry`: state
+/// `time-wait`, timer `{kind, expires_ms, retrans}`).
+#[derive(serde::Serialize)]
+struct JsonRefresh<'a> {
+    n: u64,
+    /// Since the watch started.
+    at_ms: u64,
+    sockets_total: usize,
+    time_wait: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sockets: Option<&'a [SockEntry]>,
+    new: Vec<&'a SockEntry>,
+    changed: Vec<&'a SockEntry>,
+    gone: Vec<&'a SockEntry>,
+}
+
+/// `--watch --json`: one line per refresh, no screen, no keys; stops on
+/// `frames`, Ctrl-C or a stop signal (checked in the waits).
+fn run_json(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
+    let start = Instant::now();
+    let mut tracker = Tracker::default();
+    let stdout = io::stdout();
+    for frame in 0..frames {
+        let now = Instant::now();
+        let mut entries = collect(filter)?;
+        entries.sort_by_key(|e| (e.local, e.peer));
+        let (marks, _) = tracker.update(&entries, now);
+        let pick = |m: Mark| {
+            entries
+                .iter()
+                .zip(&marks)
+                .filter(move |(_, k)| **k == m)
+                .map(|(e, _)| e)
+                .collect::<Vec<_>>()
+        };
+        let line = JsonRefresh {
+            n: frame,
+            at_ms: u64::try_from(now.duration_since(start).as_millis()).unwrap_or(u64::MAX),
+            sockets_total: entries.len(),
+            time_wait: entries.iter().filter(|e| e.is_timewait_sock()).count(),
+            sockets: (frame == 0).then_some(entries.as_slice()),
+            new: pick(Mark::New),
+            changed: pick(Mark::Changed),
+            gone: tracker
+                .gone
+                .iter()
+                .filter(|(_, t)| *t == now)
+                .map(|(e, _)| e)
+                .collect(),
+        };
+        let text = crate::json::compact_line("refresh", &line)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut out = stdout.lock();
+        writeln!(out, "{text}")
+            .and_then(|_| out.flush())
+            .map_err(io_err)?;
+        drop(out);
+        if frame + 1 == frames {
+            break;
+        }
+        crate::signal::sleep_interruptible(every)?;
     }
     Ok(0)
 }

@@ -37,3 +37,30 @@ pub(crate) fn set_bind_address_no_port(fd: &impl AsRawFd) -> std::io::Result<()>
 pub(crate) fn set_local_port_range(fd: &impl AsRawFd, low: u16, high: u16) -> std::io::Result<()> {
     set_int(fd, IP_LOCAL_PORT_RANGE, (high as u32) << 16 | low as u32)
 }
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit (a process may, without
+/// privilege: setrlimit(2)); returns the limit now in force. Tens of
+/// thousands of held connections need as many descriptors (twice with the
+/// in-process server), and a soft limit of 1,024 or 20,000 would end the
+/// run in EMFILE instead of at the limit it measures.
+pub(crate) fn raise_nofile() -> std::io::Result<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a pointer to a live rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if l.rlim_cur < l.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: l.rlim_max,
+            rlim_max: l.rlim_max,
+        };
+        // SAFETY: a pointer to a live rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(raised.rlim_cur);
+        }
+    }
+    Ok(l.rlim_cur)
+}

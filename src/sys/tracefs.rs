@@ -54,6 +54,7 @@ fn mount_here() -> Result<OwnedFd, String> {
     )
     .map_err(|e| format!("making the private mount namespace private: {e}"))?;
     let mut last = String::new();
+    let mut refused = false;
     for dir in MOUNT_POINTS {
         match mount(
             Some("nodev"),
@@ -72,12 +73,22 @@ fn mount_here() -> Result<OwnedFd, String> {
                 let _ = umount2(dir, MntFlags::MNT_DETACH);
                 return fd.map_err(|e| format!("open the tracefs root: {e}"));
             }
-            Err(e) => last = format!("mount -t tracefs on {dir}: {e}"),
+            Err(e) => {
+                refused |= e == nix::errno::Errno::EPERM;
+                last = format!("mount -t tracefs on {dir}: {e}");
+            }
         }
     }
-    Err(format!(
-        "{last} (the kernel needs CONFIG_TRACING and tracefs)"
-    ))
+    // EPERM: tracefs is not FS_USERNS_MOUNT, so only root in the initial
+    // user namespace may mount it (an ordinary user's commands run in a
+    // user namespace of their own); anything else: no tracefs here.
+    Err(if refused {
+        format!(
+            "{last}: tracefs needs root (CAP_SYS_ADMIN outside any user namespace); run as root for the kernel's events"
+        )
+    } else {
+        format!("{last} (the kernel needs CONFIG_TRACING and tracefs)")
+    })
 }
 
 fn now_ns(clock: libc::clockid_t) -> Option<i64> {

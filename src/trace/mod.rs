@@ -376,12 +376,19 @@ fn moments_of(x: &Experiment, r: &Report, segs: &[Segment]) -> Vec<Moment> {
 /// `twlab trace`: run, print, write the pcap if asked. Exit code 0.
 pub fn run(plan: &TracePlan) -> Result<u8> {
     use std::io::Write;
+    // A link or a directory at --pcap is refused before the run, not after.
+    if let Some(path) = &plan.pcap {
+        crate::outfile::check_target(path)?;
+    }
     let t = run_trace(plan)?;
     if let Some(path) = &plan.pcap {
-        pcap::write(path, &t)?;
+        let w = pcap::write(path, &t)?;
+        if w.replaced {
+            eprintln!("{}", w.note("pcap"));
+        }
     }
     let text = if plan.json {
-        serde_json::to_string_pretty(&t).map_err(|e| Error::Invalid(e.to_string()))?
+        crate::json::pretty(&t).map_err(|e| Error::Invalid(e.to_string()))?
     } else {
         ladder_text(&t, plan.absolute)
     };

@@ -9,7 +9,7 @@
 use super::Trace;
 use super::annotate::describe;
 use super::capture::RawFrame;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::pcapng::PcapNgWriter;
@@ -22,19 +22,19 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 /// Write the trace's frames to `path`.
-pub(crate) fn write(path: &Path, t: &Trace) -> Result<()> {
-    let what = format!("writing the pcap {}", path.display());
-    let f = std::fs::File::create(path).map_err(|e| Error::sys(what.clone(), &e))?;
-    let w = std::io::BufWriter::new(f);
+/// Through a temporary file renamed into place ([`crate::outfile`]): a
+/// link at `path` is refused, a failed write leaves no file.
+pub(crate) fn write(path: &Path, t: &Trace) -> Result<crate::outfile::Written> {
     let ng = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("pcapng"));
-    let r = if ng {
-        write_ng(w, t)
-    } else {
-        write_classic(w, &t.raw)
-    };
-    r.map_err(|e| Error::Invalid(format!("{what}: {e}")))
+    crate::outfile::write_with(path, |w| {
+        if ng {
+            write_ng(w, t)
+        } else {
+            write_classic(w, &t.raw)
+        }
+    })
 }
 
 fn write_classic(w: impl std::io::Write, frames: &[RawFrame]) -> Result<(), String> {

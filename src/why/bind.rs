@@ -382,7 +382,7 @@ pub(crate) fn report(
         timewait_sock: tw,
         local: e.local,
         peer: e.peer,
-        timer: e.timer.map(|t| (t.kind, t.expires_ms)),
+        timer: e.timer,
         uid: (!tw).then_some(e.uid),
         owners: o.owners.clone(),
         role: role(e),
@@ -799,7 +799,7 @@ fn bind_fixes(
     let tw_wait = blockers
         .iter()
         .filter(|h| h.timewait_sock)
-        .filter_map(|h| h.timer.map(|t| t.1))
+        .filter_map(|h| h.timer.map(|t| t.expires_ms))
         .max();
     let who = |h: &HolderReport| {
         h.owners

@@ -258,7 +258,7 @@ fn fixed_port(q: &ConnectQuestion, from: SocketAddr, table: &Table, sys: &NetSys
     let tw_left = holders
         .iter()
         .filter(|h| h.timewait_sock)
-        .filter_map(|h| h.timer.map(|t| t.1))
+        .filter_map(|h| h.timer.map(|t| t.expires_ms))
         .max()
         .unwrap_or(0);
     let rule = verdict.bound_rule();

@@ -3,7 +3,7 @@
 //! ranked fixes, what cannot be known, other systems, and `--try` evidence.
 
 use super::fix::RankedFix;
-use crate::diag::{TcpState, TimerKind};
+use crate::diag::{TcpState, Timer};
 use crate::model::RuleId;
 use crate::model::kernel::Fact;
 use crate::outcome::Step;
@@ -271,9 +271,10 @@ pub struct HolderReport {
     pub local: SocketAddr,
     /// Peer address (unspecified for listeners and bound-only sockets).
     pub peer: SocketAddr,
-    /// The running timer and its time left in ms.
+    /// The running timer and its time left, as `ss --json` shows a
+    /// socket's (`{"kind", "expires_ms", "retrans"}`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timer: Option<(TimerKind, u32)>,
+    pub timer: Option<Timer>,
     /// Owner uid (none for TIME_WAIT, which has no owner).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
@@ -591,7 +592,7 @@ impl Diagnosis {
             .filter(|h| {
                 h.timewait_sock && !matches!(h.blocking, Blocking::NoOverlap | Blocking::Never)
             })
-            .filter_map(|h| h.timer.map(|t| t.1))
+            .filter_map(|h| h.timer.map(|t| t.expires_ms))
             .max()
     }
 }

@@ -745,28 +745,11 @@ mod rate_tests {
     //! `tcp_tw_reuse_delay` where tcp_tw_reuse applies, and a range that
     //! turns over faster than it is taken is not "nearly exhausted".
     use super::*;
-    use crate::diag::{Timer, TimerKind};
-    use crate::socket::Family;
 
     fn tw(port: u16, age_ms: u32) -> SockEntry {
         let local: SocketAddr = format!("10.0.0.1:{port}").parse().unwrap();
-        SockEntry {
-            family: Family::of(&local),
-            state: TcpState::TimeWait,
-            local,
-            peer: "10.0.1.1:80".parse().unwrap(),
-            timer: Some(Timer {
-                kind: TimerKind::Timewait,
-                expires_ms: 60_000 - age_ms,
-                retrans: 0,
-            }),
-            recv_q: 0,
-            send_q: 0,
-            uid: 0,
-            inode: 0,
-            v6only: None,
-            pid: None,
-        }
+        let left = std::time::Duration::from_millis(u64::from(60_000 - age_ms));
+        SockEntry::time_wait(local, "10.0.1.1:80".parse().unwrap(), left)
     }
 
     fn sys(tw_reuse: &str) -> NetSysctls {

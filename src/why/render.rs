@@ -36,8 +36,13 @@ pub fn holder_line(h: &HolderReport) -> String {
     if h.role != Role::Listener && h.role != Role::BoundOnly {
         let _ = write!(s, " → {}", h.peer);
     }
-    if let Some((kind, ms)) = h.timer {
-        let _ = write!(s, ", {} {:.3} s", kind.ss_name(), f64::from(ms) / 1000.0);
+    if let Some(t) = h.timer {
+        let _ = write!(
+            s,
+            ", {} {:.3} s",
+            t.kind.ss_name(),
+            f64::from(t.expires_ms) / 1000.0
+        );
     }
     if h.timewait_sock && h.state != crate::diag::TcpState::TimeWait {
         s.push_str(" (timewait mini-socket)");

@@ -1,0 +1,244 @@
+//! The JSON contract (docs/json.md), held on every command's real output:
+//! stdout is nothing but JSON (one document, or one object per line), each
+//! document starts with `schema_version`, stream lines name their `type`,
+//! and no Rust shape leaks (enum tags such as `{"Span": …}` or `{"Ok": …}`,
+//! `Duration` structs `{"secs", "nanos"}`, tuples such as `["connect", {…}]`).
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use serde_json::Value;
+use std::process::{Command, Output, Stdio};
+use twlab::json::SCHEMA_VERSION;
+
+/// The documents on stdout: the whole of it as one document, or else
+/// every line as one. Any other byte on stdout fails the test.
+/// Each comes with its text, whose key order serde_json's `Value` loses.
+fn documents(args: &[&str], o: &Output) -> Vec<(String, Value)> {
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.trim().is_empty(),
+        "twlab {args:?} printed no JSON; stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if let Ok(v) = serde_json::from_str::<Value>(&out) {
+        return vec![(out.to_string(), v)];
+    }
+    out.lines()
+        .map(|l| {
+            let v = serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!("twlab {args:?}: stdout holds a line that is not JSON ({e}): {l:?}")
+            });
+            (l.to_string(), v)
+        })
+        .collect()
+}
+
+/// The first key of a JSON object's text.
+fn first_key(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix('{')?.trim_start();
+    let rest = rest.strip_prefix('"')?;
+    rest.split('"').next()
+}
+
+/// Every Rust shape found in `v`, with its path.
+fn rust_shapes(v: &Value, path: &str, found: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            if keys == ["nanos", "secs"] {
+                found.push(format!("{path}: a Duration struct"));
+            }
+            for (k, x) in m {
+                // Enum variants are CamelCase identifiers (`Ok`, `Span`);
+                // field names and the user's own spellings are not, nor
+                // are the kernel's counter names (`TcpExt:TW`), data keys.
+                if k.starts_with(|c: char| c.is_ascii_uppercase())
+                    && k.chars().any(|c| c.is_ascii_lowercase())
+                    && k.chars().all(|c| c.is_ascii_alphanumeric())
+                {
+                    found.push(format!("{path}: key {k:?}"));
+                }
+                rust_shapes(x, &format!("{path}.{k}"), found);
+            }
+        }
+        Value::Array(a) => {
+            // A Rust tuple: a short array whose places hold different
+            // kinds (`["connect", {"result": "ok"}]`); a list's items
+            // are all of one kind.
+            let kind = |x: &Value| std::mem::discriminant(x);
+            if (2..=4).contains(&a.len()) && a.iter().any(|x| kind(x) != kind(&a[0])) {
+                found.push(format!("{path}: a positional tuple {v}"));
+            }
+            a.iter()
+                .take(200)
+                .for_each(|x| rust_shapes(x, &format!("{path}[]"), found))
+        }
+        _ => {}
+    }
+}
+
+/// Run `twlab args` and hold its stdout to the contract; `stream` says
+/// whether it prints lines with a `type`. Returns the documents.
+fn check(args: &[&str], stream: bool) -> Vec<Value> {
+    let o = Command::new(common::bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run twlab");
+    assert!(
+        // 3: a disagreement found; 4: `why` predicts the call fails.
+        matches!(o.status.code(), Some(0 | 3 | 4)),
+        "twlab {args:?} exited {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let docs = documents(args, &o);
+    for (i, (text, d)) in docs.iter().enumerate() {
+        let m = d
+            .as_object()
+            .unwrap_or_else(|| panic!("twlab {args:?}: document {i} is not an object"));
+        assert_eq!(
+            first_key(text),
+            Some("schema_version"),
+            "twlab {args:?}: document {i} does not start with schema_version"
+        );
+        assert_eq!(m["schema_version"], SCHEMA_VERSION, "twlab {args:?}");
+        if stream {
+            assert!(
+                m.get("type").and_then(Value::as_str).is_some(),
+                "twlab {args:?}: line {i} names no type"
+            );
+        }
+        let mut found = Vec::new();
+        rust_shapes(d, "", &mut found);
+        assert!(
+            found.is_empty(),
+            "twlab {args:?}: Rust shapes in JSON: {found:?}"
+        );
+    }
+    docs.into_iter().map(|(_, v)| v).collect()
+}
+
+#[test]
+fn the_checker_finds_the_shapes_it_looks_for() {
+    // The shapes that leaked before (issue 19): the test must see them.
+    let bad: Value = serde_json::json!({
+        "range": {"Span": [32768, 60999]},
+        "observed": {"Ok": {}},
+        "sample_every": {"secs": 0, "nanos": 250000000},
+        "steps": [["connect", {"result": "ok"}]],
+    });
+    let mut found = Vec::new();
+    rust_shapes(&bad, "", &mut found);
+    assert_eq!(found.len(), 4, "{found:?}");
+    let good: Value = serde_json::json!({"range": "1024-1030", "state": "time-wait",
+        "error": {"name": "EADDRINUSE", "code": 98}, "by_check": {"why-bind": {}}});
+    let mut found = Vec::new();
+    rust_shapes(&good, "", &mut found);
+    assert!(found.is_empty(), "{found:?}");
+    assert_eq!(
+        first_key(" {\n  \"schema_version\": 1}"),
+        Some("schema_version")
+    );
+    assert_eq!(
+        first_key("{\"elapsed_ms\":1,\"schema_version\":1}"),
+        Some("elapsed_ms")
+    );
+}
+
+netns_test! {
+    /// The one-document commands.
+    fn one_document_commands_keep_the_contract() {
+        check(&["demo", "--json"], false);
+        check(&["ss", "--json"], false);
+        check(&["ss", "--summary", "--json"], false);
+        check(&["why", "bind", "127.0.0.1:32401", "--json"], false);
+        // A holder with a timer (it was a `["timewait", 59000]` tuple): a
+        // client TIME_WAIT on the port asked about.
+        let l = std::net::TcpListener::bind("127.0.0.1:32403").unwrap();
+        let c = std::net::TcpStream::connect("127.0.0.1:32403").unwrap();
+        let port = c.local_addr().unwrap().port();
+        let (s, _) = l.accept().unwrap();
+        drop(c);
+        // (demo ran its cases in this namespace too: look at this port only.)
+        let in_state = |st: twlab::diag::TcpState| {
+            twlab::diag::dump(&twlab::diag::Query::default())
+                .unwrap()
+                .iter()
+                .any(|e| e.state == st && (e.local.port() == port || e.peer.port() == port))
+        };
+        let five = std::time::Duration::from_secs(5);
+        common::wait_until(five, "the server's end in CLOSE_WAIT", || {
+            in_state(twlab::diag::TcpState::CloseWait).then_some(())
+        });
+        drop(s);
+        common::wait_until(five, "the client's TIME_WAIT", || {
+            in_state(twlab::diag::TcpState::TimeWait).then_some(())
+        });
+        let w = check(&["why", "bind", &format!("127.0.0.1:{port}"), "--json"], false);
+        let timer = &w[0]["holders"][0]["timer"];
+        assert_eq!(timer["kind"], "timewait", "{timer}");
+        assert!(timer["expires_ms"].as_u64().is_some_and(|ms| ms <= 60_000), "{timer}");
+        check(&["why", "port", &port.to_string(), "--json"], false);
+        check(&["trace", "1", "--json"], false);
+        check(&["reuseport", "--json"], false);
+        check(&["selfcheck", "--json", "--cases", "20"], false);
+        // The port-range factor was {"Span": [a, b]}: now as typed.
+        let m = check(&["matrix", "-f", "close=client", "-f", "port-range=host,1024-1030", "--json"], false);
+        let ranges: Vec<&str> = m[0]["cells"]
+            .as_array()
+            .expect("cells")
+            .iter()
+            .filter_map(|c| c["spec"]["range"].as_str())
+            .collect();
+        assert!(ranges.contains(&"1024-1030"), "ranges: {ranges:?}");
+        assert!(ranges.contains(&"host"), "ranges: {ranges:?}");
+    }
+}
+
+netns_test! {
+    /// The streaming commands: one typed object per line, and nothing else
+    /// on stdout (`run --json` used to end with two human lines).
+    fn streaming_commands_keep_the_contract() {
+        let run = check(&["run", "examples/scenarios/story-client.toml", "--json"], true);
+        assert_eq!(run.last().unwrap()["type"], "summary");
+        assert!(run.last().unwrap()["steps"].as_u64().unwrap() > 0);
+        let pairs = check(&["pairs", "--same-uid", "--bindv6only", "0", "--json"], true);
+        assert!(pairs.iter().any(|d| d["type"] == "cell" && d.get("observed").is_some()));
+        assert_eq!(pairs.last().unwrap()["type"], "summary");
+        let watch = check(&["ss", "--watch=50ms", "--iterations", "2", "--json"], true);
+        assert_eq!(watch.len(), 2, "one line per refresh");
+        assert!(watch[0]["sockets"].is_array() && watch[1].get("sockets").is_none());
+        let events = check(&["events", "--json", "--duration", "300ms"], true);
+        // load: samples as a time series, then the report; durations with
+        // their unit, latency percentiles by name.
+        let load = check(&["load", "--duration", "1s", "--json"], true);
+        let report = load.last().unwrap();
+        assert_eq!(report["type"], "report");
+        assert!(load.iter().any(|d| d["type"] == "sample"));
+        assert_eq!(report["plan"]["sample_every_ms"], 250, "{report}");
+        for p in ["p50_us", "p90_us", "p99_us", "p99_9_us", "mean_us", "max_us"] {
+            assert!(report["connect_us"][p].is_number(), "{p}: {report}");
+        }
+        assert_eq!(events.last().unwrap()["type"], "summary");
+        let server = common::start_server("127.0.0.1:32402".parse().unwrap(), &["--json"]);
+        let client = check(&["client", "--connect", "127.0.0.1:32402", "--count", "2", "--json"], true);
+        let out = common::stop_server(server);
+        assert!(client.iter().any(|d| d["type"] == "attempt"), "{client:?}");
+        let attempt = client.iter().find(|d| d["type"] == "attempt").unwrap();
+        assert_eq!(attempt["steps"][0]["step"], "connect", "{attempt}");
+        assert!(attempt["t_s"].is_number(), "{attempt}");
+        let mut served = 0;
+        for l in out.lines().filter(|l| l.starts_with('{')) {
+            let v: Value = serde_json::from_str(l).expect("server line");
+            assert_eq!(v["schema_version"], SCHEMA_VERSION, "{l}");
+            let mut found = Vec::new();
+            rust_shapes(&v, "", &mut found);
+            assert!(found.is_empty(), "server: {found:?}");
+            served += usize::from(v["type"] == "connection" && v["t_s"].is_number());
+        }
+        assert_eq!(served, 2, "{out}");
+    }
+}
