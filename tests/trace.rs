@@ -445,3 +445,264 @@ fn without_timestamps_the_sequence_number_decides() {
         assert!(d.app_recv.contains("old connection"), "{}", d.app_recv);
     }
 }
+
+// --- `--pcap FILE`: written whole through a temporary in the same
+// directory and a rename (src/outfile.rs), or not at all.
+
+/// True if `b` starts with the classic pcap magic (microseconds), in
+/// either byte order (the writer picks one).
+fn is_pcap(b: &[u8]) -> bool {
+    b.len() >= 24
+        && [u32::from_be_bytes, u32::from_le_bytes]
+            .iter()
+            .any(|f| f([b[0], b[1], b[2], b[3]]) == 0xa1b2_c3d4)
+}
+
+/// A fresh directory of this test's own.
+fn pcap_dir(test: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("twlab-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Names in `d` other than `keep`: a temporary left behind shows here.
+fn other_names(d: &std::path::Path, keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir(d)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !keep.contains(&n.as_str()))
+        .collect()
+}
+
+/// `twlab trace --pcap PATH`, stdout discarded into the Output.
+fn trace_pcap(path: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(common::bin())
+        .args(["trace", "--pcap"])
+        .arg(path)
+        .output()
+        .expect("run twlab")
+}
+
+/// On this thread only: a private mount namespace (unshare(CLONE_NEWNS),
+/// mounts made private so nothing propagates to the host) with a tmpfs of
+/// `size` at `dir`; children spawned from this thread see it, nothing else
+/// does, and it goes when the thread and they end. False (with a printed
+/// note) where the kernel refuses.
+fn private_tmpfs(test: &str, dir: &std::path::Path, options: &str) -> bool {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::{CloneFlags, unshare};
+    let r = unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))
+        .and_then(|_| {
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(|e| format!("making / private: {e}"))
+        })
+        .and_then(|_| {
+            mount(
+                Some("tmpfs"),
+                dir,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some(options),
+            )
+            .map_err(|e| format!("mounting a tmpfs: {e}"))
+        });
+    match r {
+        Ok(()) => true,
+        Err(why) => {
+            common::skip(&format!("{test}: no private mount namespace here ({why})"));
+            false
+        }
+    }
+}
+
+/// Detach the test's tmpfs (and what is mounted inside it) and remove
+/// the empty directory it sat on.
+fn unmount_and_remove(dir: &std::path::Path) {
+    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+netns_test! {
+    /// A file at the --pcap path is replaced by the capture, and stderr
+    /// says so (it used to be replaced without a word); no temporary is
+    /// left beside it.
+    fn pcap_replacing_a_file_says_so() {
+        let d = pcap_dir("pcap-replace");
+        let p = d.join("t.pcap");
+        std::fs::write(&p, b"an older file").unwrap();
+        let o = trace_pcap(&p);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(
+            err.lines().any(|l| l.contains("replaced") && l.contains(p.to_str().unwrap())),
+            "not said: {err}"
+        );
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(is_pcap(&bytes), "the capture is there: {:02x?}", &bytes[..bytes.len().min(8)]);
+        assert!(other_names(&d, &["t.pcap"]).is_empty());
+        // A new name is said as written, not as replaced.
+        let q = d.join("new.pcap");
+        let o = trace_pcap(&q);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(!err.contains("replaced"), "{err}");
+        assert!(q.exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+netns_test! {
+    /// A symbolic link at the --pcap path is refused before the run (exit
+    /// 2, one line): the capture used to land in the link's target. The
+    /// target keeps its bytes, and so does a dangling link's (nothing is
+    /// created where it points).
+    fn pcap_at_a_symbolic_link_is_refused_and_its_target_untouched() {
+        let d = pcap_dir("pcap-link");
+        let target = d.join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = d.join("t.pcap");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let o = trace_pcap(&link);
+        let line = common::one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{line}");
+        assert!(line.contains("symbolic link"), "{line}");
+        assert!(o.stdout.is_empty(), "refused before the run");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let dangling = d.join("d.pcap");
+        std::os::unix::fs::symlink(d.join("nowhere"), &dangling).unwrap();
+        let o = trace_pcap(&dangling);
+        assert_eq!(o.status.code(), Some(2), "{}", common::one_line_failure(&o));
+        assert!(!d.join("nowhere").exists());
+        assert!(other_names(&d, &["target", "t.pcap", "d.pcap"]).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+netns_test! {
+    /// A --pcap path under a directory that does not exist is bad input:
+    /// exit 2, one line, before the run, and no directory is made.
+    fn pcap_under_a_missing_directory_exits_2() {
+        let d = pcap_dir("pcap-nodir");
+        let p = d.join("no-such-dir").join("t.pcap");
+        let o = trace_pcap(&p);
+        let line = common::one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{line}");
+        assert!(line.contains("does not exist"), "{line}");
+        assert!(o.stdout.is_empty(), "refused before the run");
+        assert!(other_names(&d, &[]).is_empty());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+netns_test! {
+    /// On a full file system `trace --pcap` exited 0 leaving a 0-byte file.
+    /// Now: exit 1, one line naming ENOSPC, and at the path what was there
+    /// before: nothing for a new name, the old bytes for an existing file;
+    /// no temporary left. A tmpfs of 64 KiB filled to the last block, in
+    /// a mount namespace of this test's own.
+    fn pcap_on_a_full_file_system_exits_1_and_leaves_no_file() {
+        let test = "pcap_on_a_full_file_system_exits_1_and_leaves_no_file";
+        let d = pcap_dir("pcap-full");
+        if !private_tmpfs(test, &d, "size=64k,mode=0755") {
+            return;
+        }
+        std::fs::write(d.join("old.pcap"), b"old").unwrap();
+        // Fill it: 4 KiB at a time, bounded (64 KiB is 16 blocks).
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(d.join("filler")).unwrap();
+            let block = [0u8; 4096];
+            let full = (0..64).any(|_| f.write_all(&block).and_then(|_| f.sync_all()).is_err());
+            assert!(full, "a 64 KiB tmpfs took 256 KiB");
+        }
+        for (name, before) in [("new.pcap", None), ("old.pcap", Some(&b"old"[..]))] {
+            let p = d.join(name);
+            let o = trace_pcap(&p);
+            let line = common::one_line_failure(&o);
+            assert_eq!(o.status.code(), Some(1), "{name}: {line}");
+            assert!(line.contains("ENOSPC"), "{name}: {line}");
+            match before {
+                None => assert!(!p.exists(), "{name}: a file was left"),
+                Some(b) => assert_eq!(std::fs::read(&p).unwrap(), b, "{name}"),
+            }
+        }
+        assert!(other_names(&d, &["old.pcap", "filler"]).is_empty());
+        unmount_and_remove(&d);
+    }
+}
+
+netns_test! {
+    /// A directory where no file can be created (a read-only file system)
+    /// is found before the run: exit 1, one line naming EROFS, nothing
+    /// printed on stdout, nothing written.
+    fn pcap_on_a_read_only_file_system_exits_1_before_the_run() {
+        let test = "pcap_on_a_read_only_file_system_exits_1_before_the_run";
+        let d = pcap_dir("pcap-ro");
+        if !private_tmpfs(test, &d, "size=64k,mode=0755") {
+            return;
+        }
+        use nix::mount::{MsFlags, mount};
+        mount(
+            None::<&str>,
+            &d,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .expect("remount read-only");
+        let p = d.join("t.pcap");
+        let o = trace_pcap(&p);
+        let line = common::one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(1), "{line}");
+        assert!(line.contains("EROFS"), "{line}");
+        assert!(o.stdout.is_empty(), "refused before the run");
+        assert!(!p.exists());
+        unmount_and_remove(&d);
+    }
+}
+
+netns_test! {
+    /// A file mounted over the --pcap path (a bind mount) cannot be
+    /// replaced by rename(2) (EBUSY; EXDEV across file systems): exit 1,
+    /// one line saying it was the rename and why, the mounted file and the
+    /// one under it untouched, no temporary left.
+    fn pcap_on_a_mounted_file_fails_at_the_rename_and_says_why() {
+        let test = "pcap_on_a_mounted_file_fails_at_the_rename_and_says_why";
+        let d = pcap_dir("pcap-bind");
+        if !private_tmpfs(test, &d, "size=1m,mode=0755") {
+            return;
+        }
+        use nix::mount::{MsFlags, mount};
+        let src = d.join("src");
+        let p = d.join("t.pcap");
+        std::fs::write(&src, b"mounted").unwrap();
+        std::fs::write(&p, b"under").unwrap();
+        mount(
+            Some(&src),
+            &p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind mount a file");
+        let o = trace_pcap(&p);
+        let line = common::one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(1), "{line}");
+        assert!(line.contains("rename"), "{line}");
+        assert!(line.contains("EBUSY") || line.contains("EXDEV"), "{line}");
+        assert!(line.contains("mount point"), "{line}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"mounted");
+        assert_eq!(std::fs::read(&src).unwrap(), b"mounted");
+        assert!(other_names(&d, &["src", "t.pcap"]).is_empty());
+        unmount_and_remove(&d);
+    }
+}

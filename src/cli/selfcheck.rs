@@ -39,7 +39,8 @@ Examples:
   sudo twlab selfcheck --cases 2000 --seed 1
   sudo twlab selfcheck --cases 200 --seed 7 --json --out /tmp/sc
 
-Exit status: 0 if every prediction agreed, 3 if any disagreed, 2 for a bad
+Exit status: 0 if every prediction agreed, 3 if any disagreed, 1 if a
+scenario file could not be written (said in one line), 2 for a bad
 argument or when it cannot run here (not root, no namespaces).";
 
     /// Check twlab's live diagnosis against the kernel on random situations.
@@ -55,7 +56,9 @@ argument or when it cannot run here (not root, no namespaces).";
         /// Worker threads, each in namespaces of its own.
         #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
         jobs: u32,
-        /// Directory for the scenario files of disagreements.
+        /// Directory for the scenario files of disagreements (made when
+        /// the first is written; files of the same name are replaced, and
+        /// that is said).
         #[arg(long, default_value = "selfcheck-failures")]
         out: PathBuf,
         /// Print one JSON object on stdout instead of the summary.
@@ -69,6 +72,8 @@ argument or when it cannot run here (not root, no namespaces).";
             eprintln!("twlab: selfcheck cannot run here: {why}");
             return Ok(2);
         }
+        // An --out that cannot take the files is said now, not after the run.
+        selfcheck::check_out_dir(&a.out)?;
         let plan = Plan {
             cases: a.cases,
             seed: a.seed,
@@ -98,6 +103,12 @@ argument or when it cannot run here (not root, no namespaces).";
             ))?;
         } else {
             crate::cli::out(selfcheck::render(&r))?;
+        }
+        // A disagreement whose file is missing cannot be replayed: an
+        // error (1) rather than the plain disagreement (3).
+        if let Some(first) = r.write_errors.first() {
+            eprintln!("twlab: selfcheck: scenario files not written: {first}");
+            return Ok(1);
         }
         Ok(if r.disagrees() { 3 } else { 0 })
     }

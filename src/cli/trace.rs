@@ -38,7 +38,9 @@ pub struct TraceArgs {
     absolute: bool,
     /// Also write the frames to FILE: FILE.pcapng keeps the explanations
     /// and the kernel's events as packet comments (Wireshark: pkt_comment);
-    /// any other name is a classic pcap, without them.
+    /// any other name is a classic pcap, without them. Written through a
+    /// temporary file; a symbolic link at the path is refused, a replaced
+    /// file is said.
     #[arg(long, value_name = "FILE")]
     pcap: Option<std::path::PathBuf>,
     /// Leave the kernel's events (tracepoints) out.

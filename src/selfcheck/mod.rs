@@ -384,6 +384,8 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
     found.sort_by_key(|f| (f.case, f.question, f.key.check));
     let mut classes: BTreeMap<ClassKey, Class> = BTreeMap::new();
     let mut written = 0u64;
+    let mut attempts = 0u64;
+    let mut replaced = 0u64;
     let mut write_errors: Vec<String> = Vec::new();
     for f in &found {
         let class = classes.entry(f.key.clone()).or_insert_with(|| Class {
@@ -396,7 +398,9 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
             files: Vec::new(),
         });
         class.count += 1;
-        if class.files.len() < FILES_PER_CLASS && (written as usize) < MAX_FILES {
+        // Attempts bounded too: on a full disk every one fails.
+        if class.files.len() < FILES_PER_CLASS && (attempts as usize) < MAX_FILES {
+            attempts += 1;
             let name = format!(
                 "seed{}-case{}-q{}-{}.toml",
                 plan.seed,
@@ -405,20 +409,30 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
                 f.key.check.name()
             );
             match write_file(&plan.out_dir, &name, &f.text) {
-                Ok(path) => {
-                    class.files.push(path);
+                Ok(w) => {
+                    replaced += u64::from(w.replaced);
+                    class.files.push(w.path);
                     written += 1;
                 }
                 // Said, not swallowed: the disagreement stays in the
-                // report, only its file is missing.
+                // report, only its file is missing; the report and the
+                // exit code (1) say it (cli/selfcheck.rs).
                 Err(e) => {
-                    eprintln!("selfcheck: {e}");
                     if write_errors.len() < 5 {
                         write_errors.push(e);
                     }
                 }
             }
         }
+    }
+    if replaced > 0 {
+        // A re-run with the same seed writes the same names: said, as
+        // every file twlab replaces is (crate::outfile).
+        eprintln!(
+            "selfcheck: replaced {replaced} existing scenario file{} in {}",
+            if replaced == 1 { "" } else { "s" },
+            crate::text::echo(&plan.out_dir.to_string_lossy())
+        );
     }
     let mut classes: Vec<Class> = classes.into_values().collect();
     classes.sort_by_key(|c| std::cmp::Reverse(c.count));
@@ -451,12 +465,36 @@ fn report(plan: &Plan, tallies: Vec<Tally>, elapsed: f64) -> Report {
 }
 
 /// One scenario file, whole or not at all ([`crate::outfile`]).
-fn write_file(dir: &Path, name: &str, text: &str) -> std::result::Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let path = dir.join(name);
-    crate::outfile::write_bytes(&path, text.as_bytes())
-        .map(|w| w.path)
-        .map_err(|e| e.to_string())
+fn write_file(
+    dir: &Path,
+    name: &str,
+    text: &str,
+) -> std::result::Result<crate::outfile::Written, String> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        format!(
+            "creating the directory {} failed: {}",
+            crate::text::echo(&dir.to_string_lossy()),
+            crate::outcome::SysError::from_io(&e)
+        )
+    })?;
+    crate::outfile::write_bytes(&dir.join(name), text.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// Can scenario files go to `dir`? Checked before the run, so a long run
+/// does not end with its files refused: a `dir` that exists must be a
+/// directory (exit 2) where files can be created (exit 1); one that does
+/// not is created when the first disagreement is written.
+pub fn check_out_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            crate::outfile::check_target(&dir.join("selfcheck-probe.toml")).map(|_| ())
+        }
+        Ok(_) => Err(Error::Usage(format!(
+            "--out {} is not a directory: give a directory for the scenario files",
+            crate::text::echo(&dir.to_string_lossy())
+        ))),
+        Err(_) => Ok(()),
+    }
 }
 
 /// The report as text.
@@ -524,6 +562,9 @@ pub fn render(r: &Report) -> String {
             r.files_written,
             r.out_dir.display()
         ));
+        if let Some(first) = r.write_errors.first() {
+            out.push_str(&format!("scenario files not written: {first}\n"));
+        }
     }
     let per = |x: f64| 1e3 * x / r.situations.max(1) as f64;
     out.push_str(&format!(
@@ -536,4 +577,54 @@ pub fn render(r: &Report) -> String {
         per(r.phases.teardown_s)
     ));
     out
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("twlab-sc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// The directory is made for the first file; the same name again is
+    /// a replacement, reported as one.
+    #[test]
+    fn a_scenario_file_is_written_then_replaced() {
+        let d = dir("files");
+        let w = write_file(&d, "a.toml", "x = 1\n").unwrap();
+        assert!(!w.replaced);
+        assert_eq!(std::fs::read_to_string(&w.path).unwrap(), "x = 1\n");
+        assert!(write_file(&d, "a.toml", "x = 2\n").unwrap().replaced);
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A failed write comes back as its line (it used to be dropped by
+    /// `.ok()?`): here --out is a regular file, so no directory can be made.
+    #[test]
+    fn a_scenario_file_that_cannot_be_written_is_an_error_line() {
+        let d = dir("notdir");
+        std::fs::write(&d, b"a file").unwrap();
+        let e = write_file(&d, "a.toml", "x = 1\n").unwrap_err();
+        assert!(e.contains("creating the directory"), "{e}");
+        assert!(e.contains("EEXIST") || e.contains("ENOTDIR"), "{e}");
+        assert!(matches!(check_out_dir(&d), Err(Error::Usage(_))));
+        let _ = std::fs::remove_file(&d);
+    }
+
+    /// --out is checked before the run: a missing directory is fine (made
+    /// later), one where no file can be created is an error (exit 1).
+    #[test]
+    fn the_out_directory_is_checked_before_the_run() {
+        assert!(check_out_dir(&dir("missing")).is_ok());
+        let e = check_out_dir(Path::new("/proc")).unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+    }
 }

@@ -383,9 +383,8 @@ pub fn run(plan: &TracePlan) -> Result<u8> {
     let t = run_trace(plan)?;
     if let Some(path) = &plan.pcap {
         let w = pcap::write(path, &t)?;
-        if w.replaced {
-            eprintln!("{}", w.note("pcap"));
-        }
+        // On stderr, a replaced file said as such (crate::outfile).
+        eprintln!("{}", w.note("pcap"));
     }
     let text = if plan.json {
         crate::json::pretty(&t).map_err(|e| Error::Invalid(e.to_string()))?
