@@ -20,48 +20,6 @@ fn fresh_dir(test: &str) -> PathBuf {
     d
 }
 
-/// On this thread only: a private mount namespace with a tmpfs at `dir`
-/// (see tests/trace.rs `private_tmpfs`). False, with a printed note, where
-/// the kernel refuses.
-fn private_tmpfs(test: &str, dir: &Path, options: &str) -> bool {
-    use nix::mount::{MsFlags, mount};
-    use nix::sched::{CloneFlags, unshare};
-    let r = unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))
-        .and_then(|_| {
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .map_err(|e| format!("making / private: {e}"))
-        })
-        .and_then(|_| {
-            mount(
-                Some("tmpfs"),
-                dir,
-                Some("tmpfs"),
-                MsFlags::empty(),
-                Some(options),
-            )
-            .map_err(|e| format!("mounting a tmpfs: {e}"))
-        });
-    match r {
-        Ok(()) => true,
-        Err(why) => {
-            common::skip(&format!("{test}: no private mount namespace here ({why})"));
-            false
-        }
-    }
-}
-
-fn unmount_and_remove(dir: &Path) {
-    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 /// Fill the file system under `dir` to its last block (bounded: 64 tries
 /// of 4 KiB for a 64 KiB tmpfs).
 fn fill(dir: &Path) {
@@ -95,7 +53,7 @@ netns_test! {
     fn every_writer_refuses_a_read_only_directory_before_its_run() {
         let test = "every_writer_refuses_a_read_only_directory_before_its_run";
         let d = fresh_dir(test);
-        if !private_tmpfs(test, &d, "size=64k,mode=0755") {
+        if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
             return;
         }
         use nix::mount::{MsFlags, mount};
@@ -116,7 +74,7 @@ netns_test! {
             assert!(o.stdout.is_empty(), "{args:?} ran before refusing");
         }
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0);
-        unmount_and_remove(&d);
+        common::unmount_and_remove(&d);
     }
 }
 
@@ -128,7 +86,7 @@ netns_test! {
     fn load_plot_on_a_full_file_system_exits_1_and_leaves_no_file() {
         let test = "load_plot_on_a_full_file_system_exits_1_and_leaves_no_file";
         let d = fresh_dir(test);
-        if !private_tmpfs(test, &d, "size=64k,mode=0755") {
+        if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
             return;
         }
         fill(&d);
@@ -146,7 +104,7 @@ netns_test! {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names, ["filler"], "only the filler: {names:?}");
-        unmount_and_remove(&d);
+        common::unmount_and_remove(&d);
     }
 }
 

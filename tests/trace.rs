@@ -485,52 +485,6 @@ fn trace_pcap(path: &std::path::Path) -> std::process::Output {
         .expect("run twlab")
 }
 
-/// On this thread only: a private mount namespace (unshare(CLONE_NEWNS),
-/// mounts made private so nothing propagates to the host) with a tmpfs of
-/// `size` at `dir`; children spawned from this thread see it, nothing else
-/// does, and it goes when the thread and they end. False (with a printed
-/// note) where the kernel refuses.
-fn private_tmpfs(test: &str, dir: &std::path::Path, options: &str) -> bool {
-    use nix::mount::{MsFlags, mount};
-    use nix::sched::{CloneFlags, unshare};
-    let r = unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))
-        .and_then(|_| {
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )
-            .map_err(|e| format!("making / private: {e}"))
-        })
-        .and_then(|_| {
-            mount(
-                Some("tmpfs"),
-                dir,
-                Some("tmpfs"),
-                MsFlags::empty(),
-                Some(options),
-            )
-            .map_err(|e| format!("mounting a tmpfs: {e}"))
-        });
-    match r {
-        Ok(()) => true,
-        Err(why) => {
-            common::skip(&format!("{test}: no private mount namespace here ({why})"));
-            false
-        }
-    }
-}
-
-/// Detach the test's tmpfs (and what is mounted inside it) and remove
-/// the empty directory it sat on.
-fn unmount_and_remove(dir: &std::path::Path) {
-    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
-    let _ = std::fs::remove_dir_all(dir);
-}
-
 netns_test! {
     /// A file at the --pcap path is replaced by the capture, and stderr
     /// says so (it used to be replaced without a word); no temporary is
@@ -612,7 +566,7 @@ netns_test! {
     fn pcap_on_a_full_file_system_exits_1_and_leaves_no_file() {
         let test = "pcap_on_a_full_file_system_exits_1_and_leaves_no_file";
         let d = pcap_dir("pcap-full");
-        if !private_tmpfs(test, &d, "size=64k,mode=0755") {
+        if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
             return;
         }
         std::fs::write(d.join("old.pcap"), b"old").unwrap();
@@ -636,7 +590,7 @@ netns_test! {
             }
         }
         assert!(other_names(&d, &["old.pcap", "filler"]).is_empty());
-        unmount_and_remove(&d);
+        common::unmount_and_remove(&d);
     }
 }
 
@@ -647,7 +601,7 @@ netns_test! {
     fn pcap_on_a_read_only_file_system_exits_1_before_the_run() {
         let test = "pcap_on_a_read_only_file_system_exits_1_before_the_run";
         let d = pcap_dir("pcap-ro");
-        if !private_tmpfs(test, &d, "size=64k,mode=0755") {
+        if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
             return;
         }
         use nix::mount::{MsFlags, mount};
@@ -666,7 +620,7 @@ netns_test! {
         assert!(line.contains("EROFS"), "{line}");
         assert!(o.stdout.is_empty(), "refused before the run");
         assert!(!p.exists());
-        unmount_and_remove(&d);
+        common::unmount_and_remove(&d);
     }
 }
 
@@ -678,7 +632,7 @@ netns_test! {
     fn pcap_on_a_mounted_file_fails_at_the_rename_and_says_why() {
         let test = "pcap_on_a_mounted_file_fails_at_the_rename_and_says_why";
         let d = pcap_dir("pcap-bind");
-        if !private_tmpfs(test, &d, "size=1m,mode=0755") {
+        if !common::private_tmpfs(test, &d, "size=1m,mode=0755") {
             return;
         }
         use nix::mount::{MsFlags, mount};
@@ -703,6 +657,6 @@ netns_test! {
         assert_eq!(std::fs::read(&p).unwrap(), b"mounted");
         assert_eq!(std::fs::read(&src).unwrap(), b"mounted");
         assert!(other_names(&d, &["src", "t.pcap"]).is_empty());
-        unmount_and_remove(&d);
+        common::unmount_and_remove(&d);
     }
 }

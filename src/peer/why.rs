@@ -147,28 +147,15 @@ impl FailureWhy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diag::{SockEntry, TcpState};
+    use crate::diag::SockEntry;
     use crate::sysctl::NetSysctls;
 
     fn time_wait(local: &str, peer: &str) -> SockEntry {
-        let local: SocketAddr = local.parse().unwrap();
-        SockEntry {
-            family: crate::socket::Family::of(&local),
-            state: TcpState::TimeWait,
-            local,
-            peer: peer.parse().unwrap(),
-            timer: Some(crate::diag::Timer {
-                kind: crate::diag::TimerKind::Timewait,
-                expires_ms: 50_000,
-                retrans: 0,
-            }),
-            recv_q: 0,
-            send_q: 0,
-            uid: 0,
-            inode: 0,
-            v6only: None,
-            pid: None,
-        }
+        SockEntry::time_wait(
+            local.parse().unwrap(),
+            peer.parse().unwrap(),
+            std::time::Duration::from_millis(50_000),
+        )
     }
 
     fn sys() -> NetSysctls {

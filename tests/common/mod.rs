@@ -244,3 +244,51 @@ pub fn one_line_failure(o: &Output) -> String {
     assert_eq!(lines.len(), 1, "expected one line on stderr, got: {err}");
     lines[0].to_string()
 }
+
+#[cfg(target_os = "linux")]
+/// On this thread only: a private mount namespace (unshare(CLONE_NEWNS),
+/// mounts made private so nothing propagates to the host) with a tmpfs of
+/// `size` at `dir`; children spawned from this thread see it, nothing else
+/// does, and it goes when the thread and they end. False (with a printed
+/// note) where the kernel refuses.
+pub fn private_tmpfs(test: &str, dir: &std::path::Path, options: &str) -> bool {
+    use nix::mount::{MsFlags, mount};
+    use nix::sched::{CloneFlags, unshare};
+    let r = unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))
+        .and_then(|_| {
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(|e| format!("making / private: {e}"))
+        })
+        .and_then(|_| {
+            mount(
+                Some("tmpfs"),
+                dir,
+                Some("tmpfs"),
+                MsFlags::empty(),
+                Some(options),
+            )
+            .map_err(|e| format!("mounting a tmpfs: {e}"))
+        });
+    match r {
+        Ok(()) => true,
+        Err(why) => {
+            skip(&format!("{test}: no private mount namespace here ({why})"));
+            false
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+/// Detach the test's tmpfs (and what is mounted inside it) and remove
+/// the empty directory it sat on.
+pub fn unmount_and_remove(dir: &std::path::Path) {
+    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(dir);
+}
