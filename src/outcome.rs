@@ -141,7 +141,9 @@ impl fmt::Display for SysError {
 pub enum StepResult {
     /// The call succeeded.
     Ok,
-    /// The call failed.
+    /// The call failed: `"result": "failed"`, the one spelling of a failed
+    /// call in every command (docs/json.md; `"err"` is still read).
+    #[serde(rename = "failed", alias = "err")]
     Err {
         /// With this error.
         error: SysError,

@@ -229,7 +229,13 @@ netns_test! {
         assert!(client.iter().any(|d| d["type"] == "attempt"), "{client:?}");
         let attempt = client.iter().find(|d| d["type"] == "attempt").unwrap();
         assert_eq!(attempt["steps"][0]["step"], "connect", "{attempt}");
-        assert!(attempt["t_s"].is_number(), "{attempt}");
+        assert!(attempt["t_s"].is_number() && attempt.get("t").is_none(), "{attempt}");
+        // Steps as objects: {"step", "result": "ok"|"failed"[, "error"]}.
+        for st in attempt["steps"].as_array().expect("steps") {
+            assert!(st["step"].is_string(), "{attempt}");
+            let r = st["result"].as_str().unwrap_or("");
+            assert!(r == "ok" || (r == "failed" && st["error"]["name"].is_string()), "{attempt}");
+        }
         let mut served = 0;
         for l in out.lines().filter(|l| l.starts_with('{')) {
             let v: Value = serde_json::from_str(l).expect("server line");
@@ -238,6 +244,9 @@ netns_test! {
             rust_shapes(&v, "", &mut found);
             assert!(found.is_empty(), "server: {found:?}");
             served += usize::from(v["type"] == "connection" && v["t_s"].is_number());
+            // The state after close as every command spells states.
+            let st = v["state_after_close"].as_str().unwrap_or("gone");
+            assert!(st.chars().all(|c| c.is_ascii_lowercase() || c == '-'), "{l}");
         }
         assert_eq!(served, 2, "{out}");
     }

@@ -328,13 +328,18 @@ netns_test! {
 /// Send SIGINT to `child` and check it ends within 1 s with exit 130 and
 /// one line on stderr saying it was interrupted.
 fn sigint_ends_within_1s(child: std::process::Child, what: &str) {
+    sigint_ends_within(child, what, Duration::from_secs(1));
+}
+
+/// [`sigint_ends_within_1s`] within `limit`.
+fn sigint_ends_within(child: std::process::Child, what: &str, limit: Duration) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let start = std::time::Instant::now();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    // Bounded: kill the child if it has not ended after 1 s.
+    // Bounded: kill the child if it has not ended 1 s past the limit.
     let mut child = child;
     let status = wait_until(Duration::from_secs(30), what, || {
-        if start.elapsed() > Duration::from_secs(1) {
+        if start.elapsed() > limit + Duration::from_secs(1) {
             let _ = child.kill();
         }
         child.try_wait().unwrap()
@@ -345,10 +350,7 @@ fn sigint_ends_within_1s(child: std::process::Child, what: &str) {
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
     }
-    assert!(
-        took < Duration::from_secs(1),
-        "{what}: ended {took:?} after SIGINT"
-    );
+    assert!(took < limit, "{what}: ended {took:?} after SIGINT");
     assert_eq!(status.code(), Some(130), "{what}: {status:?} {err}");
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{what}: {err}");
@@ -532,5 +534,219 @@ netns_test! {
             }
         }
         panic!("connect() never picked port 40000 in 40 tries");
+    }
+}
+
+/// The next line `child` writes on stdout (blocking: bounded by the
+/// child's own waits, after which it writes its result line or ends).
+fn next_line(out: &mut std::io::BufReader<std::process::ChildStdout>) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    line
+}
+
+/// Both sides `--close after-peer` on `server` and `client`, waiting for
+/// each other: the children and their stdout, once each has said that it
+/// waits and the kernel shows both ends still ESTABLISHED (neither sent a
+/// FIN).
+struct Deadlock {
+    server: std::process::Child,
+    server_out: std::io::BufReader<std::process::ChildStdout>,
+    client: std::process::Child,
+    client_out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+fn deadlock(s: SocketAddr, c: SocketAddr) -> Deadlock {
+    let mut server = start_server(s, &["--close", "after-peer", "--count", "1"]);
+    let mut client = spawn(&[
+        "client",
+        "--connect",
+        &s.to_string(),
+        "--bind",
+        &c.to_string(),
+        "--close",
+        "after-peer",
+        "--count",
+        "1",
+        "--timeout",
+        "20",
+    ]);
+    let mut server_out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut client_out = std::io::BufReader::new(client.stdout.take().unwrap());
+    let listening = next_line(&mut server_out);
+    assert!(listening.starts_with("listening on"), "{listening}");
+    let said = next_line(&mut server_out);
+    assert!(
+        said.starts_with("waiting up to 30 s for the client's FIN"),
+        "{said}"
+    );
+    assert!(
+        said.contains("client --close after-peer") && said.contains("use --close first"),
+        "{said}"
+    );
+    let said = next_line(&mut client_out);
+    assert!(said.starts_with("waiting up to "), "{said}");
+    assert!(
+        said.contains("for the server's FIN") && said.contains("use --close first"),
+        "{said}"
+    );
+    // Said while waiting: neither end has sent a FIN.
+    let established = |v: &TupleView| {
+        v.client_state() == Some(TcpState::Established)
+            && v.server_state() == Some(TcpState::Established)
+    };
+    let (v, ok) = diag::wait_for(c, s, Duration::from_secs(5), established).unwrap();
+    assert!(ok, "{v:?}");
+    Deadlock {
+        server,
+        server_out,
+        client,
+        client_out,
+    }
+}
+
+netns_test! {
+    /// Both sides `--close after-peer`: each waits for the other's FIN and
+    /// neither sends one. Each says so while it waits, and each stops on
+    /// SIGINT within 200 ms; the exit closes its end, and the other side
+    /// then tells what it saw.
+    fn both_after_peer_each_side_says_it_waits_and_stops_on_sigint() {
+        let limit = Duration::from_millis(200);
+        // The server stopped: the kernel closes its end (FIN), the client
+        // sees it.
+        let mut d = deadlock(addrs().1, addrs().0);
+        sigint_ends_within(d.server, "server waiting for the client's FIN", limit);
+        let line = next_line(&mut d.client_out);
+        assert!(line.contains("connect ok, recv: the server's FIN after "), "{line}");
+        assert_eq!(d.client.wait().unwrap().code(), Some(0));
+        // The client stopped: the server sees its FIN, and says the client
+        // closed first.
+        let s = "127.0.0.1:12346".parse().unwrap();
+        let mut d = deadlock(s, "127.0.0.1:23457".parse().unwrap());
+        sigint_ends_within(d.client, "client waiting for the server's FIN", limit);
+        let line = next_line(&mut d.server_out);
+        assert!(line.contains("client closed first (FIN), then the server (FIN), ok"), "{line}");
+        assert_eq!(d.server.wait().unwrap().code(), Some(0));
+    }
+}
+
+netns_test! {
+    /// Both sides `--close after-peer`, the client with `--timeout 1`: the
+    /// client gives up after 1 s and closes first, says so, and the
+    /// server's line agrees with the kernel (the client holds TIME_WAIT).
+    fn both_after_peer_the_client_timeout_ends_it_and_both_say_who_closed() {
+        let (c, s) = addrs();
+        let server = start_server(s, &["--close", "after-peer", "--count", "1", "--json"]);
+        let o = run(&[
+            "client", "--connect", SERVER, "--bind", CLIENT, "--close", "after-peer",
+            "--count", "1", "--timeout", "1", "--json",
+        ]);
+        let a = &json_lines(&o)[0];
+        let recv = &a["steps"][2];
+        assert_eq!(recv["step"], "recv", "{a}");
+        assert_eq!(recv["result"], "failed", "{a}");
+        assert_eq!(recv["error"]["name"], "ETIMEDOUT", "{a}");
+        let waited = a["fin_wait_s"].as_f64().unwrap();
+        assert!((0.9..3.0).contains(&waited), "{a}");
+        // Under --json the notice is on stderr, stdout only JSON.
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("for the server's FIN"), "{err}");
+        let (v, ok) = diag::wait_for(c, s, Duration::from_secs(10), client_time_wait).unwrap();
+        assert!(ok, "{v:?}");
+        let out = server.wait_with_output().unwrap();
+        let ev = &json_lines(&out)[0];
+        assert_eq!(ev["closed_first"], "client", "{ev}");
+        assert_eq!(ev["client_close"], "FIN", "{ev}");
+        let st = ev["state_after_close"].as_str().unwrap();
+        assert!(["last-ack", "gone"].contains(&st), "{ev}");
+    }
+}
+
+/// Wait (bounded) until every connection on `port` has settled: nothing
+/// left but the listener and TIME_WAITs.
+fn wait_settled(port: u16) {
+    wait_until(Duration::from_secs(10), "every connection settled", || {
+        let all = diag::dump(&diag::Query::default()).unwrap();
+        all.iter()
+            .filter(|e| e.local.port() == port || e.peer.port() == port)
+            .all(|e| matches!(e.state, TcpState::Listen | TcpState::TimeWait))
+            .then_some(())
+    });
+}
+
+netns_test! {
+    /// In every order of closing, the server's `closed_first` agrees with
+    /// the kernel: whoever closed first holds TIME_WAIT (RFC 793 §3.5), both
+    /// of them after a simultaneous close. Both `--close first` is the
+    /// order where the server used to claim "server" for connections the
+    /// client had closed first.
+    fn who_closed_first_agrees_with_the_kernel_in_every_order() {
+        const N: usize = 20;
+        // A server port per order: each order's TIME_WAITs stay apart.
+        for (port, server_close, client_close) in [
+            (12345, "first", "after-peer"),
+            (12346, "after-peer", "first"),
+            (12347, "first", "first"),
+        ] {
+            let s = SocketAddr::from(([127, 0, 0, 1], port));
+            let server = start_server(s, &["--close", server_close, "--count", &N.to_string(), "--json"]);
+            let o = run(&[
+                "client", "--connect", &s.to_string(), "--close", client_close, "--count",
+                &N.to_string(), "--json",
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{o:?}");
+            let out = server.wait_with_output().unwrap();
+            let events = json_lines(&out);
+            assert_eq!(events.len(), N, "{events:?}");
+            // Once every connection settled, whoever sent a FIN before it
+            // saw the other's holds TIME_WAIT (RFC 793 §3.5): one end, or
+            // both after a simultaneous close.
+            wait_settled(port);
+            let tw: Vec<(SocketAddr, SocketAddr)> = diag::dump(&diag::Query::default())
+                .unwrap()
+                .iter()
+                .filter(|e| e.state == TcpState::TimeWait)
+                .map(|e| (e.local, e.peer))
+                .collect();
+            let case = format!("server {server_close}, client {client_close}");
+            for e in &events {
+                let server_end: SocketAddr = e["local"].as_str().unwrap().parse().unwrap();
+                let client_end: SocketAddr = e["peer"].as_str().unwrap().parse().unwrap();
+                let held = (
+                    tw.contains(&(server_end, client_end)),
+                    tw.contains(&(client_end, server_end)),
+                );
+                let truth = match held {
+                    (true, true) => "both",
+                    (true, false) => "server",
+                    (false, true) => "client",
+                    (false, false) => panic!("{case}: no TIME_WAIT for {e}"),
+                };
+                let said = e["closed_first"].as_str().unwrap();
+                let st = e["state_after_close"].as_str().unwrap();
+                // The one thing a look right after close() cannot know: a
+                // client FIN not yet sent (or not yet processed) that then
+                // crosses the server's.
+                let later_crossing =
+                    truth == "both" && said == "server" && st.starts_with("fin-wait");
+                assert!(said == truth || later_crossing, "{case}: kernel says {truth}: {e}");
+                // And each line with the state it reports (tcp_close_state()).
+                let want = match st {
+                    "last-ack" => "client",
+                    "closing" => "both",
+                    "fin-wait-1" | "fin-wait-2" => "server",
+                    _ => continue, // gone, time-wait: the kernel's end state decided
+                };
+                assert_eq!(said, want, "{case}: {e}");
+            }
+            if client_close == "after-peer" {
+                for a in json_lines(&o).iter().filter(|a| a["type"] == "attempt") {
+                    assert_eq!(a["steps"][1]["step"], "recv", "{a}");
+                    assert_eq!(a["steps"][1]["result"], "ok", "{a}");
+                    assert!(a["fin_wait_s"].as_f64().is_some(), "{a}");
+                }
+            }
+        }
     }
 }

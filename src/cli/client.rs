@@ -69,7 +69,9 @@ pub struct ClientArgs {
     #[arg(long, value_name = "SECS", value_parser = linger_parser)]
     pub linger: Option<u32>,
     /// `first`: close right after connecting (this end holds TIME_WAIT);
-    /// `after-peer`: wait for the server's FIN, then close.
+    /// `after-peer`: wait for the server's FIN (until --timeout), then
+    /// close. With `server --close after-peer` (its default) both wait for
+    /// the other: the server gives up after 30 s.
     #[arg(long, value_enum, default_value_t = CloseArg::First)]
     pub close: CloseArg,
     /// Number of attempts at most (retries of a failure under

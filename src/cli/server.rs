@@ -199,8 +199,10 @@ pub struct ServerArgs {
     #[cfg(windows)]
     #[arg(long)]
     pub exclusiveaddruse: bool,
-    /// Who closes first: `after-peer` waits for the client's FIN (the client
-    /// holds TIME_WAIT); `first` closes at once (the server holds it).
+    /// Who closes first: `after-peer` waits up to 30 s for the client's FIN
+    /// (the client holds TIME_WAIT), then closes first; `first` closes at
+    /// once (the server holds it). With `client --close after-peer` both
+    /// wait for the other: use `first` on one side.
     #[arg(long, value_enum, default_value_t = CloseArg::AfterPeer)]
     pub close: CloseArg,
     /// With `--close after-peer`: wait this many milliseconds after the

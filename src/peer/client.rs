@@ -4,7 +4,7 @@
 //! of the 4-tuple that caused it.
 
 use super::why::FailureWhy;
-use super::{CloseMode, Format, Output, describe_view, line};
+use super::{CloseMode, FIN_WAIT_NOTICE_AFTER, Format, Output, describe_view, line, say_waiting};
 use crate::diag::{self, DiagSocket};
 use crate::error::{Error, Result};
 use crate::outcome::{Outcome, Step, StepResult, SysError};
@@ -103,6 +103,11 @@ pub struct Attempt {
     /// `{"step": "connect", "result": "failed", "error": {…}}`).
     #[serde(serialize_with = "steps_as_objects")]
     pub steps: Vec<(Step, StepResult)>,
+    /// With `--close after-peer`: how long the client waited for the
+    /// server's FIN, until it came (the `recv` step ok) or the wait ran out
+    /// (`recv` failed with ETIMEDOUT, and the client closed first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fin_wait_s: Option<f64>,
     /// Ok, or the step that failed and its error.
     pub outcome: Outcome,
     /// connect() found the socket connected to itself: nothing listened on
@@ -208,6 +213,7 @@ fn failed(
         t,
         local,
         steps,
+        fin_wait_s: None,
         self_connect: false,
         outcome: Outcome::Failed {
             step: e.step,
@@ -244,9 +250,24 @@ fn explain(p: &ClientPlan, a: &mut Attempt) {
 /// The longest connect() waits for the handshake (loopback answers at
 /// once; this only guards against a namespace that drops SYNs).
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
-/// The longest the client waits for the server's FIN with `--close
-/// after-peer`.
-const PEER_FIN_WAIT: Duration = Duration::from_secs(30);
+/// The line the client says once its wait for the server's FIN lasts
+/// [`FIN_WAIT_NOTICE_AFTER`]: with `server --close after-peer` (the
+/// server's default) both wait for the other's FIN and neither sends one
+/// (a deadlock by construction, ended only by a wait's bound).
+fn waiting_line(left: Duration) -> String {
+    format!(
+        "waiting up to {:.0} s (what is left of --timeout) for the server's FIN (client --close after-peer); if the server also waits for ours (server --close after-peer, its default), neither closes until one gives up (the server after 30 s): use --close first on one side",
+        left.as_secs_f64()
+    )
+}
+
+/// Where an attempt says that it waits for the server's FIN: the output
+/// (flushed first) and whether it was said already in this run.
+struct Notice<'a> {
+    out: &'a mut Output,
+    format: Format,
+    said: bool,
+}
 
 /// One attempt: socket, bind (if asked), connect, close, each a step.
 /// Every wait ends at `deadline` (`--timeout` bounds the whole attempt) and
@@ -256,8 +277,8 @@ fn attempt(
     p: &ClientPlan,
     nl: &mut Option<DiagSocket>,
     n: u64,
-    start: Instant,
-    deadline: Instant,
+    (start, deadline): (Instant, Instant),
+    notice: &mut Notice<'_>,
 ) -> Result<Attempt> {
     let server = p.connect;
     let bind = p.bind;
@@ -329,13 +350,14 @@ fn attempt(
         _ => s.local_addr(),
     };
     let self_connect = local == Some(server);
-    after_connect(p, s, &mut steps, reset, self_connect, deadline)?;
+    let fin_wait_s = after_connect(p, s, &mut steps, (reset, self_connect), deadline, notice)?;
     Ok(Attempt {
         n,
         retry: 0,
         t,
         local,
         steps,
+        fin_wait_s,
         outcome: Outcome::Ok,
         self_connect,
         kernel_view: Vec::new(),
@@ -347,16 +369,18 @@ fn attempt(
 }
 
 /// The steps after a working connect(): the reset connect() already saw,
-/// or the wait for the peer's FIN (bounded by `deadline`, not for a
-/// self-connected socket, which would wait for its own FIN), then close.
+/// or the wait for the peer's FIN (bounded by `deadline` only, i.e. by
+/// `--timeout`; not for a self-connected socket, which would wait for its
+/// own FIN), then close. Returns how long the wait lasted, if there was
+/// one.
 fn after_connect(
     p: &ClientPlan,
     mut s: TcpSock,
     steps: &mut Vec<(Step, StepResult)>,
-    reset: bool,
-    self_connect: bool,
+    (reset, self_connect): (bool, bool),
     deadline: Instant,
-) -> Result<()> {
+    notice: &mut Notice<'_>,
+) -> Result<Option<f64>> {
     let wait_step = if p.close == CloseMode::AfterPeer {
         Step::Recv
     } else {
@@ -371,30 +395,68 @@ fn after_connect(
         ));
     } else if p.close == CloseMode::AfterPeer && !self_connect {
         // A self-connected socket would wait for its own FIN: never.
-        let left = deadline.saturating_duration_since(Instant::now());
-        let r = s.recv_until_eof_interruptible(
-            left.min(PEER_FIN_WAIT),
-            super::WAIT_SLICE,
-            crate::interrupted,
-        );
-        if let Err(e) = r {
-            if e.error.is("EINTR") {
-                return Err(Error::Interrupted);
-            }
-            steps.push((Step::Recv, StepResult::Err { error: e.error }));
+        // The wait is cut in two: a short one, after which a wait that
+        // goes on is said (once per run), then the rest up to `deadline`.
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        let mut wait = |d| s.recv_until_eof_interruptible(d, super::WAIT_SLICE, crate::interrupted);
+        let mut r = wait(left.min(FIN_WAIT_NOTICE_AFTER));
+        if matches!(&r, Err(e) if e.error.is("ETIMEDOUT")) && left > FIN_WAIT_NOTICE_AFTER {
+            say_waiting(
+                notice.out,
+                notice.format,
+                &mut notice.said,
+                &waiting_line(left),
+            );
+            r = wait(deadline.saturating_duration_since(Instant::now()));
         }
+        let waited = started.elapsed().as_secs_f64();
+        steps.push((
+            Step::Recv,
+            match r {
+                Ok(_) => StepResult::Ok,
+                Err(e) if e.error.is("EINTR") => return Err(Error::Interrupted),
+                Err(e) => StepResult::Err { error: e.error },
+            },
+        ));
+        s.close();
+        steps.push((Step::Close, StepResult::Ok));
+        return Ok(Some(waited));
     }
     s.close();
     if !reset || wait_step != Step::Close {
         steps.push((Step::Close, StepResult::Ok));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// A step's result as the text line says it: timeouts and resets in
 /// words, other errors by name. Written straight into the output, as the
 /// tight loop prints one line per attempt.
-fn write_step(out: &mut impl Write, step: Step, r: &StepResult) -> std::io::Result<()> {
+/// `waited`: how long the wait for the server's FIN lasted (the recv
+/// step of `--close after-peer`).
+fn write_step(
+    out: &mut impl Write,
+    step: Step,
+    r: &StepResult,
+    waited: Option<f64>,
+) -> std::io::Result<()> {
+    match (r, waited) {
+        (StepResult::Ok, Some(w)) if step == Step::Recv => {
+            write!(out, "recv: the server's FIN after {w:.3} s")
+        }
+        (StepResult::Err { error }, Some(w)) if error.is("ETIMEDOUT") && step == Step::Recv => {
+            write!(
+                out,
+                "recv timed out after {w:.3} s (no FIN from the server; the client closes first)"
+            )
+        }
+        _ => write_step_result(out, step, r),
+    }
+}
+
+/// [`write_step`] for a step without a measured wait.
+fn write_step_result(out: &mut impl Write, step: Step, r: &StepResult) -> std::io::Result<()> {
     match r {
         StepResult::Ok => {
             out.write_all(step.name().as_bytes())?;
@@ -434,7 +496,7 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::
         if i > 0 {
             out.write_all(b", ")?;
         }
-        write_step(out, *s, r)?;
+        write_step(out, *s, r, a.fin_wait_s)?;
     }
     if a.self_connect {
         write!(
@@ -491,6 +553,7 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
     // on Linux, up to 240 s on Windows).
     let mut n = 0u64;
     let mut retry_pause = Duration::from_millis(1);
+    let mut said_waiting = false;
     let r: Result<()> = (|| {
         loop {
             let retrying = blocked_since.is_some();
@@ -509,7 +572,13 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
             } else {
                 n += 1;
             }
-            let mut at = attempt(p, &mut nl, n, start, deadline)?;
+            let mut notice = Notice {
+                out: &mut out,
+                format: p.format,
+                said: said_waiting,
+            };
+            let mut at = attempt(p, &mut nl, n, (start, deadline), &mut notice)?;
+            said_waiting = notice.said;
             at.retry = retry;
             let is_ok = at.outcome.is_ok();
             // While retrying a failure, print only the first failure and the

@@ -35,6 +35,31 @@ pub const MAX_LINGER: Duration = Duration::from_secs(3600);
 /// signals are checked between them (the shared [`crate::signal`] slice).
 pub(crate) const WAIT_SLICE: Duration = crate::signal::CHECK_EVERY;
 
+/// How long a wait for the peer's FIN runs before the program says what it
+/// waits for: on loopback a FIN that was sent arrives within microseconds,
+/// so a wait this long is a peer that has not closed, perhaps because it
+/// waits too (both sides `--close after-peer`: neither sends the first FIN).
+pub(crate) const FIN_WAIT_NOTICE_AFTER: Duration = Duration::from_millis(100);
+
+/// Say (once per run, the caller keeps `said`) that this end is waiting
+/// for the peer's FIN: a line on stdout in text, after the lines before it;
+/// on stderr under `--json`, where stdout holds only JSON (docs/json.md).
+pub(crate) fn say_waiting(out: &mut Output, format: Format, said: &mut bool, line: &str) {
+    if std::mem::replace(said, true) {
+        return;
+    }
+    // A closed stdout ends the program at its next line; nothing to do here.
+    match format {
+        Format::Text => {
+            let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+        }
+        Format::Json => {
+            let _ = out.flush();
+            eprintln!("twlab: {line}");
+        }
+    }
+}
+
 /// Who closes a connection first, as the two programs see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -3,7 +3,7 @@
 //! right after close (one exact sock_diag lookup per connection).
 
 use super::why::FailureWhy;
-use super::{CloseMode, Format, Output, line};
+use super::{CloseMode, FIN_WAIT_NOTICE_AFTER, Format, Output, line, say_waiting};
 use crate::diag::{self, DiagSocket, TcpState};
 use crate::error::{Error, Result};
 use crate::outcome::Outcome;
@@ -43,7 +43,7 @@ pub struct ServerPlan {
     pub format: Format,
 }
 
-/// One end of a connection.
+/// One end of a connection, or both (who closed first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum End {
@@ -51,15 +51,10 @@ pub enum End {
     Server,
     /// The client's end.
     Client,
-}
-
-impl End {
-    fn name(self) -> &'static str {
-        match self {
-            End::Server => "server",
-            End::Client => "client",
-        }
-    }
+    /// Both at once: each end sent its FIN before it saw the other's
+    /// (simultaneous close, RFC 793 §3.5 case 2: FIN_WAIT1 → CLOSING →
+    /// TIME_WAIT on both ends).
+    Both,
 }
 
 /// How an end closed its side of the connection.
@@ -104,9 +99,17 @@ pub struct ServerEvent {
     pub server_close: CloseKind,
     /// "ok" or what waiting for the peer gave instead of its FIN.
     pub result: String,
-    /// The server end's state right after close, from sock_diag.
+    /// The server end's state right after close, from sock_diag: a state
+    /// name as every command spells it ("last-ack", "fin-wait-1") or
+    /// "gone". `closed_first` agrees with it (see `refine`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_after_close: Option<String>,
+    /// That end's timer, if it has one (TIME_WAIT's time left).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timer_after_close: Option<diag::Timer>,
+    /// The same state as the text line says it ("TIME_WAIT, 59.9 s left").
+    #[serde(skip)]
+    pub state_text: Option<String>,
 }
 
 impl ServerEvent {
@@ -127,6 +130,20 @@ impl ServerEvent {
         out.write_all(b"  ")?;
         let server = self.server_close.name().as_bytes();
         let parts: [&[u8]; 5] = match (self.closed_first, self.client_close) {
+            (End::Both, _) => [
+                b"both closed at once (the FINs crossed: simultaneous close; the server's ",
+                server,
+                b")",
+                b"",
+                b"",
+            ],
+            (End::Client, None) => [
+                b"client closed first (seen in the state after close), then the server (",
+                server,
+                b")",
+                b"",
+                b"",
+            ],
             (End::Client, Some(c)) => [
                 b"client closed first (",
                 c.name().as_bytes(),
@@ -141,20 +158,14 @@ impl ServerEvent {
                 c.name().as_bytes(),
                 b")",
             ],
-            (first, None) => [
-                first.name().as_bytes(),
-                b" closed first (",
-                server,
-                b")",
-                b"",
-            ],
+            (End::Server, None) => [b"server closed first (", server, b")", b"", b""],
         };
         for p in parts {
             out.write_all(p)?;
         }
         out.write_all(b", ")?;
         out.write_all(self.result.as_bytes())?;
-        if let Some(s) = &self.state_after_close {
+        if let Some(s) = &self.state_text {
             out.write_all(b"; server end now ")?;
             out.write_all(s.as_bytes())?;
         }
@@ -232,9 +243,21 @@ struct Seen {
     result: String,
 }
 
-/// Wait for the peer's FIN as the plan says. Every wait is cut into
-/// slices and stops at Ctrl-C (`Err(Interrupted)`).
-fn finish(conn: &mut TcpSock, p: &ServerPlan) -> Result<Seen> {
+/// The line the server says once its wait for the client's FIN lasts
+/// [`FIN_WAIT_NOTICE_AFTER`]: with `client --close after-peer` too, both
+/// wait for the other's FIN and neither sends one (a deadlock by
+/// construction, ended only by this wait's bound).
+fn waiting_line() -> String {
+    format!(
+        "waiting up to {} s for the client's FIN (server --close after-peer, the default), then closing first; if the client also waits for ours (client --close after-peer), neither closes until then: use --close first on one side",
+        PEER_FIN_WAIT.as_secs()
+    )
+}
+
+/// Wait for the peer's FIN as the plan says, saying so once per run
+/// (`said`) when the wait lasts. Every wait is cut into slices and stops
+/// at Ctrl-C (`Err(Interrupted)`).
+fn finish(conn: &mut TcpSock, p: &ServerPlan, out: &mut Output, said: &mut bool) -> Result<Seen> {
     let seen = |closed_first, client_close, result: &str| Seen {
         closed_first,
         client_close,
@@ -244,8 +267,19 @@ fn finish(conn: &mut TcpSock, p: &ServerPlan) -> Result<Seen> {
         return Ok(seen(End::Server, None, "ok"));
     }
     // The accepted socket waits in the listener's slices (BUSY_WAIT or
-    // IDLE_SLICE, both under 200 ms): no setsockopt per connection.
-    match conn.recv_until_eof_accepted(PEER_FIN_WAIT, super::WAIT_SLICE, crate::interrupted) {
+    // IDLE_SLICE, both under 200 ms): no setsockopt per connection. The
+    // wait is cut in two: a short one, after which a wait that goes on is
+    // said, then the rest.
+    let start = Instant::now();
+    let wait = |conn: &mut TcpSock, d| {
+        conn.recv_until_eof_accepted(d, super::WAIT_SLICE, crate::interrupted)
+    };
+    let mut r = wait(conn, FIN_WAIT_NOTICE_AFTER);
+    if matches!(&r, Err(e) if e.error.is("ETIMEDOUT")) {
+        say_waiting(out, p.format, said, &waiting_line());
+        r = wait(conn, PEER_FIN_WAIT.saturating_sub(start.elapsed()));
+    }
+    match r {
         Ok(_) => {
             if !p.close_delay.is_zero() {
                 // The delay is the experiment's knob, not a
@@ -272,18 +306,134 @@ fn finish(conn: &mut TcpSock, p: &ServerPlan) -> Result<Seen> {
     }
 }
 
-/// Correct "the server closed first" with the state its end reached:
-/// LAST_ACK is only reached from CLOSE_WAIT (tcp_close_state()), so the
-/// client's FIN had come in before the server's close.
-fn refine(seen: &mut Seen, own: CloseKind, after: Option<&diag::SockEntry>) {
-    if seen.closed_first == End::Server
-        && seen.client_close.is_none()
-        && own == CloseKind::Fin
-        && after.is_some_and(|e| e.state == TcpState::LastAck)
-    {
-        seen.closed_first = End::Client;
-        seen.client_close = Some(CloseKind::Fin);
+/// Hold "the server closed first" (what the plan or a timed-out wait
+/// claims) to the state the server end reached right after its close()
+/// with a FIN (tcp_close_state(), RFC 793 §3.5):
+/// - LAST_ACK: only reached from CLOSE_WAIT, so the client's FIN had come
+///   in first;
+/// - CLOSING: the client's FIN came in while ours was unacknowledged
+///   (FIN_WAIT1): both closed at once;
+/// - gone: LAST_ACK already ended by the client's ACK, or a reset. The
+///   client end (`client_end`, looked up when the client is in this
+///   namespace) tells them apart: still FIN_WAIT or TIME_WAIT means its FIN
+///   came first; otherwise the states do not show the order (a reset, or
+///   a client elsewhere) and the claim stands;
+/// - TIME_WAIT: the server closed first, unless the client end (looked up
+///   as for gone) is itself past its own FIN (FIN_WAIT1/2, CLOSING,
+///   TIME_WAIT): it sent it before it saw ours, so they crossed (the
+///   server went FIN_WAIT1 → CLOSING → TIME_WAIT): both;
+/// - FIN_WAIT1, FIN_WAIT2: the server did close first (as far as the state
+///   shows at that instant: a client FIN already sent but not yet
+///   processed still makes it a simultaneous close later).
+///
+/// A close with RST leaves no state to check: what recv() saw stands.
+fn refine(
+    seen: &mut Seen,
+    own: CloseKind,
+    after: Option<&diag::SockEntry>,
+    client_end: Option<Option<&diag::SockEntry>>,
+) {
+    if own != CloseKind::Fin || seen.closed_first != End::Server {
+        return;
     }
+    let corrected = match after.map(|e| e.state) {
+        Some(TcpState::LastAck | TcpState::CloseWait) => Some(End::Client),
+        Some(TcpState::Closing) => Some(End::Both),
+        Some(TcpState::TimeWait) => match client_end {
+            Some(Some(c))
+                if matches!(
+                    c.state,
+                    TcpState::FinWait1
+                        | TcpState::FinWait2
+                        | TcpState::Closing
+                        | TcpState::TimeWait
+                ) =>
+            {
+                Some(End::Both)
+            }
+            _ => None,
+        },
+        None => match client_end {
+            Some(Some(c))
+                if matches!(
+                    c.state,
+                    TcpState::FinWait1 | TcpState::FinWait2 | TcpState::TimeWait
+                ) =>
+            {
+                Some(End::Client)
+            }
+            _ => None,
+        },
+        Some(_) => None,
+    };
+    if let Some(first) = corrected {
+        seen.closed_first = first;
+        seen.client_close = Some(CloseKind::Fin);
+        if seen.result.starts_with("timed out") {
+            seen.result = format!(
+                "the client's FIN came in as the {} s wait ran out",
+                PEER_FIN_WAIT.as_secs()
+            );
+        }
+    }
+}
+
+/// The server end's state right after close() (`None`: sock_diag failed;
+/// `Some(None)`: gone), and, when it is gone or TIME_WAIT and `check` asks
+/// for it, the client end's (looked up in this namespace; gone also when the client is
+/// elsewhere).
+///
+/// An exact lookup can miss a socket that is just becoming a TIME_WAIT
+/// mini socket: inet_twsk_hashdance2() hashes the mini socket and unhashes
+/// the full one while a lockless __inet_lookup_established() may meet the
+/// full socket with its refcount already at zero and give up. Seen here:
+/// a server that closed first reported "gone" for 1 of 20 connections
+/// whose server end then sat in TIME_WAIT. So "gone" is asked again, a
+/// few times, before it is believed (each lookup is one netlink round
+/// trip, a few µs).
+fn after_close(
+    nl: &mut DiagSocket,
+    local: SocketAddr,
+    peer: SocketAddr,
+    check: bool,
+) -> AfterClose {
+    if !check {
+        return (nl.lookup(local, peer).ok(), None);
+    }
+    let after = lookup_believed(nl, local, peer);
+    // Gone, or TIME_WAIT already (reached from CLOSING too): the client
+    // end tells.
+    let client_end = match &after {
+        Some(None) => lookup_believed(nl, peer, local),
+        Some(Some(e)) if e.state == TcpState::TimeWait => lookup_believed(nl, peer, local),
+        _ => None,
+    };
+    (after, client_end)
+}
+
+/// The server end and the client end, each as [`after_close`] gives it.
+type AfterClose = (
+    Option<Option<diag::SockEntry>>,
+    Option<Option<diag::SockEntry>>,
+);
+
+/// An exact lookup whose "gone" is asked again a few times before it is
+/// believed (see [`after_close`]), yielding the CPU in between.
+fn lookup_believed(
+    nl: &mut DiagSocket,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Option<Option<diag::SockEntry>> {
+    let mut r = nl.lookup(local, peer).ok();
+    // Bounded: three more lookups at most.
+    for _ in 0..3 {
+        if !matches!(r, Some(None)) {
+            break;
+        }
+        std::thread::yield_now();
+        r = nl.lookup(local, peer).ok();
+    }
+    r
 }
 
 /// A failed bind() or listen() as `--json` prints it.
@@ -425,6 +575,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
     }
     // A wildcard listener's connections each have their own local address.
     let wildcard = local.ip().is_unspecified();
+    let mut said_waiting = false;
     let mut n = 0;
     while n < p.count {
         let (mut conn, peer) = match next_conn(&l, local, p.idle_timeout, &mut out)? {
@@ -448,7 +599,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         } else {
             local
         };
-        let mut seen = match finish(&mut conn, p) {
+        let mut seen = match finish(&mut conn, p, &mut out, &mut said_waiting) {
             Ok(s) => s,
             Err(e) => {
                 let _ = out.flush();
@@ -461,13 +612,28 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
             CloseKind::Fin
         };
         conn.close();
-        // The server end of this 4-tuple, by exact lookup.
-        let after = nl.as_mut().and_then(|nl| nl.lookup(conn_local, peer).ok());
+        // The server end of this 4-tuple, by exact lookup; the client end
+        // too when the server end is gone and the claim is "the server
+        // closed first" (see `refine`).
+        let (after, client_end) = match nl.as_mut() {
+            Some(nl) => after_close(nl, conn_local, peer, seen.closed_first == End::Server),
+            None => (None, None),
+        };
         if let Some(e) = &after {
-            refine(&mut seen, server_close, e.as_ref());
+            refine(
+                &mut seen,
+                server_close,
+                e.as_ref(),
+                client_end.as_ref().map(Option::as_ref),
+            );
         }
-        let state_after_close =
-            after.map(|e| e.map(|e| e.describe()).unwrap_or_else(|| "gone".into()));
+        let state_after_close = after.as_ref().map(|e| match e {
+            // The name TcpState serialises to everywhere else.
+            Some(e) => e.state.ss_name().to_string(),
+            None => "gone".into(),
+        });
+        let timer_after_close = after.as_ref().and_then(|e| e.as_ref()?.timer);
+        let state_text = after.map(|e| e.map(|e| e.describe()).unwrap_or_else(|| "gone".into()));
         let now = Instant::now();
         let ev = ServerEvent {
             t: now.saturating_duration_since(start).as_secs_f64(),
@@ -479,6 +645,8 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
             server_close,
             result: seen.result,
             state_after_close,
+            timer_after_close,
+            state_text,
         };
         if ev
             .write(&mut out, p.format)
@@ -490,4 +658,100 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
     }
     let _ = out.flush();
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::SockEntry;
+
+    fn entry(state: TcpState) -> SockEntry {
+        let (s, c) = ("127.0.0.1:12345", "127.0.0.1:40000");
+        SockEntry::full(state, s.parse().unwrap(), c.parse().unwrap(), 0)
+    }
+
+    fn claimed(result: &str) -> Seen {
+        Seen {
+            closed_first: End::Server,
+            client_close: None,
+            result: result.into(),
+        }
+    }
+
+    /// "server closed first" against each state the server end can be in
+    /// right after its close() with a FIN.
+    #[test]
+    fn who_closed_first_agrees_with_the_state_after_close() {
+        use TcpState::*;
+        for (state, first) in [
+            (FinWait1, End::Server),
+            (FinWait2, End::Server),
+            (TimeWait, End::Server),
+            (LastAck, End::Client),
+            (Closing, End::Both),
+        ] {
+            let mut seen = claimed("ok");
+            refine(&mut seen, CloseKind::Fin, Some(&entry(state)), None);
+            assert_eq!(seen.closed_first, first, "{state:?}");
+            let saw_fin = first != End::Server;
+            assert_eq!(seen.client_close.is_some(), saw_fin, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_time_wait_with_the_client_past_its_own_fin_is_a_simultaneous_close() {
+        let tw = entry(TcpState::TimeWait);
+        for (c, first) in [
+            (Some(Some(entry(TcpState::TimeWait))), End::Both),
+            (Some(Some(entry(TcpState::Closing))), End::Both),
+            (Some(Some(entry(TcpState::LastAck))), End::Server),
+            (Some(None), End::Server),
+            (None, End::Server),
+        ] {
+            let mut seen = claimed("ok");
+            refine(
+                &mut seen,
+                CloseKind::Fin,
+                Some(&tw),
+                c.as_ref().map(Option::as_ref),
+            );
+            assert_eq!(seen.closed_first, first, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_gone_server_end_is_told_by_the_client_end() {
+        // Gone, the client end still FIN_WAIT2/TIME_WAIT: its FIN came first
+        // (the server end ran through LAST_ACK).
+        for c in [TcpState::FinWait2, TcpState::TimeWait] {
+            let mut seen = claimed("ok");
+            refine(&mut seen, CloseKind::Fin, None, Some(Some(&entry(c))));
+            assert_eq!(seen.closed_first, End::Client, "{c:?}");
+            assert_eq!(seen.client_close, Some(CloseKind::Fin));
+        }
+        // Client end gone too, closing after ours, or not looked at: the
+        // states do not show the order, the claim stands.
+        for c in [None, Some(None), Some(Some(&entry(TcpState::LastAck)))] {
+            let mut seen = claimed("ok");
+            refine(&mut seen, CloseKind::Fin, None, c);
+            assert_eq!((seen.closed_first, seen.client_close), (End::Server, None));
+        }
+    }
+
+    #[test]
+    fn a_timed_out_wait_that_the_state_contradicts_says_so() {
+        let mut seen = claimed("timed out: no FIN from the client within 30 s");
+        refine(
+            &mut seen,
+            CloseKind::Fin,
+            Some(&entry(TcpState::LastAck)),
+            None,
+        );
+        assert_eq!(seen.closed_first, End::Client);
+        assert!(!seen.result.contains("no FIN"), "{}", seen.result);
+        // A close with RST leaves nothing to check.
+        let mut seen = claimed("ok");
+        refine(&mut seen, CloseKind::Rst, None, Some(None));
+        assert_eq!((seen.closed_first, seen.client_close), (End::Server, None));
+    }
 }
