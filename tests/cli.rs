@@ -443,6 +443,9 @@ fn bad_input_found_after_parsing_exits_2() {
         &["load", "--rate", "inf"][..],
         &["load", "--rate", "1e309"][..],
         &["load", "--rate", "0"][..],
+        &["load", "--jobs", "0"][..],
+        &["load", "--jobs", "1025"][..],
+        &["load", "--workers", "5000"][..],
         &["why", "bind", "8080"][..],
         &["why", "bind", "127.0.0.1"][..],
         &["trace", "9"][..],
@@ -1141,4 +1144,24 @@ fn a_held_plan_past_the_descriptor_limit_is_refused_up_front() {
         line.contains("RLIMIT_NOFILE") && line.contains(&hard.to_string()),
         "{line}"
     );
+}
+
+/// One word for parallelism (issue 19): `load --jobs`/`-j` as in matrix,
+/// pairs and selfcheck; the old `--workers` still parses (its error is
+/// about the next bad flag, not an unknown argument) but is not listed.
+#[test]
+fn load_takes_jobs_and_still_reads_workers() {
+    let help = run(&["load", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--jobs"), "{text}");
+    assert!(!text.contains("--workers <"), "{text}");
+    for args in [
+        &["load", "--workers", "2", "--duration", "0"][..],
+        &["load", "-j", "2", "--duration", "0"][..],
+    ] {
+        let o = run(args);
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+        assert!(line.contains("duration"), "{args:?}: {line}");
+    }
 }

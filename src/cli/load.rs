@@ -21,9 +21,12 @@ mod imp {
     /// Arguments of `twlab load`.
     #[derive(Args, Debug)]
     pub struct LoadArgs {
-        /// Client threads.
-        #[arg(long, default_value_t = 1)]
-        workers: u32,
+        /// Client threads, 1 to 1024, each a closed loop of its own
+        /// connections (as matrix and pairs -j; --workers is the old
+        /// spelling).
+        #[arg(long, short = 'j', alias = "workers", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=1024))]
+        jobs: u32,
         /// Connections in use at once per worker, each round.
         #[arg(long, default_value_t = 1)]
         concurrency: u32,
@@ -242,7 +245,7 @@ mod imp {
             }
             Ok(Plan {
                 workload: Workload {
-                    workers: self.workers,
+                    workers: self.jobs,
                     mode,
                     rate: self.rate.map_or(Rate::Max, Rate::PerSecond),
                     closer: match self.closer {
