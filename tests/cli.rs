@@ -1165,3 +1165,35 @@ fn load_takes_jobs_and_still_reads_workers() {
         assert!(line.contains("duration"), "{args:?}: {line}");
     }
 }
+
+/// `reuseport` holds one descriptor per connection: a plan past the hard
+/// RLIMIT_NOFILE is refused before any socket (exit 2, one line that says
+/// what to do), where it used to end part way in "socket failed: EMFILE".
+/// Under a hard limit of 1,000 set for the child alone; the refusal comes
+/// before the namespace, so it holds unprivileged too.
+#[cfg(target_os = "linux")]
+#[test]
+fn reuseport_refuses_more_connections_than_descriptors() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin());
+    cmd.args(["reuseport", "--connections", "2000"]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the
+    // child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let l = libc::rlimit {
+                rlim_cur: 1000,
+                rlim_max: 1000,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let line = one_line_failure(&o);
+    assert_eq!(o.status.code(), Some(2), "{line}");
+    assert!(line.contains("RLIMIT_NOFILE allows 1000"), "{line}");
+    assert!(line.contains("--connections"), "{line}");
+}

@@ -169,7 +169,8 @@ pub fn tuple_view(client: SocketAddr, server: SocketAddr) -> Result<TupleView> {
 /// `client` ↔ `server`. Returns the last view and whether `pred` held.
 ///
 /// This is how experiments synchronise: on the kernel's state, not on
-/// sleeps. Polls start at 200 µs and back off to 5 ms.
+/// sleeps. Polls start at 200 µs and back off to 5 ms. A stop signal ends
+/// the wait with [`crate::Error::Interrupted`].
 pub fn wait_for(
     client: SocketAddr,
     server: SocketAddr,
@@ -186,6 +187,10 @@ pub fn wait_for(
         }
         if start.elapsed() >= timeout {
             return Ok((v, false));
+        }
+        // Every wait stops on a signal (crate::signal's contract).
+        if crate::interrupted() {
+            return Err(crate::error::Error::Interrupted);
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));

@@ -75,15 +75,7 @@ pub fn descriptors_needed(plan: &Plan) -> u64 {
 /// the limit on descriptors instead of the one on ports (the issue's
 /// `--held 30000` ended in "socket EMFILE ×19963" and exit 0).
 fn check_descriptors(plan: &Plan) -> Result<()> {
-    let need = descriptors_needed(plan);
-    let have =
-        crate::sys::load::raise_nofile().map_err(|e| Error::sys("getrlimit(RLIMIT_NOFILE)", &e))?;
-    if need > have {
-        return Err(Error::Usage(format!(
-            "this plan holds up to {need} descriptors and RLIMIT_NOFILE allows {have} (its hard limit): raise it (ulimit -Hn {need} as root, or LimitNOFILE= in a unit) or hold fewer connections"
-        )));
-    }
-    Ok(())
+    crate::socket::ensure_descriptors(descriptors_needed(plan), "hold fewer connections")
 }
 
 /// Run in the calling thread's namespace.
@@ -237,6 +229,9 @@ fn summarise(
 
 /// Sample every `plan.sample_every` until the run stops, plus once at the
 /// end. The series is bounded by duration ÷ interval.
+/// The longest the sampler sleeps before it looks at `stop` again.
+const SAMPLER_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn sample_loop(shared: &Shared, usable: u64, on_sample: &OnSample) -> Vec<Sample> {
     let mut out: Vec<Sample> = Vec::new();
     let every = shared.plan.sample_every;
@@ -245,7 +240,10 @@ fn sample_loop(shared: &Shared, usable: u64, on_sample: &OnSample) -> Vec<Sample
         let done = shared.stop.load(Relaxed);
         let now = Instant::now();
         if !done && now < next {
-            std::thread::sleep((next - now).min(every));
+            // In slices: the run's end (and with it a signal, which
+            // stops the workers first) is noticed within SAMPLER_SLICE,
+            // not a whole --sample-every later (250 ms measured at Ctrl-C).
+            std::thread::sleep((next - now).min(SAMPLER_SLICE));
             continue;
         }
         next += every;

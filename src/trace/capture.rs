@@ -108,7 +108,8 @@ impl Capture {
             if pred(&self.segments()) {
                 return true;
             }
-            if Instant::now() >= end {
+            // A signal ends the wait (the caller checks it next).
+            if Instant::now() >= end || crate::interrupted() {
                 return false;
             }
             std::thread::sleep(pause);
