@@ -70,7 +70,14 @@ struct Tally {
 
 fn one(bin: &str, case: &Case, delay: Duration, sig: nix::sys::signal::Signal, t: &mut Tally) {
     let mut child = match Command::new("unshare")
-        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh", bin])
+        .args([
+            "-n",
+            "sh",
+            "-c",
+            "ip link set lo up && exec \"$@\"",
+            "sh",
+            bin,
+        ])
         .args(&case.args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -168,7 +175,9 @@ fn main() {
             }
         }
         t.stops.sort();
-        let ms = |d: Option<&Duration>| d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
+        let ms = |d: Option<&Duration>| {
+            d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
+        };
         let late = t.stops.iter().filter(|d| **d > GOAL).count() + t.not_stopped;
         over += late;
         println!(
