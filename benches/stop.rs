@@ -11,6 +11,11 @@
 //! over the 200 ms goal, and any exit code other than 128 + N. Needs root
 //! (namespaces); otherwise says why. `TWLAB_STOP_ROUNDS=N` repeats every
 //! moment N times (default 2).
+//!
+//! The floor under `reuseport`'s stop is the kernel's own teardown of its
+//! connections (one RST and two socket frees each): the bench measures it
+//! too, in a fresh namespace, with nothing of twlab's but the namespace —
+//! the same sockets, closed listeners first on one thread.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,29 +30,41 @@ const GIVE_UP: Duration = Duration::from_secs(10);
 
 struct Case {
     name: &'static str,
+    /// Started in the background in the same namespace first (a shell
+    /// command), and waited for until something listens on its port.
+    peer: Option<(&'static str, u16)>,
     args: Vec<String>,
 }
 
 fn cases(scenario: &str) -> Vec<Case> {
     let c = |name, args: &[&str]| Case {
         name,
+        peer: None,
         args: args.iter().map(|s| s.to_string()).collect(),
     };
     vec![
         c("server", &["server", "--listen", "127.0.0.1:23001"]),
+        // Both ends wait for the other's FIN (after-peer on both sides):
+        // the client sits in its wait for the server's FIN.
+        Case {
+            peer: Some(("server --listen 127.0.0.1:23002 --count 1", 23002)),
+            ..c(
+                "client (waiting for FIN)",
+                &[
+                    "client",
+                    "--connect",
+                    "127.0.0.1:23002",
+                    "--close",
+                    "after-peer",
+                    "--count",
+                    "1",
+                ],
+            )
+        },
         c(
-            "client (retrying)",
-            &[
-                "client",
-                "--connect",
-                "127.0.0.1:23002",
-                "--until",
-                "first-ok",
-                "--timeout",
-                "60",
-            ],
+            "reuseport 19,000",
+            &["reuseport", "--connections", &GROUP_CONNECTIONS.to_string()],
         ),
-        c("reuseport 19,000", &["reuseport", "--connections", "19000"]),
         c("trace 1", &["trace", "1"]),
         c("trace delayed-duplicate", &["trace", "delayed-duplicate"]),
         c("load", &["load", "--duration", "30s"]),
@@ -69,13 +86,31 @@ struct Tally {
 }
 
 fn one(bin: &str, case: &Case, delay: Duration, sig: nix::sys::signal::Signal, t: &mut Tally) {
+    // The peer (if any) in the background, then a bounded wait until its
+    // port listens (its kernel state, read with iproute2's ss), then exec:
+    // the signal goes to twlab itself.
+    let (peer, port) = case
+        .peer
+        .map_or((String::new(), 0), |(p, port)| (format!("{bin} {p}"), port));
+    let script = "ip link set lo up || exit 1
+if [ -n \"$1\" ]; then
+  $1 >/dev/null 2>&1 &
+  i=0
+  until ss -Hltn \"sport = :$2\" | grep -q .; do
+    i=$((i+1)); [ $i -gt 500 ] && exit 1; sleep 0.01
+  done
+fi
+shift 2
+exec \"$@\"";
     let mut child = match Command::new("unshare")
         .args([
             "-n",
             "sh",
             "-c",
-            "ip link set lo up && exec \"$@\"",
+            script,
             "sh",
+            &peer,
+            &port.to_string(),
             bin,
         ])
         .args(&case.args)
@@ -131,6 +166,39 @@ fn one(bin: &str, case: &Case, delay: Duration, sig: nix::sys::signal::Signal, t
             }
         }
     }
+}
+
+/// Connections in the `reuseport` case and in the floor measurement.
+const GROUP_CONNECTIONS: usize = 19_000;
+
+/// The kernel's teardown of a SO_REUSEPORT group with its connections
+/// still queued (what `reuseport` closes on a signal), timed alone.
+fn teardown_floor() -> Result<Duration, String> {
+    use socket2::{Domain, Socket, Type};
+    let somaxconn =
+        twlab::netns::Sysctl::new("net.core.somaxconn", (GROUP_CONNECTIONS + 16).to_string());
+    twlab::netns::run_in_fresh(vec![somaxconn], || -> Result<Duration, String> {
+        let addr: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let e = |what: &str, err: std::io::Error| format!("{what}: {err}");
+        let mut listeners = Vec::new();
+        for _ in 0..4 {
+            let l = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|x| e("socket", x))?;
+            l.set_reuse_port(true).map_err(|x| e("SO_REUSEPORT", x))?;
+            l.bind(&addr.into()).map_err(|x| e("bind", x))?;
+            l.listen(GROUP_CONNECTIONS as i32 + 16)
+                .map_err(|x| e("listen", x))?;
+            listeners.push(l);
+        }
+        let mut clients = Vec::with_capacity(GROUP_CONNECTIONS);
+        for _ in 0..GROUP_CONNECTIONS {
+            clients.push(std::net::TcpStream::connect(addr).map_err(|x| e("connect", x))?);
+        }
+        let start = Instant::now();
+        drop(listeners);
+        drop(clients);
+        Ok(start.elapsed())
+    })
+    .map_err(|e| e.to_string())?
 }
 
 fn main() {
@@ -201,6 +269,15 @@ fn main() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    for _ in 0..rounds {
+        match teardown_floor() {
+            Ok(d) => println!(
+                "kernel floor: closing a 4-listener SO_REUSEPORT group with {GROUP_CONNECTIONS} queued connections (listeners first, one thread, no twlab): {:.1} ms",
+                d.as_secs_f64() * 1e3
+            ),
+            Err(e) => println!("kernel floor: not measured ({e})"),
+        }
+    }
     println!(
         "{over} stop(s) over {} ms (\"ended\": runs that finished before their signal)",
         GOAL.as_millis()
