@@ -13,8 +13,9 @@
 
 use crate::diag::{TcpState, TupleView};
 use crate::error::Result;
+use crate::experiment::Experiment;
 use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts, Prediction};
-use crate::scenario::{self, Experiment, Report};
+use crate::scenario::{self, Report};
 use serde::Serialize;
 
 /// An experiment's report with the model's verdict on it.

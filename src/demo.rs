@@ -7,10 +7,11 @@
 use crate::check::{self, Checked};
 use crate::diag::Side;
 use crate::error::{Error, Result};
+use crate::experiment::Experiment;
 use crate::model::{self, DocumentedPrediction, KernelFacts};
 use crate::outcome::Outcome;
+use crate::scenario::Report;
 use crate::scenario::file::{self, Scenario};
-use crate::scenario::{Experiment, Report};
 use crate::socket::Family;
 use serde::Serialize;
 use std::io::Write;

@@ -13,7 +13,8 @@
 //! - [`sysctl`]: the namespace's net sysctls, read and written in one place.
 //! - [`netstat`]: the namespace's TCP counters and TIME_WAIT count.
 //! - [`netns`]: fresh Linux network namespaces with their own sysctls.
-//! - [`scenario`]: the classic two-connection experiment as data, and its runner.
+//! - [`experiment`]: the classic two-connection experiment as pure data.
+//! - [`scenario`]: the experiment's runner, scenario files and scripts.
 //! - [`model`]: the Linux rule model (predicts and explains an outcome from the
 //!   factors, the old 4-tuple's state and the sysctls), plus documented
 //!   Windows and BSD/macOS behaviour.
@@ -53,6 +54,7 @@ pub mod diag;
 pub mod error;
 #[cfg(target_os = "linux")]
 pub mod events;
+pub mod experiment;
 pub mod json;
 pub mod layout;
 #[cfg(target_os = "linux")]

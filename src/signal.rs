@@ -9,8 +9,8 @@
 //! SIGHUP, 131 for SIGQUIT), as shells report a process killed by it.
 //! A second signal while stopping takes the default action at once.
 
-use std::sync::Once;
 use crate::sys::signal::RECEIVED;
+use std::sync::Once;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
