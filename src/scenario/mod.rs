@@ -21,7 +21,7 @@
 //! `[experiment]` table ([`mod@file`]): `demo` cases are such files
 //! (`examples/scenarios/demo/`, embedded), `matrix` cells are experiments
 //! built in code that `twlab matrix --emit-cell N` writes out as one, and
-//! `twlab run` replays either through [`check`](crate::check) ([`replay`]).
+//! `twlab run` replays either through `check` (`check::replay`).
 //!
 //! [`diag`]: crate::diag
 //! [`CloseBy`]: crate::experiment::CloseBy
@@ -31,7 +31,6 @@
 pub mod file;
 pub mod play;
 pub mod predict;
-pub mod replay;
 mod runner;
 pub mod view;
 

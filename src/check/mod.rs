@@ -10,6 +10,11 @@
 //!
 //! The Windows and BSD/macOS expectations are attached here too, from the
 //! same view as the Linux prediction, so every caller shows the same ones.
+//!
+//! [`replay`] replays an experiment file (`twlab run`) through
+//! [`run_checked`].
+
+pub mod replay;
 
 use crate::diag::{TcpState, TupleView};
 use crate::error::Result;
