@@ -20,10 +20,9 @@
 //!   Windows and BSD/macOS behaviour.
 //! - [`check`]: run an experiment and check it against the model.
 //! - [`peer`]: the `server` and `client` programs of the story.
-//! - [`demo`]: the lesson in one command.
+//! - [`demo`]: the lesson in one command, and its table.
 //! - [`matrix`]: every combination of factors, one namespace per cell.
 //! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
-//! - [`report`]: the demo's table.
 //! - [`json`]: the JSON contract: `schema_version`, one shape per concept.
 //! - [`layout`]: tables that fit the terminal's width (no word split, optional
 //!   columns left out first, blocks when nothing fits) and when to use colour.
@@ -67,7 +66,6 @@ pub mod outcome;
 pub mod outfile;
 pub mod pairs;
 pub mod peer;
-pub mod report;
 pub mod scenario;
 #[cfg(target_os = "linux")]
 pub mod selfcheck;
