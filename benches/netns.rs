@@ -8,8 +8,9 @@
 //! (`netns::enter_fresh_private_ehash`). Needs root; otherwise says why.
 
 use std::time::Instant;
+use twlab::experiment::Experiment;
 use twlab::netns;
-use twlab::scenario::{self, Experiment};
+use twlab::scenario;
 use twlab::socket::Family;
 
 const N: usize = 300;

@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 use twlab::diag::{SockEntry, TupleView};
+use twlab::experiment::{ClientPort, Experiment};
 use twlab::model::{self, CellFacts, DocumentedPrediction, KernelFacts, Prediction};
-use twlab::scenario::{ClientPort, Experiment};
 use twlab::socket::Family;
 use twlab::sysctl::{NetSysctls, TwReuse};
 

@@ -80,7 +80,7 @@ pub enum Error {
         why: String,
     },
 
-    /// A stop signal arrived (see [`crate::signal`]).
+    /// A stop signal arrived (see the `signal` module).
     #[error("interrupted (Ctrl-C)")]
     Interrupted,
 

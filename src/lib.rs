@@ -13,16 +13,16 @@
 //! - [`sysctl`]: the namespace's net sysctls, read and written in one place.
 //! - [`netstat`]: the namespace's TCP counters and TIME_WAIT count.
 //! - [`netns`]: fresh Linux network namespaces with their own sysctls.
-//! - [`scenario`]: the classic two-connection experiment as data, and its runner.
+//! - [`experiment`]: the classic two-connection experiment as pure data.
+//! - [`scenario`]: the experiment's runner, scenario files and scripts.
 //! - [`model`]: the Linux rule model (predicts and explains an outcome from the
 //!   factors, the old 4-tuple's state and the sysctls), plus documented
 //!   Windows and BSD/macOS behaviour.
 //! - [`check`]: run an experiment and check it against the model.
 //! - [`peer`]: the `server` and `client` programs of the story.
-//! - [`demo`]: the lesson in one command.
+//! - [`demo`]: the lesson in one command, and its table.
 //! - [`matrix`]: every combination of factors, one namespace per cell.
 //! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
-//! - [`report`]: the demo's table.
 //! - [`json`]: the JSON contract: `schema_version`, one shape per concept.
 //! - [`layout`]: tables that fit the terminal's width (no word split, optional
 //!   columns left out first, blocks when nothing fits) and when to use colour.
@@ -53,6 +53,7 @@ pub mod diag;
 pub mod error;
 #[cfg(target_os = "linux")]
 pub mod events;
+pub mod experiment;
 pub mod json;
 pub mod layout;
 #[cfg(target_os = "linux")]
@@ -65,7 +66,6 @@ pub mod outcome;
 pub mod outfile;
 pub mod pairs;
 pub mod peer;
-pub mod report;
 pub mod scenario;
 #[cfg(target_os = "linux")]
 pub mod selfcheck;

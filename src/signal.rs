@@ -9,8 +9,9 @@
 //! SIGHUP, 131 for SIGQUIT), as shells report a process killed by it.
 //! A second signal while stopping takes the default action at once.
 
+use crate::sys::signal::RECEIVED;
 use std::sync::Once;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A signal that asks twlab to stop.
@@ -89,18 +90,6 @@ impl From<Interrupted> for crate::Error {
     }
 }
 
-/// The number of the first signal received, 0 before any.
-static RECEIVED: AtomicI32 = AtomicI32::new(0);
-
-/// Called from the signal handler: record `sig` unless one is recorded
-/// already. Returns true if this was the first. Async-signal-safe (one
-/// atomic compare-exchange).
-pub(crate) fn record(sig: i32) -> bool {
-    RECEIVED
-        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
-        .is_ok()
-}
-
 /// Catch SIGINT, SIGTERM, SIGHUP and SIGQUIT from now on (idempotent).
 /// Installs no thread, so a process may still unshare(CLONE_NEWUSER)
 /// afterwards. Failing to install is not fatal: the signals then keep
@@ -112,7 +101,7 @@ pub fn install() {
         let _ = crate::sys::signal::install();
         #[cfg(not(unix))]
         let _ = ctrlc::set_handler(|| {
-            record(Signal::Interrupt.number());
+            crate::sys::signal::record(Signal::Interrupt.number());
         });
     });
 }

@@ -2,7 +2,8 @@
 //! /proc/PID/comm) made safe to print on a terminal: control characters
 //! escaped the way JSON (and iproute2's JSON output) writes them, so an
 //! argument like `$'\e[2J'` or a process named `\e]0;x\a` cannot clear the
-//! screen or retitle the window; and long echoes cut short.
+//! screen or retitle the window; and long echoes cut short. Also numbers with
+//! thousands separators ([`group`]).
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -139,9 +140,29 @@ fn cut_run(run: &str) -> Cow<'_, str> {
     Cow::Owned(format!("{head}{}{tail}", shorten(core, ECHO_MAX_CHARS)))
 }
 
+/// 28001 → "28,001".
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(28001), "28,001");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1_000_000), "1,000,000");
+    }
 
     #[test]
     fn escapes_like_json() {

@@ -186,8 +186,8 @@ fn demo_port_in_use() {
 fn cases_built_in_code(
     family: twlab::socket::Family,
     port: Option<u16>,
-) -> Vec<(&'static str, twlab::scenario::Experiment)> {
-    use twlab::scenario::{CloseBy, Experiment, When};
+) -> Vec<(&'static str, twlab::experiment::Experiment)> {
+    use twlab::experiment::{CloseBy, Experiment, When};
     use twlab::socket::SocketOpts;
     let base = Experiment::story(family, port.unwrap_or(0), 0);
     vec![

@@ -6,9 +6,9 @@
 use anyhow::Result;
 use std::io::Write;
 use std::path::PathBuf;
+use twlab::check::replay::{ExperimentReport, replay};
 use twlab::scenario::file::{ExperimentFile, Scenario, Script, load};
 use twlab::scenario::play::{ScriptReport, play};
-use twlab::scenario::replay::{ExperimentReport, replay};
 
 /// Arguments of `twlab run`.
 #[derive(Debug, Clone, clap::Args)]

@@ -17,11 +17,13 @@
 //! Layout: `state` and `entry` hold the decoded types; `wire` (Linux)
 //! is the checked view over the bytes and the netlink framing; `netlink`
 //! (Linux) the socket that sends and reads them. [`DiagSocket`] keeps one
-//! socket open for many questions.
+//! socket open for many questions. [`owners`] names the processes that hold
+//! a socket (`ss -p`, `why`).
 
 mod entry;
 #[cfg(target_os = "linux")]
 mod netlink;
+pub mod owners;
 mod state;
 // Windows, macOS and FreeBSD: the system's own TCP table (no timers).
 #[cfg(any(test, windows, target_os = "macos", target_os = "freebsd"))]

@@ -4,8 +4,8 @@
 
 use super::factors::{RangeChoice, Selection};
 use crate::error::{Error, Result};
+use crate::experiment::{ClientPort, CloseBy, Experiment, NextStep, When};
 use crate::model;
-use crate::scenario::{ClientPort, CloseBy, Experiment, NextStep, When};
 use crate::socket::{Family, SocketOpts};
 use crate::sysctl::{
     FIN_TIMEOUT, MAX_TW_BUCKETS, NetSysctls, PORT_RANGE, Sysctl, TIMESTAMPS, TW_REUSE,

@@ -3,7 +3,7 @@
 //! chosen with `--factor NAME=V1,V2`.
 
 use crate::error::{Error, Result};
-use crate::scenario::{ClientPort, CloseBy, NextStep, When};
+use crate::experiment::{ClientPort, CloseBy, NextStep, When};
 use crate::socket::Family;
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,7 @@
 //! socket (TIME_WAIT of an earlier run included) when handed out.
 
 use crate::error::{Error, Result};
-use crate::scenario::{ClientPort, Experiment};
+use crate::experiment::{ClientPort, Experiment};
 use crate::socket::Family;
 use crate::sysctl::NetSysctls;
 use std::net::SocketAddr;

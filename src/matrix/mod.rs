@@ -1,5 +1,5 @@
 //! `twlab matrix`: factors × values → cells; each cell is one
-//! [`Experiment`](crate::scenario::Experiment) run in its own fresh network namespace (own loopback, own
+//! [`Experiment`](crate::experiment::Experiment) run in its own fresh network namespace (own loopback, own
 //! port space, own sysctls), in parallel; each shows the rule model's
 //! prediction beside the observation, and any disagreement is loud.
 //!

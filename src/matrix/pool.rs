@@ -4,9 +4,10 @@
 use super::cells::CellSpec;
 use super::results::{CellResult, CellStatus, FreeTiming, RanCell, held_by_open_descriptor, judge};
 use crate::error::{Error, Result};
+use crate::experiment::{Experiment, When};
 use crate::model::KernelFacts;
 use crate::netns;
-use crate::scenario::{self, Experiment, When};
+use crate::scenario;
 use crate::sysctl::Sysctl;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};

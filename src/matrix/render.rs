@@ -5,9 +5,9 @@ use super::cells::CellSpec;
 use super::results::{CellResult, CellStatus, MatrixRun, RanCell};
 use crate::diag::{SockEntry, TupleView};
 use crate::error::{Error, Result};
+use crate::experiment::{Experiment, NextStep};
 use crate::layout::{Column, Grid, Tone};
 use crate::outcome::Outcome;
-use crate::scenario::{Experiment, NextStep};
 use crate::socket::{Family, SocketOpts};
 use std::collections::HashMap;
 

@@ -5,9 +5,10 @@ use super::cells::CellSpec;
 use crate::check::Checked;
 use crate::diag::{Side, TupleView};
 use crate::error::Error;
+use crate::experiment::{Experiment, NextStep};
 use crate::model::{self, DocumentedPrediction, KernelFacts, Prediction};
 use crate::outcome::{Outcome, WsaName};
-use crate::scenario::{Experiment, NextStep, Report};
+use crate::scenario::Report;
 use crate::sysctl::Sysctl;
 use serde::{Deserialize, Serialize};
 

@@ -20,8 +20,8 @@ use super::kernel::{
 use super::linux::{BindVerdict, failed, predict_bind};
 use super::rules::{Prediction, RuleId};
 use crate::diag::{Side, TcpState, TupleView};
+use crate::experiment::ClientPort;
 use crate::outcome::Step;
-use crate::scenario::ClientPort;
 use crate::sys::linux_errno;
 use crate::sysctl::PortRange;
 use std::net::SocketAddr;

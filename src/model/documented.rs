@@ -8,8 +8,8 @@ use super::facts::CellFacts;
 use super::holder::{Holder, holder, holder_state_name};
 use super::rules::DocumentedPrediction;
 use crate::diag::{Side, TcpState, TupleView};
+use crate::experiment::{Experiment, NextStep};
 use crate::outcome::{Outcome, Step, SysError};
-use crate::scenario::{Experiment, NextStep};
 
 const DOCUMENTED: &str = "documented, not run";
 
@@ -287,8 +287,8 @@ fn free_tuple_text(server: Option<Holder>, tw_rule: &str) -> String {
 mod tests {
     use super::*;
     use crate::diag::SockEntry;
+    use crate::experiment::{ClientPort, CloseBy, When};
     use crate::model::{KernelFacts, PortRange, TwReuse};
-    use crate::scenario::{ClientPort, CloseBy, When};
     use crate::socket::{Family, SocketOpts};
     use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! ([`CellFacts`]).
 
 use crate::diag::TupleView;
-use crate::scenario::Experiment;
+use crate::experiment::Experiment;
 use crate::sysctl::{NetSysctls, PortRange, TwReuse};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 
 use super::TIMEWAIT_LEN_MS;
 use crate::diag::{Side, SockEntry, TcpState, TupleView};
-use crate::scenario::{Experiment, When};
+use crate::experiment::{Experiment, When};
 use crate::socket::SocketOpts;
 
 /// What holds a port's bind bucket or a 4-tuple, as far as the rules care.

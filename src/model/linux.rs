@@ -12,8 +12,8 @@ use super::kernel::{
 };
 use super::rules::{Prediction, RuleId};
 use crate::diag::{Side, TcpState};
+use crate::experiment::{Experiment, NextStep};
 use crate::outcome::{Outcome, Step, SysError};
-use crate::scenario::{Experiment, NextStep};
 use crate::socket::SocketOpts;
 use crate::sys::linux_errno;
 use std::net::{IpAddr, Ipv4Addr};

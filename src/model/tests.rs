@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::diag::{SockEntry, TcpState, Timer, TimerKind, TupleView};
-use crate::scenario::{ClientPort, CloseBy, Experiment, NextStep, When};
+use crate::experiment::{ClientPort, CloseBy, Experiment, NextStep, When};
 use crate::socket::{Family, SocketOpts};
 
 const C: &str = "127.0.0.1:23456";

@@ -70,7 +70,7 @@
 //! [`MAX_TOTAL_WAIT_MS`] in all; an experiment at most
 //! [`MAX_EXPERIMENT_WAIT`]. Past a limit, [`parse`] names the line.
 
-use super::Experiment;
+use crate::experiment::Experiment;
 use crate::model::RuleId;
 use crate::outcome::{Outcome, Step};
 use crate::socket::{SocketOpts, V6Only, parse_endpoint};
@@ -499,7 +499,7 @@ fn parse_experiment(file: &Path, text: &str, raw: Raw) -> Result<ExperimentFile,
             Ok(())
         }
     };
-    if let super::When::AfterMs(ms) = x.get_ref().when {
+    if let crate::experiment::When::AfterMs(ms) = x.get_ref().when {
         limit("when = after-ms", std::time::Duration::from_millis(ms))?;
     }
     if let Some(d) = x.get_ref().until_free {

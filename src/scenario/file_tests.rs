@@ -2,8 +2,8 @@
 //! their line, and the experiment round trip.
 
 use super::*;
+use crate::experiment::{ClientPort, CloseBy, NextStep, When};
 use crate::outcome::SysError;
-use crate::scenario::{ClientPort, CloseBy, NextStep, When};
 use crate::socket::Family;
 
 // Whatever a matrix cell holds, the emitted file reads back into it.

@@ -4,9 +4,10 @@
 //!
 //! [`diag`]: crate::diag
 
-use super::{ClientPort, Experiment, NextStep, Report, StepRecord, UntilFree, When};
+use super::{Report, StepRecord, UntilFree};
 use crate::diag::{self, Side, TcpState, TupleView};
 use crate::error::{Error, Result};
+use crate::experiment::{ClientPort, Experiment, NextStep, When};
 use crate::outcome::{Outcome, Step, StepResult};
 use crate::socket::{Family, SocketOpts, StepError, TcpSock};
 use std::net::SocketAddr;

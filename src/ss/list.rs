@@ -1,8 +1,8 @@
 //! The socket table: aligned text like `ss -tan` (formatted without
 //! allocating per row) or one JSON document.
 
-use super::owners::{ID_HEADER, Owner, owner_key};
 use super::{Filter, Format, Processes, io_err, json_err};
+use crate::diag::owners::{ID_HEADER, Owner, owner_key};
 use crate::diag::{self, SockEntry, TimerKind};
 use crate::error::Result;
 use crate::socket::Family;
@@ -399,7 +399,7 @@ impl Widths {
 pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Result<u8> {
     let procs = processes == Processes::Show;
     let owners = if procs {
-        super::owners::all_socket_owners()
+        crate::diag::owners::all_socket_owners()
     } else {
         HashMap::new()
     };

@@ -18,7 +18,6 @@
 
 pub mod filter;
 pub mod list;
-pub mod owners;
 pub mod summary;
 pub mod watch;
 
@@ -26,8 +25,7 @@ pub use filter::{
     AddrMatch, Filter, GROUP_NAMES, STATE_NAMES, collect, parse_family, parse_port_filter,
     parse_state, parse_states,
 };
-pub use owners::{Owner, socket_owners};
-pub use summary::{Count, PortUse, Summary, TwBuckets, build_summary, group};
+pub use summary::{Count, PortUse, Summary, TwBuckets, build_summary};
 pub use watch::{MAX_WATCH_FRAMES, parse_watch_ms};
 
 use crate::error::{Error, Result};

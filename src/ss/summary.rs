@@ -8,6 +8,7 @@ use super::{Filter, Format, io_err, json_err};
 use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
 use crate::error::Result;
 use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts};
+use crate::text::group;
 use crate::why::{self, RangeUse};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -399,19 +400,6 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
             .chain(elsewhere.map(|(_, n)| n))
             .collect(),
     })
-}
-
-/// 28001 → "28,001".
-pub fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Print the summary on stdout.

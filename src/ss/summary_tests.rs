@@ -4,13 +4,6 @@
 use super::*;
 
 #[test]
-fn groups_thousands() {
-    assert_eq!(group(28001), "28,001");
-    assert_eq!(group(999), "999");
-    assert_eq!(group(1_000_000), "1,000,000");
-}
-
-#[test]
 fn port_use_counts_pairs() {
     let peer: SocketAddr = "127.0.0.1:80".parse().unwrap();
     let other: SocketAddr = "127.0.0.1:81".parse().unwrap();

@@ -77,34 +77,3 @@ pub fn without_bind_service<T>(f: impl FnOnce() -> T) -> (T, std::io::Result<()>
     let restored = set(&old);
     (r, restored)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// As root, a bind() of port 80 in a fresh namespace fails with EACCES
-    /// while the capability is dropped, and works again afterwards.
-    #[test]
-    fn dropping_bind_service_refuses_a_privileged_port() {
-        if crate::netns::can_unshare().is_err() || !nix::unistd::geteuid().is_root() {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped dropping_bind_service_refuses_a_privileged_port: needs root and namespaces"
-            );
-            return;
-        }
-        let r = crate::netns::run_in_fresh(Vec::new(), || {
-            let bind80 = || {
-                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                    .unwrap();
-                s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 80)).into())
-                    .map_err(|e| e.raw_os_error())
-            };
-            let (dropped, restored) = without_bind_service(bind80);
-            (dropped, restored.is_ok(), bind80())
-        })
-        .unwrap();
-        assert_eq!(r, (Err(Some(libc::EACCES)), true, Ok(())));
-    }
-}

@@ -24,7 +24,6 @@ mod unix;
 #[cfg(unix)]
 pub(crate) mod term;
 
-#[cfg(unix)]
 pub(crate) mod signal;
 
 #[cfg(target_os = "linux")]

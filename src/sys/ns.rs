@@ -1,5 +1,5 @@
 //! Linux namespaces and the loopback interface: the raw calls behind
-//! [`crate::netns`] and the matrix's unprivileged worker.
+//! the `netns` module and the matrix's unprivileged worker.
 //!
 //! `unshare(2)` and `setns(2)` act on the calling *thread*
 //! (kernel/fork.c, `ksys_unshare` → `switch_task_namespaces`), so each

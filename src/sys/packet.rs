@@ -1,6 +1,6 @@
 //! AF_PACKET sockets: the raw calls behind `twlab trace`'s capture and its
 //! delay box, which holds one frame back and sends it late (see
-//! [`crate::trace`]).
+//! the `trace` module).
 //!
 //! A packet socket bound to one interface sees every frame the interface
 //! sends or receives (`packet_rcv`, reached from `dev_queue_xmit_nit` for

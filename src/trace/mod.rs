@@ -25,10 +25,11 @@ pub use render::ladder_text;
 
 use crate::diag::Side;
 use crate::error::{Error, Result};
+use crate::experiment::{ClientPort, Experiment, NextStep};
 use crate::matrix::{Selection, build_cells};
 use crate::netns::{self, Sysctl};
 use crate::outcome::Step;
-use crate::scenario::{self, ClientPort, Experiment, NextStep, Report, StepRecord};
+use crate::scenario::{self, Report, StepRecord};
 use crate::socket::Family;
 use crate::sysctl::NetSysctls;
 use capture::{Capture, Keep, needs_root};

@@ -3,12 +3,12 @@
 //! ranked fixes, what cannot be known, other systems, and `--try` evidence.
 
 use super::fix::RankedFix;
+use crate::diag::owners::Owner;
 use crate::diag::{TcpState, Timer};
 use crate::model::RuleId;
 use crate::model::kernel::Fact;
 use crate::outcome::Step;
 use crate::socket::{Family, SocketOpts};
-use crate::ss::Owner;
 use crate::sysctl::PortRange;
 use serde::Serialize;
 

@@ -134,7 +134,7 @@ pub fn read_scope(scope: Scope) -> Result<Table> {
 /// Give the table's sockets with these inodes their owners, from one scan
 /// of /proc/*/fd.
 fn set_owners(table: &mut Table, inodes: &[u32]) {
-    let owners = crate::ss::owners::socket_owners(inodes);
+    let owners = crate::diag::owners::socket_owners(inodes);
     for o in table.sockets.iter_mut() {
         if let Some(v) = owners.get(&o.entry.inode) {
             o.owners = v.clone();

@@ -4,7 +4,7 @@
 use super::diagnosis::{Agreement, Asked, Blocking, Diagnosis, HolderReport, ReuseKnown};
 use super::range::RangeUse;
 use super::table::{Origin, Role};
-use crate::ss::group;
+use crate::text::group;
 use std::fmt::Write;
 
 /// How many holder lines the long form prints before "… N more".

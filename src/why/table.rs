@@ -7,8 +7,8 @@
 //! mini-sockets (`inet_twsk_bind_hash()` keeps them there until the timer
 //! fires). bind() is checked against all of them, not against one 4-tuple.
 
+use crate::diag::owners::Owner;
 use crate::diag::{SockEntry, TcpState};
-use crate::ss::Owner;
 use crate::sysctl::PortRange;
 use serde::Serialize;
 use std::collections::HashSet;

@@ -4,7 +4,7 @@
 //! is the key, and only its name is looked up (Windows: a Toolhelp process
 //! snapshot; macOS: none, shown as `?`).
 
-use crate::diag::SockEntry;
+use super::SockEntry;
 use serde::Serialize;
 use std::collections::HashMap;
 

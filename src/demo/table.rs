@@ -1,7 +1,7 @@
 //! Rendering for people: the demo's table and notes. (JSON comes straight
 //! from the serde types.)
 
-use crate::demo::Demo;
+use super::Demo;
 use crate::layout::{Column, Grid, wrap_into};
 use crate::model::KernelFacts;
 use std::fmt::Write;

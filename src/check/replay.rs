@@ -4,11 +4,11 @@
 //! the kernel's outcome, runs spoiled by a transient state repeated in a
 //! new namespace), then the author's expectation beside both.
 
-use super::file::{Expect, ExperimentFile};
 use crate::check::{self, Checked};
 use crate::error::Result;
 use crate::model::KernelFacts;
 use crate::netns::{self, Sysctl};
+use crate::scenario::file::{Expect, ExperimentFile};
 use serde::Serialize;
 
 /// Runs an experiment may take when a race with a transient state spoils

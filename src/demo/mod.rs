@@ -2,15 +2,19 @@
 //! five variants on loopback, in this process, and explains each outcome
 //! with the kernel rule that decided it ([`crate::model`]). The variants are
 //! the scenario files of `examples/scenarios/demo/`, embedded in the binary
-//! (`twlab run` replays the same files in a namespace).
+//! (`twlab run` replays the same files in a namespace). [`table`] lays the
+//! result out for people.
+
+pub mod table;
 
 use crate::check::{self, Checked};
 use crate::diag::Side;
 use crate::error::{Error, Result};
+use crate::experiment::Experiment;
 use crate::model::{self, DocumentedPrediction, KernelFacts};
 use crate::outcome::Outcome;
+use crate::scenario::Report;
 use crate::scenario::file::{self, Scenario};
-use crate::scenario::{Experiment, Report};
 use crate::socket::Family;
 use serde::Serialize;
 use std::io::Write;
@@ -33,7 +37,7 @@ pub struct DemoPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     /// The table, the explanations under it, the host facts and other
-    /// systems (`report::demo_text`).
+    /// systems (`table::demo_text`).
     Table,
     /// One JSON document (the [`Demo`] as serde writes it).
     Json,
@@ -115,23 +119,23 @@ pub struct Demo {
 const CASE_FILES: [(&str, &str); 5] = [
     (
         "examples/scenarios/demo/1-reconnect-after-peer.toml",
-        include_str!("../examples/scenarios/demo/1-reconnect-after-peer.toml"),
+        include_str!("../../examples/scenarios/demo/1-reconnect-after-peer.toml"),
     ),
     (
         "examples/scenarios/demo/2-reconnect-at-once.toml",
-        include_str!("../examples/scenarios/demo/2-reconnect-at-once.toml"),
+        include_str!("../../examples/scenarios/demo/2-reconnect-at-once.toml"),
     ),
     (
         "examples/scenarios/demo/3-server-closes-first.toml",
-        include_str!("../examples/scenarios/demo/3-server-closes-first.toml"),
+        include_str!("../../examples/scenarios/demo/3-server-closes-first.toml"),
     ),
     (
         "examples/scenarios/demo/4-client-rst.toml",
-        include_str!("../examples/scenarios/demo/4-client-rst.toml"),
+        include_str!("../../examples/scenarios/demo/4-client-rst.toml"),
     ),
     (
         "examples/scenarios/demo/5-no-reuseaddr.toml",
-        include_str!("../examples/scenarios/demo/5-no-reuseaddr.toml"),
+        include_str!("../../examples/scenarios/demo/5-no-reuseaddr.toml"),
     ),
 ];
 
@@ -344,7 +348,7 @@ pub fn run(plan: &DemoPlan) -> Result<u8> {
     let mut out = out.lock();
     let text = match plan.output {
         Output::Json => crate::json::pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?,
-        Output::Table => crate::report::demo_text(&demo, crate::layout::width()),
+        Output::Table => table::demo_text(&demo, crate::layout::width()),
     };
     let _ = writeln!(out, "{text}").and_then(|_| out.flush());
     Ok(

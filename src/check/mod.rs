@@ -10,11 +10,17 @@
 //!
 //! The Windows and BSD/macOS expectations are attached here too, from the
 //! same view as the Linux prediction, so every caller shows the same ones.
+//!
+//! [`replay`] replays an experiment file (`twlab run`) through
+//! [`run_checked`].
+
+pub mod replay;
 
 use crate::diag::{TcpState, TupleView};
 use crate::error::Result;
+use crate::experiment::Experiment;
 use crate::model::{self, CellFacts, DocumentedPrediction, KernelFacts, Prediction};
-use crate::scenario::{self, Experiment, Report};
+use crate::scenario::{self, Report};
 use serde::Serialize;
 
 /// An experiment's report with the model's verdict on it.

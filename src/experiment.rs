@@ -1,0 +1,252 @@
+//! The experiment as pure data: one connection opened and closed, then one
+//! next step whose outcome is the point of the experiment ([`Experiment`]:
+//! who closes first and how, [`CloseBy`]; when the next step happens,
+//! [`When`]; what it is, [`NextStep`]; how the client gets its port,
+//! [`ClientPort`]). No I/O: the rule model reads it, the scenario runner
+//! performs it on real sockets, scenario files and matrix cells write it.
+
+use crate::diag;
+use crate::socket::{Family, SocketOpts};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Which end closes the first connection first, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseBy {
+    /// The client calls close() first: FIN; the client will hold TIME_WAIT.
+    Client,
+    /// The server calls close() first: FIN; the server will hold TIME_WAIT.
+    Server,
+    /// The client closes with SO_LINGER {on, 0}: RST, no TIME_WAIT anywhere.
+    ClientRst,
+    /// The server closes with SO_LINGER {on, 0}: RST, no TIME_WAIT anywhere.
+    ServerRst,
+}
+
+impl CloseBy {
+    /// Every way to close first, in the order tables list them.
+    pub const ALL: [CloseBy; 4] = [
+        CloseBy::Client,
+        CloseBy::Server,
+        CloseBy::ClientRst,
+        CloseBy::ServerRst,
+    ];
+    /// The kebab-case name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseBy::Client => "client",
+            CloseBy::Server => "server",
+            CloseBy::ClientRst => "client-rst",
+            CloseBy::ServerRst => "server-rst",
+        }
+    }
+    /// The end that closes first.
+    pub fn first(self) -> diag::Side {
+        match self {
+            CloseBy::Client | CloseBy::ClientRst => diag::Side::Client,
+            CloseBy::Server | CloseBy::ServerRst => diag::Side::Server,
+        }
+    }
+    /// True for an abortive close (SO_LINGER {on, 0}: RST).
+    pub fn is_rst(self) -> bool {
+        matches!(self, CloseBy::ClientRst | CloseBy::ServerRst)
+    }
+}
+
+impl fmt::Display for CloseBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// When the next step happens, relative to the closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum When {
+    /// Right after the first close() returns, with no wait at all; the
+    /// other end has not closed (the story's tight loop). After a FIN the
+    /// closer is usually still FIN_WAIT1 here: the peer delays its ACK of a
+    /// FIN (tcp_fin() enters pingpong mode, so the ACK waits for the
+    /// delayed-ACK timer, about 40 ms, or for the peer's own FIN).
+    AtOnce,
+    /// After the first FIN was acknowledged (closer FIN_WAIT2, other end
+    /// CLOSE_WAIT), the other end still open. On Linux the orphaned
+    /// FIN_WAIT2 is a timewait mini-socket (tcp_close → tcp_time_wait(sk,
+    /// TCP_FIN_WAIT2, ...)) when tcp_fin_timeout ≤ 60 s.
+    AfterAck,
+    /// After the other end saw EOF and closed too, and the kernel settled.
+    AfterPeer,
+    /// As `AfterPeer`, then a further wait of this many milliseconds.
+    AfterMs(u64),
+}
+
+impl When {
+    /// The kebab-case name used on the command line and in reports.
+    pub fn name(self) -> String {
+        match self {
+            When::AtOnce => "at-once".into(),
+            When::AfterAck => "after-ack".into(),
+            When::AfterPeer => "after-peer".into(),
+            When::AfterMs(ms) => format!("after-{ms}ms"),
+        }
+    }
+}
+
+/// What the experiment does after the first connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NextStep {
+    /// A new client socket connects again from the same local port
+    /// (for `ClientPort::Ephemeral`, from a kernel-chosen port).
+    Reconnect,
+    /// A new socket binds the old connection's client address:port.
+    Rebind,
+    /// The server closes its listener and a new one binds and listens on
+    /// the same port.
+    RestartListener,
+}
+
+impl NextStep {
+    /// Every next step, in the order tables list them.
+    pub const ALL: [NextStep; 3] = [
+        NextStep::Reconnect,
+        NextStep::Rebind,
+        NextStep::RestartListener,
+    ];
+    /// The kebab-case name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            NextStep::Reconnect => "reconnect",
+            NextStep::Rebind => "rebind",
+            NextStep::RestartListener => "restart-listener",
+        }
+    }
+}
+
+/// How the client gets its local port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientPort {
+    /// bind(addr, port) before connect(); port 0 here means "pick a free
+    /// port once, then bind it explicitly each time".
+    Fixed(u16),
+    /// No bind(): connect() picks the port from ip_local_port_range.
+    Ephemeral,
+    /// bind(addr, 0) with IP_BIND_ADDRESS_NO_PORT: the port is chosen at
+    /// connect() time, with the whole 4-tuple known.
+    BindNoPort,
+}
+
+impl ClientPort {
+    /// One of each kind, in the order tables list them; `Fixed(0)` stands
+    /// for "a fixed port, picked once".
+    pub const ALL: [ClientPort; 3] = [
+        ClientPort::Fixed(0),
+        ClientPort::Ephemeral,
+        ClientPort::BindNoPort,
+    ];
+
+    /// The kebab-case name of the kind ("fixed" whatever the port).
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientPort::Fixed(_) => "fixed",
+            ClientPort::Ephemeral => "ephemeral",
+            ClientPort::BindNoPort => "bind-no-port",
+        }
+    }
+
+    /// The kind named `name` (as [`ClientPort::name`] spells it); "fixed"
+    /// gives `Fixed(0)`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// True for `Fixed`: the port is bound explicitly before connect()
+    /// (SOCK_BINDPORT_LOCK), not chosen by connect().
+    pub fn is_fixed(self) -> bool {
+        matches!(self, ClientPort::Fixed(_))
+    }
+}
+
+/// One experiment: everything that decides its outcome except the kernel
+/// and its sysctls. In a scenario file it is the `[experiment]` table
+/// (`scenario::file`); the socket options and the server port may be left out
+/// (none, and 0).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// IPv4 or IPv6 loopback.
+    pub family: Family,
+    /// Server port; 0 picks a free one.
+    #[serde(default)]
+    pub server_port: u16,
+    /// How the client gets its local port.
+    pub client_port: ClientPort,
+    /// Options of the first listener (accepted sockets inherit them).
+    #[serde(default)]
+    pub listener: SocketOpts,
+    /// Options of the first client socket.
+    #[serde(default)]
+    pub client: SocketOpts,
+    /// Which end closes first, and how.
+    pub close: CloseBy,
+    /// When the next step happens, relative to the closes.
+    pub when: When,
+    /// What happens after the first connection closed.
+    pub next: NextStep,
+    /// Options of the socket the next step creates (a client socket for
+    /// reconnect and rebind, the new listener for restart-listener).
+    #[serde(default)]
+    pub new_opts: SocketOpts,
+    /// If the next step fails: keep retrying it (bounded backoff, at most
+    /// 50 ms apart) up to this long, and report when it first succeeded.
+    pub until_free: Option<Duration>,
+}
+
+impl Experiment {
+    /// The story's experiment: SO_REUSEADDR on every socket, the client
+    /// binds `client_port` (0: a free one), closes first, the server closes
+    /// after it, then the client reconnects from the same port. Other cases
+    /// are this with a field or two changed.
+    pub fn story(family: Family, server_port: u16, client_port: u16) -> Self {
+        let ra = SocketOpts {
+            reuseaddr: true,
+            ..Default::default()
+        };
+        Experiment {
+            family,
+            server_port,
+            client_port: ClientPort::Fixed(client_port),
+            listener: ra,
+            client: ra,
+            close: CloseBy::Client,
+            when: When::AfterPeer,
+            next: NextStep::Reconnect,
+            new_opts: ra,
+            until_free: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_port_names_round_trip() {
+        for c in ClientPort::ALL {
+            assert_eq!(ClientPort::from_name(c.name()), Some(c));
+        }
+        assert_eq!(ClientPort::from_name("fixed"), Some(ClientPort::Fixed(0)));
+        assert_eq!(
+            ClientPort::from_name("bind-no-port"),
+            Some(ClientPort::BindNoPort)
+        );
+        assert_eq!(ClientPort::from_name("random"), None);
+        assert!(ClientPort::Fixed(23456).is_fixed());
+        assert!(!ClientPort::Ephemeral.is_fixed());
+        assert!(!ClientPort::BindNoPort.is_fixed());
+    }
+}
