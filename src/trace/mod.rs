@@ -283,6 +283,10 @@ pub fn run_trace(plan: &TracePlan) -> Result<Trace> {
     };
     // Started before the namespace exists, so its first socket is seen.
     let rec = plan.events.then(|| kernel::start(port, &addrs));
+    // A signal during the tracefs set-up (tens of ms) stops here, not
+    // after a whole run whose ladder would then be printed (seen: the
+    // ladder, then "interrupted"); `rec` removes its instance on the way.
+    crate::signal::check()?;
     let mut t = match (runner, &plan.target) {
         (Some(r), _) => run_experiment(r)?,
         (None, Target::RstUnread) => lost::run(plan)?,
@@ -382,6 +386,8 @@ pub fn run(plan: &TracePlan) -> Result<u8> {
         crate::outfile::check_target(path)?;
     }
     let t = run_trace(plan)?;
+    // Stopped during the run: no file, no ladder, just the stop.
+    crate::signal::check()?;
     if let Some(path) = &plan.pcap {
         let w = pcap::write(path, &t)?;
         // On stderr, a replaced file said as such (crate::outfile).
