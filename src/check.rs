@@ -18,7 +18,7 @@ use crate::scenario::{self, Experiment, Report};
 use serde::Serialize;
 
 /// An experiment's report with the model's verdict on it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Checked {
     /// What the run showed.
     pub report: Report,

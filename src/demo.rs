@@ -40,7 +40,7 @@ pub enum Output {
 }
 
 /// One row of the lesson.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DemoRow {
     /// The case, in words.
     pub case: String,
@@ -91,7 +91,7 @@ pub struct DemoRow {
 }
 
 /// The whole demo.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Demo {
     /// The system the cases ran on ("Linux", "Windows", "macOS/BSD").
     pub system: &'static str,

@@ -12,7 +12,7 @@ use crate::sysctl::Sysctl;
 use serde::{Deserialize, Serialize};
 
 /// A cell that ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RanCell {
     /// The observation.
     pub report: Report,
@@ -40,7 +40,7 @@ pub struct RanCell {
 }
 
 /// How long a blocked step stayed blocked (`--until-free`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FreeTiming {
     /// The step first succeeded this long after its first failure.
@@ -73,7 +73,7 @@ impl FreeTiming {
 }
 
 /// What happened to a cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum CellStatus {
     /// It ran; the observation beside the predictions.
@@ -114,7 +114,7 @@ impl CellStatus {
 }
 
 /// A cell and what happened to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellResult {
     /// The cell.
     pub spec: CellSpec,
@@ -176,7 +176,7 @@ pub(crate) fn judge(c: Checked, kernel: KernelFacts) -> RanCell {
 }
 
 /// Everything a `matrix` run produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MatrixRun {
     /// `uname -r`.
     pub kernel_release: String,

@@ -42,7 +42,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Which end closes the first connection first, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CloseBy {
     /// The client calls close() first: FIN; the client will hold TIME_WAIT.
@@ -92,7 +92,7 @@ impl fmt::Display for CloseBy {
 }
 
 /// When the next step happens, relative to the closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum When {
     /// Right after the first close() returns, with no wait at all; the
@@ -125,7 +125,7 @@ impl When {
 }
 
 /// What the experiment does after the first connection closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NextStep {
     /// A new client socket connects again from the same local port
@@ -156,7 +156,7 @@ impl NextStep {
 }
 
 /// How the client gets its local port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientPort {
     /// bind(addr, port) before connect(); port 0 here means "pick a free
@@ -204,7 +204,7 @@ impl ClientPort {
 /// and its sysctls. In a scenario file it is the `[experiment]` table
 /// ([`mod@file`]); the socket options and the server port may be left out
 /// (none, and 0).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     /// IPv4 or IPv6 loopback.
@@ -261,7 +261,7 @@ impl Experiment {
 }
 
 /// When a step of the retry loop first succeeded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UntilFree {
     /// Milliseconds from the first failure to the first success, or `None`
     /// if it never succeeded within the limit.
@@ -273,7 +273,7 @@ pub struct UntilFree {
 }
 
 /// A step that was performed, with its result, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepRecord {
     /// "client", "server", "client#2"...
     pub actor: String,
@@ -290,7 +290,7 @@ pub struct StepRecord {
 }
 
 /// What running an [`Experiment`] showed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Report {
     /// The experiment that ran.
     pub experiment: Experiment,
@@ -315,6 +315,40 @@ pub struct Report {
     pub steps: Vec<StepRecord>,
     /// How long the run took, in microseconds.
     pub elapsed_us: u64,
+}
+
+/// A `scenario` line of `twlab run --json`: the file and its report.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RunLine<'a> {
+    /// The scenario file, as given.
+    pub file: &'a std::path::Path,
+    /// What playing it gave.
+    pub report: RunReport,
+}
+
+/// The report of one scenario file: a script's or an experiment's.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum RunReport {
+    /// A script's steps.
+    Script(play::ScriptReport),
+    /// An experiment checked against the model.
+    Experiment(Box<replay::ExperimentReport>),
+}
+
+/// The `summary` line of `twlab run --json`: the totals.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RunSummary {
+    /// Steps or experiments where observation, model or expectation differ
+    /// (the exit code is 3 when any do).
+    pub disagreements: usize,
+    /// Differences only because the kernel is older than a file's
+    /// `min_kernel`, counted apart.
+    pub older_kernel_differences: usize,
+    /// Files played.
+    pub scenarios: usize,
+    /// Steps played (an experiment counts one).
+    pub steps: usize,
 }
 
 #[cfg(test)]

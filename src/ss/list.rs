@@ -296,10 +296,23 @@ pub(super) fn write_row(
     out.write_all(b"\n")
 }
 
+/// `ss --json`: the document, as its schema describes it (the list is
+/// written by hand, row by row, as `write_json_list` does).
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)] // Never built: the list is streamed row by row.
+pub(crate) struct JsonList<'a> {
+    /// Every socket that matched the filter.
+    sockets: Vec<JsonSock<'a>>,
+}
+
 /// One socket in --json output.
-#[derive(Serialize)]
-struct JsonSock<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct JsonSock<'a> {
+    /// `ipv4` or `ipv6`.
+    #[schemars(with = "Family")]
     family: &'static str,
+    /// The state as `ss` names it (`time-wait`, `listening`).
+    #[schemars(schema_with = "crate::json::schema::ss_state")]
     state: &'static str,
     local: &'a SocketAddr,
     peer: &'a SocketAddr,
@@ -317,8 +330,11 @@ struct JsonSock<'a> {
     processes: Option<&'a [Owner]>,
 }
 
-#[derive(Serialize)]
+/// A running timer, as `ss -o` names its kind.
+#[derive(Serialize, schemars::JsonSchema)]
 struct JsonTimer {
+    /// `on` (retransmission), `keepalive`, `timewait`, `persist`.
+    #[schemars(schema_with = "crate::json::schema::ss_timer_kind")]
     kind: &'static str,
     expires_ms: u32,
     retrans: u8,

@@ -10,6 +10,9 @@
 
 use serde::Serialize;
 
+pub mod schema;
+pub use schema::schemas;
+
 /// The version of twlab's JSON output. Raised when a field is removed,
 /// renamed or changes meaning; adding a field does not raise it.
 pub const SCHEMA_VERSION: u32 = 1;
