@@ -50,9 +50,10 @@ pub struct DemoRow {
     pub options: String,
     /// "ok", or the step that failed.
     pub step: String,
-    /// The errno name and number, if a step failed.
+    /// The error, if a step failed: in JSON the errno object (name,
+    /// number, Winsock twin), as every command writes one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno: Option<String>,
+    pub errno: Option<crate::outcome::SysError>,
     /// The old 4-tuple at the deciding moment, from both ends.
     pub old_tuple: String,
     /// Which end held TIME_WAIT, if one did.
@@ -287,7 +288,7 @@ fn row(case: &str, c: Checked, host: Host, wine: Option<&str>) -> DemoRow {
             Outcome::Ok => "ok".into(),
             Outcome::Failed { step, .. } => format!("{step}()"),
         },
-        errno: r.outcome.error().map(|e| e.to_string()),
+        errno: r.outcome.error().cloned(),
         old_tuple: view.describe(),
         time_wait_held_by: view.time_wait_holder(),
         rule: p.rule,

@@ -352,6 +352,13 @@ netns_test! {
             ),
             ("demo", mutated(&demo, "/rows/0/rule", Some("BindConflict".into())), "a rule as a Rust name"),
         ];
+        // A failed row's errno as the text it was before issue 19's last step.
+        let failed = demo["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().position(|r| r.get("errno").is_some()))
+            .expect("a demo row that failed (case 5 always does)");
+        let errno_text = mutated(&demo, &format!("/rows/{failed}/errno"), Some("EADDRINUSE (98)".into()));
+        let bad: Vec<_> = bad.into_iter().chain([("demo", errno_text, "an errno as text")]).collect();
         for (schema, doc, what) in &bad {
             assert!(
                 !common::schema_errors(schema, doc).is_empty(),
