@@ -12,7 +12,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// Which end closes the first connection first, and how.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CloseBy {
     /// The client calls close() first: FIN; the client will hold TIME_WAIT.
@@ -62,7 +62,7 @@ impl fmt::Display for CloseBy {
 }
 
 /// When the next step happens, relative to the closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum When {
     /// Right after the first close() returns, with no wait at all; the
@@ -95,7 +95,7 @@ impl When {
 }
 
 /// What the experiment does after the first connection closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NextStep {
     /// A new client socket connects again from the same local port
@@ -126,7 +126,7 @@ impl NextStep {
 }
 
 /// How the client gets its local port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientPort {
     /// bind(addr, port) before connect(); port 0 here means "pick a free
@@ -174,7 +174,7 @@ impl ClientPort {
 /// and its sysctls. In a scenario file it is the `[experiment]` table
 /// (`scenario::file`); the socket options and the server port may be left out
 /// (none, and 0).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Experiment {
     /// IPv4 or IPv6 loopback.

@@ -71,6 +71,41 @@ pub fn compact_line<T: Serialize + ?Sized>(
     serde_json::to_string(&line(kind, body))
 }
 
+/// Schema snippets for fields serialized by hand (`#[schemars(schema_with
+/// = "crate::json::…")]`); the schemas themselves are put together in
+/// the schema module at the top of the library, which sees every output type.
+pub(crate) mod schema_of {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+
+    /// A string that is one of `names` (kept in their order, once each).
+    pub(crate) fn one_of_names(names: impl IntoIterator<Item = &'static str>) -> Schema {
+        let mut v: Vec<&str> = Vec::new();
+        for n in names {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+        }
+        json_schema!({"type": "string", "enum": v})
+    }
+
+    /// A duration as a number of seconds (`…_s`, [`super::secs`]).
+    pub(crate) fn seconds(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "number", "minimum": 0})
+    }
+
+    /// A duration as whole milliseconds (`…_ms`, [`super::millis`]).
+    #[cfg(target_os = "linux")] // `load` is Linux only.
+    pub(crate) fn millis(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "integer", "minimum": 0})
+    }
+
+    /// A number written as a hexadecimal string (`"0xffff8880…"`).
+    #[cfg(target_os = "linux")] // `events` is Linux only.
+    pub(crate) fn hex(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "pattern": "^0x[0-9a-f]+$"})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,8 @@
 //! - [`demo`]: the lesson in one command, and its table.
 //! - [`matrix`]: every combination of factors, one namespace per cell.
 //! - [`ss`]: `twlab ss`, the socket table with TIME_WAIT timers, summary and watch.
-//! - [`json`]: the JSON contract: `schema_version`, one shape per concept.
+//! - [`json`]: the JSON contract: `schema_version`, one shape per concept;
+//!   [`schema`]: every output's JSON Schema, generated from its types.
 //! - [`layout`]: tables that fit the terminal's width (no word split, optional
 //!   columns left out first, blocks when nothing fits) and when to use colour.
 //! - [`signal`]: the signals that ask twlab to stop, and waits that notice them.
@@ -67,6 +68,7 @@ pub mod outfile;
 pub mod pairs;
 pub mod peer;
 pub mod scenario;
+pub mod schema;
 #[cfg(target_os = "linux")]
 pub mod selfcheck;
 pub mod signal;

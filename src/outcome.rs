@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// One socket call of an experiment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     /// socket().
@@ -56,7 +56,7 @@ impl fmt::Display for Step {
 }
 
 /// An OS error with its symbolic name, e.g. `EADDRNOTAVAIL (99)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SysError {
     /// Symbolic name as the OS spells it: `EADDRINUSE` on POSIX,
     /// `WSAEADDRINUSE` on Windows.
@@ -70,7 +70,7 @@ pub struct SysError {
 }
 
 /// The Winsock name and code of an error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WsaName {
     /// E.g. `WSAEADDRINUSE`.
     pub name: String,
@@ -136,7 +136,7 @@ impl fmt::Display for SysError {
 }
 
 /// The result of one step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum StepResult {
     /// The call succeeded.
@@ -174,7 +174,7 @@ impl StepResult {
 }
 
 /// What an attempt came to: the first step that failed, or success.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Outcome {
     /// Every step succeeded.

@@ -45,7 +45,7 @@ pub const REUSE_SYSCTLS: [&str; 6] = [
 ];
 
 /// One `net.*` sysctl setting, e.g. `net.ipv4.tcp_timestamps = 0`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Sysctl {
     /// Dotted name, `net.ipv4.tcp_timestamps`.
     pub name: String,
@@ -107,7 +107,7 @@ pub fn reuse_sysctls() -> Vec<(String, Option<String>)> {
 }
 
 /// `net.ipv4.tcp_tw_reuse`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TwReuse {
     /// 0: never for kernel-chosen ports.
@@ -140,7 +140,7 @@ impl TwReuse {
 }
 
 /// `net.ipv4.ip_local_port_range`, inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PortRange {
     /// First port of the range.
     pub low: u16,
@@ -177,7 +177,7 @@ impl PortRange {
 
 /// `net.ipv4.ip_local_reserved_ports`: ports connect() and bind(port 0)
 /// never pick (`inet_is_local_reserved_port()`), as inclusive ranges.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReservedPorts(pub Vec<PortRange>);
 
 impl ReservedPorts {
@@ -213,7 +213,7 @@ impl ReservedPorts {
 }
 
 /// The typed values of the sysctls twlab's rules read, from one namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NetSysctls {
     /// `net.ipv4.tcp_timestamps` != 0.
     pub timestamps: bool,

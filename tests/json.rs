@@ -79,9 +79,10 @@ fn rust_shapes(v: &Value, path: &str, found: &mut Vec<String>) {
     }
 }
 
-/// Run `twlab args` and hold its stdout to the contract; `stream` says
-/// whether it prints lines with a `type`. Returns the documents.
-fn check(args: &[&str], stream: bool) -> Vec<Value> {
+/// Run `twlab args` and hold its stdout to the contract and to the JSON
+/// Schema of output `schema` (docs/json/SCHEMA.schema.json); `stream`
+/// says whether it prints lines with a `type`. Returns the documents.
+fn check(schema: &str, args: &[&str], stream: bool) -> Vec<Value> {
     let o = Command::new(common::bin())
         .args(args)
         .stdin(Stdio::null())
@@ -117,6 +118,11 @@ fn check(args: &[&str], stream: bool) -> Vec<Value> {
             found.is_empty(),
             "twlab {args:?}: Rust shapes in JSON: {found:?}"
         );
+        let errors = common::schema_errors(schema, d);
+        assert!(
+            errors.is_empty(),
+            "twlab {args:?}: document {i} breaks docs/json/{schema}.schema.json: {errors:#?}\n{text}"
+        );
     }
     docs.into_iter().map(|(_, v)| v).collect()
 }
@@ -151,10 +157,10 @@ fn the_checker_finds_the_shapes_it_looks_for() {
 netns_test! {
     /// The one-document commands.
     fn one_document_commands_keep_the_contract() {
-        check(&["demo", "--json"], false);
-        check(&["ss", "--json"], false);
-        check(&["ss", "--summary", "--json"], false);
-        check(&["why", "bind", "127.0.0.1:32401", "--json"], false);
+        check("demo", &["demo", "--json"], false);
+        check("ss", &["ss", "--json"], false);
+        check("ss-summary", &["ss", "--summary", "--json"], false);
+        check("why", &["why", "bind", "127.0.0.1:32401", "--json"], false);
         // A holder with a timer (it was a `["timewait", 59000]` tuple): a
         // client TIME_WAIT on the port asked about.
         let l = std::net::TcpListener::bind("127.0.0.1:32403").unwrap();
@@ -177,16 +183,16 @@ netns_test! {
         common::wait_until(five, "the client's TIME_WAIT", || {
             in_state(twlab::diag::TcpState::TimeWait).then_some(())
         });
-        let w = check(&["why", "bind", &format!("127.0.0.1:{port}"), "--json"], false);
+        let w = check("why", &["why", "bind", &format!("127.0.0.1:{port}"), "--json"], false);
         let timer = &w[0]["holders"][0]["timer"];
         assert_eq!(timer["kind"], "timewait", "{timer}");
         assert!(timer["expires_ms"].as_u64().is_some_and(|ms| ms <= 60_000), "{timer}");
-        check(&["why", "port", &port.to_string(), "--json"], false);
-        check(&["trace", "1", "--json"], false);
-        check(&["reuseport", "--json"], false);
-        check(&["selfcheck", "--json", "--cases", "20"], false);
+        check("why", &["why", "port", &port.to_string(), "--json"], false);
+        check("trace", &["trace", "1", "--json"], false);
+        check("reuseport", &["reuseport", "--json"], false);
+        check("selfcheck", &["selfcheck", "--json", "--cases", "20"], false);
         // The port-range factor was {"Span": [a, b]}: now as typed.
-        let m = check(&["matrix", "-f", "close=client", "-f", "port-range=host,1024-1030", "--json"], false);
+        let m = check("matrix", &["matrix", "-f", "close=client", "-f", "port-range=host,1024-1030", "--json"], false);
         let ranges: Vec<&str> = m[0]["cells"]
             .as_array()
             .expect("cells")
@@ -202,29 +208,39 @@ netns_test! {
     /// The streaming commands: one typed object per line, and nothing else
     /// on stdout (`run --json` used to end with two human lines).
     fn streaming_commands_keep_the_contract() {
-        let run = check(&["run", "examples/scenarios/story-client.toml", "--json"], true);
+        let run = check("run", &["run", "examples/scenarios/story-client.toml", "--json"], true);
         assert_eq!(run.last().unwrap()["type"], "summary");
         assert!(run.last().unwrap()["steps"].as_u64().unwrap() > 0);
-        let pairs = check(&["pairs", "--same-uid", "--bindv6only", "0", "--json"], true);
+        let pairs = check("pairs", &["pairs", "--same-uid", "--bindv6only", "0", "--json"], true);
         assert!(pairs.iter().any(|d| d["type"] == "cell" && d.get("observed").is_some()));
+        // A documented expectation as an errno name alone (before issue
+        // 19's item 3) breaks the schema; the real one has the number.
+        let cell = pairs.iter().find(|d| d["windows"]["second_bind"]["result"] == "failed").expect("a cell Windows refuses");
+        assert!(cell["windows"]["second_bind"]["error"]["code"].as_i64().is_some_and(|c| c > 10000), "{cell}");
+        let bad = mutated(cell, "/windows/second_bind", Some("WSAEADDRINUSE".into()));
+        assert!(!common::schema_errors("pairs", &bad).is_empty(), "{bad}");
         assert_eq!(pairs.last().unwrap()["type"], "summary");
-        let watch = check(&["ss", "--watch=50ms", "--iterations", "2", "--json"], true);
+        let watch = check("ss-watch", &["ss", "--watch=50ms", "--iterations", "2", "--json"], true);
         assert_eq!(watch.len(), 2, "one line per refresh");
         assert!(watch[0]["sockets"].is_array() && watch[1].get("sockets").is_none());
-        let events = check(&["events", "--json", "--duration", "300ms"], true);
+        let events = check("events", &["events", "--json", "--duration", "300ms"], true);
         // load: samples as a time series, then the report; durations with
         // their unit, latency percentiles by name.
-        let load = check(&["load", "--duration", "1s", "--json"], true);
+        let load = check("load", &["load", "--duration", "1s", "--json"], true);
         let report = load.last().unwrap();
         assert_eq!(report["type"], "report");
         assert!(load.iter().any(|d| d["type"] == "sample"));
         assert_eq!(report["plan"]["sample_every_ms"], 250, "{report}");
+        // The shape it had before issue 19 is not the schema's.
+        let was = serde_json::json!({"secs": 0, "nanos": 250_000_000});
+        let bad = mutated(report, "/plan/sample_every_ms", Some(was));
+        assert!(!common::schema_errors("load", &bad).is_empty(), "{bad}");
         for p in ["p50_us", "p90_us", "p99_us", "p99_9_us", "mean_us", "max_us"] {
             assert!(report["connect_us"][p].is_number(), "{p}: {report}");
         }
         assert_eq!(events.last().unwrap()["type"], "summary");
         let server = common::start_server("127.0.0.1:32402".parse().unwrap(), &["--json"]);
-        let client = check(&["client", "--connect", "127.0.0.1:32402", "--count", "2", "--json"], true);
+        let client = check("client", &["client", "--connect", "127.0.0.1:32402", "--count", "2", "--json"], true);
         let out = common::stop_server(server);
         assert!(client.iter().any(|d| d["type"] == "attempt"), "{client:?}");
         let attempt = client.iter().find(|d| d["type"] == "attempt").unwrap();
@@ -240,6 +256,7 @@ netns_test! {
         for l in out.lines().filter(|l| l.starts_with('{')) {
             let v: Value = serde_json::from_str(l).expect("server line");
             assert_eq!(v["schema_version"], SCHEMA_VERSION, "{l}");
+            common::assert_conforms("server", &v);
             let mut found = Vec::new();
             rust_shapes(&v, "", &mut found);
             assert!(found.is_empty(), "server: {found:?}");
@@ -249,5 +266,108 @@ netns_test! {
             assert!(st.chars().all(|c| c.is_ascii_lowercase() || c == '-'), "{l}");
         }
         assert_eq!(served, 2, "{out}");
+    }
+}
+
+/// docs/json/NAME.schema.json holds exactly what `twlab::schema::schemas()`
+/// generates from the types; `TWLAB_BLESS=1` rewrites the files (and
+/// removes those of outputs that are gone).
+#[test]
+fn schemas_in_docs_json_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/json");
+    let bless = std::env::var_os("TWLAB_BLESS").is_some_and(|v| v == "1");
+    let schemas = twlab::schema::schemas();
+    let file = |name: &str| format!("{name}.schema.json");
+    let mut stale = Vec::new();
+    for (name, schema) in &schemas {
+        let text = serde_json::to_string_pretty(schema).expect("a schema as JSON") + "\n";
+        let path = dir.join(file(name));
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        if bless {
+            std::fs::create_dir_all(&dir).expect("create docs/json");
+            std::fs::write(&path, text).expect("write a schema");
+        } else {
+            stale.push(format!("docs/json/{} is stale", file(name)));
+        }
+    }
+    let known: Vec<String> = schemas.iter().map(|(n, _)| file(n)).collect();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".schema.json") && !known.contains(&name) {
+            if bless {
+                std::fs::remove_file(e.path()).expect("remove a schema of no output");
+            } else {
+                stale.push(format!("docs/json/{name} is the schema of no output"));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{}: run `TWLAB_BLESS=1 cargo test --test json schemas` and commit docs/json/",
+        stale.join(", ")
+    );
+}
+
+/// `doc` with the value at JSON pointer `at` replaced by `with` (`None`:
+/// the field removed).
+fn mutated(doc: &Value, at: &str, with: Option<Value>) -> Value {
+    let mut d = doc.clone();
+    let (parent, key) = at.rsplit_once('/').expect("a pointer");
+    let p = d
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("no object at {parent:?} in {doc}"));
+    assert!(p.contains_key(key), "no {key:?} at {parent:?} in {doc}");
+    match with {
+        Some(v) => p.insert(key.to_string(), v),
+        None => p.remove(key),
+    };
+    d
+}
+
+netns_test! {
+    /// The schemas can fail: real documents, each with one thing the
+    /// contract forbids, are rejected (and the real ones are not).
+    fn the_schemas_reject_what_the_contract_forbids() {
+        let l = std::net::TcpListener::bind("127.0.0.1:32404").unwrap();
+        let ss = check("ss", &["ss", "--json"], false).remove(0);
+        drop(l);
+        let demo = check("demo", &["demo", "--json"], false).remove(0);
+        // Each mutation with its reason; the originals conform (check()).
+        let bad = [
+            ("ss", mutated(&ss, "/sockets/0/family", Some("v4".into())), "family v4"),
+            ("ss", mutated(&ss, "/sockets/0/state", Some("TIME_WAIT".into())), "state TIME_WAIT"),
+            ("ss", mutated(&ss, "/sockets/0/state", Some("timewait".into())), "state timewait"),
+            ("ss", mutated(&ss, "/sockets/0/local", None), "no local address"),
+            ("ss", mutated(&ss, "/sockets/0/recv_q", Some("0".into())), "a number as a string"),
+            ("ss", mutated(&ss, "/schema_version", None), "no schema_version"),
+            ("ss", mutated(&ss, "/schema_version", Some(2.into())), "schema_version 2"),
+            ("demo", mutated(&demo, "/schema_version", None), "no schema_version"),
+            (
+                "demo",
+                mutated(&demo, "/elapsed_ms", Some(serde_json::json!({"secs": 0, "nanos": 3_000_000}))),
+                "a Duration struct",
+            ),
+            ("demo", mutated(&demo, "/rows/0/rule", Some("BindConflict".into())), "a rule as a Rust name"),
+        ];
+        // A failed row's errno as the text it was before issue 19's last step.
+        let failed = demo["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().position(|r| r.get("errno").is_some()))
+            .expect("a demo row that failed (case 5 always does)");
+        let errno_text = mutated(&demo, &format!("/rows/{failed}/errno"), Some("EADDRINUSE (98)".into()));
+        let bad: Vec<_> = bad.into_iter().chain([("demo", errno_text, "an errno as text")]).collect();
+        for (schema, doc, what) in &bad {
+            assert!(
+                !common::schema_errors(schema, doc).is_empty(),
+                "the {schema} schema accepts {what}: {doc}"
+            );
+        }
+        // A field the schema does not know is no error: readers ignore it.
+        let mut extra = ss.clone();
+        extra["sockets"][0]["a_new_field"] = "x".into();
+        common::assert_conforms("ss", &extra);
     }
 }

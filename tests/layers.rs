@@ -55,6 +55,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("commands", &["peer", "ss"]),
+    (
+        "what sees every output (the JSON Schemas of all commands)",
+        &["schema"],
+    ),
     ("the binary's command line", &["cli"]),
 ];
 

@@ -82,7 +82,10 @@ netns_test! {
         one_line_failure(&o);
         let v = &json_lines(&o)[0];
         assert_eq!(v["failed"]["step"], "bind", "{v}");
-        assert_eq!(v["why"]["errno"], "EADDRINUSE", "{v}");
+        // The errno as every command writes one: {name, code, wsa}.
+        assert_eq!(v["why"]["errno"]["name"], "EADDRINUSE", "{v}");
+        assert_eq!(v["why"]["errno"]["code"], libc::EADDRINUSE, "{v}");
+        common::assert_conforms("server", v);
         assert_eq!(v["why"]["agreement"], "resolves", "{v}");
         let d = &v["why"]["diagnosis"];
         assert_eq!(d["rule"], "bind-conflict", "{d}");
@@ -115,6 +118,13 @@ netns_test! {
         assert_eq!(a["outcome"]["step"], "bind", "{a}");
         assert!(a.get("kernel_view").is_none(), "{a}");
         assert_eq!(a["why"]["agreement"], "agrees", "{a}");
+        // The errno object, as in every command; the plain name it was
+        // before (issue 19) breaks the client's schema.
+        assert_eq!(a["why"]["errno"]["name"], "EADDRINUSE", "{a}");
+        common::assert_conforms("client", a);
+        let mut was = a.clone();
+        was["why"]["errno"] = "EADDRINUSE".into();
+        assert!(!common::schema_errors("client", &was).is_empty(), "{was}");
         let holders = a["why"]["diagnosis"]["holders"].as_array().unwrap();
         assert_eq!(holders.len(), 1, "{a}");
         assert_eq!(holders[0]["local"], SERVER, "{a}");

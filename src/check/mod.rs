@@ -24,7 +24,7 @@ use crate::scenario::{self, Report};
 use serde::Serialize;
 
 /// An experiment's report with the model's verdict on it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Checked {
     /// What the run showed.
     pub report: Report,
@@ -160,6 +160,40 @@ pub fn run_checked(
             return Ok(Checked::new(report, view, prediction, verdict, kernel));
         }
     }
+}
+
+/// A `scenario` line of `twlab run --json`: the file and its report.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RunLine<'a> {
+    /// The scenario file, as given.
+    pub file: &'a std::path::Path,
+    /// What playing it gave.
+    pub report: RunReport,
+}
+
+/// The report of one scenario file: a script's or an experiment's.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum RunReport {
+    /// A script's steps.
+    Script(crate::scenario::play::ScriptReport),
+    /// An experiment checked against the model.
+    Experiment(Box<replay::ExperimentReport>),
+}
+
+/// The `summary` line of `twlab run --json`: the totals.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RunSummary {
+    /// Steps or experiments where observation, model or expectation differ
+    /// (the exit code is 3 when any do).
+    pub disagreements: usize,
+    /// Differences only because the kernel is older than a file's
+    /// `min_kernel`, counted apart.
+    pub older_kernel_differences: usize,
+    /// Files played.
+    pub scenarios: usize,
+    /// Steps played (an experiment counts one).
+    pub steps: usize,
 }
 
 #[cfg(test)]

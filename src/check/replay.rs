@@ -16,7 +16,7 @@ use serde::Serialize;
 const MAX_RUNS: u32 = 5;
 
 /// A replayed experiment file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ExperimentReport {
     /// The run, the model's verdict on it, and the documented predictions
     /// for other systems.

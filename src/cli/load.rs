@@ -275,13 +275,7 @@ mod imp {
         if json {
             let label = label.to_string();
             let f: load::OnSample = Arc::new(move |s: &load::Sample| {
-                #[derive(serde::Serialize)]
-                struct Line<'a> {
-                    label: &'a str,
-                    #[serde(flatten)]
-                    sample: &'a load::Sample,
-                }
-                let line = Line {
+                let line = load::SampleLine {
                     label: &label,
                     sample: s,
                 };
@@ -335,13 +329,7 @@ mod imp {
             let r = r?;
             if a.json {
                 // The samples went out as lines already.
-                #[derive(serde::Serialize)]
-                struct Line<'a> {
-                    #[serde(flatten)]
-                    report: &'a load::LoadReport,
-                    ended_before_limit: Option<String>,
-                }
-                let line = Line {
+                let line = load::ReportLine {
                     report: &r,
                     ended_before_limit: r.ended_before_limit(),
                 };

@@ -7,6 +7,7 @@ use anyhow::Result;
 use std::io::Write;
 use std::path::PathBuf;
 use twlab::check::replay::{ExperimentReport, replay};
+use twlab::check::{RunLine, RunReport, RunSummary};
 use twlab::scenario::file::{ExperimentFile, Scenario, Script, load};
 use twlab::scenario::play::{ScriptReport, play};
 
@@ -80,7 +81,7 @@ pub fn run(a: RunArgs) -> Result<u8> {
                         n = model_wrong;
                     }
                 }
-                (serde_json::to_value(&r)?, n)
+                (RunReport::Script(r), n)
             }
             Scenario::Experiment(f) => {
                 let r = replay(f)?;
@@ -89,23 +90,26 @@ pub fn run(a: RunArgs) -> Result<u8> {
                 if !a.json {
                     print_experiment(&mut out, f, &r)?;
                 }
-                (serde_json::to_value(&r)?, n)
+                (RunReport::Experiment(Box::new(r)), n)
             }
         };
         bad += n;
         if a.json {
-            let v = serde_json::json!({ "file": s.file(), "report": report });
+            let v = RunLine {
+                file: s.file(),
+                report,
+            };
             writeln!(out, "{}", twlab::json::compact_line("scenario", &v)?)?;
         }
     }
     if a.json {
         // stdout holds only JSON: the totals are one more line.
-        let v = serde_json::json!({
-            "scenarios": scenarios.len(),
-            "steps": steps,
-            "disagreements": bad,
-            "older_kernel_differences": older,
-        });
+        let v = RunSummary {
+            disagreements: bad,
+            older_kernel_differences: older,
+            scenarios: scenarios.len(),
+            steps,
+        };
         writeln!(out, "{}", twlab::json::compact_line("summary", &v)?)?;
         return Ok(if bad > 0 { 3 } else { 0 });
     }

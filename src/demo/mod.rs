@@ -44,7 +44,7 @@ pub enum Output {
 }
 
 /// One row of the lesson.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DemoRow {
     /// The case, in words.
     pub case: String,
@@ -54,9 +54,10 @@ pub struct DemoRow {
     pub options: String,
     /// "ok", or the step that failed.
     pub step: String,
-    /// The errno name and number, if a step failed.
+    /// The error, if a step failed: in JSON the errno object (name,
+    /// number, Winsock twin), as every command writes one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno: Option<String>,
+    pub errno: Option<crate::outcome::SysError>,
     /// The old 4-tuple at the deciding moment, from both ends.
     pub old_tuple: String,
     /// Which end held TIME_WAIT, if one did.
@@ -95,7 +96,7 @@ pub struct DemoRow {
 }
 
 /// The whole demo.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Demo {
     /// The system the cases ran on ("Linux", "Windows", "macOS/BSD").
     pub system: &'static str,
@@ -291,7 +292,7 @@ fn row(case: &str, c: Checked, host: Host, wine: Option<&str>) -> DemoRow {
             Outcome::Ok => "ok".into(),
             Outcome::Failed { step, .. } => format!("{step}()"),
         },
-        errno: r.outcome.error().map(|e| e.to_string()),
+        errno: r.outcome.error().cloned(),
         old_tuple: view.describe(),
         time_wait_held_by: view.time_wait_holder(),
         rule: p.rule,

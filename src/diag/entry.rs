@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Which timer runs on a socket (`idiag_timer`), with ss's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TimerKind {
     /// Retransmission timer ("on" in ss).
@@ -35,7 +35,7 @@ impl TimerKind {
 }
 
 /// A running timer and the time left on it when the kernel answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timer {
     /// Which timer.
     pub kind: TimerKind,
@@ -46,7 +46,7 @@ pub struct Timer {
 }
 
 /// One TCP socket as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SockEntry {
     /// IPv4 or IPv6.
     pub family: Family,
@@ -191,7 +191,7 @@ impl SockEntry {
 }
 
 /// The kernel's view of one connection's 4-tuple, from both ends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TupleView {
     /// The client's end: local = client address, peer = server address.
     pub client: Option<SockEntry>,
@@ -235,7 +235,7 @@ impl TupleView {
 }
 
 /// One end of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// The end that called connect().

@@ -23,7 +23,7 @@ pub fn owner_key(e: &SockEntry) -> u32 {
 }
 
 /// A process holding a socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Owner {
     /// Process id.
     pub pid: u32,

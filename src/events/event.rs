@@ -24,7 +24,7 @@ pub const FREED: (&str, &str) = ("tcp", "tcp_destroy_sock");
 /// In what context the kernel ran when the event fired (`common_flags`:
 /// TRACE_FLAG_HARDIRQ 0x08, TRACE_FLAG_SOFTIRQ 0x10, TRACE_FLAG_NMI 0x40,
 /// kernel/trace/trace.h).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Context {
     /// A system call of the process `pid` (close(), connect(), …): that
@@ -50,7 +50,7 @@ impl Context {
 }
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum What {
     /// `sock:inet_sock_set_state`: a socket changed state
@@ -120,7 +120,7 @@ fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// One event of the kernel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Event {
     /// When, in nanoseconds since the Unix epoch on CLOCK_REALTIME: the
     /// clock of packet capture timestamps (see [`super::Clock`]).
@@ -137,6 +137,7 @@ pub struct Event {
     /// The kernel's address of the socket (`skaddr`; 0 if none): the same
     /// value ties a socket's events together while it lives.
     #[serde(serialize_with = "hex")]
+    #[schemars(schema_with = "crate::json::schema_of::hex")]
     pub sock: u64,
     /// The socket's own address, when the event has addresses.
     #[serde(skip_serializing_if = "Option::is_none")]

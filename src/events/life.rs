@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Which way this end opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// connect(): SYN_SENT first.
@@ -30,7 +30,7 @@ pub enum Role {
 }
 
 /// How this end ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "how", rename_all = "kebab-case")]
 pub enum Ending {
     /// Closed first; the 4-tuple went to a TIME_WAIT socket on this end.
@@ -61,7 +61,7 @@ pub enum Ending {
 }
 
 /// One end of one connection, from its first event to CLOSE.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Life {
     /// This end.
     pub local: SocketAddr,
@@ -166,7 +166,7 @@ struct Tw {
 
 /// What a TIME_WAIT became, inferred from the next connection on its
 /// 4-tuple.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Takeover {
     /// The TIME_WAIT's end.
     pub local: SocketAddr,
@@ -225,7 +225,7 @@ pub struct Lives {
 }
 
 /// What `twlab events` prints on exit.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Events seen.
     pub events: u64,
@@ -246,7 +246,7 @@ pub struct Summary {
 }
 
 /// Connections to one server address.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, schemars::JsonSchema)]
 pub struct Service {
     /// Client ends that ended.
     pub client_ends: u64,

@@ -19,7 +19,7 @@ mod server;
 pub mod stats;
 pub mod workload;
 
-pub use report::{Limit, LoadReport, Sample, predict};
+pub use report::{Limit, LoadReport, ReportLine, Sample, SampleLine, predict};
 pub use workload::{Closer, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
 
 use std::collections::HashMap;

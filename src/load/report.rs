@@ -13,7 +13,7 @@ use crate::sysctl::{NetSysctls, PortRange};
 pub const TIMEWAIT_LEN_S: f64 = 60.0;
 
 /// What the rules say the workload can sustain.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Limit {
     /// New connections per second, once every port is in TIME_WAIT.
@@ -149,7 +149,7 @@ pub fn predict(plan: &Plan, s: &NetSysctls) -> Limit {
 /// exhaustion a call scans the whole range in `__inet_hash_connect()`),
 /// in µs; quantiles within ≈6 % (the histogram's buckets), mean and max
 /// exact.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Latency {
     /// Median.
     pub p50_us: f64,
@@ -167,7 +167,7 @@ pub struct Latency {
 
 /// How the first failure the model predicts shows itself: which call,
 /// which errno, and the kernel rule (from the kernel-rule layer).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PredictedFailure {
     /// "bind" or "connect".
     pub call: &'static str,
@@ -200,7 +200,7 @@ pub fn predicted_failure(plan: &Plan) -> PredictedFailure {
 }
 
 /// One point of the time series.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Sample {
     /// Seconds since the start.
     pub t_s: f64,
@@ -222,7 +222,7 @@ pub struct Sample {
 }
 
 /// The end report of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LoadReport {
     /// A short name (the variant in `--compare`).
     pub label: String,
@@ -399,6 +399,27 @@ impl LoadReport {
         );
         o
     }
+}
+
+/// A `sample` line of `load --json`: the variant's label and the sample.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SampleLine<'a> {
+    /// The variant (`as given`, or its name under `--compare`).
+    pub label: &'a str,
+    /// The sample's fields.
+    #[serde(flatten)]
+    pub sample: &'a Sample,
+}
+
+/// The `report` line of `load --json`: the report, and whether the run
+/// ended before the predicted limit.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ReportLine<'a> {
+    /// The report's fields.
+    #[serde(flatten)]
+    pub report: &'a LoadReport,
+    /// [`LoadReport::ended_before_limit`].
+    pub ended_before_limit: Option<String>,
 }
 
 #[cfg(test)]

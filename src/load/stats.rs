@@ -26,7 +26,7 @@ pub(crate) struct Counters {
 }
 
 /// When the ports first ran out.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct FirstExhaustion {
     /// Seconds since the run started.
     pub after_s: f64,

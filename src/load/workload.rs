@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::sysctl::{PortRange, Sysctl, TwReuse};
 
 /// Who sends the first FIN, so who keeps the TIME_WAIT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Closer {
     /// The client closes first and holds the TIME_WAIT on its port.
@@ -18,7 +18,7 @@ pub enum Closer {
 }
 
 /// How the client gets its local port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PortChoice {
     /// No bind: connect() picks source address and port per 4-tuple.
@@ -33,7 +33,7 @@ pub enum PortChoice {
 }
 
 /// What each connection does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Mode {
     /// Use connections and close them (or keep up to `pool` idle per worker).
@@ -54,7 +54,7 @@ pub enum Mode {
 }
 
 /// How fast.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rate {
     /// A closed loop: the next use starts when the last one ended.
@@ -64,10 +64,11 @@ pub enum Rate {
 }
 
 /// When the run stops (whichever comes first; Ctrl-C always stops it).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Stop {
     /// Wall-clock bound (in JSON `duration_ms`).
     #[serde(rename = "duration_ms", serialize_with = "crate::json::millis")]
+    #[schemars(schema_with = "crate::json::schema_of::millis")]
     pub duration: Duration,
     /// Connection uses (churn) or connections (held) over all workers.
     pub count: Option<u64>,
@@ -76,7 +77,7 @@ pub struct Stop {
 }
 
 /// Where the server is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
     /// twlab's own server, in the same fresh namespace as the clients,
@@ -88,7 +89,7 @@ pub enum Target {
 }
 
 /// The namespace settings of a run in its own namespace.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct NsSettings {
     /// `ip_local_port_range`.
     pub port_range: PortRange,
@@ -144,7 +145,7 @@ impl NsSettings {
 }
 
 /// The client side of a workload.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Workload {
     /// Client threads.
     pub workers: u32,
@@ -165,7 +166,7 @@ pub struct Workload {
 }
 
 /// A whole run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     /// The clients.
     pub workload: Workload,
@@ -178,6 +179,7 @@ pub struct Plan {
     pub netns: Option<NsSettings>,
     /// Time between samples of the time series (in JSON `sample_every_ms`).
     #[serde(rename = "sample_every_ms", serialize_with = "crate::json::millis")]
+    #[schemars(schema_with = "crate::json::schema_of::millis")]
     pub sample_every: Duration,
     /// Count free ports per destination at each sample (a sock_diag dump
     /// of the namespace: costs CPU when it holds many TIME_WAITs).

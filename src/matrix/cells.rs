@@ -21,7 +21,7 @@ pub const CLIENT_PORT: u16 = 23456;
 pub const ONE_PORT: u16 = 40000;
 
 /// The socket options of one cell: first client, first listener, new socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellOpts {
     /// The first client socket.
     pub client: SocketOpts,
@@ -32,7 +32,7 @@ pub struct CellOpts {
 }
 
 /// One cell: an experiment plus the sysctls of its namespace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellSpec {
     /// Position in the matrix, from 0.
     pub id: usize,

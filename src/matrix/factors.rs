@@ -316,7 +316,7 @@ fn parse_range(v: &str) -> Option<RangeChoice> {
 
 /// The `ip_local_port_range` of a cell. In JSON as the user spells it
 /// (`"host"`, `"one"`, `"1024-1030"`), not as a Rust enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(into = "String", try_from = "String")]
 pub enum RangeChoice {
     /// The host's range.

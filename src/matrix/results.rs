@@ -13,7 +13,7 @@ use crate::sysctl::Sysctl;
 use serde::{Deserialize, Serialize};
 
 /// A cell that ran.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RanCell {
     /// The observation.
     pub report: Report,
@@ -41,7 +41,7 @@ pub struct RanCell {
 }
 
 /// How long a blocked step stayed blocked (`--until-free`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FreeTiming {
     /// The step first succeeded this long after its first failure.
@@ -74,7 +74,7 @@ impl FreeTiming {
 }
 
 /// What happened to a cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum CellStatus {
     /// It ran; the observation beside the predictions.
@@ -115,7 +115,7 @@ impl CellStatus {
 }
 
 /// A cell and what happened to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellResult {
     /// The cell.
     pub spec: CellSpec,
@@ -177,7 +177,7 @@ pub(crate) fn judge(c: Checked, kernel: KernelFacts) -> RanCell {
 }
 
 /// Everything a `matrix` run produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MatrixRun {
     /// `uname -r`.
     pub kernel_release: String,

@@ -46,7 +46,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Where a socket binds, as the pair rules tell addresses apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PairAddr {
     /// `0.0.0.0`.
@@ -113,7 +113,7 @@ impl fmt::Display for PairAddr {
 }
 
 /// Whose socket it is, as the SO_REUSEPORT uid check sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Uid {
     /// The same effective uid as the other socket.
@@ -123,7 +123,7 @@ pub enum Uid {
 }
 
 /// One socket of a pair: its address and the options that decide sharing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PairSocket {
     /// The address it binds (the port is the pair's).
     pub addr: PairAddr,
@@ -192,7 +192,7 @@ impl PairSocket {
 }
 
 /// What the first socket is doing when the second one binds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FirstState {
     /// bind() only; it calls listen() after the second socket is done.
@@ -227,7 +227,7 @@ impl FirstState {
 
 /// One cell of the family: two sockets, the first one's state, and the
 /// namespace's `net.ipv6.bindv6only`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PairCase {
     /// The socket that was there first.
     pub first: PairSocket,
@@ -240,7 +240,7 @@ pub struct PairCase {
 }
 
 /// The outcome of one call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Call {
     /// It succeeded.
@@ -277,7 +277,7 @@ impl Call {
 }
 
 /// What the model says the four calls of a cell do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PairPrediction {
     /// The first socket's bind() (alone on the port).
     pub first_bind: Call,

@@ -33,16 +33,18 @@
 
 use super::kernel::addr::Claims;
 use super::pairs::{FirstState, PairAddr, PairCase, PairSocket, claims, overlap};
+use crate::outcome::{StepResult, SysError, WsaName};
 use serde::{Deserialize, Serialize};
 
 /// What another system would do with the second bind().
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DocumentedPair {
     /// "ok", "WSAEADDRINUSE", "EADDRINUSE", "WSAENOPROTOOPT". In JSON as
     /// every call's outcome is (docs/json.md): `{"result": "ok"}` or
-    /// `{"result": "failed", "error": {"name": …}}` (the system's own
-    /// name; no number, since the system was not run).
+    /// `{"result": "failed", "error": ERRNO}`, the errno object with the
+    /// number that system uses ([`documented_error`]).
     #[serde(serialize_with = "documented_call")]
+    #[schemars(with = "crate::outcome::StepResult")]
     pub second_bind: String,
     /// Why, in one sentence.
     pub explanation: String,
@@ -51,15 +53,44 @@ pub struct DocumentedPair {
 }
 
 fn documented_call<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeMap;
-    let mut m = s.serialize_map(None)?;
-    if v == "ok" {
-        m.serialize_entry("result", "ok")?;
-    } else {
-        m.serialize_entry("result", "failed")?;
-        m.serialize_entry("error", &std::collections::BTreeMap::from([("name", v)]))?;
+    let r = match v {
+        "ok" => StepResult::Ok,
+        name => StepResult::Err {
+            error: documented_error(name),
+        },
+    };
+    r.serialize(s)
+}
+
+/// The errno object of an error another system documents, by its name
+/// there: a Winsock name has its Winsock number; a BSD/macOS name the BSD
+/// number, which is the Winsock twin's minus 10000 (winsock2.h defines
+/// WSAE* as 10000 + the BSD errno), with that twin. A name twlab has no
+/// number for keeps code 0 (a unit test holds the documented ones).
+pub fn documented_error(name: &str) -> SysError {
+    use crate::sys::wsa::{WSA_ERRORS, wsa_equivalent};
+    if let Some((code, _)) = WSA_ERRORS.iter().find(|(_, n)| *n == name) {
+        return SysError {
+            name: name.to_string(),
+            code: *code,
+            wsa: None,
+        };
     }
-    m.end()
+    match wsa_equivalent(name) {
+        Some((code, wsa)) => SysError {
+            name: name.to_string(),
+            code: code - 10000,
+            wsa: Some(WsaName {
+                name: wsa.to_string(),
+                code,
+            }),
+        },
+        None => SysError {
+            name: name.to_string(),
+            code: 0,
+            wsa: None,
+        },
+    }
 }
 
 fn doc(second_bind: &str, explanation: impl Into<String>) -> DocumentedPair {

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// Which rule decided a prediction, named after the kernel check that
 /// applies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuleId {
     /// A socket still in the port's bind bucket conflicts
@@ -147,7 +147,7 @@ impl fmt::Display for RuleId {
 }
 
 /// A predicted outcome with its reason.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Prediction {
     /// What the step will do.
     pub outcome: Outcome,
@@ -182,7 +182,7 @@ impl Prediction {
 }
 
 /// A prediction for a system twlab cannot run here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DocumentedPrediction {
     /// What the system's documentation says the step does.
     pub outcome: Outcome,

@@ -35,7 +35,7 @@ pub struct GroupPlan {
 }
 
 /// What happened when listener 0 closed.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Drain {
     /// Connections in its accept queue when it closed.
     pub queued: usize,
@@ -46,7 +46,7 @@ pub struct Drain {
 }
 
 /// The result.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct GroupReport {
     /// The group's address.
     pub addr: SocketAddr,

@@ -99,7 +99,7 @@ fn quads(b: [bool; 2]) -> impl Iterator<Item = (bool, bool, bool, bool)> {
 }
 
 /// One cell's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PairResult {
     /// The cell.
     pub case: PairCase,
@@ -107,6 +107,7 @@ pub struct PairResult {
     /// JSON: `observed` with the calls' outcomes, or `error` with the
     /// reason, never a Rust `Ok`/`Err` tag).
     #[serde(flatten, serialize_with = "observed_or_error")]
+    #[schemars(with = "ObservedOrError")]
     pub observed: std::result::Result<Observed, String>,
     /// What the Linux model says.
     pub predicted: PairPrediction,
@@ -114,6 +115,21 @@ pub struct PairResult {
     pub windows: DocumentedPair,
     /// BSD/macOS, documented.
     pub bsd: DocumentedPair,
+}
+
+/// What [`observed_or_error`] writes, for the schema.
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Never built: it only describes the JSON.
+enum ObservedOrError {
+    Observed {
+        /// What the real sockets did.
+        observed: Box<Observed>,
+    },
+    Error {
+        /// Why the cell could not run.
+        error: String,
+    },
 }
 
 /// `Ok(o)` as `"observed": o`, `Err(e)` as `"error": e`.
@@ -147,7 +163,7 @@ impl PairResult {
 }
 
 /// Figures of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Cells run.
     pub cells: usize,
@@ -157,6 +173,7 @@ pub struct Summary {
     pub errors: usize,
     /// Wall time (in JSON `elapsed_s`, seconds).
     #[serde(rename = "elapsed_s", serialize_with = "crate::json::secs")]
+    #[schemars(schema_with = "crate::json::schema_of::seconds")]
     pub elapsed: Duration,
 }
 
@@ -214,4 +231,46 @@ pub fn run(cells: &[PairCase], threads: usize) -> Result<(Vec<PairResult>, Summa
         elapsed: start.elapsed(),
     };
     Ok((results, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::pairs_documented::documented_error;
+
+    #[test]
+    fn every_documented_error_has_its_systems_number() {
+        let sel = Selection {
+            other_uid: true,
+            bindv6only: &[false, true],
+        };
+        let mut seen = Vec::new();
+        for c in cells(sel) {
+            for d in [predict_pair_windows(&c), predict_pair_bsd(&c)] {
+                let v = serde_json::to_value(&d).unwrap();
+                let r = &v["second_bind"];
+                if r["result"] == "ok" {
+                    continue;
+                }
+                assert_eq!(r["result"], "failed", "{v}");
+                let (name, code) = (r["error"]["name"].as_str().unwrap(), &r["error"]["code"]);
+                // Winsock names carry their own number (WSAE* ≥ 10000),
+                // BSD names the BSD errno, below Winsock's range.
+                let code = code.as_i64().unwrap();
+                if name.starts_with("WSA") {
+                    assert!(code > 10000, "{v}");
+                } else {
+                    assert!(0 < code && code < 10000, "{v}");
+                    assert_eq!(r["error"]["wsa"]["code"], code + 10000, "{v}");
+                }
+                seen.push(name.to_string());
+            }
+        }
+        // Both systems' refusals were among the cells.
+        assert!(seen.iter().any(|n| n == "WSAEADDRINUSE"), "{seen:?}");
+        assert!(seen.iter().any(|n| n == "EADDRINUSE"), "{seen:?}");
+        let bsd = documented_error("EADDRINUSE");
+        // sys/errno.h of FreeBSD and of macOS: EADDRINUSE is 48.
+        assert_eq!((bsd.code, bsd.wsa.map(|w| w.code)), (48, Some(10048)));
+    }
 }

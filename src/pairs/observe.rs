@@ -22,7 +22,7 @@ pub const OTHER_UID: u32 = 65534;
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the four calls did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Observed {
     /// The first socket's bind().
     pub first_bind: Call,

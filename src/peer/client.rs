@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// When the loop stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Until {
     /// Stop at the first failed attempt (the story's loop).
@@ -68,25 +68,29 @@ impl ClientPlan {
     }
 }
 
+/// One step of an attempt in JSON: `{"step": "connect", "result": "ok"}`.
+#[derive(Serialize, schemars::JsonSchema)]
+struct StepObject<'a> {
+    /// The call.
+    step: Step,
+    /// Its result.
+    #[serde(flatten)]
+    result: &'a StepResult,
+}
+
 /// `(step, result)` pairs as objects, not positional tuples (docs/json.md).
 fn steps_as_objects<S: serde::Serializer>(
     v: &[(Step, StepResult)],
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    struct One<'a> {
-        step: Step,
-        #[serde(flatten)]
-        result: &'a StepResult,
-    }
-    s.collect_seq(v.iter().map(|(step, result)| One {
+    s.collect_seq(v.iter().map(|(step, result)| StepObject {
         step: *step,
         result,
     }))
 }
 
 /// One attempt: bind, connect and close as separate steps.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Attempt {
     /// The attempt's number, from 1.
     pub n: u64,
@@ -102,6 +106,7 @@ pub struct Attempt {
     /// Each call and its result, in order (in JSON one object per step:
     /// `{"step": "connect", "result": "failed", "error": {…}}`).
     #[serde(serialize_with = "steps_as_objects")]
+    #[schemars(with = "Vec<StepObject<'static>>")]
     pub steps: Vec<(Step, StepResult)>,
     /// With `--close after-peer`: how long the client waited for the
     /// server's FIN, until it came (the `recv` step ok) or the wait ran out
@@ -145,7 +150,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// The end of the loop.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Attempts made (numbered #1, #2, …): under `--until first-ok` a
     /// failing attempt is tried again and again, and stays one attempt.

@@ -61,7 +61,9 @@ pub(crate) fn say_waiting(out: &mut Output, format: Format, said: &mut bool, lin
 }
 
 /// Who closes a connection first, as the two programs see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CloseMode {
     /// Close as soon as the connection is up: this end sends the first FIN

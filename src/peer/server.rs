@@ -44,7 +44,7 @@ pub struct ServerPlan {
 }
 
 /// One end of a connection, or both (who closed first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum End {
     /// The server's end.
@@ -58,7 +58,7 @@ pub enum End {
 }
 
 /// How an end closed its side of the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum CloseKind {
     /// An orderly close: FIN (RFC 793 §3.5).
@@ -77,7 +77,7 @@ impl CloseKind {
 }
 
 /// One connection as the server saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ServerEvent {
     /// Seconds since the server started (in JSON `t_s`).
     #[serde(rename = "t_s")]
@@ -103,6 +103,7 @@ pub struct ServerEvent {
     /// name as every command spells it ("last-ack", "fin-wait-1") or
     /// "gone". `closed_first` agrees with it (see `refine`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "state_or_gone_schema")]
     pub state_after_close: Option<String>,
     /// That end's timer, if it has one (TIME_WAIT's time left).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -437,8 +438,8 @@ fn lookup_believed(
 }
 
 /// A failed bind() or listen() as `--json` prints it.
-#[derive(Serialize)]
-struct PortFailure<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct PortFailure<'a> {
     /// The address the server wanted.
     listen: SocketAddr,
     /// The call that failed and its error.
@@ -658,6 +659,13 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
     }
     let _ = out.flush();
     Ok(0)
+}
+
+/// A TCP state as serde names it (`time-wait`), or `gone`: the schema of
+/// `state_after_close` (for the JSON Schema of `server --json`).
+fn state_or_gone_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let state = g.subschema_for::<TcpState>();
+    schemars::json_schema!({"anyOf": [state, {"type": "string", "const": "gone"}]})
 }
 
 #[cfg(test)]

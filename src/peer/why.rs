@@ -11,10 +11,11 @@ use serde::Serialize;
 use std::net::SocketAddr;
 
 /// The diagnosis of a failed call, and whether it explains the errno.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FailureWhy {
-    /// The errno the call got ("EADDRINUSE").
-    pub errno: String,
+    /// The errno the call got, as every errno is in JSON (docs/json.md):
+    /// `{"name": "EADDRINUSE", "code": 98, "wsa": {…}}`.
+    pub errno: SysError,
     /// Whether the diagnosis predicts that errno. A [`Agreement::Mismatch`]
     /// means the table read after the failure does not explain it (the
     /// holder may have gone in between): the text then says so instead of
@@ -37,7 +38,7 @@ fn posix_name(err: &SysError) -> &str {
 fn judge(d: Diagnosis, err: &SysError) -> FailureWhy {
     let name = posix_name(err);
     FailureWhy {
-        errno: name.to_string(),
+        errno: err.clone(),
         agreement: why::live::agreement(&d.expect, Some(name)),
         diagnosis: d,
     }
@@ -108,7 +109,7 @@ impl FailureWhy {
                 };
                 format!(
                     "why: not explained: the socket table read right after the failure predicts that the call {predicted}, not {}; the sockets that caused it may have gone in between (`twlab why {}` reads the table again)\n",
-                    self.errno,
+                    posix_name(&self.errno),
                     why::render::why_args(&self.diagnosis)
                 )
             }

@@ -116,7 +116,7 @@ pub const MAX_TOTAL_WAIT_MS: u64 = 600_000;
 pub const MAX_EXPERIMENT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One socket of a scenario, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SocketSpec {
     /// Its name, used by the steps.
@@ -158,7 +158,7 @@ pub struct SocketSpec {
 }
 
 /// What one step does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Action {
     /// bind() the socket to its address.
@@ -266,7 +266,7 @@ impl Action {
 
 /// One step: the action, and the outcome the author expects ("ok",
 /// "EADDRINUSE", "timeout", ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepSpec {
     /// What it does.
     #[serde(flatten)]
@@ -296,7 +296,7 @@ struct Raw {
 }
 
 /// What the author of an experiment file expects of its next step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// "ok", an errno name ("EADDRINUSE"), or the step and the errno
@@ -357,7 +357,7 @@ impl Expect {
 
 /// A loaded experiment file: the classic experiment, its namespace's
 /// sysctls, and what its author expects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ExperimentFile {
     /// The file it came from.
     pub file: PathBuf,
@@ -373,7 +373,7 @@ pub struct ExperimentFile {
 
 /// A loaded scenario file: a script of sockets and steps, or the classic
 /// experiment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// `[[socket]]`s and `[[step]]`s.
@@ -401,7 +401,7 @@ impl Scenario {
 }
 
 /// A loaded scenario.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Script {
     /// The file it came from.
     pub file: PathBuf,

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 /// When a step of the retry loop first succeeded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UntilFree {
     /// Milliseconds from the first failure to the first success, or `None`
     /// if it never succeeded within the limit.
@@ -55,7 +55,7 @@ pub struct UntilFree {
 }
 
 /// A step that was performed, with its result, in order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StepRecord {
     /// "client", "server", "client#2"...
     pub actor: String,
@@ -72,7 +72,7 @@ pub struct StepRecord {
 }
 
 /// What running an [`Experiment`] showed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Report {
     /// The experiment that ran.
     pub experiment: Experiment,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One step as it ran.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StepReport {
     /// Its line in the file.
     pub line: usize,
@@ -37,7 +37,7 @@ pub struct StepReport {
 }
 
 /// What the rule model says of a step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ModelSays {
     /// "ok", "EADDRINUSE"… (as `observed`).
     pub outcome: String,
@@ -56,7 +56,7 @@ impl StepReport {
 }
 
 /// A played scenario.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ScriptReport {
     /// Its steps.
     pub steps: Vec<StepReport>,

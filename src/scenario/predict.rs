@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::net::IpAddr;
 
 /// What the model says a step returns, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Prediction {
     /// "ok", "EADDRINUSE", ...
     pub outcome: String,

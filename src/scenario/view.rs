@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 
 /// What a socket is doing, as far as the port it holds goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SockState {
     /// socket() only, or a bind() that failed: holds nothing.
@@ -35,7 +35,7 @@ pub enum SockState {
 }
 
 /// One socket of the scenario.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SocketView {
     /// Its name in the file (accepted sockets: the `as` of the accept step).
     pub name: String,
@@ -102,7 +102,7 @@ impl SocketView {
 }
 
 /// Every socket of a played scenario and its namespace's settings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ModelView {
     /// The sockets, in the file's order, accepted ones appended.
     pub sockets: Vec<SocketView>,

@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub const QUESTION_SOCKET: &str = "q";
 
 /// What the kernel did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Observed {
     /// Every call succeeded (a non-blocking connect() that started counts).
@@ -51,7 +51,9 @@ impl Observed {
 }
 
 /// Which user-facing prediction a check compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckKind {
     /// `twlab why bind` (and `server`'s diagnosis of a failed bind()).
@@ -87,7 +89,7 @@ impl CheckKind {
 }
 
 /// A prediction against the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// The kernel did what was predicted.
@@ -100,7 +102,7 @@ pub enum Verdict {
 }
 
 /// One prediction compared with the kernel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Check {
     /// Which prediction.
     pub kind: CheckKind,

@@ -30,7 +30,7 @@ const TINY: u16 = 10;
 
 /// What a situation contains; [`Situation::ingredients`] lists them so a
 /// test can check that the generator covers each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Ingredient {
     /// `tcp_tw_reuse` = 0.
@@ -147,7 +147,7 @@ impl Ingredient {
 }
 
 /// Who makes a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Owner {
     /// The running user (root).
@@ -168,7 +168,7 @@ impl Owner {
 }
 
 /// A port as a question names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PortChoice {
     /// This port.
@@ -181,7 +181,7 @@ pub enum PortChoice {
 }
 
 /// A bind() (and listen()) question.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct BindAsk {
     /// The address.
     pub ip: IpAddr,
@@ -200,7 +200,7 @@ pub struct BindAsk {
 }
 
 /// What a bind question does after bind().
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum AfterBind {
     /// Nothing: the socket stays bound.
@@ -210,7 +210,7 @@ pub enum AfterBind {
 }
 
 /// Where a connect() question's source port comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// No bind(): `__inet_hash_connect()` picks the port.
@@ -235,7 +235,7 @@ pub enum Source {
 }
 
 /// A connect() question (always to a listener of the table, on loopback).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ConnectAsk {
     /// The listener (by socket name) that must be listening for the
     /// question to be asked.
@@ -251,7 +251,7 @@ pub struct ConnectAsk {
 }
 
 /// One question.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Question {
     /// bind() (and listen()).
@@ -261,7 +261,7 @@ pub enum Question {
 }
 
 /// One generated situation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Situation {
     /// Its number in the run.
     pub case: u64,

@@ -53,7 +53,7 @@ pub struct Plan {
 }
 
 /// Counts for one kind of check.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Counts {
     /// Comparisons made.
     pub checks: u64,
@@ -90,7 +90,7 @@ impl Counts {
 
 /// One class of disagreement: the same check, question shape, rule,
 /// prediction and kernel outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Class {
     /// The check ("why-bind").
     pub check: CheckKind,
@@ -109,7 +109,7 @@ pub struct Class {
 }
 
 /// The run's outcome.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Report {
     /// The seed.
     pub seed: u64,
@@ -188,7 +188,7 @@ struct Tally {
 
 /// Where the time went, summed over the situations (seconds of wall time
 /// on the worker threads).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, schemars::JsonSchema)]
 pub struct Phases {
     /// Creating the fresh namespaces and writing their sysctls.
     pub namespace_s: f64,

@@ -85,7 +85,7 @@ fn parse_port(p: &str) -> std::result::Result<u16, String> {
 /// IP version of an experiment. In JSON `"ipv4"`/`"ipv6"`, as `ss --json`
 /// writes a socket's family (one shape per concept, docs/json.md); files
 /// may also say `"v4"`/`"v6"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Family {
     /// IPv4.
     #[serde(rename = "ipv4", alias = "v4")]
@@ -135,7 +135,9 @@ impl Family {
 /// defaults to V6ONLY on). A specific non-mapped IPv6 address makes the
 /// socket v6-only anyway (`__inet6_bind()` sets `sk_ipv6only`), and a
 /// v4-mapped address on a v6-only socket is refused with EINVAL.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum V6Only {
     /// Whatever `net.ipv6.bindv6only` says (what real programs get).
@@ -175,7 +177,9 @@ pub fn v6only_word(v6only: bool) -> &'static str {
 
 /// The socket options that decide address reuse. Options left out of a
 /// scenario file are off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(default, deny_unknown_fields)]
 pub struct SocketOpts {
     /// SO_REUSEADDR.

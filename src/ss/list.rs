@@ -296,10 +296,23 @@ pub(super) fn write_row(
     out.write_all(b"\n")
 }
 
+/// `ss --json`: the document, as its schema describes it (the list is
+/// written by hand, row by row, as `write_json_list` does).
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)] // Never built: the list is streamed row by row.
+pub(crate) struct JsonList<'a> {
+    /// Every socket that matched the filter.
+    sockets: Vec<JsonSock<'a>>,
+}
+
 /// One socket in --json output.
-#[derive(Serialize)]
-struct JsonSock<'a> {
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct JsonSock<'a> {
+    /// `ipv4` or `ipv6`.
+    #[schemars(with = "Family")]
     family: &'static str,
+    /// The state as `ss` names it (`time-wait`, `listening`).
+    #[schemars(schema_with = "ss_state_schema")]
     state: &'static str,
     local: &'a SocketAddr,
     peer: &'a SocketAddr,
@@ -317,8 +330,11 @@ struct JsonSock<'a> {
     processes: Option<&'a [Owner]>,
 }
 
-#[derive(Serialize)]
+/// A running timer, as `ss -o` names its kind.
+#[derive(Serialize, schemars::JsonSchema)]
 struct JsonTimer {
+    /// `on` (retransmission), `keepalive`, `timewait`, `persist`.
+    #[schemars(schema_with = "ss_timer_kind_schema")]
     kind: &'static str,
     expires_ms: u32,
     retrans: u8,
@@ -526,6 +542,23 @@ fn write_text_list(
         }
     }
     Ok(())
+}
+
+/// A TCP state as `ss --json` names it ([`crate::diag::TcpState::ss_name`]: a request
+/// socket is `syn-recv` there), for the JSON Schema of `ss --json`.
+fn ss_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    crate::json::schema_of::one_of_names(
+        crate::diag::TcpState::ALL.map(crate::diag::TcpState::ss_name),
+    )
+}
+
+/// A timer's kind as `ss --json` names it ([`crate::diag::TimerKind::ss_name`]:
+/// the retransmission timer is `on`).
+fn ss_timer_kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use crate::diag::TimerKind as K;
+    crate::json::schema_of::one_of_names(
+        [K::Retransmit, K::Keepalive, K::Timewait, K::Persist].map(K::ss_name),
+    )
 }
 
 #[cfg(test)]

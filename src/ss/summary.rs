@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 
 /// The `ip_local_port_range` share one (local address, peer) pair holds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PortUse {
     /// The local address of the pair.
     pub local_addr: IpAddr,
@@ -46,7 +46,7 @@ pub struct PortUse {
 }
 
 /// How many sockets have `key`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Count<K> {
     /// A state name, peer or port.
     pub key: K,
@@ -55,7 +55,7 @@ pub struct Count<K> {
 }
 
 /// TIME_WAIT mini sockets against `tcp_max_tw_buckets`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TwBuckets {
     /// `net.ipv4.tcp_max_tw_buckets` of this network namespace.
     pub limit: Option<u64>,
@@ -68,7 +68,7 @@ pub struct TwBuckets {
 }
 
 /// Everything `--summary` prints (and `--summary --json` serialises).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Sockets that pass the filter.
     pub total: u64,

@@ -169,8 +169,8 @@ pub(super) fn run(filter: &Filter, every: Duration, frames: u64, format: Format)
 /// `changed`: as they are now; `gone`: as they were last seen), with the
 /// counts. Sockets as `ss --json` shows them (`SockEntry`: state
 /// `time-wait`, timer `{kind, expires_ms, retrans}`).
-#[derive(serde::Serialize)]
-struct JsonRefresh<'a> {
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct JsonRefresh<'a> {
     n: u64,
     /// Since the watch started.
     at_ms: u64,

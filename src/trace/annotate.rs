@@ -11,7 +11,7 @@ pub const TW_ISN_GAP: u32 = 65_537;
 /// What let a SYN through a TIME_WAIT (tcp_timewait_state_process() →
 /// TCP_TW_SYN: `after(seq, tw_rcv_nxt) || (saw_tstamp && (s32)(tw_ts_recent
 /// - rcv_tsval) < 0)`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Admission {
     /// The SYN's TSval is newer than the last one the TIME_WAIT saw (RFC 6191).
@@ -26,7 +26,7 @@ pub enum Admission {
 }
 
 /// One annotated moment of a trace.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "moment", rename_all = "kebab-case")]
 pub enum Moment {
     /// The client's new SYN reached the server's TIME_WAIT.
@@ -154,7 +154,7 @@ pub fn takeover(segs: &[Segment], old: u32, new: u32) -> Option<Moment> {
 }
 
 /// What the new connection did with the old segment, as its reply shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fate {
     /// Its TSval is older than the new connection's ts_recent: PAWS
@@ -172,7 +172,7 @@ pub enum Fate {
 }
 
 /// The numbers behind [`Moment::DelayedDuplicate`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Duplicate {
     /// Row of the old segment's late arrival.
     pub segment: usize,

@@ -10,7 +10,9 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 /// The TCP flags a ladder shows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Flags {
     /// SYN.
     pub syn: bool,
@@ -55,7 +57,7 @@ impl fmt::Display for Flags {
 }
 
 /// One TCP segment as it was on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Wire {
     /// Sender.
     pub src: SocketAddr,
@@ -148,7 +150,7 @@ pub fn decode_frame(frame: &[u8]) -> Option<Wire> {
 }
 
 /// Which way a segment went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// client → server.
@@ -170,7 +172,7 @@ impl Direction {
 /// Each end's TCP states right after a segment: every socket the kernel
 /// has for that end of the 4-tuple (two at a takeover, e.g. TIME_WAIT and
 /// NEW_SYN_RECV), empty when it has none.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EndStates {
     /// The client end (local = client address).
     pub client: Vec<TcpState>,
@@ -179,7 +181,7 @@ pub struct EndStates {
 }
 
 /// One row of the ladder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Segment {
     /// Row number, from 1.
     pub n: usize,

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 /// One kernel event on the ladder.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct KernelEvent {
     /// Microseconds since the capture started (the segments' clock).
     pub at_us: u64,
@@ -40,7 +40,7 @@ impl KernelEvent {
 }
 
 /// Lines under one annotated moment that cite the kernel's events.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Cite {
     /// The moment's row (segment number).
     pub segment: usize,

@@ -114,7 +114,7 @@ pub struct TracePlan {
 pub const STATES_SOURCE: &str = "states at step: a sock_diag dump right after each socket call returned (not per segment: the exchange runs in microseconds, faster than a dump per segment could follow)";
 
 /// Both ends' states right after one socket call.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StepState {
     /// Microseconds since the capture started (same clock as the segments).
     pub at_us: u64,
@@ -180,7 +180,7 @@ pub(crate) fn step_states(
 }
 
 /// A trace: the segments, the moments, and the run behind them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Trace {
     /// What ran, in words.
     pub title: String,

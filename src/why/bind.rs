@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 
 /// Who asks: a server about to listen, a client binding its source port,
 /// or not known (`twlab why bind`). Only picks the fixes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Asker {
     /// Not known.

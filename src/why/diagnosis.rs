@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 
 /// The errors the rules predict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub enum Errno {
     /// bind(): the port is in use.
     EADDRINUSE,
@@ -40,7 +40,7 @@ impl Errno {
 }
 
 /// The predicted Linux outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Expect {
     /// The call succeeds.
@@ -68,7 +68,7 @@ pub enum Expect {
 }
 
 /// A call that fails, and its error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Failure {
     /// Which call.
     pub step: Step,
@@ -192,7 +192,7 @@ impl Expect {
 }
 
 /// How the holder's SO_REUSEADDR/SO_REUSEPORT are known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum ReuseKnown {
     /// Not visible: sock_diag has no attribute for `sk_reuse` or
@@ -215,7 +215,7 @@ pub enum ReuseKnown {
 
 /// What kind of holder a blocking socket is for the question asked: it
 /// picks the fixes, and each fix's cost is what the kernel does there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HolderClass {
     /// An earlier connection (or its TIME_WAIT) from the same fixed source
@@ -240,7 +240,7 @@ pub enum HolderClass {
 }
 
 /// Whether one holder stands in the way of the asked call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Blocking {
     /// Its address does not overlap the asked one.
@@ -259,7 +259,7 @@ pub enum Blocking {
 }
 
 /// One socket that holds the port or the 4-tuple.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct HolderReport {
     /// IPv4 or IPv6.
     pub family: Family,
@@ -300,7 +300,7 @@ pub struct HolderReport {
 }
 
 /// The prediction for one set of options on the new socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Variant {
     /// The new socket's options.
     pub opts: SocketOpts,
@@ -311,7 +311,7 @@ pub struct Variant {
 }
 
 /// Something worth knowing about the port or the destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Flag {
     /// The port is inside `ip_local_port_range` and not reserved: connect()
@@ -386,7 +386,7 @@ impl Flag {
 
 /// Ephemeral ports connect() (or bind(addr, 0)) can still use toward one
 /// destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Capacity {
     /// `ip_local_port_range`.
     pub range: PortRange,
@@ -446,7 +446,7 @@ pub struct Capacity {
 }
 
 /// What another system is documented to do in the same situation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct OtherSystem {
     /// "Windows", "BSD/macOS".
     pub system: &'static str,
@@ -457,7 +457,7 @@ pub struct OtherSystem {
 }
 
 /// What `--try` did and whether it agrees with the prediction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Attempt {
     /// The variant tried.
     pub label: String,
@@ -493,7 +493,7 @@ pub struct Attempt {
 pub const HANDSHAKE_WAIT_MS: u64 = 500;
 
 /// A `--try` result against the prediction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Agreement {
     /// The kernel did what was predicted.
@@ -505,7 +505,7 @@ pub enum Agreement {
 }
 
 /// The question asked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Asked {
     /// `why bind ADDR:PORT`.
@@ -544,7 +544,7 @@ fn is_zero(n: &usize) -> bool {
 }
 
 /// The full answer to a question.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Diagnosis {
     /// The question.
     pub asked: Asked,

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// A way out, with the numbers it needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Fix {
     /// Wait until the old connection finishes closing: the peer closes too
@@ -190,7 +190,7 @@ impl Fix {
 }
 
 /// A fix with its wording, as renderers and JSON show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RankedFix {
     /// The fix.
     pub fix: Fix,

@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// What connect() can still use toward one peer from one local address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PeerCapacity {
     /// The local address of the pair.
     pub local_addr: IpAddr,
@@ -38,7 +38,7 @@ pub struct PeerCapacity {
 }
 
 /// The ephemeral range's occupants.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct RangeUse {
     /// `ip_local_port_range`.
     pub range: PortRange,

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 
 /// One socket of the table with the processes that hold it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Occupant {
     /// The kernel's view of the socket.
     #[serde(flatten)]
@@ -26,7 +26,7 @@ pub struct Occupant {
 }
 
 /// The sockets of one namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Table {
     /// Every TCP socket, in every state, listeners and bound-only included.
     pub sockets: Vec<Occupant>,
@@ -139,7 +139,7 @@ impl Table {
 }
 
 /// What a socket is doing on its port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// listen() was called.
@@ -168,7 +168,7 @@ pub fn role(e: &SockEntry) -> Role {
 }
 
 /// Which end of its connection a socket was, guessed from the ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
     /// It connected out: its local port is in the ephemeral range, its

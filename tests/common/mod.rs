@@ -292,3 +292,28 @@ pub fn unmount_and_remove(dir: &std::path::Path) {
     let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Where `v` breaks the JSON Schema of twlab's output `name` (one of
+/// `twlab::schema::schemas()`, the schemas in docs/json/): one line per
+/// error, with its place in `v`. Empty when it conforms.
+pub fn schema_errors(name: &str, v: &serde_json::Value) -> Vec<String> {
+    let (_, schema) = twlab::schema::schemas()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no schema named {name}"));
+    let validator = jsonschema::validator_for(schema.as_value())
+        .unwrap_or_else(|e| panic!("docs/json/{name}.schema.json does not compile: {e}"));
+    validator
+        .iter_errors(v)
+        .map(|e| format!("at {:?}: {e}", e.instance_path().as_str()))
+        .collect()
+}
+
+/// `v` conforms to the schema of output `name` ([`schema_errors`]).
+pub fn assert_conforms(name: &str, v: &serde_json::Value) {
+    let errors = schema_errors(name, v);
+    assert!(
+        errors.is_empty(),
+        "twlab's {name} output breaks docs/json/{name}.schema.json: {errors:#?}\n{v}"
+    );
+}

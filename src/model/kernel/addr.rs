@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const LOOPBACK4_IPV6: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
 /// A share of one family's address space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind", content = "addr")]
 pub enum Claim {
     /// Nothing of this family.
@@ -46,7 +46,7 @@ impl Claim {
 
 /// What a socket holds of its port: part of the IPv4 space and part of
 /// the IPv6 space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Claims {
     /// Its IPv4 share (`inet_rcv_saddr`, seen by `ipv4_rcv_saddr_equal()`).
     pub v4: Claim,

@@ -22,7 +22,7 @@ use std::net::IpAddr;
 
 /// What a socket already on the port is doing, as `inet_bind_conflict()`
 /// tests `sk2->sk_state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HolderKind {
     /// bind() only (TCP_CLOSE, or a reset socket whose open descriptor
@@ -39,7 +39,7 @@ pub enum HolderKind {
 }
 
 /// A socket already in the port's bind bucket (`sk2`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PortHolder {
     /// The addresses it holds.
     pub claims: Claims,
@@ -57,7 +57,7 @@ pub struct PortHolder {
 }
 
 /// The socket that binds (`sk`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NewSocket {
     /// The address it binds.
     pub ip: IpAddr,
@@ -85,7 +85,7 @@ impl NewSocket {
 }
 
 /// How the kernel calls `inet_bind_conflict()`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Check {
     /// bind() of a port, and listen() (relax = true, reuseport_ok = true).
@@ -99,7 +99,7 @@ pub enum Check {
 }
 
 /// Why two overlapping sockets may share the port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Share {
     /// Their addresses do not overlap: they never meet.
@@ -122,7 +122,7 @@ impl Share {
 }
 
 /// Why `inet_bind_conflict()` refuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Refusal {
     /// Neither SO_REUSEADDR on both nor SO_REUSEPORT on both.
@@ -187,7 +187,7 @@ pub fn conflict_on(
 }
 
 /// A refused call: the errno and the rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Refused {
     /// The errno (Linux numbering).
     pub errno: i32,
@@ -233,7 +233,7 @@ pub fn unprivileged_port_start(sys: &NetSysctls) -> u16 {
 
 /// bind() of `port` (not 0) against every socket on it: the first holder
 /// that refuses, or the way each shares.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub enum PortVerdict {
     /// No socket on the port overlaps: `inet_csk_get_port()` gives it.
     Free,
@@ -312,7 +312,7 @@ pub fn bind_port_on(
 }
 
 /// The answer of bind(ip, 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Autobind {
     /// A port no overlapping socket holds (the kernel's pick starts at a

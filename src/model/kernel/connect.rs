@@ -17,7 +17,7 @@ use serde::Serialize;
 
 /// The sysctls `tcp_twsk_unique()` reads, from a live namespace
 /// ([`NetSysctls`]) or a cell's plan ([`KernelFacts`](crate::model::KernelFacts)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ReuseSysctls {
     /// `net.ipv4.tcp_timestamps` != 0 (taken as "the old connection saw
     /// timestamps").
@@ -62,7 +62,7 @@ impl From<&crate::model::KernelFacts> for ReuseSysctls {
 }
 
 /// How connect() got its port, which decides `twp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PortOrigin {
     /// bind() gave the port before connect(): `twp == NULL`.
@@ -72,7 +72,7 @@ pub enum PortOrigin {
 }
 
 /// A timewait mini-socket on the 4-tuple, as `tcp_twsk_unique()` sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TimeWaitFacts {
     /// The FIN_WAIT2 substate (an orphaned FIN_WAIT2 kept as a mini-socket).
     pub fin_wait2: bool,
@@ -91,7 +91,7 @@ impl TimeWaitFacts {
 }
 
 /// `tcp_twsk_unique()`'s verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum TwVerdict {
     /// The new socket takes the timewait socket's place.
@@ -119,7 +119,7 @@ impl TwVerdict {
 }
 
 /// Why `tcp_twsk_unique()` refuses a timewait socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TwRefusal {
     /// It saw no TCP timestamps (`tw_ts_recent_stamp == 0`): never reused.
@@ -228,7 +228,7 @@ pub fn twsk_unique(tw: &TimeWaitFacts, origin: PortOrigin, sys: &ReuseSysctls) -
 }
 
 /// One socket on the asked 4-tuple.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum OnTuple {
     /// A full socket (any state but a timewait mini-socket).
@@ -238,7 +238,7 @@ pub enum OnTuple {
 }
 
 /// `__inet_check_established()`'s verdict on one 4-tuple.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum TupleVerdict {
     /// Nothing holds it.
@@ -296,7 +296,7 @@ pub fn check_established(
 }
 
 /// What `__inet_hash_connect()`'s scan makes of one port of the range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum ScanPort {
     /// In `ip_local_reserved_ports`: skipped.
@@ -367,7 +367,7 @@ pub fn tw_facts(tw: &TimeWaitFacts, origin: PortOrigin, sys: &ReuseSysctls) -> V
 
 /// The peer's end of a 4-tuple that is free at the connecting side, as the
 /// new SYN meets it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeerEnd {
     /// Nothing: the listener answers.

@@ -36,7 +36,7 @@ pub use version::KernelVersion;
 
 /// One fact a rule used, for the JSON of a diagnosis: `tw_reuse = 2`,
 /// `holder_state = TIME_WAIT`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Fact {
     /// The fact's name, snake_case.
     pub name: &'static str,

@@ -13,7 +13,9 @@ use std::sync::OnceLock;
 
 /// A kernel's `major.minor` (the stable `.patch` level is not needed by
 /// any rule).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 pub struct KernelVersion {
     /// Major.
     pub major: u16,
