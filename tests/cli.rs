@@ -583,6 +583,21 @@ fn namespace_commands_run_unprivileged() {
             assert!(out.contains(" 0 mismatches"), "{out}");
         }
     }
+    // Bad input found after the namespace was entered still gets its one
+    // line and exit 2: the note comes after a run, never beside a usage
+    // error (it used to come first, making two lines).
+    if userns {
+        for args in [
+            &["load", "--rate", "NaN"][..],
+            &["load", "--port-range", "70000-80000"],
+            &["reuseport", "--drain", "--listeners", "1"],
+            &["trace", "9"],
+        ] {
+            let o = nobody(args).unwrap();
+            let line = one_line_failure(&o);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
+        }
+    }
 }
 
 /// iproute2's ss habits (`-tan`, `-s`) and near-miss state names get the

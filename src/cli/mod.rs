@@ -139,37 +139,38 @@ fn refuse_unless_linux(cmd: &Cmd) -> Option<ExitCode> {
 /// `trace`, `load`, `pairs`, `run` and `reuseport` make network namespaces
 /// of their own. An ordinary user gets them inside an unprivileged user
 /// namespace (the uid mapped to root there), entered here while the
-/// process has one thread, as `matrix`'s worker does; one line says so.
-/// `Some(exit code)` when that is impossible: one line says why.
-fn unprivileged_namespaces(cmd: &Cmd) -> Option<ExitCode> {
+/// process has one thread, as `matrix`'s worker does.
+/// `Err(exit code)` when that is impossible: one line says why.
+/// `Ok(Some(note))` when it was entered: the note is said once the command
+/// has run (see [`main`]), not before, so that a bad argument still gets
+/// its one line and exit 2 (a user saw the note and then the error: two
+/// lines where the contract is one).
+fn unprivileged_namespaces(cmd: &Cmd) -> Result<Option<String>, ExitCode> {
     let name = match cmd {
         Cmd::Trace(_) => "trace",
         Cmd::Load(_) => "load",
         Cmd::Pairs(_) => "pairs",
         Cmd::Run(_) => "run",
         Cmd::Reuseport(_) => "reuseport",
-        _ => return None,
+        _ => return Ok(None),
     };
     #[cfg(unix)]
     if nix::unistd::geteuid().is_root() {
-        return None;
+        return Ok(None);
     }
     if !cfg!(target_os = "linux") {
-        return None;
+        return Ok(None);
     }
     match twlab::netns::enter_unprivileged() {
-        Ok(()) => {
-            eprintln!(
-                "twlab: not root: {name} runs in an unprivileged user namespace (your uid is root only there; sockets of other uids and the kernel's events are out of reach)"
-            );
-            None
-        }
+        Ok(()) => Ok(Some(format!(
+            "twlab: note: not root: {name} ran in an unprivileged user namespace (your uid is root only there; sockets of other uids and the kernel's events are out of reach)"
+        ))),
         Err(why) => {
             eprintln!(
                 "twlab: error: {name} needs network namespaces: not root, and no user namespace either ({}); run as root",
                 safe_line(&why)
             );
-            Some(ExitCode::from(1))
+            Err(ExitCode::from(1))
         }
     }
 }
@@ -268,9 +269,17 @@ pub fn main() -> ExitCode {
     if let Some(code) = refuse_unless_linux(&cli.cmd) {
         return code;
     }
-    if let Some(code) = unprivileged_namespaces(&cli.cmd) {
-        return code;
-    }
+    let unprivileged_note = match unprivileged_namespaces(&cli.cmd) {
+        Ok(note) => note,
+        Err(code) => return code,
+    };
+    // Said after a run that went through (or failed at run time, where
+    // it may explain the failure), never beside a usage error or a stop.
+    let say_note = || {
+        if let Some(n) = &unprivileged_note {
+            eprintln!("{n}");
+        }
+    };
     // The unprivileged matrix worker must unshare its user namespace while
     // the process is single-threaded.
     if let Cmd::Matrix(a) = &cli.cmd {
@@ -304,7 +313,10 @@ pub fn main() -> ExitCode {
         return ExitCode::from(sig.exit_code());
     }
     match r {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => {
+            say_note();
+            ExitCode::from(code)
+        }
         // `twlab … | head`: the reader went away. Not an error, for every
         // command (ss and matrix already say so themselves).
         Err(e)
@@ -321,13 +333,16 @@ pub fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 line.push_str(&format!(": {cause}"));
             }
-            eprintln!("{}", error_line(&line, ""));
             // A bad argument found after parsing exits 2 like clap's own.
             let code = match e.downcast_ref::<twlab::Error>() {
                 Some(twlab::Error::Interrupted) => 130,
                 Some(twlab::Error::Usage(_) | twlab::Error::BadAddress { .. }) => 2,
                 _ => 1,
             };
+            if code == 1 {
+                say_note();
+            }
+            eprintln!("{}", error_line(&line, ""));
             ExitCode::from(code)
         }
     }
