@@ -597,6 +597,10 @@ fn namespace_commands_run_unprivileged() {
             let line = one_line_failure(&o);
             assert_eq!(o.status.code(), Some(2), "{args:?}: {line}");
         }
+        // A failure at run time is one line too (exit 1).
+        let o = nobody(&["run", "/nonexistent/x.toml"]).unwrap();
+        let line = one_line_failure(&o);
+        assert_eq!(o.status.code(), Some(1), "{line}");
     }
 }
 

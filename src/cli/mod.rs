@@ -142,9 +142,9 @@ fn refuse_unless_linux(cmd: &Cmd) -> Option<ExitCode> {
 /// process has one thread, as `matrix`'s worker does.
 /// `Err(exit code)` when that is impossible: one line says why.
 /// `Ok(Some(note))` when it was entered: the note is said once the command
-/// has run (see [`main`]), not before, so that a bad argument still gets
-/// its one line and exit 2 (a user saw the note and then the error: two
-/// lines where the contract is one).
+/// has run through (see [`main`]), not before, so that a bad argument or a
+/// failure still gets its one line (a user saw the note and then the
+/// error: two lines where the contract is one).
 fn unprivileged_namespaces(cmd: &Cmd) -> Result<Option<String>, ExitCode> {
     let name = match cmd {
         Cmd::Trace(_) => "trace",
@@ -273,8 +273,8 @@ pub fn main() -> ExitCode {
         Ok(note) => note,
         Err(code) => return code,
     };
-    // Said after a run that went through (or failed at run time, where
-    // it may explain the failure), never beside a usage error or a stop.
+    // Said after a run that went through, never beside an error (one
+    // line, whatever the error) or a stop.
     let say_note = || {
         if let Some(n) = &unprivileged_note {
             eprintln!("{n}");
@@ -339,9 +339,6 @@ pub fn main() -> ExitCode {
                 Some(twlab::Error::Usage(_) | twlab::Error::BadAddress { .. }) => 2,
                 _ => 1,
             };
-            if code == 1 {
-                say_note();
-            }
             eprintln!("{}", error_line(&line, ""));
             ExitCode::from(code)
         }
