@@ -187,6 +187,13 @@ netns_test! {
         let timer = &w[0]["holders"][0]["timer"];
         assert_eq!(timer["kind"], "timewait", "{timer}");
         assert!(timer["expires_ms"].as_u64().is_some_and(|ms| ms <= 60_000), "{timer}");
+        // The predicted errno as every command writes one (it was the name
+        // alone, "EADDRINUSE", before issue 19's item 3 was finished).
+        let errno = &w[0]["expect"]["errno"];
+        assert_eq!(errno["name"], "EADDRINUSE", "{}", w[0]);
+        assert_eq!(errno["code"], libc::EADDRINUSE, "{}", w[0]);
+        let bad = mutated(&w[0], "/expect/errno", Some("EADDRINUSE".into()));
+        assert!(!common::schema_errors("why", &bad).is_empty(), "{bad}");
         check("why", &["why", "port", &port.to_string(), "--json"], false);
         check("trace", &["trace", "1", "--json"], false);
         check("reuseport", &["reuseport", "--json"], false);
@@ -211,6 +218,24 @@ netns_test! {
         let run = check("run", &["run", "examples/scenarios/story-client.toml", "--json"], true);
         assert_eq!(run.last().unwrap()["type"], "summary");
         assert!(run.last().unwrap()["steps"].as_u64().unwrap() > 0);
+        // A step's outcome as every command writes a call's (it was the
+        // file's word, "ok" or "EADDRINUSE"); the file's own `expect`
+        // stays its word.
+        let steps: Vec<&Value> = run
+            .iter()
+            .filter_map(|d| d["report"]["steps"].as_array())
+            .flatten()
+            .collect();
+        assert!(!steps.is_empty(), "{run:?}");
+        for st in &steps {
+            let r = st["observed"]["result"].as_str().unwrap_or("");
+            assert!(r == "ok" || (r == "failed" && st["observed"]["error"]["code"].is_i64()), "{st}");
+            if !st["model"].is_null() {
+                assert!(st["model"]["outcome"]["result"].is_string(), "{st}");
+            }
+        }
+        let bad = mutated(&run[0], "/report/steps/0/observed", Some("ok".into()));
+        assert!(!common::schema_errors("run", &bad).is_empty(), "{bad}");
         let pairs = check("pairs", &["pairs", "--same-uid", "--bindv6only", "0", "--json"], true);
         assert!(pairs.iter().any(|d| d["type"] == "cell" && d.get("observed").is_some()));
         // A documented expectation as an errno name alone (before issue
