@@ -390,6 +390,15 @@ netns_test! {
                 "the {schema} schema accepts {what}: {doc}"
             );
         }
+        // ss --json names the retransmission timer as every command does
+        // (`retransmit`, as `ss --watch --json` and `why`), not `on`
+        // (iproute2's word, which its text keeps).
+        let mut timer = ss.clone();
+        timer["sockets"][0]["timer"] =
+            serde_json::json!({"kind": "retransmit", "expires_ms": 200, "retrans": 1});
+        common::assert_conforms("ss", &timer);
+        timer["sockets"][0]["timer"]["kind"] = "on".into();
+        assert!(!common::schema_errors("ss", &timer).is_empty(), "{timer}");
         // A field the schema does not know is no error: readers ignore it.
         let mut extra = ss.clone();
         extra["sockets"][0]["a_new_field"] = "x".into();
