@@ -242,6 +242,15 @@ fn the_checker_finds_the_shapes_it_looks_for() {
     let mut found = Vec::new();
     rust_shapes(&good, "", &mut found);
     assert!(found.is_empty(), "{found:?}");
+    // A line of a type the stream does not have: said so, with the types.
+    let errors = common::schema_errors(
+        "pairs",
+        &serde_json::json!({"schema_version": 1, "type": "celll"}),
+    );
+    assert!(
+        errors.len() == 1 && errors[0].contains("\"cell\""),
+        "{errors:?}"
+    );
     assert_eq!(
         first_key(" {\n  \"schema_version\": 1}"),
         Some("schema_version")
@@ -365,7 +374,14 @@ netns_test! {
         // The shape it had before issue 19 is not the schema's.
         let was = serde_json::json!({"secs": 0, "nanos": 250_000_000});
         let bad = mutated(report, "/plan/sample_every_ms", Some(was));
-        assert!(!common::schema_errors("load", &bad).is_empty(), "{bad}");
+        // The line is held to its own type's schema (`report`), so the
+        // error names the field, not only "none of the oneOf".
+        let errors = common::schema_errors("load", &bad);
+        assert!(
+            errors.iter().any(|e| e.contains("/plan/sample_every_ms") && e.contains("integer")),
+            "{errors:#?}"
+        );
+        assert!(errors.iter().all(|e| !e.contains("oneOf")), "{errors:#?}");
         for p in ["p50_us", "p90_us", "p99_us", "p99_9_us", "mean_us", "max_us"] {
             assert!(report["connect_us"][p].is_number(), "{p}: {report}");
         }
