@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         }
     };
     for st in &report.steps {
-        let model = st.model.as_ref().map_or("-", |m| m.outcome.as_str());
+        let model = st.model.as_ref().map_or("-", |m| m.outcome.word());
         let mark = if st.agrees() { " " } else { "≠" };
         // The step's text comes from the file: escaped, as twlab run does.
         println!(

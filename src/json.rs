@@ -77,17 +77,6 @@ pub fn compact_line<T: Serialize + ?Sized>(
 pub(crate) mod schema_of {
     use schemars::{Schema, SchemaGenerator, json_schema};
 
-    /// A string that is one of `names` (kept in their order, once each).
-    pub(crate) fn one_of_names(names: impl IntoIterator<Item = &'static str>) -> Schema {
-        let mut v: Vec<&str> = Vec::new();
-        for n in names {
-            if !v.contains(&n) {
-                v.push(n);
-            }
-        }
-        json_schema!({"type": "string", "enum": v})
-    }
-
     /// A duration as a number of seconds (`…_s`, [`super::secs`]).
     pub(crate) fn seconds(_: &mut SchemaGenerator) -> Schema {
         json_schema!({"type": "number", "minimum": 0})

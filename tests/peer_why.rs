@@ -125,6 +125,10 @@ netns_test! {
         let mut was = a.clone();
         was["why"]["errno"] = "EADDRINUSE".into();
         assert!(!common::schema_errors("client", &was).is_empty(), "{was}");
+        // So is the diagnosis's predicted errno.
+        let predicted = &a["why"]["diagnosis"]["expect"]["errno"];
+        assert_eq!(predicted["name"], "EADDRINUSE", "{a}");
+        assert_eq!(predicted["code"], libc::EADDRINUSE, "{a}");
         let holders = a["why"]["diagnosis"]["holders"].as_array().unwrap();
         assert_eq!(holders.len(), 1, "{a}");
         assert_eq!(holders[0]["local"], SERVER, "{a}");

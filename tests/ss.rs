@@ -36,6 +36,14 @@ fn column_of(ss_name: &str) -> String {
         .to_string()
 }
 
+/// The `ss -tan` column of a state as JSON names it (serde's name, the
+/// same in every command: `time-wait`, `new-syn-recv`).
+fn column_of_json(name: &str) -> String {
+    let st: TcpState = serde_json::from_value(Value::from(name))
+        .unwrap_or_else(|e| panic!("unknown state {name}: {e}"));
+    st.ss_column().to_string()
+}
+
 /// `twlab ss --json ARGS` as rows, plus the raw JSON sockets.
 fn twlab_rows(args: &[&str]) -> (BTreeSet<Row>, Vec<Value>) {
     let mut a = vec!["--json"];
@@ -52,7 +60,7 @@ fn twlab_rows(args: &[&str]) -> (BTreeSet<Row>, Vec<Value>) {
         .iter()
         .map(|s| {
             (
-                column_of(s["state"].as_str().unwrap()),
+                column_of_json(s["state"].as_str().unwrap()),
                 s["local"].as_str().unwrap().parse().unwrap(),
                 s["peer"].as_str().unwrap().parse().unwrap(),
             )

@@ -155,7 +155,7 @@ fn print_script(out: &mut impl Write, s: &Script, r: &ScriptReport) -> Result<()
         "step", "observed", "model"
     )?;
     for st in &r.steps {
-        let model = st.model.as_ref().map(|m| m.outcome.as_str()).unwrap_or("-");
+        let model = st.model.as_ref().map(|m| m.outcome.word()).unwrap_or("-");
         writeln!(
             out,
             "{} {:>4}  {:<40} {:<13} {:<13} {}",

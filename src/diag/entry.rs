@@ -23,6 +23,17 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
+    /// The name in JSON, in every command (its serde name): `retransmit`
+    /// where [`TimerKind::ss_name`], iproute2's word, says `on`.
+    pub fn json_name(self) -> &'static str {
+        match self {
+            TimerKind::Retransmit => "retransmit",
+            TimerKind::Keepalive => "keepalive",
+            TimerKind::Timewait => "timewait",
+            TimerKind::Persist => "persist",
+        }
+    }
+
     /// The name `ss -o` prints.
     pub fn ss_name(self) -> &'static str {
         match self {

@@ -90,6 +90,26 @@ impl TcpState {
         }
     }
 
+    /// The name in JSON, in every command (its serde name): `time-wait`,
+    /// `listening`, `new-syn-recv` (where [`TcpState::ss_name`], iproute2's
+    /// word, says `syn-recv`).
+    pub fn json_name(self) -> &'static str {
+        match self {
+            TcpState::Established => "established",
+            TcpState::SynSent => "syn-sent",
+            TcpState::SynRecv => "syn-recv",
+            TcpState::FinWait1 => "fin-wait-1",
+            TcpState::FinWait2 => "fin-wait-2",
+            TcpState::TimeWait => "time-wait",
+            TcpState::Closed => "closed",
+            TcpState::CloseWait => "close-wait",
+            TcpState::LastAck => "last-ack",
+            TcpState::Listen => "listening",
+            TcpState::Closing => "closing",
+            TcpState::NewSynRecv => "new-syn-recv",
+        }
+    }
+
     /// The name `ss` uses in its filter syntax: time-wait.
     pub fn ss_name(self) -> &'static str {
         match self {
@@ -198,6 +218,13 @@ impl StateSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_json_name_is_the_serde_name() {
+        for st in TcpState::ALL {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.json_name(), "{st:?}");
+        }
+    }
 
     #[test]
     fn state_numbers_match_the_kernel() {

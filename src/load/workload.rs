@@ -53,14 +53,39 @@ pub enum Mode {
     },
 }
 
-/// How fast.
+/// How fast. In JSON tagged with `kind`, as [`Mode`] is: `{"kind":
+/// "max"}` or `{"kind": "per-second", "value": 100.0}` (not serde's
+/// `{"per-second": 100.0}`, a Rust shape docs/json.md rules out).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "RateJson")]
 pub enum Rate {
     /// A closed loop: the next use starts when the last one ended.
     Max,
     /// Connection uses per second over all workers (paced per worker).
     PerSecond(f64),
+}
+
+/// [`Rate`] as JSON writes it.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+#[schemars(rename = "Rate")]
+enum RateJson {
+    /// A closed loop: the next use starts when the last one ended.
+    Max,
+    /// Connection uses per second over all workers (paced per worker).
+    PerSecond {
+        /// Uses per second.
+        value: f64,
+    },
+}
+
+impl From<Rate> for RateJson {
+    fn from(r: Rate) -> Self {
+        match r {
+            Rate::Max => RateJson::Max,
+            Rate::PerSecond(value) => RateJson::PerSecond { value },
+        }
+    }
 }
 
 /// When the run stops (whichever comes first; Ctrl-C always stops it).

@@ -9,7 +9,9 @@ use super::view::{ModelView, SockState, SocketView};
 use crate::diag::{self, Query, TcpState};
 use crate::error::{Error, Result};
 use crate::model::RuleId;
+use crate::model::pairs::Call;
 use crate::netns::{self, Sysctl};
+use crate::outcome::SysError;
 use crate::socket::{StepError, TcpSock};
 use crate::sysctl::NetSysctls;
 use serde::Serialize;
@@ -25,22 +27,134 @@ pub struct StepReport {
     pub line: usize,
     /// `"bind v6 [::]:8080"`.
     pub what: String,
-    /// "ok", "EADDRINUSE", "timeout".
-    pub observed: String,
+    /// What the kernel did, as a call's outcome: `{"result": "ok"}`,
+    /// `{"result": "failed", "error": ERRNO}`, `{"result": "not-run"}`
+    /// (the file's word for it, "ok", "EADDRINUSE", "timeout", is
+    /// [`StepOutcome::word`]).
+    pub observed: StepOutcome,
     /// The model's outcome and explanation, where it covers the step.
     pub model: Option<ModelSays>,
     /// The rule of the model's prediction, if it names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<RuleId>,
-    /// The author's expectation.
+    /// The author's expectation, as the file words it ("ok",
+    /// "EADDRINUSE", "timeout").
     pub expect: Option<String>,
+}
+
+/// A step's outcome: the word a scenario file uses for it ("ok",
+/// "EADDRINUSE", "timeout"), which the author's `expect` and the model are
+/// compared by, and in JSON a call's outcome as every command writes one
+/// (docs/json.md): `{"result": "ok"}`, `{"result": "failed", "error":
+/// ERRNO}`, or `{"result": "not-run"}` for a call twlab could not make (a
+/// bind() to the port of a socket that holds none). A wait that timed out
+/// fails with this system's ETIMEDOUT, an interrupted sleep with its
+/// EINTR, a step on a closed socket with its EBADF, as twlab's own waits
+/// fail everywhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// The file's word.
+    word: String,
+    /// The contract's shape.
+    call: Call,
+}
+
+impl StepOutcome {
+    /// The call succeeded.
+    pub fn ok() -> Self {
+        StepOutcome {
+            word: "ok".into(),
+            call: Call::Ok,
+        }
+    }
+
+    /// The call failed with `error` (the word is its name).
+    pub fn failed(error: SysError) -> Self {
+        StepOutcome {
+            word: error.name.clone(),
+            call: Call::Failed { error },
+        }
+    }
+
+    /// A twlab error of its own (`err`, this system's number), under the
+    /// file's `word` for it.
+    fn own(word: &str, err: i32) -> Self {
+        StepOutcome {
+            word: word.into(),
+            call: Call::Failed {
+                error: SysError::from_code(err),
+            },
+        }
+    }
+
+    /// The outcome of a socket call.
+    fn of<T>(r: &std::result::Result<T, StepError>) -> Self {
+        match r {
+            Ok(_) => Self::ok(),
+            Err(e) => Self::failed(e.error.clone()),
+        }
+    }
+
+    /// The model's outcome: "ok" or the name of a Linux errno (the rules
+    /// are Linux's, numbered as Linux numbers them).
+    fn predicted(word: String) -> Self {
+        if word == "ok" {
+            return Self::ok();
+        }
+        let code = crate::sys::linux_errno::code(&word).unwrap_or(0);
+        StepOutcome {
+            call: Call::Failed {
+                error: SysError {
+                    name: word.clone(),
+                    ..SysError::linux(code)
+                },
+            },
+            word,
+        }
+    }
+
+    /// The file's word for it: "ok", "EADDRINUSE", "timeout".
+    pub fn word(&self) -> &str {
+        &self.word
+    }
+
+    /// The call's outcome, as JSON writes it.
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+}
+
+impl std::fmt::Display for StepOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.word)
+    }
+}
+
+impl Serialize for StepOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.call.serialize(s)
+    }
+}
+
+/// Described as what it serializes to: a call's outcome.
+impl schemars::JsonSchema for StepOutcome {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        Call::schema_name()
+    }
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        Call::schema_id()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        Call::json_schema(g)
+    }
 }
 
 /// What the rule model says of a step.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ModelSays {
-    /// "ok", "EADDRINUSE"… (as `observed`).
-    pub outcome: String,
+    /// The predicted outcome, as `observed` is written (its errno
+    /// numbered as Linux numbers it).
+    pub outcome: StepOutcome,
     /// The explanation, citing the kernel function.
     pub why: String,
 }
@@ -50,8 +164,11 @@ impl StepReport {
     pub fn agrees(&self) -> bool {
         self.model
             .as_ref()
-            .is_none_or(|m| m.outcome == self.observed)
-            && self.expect.as_ref().is_none_or(|e| *e == self.observed)
+            .is_none_or(|m| m.outcome.word() == self.observed.word())
+            && self
+                .expect
+                .as_ref()
+                .is_none_or(|e| e == self.observed.word())
     }
 }
 
@@ -73,7 +190,11 @@ impl ScriptReport {
     pub fn model_mismatches(&self) -> usize {
         self.steps
             .iter()
-            .filter(|s| s.model.as_ref().is_some_and(|m| m.outcome != s.observed))
+            .filter(|s| {
+                s.model
+                    .as_ref()
+                    .is_some_and(|m| m.outcome.word() != s.observed.word())
+            })
             .count()
     }
 }
@@ -93,13 +214,6 @@ fn as_unprivileged<T>(unprivileged: bool, f: impl FnOnce() -> T) -> T {
         crate::sys::caps::without_bind_service(f).0
     } else {
         f()
-    }
-}
-
-fn short<T>(r: &std::result::Result<T, StepError>) -> String {
-    match r {
-        Ok(_) => "ok".into(),
-        Err(e) => e.error.name.clone(),
     }
 }
 
@@ -162,7 +276,7 @@ fn play_here(script: &Script) -> Result<ScriptReport> {
             observed,
             rule: model.as_ref().and_then(|p| p.rule),
             model: model.map(|p| ModelSays {
-                outcome: p.outcome,
+                outcome: StepOutcome::predicted(p.outcome),
                 why: p.why,
             }),
             expect: step.expect.clone(),
@@ -171,12 +285,12 @@ fn play_here(script: &Script) -> Result<ScriptReport> {
     Ok(ScriptReport { steps })
 }
 
-type Done = (String, String);
+type Done = (String, StepOutcome);
 
 /// Run one step on the real socket `i` and bring the view up to date
 /// with what the kernel answered.
 fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
-    let gone = || "EBADF".to_string();
+    let gone = || StepOutcome::own("EBADF", crate::sys::err::BAD_FD);
     // The loader checked every name; only sleep has no socket.
     let Some(i) = i else {
         let Action::Sleep { ms } = a else {
@@ -187,7 +301,11 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
         let r = crate::signal::sleep_interruptible(Duration::from_millis(*ms));
         return (
             format!("sleep {ms} ms"),
-            if r.is_ok() { "ok" } else { "interrupted" }.into(),
+            if r.is_ok() {
+                StepOutcome::ok()
+            } else {
+                StepOutcome::own("interrupted", crate::sys::err::INTERRUPTED)
+            },
         );
     };
     let name = t.view.sockets[i].name.clone();
@@ -196,7 +314,14 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
             let Some(addr) = t.view.bind_addr(i) else {
                 let from = t.view.sockets[i].port_from.clone().unwrap_or_default();
                 let what = format!("bind {name} {} (port of {from})", t.view.sockets[i].addr);
-                return (what, format!("no port: {from} holds none"));
+                let word = format!("no port: {from} holds none");
+                return (
+                    what,
+                    StepOutcome {
+                        word,
+                        call: Call::NotRun,
+                    },
+                );
             };
             let what = match &t.view.sockets[i].port_from {
                 Some(from) => format!("bind {name} {addr} (port of {from})"),
@@ -211,7 +336,7 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
                 v.state = SockState::Bound;
                 v.local = s.local_addr();
             }
-            (what, short(&r))
+            (what, StepOutcome::of(&r))
         }
         Action::Listen { backlog, .. } => {
             let what = format!("listen {name}");
@@ -226,7 +351,7 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
                 v.state = SockState::Listening;
                 v.local = s.local_addr();
             }
-            (what, short(&r))
+            (what, StepOutcome::of(&r))
         }
         Action::Connect { to, .. } => {
             let to: SocketAddr = crate::socket::parse_endpoint(to).expect("checked at load");
@@ -241,7 +366,7 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
                 v.local = s.local_addr();
                 v.peer = Some(to);
             }
-            (what, short(&r))
+            (what, StepOutcome::of(&r))
         }
         Action::Accept { name: new, .. } => accept(t, i, new),
         Action::Send { data, .. } => {
@@ -251,8 +376,8 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
             };
             let data = data.as_deref().unwrap_or("x");
             let obs = match s.sock.send(data.as_bytes()) {
-                Ok(_) => "ok".into(),
-                Err(e) => crate::outcome::SysError::from_io(&e).name,
+                Ok(_) => StepOutcome::ok(),
+                Err(e) => StepOutcome::failed(SysError::from_io(&e)),
             };
             (what, obs)
         }
@@ -261,7 +386,7 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
             let Some(s) = t.socks[i].as_mut() else {
                 return (what, gone());
             };
-            (what, short(&s.recv_until_eof(TIMEOUT)))
+            (what, StepOutcome::of(&s.recv_until_eof(TIMEOUT)))
         }
         Action::Close { .. } | Action::CloseRst { .. } => {
             let rst = matches!(a, Action::CloseRst { .. });
@@ -280,7 +405,7 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
                 SockState::Gone
             };
             s.close();
-            (what, "ok".into())
+            (what, StepOutcome::ok())
         }
         Action::WaitForState {
             state, timeout_ms, ..
@@ -293,7 +418,12 @@ fn act(t: &mut Table, i: Option<usize>, a: &Action) -> Done {
             if ok && st == TcpState::TimeWait {
                 v.state = SockState::TimeWait;
             }
-            (what, if ok { "ok" } else { "timeout" }.into())
+            let observed = if ok {
+                StepOutcome::ok()
+            } else {
+                StepOutcome::own("timeout", crate::sys::err::TIMED_OUT)
+            };
+            (what, observed)
         }
         Action::Sleep { .. } => unreachable!("sleep names no socket"),
     }
@@ -303,7 +433,7 @@ fn accept(t: &mut Table, i: usize, new: &str) -> Done {
     let l = &t.view.sockets[i];
     let what = format!("accept {} as {new}", l.name);
     let Some(s) = t.socks[i].as_ref() else {
-        return (what, "EBADF".into());
+        return (what, StepOutcome::own("EBADF", crate::sys::err::BAD_FD));
     };
     match s.accept(TIMEOUT) {
         Ok((c, peer)) => {
@@ -321,9 +451,9 @@ fn accept(t: &mut Table, i: usize, new: &str) -> Done {
             };
             t.view.sockets.push(v);
             t.socks.push(Some(c));
-            (what, "ok".into())
+            (what, StepOutcome::ok())
         }
-        Err(e) => (what, e.error.name),
+        Err(e) => (what, StepOutcome::failed(e.error)),
     }
 }
 
@@ -350,5 +480,31 @@ fn wait_state(
             return false;
         }
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_step_outcome_is_the_files_word_in_text_and_a_calls_outcome_in_json() {
+        let j = |o: &StepOutcome| serde_json::to_value(o).unwrap();
+        assert_eq!(j(&StepOutcome::ok()), json!({"result": "ok"}));
+        let model = StepOutcome::predicted("EADDRINUSE".into());
+        assert_eq!(model.word(), "EADDRINUSE");
+        assert_eq!(j(&model)["result"], "failed");
+        assert_eq!(j(&model)["error"]["name"], "EADDRINUSE");
+        assert_eq!(j(&model)["error"]["code"], 98);
+        let timeout = StepOutcome::own("timeout", crate::sys::err::TIMED_OUT);
+        assert_eq!(format!("{timeout:<9}|"), "timeout  |");
+        assert_eq!(j(&timeout)["error"]["code"], crate::sys::err::TIMED_OUT);
+        let no_port = StepOutcome {
+            word: "no port: a holds none".into(),
+            call: Call::NotRun,
+        };
+        assert_eq!(j(&no_port), json!({"result": "not-run"}));
+        assert_eq!(StepOutcome::predicted("ok".into()), StepOutcome::ok());
     }
 }

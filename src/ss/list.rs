@@ -3,7 +3,7 @@
 
 use super::{Filter, Format, Processes, io_err, json_err};
 use crate::diag::owners::{ID_HEADER, Owner, owner_key};
-use crate::diag::{self, SockEntry, TimerKind};
+use crate::diag::{self, SockEntry, TcpState, Timer, TimerKind};
 use crate::error::Result;
 use crate::socket::Family;
 use serde::Serialize;
@@ -311,13 +311,17 @@ pub(crate) struct JsonSock<'a> {
     /// `ipv4` or `ipv6`.
     #[schemars(with = "Family")]
     family: &'static str,
-    /// The state as `ss` names it (`time-wait`, `listening`).
-    #[schemars(schema_with = "ss_state_schema")]
-    state: &'static str,
+    /// The state as every command names it in JSON (`time-wait`,
+    /// `listening`, `new-syn-recv`), not iproute2's word (`syn-recv`),
+    /// which the text keeps.
+    state: TcpState,
     local: &'a SocketAddr,
     peer: &'a SocketAddr,
+    /// The running timer as every command writes one (`{"kind":
+    /// "retransmit", "expires_ms", "retrans"}`), not iproute2's `on`,
+    /// which the text keeps.
     #[serde(skip_serializing_if = "Option::is_none")]
-    timer: Option<JsonTimer>,
+    timer: Option<Timer>,
     recv_q: u32,
     send_q: u32,
     /// `None` for TIME_WAIT mini sockets, which have no owner.
@@ -330,16 +334,6 @@ pub(crate) struct JsonSock<'a> {
     processes: Option<&'a [Owner]>,
 }
 
-/// A running timer, as `ss -o` names its kind.
-#[derive(Serialize, schemars::JsonSchema)]
-struct JsonTimer {
-    /// `on` (retransmission), `keepalive`, `timewait`, `persist`.
-    #[schemars(schema_with = "ss_timer_kind_schema")]
-    kind: &'static str,
-    expires_ms: u32,
-    retrans: u8,
-}
-
 impl<'a> JsonSock<'a> {
     fn of(e: &'a SockEntry, owners: &'a HashMap<u32, Vec<Owner>>, procs: bool) -> Self {
         let tw = e.is_timewait_sock();
@@ -348,14 +342,10 @@ impl<'a> JsonSock<'a> {
                 Family::V4 => "ipv4",
                 Family::V6 => "ipv6",
             },
-            state: e.state.ss_name(),
+            state: e.state,
             local: &e.local,
             peer: &e.peer,
-            timer: e.timer.map(|t| JsonTimer {
-                kind: t.kind.ss_name(),
-                expires_ms: t.expires_ms,
-                retrans: t.retrans,
-            }),
+            timer: e.timer,
             recv_q: e.recv_q,
             send_q: e.send_q,
             uid: (!tw).then_some(e.uid),
@@ -467,7 +457,7 @@ fn write_json_row(out: &mut impl Write, f: &mut Field, s: &JsonSock<'_>) -> Resu
     f.push(b"{\"family\":\"");
     f.push(s.family.as_bytes());
     f.push(b"\",\"state\":\"");
-    f.push(s.state.as_bytes());
+    f.push(s.state.json_name().as_bytes());
     f.push(b"\",\"local\":\"");
     f.push_addr_json(s.local);
     f.push(b"\",\"peer\":\"");
@@ -477,7 +467,7 @@ fn write_json_row(out: &mut impl Write, f: &mut Field, s: &JsonSock<'_>) -> Resu
     f.clear();
     if let Some(t) = &s.timer {
         f.push(b"\"timer\":{\"kind\":\"");
-        f.push(t.kind.as_bytes());
+        f.push(t.kind.json_name().as_bytes());
         f.push(b"\",\"expires_ms\":");
         f.push_u64(u64::from(t.expires_ms));
         f.push(b",\"retrans\":");
@@ -544,23 +534,6 @@ fn write_text_list(
     Ok(())
 }
 
-/// A TCP state as `ss --json` names it ([`crate::diag::TcpState::ss_name`]: a request
-/// socket is `syn-recv` there), for the JSON Schema of `ss --json`.
-fn ss_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    crate::json::schema_of::one_of_names(
-        crate::diag::TcpState::ALL.map(crate::diag::TcpState::ss_name),
-    )
-}
-
-/// A timer's kind as `ss --json` names it ([`crate::diag::TimerKind::ss_name`]:
-/// the retransmission timer is `on`).
-fn ss_timer_kind_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    use crate::diag::TimerKind as K;
-    crate::json::schema_of::one_of_names(
-        [K::Retransmit, K::Keepalive, K::Timewait, K::Persist].map(K::ss_name),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,6 +587,20 @@ mod tests {
                 0,
             ),
             e(TcpState::Listen, "[::]:80", "[::]:0", None, 77),
+            // A request socket with its SYN-ACK retransmission timer:
+            // `new-syn-recv` and `retransmit` in JSON (iproute2's words,
+            // `syn-recv` and `on`, are the text's).
+            e(
+                TcpState::NewSynRecv,
+                "127.0.0.1:80",
+                "127.0.0.1:40001",
+                Some(Timer {
+                    kind: TimerKind::Retransmit,
+                    expires_ms: 812,
+                    retrans: 1,
+                }),
+                0,
+            ),
             e(
                 TcpState::Established,
                 "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
@@ -636,10 +623,15 @@ mod tests {
                 let mut ours = Vec::new();
                 write_json_row(&mut ours, &mut Field::new(), &s).unwrap();
                 let theirs = serde_json::to_vec(&s).unwrap();
-                assert_eq!(
-                    String::from_utf8(ours).unwrap(),
-                    String::from_utf8(theirs).unwrap()
-                );
+                let ours = String::from_utf8(ours).unwrap();
+                assert_eq!(ours, String::from_utf8(theirs).unwrap());
+                if r.state == TcpState::NewSynRecv {
+                    assert!(
+                        ours.contains(r#""state":"new-syn-recv""#)
+                            && ours.contains(r#""kind":"retransmit""#),
+                        "{ours}"
+                    );
+                }
             }
         }
     }

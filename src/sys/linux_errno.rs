@@ -57,6 +57,16 @@ pub fn name(code: i32) -> String {
     }
 }
 
+/// Linux's number for the error `name` (`98` for `EADDRINUSE`), for the
+/// names [`name`] gives: one of the table, or `E<code>`.
+pub fn code(name: &str) -> Option<i32> {
+    NAMES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(c, _)| *c)
+        .or_else(|| name.strip_prefix('E')?.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +77,9 @@ mod tests {
         assert_eq!(name(99), "EADDRNOTAVAIL");
         assert_eq!(name(111), "ECONNREFUSED");
         assert_eq!(name(100_000), "E100000");
+        assert_eq!(code("EADDRINUSE"), Some(98));
+        assert_eq!(code(&name(100_000)), Some(100_000));
+        assert_eq!(code("timeout"), None);
     }
 
     /// The table is Linux's own numbering: on Linux, the host's libc agrees

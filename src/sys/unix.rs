@@ -24,6 +24,8 @@ pub(crate) mod err {
     pub(crate) const INTERRUPTED: i32 = libc::EINTR;
     /// A wait ran out.
     pub(crate) const TIMED_OUT: i32 = libc::ETIMEDOUT;
+    /// A socket that is closed already (a scenario step on a closed socket).
+    pub(crate) const BAD_FD: i32 = libc::EBADF;
     /// The peer reset the connection.
     pub(crate) const CONN_RESET: i32 = libc::ECONNRESET;
     /// accept() gave an address that is not IPv4 or IPv6.

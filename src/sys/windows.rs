@@ -32,6 +32,8 @@ pub(crate) mod err {
     pub(crate) const INTERRUPTED: i32 = ws::WSAEINTR;
     /// A wait ran out.
     pub(crate) const TIMED_OUT: i32 = ws::WSAETIMEDOUT;
+    /// A socket that is closed already (a scenario step on a closed socket).
+    pub(crate) const BAD_FD: i32 = ws::WSAEBADF;
     /// The peer reset the connection.
     pub(crate) const CONN_RESET: i32 = ws::WSAECONNRESET;
     /// accept() gave an address that is not IPv4 or IPv6.

@@ -7,15 +7,17 @@ use crate::diag::owners::Owner;
 use crate::diag::{TcpState, Timer};
 use crate::model::RuleId;
 use crate::model::kernel::Fact;
-use crate::outcome::Step;
+use crate::outcome::{Step, SysError};
 use crate::socket::{Family, SocketOpts};
 use crate::sysctl::PortRange;
 use serde::Serialize;
 
 use std::net::SocketAddr;
 
-/// The errors the rules predict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+/// The errors the rules predict. In JSON each is the errno object of
+/// every command (docs/json.md): `{"name": "EADDRINUSE", "code": 98,
+/// "wsa": {…}}`, numbered as Linux numbers it (the rules are Linux's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Errno {
     /// bind(): the port is in use.
     EADDRINUSE,
@@ -36,6 +38,38 @@ impl Errno {
             Errno::EACCES => "EACCES",
             Errno::EINVAL => "EINVAL",
         }
+    }
+
+    /// The error as every command writes an errno: name, Linux's number,
+    /// and the Winsock twin.
+    pub fn sys_error(self) -> SysError {
+        use crate::sys::linux_errno as e;
+        SysError::linux(match self {
+            Errno::EADDRINUSE => e::EADDRINUSE,
+            Errno::EADDRNOTAVAIL => e::EADDRNOTAVAIL,
+            Errno::EACCES => e::EACCES,
+            Errno::EINVAL => e::EINVAL,
+        })
+    }
+}
+
+impl Serialize for Errno {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.sys_error().serialize(s)
+    }
+}
+
+/// Described as what it serializes to: the errno object (one definition,
+/// shared with every other errno of the output).
+impl schemars::JsonSchema for Errno {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        SysError::schema_name()
+    }
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        SysError::schema_id()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        SysError::json_schema(g)
     }
 }
 
@@ -463,8 +497,9 @@ pub struct Attempt {
     pub label: String,
     /// The options used.
     pub opts: SocketOpts,
-    /// `None` if the kernel accepted it, else the error name.
-    pub error: Option<String>,
+    /// The kernel's error, as the errno object; none (`null`) when it
+    /// accepted the call.
+    pub error: Option<SysError>,
     /// The port the kernel gave (bind(addr, 0), connect()).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,

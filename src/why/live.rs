@@ -252,10 +252,10 @@ fn new_socket(addr: &SocketAddr, opts: SocketOpts, v6only: bool) -> std::io::Res
 }
 
 /// One bind() in this namespace; the socket is closed on return.
-fn bind_once(q: &BindQuestion, opts: SocketOpts) -> std::result::Result<Option<u16>, String> {
-    let s = new_socket(&q.addr, opts, q.v6only).map_err(|e| SysError::from_io(&e).name)?;
+fn bind_once(q: &BindQuestion, opts: SocketOpts) -> std::result::Result<Option<u16>, SysError> {
+    let s = new_socket(&q.addr, opts, q.v6only).map_err(|e| SysError::from_io(&e))?;
     s.bind(&SockAddr::from(q.addr))
-        .map_err(|e| SysError::from_io(&e).name)?;
+        .map_err(|e| SysError::from_io(&e))?;
     Ok(s.local_addr()
         .ok()
         .and_then(|a| a.as_socket())
@@ -286,7 +286,7 @@ pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
         d.tried.push(Attempt {
             label: q.opts.label(),
             opts: q.opts,
-            agrees: agreement(&d.expect, error.as_deref()),
+            agrees: agreement(&d.expect, error.as_ref().map(|e| e.name.as_str())),
             port: r.ok().flatten(),
             error,
             learned: None,
@@ -306,7 +306,7 @@ pub fn try_bind(q: &BindQuestion, d: &mut Diagnosis) {
             .unwrap_or(Expect::Ok);
         let r = bind_once(q, opts);
         let error = r.as_ref().err().cloned();
-        let agrees = agreement(&expect, error.as_deref());
+        let agrees = agreement(&expect, error.as_ref().map(|e| e.name.as_str()));
         let lesson = match (agrees, &expect) {
             (Agreement::Resolves, Expect::Depends { ok_if, .. }) => Some(format!(
                 "{ok_if}: {}",
@@ -363,7 +363,7 @@ pub fn try_connect(q: &ConnectQuestion, d: &mut Diagnosis) -> Result<()> {
     d.tried.push(Attempt {
         label: opts.label(),
         opts,
-        agrees: agreement(&d.expect, error.as_deref()),
+        agrees: agreement(&d.expect, error.as_ref().map(|e| e.name.as_str())),
         port: r.as_ref().ok().map(|t| t.port),
         error,
         learned: None,
@@ -397,7 +397,7 @@ fn settle(d: &mut Diagnosis, asked: impl Fn(&Attempt) -> bool) {
     };
     let (outcome, verdict) = match (&t.error, then) {
         (None, _) => (Expect::Ok, "yes"),
-        (Some(e), Some(f)) if *e == f.errno.name() => (
+        (Some(e), Some(f)) if e.name == f.errno.name() => (
             Expect::Fails {
                 step: f.step,
                 errno: f.errno,
@@ -410,7 +410,7 @@ fn settle(d: &mut Diagnosis, asked: impl Fn(&Attempt) -> bool) {
         "; --try settled it: {} ({ok_if}: {verdict})",
         match &t.error {
             None => "the kernel accepted the call".to_string(),
-            Some(e) => format!("the kernel refused it with {e}"),
+            Some(e) => format!("the kernel refused it with {}", e.name),
         }
     ));
     d.expect = outcome;
@@ -485,8 +485,8 @@ fn connect_once(
     q: &ConnectQuestion,
     opts: SocketOpts,
     witness: &mut KernelWitness,
-) -> std::result::Result<Tried, String> {
-    let name = |e: std::io::Error| SysError::from_io(&e).name;
+) -> std::result::Result<Tried, SysError> {
+    let name = |e: std::io::Error| SysError::from_io(&e);
     let s = new_socket(&q.dst, opts, true).map_err(name)?;
     s.set_linger(Some(std::time::Duration::ZERO))
         .map_err(name)?;

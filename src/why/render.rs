@@ -194,7 +194,7 @@ pub fn long(d: &Diagnosis) -> String {
         let _ = writeln!(o, "\n--try (the kernel's answer, socket closed at once):");
         for t in &d.tried {
             let got = match (&t.error, t.port) {
-                (Some(e), _) => format!("failed with {e}"),
+                (Some(e), _) => format!("failed with {}", e.name),
                 (None, Some(p)) => format!("accepted (port {p})"),
                 (None, None) => "accepted".into(),
             };

@@ -296,17 +296,61 @@ pub fn unmount_and_remove(dir: &std::path::Path) {
 /// Where `v` breaks the JSON Schema of twlab's output `name` (one of
 /// `twlab::schema::schemas()`, the schemas in docs/json/): one line per
 /// error, with its place in `v`. Empty when it conforms.
+///
+/// A line of a stream is held to its own type's schema (the `oneOf` branch
+/// whose `type` is the line's), so the errors are that schema's, not
+/// "not valid under any of the schemas listed in the 'oneOf'".
 pub fn schema_errors(name: &str, v: &serde_json::Value) -> Vec<String> {
     let (_, schema) = twlab::schema::schemas()
         .into_iter()
         .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("no schema named {name}"));
-    let validator = jsonschema::validator_for(schema.as_value())
+    let schema = match line_schema(schema.as_value(), v) {
+        Ok(Some(s)) => s,
+        Ok(None) => schema.as_value().clone(),
+        Err(e) => return vec![e],
+    };
+    let validator = jsonschema::validator_for(&schema)
         .unwrap_or_else(|e| panic!("docs/json/{name}.schema.json does not compile: {e}"));
     validator
         .iter_errors(v)
         .map(|e| format!("at {:?}: {e}", e.instance_path().as_str()))
         .collect()
+}
+
+/// For a stream's schema (a `oneOf` of line types) and a line naming its
+/// `type`: that type's branch, with the schema's `$defs` beside it so its
+/// references resolve. `None` for a document's schema or a line without a
+/// string `type` (the whole schema then judges); an error for a type the
+/// stream does not have.
+fn line_schema(
+    schema: &serde_json::Value,
+    v: &serde_json::Value,
+) -> Result<Option<serde_json::Value>, String> {
+    let (Some(lines), Some(kind)) = (
+        schema.get("oneOf").and_then(|o| o.as_array()),
+        v.get("type").and_then(|t| t.as_str()),
+    ) else {
+        return Ok(None);
+    };
+    let kind_of = |l: &serde_json::Value| l.pointer("/properties/type/const").cloned();
+    let Some(line) = lines
+        .iter()
+        .find(|l| kind_of(l).as_ref().and_then(|k| k.as_str()) == Some(kind))
+    else {
+        let known: Vec<_> = lines.iter().filter_map(kind_of).collect();
+        return Err(format!(
+            "at \"/type\": {kind:?} is no line type of this stream (one of {known:?})"
+        ));
+    };
+    let mut one = line.clone();
+    if let (Some(o), Some(defs)) = (one.as_object_mut(), schema.get("$defs")) {
+        o.insert("$defs".into(), defs.clone());
+        if let Some(s) = schema.get("$schema") {
+            o.insert("$schema".into(), s.clone());
+        }
+    }
+    Ok(Some(one))
 }
 
 /// `v` conforms to the schema of output `name` ([`schema_errors`]).
