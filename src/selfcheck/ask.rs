@@ -28,8 +28,9 @@ pub enum Observed {
     Failed {
         /// Which.
         step: Step,
-        /// With which errno, by name.
-        errno: String,
+        /// With which errno (the contract's errno object: name, number,
+        /// Winsock twin).
+        errno: crate::outcome::SysError,
     },
 }
 
@@ -38,14 +39,14 @@ impl Observed {
     pub fn short(&self) -> String {
         match self {
             Observed::Ok => "ok".into(),
-            Observed::Failed { step, errno } => format!("{step} {errno}"),
+            Observed::Failed { step, errno } => format!("{step} {}", errno.name),
         }
     }
 
     fn of(e: &StepError) -> Self {
         Observed::Failed {
             step: e.step,
-            errno: e.error.name.clone(),
+            errno: e.error.clone(),
         }
     }
 }
@@ -140,7 +141,7 @@ pub struct Asked {
 /// Compare `expect` with what the kernel did: the step and the errno must
 /// both match.
 pub fn judge(expect: &Expect, obs: &Observed) -> Verdict {
-    let same = |step: &Step, errno: &Errno| matches!(obs, Observed::Failed { step: s, errno: e } if s == step && e == errno.name());
+    let same = |step: &Step, errno: &Errno| matches!(obs, Observed::Failed { step: s, errno: e } if s == step && e.name == errno.name());
     match expect {
         Expect::Ok if *obs == Observed::Ok => Verdict::Agrees,
         Expect::Fails { step, errno } if same(step, errno) => Verdict::Agrees,
@@ -252,7 +253,7 @@ fn step(action: Action, r: &Observed) -> StepSpec {
         action,
         expect: Some(match r {
             Observed::Ok => "ok".into(),
-            Observed::Failed { errno, .. } => errno.clone(),
+            Observed::Failed { errno, .. } => errno.name.clone(),
         }),
     }
 }
@@ -572,7 +573,7 @@ mod tests {
     fn depends_agrees_with_either_outcome_and_steps_must_match() {
         let fails = |step| Observed::Failed {
             step,
-            errno: "EADDRINUSE".into(),
+            errno: crate::outcome::SysError::linux(libc::EADDRINUSE),
         };
         let depends = Expect::Depends {
             step: Step::Bind,
