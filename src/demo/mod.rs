@@ -284,7 +284,7 @@ fn row(case: &str, c: Checked, host: Host, wine: Option<&str>) -> DemoRow {
         case: case.to_string(),
         closed_first: format!(
             "{}{}",
-            x.close.first(),
+            x.close.side,
             if x.close.is_rst() { " (RST)" } else { "" }
         ),
         options: format!("{} / {}", x.client.label(), x.listener.label()),

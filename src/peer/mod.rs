@@ -60,7 +60,12 @@ pub(crate) fn say_waiting(out: &mut Output, format: Format, said: &mut bool, lin
     }
 }
 
-/// Who closes a connection first, as the two programs see it.
+/// When an end closes its connection, as the two programs see it: at once
+/// or after the peer's FIN. Not a [`Close`](crate::experiment::Close)
+/// (which end closes first, and with FIN or RST): each program is one end
+/// and chooses only *when* it closes; the side is the program itself and
+/// the how is its `--linger` (0: RST). Who ends up closing first follows
+/// from both ends' choices.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
 )]
