@@ -6,8 +6,9 @@ use super::server::{
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
+use twlab::json::OutputFormat;
 use twlab::peer::client::{ClientPlan, Until, run as run_plan};
-use twlab::peer::{Format, MAX_CLIENT_TIMEOUT, MAX_INTERVAL};
+use twlab::peer::{MAX_CLIENT_TIMEOUT, MAX_INTERVAL};
 
 /// `--until`, as clap spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -121,11 +122,7 @@ impl ClientArgs {
             interval: self.interval,
             until: self.until.into(),
             timeout: self.timeout,
-            format: if self.json {
-                Format::Json
-            } else {
-                Format::Text
-            },
+            format: OutputFormat::json_if(self.json),
         };
         plan.check()?;
         Ok(plan)

@@ -3,8 +3,9 @@
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
+use twlab::json::OutputFormat;
 use twlab::peer::server::{ServerPlan, run as run_plan};
-use twlab::peer::{CloseMode, Format, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT, MAX_LINGER};
+use twlab::peer::{CloseMode, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT, MAX_LINGER};
 use twlab::socket::{SocketOpts, V6Only, parse_endpoint};
 
 /// `--v6only`, as clap spells it.
@@ -252,11 +253,7 @@ impl ServerArgs {
             close_delay: self.close_delay,
             count: self.count,
             idle_timeout: self.idle_timeout,
-            format: if self.json {
-                Format::Json
-            } else {
-                Format::Text
-            },
+            format: OutputFormat::json_if(self.json),
         })
     }
 }

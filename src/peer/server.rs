@@ -3,7 +3,7 @@
 //! right after close (one exact sock_diag lookup per connection).
 
 use super::why::FailureWhy;
-use super::{CloseMode, FIN_WAIT_NOTICE_AFTER, Format, Output, line, say_waiting};
+use super::{CloseMode, FIN_WAIT_NOTICE_AFTER, Output, OutputFormat, line, say_waiting};
 use crate::diag::{self, DiagSocket, TcpState};
 use crate::error::{Error, Result};
 use crate::experiment::How;
@@ -41,7 +41,7 @@ pub struct ServerPlan {
     /// Stop when no connection arrives for this long.
     pub idle_timeout: Duration,
     /// Text lines or JSON Lines.
-    pub format: Format,
+    pub format: OutputFormat,
 }
 
 /// One end of a connection, or both (who closed first).
@@ -96,8 +96,8 @@ pub struct ServerEvent {
 }
 
 impl ServerEvent {
-    fn write(&self, out: &mut impl Write, format: Format) -> std::io::Result<()> {
-        if format == Format::Json {
+    fn write(&self, out: &mut impl Write, format: OutputFormat) -> std::io::Result<()> {
+        if format == OutputFormat::Json {
             serde_json::to_writer(&mut *out, &crate::json::line("connection", self))?;
             return writeln!(out);
         }
@@ -438,7 +438,7 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
     if let Some(w) = &why {
         let mut out = Output::stdout();
         let _ = match p.format {
-            Format::Json => {
+            OutputFormat::Json => {
                 let f = PortFailure {
                     listen: addr,
                     failed: Outcome::Failed {
@@ -451,10 +451,10 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
                     .map_err(std::io::Error::from)
                     .and_then(|_| writeln!(out))
             }
-            Format::Text => write!(out, "{}", w.text()),
+            _ => write!(out, "{}", w.text()),
         };
         let _ = out.flush();
-    } else if p.format == Format::Text
+    } else if !p.format.is_json()
         && !cfg!(target_os = "linux")
         && let Some(lines) = port_holders(addr)
     {
@@ -542,7 +542,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
     let mut out = Output::stdout();
     let mut nl = DiagSocket::open().ok();
     let start = Instant::now();
-    if p.format == Format::Text {
+    if !p.format.is_json() {
         let _ = writeln!(
             out,
             "listening on {local} ({}), closing {}; Ctrl-C to stop",
@@ -562,7 +562,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         let (mut conn, peer) = match next_conn(&l, local, p.idle_timeout, &mut out)? {
             Next::Conn(c, peer) => (c, peer),
             Next::Idle => {
-                if p.format == Format::Text {
+                if !p.format.is_json() {
                     let _ = writeln!(
                         out,
                         "no connection for {:.0} s: stopping after {n} connections",
