@@ -68,7 +68,7 @@ fn parse_state_only(name: &str) -> Result<StateSet> {
         "synchronized" => except(&[Listen, Closed, SynSent]),
         "bucket" => StateSet::of(&[SynRecv, TimeWait]),
         "big" => except(&[SynRecv, TimeWait]),
-        other => match other.parse::<TcpState>() {
+        _ => match name.parse::<TcpState>() {
             Ok(s) => StateSet::of(&[s]),
             // "unknown TCP state 'timewait' (did you mean 'time-wait'?)".
             Err(e) => {
