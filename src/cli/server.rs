@@ -9,7 +9,9 @@ use twlab::peer::server::{ServerPlan, run as run_plan};
 use twlab::peer::{CloseMode, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT};
 use twlab::socket::parse_endpoint;
 
-/// `--close`, as clap spells it.
+/// `--close` of `server` and `client`, as clap spells it: when this end
+/// closes, mapped to the library's [`CloseMode`] here only (the `From`
+/// below). Who closes first and how is `twlab::experiment::Close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CloseArg {
     /// Close as soon as the connection is up: this end sends the first FIN
