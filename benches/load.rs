@@ -29,9 +29,8 @@ mod imp {
     use std::process::{Command, Stdio};
     use std::sync::Arc;
     use std::time::Duration;
-    use twlab::load::{
-        self, Closer, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload,
-    };
+    use twlab::experiment::Side;
+    use twlab::load::{self, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
     use twlab::netns;
     use twlab::sysctl::PortRange;
 
@@ -84,7 +83,7 @@ mod imp {
                     requests: 0,
                 },
                 rate: Rate::Max,
-                closer: Closer::Server,
+                closer: Side::Server,
                 linger_zero: false,
                 sources: vec![],
                 destinations: vec![SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)],

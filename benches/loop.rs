@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use twlab::experiment::Side;
 use twlab::netns::{self, Sysctl};
 
 mod common;
@@ -43,19 +44,13 @@ impl Impl {
     }
 }
 
-/// Who sends the first FIN (and holds TIME_WAIT).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Closer {
-    Client,
-    Server,
-}
-
 /// One cell of the table.
 struct Cell {
     client: Impl,
     server: Impl,
     fixed_port: bool,
-    closer: Closer,
+    /// Who sends the first FIN (and holds TIME_WAIT).
+    closer: Side,
 }
 
 fn compile(src: &Path, out: &Path) -> Result<(), String> {
@@ -75,7 +70,7 @@ fn compile(src: &Path, out: &Path) -> Result<(), String> {
 }
 
 fn start_server(c_loop: &Path, cell: &Cell, port: u16) -> Child {
-    let first = matches!(cell.closer, Closer::Server);
+    let first = matches!(cell.closer, Side::Server);
     let mut cmd = match cell.server {
         Impl::C => {
             let mut c = Command::new(c_loop);
@@ -126,7 +121,7 @@ fn run_client(
     n: u32,
     out_file: &Path,
 ) -> Result<f64, String> {
-    let first = matches!(cell.closer, Closer::Client);
+    let first = matches!(cell.closer, Side::Client);
     let sport = if cell.fixed_port { sport } else { 0 };
     let mut cmd = match cell.client {
         Impl::C => {
@@ -210,7 +205,7 @@ fn main() {
     );
     let mut cells = Vec::new();
     for fixed_port in [true, false] {
-        for closer in [Closer::Client, Closer::Server] {
+        for closer in [Side::Client, Side::Server] {
             for (client, server) in [
                 (Impl::C, Impl::C),
                 (Impl::Twlab, Impl::C),
@@ -328,10 +323,7 @@ fn print_table(cells: &[Cell], runs: &[Vec<Result<f64, String>>]) {
             } else {
                 "kernel-chosen"
             },
-            match cell.closer {
-                Closer::Client => "client",
-                Closer::Server => "server",
-            },
+            cell.closer.to_string(),
             rate,
             ratio,
             ci,

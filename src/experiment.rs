@@ -1,20 +1,140 @@
 //! The experiment as pure data: one connection opened and closed, then one
 //! next step whose outcome is the point of the experiment ([`Experiment`]:
-//! who closes first and how, [`CloseBy`]; when the next step happens,
+//! who closes first and how, [`Close`]; when the next step happens,
 //! [`When`]; what it is, [`NextStep`]; how the client gets its port,
 //! [`ClientPort`]). No I/O: the rule model reads it, the scenario runner
 //! performs it on real sockets, scenario files and matrix cells write it.
 
-use crate::diag;
 use crate::socket::{Family, SocketOpts};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
-/// Which end closes the first connection first, and how.
+/// One end of a connection (the crate's one "side" type, from `diag`).
+pub use crate::diag::Side;
+
+/// How an end closed its side of the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum How {
+    /// An orderly close: FIN (RFC 793 §3.5).
+    Fin,
+    /// An abort: RST (SO_LINGER {on, 0}, or the peer's).
+    Rst,
+}
+
+impl How {
+    /// "FIN" or "RST", as reports and JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            How::Fin => "FIN",
+            How::Rst => "RST",
+        }
+    }
+}
+
+impl fmt::Display for How {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Who closes a connection first, and how: the crate's one "who closes"
+/// type. The experiment's first close, `load`'s closer (its side), the
+/// peers' view of how each end closed (its [`How`]) are built on it; when
+/// an end closes (first, or after the peer's FIN) is a separate matter
+/// that the peers and `load` keep in types of their own.
+///
+/// Written and read (serde, the command line, scenario and matrix files)
+/// as one name: `client`, `server`, `client-rst`, `server-rst`
+/// ([`Close::name`], [`FromStr`](std::str::FromStr)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "CloseName", into = "CloseName")]
+pub struct Close {
+    /// The end that closes first.
+    pub side: Side,
+    /// FIN, or RST (SO_LINGER {on, 0}).
+    pub how: How,
+}
+
+impl Close {
+    /// The client calls close() first: FIN; the client will hold TIME_WAIT.
+    pub const CLIENT: Close = Close::new(Side::Client, How::Fin);
+    /// The server calls close() first: FIN; the server will hold TIME_WAIT.
+    pub const SERVER: Close = Close::new(Side::Server, How::Fin);
+    /// The client closes with SO_LINGER {on, 0}: RST, no TIME_WAIT anywhere.
+    pub const CLIENT_RST: Close = Close::new(Side::Client, How::Rst);
+    /// The server closes with SO_LINGER {on, 0}: RST, no TIME_WAIT anywhere.
+    pub const SERVER_RST: Close = Close::new(Side::Server, How::Rst);
+    /// Every way to close first, in the order tables list them.
+    pub const ALL: [Close; 4] = [
+        Close::CLIENT,
+        Close::SERVER,
+        Close::CLIENT_RST,
+        Close::SERVER_RST,
+    ];
+
+    /// `side` closes first, with `how`.
+    pub const fn new(side: Side, how: How) -> Self {
+        Close { side, how }
+    }
+    /// The kebab-case name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        CloseName::from(self).name()
+    }
+    /// True for an abortive close (SO_LINGER {on, 0}: RST).
+    pub fn is_rst(self) -> bool {
+        self.how == How::Rst
+    }
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is none of [`Close`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownClose(pub String);
+
+impl fmt::Display for UnknownClose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown close '{}': one of client, server, client-rst, server-rst",
+            crate::text::echo(&self.0)
+        )
+    }
+}
+
+impl std::error::Error for UnknownClose {}
+
+impl std::str::FromStr for Close {
+    type Err = UnknownClose;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Close::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| UnknownClose(s.to_string()))
+    }
+}
+
+impl schemars::JsonSchema for Close {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Close".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        CloseName::json_schema(generator)
+    }
+}
+
+// [`Close`] as it is written, one name: serde and the schema go through it
+// (the doc comment below is the schema's description).
+/// Which end closes the first connection first, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
-pub enum CloseBy {
+enum CloseName {
     /// The client calls close() first: FIN; the client will hold TIME_WAIT.
     Client,
     /// The server calls close() first: FIN; the server will hold TIME_WAIT.
@@ -25,39 +145,36 @@ pub enum CloseBy {
     ServerRst,
 }
 
-impl CloseBy {
-    /// Every way to close first, in the order tables list them.
-    pub const ALL: [CloseBy; 4] = [
-        CloseBy::Client,
-        CloseBy::Server,
-        CloseBy::ClientRst,
-        CloseBy::ServerRst,
-    ];
-    /// The kebab-case name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
+impl CloseName {
+    fn name(self) -> &'static str {
         match self {
-            CloseBy::Client => "client",
-            CloseBy::Server => "server",
-            CloseBy::ClientRst => "client-rst",
-            CloseBy::ServerRst => "server-rst",
+            CloseName::Client => "client",
+            CloseName::Server => "server",
+            CloseName::ClientRst => "client-rst",
+            CloseName::ServerRst => "server-rst",
         }
-    }
-    /// The end that closes first.
-    pub fn first(self) -> diag::Side {
-        match self {
-            CloseBy::Client | CloseBy::ClientRst => diag::Side::Client,
-            CloseBy::Server | CloseBy::ServerRst => diag::Side::Server,
-        }
-    }
-    /// True for an abortive close (SO_LINGER {on, 0}: RST).
-    pub fn is_rst(self) -> bool {
-        matches!(self, CloseBy::ClientRst | CloseBy::ServerRst)
     }
 }
 
-impl fmt::Display for CloseBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+impl From<Close> for CloseName {
+    fn from(c: Close) -> Self {
+        match (c.side, c.how) {
+            (Side::Client, How::Fin) => CloseName::Client,
+            (Side::Server, How::Fin) => CloseName::Server,
+            (Side::Client, How::Rst) => CloseName::ClientRst,
+            (Side::Server, How::Rst) => CloseName::ServerRst,
+        }
+    }
+}
+
+impl From<CloseName> for Close {
+    fn from(c: CloseName) -> Self {
+        match c {
+            CloseName::Client => Close::CLIENT,
+            CloseName::Server => Close::SERVER,
+            CloseName::ClientRst => Close::CLIENT_RST,
+            CloseName::ServerRst => Close::SERVER_RST,
+        }
     }
 }
 
@@ -191,7 +308,7 @@ pub struct Experiment {
     #[serde(default)]
     pub client: SocketOpts,
     /// Which end closes first, and how.
-    pub close: CloseBy,
+    pub close: Close,
     /// When the next step happens, relative to the closes.
     pub when: When,
     /// What happens after the first connection closed.
@@ -221,7 +338,7 @@ impl Experiment {
             client_port: ClientPort::Fixed(client_port),
             listener: ra,
             client: ra,
-            close: CloseBy::Client,
+            close: Close::CLIENT,
             when: When::AfterPeer,
             next: NextStep::Reconnect,
             new_opts: ra,
@@ -233,6 +350,25 @@ impl Experiment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_names_round_trip_through_fromstr_and_serde() {
+        let names = ["client", "server", "client-rst", "server-rst"];
+        for (c, name) in Close::ALL.into_iter().zip(names) {
+            assert_eq!(c.name(), name);
+            assert_eq!(name.parse::<Close>(), Ok(c));
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{name}\""));
+            assert_eq!(
+                serde_json::from_str::<Close>(&format!("\"{name}\"")).unwrap(),
+                c
+            );
+        }
+        assert_eq!(Close::SERVER_RST.side, Side::Server);
+        assert!(Close::CLIENT_RST.is_rst() && !Close::SERVER.is_rst());
+        assert!("rst".parse::<Close>().is_err());
+        let e = serde_json::from_str::<Close>("\"bogus\"").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `bogus`"), "{e}");
+    }
 
     #[test]
     fn client_port_names_round_trip() {

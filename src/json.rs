@@ -14,6 +14,42 @@ use serde::Serialize;
 /// renamed or changes meaning; adding a field does not raise it.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// How a command prints: the one output format of every command. `--json`
+/// (and matrix's `--format json`) is [`OutputFormat::Json`]; `Md` and
+/// `Csv` are for commands with a table of results (matrix's `--format
+/// md|csv`), which only they offer; a command without one prints text for
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// For people: lines, aligned columns, or the terminal table (matrix's
+    /// `--format table`).
+    #[default]
+    Text,
+    /// JSON: one document, or one object per line for a stream
+    /// (docs/json.md).
+    Json,
+    /// Markdown for a bug report: environment, table, mismatches, rules.
+    Md,
+    /// CSV: one line per row of the table.
+    Csv,
+}
+
+impl OutputFormat {
+    /// `Json` if `json` (a command's `--json` flag), else `Text`.
+    pub fn json_if(json: bool) -> Self {
+        if json {
+            OutputFormat::Json
+        } else {
+            OutputFormat::Text
+        }
+    }
+
+    /// True for [`OutputFormat::Json`].
+    pub fn is_json(self) -> bool {
+        self == OutputFormat::Json
+    }
+}
+
 /// A document: `schema_version`, then `type` (for lines of a stream),
 /// then the body's own fields.
 #[derive(Serialize)]

@@ -187,7 +187,7 @@ fn cases_built_in_code(
     family: twlab::socket::Family,
     port: Option<u16>,
 ) -> Vec<(&'static str, twlab::experiment::Experiment)> {
-    use twlab::experiment::{CloseBy, Experiment, When};
+    use twlab::experiment::{Close, Experiment, When};
     use twlab::socket::SocketOpts;
     let base = Experiment::story(family, port.unwrap_or(0), 0);
     vec![
@@ -205,14 +205,14 @@ fn cases_built_in_code(
         (
             "server closes first; reconnect at once",
             Experiment {
-                close: CloseBy::Server,
+                close: Close::SERVER,
                 ..base.clone()
             },
         ),
         (
             "client closes with SO_LINGER 0 (RST); reconnect",
             Experiment {
-                close: CloseBy::ClientRst,
+                close: Close::CLIENT_RST,
                 ..base.clone()
             },
         ),

@@ -9,8 +9,9 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
+use twlab::experiment::Side;
 use twlab::load::{
-    self, Closer, LoadReport, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload,
+    self, LoadReport, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload,
 };
 use twlab::sysctl::{PortRange, TwReuse};
 
@@ -30,7 +31,7 @@ fn plan(mode: Mode, count: Option<u64>, duration_s: f64) -> Plan {
             workers: 1,
             mode,
             rate: Rate::Max,
-            closer: Closer::Client,
+            closer: Side::Client,
             linger_zero: false,
             sources: vec![],
             destinations: vec![dest(5000)],
@@ -120,12 +121,12 @@ fn the_server_closing_first_does_not_exhaust_client_ports() {
     let n = 5 * RANGE.len() as u64;
     for requests in [0, 1] {
         let mut p = plan(churn(1, 0, requests), Some(n), 20.0);
-        p.workload.closer = Closer::Server;
+        p.workload.closer = Side::Server;
         let r = run(&p);
         assert_eq!(r.errors, 0, "requests {requests}\n{}", r.text());
         assert_eq!(r.connects, n, "{}", r.text());
         // Same workload, client first: runs out at the range.
-        p.workload.closer = Closer::Client;
+        p.workload.closer = Side::Client;
         let c = run(&p);
         assert!(c.exhaustion_errors > 0, "{}", c.text());
     }
@@ -240,7 +241,7 @@ fn the_plot_is_svg_with_a_row_per_run_and_the_predicted_limit() {
     }
     let a = run(&plan(churn(1, 0, 0), None, 0.5));
     let mut p = plan(churn(1, 0, 0), None, 0.5);
-    p.workload.closer = Closer::Server;
+    p.workload.closer = Side::Server;
     let b = load::run(&p, "server first", Arc::new(|_: &load::Sample| {})).unwrap();
     assert!(a.samples.len() >= 3, "samples every 100 ms over 0.5 s");
     let dir = std::env::temp_dir().join(format!("twlab-load-plot-{}", std::process::id()));
@@ -472,7 +473,7 @@ fn a_silent_server_holds_a_worker_only_until_the_run_ends() {
         // accepts, so no FIN ever comes.
         let _silent = std::net::TcpListener::bind("127.0.0.1:5001").unwrap();
         let mut p = plan(churn(1, 0, 0), None, 0.5);
-        p.workload.closer = Closer::Server;
+        p.workload.closer = Side::Server;
         p.workload.destinations = vec![dest(5001)];
         p.target = Target::External;
         p.netns = None;

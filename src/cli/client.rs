@@ -1,13 +1,13 @@
 //! `twlab client`: arguments (clap) → the library's plan.
 
-use super::server::{
-    CloseArg, SocketFlags, V6OnlyArg, endpoint_parser, linger_parser, millis_parser, secs_parser,
-};
+use super::server::{CloseArg, endpoint_parser, millis_parser, secs_parser};
+use super::socket_flags::PeerSocketFlags;
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
+use twlab::json::OutputFormat;
 use twlab::peer::client::{ClientPlan, Until, run as run_plan};
-use twlab::peer::{Format, MAX_CLIENT_TIMEOUT, MAX_INTERVAL};
+use twlab::peer::{MAX_CLIENT_TIMEOUT, MAX_INTERVAL};
 
 /// `--until`, as clap spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -46,28 +46,8 @@ pub struct ClientArgs {
     /// port of the story). Without it the kernel picks an ephemeral port.
     #[arg(long, value_name = "ADDR:PORT", value_parser = endpoint_parser)]
     pub bind: Option<SocketAddr>,
-    /// Set SO_REUSEADDR before bind(). On Linux it lets bind() share a port
-    /// with TIME_WAIT sockets that also had it; connect() is a separate check.
-    #[arg(long)]
-    pub reuseaddr: bool,
-    /// Set SO_REUSEPORT before bind() (Linux, BSD, macOS: Windows has no
-    /// SO_REUSEPORT and refuses this flag).
-    #[arg(long)]
-    pub reuseport: bool,
-    /// IPV6_V6ONLY for an IPv6 address: `system` follows
-    /// net.ipv6.bindv6only (dual-stack by default: `[::]` then also holds
-    /// `0.0.0.0` of the port), `on` keeps IPv4 out, `off` forces dual-stack.
-    #[arg(long, value_enum, default_value_t = V6OnlyArg::System)]
-    pub v6only: V6OnlyArg,
-    /// Set SO_EXCLUSIVEADDRUSE before bind(): no other socket may bind the
-    /// same address and port, even with SO_REUSEADDR (Windows only).
-    #[cfg(windows)]
-    #[arg(long)]
-    pub exclusiveaddruse: bool,
-    /// SO_LINGER in seconds (at most 3600); 0 closes with RST (no
-    /// TIME_WAIT).
-    #[arg(long, value_name = "SECS", value_parser = linger_parser)]
-    pub linger: Option<u32>,
+    #[command(flatten)]
+    pub socket: PeerSocketFlags,
     /// `first`: close right after connecting (this end holds TIME_WAIT);
     /// `after-peer`: wait for the server's FIN (until --timeout), then
     /// close. With `server --close after-peer` (its default) both wait for
@@ -99,18 +79,7 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ClientPlan> {
-        let (opts, exclusive_addr_use) = SocketFlags {
-            reuseaddr: self.reuseaddr,
-            reuseport: self.reuseport,
-            linger: self.linger,
-            v6only: self.v6only,
-            // The flag exists on Windows only.
-            #[cfg(windows)]
-            exclusive_addr_use: self.exclusiveaddruse,
-            #[cfg(not(windows))]
-            exclusive_addr_use: false,
-        }
-        .resolve()?;
+        let (opts, exclusive_addr_use) = self.socket.resolve()?;
         let plan = ClientPlan {
             connect: self.connect,
             bind: self.bind,
@@ -121,11 +90,7 @@ impl ClientArgs {
             interval: self.interval,
             until: self.until.into(),
             timeout: self.timeout,
-            format: if self.json {
-                Format::Json
-            } else {
-                Format::Text
-            },
+            format: OutputFormat::json_if(self.json),
         };
         plan.check()?;
         Ok(plan)

@@ -1,7 +1,8 @@
 //! `twlab demo`: arguments (clap) → the library's plan
 //! ([`twlab::demo::DemoPlan`]).
 
-use twlab::demo::{DemoPlan, Output};
+use twlab::demo::DemoPlan;
+use twlab::json::OutputFormat;
 use twlab::socket::Family;
 
 /// Arguments of `twlab demo`.
@@ -29,11 +30,7 @@ impl DemoArgs {
         DemoPlan {
             family: if self.ipv6 { Family::V6 } else { Family::V4 },
             port: self.port,
-            output: if self.json {
-                Output::Json
-            } else {
-                Output::Table
-            },
+            output: OutputFormat::json_if(self.json),
         }
     }
 }

@@ -13,9 +13,8 @@ mod imp {
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::sync::Arc;
     use std::time::Duration;
-    use twlab::load::{
-        self, Closer, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload,
-    };
+    use twlab::experiment::Side;
+    use twlab::load::{self, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
     use twlab::sysctl::{PortRange, TwReuse};
 
     /// Arguments of `twlab load`.
@@ -146,6 +145,15 @@ mod imp {
         Server,
     }
 
+    impl From<CloserArg> for Side {
+        fn from(c: CloserArg) -> Self {
+            match c {
+                CloserArg::Client => Side::Client,
+                CloserArg::Server => Side::Server,
+            }
+        }
+    }
+
     fn range(s: &str) -> Result<PortRange> {
         let (a, b) = s
             .split_once(['-', ' '])
@@ -248,10 +256,7 @@ mod imp {
                     workers: self.jobs,
                     mode,
                     rate: self.rate.map_or(Rate::Max, Rate::PerSecond),
-                    closer: match self.closer {
-                        CloserArg::Client => Closer::Client,
-                        CloserArg::Server => Closer::Server,
-                    },
+                    closer: self.closer.into(),
                     linger_zero: self.linger0,
                     sources: self.sources.clone(),
                     destinations,

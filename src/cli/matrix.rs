@@ -1,6 +1,7 @@
 //! `twlab matrix`: arguments (clap) → the library's [`Plan`].
 
-use twlab::matrix::{self, Format, IsolationChoice, Plan, RunOptions, Selection};
+use twlab::json::OutputFormat;
+use twlab::matrix::{self, IsolationChoice, Plan, RunOptions, Selection};
 
 /// Run the experiment over a matrix of factors, compare each cell with the
 /// rule model, and show Windows and BSD/macOS expectations beside it.
@@ -82,13 +83,13 @@ enum FormatArg {
     Csv,
 }
 
-impl From<FormatArg> for Format {
+impl From<FormatArg> for OutputFormat {
     fn from(f: FormatArg) -> Self {
         match f {
-            FormatArg::Table => Format::Table,
-            FormatArg::Json => Format::Json,
-            FormatArg::Md => Format::Md,
-            FormatArg::Csv => Format::Csv,
+            FormatArg::Table => OutputFormat::Text,
+            FormatArg::Json => OutputFormat::Json,
+            FormatArg::Md => OutputFormat::Md,
+            FormatArg::Csv => OutputFormat::Csv,
         }
     }
 }
@@ -124,7 +125,7 @@ impl MatrixArgs {
                 IsolationChoice::Auto
             },
             format: if self.json {
-                Format::Json
+                OutputFormat::Json
             } else {
                 self.format.into()
             },

@@ -19,6 +19,7 @@ mod run;
 mod selfcheck;
 mod server;
 mod shell;
+mod socket_flags;
 mod ss;
 mod trace;
 mod why;

@@ -1,34 +1,17 @@
 //! `twlab server`: arguments (clap) → the library's plan.
 
+use super::socket_flags::PeerSocketFlags;
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
+use twlab::json::OutputFormat;
 use twlab::peer::server::{ServerPlan, run as run_plan};
-use twlab::peer::{CloseMode, Format, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT, MAX_LINGER};
-use twlab::socket::{SocketOpts, V6Only, parse_endpoint};
+use twlab::peer::{CloseMode, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT};
+use twlab::socket::parse_endpoint;
 
-/// `--v6only`, as clap spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum V6OnlyArg {
-    /// Follow net.ipv6.bindv6only (dual-stack on a default Linux).
-    System,
-    /// IPV6_V6ONLY = 1: an IPv6 socket never takes IPv4 traffic.
-    On,
-    /// IPV6_V6ONLY = 0: `[::]` also covers `0.0.0.0` (dual-stack).
-    Off,
-}
-
-impl From<V6OnlyArg> for V6Only {
-    fn from(v: V6OnlyArg) -> Self {
-        match v {
-            V6OnlyArg::System => V6Only::System,
-            V6OnlyArg::On => V6Only::On,
-            V6OnlyArg::Off => V6Only::Off,
-        }
-    }
-}
-
-/// `--close`, as clap spells it.
+/// `--close` of `server` and `client`, as clap spells it: when this end
+/// closes, mapped to the library's [`CloseMode`] here only (the `From`
+/// below). Who closes first and how is `twlab::experiment::Close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CloseArg {
     /// Close as soon as the connection is up: this end sends the first FIN
@@ -122,51 +105,6 @@ pub fn endpoint_parser(s: &str) -> Result<SocketAddr, String> {
     parse_endpoint(s).map_err(|e| e.to_string())
 }
 
-/// A clap value parser for `--linger`: whole seconds up to
-/// [`MAX_LINGER`].
-pub fn linger_parser(s: &str) -> Result<u32, String> {
-    let why = || {
-        format!(
-            "--linger must be a whole number of seconds from 0 to {}",
-            MAX_LINGER.as_secs()
-        )
-    };
-    let secs: u32 = s.trim().parse().map_err(|_| why())?;
-    if u64::from(secs) > MAX_LINGER.as_secs() {
-        return Err(why());
-    }
-    Ok(secs)
-}
-
-/// The socket flags `server` and `client` share, as both turn them into
-/// the library's options. Their help texts differ per side (the
-/// listener's options are inherited by accepted sockets; the client's
-/// apply before bind()), so the flags themselves stay in each struct.
-pub struct SocketFlags {
-    pub reuseaddr: bool,
-    pub reuseport: bool,
-    pub linger: Option<u32>,
-    pub v6only: V6OnlyArg,
-    /// `--exclusiveaddruse` (a flag on Windows only; false elsewhere).
-    pub exclusive_addr_use: bool,
-}
-
-impl SocketFlags {
-    /// The options and SO_EXCLUSIVEADDRUSE, or the usage error for
-    /// `--reuseport` where the system has none.
-    pub fn resolve(self) -> Result<(SocketOpts, bool)> {
-        super::refuse_reuseport_here(self.reuseport)?;
-        let opts = SocketOpts {
-            reuseaddr: self.reuseaddr,
-            reuseport: self.reuseport,
-            linger: self.linger,
-            bind_no_port: false,
-            v6only: self.v6only.into(),
-        };
-        Ok((opts, self.exclusive_addr_use))
-    }
-}
-
 /// Arguments of `twlab server`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
@@ -180,25 +118,8 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:12345", value_name = "ADDR:PORT",
           value_parser = endpoint_parser)]
     pub listen: SocketAddr,
-    /// Set SO_REUSEADDR on the listener (accepted sockets inherit it). Without
-    /// it, restarting the server while its old connections sit in TIME_WAIT
-    /// fails with EADDRINUSE.
-    #[arg(long)]
-    pub reuseaddr: bool,
-    /// Set SO_REUSEPORT on the listener (Linux, BSD, macOS: Windows has
-    /// no SO_REUSEPORT and refuses this flag).
-    #[arg(long)]
-    pub reuseport: bool,
-    /// IPV6_V6ONLY for an IPv6 address: `system` follows
-    /// net.ipv6.bindv6only (dual-stack by default: `[::]` then also holds
-    /// `0.0.0.0` of the port), `on` keeps IPv4 out, `off` forces dual-stack.
-    #[arg(long, value_enum, default_value_t = V6OnlyArg::System)]
-    pub v6only: V6OnlyArg,
-    /// Set SO_EXCLUSIVEADDRUSE on the listener: no other socket may bind
-    /// its address and port, even with SO_REUSEADDR (Windows only).
-    #[cfg(windows)]
-    #[arg(long)]
-    pub exclusiveaddruse: bool,
+    #[command(flatten)]
+    pub socket: PeerSocketFlags,
     /// Who closes first: `after-peer` waits up to 30 s for the client's FIN
     /// (the client holds TIME_WAIT), then closes first; `first` closes at
     /// once (the server holds it). With `client --close after-peer` both
@@ -212,10 +133,6 @@ pub struct ServerArgs {
     #[arg(long, default_value = "0", value_name = "MS",
           value_parser = millis_parser("--close-delay", MAX_CLOSE_DELAY))]
     pub close_delay: Duration,
-    /// SO_LINGER on accepted sockets, in seconds (at most 3600); 0 closes
-    /// with RST.
-    #[arg(long, value_name = "SECS", value_parser = linger_parser)]
-    pub linger: Option<u32>,
     /// Stop after this many connections.
     #[arg(long, default_value_t = 100)]
     pub count: u64,
@@ -232,18 +149,7 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// The typed plan, or the one-line reason the arguments are wrong.
     pub fn plan(&self) -> Result<ServerPlan> {
-        let (opts, exclusive_addr_use) = SocketFlags {
-            reuseaddr: self.reuseaddr,
-            reuseport: self.reuseport,
-            linger: self.linger,
-            v6only: self.v6only,
-            // The flag exists on Windows only.
-            #[cfg(windows)]
-            exclusive_addr_use: self.exclusiveaddruse,
-            #[cfg(not(windows))]
-            exclusive_addr_use: false,
-        }
-        .resolve()?;
+        let (opts, exclusive_addr_use) = self.socket.resolve()?;
         Ok(ServerPlan {
             listen: self.listen,
             opts,
@@ -252,11 +158,7 @@ impl ServerArgs {
             close_delay: self.close_delay,
             count: self.count,
             idle_timeout: self.idle_timeout,
-            format: if self.json {
-                Format::Json
-            } else {
-                Format::Text
-            },
+            format: OutputFormat::json_if(self.json),
         })
     }
 }

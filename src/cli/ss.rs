@@ -3,10 +3,11 @@
 //! types, never strings.
 
 use twlab::diag::Query;
+use twlab::json::OutputFormat;
 use twlab::socket::Family;
 use twlab::ss::{
-    AddrMatch, Filter, Format, MAX_WATCH_FRAMES, Plan, Processes, View, parse_family,
-    parse_port_filter, parse_states, parse_watch_ms,
+    AddrMatch, Filter, MAX_WATCH_FRAMES, Plan, Processes, View, parse_family, parse_port_filter,
+    parse_states, parse_watch_ms,
 };
 
 const AFTER_HELP: &str = "\
@@ -150,11 +151,7 @@ impl SsArgs {
             local,
             peer,
         };
-        let format = if self.json {
-            Format::Json
-        } else {
-            Format::Text
-        };
+        let format = OutputFormat::json_if(self.json);
         let view = match &self.watch {
             Some(ms) => View::Watch {
                 every: parse_watch_ms(ms)?,

@@ -1,9 +1,10 @@
 //! `twlab why`: arguments (clap) → a [`BindQuestion`] / [`ConnectQuestion`]
 //! / port, answered on the live namespace by [`twlab::why::live`].
 
-use clap::{Args, Subcommand, ValueEnum};
+use super::socket_flags::{SocketFlags, V6OnlyArg};
+use clap::{Args, Subcommand};
 use std::net::{IpAddr, SocketAddr};
-use twlab::socket::{SocketOpts, parse_endpoint};
+use twlab::socket::{SocketOpts, V6Only, parse_endpoint};
 use twlab::why::{self, BindQuestion, ConnectQuestion, Diagnosis, live};
 
 const AFTER_HELP: &str = "\
@@ -46,15 +47,8 @@ enum WhyCmd {
     Bind {
         /// ADDR:PORT, [IPv6]:PORT or localhost:PORT.
         addr: String,
-        /// SO_REUSEADDR on the new socket.
-        #[arg(long)]
-        reuseaddr: bool,
-        /// SO_REUSEPORT on the new socket.
-        #[arg(long)]
-        reuseport: bool,
-        /// IPV6_V6ONLY for an IPv6 address (default: net.ipv6.bindv6only).
-        #[arg(long, value_enum)]
-        v6only: Option<OnOff>,
+        #[command(flatten)]
+        socket: SocketFlags,
     },
     /// connect(DST:PORT), optionally after bind(--from).
     Connect {
@@ -77,12 +71,6 @@ enum WhyCmd {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum OnOff {
-    On,
-    Off,
-}
-
 fn parse_from(s: &str) -> anyhow::Result<SocketAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, 0));
@@ -93,26 +81,21 @@ fn parse_from(s: &str) -> anyhow::Result<SocketAddr> {
 /// Run `twlab why`.
 pub fn run(a: WhyArgs) -> anyhow::Result<u8> {
     let d: Diagnosis = match a.what {
-        WhyCmd::Bind {
-            addr,
-            reuseaddr,
-            reuseport,
-            v6only,
-        } => {
+        WhyCmd::Bind { addr, socket } => {
             let addr = parse_endpoint(&addr)?;
-            let v6only = match v6only {
-                Some(OnOff::On) => true,
-                Some(OnOff::Off) => false,
-                None => twlab::sysctl::NetSysctls::read()?
+            let v6only = match socket.v6only {
+                V6OnlyArg::On => true,
+                V6OnlyArg::Off => false,
+                V6OnlyArg::System => twlab::sysctl::NetSysctls::read()?
                     .bindv6only
                     .unwrap_or(false),
             };
             let q = BindQuestion {
                 addr,
+                // The question carries IPV6_V6ONLY resolved (`v6only`).
                 opts: SocketOpts {
-                    reuseaddr,
-                    reuseport,
-                    ..Default::default()
+                    v6only: V6Only::System,
+                    ..socket.opts(None)
                 },
                 v6only,
                 uid: live::euid(),

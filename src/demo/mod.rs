@@ -11,6 +11,7 @@ use crate::check::{self, Checked};
 use crate::diag::Side;
 use crate::error::{Error, Result};
 use crate::experiment::Experiment;
+use crate::json::OutputFormat;
 use crate::model::{self, DocumentedPrediction, KernelFacts};
 use crate::outcome::Outcome;
 use crate::scenario::Report;
@@ -29,18 +30,10 @@ pub struct DemoPlan {
     pub family: Family,
     /// Server port for every case; `None` picks a free one for each case.
     pub port: Option<u16>,
-    /// Table or JSON.
-    pub output: Output,
-}
-
-/// How the demo is printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    /// The table, the explanations under it, the host facts and other
-    /// systems (`table::demo_text`).
-    Table,
-    /// One JSON document (the [`Demo`] as serde writes it).
-    Json,
+    /// Text (the table, the explanations under it, the host facts and
+    /// other systems: `table::demo_text`) or JSON (one document, the
+    /// [`Demo`] as serde writes it); other formats print the text.
+    pub output: OutputFormat,
 }
 
 /// One row of the lesson.
@@ -284,7 +277,7 @@ fn row(case: &str, c: Checked, host: Host, wine: Option<&str>) -> DemoRow {
         case: case.to_string(),
         closed_first: format!(
             "{}{}",
-            x.close.first(),
+            x.close.side,
             if x.close.is_rst() { " (RST)" } else { "" }
         ),
         options: format!("{} / {}", x.client.label(), x.listener.label()),
@@ -347,9 +340,10 @@ pub fn run(plan: &DemoPlan) -> Result<u8> {
     let demo = run_demo(plan)?;
     let out = std::io::stdout();
     let mut out = out.lock();
-    let text = match plan.output {
-        Output::Json => crate::json::pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?,
-        Output::Table => table::demo_text(&demo, crate::layout::width()),
+    let text = if plan.output.is_json() {
+        crate::json::pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?
+    } else {
+        table::demo_text(&demo, crate::layout::width())
     };
     let _ = writeln!(out, "{text}").and_then(|_| out.flush());
     Ok(

@@ -41,7 +41,7 @@ pub(crate) mod wire;
 pub use entry::{Side, SockEntry, Timer, TimerKind, TupleView};
 #[cfg(target_os = "linux")]
 pub use netlink::DiagSocket;
-pub use state::{StateSet, TcpState};
+pub use state::{StateSet, TcpState, UnknownState};
 #[cfg(any(windows, target_os = "macos", target_os = "freebsd"))]
 pub use table::DiagSocket;
 #[cfg(not(any(

@@ -149,6 +149,69 @@ impl TcpState {
     }
 }
 
+/// A name that is no TCP state's: [`TcpState`]'s `FromStr` error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownState {
+    /// The name as given.
+    pub name: String,
+    /// A state whose `ss` name has the same letters ("timewait",
+    /// "TIME_WAIT" for time-wait... when the spelling was near but wrong).
+    pub guess: Option<TcpState>,
+}
+
+impl fmt::Display for UnknownState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown TCP state '{}'", crate::text::echo(&self.name))?;
+        if let Some(g) = self.guess {
+            write!(f, " (did you mean '{}'?)", g.ss_name())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnknownState {}
+
+/// A TCP state by any of its names, in any case, `_` or `-` alike,
+/// surrounding blanks ignored: `ss`'s filter names ("time-wait",
+/// "listening"), the kernel's ("TIME_WAIT", "LISTEN", "CLOSE"), the column
+/// of `ss -tan` ("TIME-WAIT", "ESTAB", "UNCONN"), and iproute2's aliases
+/// "unconnected" and "syn-rcv". The one parser of state names: `ss
+/// --state` (which adds its groups) and scenario files use it.
+impl std::str::FromStr for TcpState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = |x: &str| x.trim().to_ascii_lowercase().replace('_', "-");
+        let want = norm(s);
+        let alias = match want.as_str() {
+            "unconnected" => Some(TcpState::Closed),
+            "syn-rcv" => Some(TcpState::SynRecv),
+            _ => None,
+        };
+        // SynRecv comes before NewSynRecv in ALL: "syn-recv" is SynRecv.
+        let found = alias.or_else(|| {
+            Self::ALL.into_iter().find(|t| {
+                [t.ss_name(), t.kernel_name(), t.ss_column()]
+                    .iter()
+                    .any(|n| norm(n) == want)
+            })
+        });
+        found.ok_or_else(|| {
+            let letters = |x: &str| -> String {
+                x.chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect::<String>()
+                    .to_ascii_lowercase()
+            };
+            UnknownState {
+                name: s.to_string(),
+                guess: Self::ALL
+                    .into_iter()
+                    .find(|t| letters(t.ss_name()) == letters(s)),
+            }
+        })
+    }
+}
+
 impl fmt::Display for TcpState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kernel_name())
@@ -229,6 +292,48 @@ mod tests {
     #[test]
     fn state_numbers_match_the_kernel() {
         assert_eq!(TcpState::from_kernel(6), Some(TcpState::TimeWait));
+        for (name, want) in [
+            ("time-wait", TcpState::TimeWait),
+            ("TIME_WAIT", TcpState::TimeWait),
+            ("TIME-WAIT", TcpState::TimeWait),
+            (" time_wait ", TcpState::TimeWait),
+            ("estab", TcpState::Established),
+            ("ESTABLISHED", TcpState::Established),
+            ("listen", TcpState::Listen),
+            ("listening", TcpState::Listen),
+            ("close", TcpState::Closed),
+            ("closed", TcpState::Closed),
+            ("UNCONN", TcpState::Closed),
+            ("unconnected", TcpState::Closed),
+            ("syn-rcv", TcpState::SynRecv),
+            ("SYN_RECV", TcpState::SynRecv),
+            ("fin-wait1", TcpState::FinWait1),
+            ("FIN_WAIT2", TcpState::FinWait2),
+            ("fin-wait-2", TcpState::FinWait2),
+            ("close-wait", TcpState::CloseWait),
+            ("LAST_ACK", TcpState::LastAck),
+            ("closing", TcpState::Closing),
+        ] {
+            assert_eq!(name.parse::<TcpState>(), Ok(want), "{name:?}");
+        }
+        for s in TcpState::ALL {
+            let back = |n: &str| n.parse::<TcpState>().unwrap();
+            let s = if s == TcpState::NewSynRecv {
+                TcpState::SynRecv
+            } else {
+                s
+            };
+            assert_eq!(back(s.ss_name()), s);
+            assert_eq!(back(s.kernel_name()), s);
+            assert_eq!(back(s.ss_column()), s);
+        }
+        let e = "timewait".parse::<TcpState>().unwrap_err();
+        assert_eq!(e.guess, Some(TcpState::TimeWait));
+        assert_eq!(
+            e.to_string(),
+            "unknown TCP state 'timewait' (did you mean 'time-wait'?)"
+        );
+        assert_eq!("SLEEPING".parse::<TcpState>().unwrap_err().guess, None);
         assert_eq!(TcpState::from_kernel(5), Some(TcpState::FinWait2));
         assert_eq!(TcpState::from_kernel(10), Some(TcpState::Listen));
         assert_eq!(TcpState::from_kernel(0), None);

@@ -6,8 +6,9 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use std::net::Ipv4Addr;
 
 use super::report::{Limit, LoadReport};
-use super::workload::{Closer, Mode, Plan, PortChoice};
+use super::workload::{Mode, Plan, PortChoice};
 use crate::error::{Error, Result};
+use crate::experiment::Side;
 use crate::sysctl::{PortRange, TwReuse};
 
 /// The variants of `base`: itself, then each mitigation that changes
@@ -44,7 +45,7 @@ pub fn variants(base: &Plan) -> Result<Vec<(String, Plan)>> {
         }
     });
     add("server closes first".into(), &|p| {
-        p.workload.closer = Closer::Server
+        p.workload.closer = Side::Server
     });
     if let Mode::Churn { concurrency, .. } = base.workload.mode {
         add(format!("pool {concurrency} (≥ concurrency)"), &|p| {

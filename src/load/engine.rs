@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::server::{CLOSE, REPLY, REQUEST};
 use super::stats::{Counters, Histogram, Step};
-use super::workload::{Closer, Mode, Plan, PortChoice, Rate};
+use super::workload::{Mode, Plan, PortChoice, Rate};
+use crate::experiment::Side;
 
 /// How often a worker's blocking calls are woken to look at the stop flag.
 const TICK: Duration = crate::signal::CHECK_EVERY;
@@ -364,8 +365,8 @@ impl Worker {
     /// Close as the workload says: the client first (its close() sends
     /// the FIN), or after the server (ask it with [`CLOSE`] unless it
     /// closes at accept(), then wait for its FIN, each read bounded).
-    fn close(&self, mut s: Socket, closer: Closer, silent: bool) {
-        if closer == Closer::Server && (silent || s.write_all(&[CLOSE]).is_ok()) {
+    fn close(&self, mut s: Socket, closer: Side, silent: bool) {
+        if closer == Side::Server && (silent || s.write_all(&[CLOSE]).is_ok()) {
             let mut buf = [0u8; 64];
             // Each read returns data, EOF, an error or gives up after
             // WAIT: at most a few.

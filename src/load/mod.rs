@@ -20,7 +20,7 @@ pub mod stats;
 pub mod workload;
 
 pub use report::{Limit, LoadReport, ReportLine, Sample, SampleLine, predict};
-pub use workload::{Closer, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
+pub use workload::{Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use crate::diag::{self, Query};
 use crate::error::{Error, Result};
+use crate::experiment::Side;
 use crate::sysctl::NetSysctls;
 use engine::{Shared, Worker};
 use server::{Server, ServerClose};
@@ -129,7 +130,7 @@ fn run_here(plan: Plan, label: String, on_sample: OnSample) -> Result<LoadReport
 fn server_close(plan: &Plan) -> ServerClose {
     match (plan.workload.closer, plan.workload.mode) {
         (
-            Closer::Server,
+            Side::Server,
             Mode::Churn {
                 pool: 0,
                 requests: 0,

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::stats::FirstExhaustion;
-use super::workload::{Closer, Mode, Plan, PortChoice};
+use super::workload::{Mode, Plan, PortChoice};
+use crate::experiment::Side;
 use crate::sysctl::{NetSysctls, PortRange};
 
 /// `TCP_TIMEWAIT_LEN` (include/net/tcp.h): 60 s, not a sysctl.
@@ -115,7 +116,7 @@ pub fn predict(plan: &Plan, s: &NetSysctls) -> Limit {
             "SO_LINGER 0: close() sends an RST and leaves no TIME_WAIT (at the cost of an abort)",
         );
     }
-    if w.closer == Closer::Server {
+    if w.closer == Side::Server {
         return unbounded(
             "the server closes first: the TIME_WAIT is on the server's side, the client's port is free at once",
         );
@@ -453,7 +454,7 @@ mod tests {
                 workers: 1,
                 mode,
                 rate: Rate::Max,
-                closer: Closer::Client,
+                closer: Side::Client,
                 linger_zero: false,
                 sources: vec![],
                 destinations: (0..dests)
@@ -549,7 +550,7 @@ mod tests {
     fn mitigations_remove_the_limit_and_held_counts_pairs() {
         let s = sysctls("0", None);
         let mut p = plan(CHURN, PortChoice::Kernel, 1);
-        p.workload.closer = Closer::Server;
+        p.workload.closer = Side::Server;
         assert!(matches!(predict(&p, &s), Limit::Unbounded { .. }));
         let mut p = plan(CHURN, PortChoice::Kernel, 1);
         p.workload.linger_zero = true;

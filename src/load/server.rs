@@ -25,7 +25,10 @@ pub(crate) const REPLY: u8 = b'r';
 /// "Close first, please."
 pub(crate) const CLOSE: u8 = b'c';
 
-/// When the server closes a connection on its own.
+/// When the server closes a connection on its own. Not a
+/// [`Close`](crate::experiment::Close) (who closes first, and how): this is
+/// *when* the server's end closes; the workload's `closer` decides who is
+/// first, and `load`'s `server_close` picks this from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ServerClose {
     /// Right after accept(): connections without requests, server first.

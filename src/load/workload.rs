@@ -4,18 +4,8 @@ use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use crate::experiment::Side;
 use crate::sysctl::{PortRange, Sysctl, TwReuse};
-
-/// Who sends the first FIN, so who keeps the TIME_WAIT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Closer {
-    /// The client closes first and holds the TIME_WAIT on its port.
-    Client,
-    /// The server closes first: the TIME_WAIT is on the server's side and
-    /// the client's port is free once its own FIN is acknowledged.
-    Server,
-}
 
 /// How the client gets its local port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -178,8 +168,13 @@ pub struct Workload {
     pub mode: Mode,
     /// Pace.
     pub rate: Rate,
+    // Who sends the first FIN, so who keeps the TIME_WAIT: the client on
+    // its port, or the server (the client's port is then free once its own
+    // FIN is acknowledged). The side of the experiment's `Close`; its how
+    // is `linger_zero`, which applies to the client's sockets whoever
+    // closes first.
     /// Who closes first.
-    pub closer: Closer,
+    pub closer: Side,
     /// SO_LINGER 0: close() sends an RST and leaves no TIME_WAIT.
     pub linger_zero: bool,
     /// Source addresses, used in turn (empty: the kernel's choice).

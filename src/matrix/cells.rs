@@ -4,7 +4,7 @@
 
 use super::factors::{RangeChoice, Selection};
 use crate::error::{Error, Result};
-use crate::experiment::{ClientPort, CloseBy, Experiment, NextStep, When};
+use crate::experiment::{ClientPort, Close, Experiment, NextStep, When};
 use crate::model;
 use crate::socket::{Family, SocketOpts};
 use crate::sysctl::{
@@ -119,7 +119,7 @@ fn opt_combos(sel: &Selection, next: NextStep, port: ClientPort) -> Vec<CellOpts
 #[derive(Debug, Clone, Copy)]
 struct Point {
     next: NextStep,
-    close: CloseBy,
+    close: Close,
     when: When,
     port: ClientPort,
     family: Family,
@@ -167,7 +167,7 @@ const AXES: [(&str, Axis); 11] = [
     }),
     ("close", |d, p| {
         each(
-            d.sel.close.clone().unwrap_or(CloseBy::ALL.to_vec()),
+            d.sel.close.clone().unwrap_or(Close::ALL.to_vec()),
             p,
             |q, v| q.close = v,
         )
@@ -287,7 +287,7 @@ fn defaults<'a>(sel: &'a Selection, host: &NetSysctls) -> Defaults<'a> {
 fn start() -> Point {
     Point {
         next: NextStep::Reconnect,
-        close: CloseBy::Client,
+        close: Close::CLIENT,
         when: When::AtOnce,
         port: ClientPort::Ephemeral,
         family: Family::V4,

@@ -38,7 +38,7 @@ fn default_matrix_size_and_order_follow_the_documented_pruning() {
         (c.next, c.close, c.when, c.client_port, c.family),
         (
             NextStep::Reconnect,
-            CloseBy::Client,
+            Close::CLIENT,
             When::AtOnce,
             ClientPort::Fixed(CLIENT_PORT),
             Family::V4
@@ -75,7 +75,7 @@ fn default_matrix_size_and_order_follow_the_documented_pruning() {
     // The first rebind runs with the host's sysctls.
     let c = &cells[reconnect_fixed + reconnect_kernel_chosen];
     assert_eq!(c.experiment.next, NextStep::Rebind);
-    assert_eq!(c.experiment.close, CloseBy::Client);
+    assert_eq!(c.experiment.close, Close::CLIENT);
     assert_eq!(c.sysctl_label, "host");
     assert_eq!(c.sysctls[0], Sysctl::new(TIMESTAMPS, "1"));
     assert_eq!(c.sysctls[1], Sysctl::new(TW_REUSE, "2"));
@@ -86,7 +86,7 @@ fn default_matrix_size_and_order_follow_the_documented_pruning() {
         (c.next, c.close, c.when, c.client_port, c.family),
         (
             NextStep::RestartListener,
-            CloseBy::ServerRst,
+            Close::SERVER_RST,
             When::AfterPeer,
             ClientPort::Fixed(CLIENT_PORT),
             Family::V6

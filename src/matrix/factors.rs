@@ -3,7 +3,7 @@
 //! chosen with `--factor NAME=V1,V2`.
 
 use crate::error::{Error, Result};
-use crate::experiment::{ClientPort, CloseBy, NextStep, When};
+use crate::experiment::{ClientPort, Close, NextStep, When};
 use crate::socket::Family;
 use serde::{Deserialize, Serialize};
 
@@ -247,8 +247,8 @@ pub fn list_factors() -> String {
     t.render(crate::layout::width(), false)
 }
 
-fn parse_close(v: &str) -> Option<CloseBy> {
-    CloseBy::ALL.iter().copied().find(|c| c.name() == v)
+fn parse_close(v: &str) -> Option<Close> {
+    v.parse().ok()
 }
 
 fn parse_next(v: &str) -> Option<NextStep> {
@@ -354,7 +354,7 @@ impl TryFrom<String> for RangeChoice {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     /// `close`.
-    pub close: Option<Vec<CloseBy>>,
+    pub close: Option<Vec<Close>>,
     /// `when`.
     pub when: Option<Vec<When>>,
     /// `next`.
@@ -474,7 +474,7 @@ mod tests {
     fn factors_parse_and_reject() {
         let s = parse(&["when=at-once,after-250ms", "close=client"]).unwrap();
         assert_eq!(s.when, Some(vec![When::AtOnce, When::AfterMs(250)]));
-        assert_eq!(s.close, Some(vec![CloseBy::Client]));
+        assert_eq!(s.close, Some(vec![Close::CLIENT]));
         let e = parse(&["colse=client"]).unwrap_err().to_string();
         assert!(
             e.contains("unknown factor 'colse'") && e.contains("close, when, next"),
@@ -490,7 +490,7 @@ mod tests {
         assert!(parse(&["close="]).is_err());
         // Blanks around names and values are fine.
         let s = parse(&[" close = client , server "]).unwrap();
-        assert_eq!(s.close, Some(vec![CloseBy::Client, CloseBy::Server]));
+        assert_eq!(s.close, Some(vec![Close::CLIENT, Close::SERVER]));
     }
 
     /// What would run other cells than the ones written is refused, with

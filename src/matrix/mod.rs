@@ -60,12 +60,13 @@ pub use isolation::{
     Isolation, IsolationChoice, before_worker_threads, choose_isolation, run_worker, worker_args,
 };
 pub use pool::{RunOptions, UNTIL_FREE_LIMIT, default_jobs};
-pub use render::{Format, TableLayout, render, render_csv, render_md, render_table};
+pub use render::{TableLayout, render, render_csv, render_md, render_table};
 pub use results::{
     CellResult, CellStatus, FreeTiming, MatrixRun, RanCell, exit_code, held_by_open_descriptor,
 };
 
 use crate::error::{Error, Result};
+use crate::json::OutputFormat;
 use crate::model;
 use crate::sysctl::{NetSysctls, Sysctl};
 use std::io::IsTerminal;
@@ -82,7 +83,7 @@ pub struct Plan {
     /// Namespaces, or the host's (`--host-netns`).
     pub isolation: IsolationChoice,
     /// How [`run`] prints the result.
-    pub format: Format,
+    pub format: OutputFormat,
     /// The most cells to run (`--max-cells`); `None`: [`MAX_CELLS`].
     pub max_cells: Option<usize>,
     /// The table's rows grouped by rule (`--group-by rule`).
@@ -149,7 +150,7 @@ pub fn run(plan: &Plan) -> Result<u8> {
     if let Some(e) = run.refused_sysctl() {
         return Err(e);
     }
-    let color = crate::layout::color() && plan.format == Format::Table;
+    let color = crate::layout::color() && plan.format == OutputFormat::Text;
     let layout = TableLayout {
         color,
         width: crate::layout::width(),

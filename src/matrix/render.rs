@@ -6,24 +6,11 @@ use super::results::{CellResult, CellStatus, MatrixRun, RanCell};
 use crate::diag::{SockEntry, TupleView};
 use crate::error::{Error, Result};
 use crate::experiment::{Experiment, NextStep};
+use crate::json::OutputFormat;
 use crate::layout::{Column, Grid, Tone};
 use crate::outcome::Outcome;
 use crate::socket::{Family, SocketOpts};
 use std::collections::HashMap;
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// A table for the terminal (the default).
-    #[default]
-    Table,
-    /// The whole [`MatrixRun`] as JSON.
-    Json,
-    /// Markdown for a bug report: environment, table, mismatches, rules.
-    Md,
-    /// One line per cell.
-    Csv,
-}
 
 /// How the terminal table is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +25,14 @@ pub struct TableLayout {
 }
 
 /// The run in `format`.
-pub fn render(run: &MatrixRun, format: Format, layout: TableLayout) -> Result<String> {
+pub fn render(run: &MatrixRun, format: OutputFormat, layout: TableLayout) -> Result<String> {
     Ok(match format {
-        Format::Json => crate::json::pretty(run).map_err(|e| Error::Invalid(e.to_string()))?,
-        Format::Csv => render_csv(run),
-        Format::Md => render_md(run),
-        Format::Table => render_table(run, layout),
+        OutputFormat::Json => {
+            crate::json::pretty(run).map_err(|e| Error::Invalid(e.to_string()))?
+        }
+        OutputFormat::Csv => render_csv(run),
+        OutputFormat::Md => render_md(run),
+        OutputFormat::Text => render_table(run, layout),
     })
 }
 

@@ -287,7 +287,7 @@ fn free_tuple_text(server: Option<Holder>, tw_rule: &str) -> String {
 mod tests {
     use super::*;
     use crate::diag::SockEntry;
-    use crate::experiment::{ClientPort, CloseBy, When};
+    use crate::experiment::{ClientPort, Close, When};
     use crate::model::{KernelFacts, PortRange, TwReuse};
     use crate::socket::{Family, SocketOpts};
     use std::time::Duration;
@@ -324,7 +324,7 @@ mod tests {
             client_port: port,
             listener: SocketOpts::default(),
             client: SocketOpts::default(),
-            close: CloseBy::Client,
+            close: Close::CLIENT,
             when: When::AfterPeer,
             next: NextStep::Reconnect,
             new_opts: SocketOpts::default(),

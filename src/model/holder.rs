@@ -50,7 +50,7 @@ fn holder_from_entry(e: &SockEntry, opts: SocketOpts) -> Holder {
 /// close first, and only when the step comes before that end closed
 /// (`When::AtOnce`, `When::AfterAck`).
 pub fn fd_open(x: &Experiment, side: Side) -> bool {
-    matches!(x.when, When::AtOnce | When::AfterAck) && x.close.first() != side
+    matches!(x.when, When::AtOnce | When::AfterAck) && x.close.side != side
 }
 
 /// The holder of one end of the old connection.

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::diag::{SockEntry, TcpState, Timer, TimerKind, TupleView};
-use crate::experiment::{ClientPort, CloseBy, Experiment, NextStep, When};
+use crate::experiment::{ClientPort, Close, Experiment, NextStep, When};
 use crate::socket::{Family, SocketOpts};
 
 const C: &str = "127.0.0.1:23456";
@@ -37,7 +37,7 @@ fn rp() -> SocketOpts {
     }
 }
 
-fn exp(close: CloseBy, when: When, next: NextStep, port: ClientPort) -> Experiment {
+fn exp(close: Close, when: When, next: NextStep, port: ClientPort) -> Experiment {
     Experiment {
         family: Family::V4,
         server_port: 12345,
@@ -99,7 +99,7 @@ fn short(p: &Prediction) -> String {
 #[test]
 fn fixed_port_time_wait_with_timestamps_is_taken_over_for_any_tw_reuse() {
     let x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AfterPeer,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -120,7 +120,7 @@ fn fixed_port_time_wait_with_timestamps_is_taken_over_for_any_tw_reuse() {
 #[test]
 fn fixed_port_time_wait_without_timestamps_is_eaddrnotavail() {
     let x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AfterPeer,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -146,7 +146,7 @@ fn bind_needs_reuseaddr_on_both() {
         (true, true, "ok"),
     ] {
         let mut x = exp(
-            CloseBy::Client,
+            Close::CLIENT,
             When::AfterPeer,
             NextStep::Rebind,
             ClientPort::Fixed(23456),
@@ -166,7 +166,7 @@ fn bind_needs_reuseaddr_on_both() {
 #[test]
 fn reuseport_on_both_shares_even_a_live_port() {
     let mut x = exp(
-        CloseBy::Server,
+        Close::SERVER,
         When::AtOnce,
         NextStep::Rebind,
         ClientPort::Fixed(23456),
@@ -189,7 +189,7 @@ fn reuseport_on_both_shares_even_a_live_port() {
 #[test]
 fn close_wait_blocks_the_tuple() {
     let x = exp(
-        CloseBy::Server,
+        Close::SERVER,
         When::AtOnce,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -208,7 +208,7 @@ fn close_wait_blocks_the_tuple() {
 #[test]
 fn last_ack_blocks_the_tuple() {
     let x = exp(
-        CloseBy::Server,
+        Close::SERVER,
         When::AfterPeer,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -227,7 +227,7 @@ fn last_ack_blocks_the_tuple() {
 #[test]
 fn fin_wait2_full_socket_vs_mini_socket() {
     let x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AtOnce,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -254,7 +254,7 @@ fn fin_wait2_full_socket_vs_mini_socket() {
     assert_eq!(short(&predict(&x, &mini, &k)), "connect: EADDRNOTAVAIL");
 
     let x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AtOnce,
         NextStep::Reconnect,
         ClientPort::Ephemeral,
@@ -301,7 +301,7 @@ fn fin_wait2_full_socket_vs_mini_socket() {
 #[test]
 fn server_time_wait_accepts_a_new_syn() {
     let x = exp(
-        CloseBy::Server,
+        Close::SERVER,
         When::AfterPeer,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -322,7 +322,7 @@ fn server_time_wait_accepts_a_new_syn() {
 #[test]
 fn ephemeral_with_a_wide_range_picks_another_port() {
     let x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AfterPeer,
         NextStep::Reconnect,
         ClientPort::Ephemeral,
@@ -343,7 +343,7 @@ fn ephemeral_with_a_wide_range_picks_another_port() {
 #[test]
 fn ephemeral_one_port_tw_reuse_cases() {
     let x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AfterMs(1500),
         NextStep::Reconnect,
         ClientPort::BindNoPort,
@@ -392,7 +392,7 @@ fn ephemeral_one_port_tw_reuse_cases() {
 #[test]
 fn tw_reuse_2_is_loopback_only() {
     let x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AfterMs(1500),
         NextStep::Reconnect,
         ClientPort::Ephemeral,
@@ -437,7 +437,7 @@ fn tw_reuse_2_is_loopback_only() {
 #[test]
 fn no_time_wait_buckets_means_nothing_blocks() {
     let mut x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AfterPeer,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -460,7 +460,7 @@ fn no_time_wait_buckets_means_nothing_blocks() {
 #[test]
 fn rst_peer_with_open_descriptor_keeps_a_bound_port() {
     let mut x = exp(
-        CloseBy::ServerRst,
+        Close::SERVER_RST,
         When::AtOnce,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -472,7 +472,7 @@ fn rst_peer_with_open_descriptor_keeps_a_bound_port() {
     assert_eq!(short(&predict(&x, &v, &facts())), "ok");
     // A connect()-chosen port is released at TCP_CLOSE.
     let mut x = exp(
-        CloseBy::ServerRst,
+        Close::SERVER_RST,
         When::AtOnce,
         NextStep::Rebind,
         ClientPort::Ephemeral,
@@ -483,7 +483,7 @@ fn rst_peer_with_open_descriptor_keeps_a_bound_port() {
     // An accepted socket's bind lock is cleared by sk_clone_lock(), so
     // a reset child with an open descriptor does not keep the port.
     let mut x = exp(
-        CloseBy::ClientRst,
+        Close::CLIENT_RST,
         When::AtOnce,
         NextStep::RestartListener,
         ClientPort::Fixed(23456),
@@ -492,7 +492,7 @@ fn rst_peer_with_open_descriptor_keeps_a_bound_port() {
     assert_eq!(short(&predict(&x, &v, &facts())), "ok");
     // After the peer closed too, nothing holds anything.
     let mut x = exp(
-        CloseBy::ClientRst,
+        Close::CLIENT_RST,
         When::AfterPeer,
         NextStep::RestartListener,
         ClientPort::Fixed(23456),
@@ -512,7 +512,7 @@ fn restart_listener_rules() {
         (true, true, "ok"),
     ] {
         let mut x = exp(
-            CloseBy::Server,
+            Close::SERVER,
             When::AfterPeer,
             NextStep::RestartListener,
             ClientPort::Fixed(23456),
@@ -530,7 +530,7 @@ fn restart_listener_rules() {
     }
     // Client closed first, at once: the server's CLOSE_WAIT holds the port.
     let mut x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AtOnce,
         NextStep::RestartListener,
         ClientPort::Fixed(23456),
@@ -548,7 +548,7 @@ fn restart_listener_rules() {
 #[test]
 fn other_systems_are_labelled_and_differ_where_documented() {
     let x = exp(
-        CloseBy::Client,
+        Close::CLIENT,
         When::AfterPeer,
         NextStep::Reconnect,
         ClientPort::Fixed(23456),
@@ -584,7 +584,7 @@ fn other_systems_are_labelled_and_differ_where_documented() {
 #[test]
 fn after_ack_keeps_the_peer_descriptor_open() {
     let mut x = exp(
-        CloseBy::ServerRst,
+        Close::SERVER_RST,
         When::AfterAck,
         NextStep::Rebind,
         ClientPort::Fixed(23456),

@@ -4,7 +4,9 @@
 //! of the 4-tuple that caused it.
 
 use super::why::FailureWhy;
-use super::{CloseMode, FIN_WAIT_NOTICE_AFTER, Format, Output, describe_view, line, say_waiting};
+use super::{
+    CloseMode, FIN_WAIT_NOTICE_AFTER, Output, OutputFormat, describe_view, line, say_waiting,
+};
 use crate::diag::{self, DiagSocket};
 use crate::error::{Error, Result};
 use crate::outcome::{Outcome, Step, StepResult, SysError};
@@ -50,7 +52,7 @@ pub struct ClientPlan {
     /// Give up after this long in all.
     pub timeout: Duration,
     /// Text lines or JSON Lines.
-    pub format: Format,
+    pub format: OutputFormat,
 }
 
 impl ClientPlan {
@@ -270,7 +272,7 @@ fn waiting_line(left: Duration) -> String {
 /// (flushed first) and whether it was said already in this run.
 struct Notice<'a> {
     out: &'a mut Output,
-    format: Format,
+    format: OutputFormat,
     said: bool,
 }
 
@@ -478,8 +480,8 @@ fn write_step_result(out: &mut impl Write, step: Step, r: &StepResult) -> std::i
     }
 }
 
-fn print_attempt(out: &mut impl Write, a: &Attempt, format: Format) -> std::io::Result<()> {
-    if format == Format::Json {
+fn print_attempt(out: &mut impl Write, a: &Attempt, format: OutputFormat) -> std::io::Result<()> {
+    if format == OutputFormat::Json {
         serde_json::to_writer(&mut *out, &crate::json::line("attempt", a))?;
         return writeln!(out);
     }
@@ -669,8 +671,12 @@ fn next_pause(retry_pause: &mut Duration, blocked: bool, interval: Duration) -> 
     p
 }
 
-fn print_summary(out: &mut impl Write, summary: &Summary, format: Format) -> std::io::Result<()> {
-    if format == Format::Json {
+fn print_summary(
+    out: &mut impl Write,
+    summary: &Summary,
+    format: OutputFormat,
+) -> std::io::Result<()> {
+    if format == OutputFormat::Json {
         serde_json::to_writer(&mut *out, &crate::json::line("summary", summary))?;
         return writeln!(out);
     }

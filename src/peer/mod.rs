@@ -12,6 +12,7 @@ pub mod server;
 pub mod why;
 
 use crate::diag::{self, TcpState, TupleView};
+use crate::json::OutputFormat;
 use serde::{Deserialize, Serialize};
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
@@ -44,23 +45,25 @@ pub(crate) const FIN_WAIT_NOTICE_AFTER: Duration = Duration::from_millis(100);
 /// Say (once per run, the caller keeps `said`) that this end is waiting
 /// for the peer's FIN: a line on stdout in text, after the lines before it;
 /// on stderr under `--json`, where stdout holds only JSON (docs/json.md).
-pub(crate) fn say_waiting(out: &mut Output, format: Format, said: &mut bool, line: &str) {
+pub(crate) fn say_waiting(out: &mut Output, format: OutputFormat, said: &mut bool, line: &str) {
     if std::mem::replace(said, true) {
         return;
     }
     // A closed stdout ends the program at its next line; nothing to do here.
-    match format {
-        Format::Text => {
-            let _ = writeln!(out, "{line}").and_then(|_| out.flush());
-        }
-        Format::Json => {
-            let _ = out.flush();
-            eprintln!("twlab: {line}");
-        }
+    if format.is_json() {
+        let _ = out.flush();
+        eprintln!("twlab: {line}");
+    } else {
+        let _ = writeln!(out, "{line}").and_then(|_| out.flush());
     }
 }
 
-/// Who closes a connection first, as the two programs see it.
+/// When an end closes its connection, as the two programs see it: at once
+/// or after the peer's FIN. Not a [`Close`](crate::experiment::Close)
+/// (which end closes first, and with FIN or RST): each program is one end
+/// and chooses only *when* it closes; the side is the program itself and
+/// the how is its `--linger` (0: RST). Who ends up closing first follows
+/// from both ends' choices.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
 )]
@@ -104,16 +107,6 @@ pub fn describe_view(client: SocketAddr, server: SocketAddr, v: &TupleView) -> V
         format!("client end: {}", describe_end(client, server, &v.client)),
         format!("server end: {}", describe_end(server, client, &v.server)),
     ]
-}
-
-/// How the programs print: text lines or one JSON object per line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// JSON Lines.
-    Json,
 }
 
 /// Buffered stdout: a tight loop writes into memory and flushes when the

@@ -3,9 +3,10 @@
 //! right after close (one exact sock_diag lookup per connection).
 
 use super::why::FailureWhy;
-use super::{CloseMode, FIN_WAIT_NOTICE_AFTER, Format, Output, line, say_waiting};
+use super::{CloseMode, FIN_WAIT_NOTICE_AFTER, Output, OutputFormat, line, say_waiting};
 use crate::diag::{self, DiagSocket, TcpState};
 use crate::error::{Error, Result};
+use crate::experiment::How;
 use crate::outcome::Outcome;
 use crate::socket::{Family, SocketOpts, StepError, TcpSock, explain_step_error};
 use serde::Serialize;
@@ -40,7 +41,7 @@ pub struct ServerPlan {
     /// Stop when no connection arrives for this long.
     pub idle_timeout: Duration,
     /// Text lines or JSON Lines.
-    pub format: Format,
+    pub format: OutputFormat,
 }
 
 /// One end of a connection, or both (who closed first).
@@ -55,25 +56,6 @@ pub enum End {
     /// (simultaneous close, RFC 793 §3.5 case 2: FIN_WAIT1 → CLOSING →
     /// TIME_WAIT on both ends).
     Both,
-}
-
-/// How an end closed its side of the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum CloseKind {
-    /// An orderly close: FIN (RFC 793 §3.5).
-    Fin,
-    /// An abort: RST (SO_LINGER {on, 0}, or the peer's).
-    Rst,
-}
-
-impl CloseKind {
-    fn name(self) -> &'static str {
-        match self {
-            CloseKind::Fin => "FIN",
-            CloseKind::Rst => "RST",
-        }
-    }
 }
 
 /// One connection as the server saw it.
@@ -94,9 +76,9 @@ pub struct ServerEvent {
     /// returned 0) or its RST (ECONNRESET). `None`: the server closed
     /// without waiting and did not look.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_close: Option<CloseKind>,
+    pub client_close: Option<How>,
     /// How the server closed: RST with SO_LINGER {on, 0}, FIN otherwise.
-    pub server_close: CloseKind,
+    pub server_close: How,
     /// "ok" or what waiting for the peer gave instead of its FIN.
     pub result: String,
     /// The server end's state right after close, from sock_diag: a state
@@ -114,8 +96,8 @@ pub struct ServerEvent {
 }
 
 impl ServerEvent {
-    fn write(&self, out: &mut impl Write, format: Format) -> std::io::Result<()> {
-        if format == Format::Json {
+    fn write(&self, out: &mut impl Write, format: OutputFormat) -> std::io::Result<()> {
+        if format == OutputFormat::Json {
             serde_json::to_writer(&mut *out, &crate::json::line("connection", self))?;
             return writeln!(out);
         }
@@ -240,7 +222,7 @@ const PEER_FIN_WAIT: Duration = Duration::from_secs(30);
 /// closed (if seen) and the result line.
 struct Seen {
     closed_first: End,
-    client_close: Option<CloseKind>,
+    client_close: Option<How>,
     result: String,
 }
 
@@ -287,14 +269,12 @@ fn finish(conn: &mut TcpSock, p: &ServerPlan, out: &mut Output, said: &mut bool)
                 // synchronisation; bounded by MAX_CLOSE_DELAY.
                 crate::signal::sleep_interruptible(p.close_delay.min(super::MAX_CLOSE_DELAY))?;
             }
-            Ok(seen(End::Client, Some(CloseKind::Fin), "ok"))
+            Ok(seen(End::Client, Some(How::Fin), "ok"))
         }
         Err(e) if e.error.is("EINTR") => Err(Error::Interrupted),
-        Err(e) if e.error.is("ECONNRESET") => Ok(seen(
-            End::Client,
-            Some(CloseKind::Rst),
-            "reset by the client",
-        )),
+        Err(e) if e.error.is("ECONNRESET") => {
+            Ok(seen(End::Client, Some(How::Rst), "reset by the client"))
+        }
         Err(e) if e.error.is("ETIMEDOUT") => Ok(seen(
             End::Server,
             None,
@@ -330,11 +310,11 @@ fn finish(conn: &mut TcpSock, p: &ServerPlan, out: &mut Output, said: &mut bool)
 /// A close with RST leaves no state to check: what recv() saw stands.
 fn refine(
     seen: &mut Seen,
-    own: CloseKind,
+    own: How,
     after: Option<&diag::SockEntry>,
     client_end: Option<Option<&diag::SockEntry>>,
 ) {
-    if own != CloseKind::Fin || seen.closed_first != End::Server {
+    if own != How::Fin || seen.closed_first != End::Server {
         return;
     }
     let corrected = match after.map(|e| e.state) {
@@ -369,7 +349,7 @@ fn refine(
     };
     if let Some(first) = corrected {
         seen.closed_first = first;
-        seen.client_close = Some(CloseKind::Fin);
+        seen.client_close = Some(How::Fin);
         if seen.result.starts_with("timed out") {
             seen.result = format!(
                 "the client's FIN came in as the {} s wait ran out",
@@ -458,7 +438,7 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
     if let Some(w) = &why {
         let mut out = Output::stdout();
         let _ = match p.format {
-            Format::Json => {
+            OutputFormat::Json => {
                 let f = PortFailure {
                     listen: addr,
                     failed: Outcome::Failed {
@@ -471,10 +451,10 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
                     .map_err(std::io::Error::from)
                     .and_then(|_| writeln!(out))
             }
-            Format::Text => write!(out, "{}", w.text()),
+            _ => write!(out, "{}", w.text()),
         };
         let _ = out.flush();
-    } else if p.format == Format::Text
+    } else if !p.format.is_json()
         && !cfg!(target_os = "linux")
         && let Some(lines) = port_holders(addr)
     {
@@ -562,7 +542,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
     let mut out = Output::stdout();
     let mut nl = DiagSocket::open().ok();
     let start = Instant::now();
-    if p.format == Format::Text {
+    if !p.format.is_json() {
         let _ = writeln!(
             out,
             "listening on {local} ({}), closing {}; Ctrl-C to stop",
@@ -582,7 +562,7 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
         let (mut conn, peer) = match next_conn(&l, local, p.idle_timeout, &mut out)? {
             Next::Conn(c, peer) => (c, peer),
             Next::Idle => {
-                if p.format == Format::Text {
+                if !p.format.is_json() {
                     let _ = writeln!(
                         out,
                         "no connection for {:.0} s: stopping after {n} connections",
@@ -608,9 +588,9 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
             }
         };
         let server_close = if p.opts.linger == Some(0) {
-            CloseKind::Rst
+            How::Rst
         } else {
-            CloseKind::Fin
+            How::Fin
         };
         conn.close();
         // The server end of this 4-tuple, by exact lookup; the client end
@@ -699,7 +679,7 @@ mod tests {
             (Closing, End::Both),
         ] {
             let mut seen = claimed("ok");
-            refine(&mut seen, CloseKind::Fin, Some(&entry(state)), None);
+            refine(&mut seen, How::Fin, Some(&entry(state)), None);
             assert_eq!(seen.closed_first, first, "{state:?}");
             let saw_fin = first != End::Server;
             assert_eq!(seen.client_close.is_some(), saw_fin, "{state:?}");
@@ -719,7 +699,7 @@ mod tests {
             let mut seen = claimed("ok");
             refine(
                 &mut seen,
-                CloseKind::Fin,
+                How::Fin,
                 Some(&tw),
                 c.as_ref().map(Option::as_ref),
             );
@@ -733,15 +713,15 @@ mod tests {
         // (the server end ran through LAST_ACK).
         for c in [TcpState::FinWait2, TcpState::TimeWait] {
             let mut seen = claimed("ok");
-            refine(&mut seen, CloseKind::Fin, None, Some(Some(&entry(c))));
+            refine(&mut seen, How::Fin, None, Some(Some(&entry(c))));
             assert_eq!(seen.closed_first, End::Client, "{c:?}");
-            assert_eq!(seen.client_close, Some(CloseKind::Fin));
+            assert_eq!(seen.client_close, Some(How::Fin));
         }
         // Client end gone too, closing after ours, or not looked at: the
         // states do not show the order, the claim stands.
         for c in [None, Some(None), Some(Some(&entry(TcpState::LastAck)))] {
             let mut seen = claimed("ok");
-            refine(&mut seen, CloseKind::Fin, None, c);
+            refine(&mut seen, How::Fin, None, c);
             assert_eq!((seen.closed_first, seen.client_close), (End::Server, None));
         }
     }
@@ -749,17 +729,12 @@ mod tests {
     #[test]
     fn a_timed_out_wait_that_the_state_contradicts_says_so() {
         let mut seen = claimed("timed out: no FIN from the client within 30 s");
-        refine(
-            &mut seen,
-            CloseKind::Fin,
-            Some(&entry(TcpState::LastAck)),
-            None,
-        );
+        refine(&mut seen, How::Fin, Some(&entry(TcpState::LastAck)), None);
         assert_eq!(seen.closed_first, End::Client);
         assert!(!seen.result.contains("no FIN"), "{}", seen.result);
         // A close with RST leaves nothing to check.
         let mut seen = claimed("ok");
-        refine(&mut seen, CloseKind::Rst, None, Some(None));
+        refine(&mut seen, How::Rst, None, Some(None));
         assert_eq!((seen.closed_first, seen.client_close), (End::Server, None));
     }
 }

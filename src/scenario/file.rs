@@ -432,17 +432,10 @@ impl SocketSpec {
     }
 }
 
-/// A TCP state by any of its names ("TIME-WAIT", "TIME_WAIT", "time-wait").
+/// A TCP state by any of its names ("TIME-WAIT", "TIME_WAIT", "time-wait"):
+/// [`TcpState`](crate::diag::TcpState)'s `FromStr`.
 pub fn parse_state(s: &str) -> Option<crate::diag::TcpState> {
-    let norm = |x: &str| x.to_ascii_lowercase().replace('_', "-");
-    let want = norm(s);
-    (1..=13)
-        .filter_map(crate::diag::TcpState::from_kernel)
-        .find(|t| {
-            [t.ss_name(), t.kernel_name(), t.ss_column()]
-                .iter()
-                .any(|n| norm(n) == want)
-        })
+    s.parse().ok()
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

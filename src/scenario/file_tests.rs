@@ -2,7 +2,7 @@
 //! their line, and the experiment round trip.
 
 use super::*;
-use crate::experiment::{ClientPort, CloseBy, NextStep, When};
+use crate::experiment::{ClientPort, Close, NextStep, When};
 use crate::outcome::SysError;
 use crate::socket::Family;
 
@@ -15,7 +15,7 @@ fn an_emitted_experiment_reads_back_the_same() {
         Experiment {
             when: When::AfterMs(1500),
             client_port: ClientPort::Ephemeral,
-            close: CloseBy::ServerRst,
+            close: Close::SERVER_RST,
             next: NextStep::RestartListener,
             // Every option off: left out of the file, none on reading.
             new_opts: SocketOpts::default(),

@@ -7,7 +7,7 @@
 //!
 //! 1. a listener on the server port, a client socket (fixed port, ephemeral
 //!    port, or bind(addr, 0) with IP_BIND_ADDRESS_NO_PORT), connect, accept;
-//! 2. one side closes first ([`CloseBy`]), with FIN or with RST (SO_LINGER 0);
+//! 2. one side closes first ([`Close`]), with FIN or with RST (SO_LINGER 0);
 //!    twlab waits until the kernel shows that close took effect;
 //! 3. [`When`]: at once (the other side has *not* closed yet), or after the
 //!    other side has closed too and the kernel has settled (TIME_WAIT on the
@@ -24,7 +24,7 @@
 //! `twlab run` replays either through `check` (`check::replay`).
 //!
 //! [`diag`]: crate::diag
-//! [`CloseBy`]: crate::experiment::CloseBy
+//! [`Close`]: crate::experiment::Close
 //! [`When`]: crate::experiment::When
 //! [`NextStep`]: crate::experiment::NextStep
 

@@ -294,7 +294,7 @@ fn close_first_connection(
     accepted: TcpSock,
     ends: Ends,
 ) -> Result<TcpSock> {
-    let first_side = x.close.first();
+    let first_side = x.close.side;
     let (mut first, other_sock) = match first_side {
         Side::Client => (client, accepted),
         Side::Server => (accepted, client),
@@ -311,8 +311,7 @@ fn close_first_connection(
         first.opts.linger = Some(0);
     }
     first.close();
-    let how = if x.close.is_rst() { "RST" } else { "FIN" };
-    log.note(first_name, Step::Close, how.into());
+    log.note(first_name, Step::Close, x.close.how.name().into());
     if x.close.is_rst() {
         // The RST removes the tuple from both ends' established hash.
         ends.settle("the RST to reach both ends", |v| {
@@ -350,7 +349,7 @@ fn wait_for_when(
     if !matches!(x.when, When::AfterPeer | When::AfterMs(_)) {
         return Ok(Some(other_sock));
     }
-    let first_side = x.close.first();
+    let first_side = x.close.side;
     let other_name = actor(other(first_side));
     let r = other_sock.recv_until_eof(IO_TIMEOUT);
     // After an RST the read ends in ECONNRESET: that is the point.

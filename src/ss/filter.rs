@@ -68,31 +68,12 @@ fn parse_state_only(name: &str) -> Result<StateSet> {
         "synchronized" => except(&[Listen, Closed, SynSent]),
         "bucket" => StateSet::of(&[SynRecv, TimeWait]),
         "big" => except(&[SynRecv, TimeWait]),
-        "listen" => StateSet::of(&[Listen]),
-        "estab" => StateSet::of(&[Established]),
-        "close" | "unconnected" => StateSet::of(&[Closed]),
-        "syn-rcv" => StateSet::of(&[SynRecv]),
-        "fin-wait1" => StateSet::of(&[FinWait1]),
-        "fin-wait2" => StateSet::of(&[FinWait2]),
-        other => match STATE_NAMES.iter().find(|(k, _)| *k == other) {
-            Some((_, s)) => StateSet::of(&[*s]),
-            None => {
-                // "timewait", "TIME_WAIT", "fin_wait_2": the same letters
-                // as a name twlab knows.
-                let letters = |s: &str| -> String {
-                    s.chars()
-                        .filter(char::is_ascii_alphanumeric)
-                        .collect::<String>()
-                        .to_ascii_lowercase()
-                };
-                let guess = STATE_NAMES
-                    .iter()
-                    .map(|(k, _)| *k)
-                    .find(|k| letters(k) == letters(other));
-                let mean = guess.map_or(String::new(), |k| format!(" (did you mean '{k}'?)"));
+        _ => match name.parse::<TcpState>() {
+            Ok(s) => StateSet::of(&[s]),
+            // "unknown TCP state 'timewait' (did you mean 'time-wait'?)".
+            Err(e) => {
                 return Err(Error::Usage(format!(
-                    "unknown TCP state '{}'{mean}; valid states and groups: {}",
-                    echo(name),
+                    "{e}; valid states and groups: {}",
                     valid_states()
                 )));
             }

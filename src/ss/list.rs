@@ -1,7 +1,7 @@
 //! The socket table: aligned text like `ss -tan` (formatted without
 //! allocating per row) or one JSON document.
 
-use super::{Filter, Format, Processes, io_err, json_err};
+use super::{Filter, OutputFormat, Processes, io_err, json_err};
 use crate::diag::owners::{ID_HEADER, Owner, owner_key};
 use crate::diag::{self, SockEntry, TcpState, Timer, TimerKind};
 use crate::error::Result;
@@ -402,7 +402,7 @@ impl Widths {
 /// [`FIRST_LOOK`] rows are held back to measure; past them the columns
 /// take the widest value possible. `-p` reads every socket's owners from
 /// /proc first, as `ss -p` does.
-pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Result<u8> {
+pub(super) fn run(filter: &Filter, format: OutputFormat, processes: Processes) -> Result<u8> {
     let procs = processes == Processes::Show;
     let owners = if procs {
         crate::diag::owners::all_socket_owners()
@@ -412,8 +412,8 @@ pub(super) fn run(filter: &Filter, format: Format, processes: Processes) -> Resu
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(128 * 1024, stdout.lock());
     match format {
-        Format::Json => write_json_list(&mut out, filter, &owners, procs)?,
-        Format::Text => write_text_list(&mut out, filter, &owners, procs)?,
+        OutputFormat::Json => write_json_list(&mut out, filter, &owners, procs)?,
+        _ => write_text_list(&mut out, filter, &owners, procs)?,
     }
     out.flush().map_err(io_err)?;
     Ok(0)

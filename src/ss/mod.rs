@@ -29,18 +29,9 @@ pub use summary::{Count, PortUse, Summary, TwBuckets, build_summary};
 pub use watch::{MAX_WATCH_FRAMES, parse_watch_ms};
 
 use crate::error::{Error, Result};
+use crate::json::OutputFormat;
 use std::io;
 use std::time::Duration;
-
-/// Text for people or one JSON document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// Aligned columns like `ss -tan`.
-    #[default]
-    Text,
-    /// One JSON document on stdout.
-    Json,
-}
 
 /// Whether the list names the processes holding each socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,18 +49,18 @@ pub enum View {
     /// The socket table.
     List {
         /// Text or JSON.
-        format: Format,
+        format: OutputFormat,
         /// With owning processes or not.
         processes: Processes,
     },
     /// Counts, TIME_WAIT per peer and port, ephemeral port use.
     Summary {
         /// Text or JSON.
-        format: Format,
+        format: OutputFormat,
         /// Rows of each top list.
         top: usize,
     },
-    /// A live view on the terminal (or, `Format::Json`, one JSON line
+    /// A live view on the terminal (or, `OutputFormat::Json`, one JSON line
     /// per refresh: the sockets first, then what changed).
     Watch {
         /// Time between refreshes.
@@ -78,7 +69,7 @@ pub enum View {
         /// [`MAX_WATCH_FRAMES`]).
         frames: u64,
         /// Text or JSON lines.
-        format: Format,
+        format: OutputFormat,
     },
 }
 

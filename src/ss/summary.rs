@@ -4,7 +4,7 @@
 //! the `tcp_max_tw_buckets` headroom, which the kernel counts over every
 //! TIME_WAIT mini socket (`inet_twsk_alloc()`), whatever the filter.
 
-use super::{Filter, Format, io_err, json_err};
+use super::{Filter, OutputFormat, io_err, json_err};
 use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
 use crate::error::Result;
 use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts};
@@ -403,16 +403,16 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
 }
 
 /// Print the summary on stdout.
-pub(super) fn run(filter: &Filter, format: Format, top_n: usize) -> Result<u8> {
+pub(super) fn run(filter: &Filter, format: OutputFormat, top_n: usize) -> Result<u8> {
     let s = build_summary(filter, top_n)?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match format {
-        Format::Json => {
+        OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &crate::json::doc(&s)).map_err(json_err)?;
             out.write_all(b"\n").map_err(io_err)?;
         }
-        Format::Text => write_summary(&mut out, &s).map_err(io_err)?,
+        _ => write_summary(&mut out, &s).map_err(io_err)?,
     }
     out.flush().map_err(io_err)?;
     Ok(0)

@@ -2,7 +2,7 @@
 //! sockets that appear (+), change state (*) and go away (-).
 
 use super::list::{Field, Widths, write_header, write_row};
-use super::{Filter, Format, collect, io_err};
+use super::{Filter, OutputFormat, collect, io_err};
 use crate::diag::SockEntry;
 use crate::error::{Error, Result};
 #[cfg(unix)]
@@ -115,9 +115,14 @@ impl Tracker {
 /// Redraw the filtered table every `every` until `frames` refreshes, q,
 /// Ctrl-C or a stop signal (SIGTERM, SIGHUP, SIGQUIT: the terminal is
 /// restored, then the CLI exits 128 + the signal's number).
-pub(super) fn run(filter: &Filter, every: Duration, frames: u64, format: Format) -> Result<u8> {
+pub(super) fn run(
+    filter: &Filter,
+    every: Duration,
+    frames: u64,
+    format: OutputFormat,
+) -> Result<u8> {
     let frames = frames.min(MAX_WATCH_FRAMES);
-    if format == Format::Json {
+    if format == OutputFormat::Json {
         return run_json(filter, every, frames);
     }
     // The terminal must be restored whatever stops the watch: catch the

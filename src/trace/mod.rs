@@ -352,7 +352,7 @@ fn moments_of(x: &Experiment, r: &Report, segs: &[Segment]) -> Vec<Moment> {
     let mut v = Vec::new();
     if x.close.is_rst() {
         // The other end's next call after the RST: its recv() in the runner.
-        let other = match x.close.first() {
+        let other = match x.close.side {
             Side::Client => "server",
             Side::Server => "client",
         };
