@@ -6,11 +6,11 @@
 //!
 //! The tracepoints see every namespace of the machine: each test filters
 //! on ports of its own (31xxx), so tests running at once see only their
-//! own sockets; the trace tests share 12345 and take the library's lock.
-// Tracefs and namespaces are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
+//! own sockets; the trace tests share 12345 with the story in every module
+//! (each test of this binary runs at once with the others) and have the
+//! machine to themselves (`common::alone_on_the_machine`).
 
-mod common;
+use crate::common;
 
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{Read, Write};
@@ -204,7 +204,11 @@ netns_test! {
     }
 }
 
+/// The trace's events watch the story's server port (12345) in every
+/// namespace, where the other modules' tests run their servers: these tests
+/// count what the kernel reported, so they have the machine to themselves.
 fn traced(name: &str, target: Target, ts: bool) -> Option<twlab::trace::Trace> {
+    common::alone_on_the_machine();
     if !common::netns_or_skip(name) {
         return None;
     }
