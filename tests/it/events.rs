@@ -205,10 +205,11 @@ netns_test! {
 }
 
 /// The trace's events watch the story's server port (12345) in every
-/// namespace, where the other modules' tests run their servers: these tests
-/// count what the kernel reported, so they have the machine to themselves.
+/// namespace, where the other modules' tests run their servers at the same
+/// time: a test that counts what the kernel reported has the machine to
+/// itself first (`common::alone_on_the_machine`); one that looks for an
+/// event need not.
 fn traced(name: &str, target: Target, ts: bool) -> Option<twlab::trace::Trace> {
-    common::alone_on_the_machine();
     if !common::netns_or_skip(name) {
         return None;
     }
@@ -239,6 +240,9 @@ fn traced(name: &str, target: Target, ts: bool) -> Option<twlab::trace::Trace> {
 /// clock: the SYN_RECV after the SYN was captured, before the SYN-ACK.
 #[test]
 fn trace_interleaves_exact_states_on_the_packets_clock() {
+    // Two SYN_RECV on 127.0.0.1:12345, no more: no other test's server on
+    // that port, in any namespace, while this one traces.
+    common::alone_on_the_machine();
     let Some(t) = traced(
         "trace_interleaves_exact_states_on_the_packets_clock",
         Target::Demo(3),
