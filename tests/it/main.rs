@@ -12,8 +12,11 @@
 //! children it spawns get theirs; namespaces are per thread, see
 //! `common::in_netns` and `common::private_tmpfs`), names its temporary
 //! files after itself, and uses fixed ports only inside a namespace of its
-//! own. The one thing shared across namespaces, the kernel's tracepoints,
-//! has its lock in `common` (`common::alone_on_the_machine`).
+//! own. (The library's load runs, called in-process by `load`, raise the
+//! soft RLIMIT_NOFILE to the hard limit, as every `twlab` does for itself:
+//! no test reads the soft one.) The one thing shared across
+//! namespaces, the kernel's tracepoints, is held apart by address (`events`)
+//! or by a lock in `common` (`common::alone_on_the_machine`).
 
 #[macro_use]
 mod common;
