@@ -6,7 +6,7 @@
 //! in snake_case or the user's own spelling (`time-wait`, `1024-1030`),
 //! durations as numbers with the unit in the field's name (`_ms`, `_s`,
 //! `_us`), errnos as `{"name", "code"}`, never a Rust enum tag or a
-//! `Duration` struct. `tests/json.rs` holds every command to it.
+//! `Duration` struct. `tests/it/json.rs` holds every command to it.
 
 use serde::Serialize;
 

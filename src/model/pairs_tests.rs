@@ -1,5 +1,5 @@
 //! The pair rules over plain data: no sockets (the real-socket checks are
-//! in tests/pairs.rs and `twlab pairs`).
+//! in tests/it/pairs.rs and `twlab pairs`).
 
 use super::*;
 

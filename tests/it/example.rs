@@ -3,7 +3,7 @@
 //! (not against the example's own output).
 
 #[allow(dead_code)]
-#[path = "../examples/predict.rs"]
+#[path = "../../examples/predict.rs"]
 mod predict;
 
 use twlab::model::RuleId;
@@ -56,7 +56,7 @@ fn the_example_predicts_the_rules() {
     );
 }
 
-mod common;
+use crate::common;
 
 /// `NetSysctls::linux_defaults()` says it is a fresh namespace's values:
 /// held to one, field by field. Two are the machine's, not the kernel's

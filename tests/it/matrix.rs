@@ -1,9 +1,7 @@
 //! `twlab matrix` on the real kernel: every cell of the default matrix must
 //! behave as the rule model predicts; the unprivileged path; bad input.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::{bin, netns_or_skip, one_line_failure, run, skip, wait_until};
 use std::io::Read;

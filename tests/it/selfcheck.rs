@@ -3,10 +3,8 @@
 //! with `twlab run` to what the kernel did; the command line's JSON and
 //! exit codes. Needs root (namespaces, another fsuid, capabilities);
 //! otherwise each test says "skipped".
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::PathBuf;

@@ -4,13 +4,15 @@
 //! drop with its reason (PAWS in the delayed duplicate, NO_SOCKET for a
 //! closed port) — times on the packets' clock, and nothing left behind.
 //!
-//! The tracepoints see every namespace of the machine: each test filters
-//! on ports of its own (31xxx), so tests running at once see only their
-//! own sockets; the trace tests share 12345 and take the library's lock.
-// Tracefs and namespaces are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
+//! The tracepoints see every namespace of the machine, and the tests of
+//! every module of this binary run at once: each test here filters on an
+//! address ([`OURS`]) and ports (31xxx) of its own, so it sees only its own
+//! sockets (a port alone is not enough: another module's load test may
+//! take 31022 as its ephemeral port). The trace tests share 12345 with the
+//! story in every module; the one that counts the kernel's events has the
+//! machine to itself (`common::alone_on_the_machine`).
 
-mod common;
+use crate::common;
 
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{Read, Write};
@@ -20,10 +22,17 @@ use twlab::diag::TcpState;
 use twlab::events::{Event, Filter, Lives, Session, What};
 use twlab::trace::{Target, TracePlan, run_trace};
 
+/// The loopback address of this module's sockets, which no other test uses.
+const OURS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 31);
+
 /// Events unavailable (not root, no tracefs): say so under the test's
-/// name and pass.
+/// name and pass. Only sockets with an end on [`OURS`] and one of `ports`.
 fn session_or_skip(test: &str, ports: &[u16]) -> Option<Session> {
-    match Session::open(Filter::ports(ports)) {
+    let filter = Filter {
+        addrs: vec![OURS.into()],
+        ..Filter::ports(ports)
+    };
+    match Session::open(filter) {
         Ok(s) => Some(s),
         Err(why) => {
             common::skip(&format!("{test}: kernel events unavailable ({why})"));
@@ -67,7 +76,7 @@ netns_test! {
     /// TIME_WAIT over.
     fn the_story_loop_as_state_changes() {
         let (c, s): (SocketAddr, SocketAddr) =
-            ("127.0.0.1:31002".parse().unwrap(), "127.0.0.1:31001".parse().unwrap());
+            ("127.0.0.31:31002".parse().unwrap(), "127.0.0.31:31001".parse().unwrap());
         let Some(mut session) = session_or_skip("the_story_loop_as_state_changes", &[s.port()]) else {
             return;
         };
@@ -146,9 +155,9 @@ netns_test! {
     /// (NO_SOCKET) and dropped (NO_SOCKET), both tied to the 4-tuple.
     fn resets_and_drops_with_their_reasons() {
         let (c, s, closed): (SocketAddr, SocketAddr, SocketAddr) = (
-            "127.0.0.1:31012".parse().unwrap(),
-            "127.0.0.1:31011".parse().unwrap(),
-            "127.0.0.1:31013".parse().unwrap(),
+            "127.0.0.31:31012".parse().unwrap(),
+            "127.0.0.31:31011".parse().unwrap(),
+            "127.0.0.31:31013".parse().unwrap(),
         );
         let Some(mut session) =
             session_or_skip("resets_and_drops_with_their_reasons", &[s.port(), closed.port()])
@@ -204,6 +213,11 @@ netns_test! {
     }
 }
 
+/// The trace's events watch the story's server port (12345) in every
+/// namespace, where the other modules' tests run their servers at the same
+/// time: a test that counts what the kernel reported has the machine to
+/// itself first (`common::alone_on_the_machine`); one that looks for an
+/// event need not.
 fn traced(name: &str, target: Target, ts: bool) -> Option<twlab::trace::Trace> {
     if !common::netns_or_skip(name) {
         return None;
@@ -235,6 +249,9 @@ fn traced(name: &str, target: Target, ts: bool) -> Option<twlab::trace::Trace> {
 /// clock: the SYN_RECV after the SYN was captured, before the SYN-ACK.
 #[test]
 fn trace_interleaves_exact_states_on_the_packets_clock() {
+    // Two SYN_RECV on 127.0.0.1:12345, no more: no other test's server on
+    // that port, in any namespace, while this one traces.
+    common::alone_on_the_machine();
     let Some(t) = traced(
         "trace_interleaves_exact_states_on_the_packets_clock",
         Target::Demo(3),
@@ -331,9 +348,10 @@ netns_test! {
             return;
         }
         for (port, freed) in [(31021u16, false), (31022, true)] {
-            let s = SocketAddr::from(([127, 0, 0, 1], port));
+            let s = SocketAddr::from((OURS, port));
             let l = TcpListener::bind(s).unwrap();
             let mut args = vec!["events".to_string(), "--port".into(), port.to_string()];
+            args.extend(["--addr".into(), OURS.to_string()]);
             args.extend(["--json", "--duration", "3"].map(String::from));
             if freed {
                 args.push("--freed".into());

@@ -1,10 +1,8 @@
 //! `twlab server` and `twlab client`, run as two real processes inside a
 //! fresh network namespace per test, with the namespace's sysctls set by
 //! the test. This is the story's experiment, exactly as a user runs it.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

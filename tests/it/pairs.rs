@@ -2,10 +2,8 @@
 //! checked against the kernel with values written here (not taken from the
 //! model), `--v6only` on `twlab server`, and the whole family at 0
 //! mismatches.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::SocketAddr;

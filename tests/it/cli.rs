@@ -1,7 +1,7 @@
 //! Bad input and faults: each gives one clear line on stderr and a non-zero
 //! exit code; never a panic or a backtrace.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::SocketAddr;

@@ -1,10 +1,8 @@
 //! `twlab run`: the example scenarios pass (observation = model =
 //! expectation), a scenario whose expectation is wrong exits 3, and bad
 //! files are refused in one line naming file and line.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::PathBuf;

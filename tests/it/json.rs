@@ -3,9 +3,8 @@
 //! document starts with `schema_version`, stream lines name their `type`,
 //! and no Rust shape leaks (enum tags such as `{"Span": …}` or `{"Ok": …}`,
 //! `Duration` structs `{"secs", "nanos"}`, tuples such as `["connect", {…}]`).
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::process::{Command, Output, Stdio};
@@ -452,7 +451,7 @@ fn schemas_in_docs_json_are_current() {
     }
     assert!(
         stale.is_empty(),
-        "{}: run `TWLAB_BLESS=1 cargo test --test json schemas` and commit docs/json/",
+        "{}: run `TWLAB_BLESS=1 cargo test --test it json::schemas` and commit docs/json/",
         stale.join(", ")
     );
 }

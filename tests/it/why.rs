@@ -3,10 +3,8 @@
 //! Expected values come from the kernel rules (inet_bind_conflict(),
 //! inet_csk_find_open_port(), __inet_hash_connect(),
 //! __inet_check_established()), never from the output under test.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::Read;

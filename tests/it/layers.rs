@@ -742,7 +742,7 @@ fn problems(files: &BTreeMap<String, String>, layers: &[(&str, &[&str])]) -> Vec
     for m in &modules {
         if !layer_of.contains_key(m.as_str()) {
             out.push(format!(
-                "top-level module `{m}` has no layer: add it to LAYERS in tests/layers.rs (and to docs/architecture.md)"
+                "top-level module `{m}` has no layer: add it to LAYERS in tests/it/layers.rs (and to docs/architecture.md)"
             ));
         }
     }

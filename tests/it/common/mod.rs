@@ -7,9 +7,11 @@
 //! bounded wait on kernel state.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use twlab::diag::{self, Query, StateSet, TcpState};
 use twlab::netns::{self, Sysctl};
@@ -104,9 +106,15 @@ pub fn tool_or_skip(test: &str, tool: &str) -> bool {
 }
 
 /// True if this test can make network namespaces; prints why not otherwise.
+/// When true, the calling test shares the machine with the others from now
+/// until its thread ends (see [`alone_on_the_machine`]): call it at the
+/// start of a test, on the test's own thread.
 pub fn netns_or_skip(test: &str) -> bool {
     match netns::can_unshare() {
-        Ok(()) => true,
+        Ok(()) => {
+            share_the_machine();
+            true
+        }
         Err(why) => {
             skip(&format!(
                 "{test}: cannot create network namespaces ({why}); run as root"
@@ -114,6 +122,56 @@ pub fn netns_or_skip(test: &str) -> bool {
             false
         }
     }
+}
+
+/// What every namespace sees: the kernel's tracepoints report the sockets
+/// of every network namespace of the machine, and the story's ports (12345,
+/// 23456) are in use in many namespaces at once, by the tests of every
+/// module of this one binary (and by the `twlab` commands they run). A test
+/// that counts the kernel's events on those ports takes this lock alone
+/// ([`alone_on_the_machine`]); every test that may make namespaces shares it
+/// ([`netns_or_skip`]). Held by the test's thread until it ends (libtest
+/// runs each test on a thread of its own).
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// This thread's hold on [`MACHINE`] (guards held, never read).
+#[allow(dead_code)]
+enum Hold {
+    Shared(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
+}
+
+thread_local! {
+    static HELD: RefCell<Option<Hold>> = const { RefCell::new(None) };
+}
+
+/// Share the machine with the other tests until this thread ends (once per
+/// thread; nothing more if it holds the machine already).
+fn share_the_machine() {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        if h.is_none() {
+            let g = MACHINE.read().unwrap_or_else(PoisonError::into_inner);
+            *h = Some(Hold::Shared(g));
+        }
+    });
+}
+
+/// Have the machine to this test alone until its thread ends: waits for the
+/// tests that share it to finish, and no test that may make namespaces
+/// starts meanwhile. For a test that counts the kernel's events on the
+/// story's ports, which would see every other test's sockets on them. Call
+/// it first, before [`netns_or_skip`].
+pub fn alone_on_the_machine() {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        assert!(
+            h.is_none(),
+            "alone_on_the_machine() after netns_or_skip() on the same thread would wait for itself"
+        );
+        let g = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
+        *h = Some(Hold::Alone(g));
+    });
 }
 
 /// Run `f` on a thread inside a fresh namespace with `sysctls`; child

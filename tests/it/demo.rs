@@ -1,9 +1,7 @@
 //! `twlab demo`, run as a user runs it, inside fresh network namespaces
 //! whose sysctls the test sets.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -1,10 +1,8 @@
 //! The story's tight loop between `twlab client` and `twlab server`: fast,
 //! and still with the kernel's view of every connection, and no listen
 //! queue overflow (which turned each dropped SYN into a 1 s retransmission).
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::SocketAddr;

@@ -4,9 +4,7 @@
 //! (times, timers and the kernel release as placeholders). Linux only:
 //! the documents' commands run in network namespaces.
 
-#![cfg(target_os = "linux")]
-
-mod common;
+use crate::common;
 
 use common::{bin, netns_or_skip};
 use std::path::{Path, PathBuf};

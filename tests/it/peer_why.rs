@@ -1,10 +1,8 @@
 //! `twlab server` and `twlab client` explain a failed bind() or connect()
 //! with the `twlab why` diagnosis of the live namespace (issue 9, item 2):
 //! each situation staged in its own namespace.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -4,10 +4,8 @@
 //! directory cannot take a file, and on a full file system one line, exit
 //! 1, and no file. Each test mounts a tmpfs in a mount namespace of its
 //! own thread (root; otherwise it says it was skipped).
-// Mount namespaces, load, trace and selfcheck are Linux.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -82,7 +80,7 @@ netns_test! {
     /// `load --plot` on a full file system: the run happens, then the
     /// plot cannot be written: exit 1, one line naming ENOSPC, no file and
     /// no temporary at the path (the same write as `trace --pcap`, whose
-    /// own test is in tests/trace.rs).
+    /// own test is in tests/it/trace.rs).
     fn load_plot_on_a_full_file_system_exits_1_and_leaves_no_file() {
         let test = "load_plot_on_a_full_file_system_exits_1_and_leaves_no_file";
         let d = fresh_dir(test);

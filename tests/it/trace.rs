@@ -3,11 +3,8 @@
 //! numbers computed here from the captured segments), and the pcap read
 //! back by tshark, and the delayed duplicate through a veth delay box (PAWS
 //! with timestamps, the sequence number without).
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use etherparse::{PacketBuilder, TcpOptionElement};
 use std::net::SocketAddr;

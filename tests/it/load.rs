@@ -1,10 +1,8 @@
 //! `twlab load` against the rules: each run in a fresh namespace of its own
 //! with a 100-port range, so ports run out in milliseconds. Every expected
 //! value comes from the range sizes and the rule, never from the output.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;

@@ -5,10 +5,8 @@
 //! and spawns `twlab` and `ss` from inside it: a child process starts in
 //! the namespace of the thread that forked it, so tests run in parallel
 //! without seeing each other's sockets.
-// Network namespaces and sock_diag are Linux; elsewhere this file is empty.
-#![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;
