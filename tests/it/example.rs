@@ -56,6 +56,7 @@ fn the_example_predicts_the_rules() {
     );
 }
 
+#[cfg(target_os = "linux")]
 use crate::common;
 
 /// `NetSysctls::linux_defaults()` says it is a fresh namespace's values:
