@@ -179,8 +179,13 @@ impl From<CloseName> for Close {
 }
 
 /// When the next step happens, relative to the closes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+///
+/// Written as an object tagged with `kind` (`{"kind": "at-once"}`,
+/// `{"kind": "after-ms", "ms": 40}`), as every tagged value in twlab's JSON
+/// (docs/json.md); read in that shape and in the shorter one scenario files
+/// have always used (`when = "at-once"`, `when = { after-ms = 40 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "WhenOut")]
 pub enum When {
     /// Right after the first close() returns, with no wait at all; the
     /// other end has not closed (the story's tight loop). After a FIN the
@@ -243,8 +248,13 @@ impl NextStep {
 }
 
 /// How the client gets its local port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+///
+/// Written as an object tagged with `kind` (`{"kind": "fixed", "port":
+/// 23456}`, `{"kind": "ephemeral"}`), as every tagged value in twlab's JSON;
+/// read in that shape and in the shorter one scenario files have always
+/// used (`client_port = { fixed = 0 }`, `client_port = "ephemeral"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "ClientPortOut")]
 pub enum ClientPort {
     /// bind(addr, port) before connect(); port 0 here means "pick a free
     /// port once, then bind it explicitly each time".
@@ -284,6 +294,173 @@ impl ClientPort {
     /// (SOCK_BINDPORT_LOCK), not chosen by connect().
     pub fn is_fixed(self) -> bool {
         matches!(self, ClientPort::Fixed(_))
+    }
+}
+
+// [`When`] and [`ClientPort`] as they are written: tagged with `kind`.
+// Serde's default for an enum with data is an external tag
+// (`{"after-ms": 40}`), a Rust shape the JSON contract leaves out.
+
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum WhenOut {
+    /// Right after the first close() returns.
+    AtOnce,
+    /// After the first FIN was acknowledged, the other end still open.
+    AfterAck,
+    /// After the other end closed too and the kernel settled.
+    AfterPeer,
+    /// As `after-peer`, then a further wait.
+    AfterMs {
+        /// The further wait, in milliseconds.
+        ms: u64,
+    },
+}
+
+impl From<When> for WhenOut {
+    fn from(w: When) -> Self {
+        match w {
+            When::AtOnce => WhenOut::AtOnce,
+            When::AfterAck => WhenOut::AfterAck,
+            When::AfterPeer => WhenOut::AfterPeer,
+            When::AfterMs(ms) => WhenOut::AfterMs { ms },
+        }
+    }
+}
+
+impl schemars::JsonSchema for When {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "When".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        WhenOut::json_schema(generator)
+    }
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum ClientPortOut {
+    /// bind() to this port before connect() (0: one picked once).
+    Fixed {
+        /// The port.
+        port: u16,
+    },
+    /// No bind(): connect() picks the port.
+    Ephemeral,
+    /// bind(addr, 0) with IP_BIND_ADDRESS_NO_PORT.
+    BindNoPort,
+}
+
+impl From<ClientPort> for ClientPortOut {
+    fn from(c: ClientPort) -> Self {
+        match c {
+            ClientPort::Fixed(port) => ClientPortOut::Fixed { port },
+            ClientPort::Ephemeral => ClientPortOut::Ephemeral,
+            ClientPort::BindNoPort => ClientPortOut::BindNoPort,
+        }
+    }
+}
+
+impl schemars::JsonSchema for ClientPort {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ClientPort".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ClientPortOut::json_schema(generator)
+    }
+}
+
+/// Read a value tagged with `kind` ([`WhenOut`], [`ClientPortOut`]) or in
+/// the short form: a bare name (`"at-once"`), or one key naming the kind
+/// with its number (`{ after-ms = 40 }`). `build(kind, number)` makes the
+/// value; `number_key` is the field that holds the number in the tagged
+/// form (`ms`, `port`).
+struct Tagged<T> {
+    expecting: &'static str,
+    kinds: &'static [&'static str],
+    number_key: &'static str,
+    build: fn(&str, Option<u64>) -> Option<T>,
+}
+
+impl<'de, T> serde::de::Visitor<'de> for Tagged<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.build)(v, None).ok_or_else(|| E::unknown_variant(v, self.kinds))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        use serde::de::Error;
+        let mut kind: Option<String> = None;
+        let mut number: Option<u64> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "kind" {
+                kind = Some(map.next_value()?);
+            } else if key == self.number_key {
+                number = Some(map.next_value()?);
+            } else if self.kinds.contains(&key.as_str()) && kind.is_none() {
+                // The short form: `{ after-ms = 40 }`, `{ fixed = 0 }`.
+                number = Some(map.next_value()?);
+                kind = Some(key);
+            } else {
+                return Err(A::Error::custom(format!(
+                    "unknown field `{key}`, expected `kind` or `{}`",
+                    self.number_key
+                )));
+            }
+        }
+        let kind = kind.ok_or_else(|| A::Error::missing_field("kind"))?;
+        let key = self.number_key;
+        (self.build)(&kind, number).ok_or_else(|| {
+            if !self.kinds.contains(&kind.as_str()) {
+                A::Error::unknown_variant(&kind, self.kinds)
+            } else if let Some(n) = number {
+                if (self.build)(&kind, None).is_some() {
+                    A::Error::custom(format!("{kind} takes no `{key}`"))
+                } else {
+                    A::Error::custom(format!("{kind}: `{key}` = {n} is out of range"))
+                }
+            } else {
+                A::Error::custom(format!("{kind} needs `{key}`"))
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for When {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Tagged {
+            expecting: r#"when: "at-once", "after-ack", "after-peer", or {kind = "after-ms", ms = N}"#,
+            kinds: &["at-once", "after-ack", "after-peer", "after-ms"],
+            number_key: "ms",
+            build: |kind, n| match (kind, n) {
+                ("at-once", None) => Some(When::AtOnce),
+                ("after-ack", None) => Some(When::AfterAck),
+                ("after-peer", None) => Some(When::AfterPeer),
+                ("after-ms", Some(ms)) => Some(When::AfterMs(ms)),
+                _ => None,
+            },
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Tagged {
+            expecting: r#"client_port: "ephemeral", "bind-no-port", or {kind = "fixed", port = N}"#,
+            kinds: &["fixed", "ephemeral", "bind-no-port"],
+            number_key: "port",
+            build: |kind, n| match (kind, n) {
+                ("fixed", Some(p)) => u16::try_from(p).ok().map(ClientPort::Fixed),
+                ("ephemeral", None) => Some(ClientPort::Ephemeral),
+                ("bind-no-port", None) => Some(ClientPort::BindNoPort),
+                _ => None,
+            },
+        })
     }
 }
 
@@ -368,6 +545,106 @@ mod tests {
         assert!("rst".parse::<Close>().is_err());
         let e = serde_json::from_str::<Close>("\"bogus\"").unwrap_err();
         assert!(e.to_string().contains("unknown variant `bogus`"), "{e}");
+    }
+
+    /// Written tagged with `kind`; read in that shape and in the short
+    /// one of older scenario files; a bad one named in the error.
+    #[test]
+    fn when_and_client_port_are_written_tagged_and_read_both_ways() {
+        let j = |v: &dyn erased::Ser| v.json();
+        assert_eq!(j(&When::AtOnce), r#"{"kind":"at-once"}"#);
+        assert_eq!(j(&When::AfterMs(40)), r#"{"kind":"after-ms","ms":40}"#);
+        assert_eq!(
+            j(&ClientPort::Fixed(23456)),
+            r#"{"kind":"fixed","port":23456}"#
+        );
+        assert_eq!(j(&ClientPort::BindNoPort), r#"{"kind":"bind-no-port"}"#);
+        for w in [
+            When::AtOnce,
+            When::AfterAck,
+            When::AfterPeer,
+            When::AfterMs(7),
+        ] {
+            let back: When = serde_json::from_str(&serde_json::to_string(&w).unwrap()).unwrap();
+            assert_eq!(back, w);
+        }
+        for c in [
+            ClientPort::Fixed(0),
+            ClientPort::Fixed(65535),
+            ClientPort::Ephemeral,
+            ClientPort::BindNoPort,
+        ] {
+            let back: ClientPort =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
+        #[derive(Deserialize)]
+        struct F {
+            when: When,
+            client_port: ClientPort,
+        }
+        for (text, when, port) in [
+            (
+                "when = \"after-peer\"\nclient_port = \"ephemeral\"",
+                When::AfterPeer,
+                ClientPort::Ephemeral,
+            ),
+            (
+                "when = { after-ms = 40 }\nclient_port = { fixed = 0 }",
+                When::AfterMs(40),
+                ClientPort::Fixed(0),
+            ),
+            (
+                "when = { ms = 5, kind = \"after-ms\" }\nclient_port = { kind = \"fixed\", port = 9 }",
+                When::AfterMs(5),
+                ClientPort::Fixed(9),
+            ),
+            (
+                "when = { kind = \"at-once\" }\nclient_port = { kind = \"bind-no-port\" }",
+                When::AtOnce,
+                ClientPort::BindNoPort,
+            ),
+        ] {
+            let f: F = toml::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!((f.when, f.client_port), (when, port), "{text}");
+        }
+        for (text, says) in [
+            ("when = \"at-onc\"\nclient_port = \"ephemeral\"", "at-onc"),
+            (
+                "when = { kind = \"after-ms\" }\nclient_port = \"ephemeral\"",
+                "ms",
+            ),
+            (
+                "when = { kind = \"at-once\", ms = 3 }\nclient_port = \"ephemeral\"",
+                "ms",
+            ),
+            (
+                "when = \"at-once\"\nclient_port = { fixed = 70000 }",
+                "out of range",
+            ),
+            (
+                "when = \"at-once\"\nclient_port = { kind = \"fixed\", colour = 1 }",
+                "colour",
+            ),
+        ] {
+            let e = toml::from_str::<F>(text)
+                .err()
+                .unwrap_or_else(|| panic!("{text} was read"));
+            assert!(e.to_string().contains(says), "{text}: {e}");
+        }
+    }
+
+    /// Serialize to compact JSON through a trait object (the test's table
+    /// holds values of two types).
+    mod erased {
+        pub trait Ser {
+            fn json(&self) -> String;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn json(&self) -> String {
+                serde_json::to_string(self).unwrap()
+            }
+        }
     }
 
     #[test]

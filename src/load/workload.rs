@@ -7,9 +7,11 @@ use std::time::Duration;
 use crate::experiment::Side;
 use crate::sysctl::{PortRange, Sysctl, TwReuse};
 
-/// How the client gets its local port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+/// How the client gets its local port. Written tagged with `kind`
+/// (`{"kind": "socket-range", "low": 40000, "high": 40999}`), as every
+/// tagged value in twlab's JSON, not with serde's external tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "PortChoiceOut")]
 pub enum PortChoice {
     /// No bind: connect() picks source address and port per 4-tuple.
     Kernel,
@@ -20,6 +22,48 @@ pub enum PortChoice {
     BindNoPort,
     /// No bind, the socket's own `IP_LOCAL_PORT_RANGE` (Linux 6.3+).
     SocketRange(PortRange),
+}
+
+/// [`PortChoice`] as it is written.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum PortChoiceOut {
+    /// No bind: connect() picks source address and port per 4-tuple.
+    Kernel,
+    /// bind(source, 0): bind() picks a port free for every destination.
+    Bind,
+    /// bind(source, 0) with `IP_BIND_ADDRESS_NO_PORT`.
+    BindNoPort,
+    /// No bind, the socket's own `IP_LOCAL_PORT_RANGE`.
+    SocketRange {
+        /// First port of the range.
+        low: u16,
+        /// Last port of the range (inclusive).
+        high: u16,
+    },
+}
+
+impl From<PortChoice> for PortChoiceOut {
+    fn from(p: PortChoice) -> Self {
+        match p {
+            PortChoice::Kernel => PortChoiceOut::Kernel,
+            PortChoice::Bind => PortChoiceOut::Bind,
+            PortChoice::BindNoPort => PortChoiceOut::BindNoPort,
+            PortChoice::SocketRange(r) => PortChoiceOut::SocketRange {
+                low: r.low,
+                high: r.high,
+            },
+        }
+    }
+}
+
+impl schemars::JsonSchema for PortChoice {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "PortChoice".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        PortChoiceOut::json_schema(generator)
+    }
 }
 
 /// What each connection does.

@@ -40,9 +40,11 @@ pub struct RanCell {
     pub until_free: Option<FreeTiming>,
 }
 
-/// How long a blocked step stayed blocked (`--until-free`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
+/// How long a blocked step stayed blocked (`--until-free`). Written
+/// tagged with `kind` (`{"kind": "freed-after-ms", "ms": 1200}`), as every
+/// tagged value in twlab's JSON, not with serde's external tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "FreeTimingOut", into = "FreeTimingOut")]
 pub enum FreeTiming {
     /// The step first succeeded this long after its first failure.
     FreedAfterMs(u64),
@@ -58,6 +60,65 @@ pub enum FreeTiming {
     OkOnRerun,
     /// The re-run itself failed.
     Error(String),
+}
+
+/// [`FreeTiming`] as it is written and read (the matrix worker sends it
+/// to its parent in this shape too).
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum FreeTimingOut {
+    /// The step first succeeded this long after its first failure.
+    FreedAfterMs {
+        /// In milliseconds.
+        ms: u64,
+    },
+    /// Still blocked when twlab gave up.
+    NotWithin {
+        /// The limit, in seconds.
+        secs: u64,
+    },
+    /// The blocker's descriptor stays open for the whole cell.
+    HeldByOpenSocket,
+    /// The re-run's step succeeded at once.
+    OkOnRerun,
+    /// The re-run itself failed.
+    Error {
+        /// Why.
+        error: String,
+    },
+}
+
+impl From<FreeTiming> for FreeTimingOut {
+    fn from(f: FreeTiming) -> Self {
+        match f {
+            FreeTiming::FreedAfterMs(ms) => FreeTimingOut::FreedAfterMs { ms },
+            FreeTiming::NotWithin { secs } => FreeTimingOut::NotWithin { secs },
+            FreeTiming::HeldByOpenSocket => FreeTimingOut::HeldByOpenSocket,
+            FreeTiming::OkOnRerun => FreeTimingOut::OkOnRerun,
+            FreeTiming::Error(error) => FreeTimingOut::Error { error },
+        }
+    }
+}
+
+impl From<FreeTimingOut> for FreeTiming {
+    fn from(f: FreeTimingOut) -> Self {
+        match f {
+            FreeTimingOut::FreedAfterMs { ms } => FreeTiming::FreedAfterMs(ms),
+            FreeTimingOut::NotWithin { secs } => FreeTiming::NotWithin { secs },
+            FreeTimingOut::HeldByOpenSocket => FreeTiming::HeldByOpenSocket,
+            FreeTimingOut::OkOnRerun => FreeTiming::OkOnRerun,
+            FreeTimingOut::Error { error } => FreeTiming::Error(error),
+        }
+    }
+}
+
+impl schemars::JsonSchema for FreeTiming {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FreeTiming".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        FreeTimingOut::json_schema(generator)
+    }
 }
 
 impl FreeTiming {
@@ -242,5 +303,38 @@ pub fn exit_code(run: &MatrixRun) -> u8 {
         1
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FreeTiming;
+
+    /// Tagged with `kind` on the way out, and read back in that shape (the
+    /// unprivileged worker sends its results to the parent as JSON).
+    #[test]
+    fn free_timing_is_tagged_with_kind_and_reads_back() {
+        for (f, json) in [
+            (
+                FreeTiming::FreedAfterMs(1200),
+                r#"{"kind":"freed-after-ms","ms":1200}"#,
+            ),
+            (
+                FreeTiming::NotWithin { secs: 30 },
+                r#"{"kind":"not-within","secs":30}"#,
+            ),
+            (
+                FreeTiming::HeldByOpenSocket,
+                r#"{"kind":"held-by-open-socket"}"#,
+            ),
+            (FreeTiming::OkOnRerun, r#"{"kind":"ok-on-rerun"}"#),
+            (
+                FreeTiming::Error("cell lost".into()),
+                r#"{"kind":"error","error":"cell lost"}"#,
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&f).unwrap(), json);
+            assert_eq!(serde_json::from_str::<FreeTiming>(json).unwrap(), f);
+        }
     }
 }

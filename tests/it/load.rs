@@ -443,15 +443,29 @@ fn a_full_time_wait_table_frees_ports_at_once_and_counts_the_overflow() {
         "{:?}",
         r.predicted
     );
-    assert_eq!(r.errors, 0, "{}", r.text());
+    // More connections than ports: each port came round again, which a
+    // TIME_WAIT kept for its 60 s would have stopped at the range's size.
+    // (Not "no error at all": on a busy machine the server's close can lag
+    // the pacing, and a port whose last connection is still FIN_WAIT2 when
+    // it comes round fails with EADDRNOTAVAIL; seen under CI load. That
+    // port is held by a live connection, not by a TIME_WAIT.)
+    assert!(r.uses > RANGE.len() as u64, "{}", r.text());
+    assert!(
+        r.errors_by_kind
+            .keys()
+            .all(|k| k == "connect EADDRNOTAVAIL"),
+        "{}",
+        r.text()
+    );
     assert!(r.peak_time_wait <= buckets, "{}", r.text());
-    // Every close past the first `buckets` overflowed (tcp_time_wait()).
+    // Every close past the first `buckets` overflowed (tcp_time_wait()),
+    // but the last one, which may not have reached TIME_WAIT yet.
     assert!(
         r.counters
             .get("TcpExt:TCPTimeWaitOverflow")
             .copied()
             .unwrap_or(0)
-            >= n - buckets,
+            >= r.uses.saturating_sub(buckets + 1),
         "{}",
         r.text()
     );
