@@ -54,15 +54,7 @@ netns_test! {
         if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
             return;
         }
-        use nix::mount::{MsFlags, mount};
-        mount(
-            None::<&str>,
-            &d,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .expect("remount read-only");
+        common::remount_read_only(&d);
         for (args, name) in WRITERS {
             let p = if name.is_empty() { d.clone() } else { d.join(name) };
             let o = twlab(args, &p);

@@ -601,15 +601,7 @@ netns_test! {
         if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
             return;
         }
-        use nix::mount::{MsFlags, mount};
-        mount(
-            None::<&str>,
-            &d,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .expect("remount read-only");
+        common::remount_read_only(&d);
         let p = d.join("t.pcap");
         let o = trace_pcap(&p);
         let line = common::one_line_failure(&o);

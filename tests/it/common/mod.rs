@@ -344,6 +344,21 @@ pub fn private_tmpfs(test: &str, dir: &std::path::Path, options: &str) -> bool {
 }
 
 #[cfg(target_os = "linux")]
+/// Remount the [`private_tmpfs`] at `dir` read-only (this thread's mount
+/// namespace only).
+pub fn remount_read_only(dir: &std::path::Path) {
+    use nix::mount::{MsFlags, mount};
+    mount(
+        None::<&str>,
+        dir,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .expect("remount read-only");
+}
+
+#[cfg(target_os = "linux")]
 /// Detach the test's tmpfs (and what is mounted inside it) and remove
 /// the empty directory it sat on.
 pub fn unmount_and_remove(dir: &std::path::Path) {
