@@ -191,9 +191,7 @@ pub fn wait_for(
             return Ok((v, false));
         }
         // Every wait stops on a signal (crate::signal's contract).
-        if crate::interrupted() {
-            return Err(crate::error::Error::Interrupted);
-        }
+        crate::signal::check()?;
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));
     }

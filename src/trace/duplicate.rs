@@ -43,19 +43,42 @@ fn step_err(what: &str) -> impl Fn(crate::socket::StepError) -> Error + '_ {
     }
 }
 
-/// Stop here if a signal arrived: the scenario checks between its steps, so
-/// Ctrl-C ends a run that is building namespaces or waiting on the wire
-/// within a step, not at the end of the story (~0.4 s measured before).
-fn go_on() -> Result<()> {
-    if crate::interrupted() {
-        Err(Error::Interrupted)
-    } else {
-        Ok(())
+/// Read exactly `buf.len()` bytes within [`SETTLE`], in slices of
+/// [`crate::signal::CHECK_EVERY`] with a signal check between them: the
+/// bytes come with the retransmission of the held segment, a whole RTO
+/// (~200 ms) later, and one blocking read that long let a Ctrl-C wait for
+/// it (264 ms measured).
+fn read_exact_interruptible(sock: &socket2::Socket, buf: &mut [u8]) -> Result<()> {
+    let what = "server recv of the retransmitted bytes";
+    let deadline = crate::signal::Deadline::after(SETTLE);
+    let mut got = 0;
+    while got < buf.len() {
+        sock.set_read_timeout(Some(deadline.step().max(Duration::from_millis(1))))
+            .map_err(|e| Error::sys("SO_RCVTIMEO", &e))?;
+        match (&*sock).read(&mut buf[got..]) {
+            Ok(0) => {
+                let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(Error::sys(what, &eof));
+            }
+            Ok(n) => got += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) && !deadline.passed() =>
+            {
+                crate::signal::check()?;
+            }
+            Err(e) => return Err(Error::sys(what, &e)),
+        }
     }
+    Ok(())
 }
 
 fn wait(c: SocketAddr, s: SocketAddr, what: &str, pred: impl Fn(&TupleView) -> bool) -> Result<()> {
-    go_on()?;
+    crate::signal::check()?;
     let (v, ok) = diag::wait_for(c, s, SETTLE, pred)?;
     if ok {
         Ok(())
@@ -76,7 +99,9 @@ struct Steps<'a> {
 
 impl Steps<'_> {
     /// Record a step; leaves the thread in `back`. Stops the story if a
-    /// signal arrived ([`go_on`]).
+    /// signal arrived: the scenario checks between its steps (and every
+    /// wait does), so Ctrl-C ends a run within a step, not at the end of
+    /// the story (~0.4 s measured before).
     fn push(
         &mut self,
         actor: &str,
@@ -105,7 +130,7 @@ impl Steps<'_> {
             note: (!note.is_empty()).then(|| note.to_string()),
         };
         self.v.push((at, rec, socks));
-        go_on()
+        Ok(crate::signal::check()?)
     }
 }
 
@@ -132,7 +157,7 @@ fn scenario(topo: &Topology, client: SocketAddr, server: SocketAddr) -> Result<R
         reuseaddr: true,
         ..Default::default()
     };
-    go_on()?;
+    crate::signal::check()?;
     topo.enter(Place::Server)?;
     let timestamps = crate::sysctl::read(crate::sysctl::TIMESTAMPS).is_some_and(|v| v != "0");
     let l = TcpSock::new(Family::V4, ra).map_err(step_err("socket"))?;
@@ -141,7 +166,7 @@ fn scenario(topo: &Topology, client: SocketAddr, server: SocketAddr) -> Result<R
     let cap = Capture::start(veth::SERVER_IF, Keep::All, false)?;
     let start = cap.start;
     let paws_before = paws_estab();
-    go_on()?;
+    crate::signal::check()?;
     topo.enter(Place::Box)?;
     let dbox = DelayBox::start(veth::BOX_CLIENT_IF, veth::BOX_SERVER_IF, client, server)?;
     let mut st = Steps {
@@ -161,13 +186,8 @@ fn scenario(topo: &Topology, client: SocketAddr, server: SocketAddr) -> Result<R
     let note = format!("{} bytes: the box holds the segment", OLD_PAYLOAD.len());
     st.push("client", Step::Send, StepResult::Ok, &note, Place::Client)?;
     // The retransmission gets through: the server reads the bytes.
-    a1.sock
-        .set_read_timeout(Some(SETTLE))
-        .map_err(|e| Error::sys("SO_RCVTIMEO", &e))?;
     let mut buf = vec![0u8; OLD_PAYLOAD.len()];
-    (&a1.sock)
-        .read_exact(&mut buf)
-        .map_err(|e| Error::sys("server recv of the retransmitted bytes", &e))?;
+    read_exact_interruptible(&a1.sock, &mut buf)?;
     st.push(
         "server",
         Step::Recv,
@@ -227,13 +247,13 @@ fn scenario(topo: &Topology, client: SocketAddr, server: SocketAddr) -> Result<R
     };
     // Synchronise on the wire: the old segment, then the server's answer.
     // netem may hold it a while longer; the box has sent it now.
-    go_on()?;
+    crate::signal::check()?;
     let replied = cap.wait_for(held.due_in + Duration::from_secs(3), |segs| {
         let arrived = segs.iter().filter(|c| is_old(c)).count() > seen_before;
         let last = segs.iter().rposition(is_old);
         arrived && last.is_some_and(|i| segs[i + 1..].iter().any(|c| c.wire.src == server))
     });
-    go_on()?;
+    crate::signal::check()?;
     topo.enter(Place::Server)?;
     let paws_after = paws_estab();
     a2.sock
