@@ -74,8 +74,9 @@ mod imp {
     }
 
     fn plan(workers: u32, target: Target, port: u16) -> Plan {
-        Plan {
-            workload: Workload {
+        let netns = (target == Target::InProcess).then(wide_ns);
+        let mut plan = Plan::new(
+            Workload {
                 workers,
                 mode: Mode::Churn {
                     concurrency: 1,
@@ -89,16 +90,17 @@ mod imp {
                 destinations: vec![SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)],
                 port_choice: PortChoice::Kernel,
             },
-            stop: Stop {
+            Stop {
                 duration: Duration::from_secs(60),
                 count: Some(COUNT * workers as u64),
                 on_first_error: false,
             },
-            netns: (target == Target::InProcess).then(wide_ns),
             target,
-            sample_every: Duration::from_millis(500),
-            count_free_ports: false,
-        }
+            netns,
+        );
+        plan.sample_every = Duration::from_millis(500);
+        plan.count_free_ports = false;
+        plan
     }
 
     fn wide_ns() -> NsSettings {

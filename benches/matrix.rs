@@ -14,10 +14,9 @@ use twlab::matrix::{self, Plan, RunOptions};
 const ROUNDS: usize = 3;
 
 fn args(jobs: Option<usize>, until_free: bool) -> Plan {
-    Plan {
-        run: RunOptions { jobs, until_free },
-        ..Plan::default()
-    }
+    let mut plan = Plan::default();
+    plan.run = RunOptions { jobs, until_free };
+    plan
 }
 
 /// One run: wall time, cell count, mismatches.

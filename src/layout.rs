@@ -160,11 +160,6 @@ impl Grid {
         self.fitting_columns(width.max(MIN_WIDTH)).is_some()
     }
 
-    /// No rows yet.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     /// The narrowest a column may be (content, without padding).
     fn min_width(&self, i: usize) -> usize {
         let cells = self.rows.iter().map(|r| r[i].0.as_str());

@@ -1,9 +1,8 @@
-//! The `twlab` command: parse arguments, call the library, turn errors into
-//! one line on stderr and a non-zero exit code. No logic lives here; the
-//! arguments and their parsing are in `cli/`.
-
-mod cli;
+//! The `twlab` command. Everything, the command line included, lives in the
+//! library (`src/cli/` parses arguments into the typed plans, prints the
+//! reports and maps them to exit codes), so that the commands can stay
+//! private to the crate while the binary stays this one call.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    twlab::cli_main()
 }

@@ -94,7 +94,7 @@ impl SysError {
     }
 
     /// An error a Linux kernel gives, by Linux's number (see
-    /// [`crate::sys::linux_errno`]), named the same on every host: the rule
+    /// `crate::sys::linux_errno`), named the same on every host: the rule
     /// model's predictions are Linux's whatever system twlab runs on.
     pub fn linux(code: i32) -> Self {
         let name = crate::sys::linux_errno::name(code);
@@ -269,5 +269,48 @@ mod tests {
         assert_eq!(o.short(), "connect: EADDRNOTAVAIL");
         assert_eq!(o.to_string(), "connect() failed: EADDRNOTAVAIL (99)");
         assert_eq!(Outcome::Ok.short(), "ok");
+    }
+}
+
+/// How a command that ran to its end came out. Commands return it and the
+/// command line maps it to the documented exit code in one place (errors
+/// are the `Err` beside it: 1, or 2 for bad input; a stop signal is
+/// 128 + its number whatever the command returned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exit {
+    /// It ran as asked, and every check it made held (exit 0).
+    Done,
+    /// It ran through, but some of its parts could not run or be kept (a
+    /// matrix cell that failed to run, a selfcheck disagreement whose
+    /// scenario file could not be written) (exit 1).
+    Incomplete,
+    /// A rule model disagreed with the kernel, or a scenario file's
+    /// expectation was not met (exit 3).
+    Disagreed,
+    /// What the run watched for failed: a `client` loop that never got
+    /// through, a `why` whose predicted failure came, `load
+    /// --fail-on-error` that met an error (exit 4).
+    Failed,
+}
+
+impl Exit {
+    /// [`Exit::Disagreed`] if `disagreed`, else [`Exit::Done`].
+    pub fn disagreed_if(disagreed: bool) -> Self {
+        if disagreed {
+            Exit::Disagreed
+        } else {
+            Exit::Done
+        }
+    }
+
+    /// The documented exit code (docs/commands.md, "exit codes").
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Incomplete => 1,
+            Exit::Disagreed => 3,
+            Exit::Failed => 4,
+        }
     }
 }

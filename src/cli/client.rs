@@ -2,12 +2,13 @@
 
 use super::server::{CloseArg, endpoint_parser, millis_parser, secs_parser};
 use super::socket_flags::PeerSocketFlags;
+use crate::json::OutputFormat;
+use crate::outcome::Exit;
+use crate::peer::client::{ClientPlan, Until, run as run_plan};
+use crate::peer::{MAX_CLIENT_TIMEOUT, MAX_INTERVAL};
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
-use twlab::json::OutputFormat;
-use twlab::peer::client::{ClientPlan, Until, run as run_plan};
-use twlab::peer::{MAX_CLIENT_TIMEOUT, MAX_INTERVAL};
 
 /// `--until`, as clap spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,15 +98,14 @@ impl ClientArgs {
     }
 }
 
-pub fn run(a: ClientArgs) -> Result<u8> {
+pub fn run(a: ClientArgs) -> Result<Exit> {
     let plan = match a.plan() {
         Ok(p) => p,
         Err(e) => {
             // Arguments that only make sense together (the two address
             // families) are checked after clap: still a usage error, so
             // the same one line as clap's and exit 2, as README promises.
-            eprintln!("twlab: error: {e} (see `twlab client --help`)");
-            return Ok(2);
+            return Err(crate::Error::Usage(format!("{e} (see `twlab client --help`)")).into());
         }
     };
     Ok(run_plan(&plan)?)

@@ -1,5 +1,7 @@
 //! `twlab events`: arguments (clap) → the library's [`EventsPlan`].
 
+use crate::outcome::Exit;
+
 const AFTER_HELP: &str = "\
 What the kernel says, from its tracepoints (no polling, no BPF):
   state          sock:inet_sock_set_state: OLD → NEW, and the process that
@@ -71,8 +73,8 @@ pub struct EventsArgs {
 }
 
 #[cfg(target_os = "linux")]
-pub fn run(a: EventsArgs) -> anyhow::Result<u8> {
-    use twlab::events::{Filter, live::EventsPlan};
+pub fn run(a: EventsArgs) -> anyhow::Result<Exit> {
+    use crate::events::{Filter, live::EventsPlan};
     let duration = a.duration;
     let plan = EventsPlan {
         filter: Filter {
@@ -85,5 +87,5 @@ pub fn run(a: EventsArgs) -> anyhow::Result<u8> {
         lives_only: a.lives,
         freed: a.freed,
     };
-    Ok(twlab::events::live::run(&plan)?)
+    Ok(crate::events::live::run(&plan)?)
 }

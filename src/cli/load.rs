@@ -1,4 +1,4 @@
-//! `twlab load`: clap arguments → [`twlab::load::Plan`].
+//! `twlab load`: clap arguments → [`crate::load::Plan`].
 
 #[cfg(not(target_os = "linux"))]
 pub use super::linux_only::{Args as LoadArgs, run};
@@ -8,14 +8,15 @@ pub use imp::{LoadArgs, run};
 #[cfg(target_os = "linux")]
 mod imp {
 
+    use crate::experiment::Side;
+    use crate::load::{self, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
+    use crate::outcome::Exit;
+    use crate::sysctl::{PortRange, TwReuse};
     use anyhow::{Context, Result, bail};
     use clap::{Args, ValueEnum};
     use std::net::{Ipv4Addr, SocketAddrV4};
     use std::sync::Arc;
     use std::time::Duration;
-    use twlab::experiment::Side;
-    use twlab::load::{self, Mode, NsSettings, Plan, PortChoice, Rate, Stop, Target, Workload};
-    use twlab::sysctl::{PortRange, TwReuse};
 
     /// Arguments of `twlab load`.
     #[derive(Args, Debug)]
@@ -131,7 +132,7 @@ mod imp {
             Ok(r) if (0.001..=10_000_000.0).contains(&r) => Ok(r),
             _ => Err(format!(
                 "--rate '{}': give connections per second from 0.001 to 10000000",
-                twlab::text::echo(s)
+                crate::text::echo(s)
             )),
         }
     }
@@ -189,7 +190,7 @@ mod imp {
                 "bind" => PortChoice::Bind,
                 "bind-no-port" => PortChoice::BindNoPort,
                 r if r.starts_with("range:") => {
-                    use twlab::model::kernel::{KernelVersion, version::LOCAL_PORT_RANGE_OPTION};
+                    use crate::model::kernel::{KernelVersion, version::LOCAL_PORT_RANGE_OPTION};
                     if let Some(v) =
                         KernelVersion::running().filter(|v| !v.has(LOCAL_PORT_RANGE_OPTION))
                     {
@@ -286,7 +287,7 @@ mod imp {
                 };
                 // A closed stdout ends the run's output, not the run:
                 // the report's own write then exits quietly.
-                if let Ok(text) = twlab::json::compact_line("sample", &line) {
+                if let Ok(text) = crate::json::compact_line("sample", &line) {
                     let _ = crate::cli::out(format!("{text}\n"));
                 }
             });
@@ -310,14 +311,14 @@ mod imp {
     }
 
     /// Run `twlab load`; exit 0.
-    pub fn run(a: LoadArgs) -> Result<u8> {
+    pub fn run(a: LoadArgs) -> Result<Exit> {
         // Every error in building the plan is about the arguments: exit 2.
         let plan = a
             .plan()
-            .map_err(|e| twlab::Error::Usage(format!("{e:#}")))?;
+            .map_err(|e| crate::Error::Usage(format!("{e:#}")))?;
         // A link or a directory at --plot is refused now, not after the run.
         if let Some(f) = &a.plot {
-            twlab::outfile::check_target(f)?;
+            crate::outfile::check_target(f)?;
         }
         let variants = if a.compare {
             load::compare::variants(&plan)?
@@ -338,7 +339,7 @@ mod imp {
                     report: &r,
                     ended_before_limit: r.ended_before_limit(),
                 };
-                crate::cli::out(format!("{}\n", twlab::json::compact_line("report", &line)?))?;
+                crate::cli::out(format!("{}\n", crate::json::compact_line("report", &line)?))?;
             } else if !a.compare {
                 crate::cli::out(r.text())?;
             }
@@ -356,8 +357,8 @@ mod imp {
         let errors: u64 = reports.iter().map(|r| r.errors).sum();
         if a.fail_on_error && errors > 0 {
             eprintln!("twlab load: {errors} error(s) (--fail-on-error): exit 4");
-            return Ok(4);
+            return Ok(Exit::Failed);
         }
-        Ok(0)
+        Ok(Exit::Done)
     }
 }

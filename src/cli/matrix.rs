@@ -1,7 +1,8 @@
 //! `twlab matrix`: arguments (clap) → the library's [`Plan`].
 
-use twlab::json::OutputFormat;
-use twlab::matrix::{self, IsolationChoice, Plan, RunOptions, Selection};
+use crate::json::OutputFormat;
+use crate::matrix::{self, IsolationChoice, Plan, RunOptions, Selection};
+use crate::outcome::Exit;
 
 /// Run the experiment over a matrix of factors, compare each cell with the
 /// rule model, and show Windows and BSD/macOS expectations beside it.
@@ -59,7 +60,7 @@ pub struct MatrixArgs {
     #[arg(long, value_name = "N")]
     emit_cell: Option<usize>,
     /// Internal: run cells read from stdin inside a user+network namespace
-    /// (`twlab::matrix::isolation`'s worker protocol).
+    /// (`crate::matrix::isolation`'s worker protocol).
     #[arg(long, hide = true)]
     internal_worker: bool,
     /// Internal/testing: do not create namespaces (host fallback).
@@ -115,7 +116,7 @@ impl MatrixArgs {
         }
     }
 
-    fn plan(&self) -> twlab::Result<Plan> {
+    fn plan(&self) -> crate::Result<Plan> {
         Ok(Plan {
             selection: Selection::parse(&self.factors)?,
             run: self.run_options(),
@@ -136,24 +137,38 @@ impl MatrixArgs {
 }
 
 /// Run the command; returns the exit code.
-pub fn run(a: MatrixArgs) -> anyhow::Result<u8> {
-    let r = if a.internal_worker {
-        matrix::run_worker(a.run_options())
-    } else if a.list_factors {
-        matrix::print_stdout(&matrix::list_factors()).map(|()| 0)
+pub fn run(a: MatrixArgs) -> anyhow::Result<Exit> {
+    if a.internal_worker {
+        return Ok(matrix::isolation::run_worker(a.run_options())?);
+    }
+    let text = if a.list_factors {
+        matrix::list_factors()
     } else if let Some(id) = a.emit_cell {
-        (Selection::parse(&a.factors))
-            .and_then(|sel| matrix::emit_cell(&sel, id, a.max_cells))
-            .and_then(|text| matrix::print_stdout(text.trim_end()))
-            .map(|()| 0)
+        let sel = Selection::parse(&a.factors)?;
+        matrix::emit_cell(&sel, id, a.max_cells)?
+            .trim_end()
+            .to_string()
     } else {
-        a.plan().and_then(|p| matrix::run(&p))
+        let plan = a.plan()?;
+        crate::install_interrupt_handler();
+        let run = matrix::execute(&plan, std::io::IsTerminal::is_terminal(&std::io::stderr()))?;
+        if let Some(e) = run.refused_sysctl() {
+            return Err(e.into());
+        }
+        let layout = matrix::TableLayout {
+            color: crate::layout::color() && plan.format == OutputFormat::Text,
+            width: crate::layout::width(),
+            by_rule: plan.group_by_rule,
+        };
+        super::out(format!("{}\n", matrix::render(&run, plan.format, layout)?))?;
+        return Ok(matrix::verdict(&run));
     };
-    Ok(r?)
+    super::out(format!("{text}\n"))?;
+    Ok(Exit::Done)
 }
 
 /// Before any thread starts: the unprivileged worker enters its user and
-/// network namespace here (see `twlab::matrix::before_worker_threads`).
+/// network namespace here (see `crate::matrix::before_worker_threads`).
 pub fn before_threads(a: &MatrixArgs) {
     if a.internal_worker {
         matrix::before_worker_threads();

@@ -2,6 +2,7 @@
 //! turning its arguments into the library's typed plan and calling it
 //! (ripgrep's raw vs resolved arguments). Only the binary sees clap.
 
+use crate::outcome::Exit;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -105,7 +106,7 @@ impl Cmd {
             Cmd::Server(_) => ("server", None),
             Cmd::Client(_) => ("client", None),
             // demo and ss read the system's own TCP table off Linux
-            // (GetExtendedTcpTable, the BSD pcblists: see twlab::diag).
+            // (GetExtendedTcpTable, the BSD pcblists: see crate::diag).
             Cmd::Demo(_) => ("demo", None),
             Cmd::Matrix(_) => ("matrix", Some(NS_DIAG)),
             Cmd::Ss(_) => ("ss", None),
@@ -132,7 +133,7 @@ fn refuse_unless_linux(cmd: &Cmd) -> Option<ExitCode> {
     };
     eprintln!(
         "twlab: {name} needs Linux ({needs}); on {} use `twlab demo`, `twlab ss`, `twlab server` and `twlab client`",
-        twlab::sys::OS_NAME
+        crate::sys::OS_NAME
     );
     Some(ExitCode::from(1))
 }
@@ -162,7 +163,7 @@ fn unprivileged_namespaces(cmd: &Cmd) -> Result<Option<String>, ExitCode> {
     if !cfg!(target_os = "linux") {
         return Ok(None);
     }
-    match twlab::netns::enter_unprivileged() {
+    match crate::netns::enter_unprivileged() {
         Ok(()) => Ok(Some(format!(
             "twlab: note: not root: {name} ran in an unprivileged user namespace (your uid is root only there; sockets of other uids and the kernel's events are out of reach)"
         ))),
@@ -179,9 +180,9 @@ fn unprivileged_namespaces(cmd: &Cmd) -> Result<Option<String>, ExitCode> {
 /// `--reuseport` where the system has no SO_REUSEPORT (Windows): a usage
 /// error (exit 2) that says so and names the options Windows has, instead
 /// of a failed setsockopt() in every attempt.
-pub(crate) fn refuse_reuseport_here(reuseport: bool) -> Result<(), twlab::Error> {
+pub(crate) fn refuse_reuseport_here(reuseport: bool) -> Result<(), crate::Error> {
     if reuseport && cfg!(windows) {
-        return Err(twlab::Error::Usage(
+        return Err(crate::Error::Usage(
             "--reuseport: Windows has no SO_REUSEPORT; use --reuseaddr (on Windows it lets another socket bind a port in use) or --exclusiveaddruse".into(),
         ));
     }
@@ -217,7 +218,7 @@ const ERROR_MAX_CHARS: usize = 600;
 
 /// One error message as printed: control characters escaped (they may
 /// come from user input), every argument it echoes cut at
-/// [`twlab::text::ECHO_MAX_CHARS`] (also where clap or a parser quoted it
+/// [`crate::text::ECHO_MAX_CHARS`] (also where clap or a parser quoted it
 /// whole), and the whole cut at [`ERROR_MAX_CHARS`].
 fn safe_line(msg: &str) -> String {
     safe_within(msg, ERROR_MAX_CHARS)
@@ -228,12 +229,12 @@ fn safe_within(msg: &str, max: usize) -> String {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let cut = twlab::text::cut_echoes(msg, &args);
+    let cut = crate::text::cut_echoes(msg, &args);
     if cut.chars().count() <= max {
         return cut;
     }
     // "… (123456 more characters)" takes at most 32.
-    twlab::text::shorten(&cut, max.saturating_sub(32)).into_owned()
+    crate::text::shorten(&cut, max.saturating_sub(32)).into_owned()
 }
 
 /// `twlab: error: MSG` then `tail`, at most [`ERROR_MAX_CHARS`] long in
@@ -261,7 +262,7 @@ pub fn main() -> ExitCode {
     // Before anything runs: SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a
     // flag from now on. (No thread is started, so the unprivileged matrix
     // worker may still unshare its user namespace below.)
-    twlab::signal::install();
+    crate::signal::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -286,7 +287,7 @@ pub fn main() -> ExitCode {
     if let Cmd::Matrix(a) = &cli.cmd {
         matrix::before_threads(a);
     }
-    let r: anyhow::Result<u8> = match cli.cmd {
+    let r: anyhow::Result<Exit> = match cli.cmd {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Server(a) => server::run(a),
         Cmd::Client(a) => client::run(a),
@@ -309,14 +310,14 @@ pub fn main() -> ExitCode {
     // A stop signal decides the exit code whatever the command returned
     // (it may have stopped early and cleanly): 128 + its number, as a
     // shell reports a process the signal killed.
-    if let Some(sig) = twlab::signal::received() {
+    if let Some(sig) = crate::signal::received() {
         eprintln!("twlab: interrupted by {sig}");
         return ExitCode::from(sig.exit_code());
     }
     match r {
-        Ok(code) => {
+        Ok(exit) => {
             say_note();
-            ExitCode::from(code)
+            ExitCode::from(exit.exit_code())
         }
         // `twlab … | head`: the reader went away. Not an error, for every
         // command (ss and matrix already say so themselves).
@@ -335,9 +336,9 @@ pub fn main() -> ExitCode {
                 line.push_str(&format!(": {cause}"));
             }
             // A bad argument found after parsing exits 2 like clap's own.
-            let code = match e.downcast_ref::<twlab::Error>() {
-                Some(twlab::Error::Interrupted) => 130,
-                Some(twlab::Error::Usage(_) | twlab::Error::BadAddress { .. }) => 2,
+            let code = match e.downcast_ref::<crate::Error>() {
+                Some(crate::Error::Interrupted) => 130,
+                Some(crate::Error::Usage(_) | crate::Error::BadAddress { .. }) => 2,
                 _ => 1,
             };
             eprintln!("{}", error_line(&line, ""));
@@ -380,7 +381,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         if let clap::error::ContextValue::String(v) = v
             && v.chars().any(char::is_control)
         {
-            text = text.replace(v.as_str(), &twlab::text::escape_for_terminal(v));
+            text = text.replace(v.as_str(), &crate::text::escape_for_terminal(v));
         }
     }
     let what: Vec<&str> = text
@@ -427,7 +428,7 @@ fn value_once(e: &clap::Error, what: &str) -> String {
     else {
         return what.to_string();
     };
-    if !msg.contains(&format!("'{v}'")) && !msg.contains(&format!("'{}'", twlab::text::echo(v))) {
+    if !msg.contains(&format!("'{v}'")) && !msg.contains(&format!("'{}'", crate::text::echo(v))) {
         return what.to_string();
     }
     let flag = arg.split(' ').next().unwrap_or(arg);
@@ -471,7 +472,7 @@ fn ss_habit(arg: &str) -> Option<String> {
     (!advice.is_empty()).then(|| {
         format!(
             "'{}' is iproute2's ss spelling; in twlab ss: {} (see `twlab ss --help`)",
-            twlab::text::echo(&group),
+            crate::text::echo(&group),
             advice.join("; ")
         )
     })

@@ -1,9 +1,10 @@
 //! `twlab pairs`: the two-sockets-on-one-port family, each cell in a fresh
 //! namespace, observed beside the model (exit 3 on any mismatch).
 
+use crate::outcome::Exit;
+use crate::pairs::{PairResult, Selection, Summary, cells, run};
 use anyhow::Result;
 use std::io::Write;
-use twlab::pairs::{PairResult, Selection, Summary, cells, run};
 
 /// Arguments of `twlab pairs`.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,7 +76,7 @@ fn summary_line(s: &Summary) -> String {
 /// The classic table: a listening first socket, no options, same uid,
 /// bindv6only 0: the second bind() for each pair of addresses.
 fn classic(results: &[PairResult], out: &mut impl Write) -> std::io::Result<()> {
-    use twlab::model::pairs::FirstState;
+    use crate::model::pairs::FirstState;
     let pick: Vec<&PairResult> = results
         .iter()
         .filter(|r| {
@@ -86,7 +87,7 @@ fn classic(results: &[PairResult], out: &mut impl Write) -> std::io::Result<()> 
                 && !c.first.reuseport
                 && !c.second.reuseaddr
                 && !c.second.reuseport
-                && c.second.uid == twlab::model::pairs::Uid::Same
+                && c.second.uid == crate::model::pairs::Uid::Same
         })
         .collect();
     if pick.is_empty() {
@@ -116,10 +117,10 @@ fn classic(results: &[PairResult], out: &mut impl Write) -> std::io::Result<()> 
 }
 
 /// Run the family; exit 3 on any mismatch.
-pub fn run_cmd(a: PairsArgs) -> Result<u8> {
+pub fn run_cmd(a: PairsArgs) -> Result<Exit> {
     // Another uid's socket needs root over that uid; in an ordinary
     // user's user namespace only its own uid is mapped.
-    let other_uid = !a.same_uid && twlab::sys::fsuid::can_act_as(65534);
+    let other_uid = !a.same_uid && crate::sys::fsuid::can_act_as(65534);
     if !a.same_uid && !other_uid {
         eprintln!(
             "twlab: the other-uid cells are left out: this process cannot act as another uid (run as root for them)"
@@ -137,9 +138,9 @@ pub fn run_cmd(a: PairsArgs) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     if a.json {
         for r in &results {
-            writeln!(out, "{}", twlab::json::compact_line("cell", r)?)?;
+            writeln!(out, "{}", crate::json::compact_line("cell", r)?)?;
         }
-        writeln!(out, "{}", twlab::json::compact_line("summary", &summary)?)?;
+        writeln!(out, "{}", crate::json::compact_line("summary", &summary)?)?;
     } else {
         if a.all {
             for r in &results {
@@ -154,5 +155,5 @@ pub fn run_cmd(a: PairsArgs) -> Result<u8> {
         }
         writeln!(out, "{}", summary_line(&summary))?;
     }
-    Ok(if summary.mismatches > 0 { 3 } else { 0 })
+    Ok(Exit::disagreed_if(summary.mismatches > 0))
 }

@@ -9,9 +9,10 @@ pub use imp::{ReuseportArgs, run};
 #[cfg(target_os = "linux")]
 mod imp {
 
+    use crate::outcome::Exit;
+    use crate::pairs::group::{GroupPlan, run as run_group};
     use anyhow::Result;
     use std::io::Write;
-    use twlab::pairs::group::{GroupPlan, run as run_group};
 
     /// Arguments of `twlab reuseport`.
     #[derive(Debug, Clone, clap::Args)]
@@ -43,9 +44,9 @@ mod imp {
     }
 
     /// Run it; exit 0.
-    pub fn run(a: ReuseportArgs) -> Result<u8> {
+    pub fn run(a: ReuseportArgs) -> Result<Exit> {
         if a.drain && a.listeners < 2 {
-            return Err(twlab::Error::Usage(
+            return Err(crate::Error::Usage(
                 "--drain needs at least 2 listeners (one closes, the others stay): add --listeners 2".into(),
             )
             .into());
@@ -58,8 +59,8 @@ mod imp {
         })?;
         let mut out = std::io::stdout().lock();
         if a.json {
-            writeln!(out, "{}", serde_json::to_string(&twlab::json::doc(&r))?)?;
-            return Ok(0);
+            writeln!(out, "{}", serde_json::to_string(&crate::json::doc(&r))?)?;
+            return Ok(Exit::Done);
         }
         writeln!(
             out,
@@ -86,6 +87,6 @@ mod imp {
                 d.accepted_by_others
             )?;
         }
-        Ok(0)
+        Ok(Exit::Done)
     }
 }

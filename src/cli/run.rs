@@ -3,13 +3,14 @@
 //! A script file plays its steps; an experiment file (`[experiment]`, the
 //! type of `demo` cases and `matrix` cells) runs through the model check.
 
+use crate::check::replay::{ExperimentReport, replay};
+use crate::check::{RunLine, RunReport, RunSummary};
+use crate::outcome::Exit;
+use crate::scenario::file::{ExperimentFile, Scenario, Script, load};
+use crate::scenario::play::{ScriptReport, play};
 use anyhow::Result;
 use std::io::Write;
 use std::path::PathBuf;
-use twlab::check::replay::{ExperimentReport, replay};
-use twlab::check::{RunLine, RunReport, RunSummary};
-use twlab::scenario::file::{ExperimentFile, Scenario, Script, load};
-use twlab::scenario::play::{ScriptReport, play};
 
 /// Arguments of `twlab run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,14 +39,14 @@ pub struct RunArgs {
 
 /// Load every file first (a bad one stops here, in one line: exit 2, or
 /// 1 when the system could not read it), then play.
-pub fn run(a: RunArgs) -> Result<u8> {
+pub fn run(a: RunArgs) -> Result<Exit> {
     let scenarios = a
         .files
         .iter()
         .map(|f| {
             load(f).map_err(|e| match e.unreadable {
                 true => anyhow::Error::new(e),
-                false => twlab::Error::Usage(e.to_string()).into(),
+                false => crate::Error::Usage(e.to_string()).into(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -54,7 +55,7 @@ pub fn run(a: RunArgs) -> Result<u8> {
     let mut steps = 0;
     // Disagreements on a kernel older than the file's min_kernel.
     let mut older = 0;
-    let running = twlab::model::kernel::KernelVersion::running();
+    let running = crate::model::kernel::KernelVersion::running();
     for s in &scenarios {
         let (report, n) = match s {
             Scenario::Script(script) => {
@@ -99,7 +100,7 @@ pub fn run(a: RunArgs) -> Result<u8> {
                 file: s.file(),
                 report,
             };
-            writeln!(out, "{}", twlab::json::compact_line("scenario", &v)?)?;
+            writeln!(out, "{}", crate::json::compact_line("scenario", &v)?)?;
         }
     }
     if a.json {
@@ -110,8 +111,8 @@ pub fn run(a: RunArgs) -> Result<u8> {
             scenarios: scenarios.len(),
             steps,
         };
-        writeln!(out, "{}", twlab::json::compact_line("summary", &v)?)?;
-        return Ok(if bad > 0 { 3 } else { 0 });
+        writeln!(out, "{}", crate::json::compact_line("summary", &v)?)?;
+        return Ok(Exit::disagreed_if(bad > 0));
     }
     writeln!(out, "{steps} step(s) played")?;
     if older > 0 {
@@ -125,15 +126,15 @@ pub fn run(a: RunArgs) -> Result<u8> {
         "{} scenario(s), {bad} step(s) where observation, model and expectation disagree",
         scenarios.len()
     )?;
-    Ok(if bad > 0 { 3 } else { 0 })
+    Ok(Exit::disagreed_if(bad > 0))
 }
 
 /// Text from a scenario file (its description, socket names, states,
 /// expectations) or its path, as printed: control characters escaped as
-/// in every other echo (`twlab::text`), so a file cannot drive the
+/// in every other echo (`crate::text`), so a file cannot drive the
 /// terminal.
 fn safe(s: &str) -> std::borrow::Cow<'_, str> {
-    twlab::text::escape_for_terminal(s)
+    crate::text::escape_for_terminal(s)
 }
 
 /// `FILE: description`, both made safe to print.
@@ -166,7 +167,7 @@ fn print_script(out: &mut impl Write, s: &Script, r: &ScriptReport) -> Result<()
             model,
             safe(st.expect.as_deref().unwrap_or("-"))
         )?;
-        if let Some(twlab::scenario::play::ModelSays { why, .. }) = &st.model {
+        if let Some(crate::scenario::play::ModelSays { why, .. }) = &st.model {
             match st.rule {
                 Some(r) => writeln!(out, "         model ({r}): {}", safe(why))?,
                 None => writeln!(out, "         model: {}", safe(why))?,

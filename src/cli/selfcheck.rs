@@ -1,4 +1,4 @@
-//! `twlab selfcheck`: clap arguments → [`twlab::selfcheck::Plan`].
+//! `twlab selfcheck`: clap arguments → [`crate::selfcheck::Plan`].
 
 #[cfg(not(target_os = "linux"))]
 pub use super::linux_only::{Args as SelfcheckArgs, run};
@@ -7,10 +7,11 @@ pub use imp::{SelfcheckArgs, run};
 
 #[cfg(target_os = "linux")]
 mod imp {
+    use crate::outcome::Exit;
+    use crate::selfcheck::{self, Plan};
     use clap::Args;
     use std::io::IsTerminal;
     use std::path::PathBuf;
-    use twlab::selfcheck::{self, Plan};
 
     const AFTER_HELP: &str = "\
 Each situation is a fresh network namespace (root only) with random
@@ -67,10 +68,9 @@ argument or when it cannot run here (not root, no namespaces).";
     }
 
     /// Run `twlab selfcheck`.
-    pub fn run(a: SelfcheckArgs) -> anyhow::Result<u8> {
+    pub fn run(a: SelfcheckArgs) -> anyhow::Result<Exit> {
         if let Err(why) = selfcheck::can_run() {
-            eprintln!("twlab: selfcheck cannot run here: {why}");
-            return Ok(2);
+            return Err(crate::Error::Usage(format!("selfcheck cannot run here: {why}")).into());
         }
         // An --out that cannot take the files is said now, not after the run.
         selfcheck::check_out_dir(&a.out)?;
@@ -99,7 +99,7 @@ argument or when it cannot run here (not root, no namespaces).";
         if a.json {
             crate::cli::out(format!(
                 "{}\n",
-                serde_json::to_string(&twlab::json::doc(&r))?
+                serde_json::to_string(&crate::json::doc(&r))?
             ))?;
         } else {
             crate::cli::out(selfcheck::render(&r))?;
@@ -108,8 +108,8 @@ argument or when it cannot run here (not root, no namespaces).";
         // error (1) rather than the plain disagreement (3).
         if let Some(first) = r.write_errors.first() {
             eprintln!("twlab: selfcheck: scenario files not written: {first}");
-            return Ok(1);
+            return Ok(Exit::Incomplete);
         }
-        Ok(if r.disagrees() { 3 } else { 0 })
+        Ok(Exit::disagreed_if(r.disagrees()))
     }
 }

@@ -1,17 +1,18 @@
 //! `twlab server`: arguments (clap) → the library's plan.
 
 use super::socket_flags::PeerSocketFlags;
+use crate::json::OutputFormat;
+use crate::outcome::Exit;
+use crate::peer::server::{ServerPlan, run as run_plan};
+use crate::peer::{CloseMode, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT};
+use crate::socket::parse_endpoint;
 use anyhow::Result;
 use std::net::SocketAddr;
 use std::time::Duration;
-use twlab::json::OutputFormat;
-use twlab::peer::server::{ServerPlan, run as run_plan};
-use twlab::peer::{CloseMode, MAX_CLOSE_DELAY, MAX_IDLE_TIMEOUT};
-use twlab::socket::parse_endpoint;
 
 /// `--close` of `server` and `client`, as clap spells it: when this end
 /// closes, mapped to the library's [`CloseMode`] here only (the `From`
-/// below). Who closes first and how is `twlab::experiment::Close`.
+/// below). Who closes first and how is `crate::experiment::Close`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CloseArg {
     /// Close as soon as the connection is up: this end sends the first FIN
@@ -67,7 +68,7 @@ pub fn secs_parser(
         let why = || {
             format!(
                 "{flag} '{}': give a duration such as 30s, 250ms or 2m (a bare number is seconds), more than 0 and at most {}",
-                twlab::text::echo(s),
+                crate::text::echo(s),
                 show(max)
             )
         };
@@ -88,7 +89,7 @@ pub fn millis_parser(
         let why = || {
             format!(
                 "{flag} '{}': give a duration such as 250ms, 2s or 1m (a bare number is milliseconds), from 0 to {}",
-                twlab::text::echo(s),
+                crate::text::echo(s),
                 show(max)
             )
         };
@@ -163,7 +164,7 @@ impl ServerArgs {
     }
 }
 
-pub fn run(a: ServerArgs) -> Result<u8> {
+pub fn run(a: ServerArgs) -> Result<Exit> {
     Ok(run_plan(&a.plan()?)?)
 }
 

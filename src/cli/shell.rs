@@ -2,6 +2,7 @@
 //! same clap definitions the parser uses (clap_complete, clap_mangen), so
 //! they cannot drift from the flags.
 
+use crate::outcome::Exit;
 use clap::{Args, CommandFactory, ValueEnum};
 use std::io::Write;
 
@@ -51,7 +52,7 @@ pub(crate) struct ManArgs {
 }
 
 /// Writes the completion script for one shell to stdout.
-pub(crate) fn completions(a: CompletionsArgs) -> anyhow::Result<u8> {
+pub(crate) fn completions(a: CompletionsArgs) -> anyhow::Result<Exit> {
     let mut cmd = super::Cli::command();
     let mut out = std::io::stdout().lock();
     clap_complete::generate(
@@ -61,11 +62,11 @@ pub(crate) fn completions(a: CompletionsArgs) -> anyhow::Result<u8> {
         &mut out,
     );
     out.flush()?;
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 /// Writes one man page (roff) to stdout.
-pub(crate) fn man(a: ManArgs) -> anyhow::Result<u8> {
+pub(crate) fn man(a: ManArgs) -> anyhow::Result<Exit> {
     let root = super::Cli::command();
     let cmd = match &a.command {
         None => root,
@@ -75,9 +76,9 @@ pub(crate) fn man(a: ManArgs) -> anyhow::Result<u8> {
                 .map(|c| c.get_name().to_string())
                 .collect();
             let Some(sub) = root.find_subcommand(name) else {
-                return Err(twlab::Error::Usage(format!(
+                return Err(crate::Error::Usage(format!(
                     "man: no command {:?}; one of: {}",
-                    twlab::text::shorten(name, 200),
+                    crate::text::shorten(name, 200),
                     names.join(", ")
                 ))
                 .into());
@@ -93,7 +94,7 @@ pub(crate) fn man(a: ManArgs) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     clap_mangen::Man::new(cmd).render(&mut out)?;
     out.flush()?;
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! (`--linger`, and on Windows `--exclusiveaddruse`). [`SocketFlags::opts`]
 //! is the one mapping to the library's [`SocketOpts`].
 
-use twlab::peer::MAX_LINGER;
-use twlab::socket::{SocketOpts, V6Only};
+use crate::peer::MAX_LINGER;
+use crate::socket::{SocketOpts, V6Only};
 
 /// `--v6only`, as clap spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -2,10 +2,11 @@
 //! the edge so the library sees states, ports, addresses and families as
 //! types, never strings.
 
-use twlab::diag::Query;
-use twlab::json::OutputFormat;
-use twlab::socket::Family;
-use twlab::ss::{
+use crate::diag::Query;
+use crate::json::OutputFormat;
+use crate::outcome::Exit;
+use crate::socket::Family;
+use crate::ss::{
     AddrMatch, Filter, MAX_WATCH_FRAMES, Plan, Processes, View, parse_family, parse_port_filter,
     parse_states, parse_watch_ms,
 };
@@ -126,7 +127,7 @@ impl SsArgs {
     /// Parse every argument into the library's plan, in the order the
     /// errors used to be reported: states, family, port, local, peer, then
     /// the watch interval.
-    pub fn plan(&self) -> twlab::Result<Plan> {
+    pub fn plan(&self) -> crate::Result<Plan> {
         let states = parse_states(&self.state)?;
         let families = match &self.family {
             None => vec![Family::V4, Family::V6],
@@ -176,7 +177,7 @@ impl SsArgs {
 }
 
 /// Parse, then run `twlab ss`; returns the exit code.
-pub fn run(a: SsArgs) -> anyhow::Result<u8> {
+pub fn run(a: SsArgs) -> anyhow::Result<Exit> {
     let plan = a.plan()?;
-    Ok(twlab::ss::run(&plan)?)
+    Ok(crate::ss::run(&plan)?)
 }

@@ -1,5 +1,7 @@
 //! `twlab trace`: arguments (clap) → the library's [`TracePlan`].
 
+use crate::outcome::Exit;
+
 /// Run one experiment in a fresh namespace while capturing every TCP
 /// segment, and show the ladder with each end's state and the moment that
 /// explains the outcome.
@@ -52,8 +54,8 @@ pub struct TraceArgs {
 }
 
 #[cfg(target_os = "linux")]
-pub fn run(a: TraceArgs) -> anyhow::Result<u8> {
-    use twlab::trace::{DEFAULT_CASE, Target, TracePlan};
+pub fn run(a: TraceArgs) -> anyhow::Result<Exit> {
+    use crate::trace::{DEFAULT_CASE, Target, TracePlan};
     let target = match (&a.case, a.factors.is_empty()) {
         (Some(_), false) => anyhow::bail!("give either a CASE or -f factors, not both"),
         (None, false) => Target::Cell(a.factors.clone()),
@@ -68,10 +70,28 @@ pub fn run(a: TraceArgs) -> anyhow::Result<u8> {
         json: a.json,
         events: !a.no_events,
     };
-    Ok(twlab::trace::run(&plan)?)
+    // A link or a directory at --pcap is refused before the run, not after.
+    if let Some(path) = &plan.pcap {
+        crate::outfile::check_target(path)?;
+    }
+    let t = crate::trace::run_trace(&plan)?;
+    // Stopped during the run: no file, no ladder, just the stop.
+    crate::signal::check()?;
+    if let Some(path) = &plan.pcap {
+        let w = crate::trace::pcap::write(path, &t)?;
+        // On stderr, a replaced file said as such (see the outfile module).
+        eprintln!("{}", w.note("pcap"));
+    }
+    let text = if plan.json {
+        crate::json::pretty(&t)?
+    } else {
+        crate::trace::ladder_text(&t, plan.absolute)
+    };
+    super::out(format!("{text}\n"))?;
+    Ok(Exit::Done)
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn run(_a: TraceArgs) -> anyhow::Result<u8> {
+pub fn run(_a: TraceArgs) -> anyhow::Result<Exit> {
     anyhow::bail!("twlab trace needs Linux (AF_PACKET capture in network namespaces)")
 }

@@ -1,11 +1,12 @@
 //! `twlab why`: arguments (clap) → a [`BindQuestion`] / [`ConnectQuestion`]
-//! / port, answered on the live namespace by [`twlab::why::live`].
+//! / port, answered on the live namespace by [`crate::why::live`].
 
 use super::socket_flags::{SocketFlags, V6OnlyArg};
+use crate::outcome::Exit;
+use crate::socket::{SocketOpts, V6Only, parse_endpoint};
+use crate::why::{self, BindQuestion, ConnectQuestion, Diagnosis, live};
 use clap::{Args, Subcommand};
 use std::net::{IpAddr, SocketAddr};
-use twlab::socket::{SocketOpts, V6Only, parse_endpoint};
-use twlab::why::{self, BindQuestion, ConnectQuestion, Diagnosis, live};
 
 const AFTER_HELP: &str = "\
 The holders of a port are its whole bind bucket: every socket with that
@@ -79,14 +80,14 @@ fn parse_from(s: &str) -> anyhow::Result<SocketAddr> {
 }
 
 /// Run `twlab why`.
-pub fn run(a: WhyArgs) -> anyhow::Result<u8> {
+pub fn run(a: WhyArgs) -> anyhow::Result<Exit> {
     let d: Diagnosis = match a.what {
         WhyCmd::Bind { addr, socket } => {
             let addr = parse_endpoint(&addr)?;
             let v6only = match socket.v6only {
                 V6OnlyArg::On => true,
                 V6OnlyArg::Off => false,
-                V6OnlyArg::System => twlab::sysctl::NetSysctls::read()?
+                V6OnlyArg::System => crate::sysctl::NetSysctls::read()?
                     .bindv6only
                     .unwrap_or(false),
             };
@@ -99,7 +100,7 @@ pub fn run(a: WhyArgs) -> anyhow::Result<u8> {
                 },
                 v6only,
                 uid: live::euid(),
-                cap_net_bind_service: twlab::sys::fsuid::has_cap_net_bind_service(),
+                cap_net_bind_service: crate::sys::fsuid::has_cap_net_bind_service(),
                 asker: why::Asker::Unknown,
             };
             live::bind(&q, a.try_it)?
@@ -119,14 +120,14 @@ pub fn run(a: WhyArgs) -> anyhow::Result<u8> {
                     ..Default::default()
                 },
                 uid: live::euid(),
-                cap_net_bind_service: twlab::sys::fsuid::has_cap_net_bind_service(),
+                cap_net_bind_service: crate::sys::fsuid::has_cap_net_bind_service(),
             };
             live::connect(&q, a.try_it)?
         }
         WhyCmd::Port { port } => live::port(port, a.try_it)?,
     };
     if a.json {
-        super::out(format!("{}\n", twlab::json::pretty(&d)?))?;
+        super::out(format!("{}\n", crate::json::pretty(&d)?))?;
     } else if a.short {
         super::out(why::render::short(&d))?;
     } else {
@@ -134,10 +135,10 @@ pub fn run(a: WhyArgs) -> anyhow::Result<u8> {
     }
     let mismatch = d.tried.iter().any(|t| t.agrees == why::Agreement::Mismatch);
     Ok(if mismatch {
-        3
+        Exit::Disagreed
     } else if d.expect == why::Expect::Ok {
-        0
+        Exit::Done
     } else {
-        4
+        Exit::Failed
     })
 }

@@ -18,13 +18,14 @@ use crate::scenario::Report;
 use crate::scenario::file::{self, Scenario};
 use crate::socket::Family;
 use serde::Serialize;
-use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
 
 /// What `twlab demo` runs and how it prints it (the command line's
 /// arguments, parsed).
+/// Built with [`DemoPlan::new`] outside this crate (it may grow fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DemoPlan {
     /// IPv4 (127.0.0.1) or IPv6 (::1) loopback.
     pub family: Family,
@@ -34,6 +35,17 @@ pub struct DemoPlan {
     /// other systems: `table::demo_text`) or JSON (one document, the
     /// [`Demo`] as serde writes it); other formats print the text.
     pub output: OutputFormat,
+}
+
+impl DemoPlan {
+    /// The demo on `family`'s loopback, a free port per case, as text.
+    pub fn new(family: Family) -> Self {
+        DemoPlan {
+            family,
+            port: None,
+            output: OutputFormat::Text,
+        }
+    }
 }
 
 /// One row of the lesson.
@@ -106,6 +118,16 @@ pub struct Demo {
     pub rows: Vec<DemoRow>,
     /// Wall time of all the cases.
     pub elapsed_ms: f64,
+}
+
+impl Demo {
+    /// On Linux, whether the rule model disagreed with the kernel on any
+    /// row. Elsewhere never: a row that differs from the documented model
+    /// says so itself, a finding about the documentation rather than a
+    /// failure of the run.
+    pub fn model_disagreed(&self) -> bool {
+        Host::here() == Host::Linux && !self.rows.iter().all(|r| r.model_agrees)
+    }
 }
 
 /// The demo's cases, in order: scenario files embedded at build time, so
@@ -330,29 +352,6 @@ pub fn run_demo(plan: &DemoPlan) -> Result<Demo> {
         rows,
         elapsed_ms: start.elapsed().as_secs_f64() * 1e3,
     })
-}
-
-/// `twlab demo`: run it, print it. On Linux the exit code is 0 when the
-/// model agreed with the kernel on every row, 3 otherwise; elsewhere 0,
-/// with each row that differs from the documented model saying so (that
-/// is a finding about the documentation, not a failure of the run).
-pub fn run(plan: &DemoPlan) -> Result<u8> {
-    let demo = run_demo(plan)?;
-    let out = std::io::stdout();
-    let mut out = out.lock();
-    let text = if plan.output.is_json() {
-        crate::json::pretty(&demo).map_err(|e| Error::Invalid(e.to_string()))?
-    } else {
-        table::demo_text(&demo, crate::layout::width())
-    };
-    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
-    Ok(
-        if Host::here() != Host::Linux || demo.rows.iter().all(|r| r.model_agrees) {
-            0
-        } else {
-            3
-        },
-    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 /// The demo as a table, the explanations under it, then the host facts and
 /// what other systems would do, laid out for `width` columns
-/// ([`crate::layout::width`]).
+/// (`crate::layout::width`).
 pub fn demo_text(d: &Demo, width: usize) -> String {
     let mut head = String::new();
     let _ = writeln!(

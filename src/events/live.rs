@@ -5,6 +5,7 @@
 
 use super::{Filter, Lives, Session, render};
 use crate::error::{Error, Result};
+use crate::outcome::Exit;
 use crate::signal::{self, Deadline};
 use serde::Serialize;
 use std::io::Write;
@@ -33,7 +34,7 @@ fn json<T: Serialize>(out: &mut impl Write, kind: &'static str, v: &T) -> std::i
 }
 
 /// Run until Ctrl-C, `--duration` or `--count`; print the summary. Exit 0.
-pub fn run(plan: &EventsPlan) -> Result<u8> {
+pub fn run(plan: &EventsPlan) -> Result<Exit> {
     let mut session = Session::open_with(plan.filter.clone(), Some(super::BUFFER_KB), plan.freed)
         .map_err(|why| {
         Error::Invalid(format!("twlab events: kernel events unavailable: {why}"))
@@ -117,5 +118,5 @@ pub fn run(plan: &EventsPlan) -> Result<u8> {
         }
     }
     let _ = out.flush();
-    Ok(0)
+    Ok(Exit::Done)
 }

@@ -11,7 +11,7 @@
 //! read in binary from `per_cpu/cpuN/trace_pipe_raw` and decoded through
 //! the events' `format` files (no offset is hard-coded). The instance is
 //! removed when the [`Session`] drops: on every return, error and
-//! unwinding panic; a stop signal only sets a flag (see [`crate::signal`])
+//! unwinding panic; a stop signal only sets a flag (see `crate::signal`)
 //! so the loops return and drop it; after a SIGKILL the next twlab removes
 //! the leftover.
 //!
@@ -30,7 +30,7 @@ mod event;
 pub mod format;
 pub mod hook;
 pub mod life;
-pub mod live;
+pub(crate) mod live;
 pub mod render;
 pub mod ring;
 mod tracefs;

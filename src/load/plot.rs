@@ -149,14 +149,14 @@ pub fn render_svg(reports: &[LoadReport]) -> Result<String> {
 
 /// Draw `reports` to `path` in the format its extension names ([`Format`];
 /// SVG when it names none), whole or not at all: through a temporary file
-/// renamed into place ([`crate::outfile`]).
+/// renamed into place (`crate::outfile`).
 pub fn write(reports: &[LoadReport], path: &Path) -> Result<crate::outfile::Written> {
     let bytes = render(reports, Format::of(path).unwrap_or(Format::Svg))?;
     crate::outfile::write_bytes(path, &bytes)
 }
 
 /// Draw `reports` to `path` (SVG), whole or not at all: through a
-/// temporary file renamed into place ([`crate::outfile`]).
+/// temporary file renamed into place (`crate::outfile`).
 pub fn svg(reports: &[LoadReport], path: &Path) -> Result<crate::outfile::Written> {
     let text = render_svg(reports)?;
     crate::outfile::write_bytes(path, text.as_bytes())

@@ -229,8 +229,10 @@ pub struct Workload {
     pub port_choice: PortChoice,
 }
 
-/// A whole run.
+/// A whole run. Built with [`Plan::new`] outside this crate (it may grow
+/// fields).
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[non_exhaustive]
 pub struct Plan {
     /// The clients.
     pub workload: Workload,
@@ -256,6 +258,20 @@ pub struct Plan {
 pub struct PlanError(pub String);
 
 impl Plan {
+    /// `workload` against `target` until `stop`, in a fresh namespace with
+    /// `netns` (`None`: the caller's), sampled every 250 ms with free
+    /// ports counted, as `twlab load` does by default.
+    pub fn new(workload: Workload, stop: Stop, target: Target, netns: Option<NsSettings>) -> Self {
+        Plan {
+            workload,
+            stop,
+            target,
+            netns,
+            sample_every: Duration::from_millis(250),
+            count_free_ports: true,
+        }
+    }
+
     /// Check the plan's parts fit together.
     pub fn validate(&self) -> Result<(), PlanError> {
         let w = &self.workload;

@@ -227,7 +227,7 @@ pub const FACTORS: &[Factor] = &[
 ];
 
 /// `--list-factors` text, laid out for the terminal
-/// ([`crate::layout::width`]).
+/// (`crate::layout::width`).
 pub fn list_factors() -> String {
     use crate::layout::{Column, Grid};
     let mut t = Grid::new(vec![

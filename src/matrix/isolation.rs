@@ -6,7 +6,7 @@
 //! The front end starts `<this exe> matrix --internal-worker [--until-free]
 //! [--jobs N]` ([`worker_args`]); the binary must accept those arguments and,
 //! before it starts any thread, call [`before_worker_threads`], then
-//! [`run_worker`]. The worker reads the cells as one JSON array on stdin and
+//! `run_worker`. The worker reads the cells as one JSON array on stdin and
 //! writes one JSON [`CellResult`] per line on stdout as each finishes; an
 //! empty array only sets up the namespaces (the probe).
 
@@ -15,6 +15,7 @@ use super::pool::{Place, RunOptions, run_cells};
 use super::results::CellResult;
 use crate::error::{Error, Result};
 use crate::netns;
+use crate::outcome::Exit;
 use std::io::{BufRead, Write};
 use std::sync::Mutex;
 
@@ -169,7 +170,7 @@ fn enter_userns() -> std::result::Result<(), String> {
 /// The hidden worker: having entered a user + network namespace while still
 /// single-threaded (its uid mapped to root there), run the cells from stdin,
 /// one JSON line per result on stdout.
-pub fn run_worker(opts: RunOptions) -> Result<u8> {
+pub(crate) fn run_worker(opts: RunOptions) -> Result<Exit> {
     let entered = USERNS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -185,7 +186,7 @@ pub fn run_worker(opts: RunOptions) -> Result<u8> {
     // the matrix's own names pass.
     super::cells::check_sysctl_names(&cells)?;
     if cells.is_empty() {
-        return Ok(0);
+        return Ok(Exit::Done);
     }
     let out = Mutex::new(std::io::stdout());
     run_cells(&cells, opts, Place::FreshNetns, &|r| {
@@ -195,7 +196,7 @@ pub fn run_worker(opts: RunOptions) -> Result<u8> {
             let _ = o.flush();
         }
     })?;
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 /// Run cells in a re-executed worker, reading results as they come. On

@@ -57,24 +57,25 @@ pub use cells::{
 };
 pub use factors::{FACTORS, Factor, MAX_AFTER_MS, RangeChoice, Selection, list_factors};
 pub use isolation::{
-    Isolation, IsolationChoice, before_worker_threads, choose_isolation, run_worker, worker_args,
+    Isolation, IsolationChoice, before_worker_threads, choose_isolation, worker_args,
 };
 pub use pool::{RunOptions, UNTIL_FREE_LIMIT, default_jobs};
 pub use render::{TableLayout, render, render_csv, render_md, render_table};
 pub use results::{
-    CellResult, CellStatus, FreeTiming, MatrixRun, RanCell, exit_code, held_by_open_descriptor,
+    CellResult, CellStatus, FreeTiming, MatrixRun, RanCell, held_by_open_descriptor, verdict,
 };
 
 use crate::error::{Error, Result};
 use crate::json::OutputFormat;
 use crate::model;
 use crate::sysctl::{NetSysctls, Sysctl};
-use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// A matrix run, as the command line asked for it.
+/// A matrix run, as the command line asked for it. Built with
+/// [`Plan::new`] (or `Default`) outside this crate: it may grow fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Plan {
     /// The factor values (`--factor`).
     pub selection: Selection,
@@ -88,6 +89,17 @@ pub struct Plan {
     pub max_cells: Option<usize>,
     /// The table's rows grouped by rule (`--group-by rule`).
     pub group_by_rule: bool,
+}
+
+impl Plan {
+    /// The cells of `selection`, with every other choice at its default
+    /// (jobs per core, namespaces where possible, the text table).
+    pub fn new(selection: Selection) -> Self {
+        Plan {
+            selection,
+            ..Plan::default()
+        }
+    }
 }
 
 /// Run the cells of `plan` and return everything (no printing; a progress
@@ -141,25 +153,6 @@ pub fn execute(plan: &Plan, progress: bool) -> Result<MatrixRun> {
     })
 }
 
-/// Run `plan`, print the result on stdout in its format, and return the
-/// exit code ([`exit_code`]).
-pub fn run(plan: &Plan) -> Result<u8> {
-    crate::install_interrupt_handler();
-    let tty = std::io::stderr().is_terminal();
-    let run = execute(plan, tty)?;
-    if let Some(e) = run.refused_sysctl() {
-        return Err(e);
-    }
-    let color = crate::layout::color() && plan.format == OutputFormat::Text;
-    let layout = TableLayout {
-        color,
-        width: crate::layout::width(),
-        by_rule: plan.group_by_rule,
-    };
-    print_stdout(&render(&run, plan.format, layout)?)?;
-    Ok(exit_code(&run))
-}
-
 /// Cell `id` of `sel` (numbered as the table numbers them, built for a
 /// namespace of its own) as an experiment file that `twlab run` replays
 /// through the same prediction and check (`--emit-cell`).
@@ -198,18 +191,6 @@ pub fn emit_cell(sel: &Selection, id: usize, max_cells: Option<usize>) -> Result
         x,
         None,
     ))
-}
-
-/// Print `text` and a newline on stdout. A reader that went away (`twlab
-/// matrix | head`) is not an error: the output was wanted only that far,
-/// so this returns `Ok` quietly, as other programs in a pipe do.
-pub fn print_stdout(text: &str) -> Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::sys("write stdout", &e)),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -307,7 +288,7 @@ mod tests {
             elapsed_ms: 0,
         };
         assert_eq!(run.mismatches().len(), 1);
-        assert_eq!(exit_code(&run), 3);
+        assert_eq!(verdict(&run), crate::outcome::Exit::Disagreed);
         let t = render_table(
             &run,
             TableLayout {

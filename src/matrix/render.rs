@@ -17,7 +17,7 @@ use std::collections::HashMap;
 pub struct TableLayout {
     /// Colour the observed column (green / red).
     pub color: bool,
-    /// Columns of text ([`crate::layout::width`]).
+    /// Columns of text (`crate::layout::width`).
     pub width: usize,
     /// Rows grouped by the rule that decided them (`--group-by rule`),
     /// instead of by the factors.
@@ -322,7 +322,7 @@ fn note_text(c: &RanCell) -> String {
     t
 }
 
-/// The terminal table for `width` columns ([`crate::layout::width`]): the
+/// The terminal table for `width` columns (`crate::layout::width`): the
 /// summary and any mismatches first (a run of 1,240 cells should not hide
 /// them under its table), then one row per cell, then the rules the rows
 /// point at. Where the full table would not fit, a compact one (the cell's

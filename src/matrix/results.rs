@@ -7,6 +7,7 @@ use crate::diag::{Side, TupleView};
 use crate::error::Error;
 use crate::experiment::{Experiment, NextStep};
 use crate::model::{self, DocumentedPrediction, KernelFacts, Prediction};
+use crate::outcome::Exit;
 use crate::outcome::{Outcome, WsaName};
 use crate::scenario::Report;
 use crate::sysctl::Sysctl;
@@ -294,15 +295,15 @@ impl MatrixRun {
     }
 }
 
-/// 3 if any cell's observation differs from the prediction, else 1 if a
-/// cell could not run, else 0.
-pub fn exit_code(run: &MatrixRun) -> u8 {
+/// Disagreed if any cell's observation differs from the prediction, else
+/// incomplete if a cell could not run, else done.
+pub fn verdict(run: &MatrixRun) -> Exit {
     if !run.mismatches().is_empty() {
-        3
+        Exit::Disagreed
     } else if run.errors() > 0 {
-        1
+        Exit::Incomplete
     } else {
-        0
+        Exit::Done
     }
 }
 

@@ -21,7 +21,9 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 /// The experiment.
+/// Built with [`GroupPlan::new`] outside this crate (it may grow fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupPlan {
     /// Listeners in the group (≥ 1).
     pub listeners: usize,
@@ -32,6 +34,19 @@ pub struct GroupPlan {
     /// `net.ipv4.tcp_migrate_req` = 1: queued connections move to another
     /// listener instead of being reset.
     pub migrate: bool,
+}
+
+impl GroupPlan {
+    /// `listeners` in one group taking `connections`, no listener closed
+    /// early, `tcp_migrate_req` left at 0.
+    pub fn new(listeners: usize, connections: usize) -> Self {
+        GroupPlan {
+            listeners,
+            connections,
+            drain: false,
+            migrate: false,
+        }
+    }
 }
 
 /// What happened when listener 0 closed.

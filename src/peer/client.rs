@@ -9,6 +9,7 @@ use super::{
 };
 use crate::diag::{self, DiagSocket};
 use crate::error::{Error, Result};
+use crate::outcome::Exit;
 use crate::outcome::{Outcome, Step, StepResult, SysError};
 use crate::socket::{Family, SocketOpts, StepError, TcpSock};
 use serde::Serialize;
@@ -529,7 +530,7 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: OutputFormat) -> std
 /// Run the client loop. (Over 80 lines: one loop whose counters, attempts,
 /// tries and blocked time, feed the summary; split, they would travel
 /// together as one struct anyway.)
-pub fn run(p: &ClientPlan) -> Result<u8> {
+pub fn run(p: &ClientPlan) -> Result<Exit> {
     p.check()?;
     let start = Instant::now();
     let deadline = start + p.timeout;
@@ -554,7 +555,7 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
     let mut retry = 0u64;
     let mut freed_after_s = None;
     let mut stopped = format!("--count {} reached", p.count);
-    let mut code = 0;
+    let mut verdict = Exit::Done;
     // --count bounds the attempts; under --until first-ok the retries of a
     // failing attempt are bounded by --timeout instead (TIME_WAIT lasts 60 s
     // on Linux, up to 240 s on Windows).
@@ -626,7 +627,7 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
                 failed_tries += 1;
                 if p.until == Until::FirstError {
                     stopped = format!("first error: {}", at.outcome);
-                    code = 4;
+                    verdict = Exit::Failed;
                     return Ok(());
                 }
                 blocked_since.get_or_insert_with(Instant::now);
@@ -645,7 +646,7 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
         return Err(e);
     }
     if blocked_since.is_some() && freed_after_s.is_none() {
-        code = 4;
+        verdict = Exit::Failed;
     }
     let summary = Summary {
         attempts: n,
@@ -657,7 +658,7 @@ pub fn run(p: &ClientPlan) -> Result<u8> {
         stopped_because: stopped,
     };
     let _ = print_summary(&mut out, &summary, p.format).and_then(|_| out.flush());
-    Ok(code)
+    Ok(verdict)
 }
 
 /// The pause before the next try: `--interval`, or while blocked a

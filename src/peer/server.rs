@@ -7,6 +7,7 @@ use super::{CloseMode, FIN_WAIT_NOTICE_AFTER, Output, OutputFormat, line, say_wa
 use crate::diag::{self, DiagSocket, TcpState};
 use crate::error::{Error, Result};
 use crate::experiment::How;
+use crate::outcome::Exit;
 use crate::outcome::Outcome;
 use crate::socket::{Family, SocketOpts, StepError, TcpSock, explain_step_error};
 use serde::Serialize;
@@ -525,7 +526,7 @@ fn options_label(l: &TcpSock, exclusive_addr_use: bool) -> String {
 }
 
 /// Run the server until `count` connections, the idle timeout or Ctrl-C.
-pub fn run(p: &ServerPlan) -> Result<u8> {
+pub fn run(p: &ServerPlan) -> Result<Exit> {
     let addr = p.listen;
     let l = TcpSock::new(Family::of(&addr), p.opts).map_err(|e| explain_step_error(&e, addr))?;
     if p.exclusive_addr_use {
@@ -570,9 +571,9 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
                     );
                 }
                 let _ = out.flush();
-                return Ok(0);
+                return Ok(Exit::Done);
             }
-            Next::OutputClosed => return Ok(0),
+            Next::OutputClosed => return Ok(Exit::Done),
         };
         n += 1;
         let conn_local = if wildcard {
@@ -634,11 +635,11 @@ pub fn run(p: &ServerPlan) -> Result<u8> {
             .and_then(|_| out.flush_if_due_at(now))
             .is_err()
         {
-            return Ok(0);
+            return Ok(Exit::Done);
         }
     }
     let _ = out.flush();
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 /// A TCP state as serde names it (`time-wait`), or `gone`: the schema of

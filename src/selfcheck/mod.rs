@@ -39,8 +39,10 @@ const MAX_FILES: usize = 200;
 /// sockets, and a small hash makes each sock_diag dump cheap.
 const EHASH_BUCKETS: u32 = 256;
 
-/// What to run.
+/// What to run. Built with [`Plan::new`] outside this crate (it may grow
+/// fields).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Plan {
     /// Situations.
     pub cases: u64,
@@ -50,6 +52,19 @@ pub struct Plan {
     pub jobs: usize,
     /// Where disagreements are written (created when the first one is).
     pub out_dir: PathBuf,
+}
+
+impl Plan {
+    /// `cases` situations from `seed` on `jobs` workers, disagreements
+    /// written under `out_dir`.
+    pub fn new(cases: u64, seed: u64, jobs: usize, out_dir: PathBuf) -> Self {
+        Plan {
+            cases,
+            seed,
+            jobs,
+            out_dir,
+        }
+    }
 }
 
 /// Counts for one kind of check.

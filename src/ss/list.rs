@@ -5,6 +5,7 @@ use super::{Filter, OutputFormat, Processes, io_err, json_err};
 use crate::diag::owners::{ID_HEADER, Owner, owner_key};
 use crate::diag::{self, SockEntry, TcpState, Timer, TimerKind};
 use crate::error::Result;
+use crate::outcome::Exit;
 use crate::socket::Family;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -402,7 +403,7 @@ impl Widths {
 /// [`FIRST_LOOK`] rows are held back to measure; past them the columns
 /// take the widest value possible. `-p` reads every socket's owners from
 /// /proc first, as `ss -p` does.
-pub(super) fn run(filter: &Filter, format: OutputFormat, processes: Processes) -> Result<u8> {
+pub(super) fn run(filter: &Filter, format: OutputFormat, processes: Processes) -> Result<Exit> {
     let procs = processes == Processes::Show;
     let owners = if procs {
         crate::diag::owners::all_socket_owners()
@@ -416,7 +417,7 @@ pub(super) fn run(filter: &Filter, format: OutputFormat, processes: Processes) -
         _ => write_text_list(&mut out, filter, &owners, procs)?,
     }
     out.flush().map_err(io_err)?;
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 fn write_json_list(

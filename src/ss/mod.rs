@@ -21,15 +21,12 @@ pub mod list;
 pub mod summary;
 pub mod watch;
 
-pub use filter::{
-    AddrMatch, Filter, GROUP_NAMES, STATE_NAMES, collect, parse_family, parse_port_filter,
-    parse_state, parse_states,
-};
-pub use summary::{Count, PortUse, Summary, TwBuckets, build_summary};
+pub use filter::{AddrMatch, Filter, collect, parse_family, parse_port_filter, parse_states};
 pub use watch::{MAX_WATCH_FRAMES, parse_watch_ms};
 
 use crate::error::{Error, Result};
 use crate::json::OutputFormat;
+use crate::outcome::Exit;
 use std::io;
 use std::time::Duration;
 
@@ -83,7 +80,7 @@ pub struct Plan {
 }
 
 /// Run `twlab ss`. Returns the exit code.
-pub fn run(plan: &Plan) -> Result<u8> {
+pub fn run(plan: &Plan) -> Result<Exit> {
     // Windows, macOS and FreeBSD answer from their own tables (see
     // `diag`): states and owners, no timers.
     if !cfg!(any(
@@ -118,7 +115,7 @@ pub fn run(plan: &Plan) -> Result<u8> {
     match r {
         Ok(code) => Ok(code),
         // `twlab ss | head`: the reader went away; that is not an error.
-        Err(Error::Sys { what, .. }) if what == PIPE_CLOSED => Ok(0),
+        Err(Error::Sys { what, .. }) if what == PIPE_CLOSED => Ok(Exit::Done),
         Err(e) => Err(e),
     }
 }

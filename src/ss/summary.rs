@@ -7,6 +7,7 @@
 use super::{Filter, OutputFormat, io_err, json_err};
 use crate::diag::{self, Query, SockEntry, StateSet, TcpState};
 use crate::error::Result;
+use crate::outcome::Exit;
 use crate::sysctl::{self, NetSysctls, PortRange, ReservedPorts};
 use crate::text::group;
 use crate::why::{self, RangeUse};
@@ -403,7 +404,7 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
 }
 
 /// Print the summary on stdout.
-pub(super) fn run(filter: &Filter, format: OutputFormat, top_n: usize) -> Result<u8> {
+pub(super) fn run(filter: &Filter, format: OutputFormat, top_n: usize) -> Result<Exit> {
     let s = build_summary(filter, top_n)?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -415,7 +416,7 @@ pub(super) fn run(filter: &Filter, format: OutputFormat, top_n: usize) -> Result
         _ => write_summary(&mut out, &s).map_err(io_err)?,
     }
     out.flush().map_err(io_err)?;
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 fn write_summary(out: &mut impl Write, s: &Summary) -> io::Result<()> {

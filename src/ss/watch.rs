@@ -5,6 +5,7 @@ use super::list::{Field, Widths, write_header, write_row};
 use super::{Filter, OutputFormat, collect, io_err};
 use crate::diag::SockEntry;
 use crate::error::{Error, Result};
+use crate::outcome::Exit;
 #[cfg(unix)]
 use crate::sys::term;
 use std::collections::HashMap;
@@ -120,7 +121,7 @@ pub(super) fn run(
     every: Duration,
     frames: u64,
     format: OutputFormat,
-) -> Result<u8> {
+) -> Result<Exit> {
     let frames = frames.min(MAX_WATCH_FRAMES);
     if format == OutputFormat::Json {
         return run_json(filter, every, frames);
@@ -166,7 +167,7 @@ pub(super) fn run(
             break;
         }
     }
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 /// One refresh as a JSON line (docs/json.md): the first lists every
@@ -190,7 +191,7 @@ pub(crate) struct JsonRefresh<'a> {
 
 /// `--watch --json`: one line per refresh, no screen, no keys; stops on
 /// `frames`, Ctrl-C or a stop signal (checked in the waits).
-fn run_json(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
+fn run_json(filter: &Filter, every: Duration, frames: u64) -> Result<Exit> {
     let start = Instant::now();
     let mut tracker = Tracker::default();
     let stdout = io::stdout();
@@ -234,7 +235,7 @@ fn run_json(filter: &Filter, every: Duration, frames: u64) -> Result<u8> {
         }
         crate::signal::sleep_interruptible(every)?;
     }
-    Ok(0)
+    Ok(Exit::Done)
 }
 
 /// One refresh to draw.

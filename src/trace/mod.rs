@@ -11,7 +11,7 @@ mod delaybox;
 mod duplicate;
 mod kernel;
 mod lost;
-mod pcap;
+pub(crate) mod pcap;
 mod render;
 mod veth;
 
@@ -92,7 +92,9 @@ impl Target {
 pub const DEFAULT_CASE: usize = 3;
 
 /// What `twlab trace` runs and how it prints it.
+/// Built with [`TracePlan::new`] outside this crate (it may grow fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TracePlan {
     /// What to trace.
     pub target: Target,
@@ -108,6 +110,21 @@ pub struct TracePlan {
     /// Record the kernel's own events (tracepoints) beside the segments
     /// where this machine allows it (root, tracefs); a note says why not.
     pub events: bool,
+}
+
+impl TracePlan {
+    /// Trace `target` with the namespace's default timestamps, relative
+    /// sequence numbers, no pcap, the text ladder, and no kernel events.
+    pub fn new(target: Target) -> Self {
+        TracePlan {
+            target,
+            timestamps: None,
+            absolute: false,
+            pcap: None,
+            json: false,
+            events: false,
+        }
+    }
 }
 
 /// Where the ladder's states come from.
@@ -376,30 +393,4 @@ fn moments_of(x: &Experiment, r: &Report, segs: &[Segment]) -> Vec<Moment> {
         v.extend(m);
     }
     v
-}
-
-/// `twlab trace`: run, print, write the pcap if asked. Exit code 0.
-pub fn run(plan: &TracePlan) -> Result<u8> {
-    use std::io::Write;
-    // A link or a directory at --pcap is refused before the run, not after.
-    if let Some(path) = &plan.pcap {
-        crate::outfile::check_target(path)?;
-    }
-    let t = run_trace(plan)?;
-    // Stopped during the run: no file, no ladder, just the stop.
-    crate::signal::check()?;
-    if let Some(path) = &plan.pcap {
-        let w = pcap::write(path, &t)?;
-        // On stderr, a replaced file said as such (crate::outfile).
-        eprintln!("{}", w.note("pcap"));
-    }
-    let text = if plan.json {
-        crate::json::pretty(&t).map_err(|e| Error::Invalid(e.to_string()))?
-    } else {
-        ladder_text(&t, plan.absolute)
-    };
-    let out = std::io::stdout();
-    let mut out = out.lock();
-    let _ = writeln!(out, "{text}").and_then(|_| out.flush());
-    Ok(0)
 }

@@ -226,14 +226,9 @@ fn traced(name: &str, target: Target, ts: bool) -> Option<twlab::trace::Trace> {
         common::skip(&format!("{name}: kernel events unavailable ({why})"));
         return None;
     }
-    let plan = TracePlan {
-        target,
-        timestamps: Some(ts),
-        absolute: false,
-        pcap: None,
-        json: false,
-        events: true,
-    };
+    let mut plan = TracePlan::new(target);
+    plan.timestamps = Some(ts);
+    plan.events = true;
     match run_trace(&plan) {
         Ok(t) => Some(t),
         Err(e) if e.to_string().contains("needs veth pairs") => {

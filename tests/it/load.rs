@@ -24,8 +24,8 @@ fn dest(port: u16) -> SocketAddrV4 {
 
 /// Churn, one worker, client closes first, tcp_tw_reuse 0, 100 ports.
 fn plan(mode: Mode, count: Option<u64>, duration_s: f64) -> Plan {
-    Plan {
-        workload: Workload {
+    let mut plan = Plan::new(
+        Workload {
             workers: 1,
             mode,
             rate: Rate::Max,
@@ -35,20 +35,20 @@ fn plan(mode: Mode, count: Option<u64>, duration_s: f64) -> Plan {
             destinations: vec![dest(5000)],
             port_choice: PortChoice::Kernel,
         },
-        stop: Stop {
+        Stop {
             duration: Duration::from_secs_f64(duration_s),
             count,
             on_first_error: false,
         },
-        target: Target::InProcess,
-        netns: Some(NsSettings {
+        Target::InProcess,
+        Some(NsSettings {
             port_range: RANGE,
             tw_reuse: TwReuse::Off,
             ..NsSettings::default()
         }),
-        sample_every: Duration::from_millis(100),
-        count_free_ports: true,
-    }
+    );
+    plan.sample_every = Duration::from_millis(100);
+    plan
 }
 
 fn churn(concurrency: u32, pool: u32, requests: u32) -> Mode {

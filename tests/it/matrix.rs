@@ -13,10 +13,7 @@ use twlab::matrix::{self, CellStatus, IsolationChoice, Plan, Selection};
 /// The plan of `twlab matrix -f F1 -f F2 ...`.
 fn plan(factors: &[&str]) -> Plan {
     let factors: Vec<String> = factors.iter().map(|s| s.to_string()).collect();
-    Plan {
-        selection: Selection::parse(&factors).expect("valid factors"),
-        ..Plan::default()
-    }
+    Plan::new(Selection::parse(&factors).expect("valid factors"))
 }
 
 /// Run a matrix in-process and fail with every disagreement listed.

@@ -221,13 +221,7 @@ fn reuseport_group_spreads_connections_and_drain_resets_the_queue() {
     if !skip_unless_root("reuseport_group_spreads_connections_and_drain_resets_the_queue") {
         return;
     }
-    let plan = GroupPlan {
-        listeners: 4,
-        connections: 200,
-        drain: false,
-        migrate: false,
-    };
-    let r = group(plan).unwrap();
+    let r = group(GroupPlan::new(4, 200)).unwrap();
     assert_eq!(r.per_listener.len(), 4);
     assert_eq!(r.per_listener.iter().sum::<usize>(), 200, "{r:?}");
     // (3/4)^200 ≈ 1e-25: every member of the group gets some.
@@ -236,26 +230,18 @@ fn reuseport_group_spreads_connections_and_drain_resets_the_queue() {
 
     // Drain: every connection queued in the closed listener is reset, and
     // its client sees ECONNRESET; the others are still accepted.
-    let r = group(GroupPlan {
-        listeners: 2,
-        connections: 60,
-        drain: true,
-        migrate: false,
-    })
-    .unwrap();
+    let mut drain = GroupPlan::new(2, 60);
+    drain.drain = true;
+    let r = group(drain).unwrap();
     let d = r.drain.clone().expect("drain report");
     assert!(d.queued > 0, "{r:?}");
     assert_eq!(d.clients_reset, d.queued, "{r:?}");
     assert_eq!(d.accepted_by_others, 60 - d.queued, "{r:?}");
 
     // tcp_migrate_req=1: the queue moves to the other listener instead.
-    let r = group(GroupPlan {
-        listeners: 2,
-        connections: 60,
-        drain: true,
-        migrate: true,
-    })
-    .unwrap();
+    let mut migrate = drain;
+    migrate.migrate = true;
+    let r = group(migrate).unwrap();
     let d = r.drain.clone().expect("drain report");
     assert!(d.queued > 0, "{r:?}");
     assert_eq!(d.clients_reset, 0, "{r:?}");

@@ -32,12 +32,7 @@ fn out_dir(test: &str) -> PathBuf {
 }
 
 fn run_fixed_seed(test: &str) -> Report {
-    let plan = Plan {
-        cases: CASES,
-        seed: SEED,
-        jobs: 2,
-        out_dir: out_dir(test),
-    };
+    let plan = Plan::new(CASES, SEED, 2, out_dir(test));
     selfcheck::run(&plan, &|| {}).expect("selfcheck runs")
 }
 

@@ -104,14 +104,8 @@ fn the_decoder_reads_what_etherparse_built() {
 }
 
 fn trace(target: Target, timestamps: Option<bool>) -> Trace {
-    let plan = TracePlan {
-        target,
-        timestamps,
-        absolute: false,
-        pcap: None,
-        json: false,
-        events: false,
-    };
+    let mut plan = TracePlan::new(target);
+    plan.timestamps = timestamps;
     run_trace(&plan).expect("trace runs")
 }
 
@@ -316,14 +310,8 @@ fn delayed(name: &str, timestamps: bool) -> Option<Trace> {
     if !common::netns_or_skip(name) {
         return None;
     }
-    let plan = TracePlan {
-        target: Target::DelayedDuplicate,
-        timestamps: Some(timestamps),
-        absolute: false,
-        pcap: None,
-        json: false,
-        events: false,
-    };
+    let mut plan = TracePlan::new(Target::DelayedDuplicate);
+    plan.timestamps = Some(timestamps);
     match run_trace(&plan) {
         Ok(t) => Some(t),
         Err(e) if e.to_string().contains("needs veth pairs") => {
