@@ -1,11 +1,42 @@
 //! The socket that holds a port's bind bucket or the old 4-tuple, reduced to
-//! what the rules look at ([`Holder`]), built from the kernel's view of one
-//! end of the old connection.
+//! what the rules look at: its [`Role`] on its port (a dump's socket), and
+//! the [`Holder`] built from the kernel's view of one end of the old
+//! connection.
 
 use super::TIMEWAIT_LEN_MS;
 use crate::diag::{Side, SockEntry, TcpState, TupleView};
 use crate::experiment::{Experiment, When};
 use crate::socket::SocketOpts;
+use serde::Serialize;
+
+/// What a socket is doing on its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// listen() was called.
+    Listener,
+    /// bind() without listen() or connect() (diag state CLOSE, dumped with
+    /// `idiag_states` bit 13, TCP_BOUND_INACTIVE), or a reset socket whose
+    /// open descriptor keeps its explicitly bound port.
+    BoundOnly,
+    /// A TIME_WAIT mini-socket (or an orphaned FIN_WAIT2 kept as one).
+    TimeWait,
+    /// A connection in any other state.
+    Connected,
+}
+
+/// The role of a socket.
+pub fn role(e: &SockEntry) -> Role {
+    if e.state == TcpState::Listen {
+        Role::Listener
+    } else if e.state == TcpState::TimeWait || e.is_timewait_sock() {
+        Role::TimeWait
+    } else if e.state == TcpState::Closed {
+        Role::BoundOnly
+    } else {
+        Role::Connected
+    }
+}
 
 /// What holds a port's bind bucket or a 4-tuple, as far as the rules care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

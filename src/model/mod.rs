@@ -33,7 +33,14 @@
 //! - `facts`: what the model is told ([`KernelFacts`], [`CellFacts`]).
 //! - `rules`: what it answers ([`RuleId`], [`Prediction`],
 //!   [`DocumentedPrediction`]).
-//! - `holder`: the socket that holds a port or a 4-tuple, as the rules see it.
+//! - `holder`: the socket that holds a port or a 4-tuple, as the rules see it
+//!   ([`Role`]: what a dump's socket does on its port).
+//! - [`tuple`](mod@tuple): a dump's sockets on one 4-tuple as the connect()
+//!   rules see them (`__inet_check_established()`, `tcp_twsk_unique()`), for
+//!   the diagnosis of one connect() and the range accounting alike.
+//! - [`range`]: the ephemeral range's accounting, every occupant at once
+//!   (`ss --summary`): ports by class, and per (local address, peer) pair
+//!   what `__inet_hash_connect()` can still use ([`range::Capacity`]).
 //! - `linux`: the Linux rules ([`predict_linux`]).
 //! - `documented`: Windows and BSD/macOS ([`predict_windows`], [`predict_bsd`]).
 
@@ -45,14 +52,16 @@ pub mod kernel;
 mod linux;
 pub mod pairs;
 pub mod pairs_documented;
+pub mod range;
 mod rules;
 #[cfg(test)]
 mod tests;
+pub mod tuple;
 
 pub use crate::sysctl::{PortRange, TwReuse};
 pub use documented::{predict_bsd, predict_windows};
 pub use facts::{CellFacts, KernelFacts, kernel_release};
-pub use holder::fd_open;
+pub use holder::{Role, fd_open, role};
 pub use linux::predict_linux;
 pub use rules::{DocumentedPrediction, Prediction, RuleId, same_outcome};
 

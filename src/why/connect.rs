@@ -12,19 +12,20 @@ use super::diagnosis::{
 use super::documented::connect_elsewhere;
 use super::fix::{Fix, RankedFix};
 use super::table::{Occupant, Origin, Role, Table, is_loopback, role, same_source};
-use crate::diag::{SockEntry, TcpState};
+use crate::diag::TcpState;
 use crate::model::RuleId;
 use crate::model::kernel::Fact;
 use crate::model::kernel::addr::Claims;
 use crate::model::kernel::bind::shareable_ports;
 use crate::model::kernel::connect::{
-    OnTuple, PortOrigin, ReuseSysctls, ScanPort, TimeWaitFacts, TupleVerdict, TwRefusal, TwVerdict,
-    check_established, ports_back_per_s, scan_port, scan_rule, tw_reuse_applies, tw_reuse_delay_ms,
-    twsk_unique,
+    PortOrigin, ReuseSysctls, ScanPort, TupleVerdict, check_established, scan_port, scan_rule,
+    tw_reuse_applies, tw_reuse_delay_ms,
 };
+use crate::model::range::PortTally;
+use crate::model::tuple::{TupleUse, is_young, on_tuple, rate_window_ms};
 use crate::outcome::Step;
 use crate::socket::SocketOpts;
-use crate::sysctl::{NetSysctls, TwReuse};
+use crate::sysctl::NetSysctls;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// A connect() to diagnose.
@@ -170,24 +171,6 @@ fn shared_port_tuple(
         candidates.len(),
         q.dst
     ));
-}
-
-/// A timewait socket on a 4-tuple as `tcp_twsk_unique()` sees it.
-pub(crate) fn time_wait_facts(e: &SockEntry) -> TimeWaitFacts {
-    TimeWaitFacts {
-        fin_wait2: e.state == TcpState::FinWait2,
-        age_ms: TimeWaitFacts::age_from_left(e.timer.map_or(0, |t| t.expires_ms)),
-        loopback: is_loopback(e.local.ip()) || is_loopback(e.peer.ip()),
-    }
-}
-
-/// A socket on the asked 4-tuple as `__inet_check_established()` sees it.
-pub(crate) fn on_tuple(e: &SockEntry) -> OnTuple {
-    if e.is_timewait_sock() || e.state == TcpState::TimeWait {
-        OnTuple::TimeWait(time_wait_facts(e))
-    } else {
-        OnTuple::Full
-    }
 }
 
 /// The source address connect() will use (the `--from` one, else any).
@@ -374,81 +357,6 @@ fn fails_connect() -> Expect {
     }
 }
 
-/// May connect() with a kernel-chosen port take this TIME_WAIT over now?
-/// [`twsk_unique`] with `twp != NULL`.
-pub fn time_wait_reusable(e: &SockEntry, sys: &NetSysctls) -> bool {
-    (e.is_timewait_sock() || e.state == TcpState::TimeWait)
-        && twsk_unique(
-            &time_wait_facts(e),
-            PortOrigin::Chosen,
-            &ReuseSysctls::from(sys),
-        )
-        .reuses()
-}
-
-/// What the sockets on one 4-tuple make of its port for connect() toward
-/// that peer (`__inet_check_established()` → `tcp_twsk_unique()`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TupleUse {
-    /// A full socket holds it: never reused.
-    Busy,
-    /// Only TIME_WAITs that connect() may take over now.
-    TimeWaitReusable,
-    /// A TIME_WAIT that connect() may not take over (yet).
-    TimeWaitBlocking,
-}
-
-/// Classify the (non-empty) sockets on one 4-tuple for a kernel-chosen port.
-pub(crate) fn tuple_use<'a>(
-    on: impl IntoIterator<Item = &'a SockEntry>,
-    sys: &NetSysctls,
-) -> TupleUse {
-    match check_established(
-        on.into_iter().map(on_tuple),
-        PortOrigin::Chosen,
-        &ReuseSysctls::from(sys),
-    ) {
-        TupleVerdict::Busy => TupleUse::Busy,
-        TupleVerdict::Free | TupleVerdict::TakeOver { .. } => TupleUse::TimeWaitReusable,
-        TupleVerdict::TimeWaitBlocks(_) => TupleUse::TimeWaitBlocking,
-    }
-}
-
-/// How long until a blocking TIME_WAIT passes `tcp_tw_reuse_delay`, if that
-/// is all it lacks.
-pub(crate) fn reusable_in_ms(e: &SockEntry, sys: &NetSysctls) -> Option<u32> {
-    match twsk_unique(
-        &time_wait_facts(e),
-        PortOrigin::Chosen,
-        &ReuseSysctls::from(sys),
-    ) {
-        TwVerdict::Refuse {
-            why: TwRefusal::TooYoung,
-            reusable_in_ms,
-            ..
-        } => reusable_in_ms,
-        _ => None,
-    }
-}
-
-pub(crate) fn time_wait_note(sys: &NetSysctls, loopback: bool) -> String {
-    let delay = tw_reuse_delay_ms(&ReuseSysctls::from(sys));
-    match (sys.tw_reuse, sys.timestamps) {
-        (_, false) => "TIME_WAIT is never reused: tcp_timestamps=0".into(),
-        (TwReuse::Off, _) => "TIME_WAIT is not reused by connect(): tcp_tw_reuse=0".into(),
-        (TwReuse::LoopbackOnly, _) if !loopback => {
-            "TIME_WAIT is not reused: tcp_tw_reuse=2 applies to loopback only".into()
-        }
-        _ => format!(
-            "a TIME_WAIT older than tcp_tw_reuse_delay ({delay} ms) is reusable (tcp_tw_reuse={}, timestamps on, assumed negotiated)",
-            sys.tw_reuse.value()
-        ),
-    }
-}
-
-/// The ephemeral scan, port by port, as `__inet_hash_connect()` does it
-/// ([`scan_port`]): count the range toward `q.dst`, collecting the sockets
-/// that stand in the way.
 /// The holder reports of a range scan: the first [`HOLDERS_LISTED`] kept,
 /// the rest only counted (the capacity counts every port either way).
 #[derive(Default)]
@@ -468,32 +376,16 @@ impl Listed {
     }
 }
 
+/// The ephemeral scan, port by port, as `__inet_hash_connect()` does it
+/// ([`scan_port`]): count the range toward `q.dst` (the model's
+/// [`PortTally`]), collecting the sockets that stand in the way.
 fn count_range(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> (Capacity, Listed) {
     let range = sys.port_range;
     let src = source_ip(q);
     let rsys = ReuseSysctls::from(sys);
-    let mut c = Capacity {
-        range,
-        range_ports: range.len(),
-        reserved: 0,
-        bind_owned: 0,
-        tuple_busy: 0,
-        time_wait_blocking: 0,
-        time_wait_reusable: 0,
-        free: 0,
-        usable: 0,
-        surely_usable: 0,
-        soonest_time_wait_ms: None,
-        time_wait_reusable_in_ms: None,
-        time_wait_note: time_wait_note(sys, is_loopback(q.dst.ip())),
-        tuple_limit: String::new(),
-        taken_per_min: None,
-        rate_window_ms: None,
-        back_per_min: None,
-        bound_only_hidden: table.bound_only_hidden,
-    };
-    let window_ms = rate_window_ms(sys, is_loopback(q.dst.ip()));
-    let mut young = 0u32;
+    let loopback = is_loopback(q.dst.ip());
+    let window_ms = rate_window_ms(sys, loopback);
+    let mut t = PortTally::default();
     let listener_ports = listener_ports(table);
     let mut holders = Listed::default();
     for port in range.low..=range.high {
@@ -519,9 +411,9 @@ fn count_range(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> (Capacit
             on.iter().map(|o| on_tuple(&o.entry)),
             &rsys,
         ) {
-            ScanPort::Reserved => c.reserved += 1,
+            ScanPort::Reserved => t.reserved += 1,
             ScanPort::BindOwned => {
-                c.bind_owned += 1;
+                t.bind_owned += 1;
                 for o in bucket.iter().filter(|o| {
                     !matches!(role(&o.entry), Role::Connected | Role::TimeWait)
                         || o.entry.peer == q.dst
@@ -530,99 +422,29 @@ fn count_range(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> (Capacit
                 }
             }
             ScanPort::Tuple(TupleVerdict::Free) => {
-                c.free += 1;
-                c.surely_usable += u32::from(bucket.is_empty());
+                t.free += 1;
+                t.surely_usable += u32::from(bucket.is_empty());
             }
-            ScanPort::Tuple(TupleVerdict::TakeOver { .. }) => {
-                c.time_wait_reusable += 1;
-                young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
+            ScanPort::Tuple(verdict) => {
+                let class = TupleUse::from(verdict);
+                if class != TupleUse::Busy {
+                    t.young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
+                }
+                t.held(class, on.iter().map(|o| &o.entry), sys);
                 for o in &on {
                     holders.add(|| report(o, Blocking::HoldsTuple, table, sys));
                 }
-            }
-            ScanPort::Tuple(TupleVerdict::Busy) => {
-                c.tuple_busy += 1;
-                for o in &on {
-                    holders.add(|| report(o, Blocking::HoldsTuple, table, sys));
-                }
-            }
-            ScanPort::Tuple(TupleVerdict::TimeWaitBlocks(_)) => {
-                c.time_wait_blocking += 1;
-                young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
-                for o in &on {
-                    holders.add(|| report(o, Blocking::HoldsTuple, table, sys));
-                }
-                let later = on
-                    .iter()
-                    .map(|o| reusable_in_ms(&o.entry, sys))
-                    .collect::<Option<Vec<u32>>>()
-                    .and_then(|v| v.into_iter().max());
-                c.time_wait_reusable_in_ms = match (c.time_wait_reusable_in_ms, later) {
-                    (Some(x), Some(y)) => Some(x.min(y)),
-                    (x, y) => x.or(y),
-                };
-                let left = on
-                    .iter()
-                    .filter_map(|o| o.entry.timer.map(|t| t.expires_ms))
-                    .max();
-                c.soonest_time_wait_ms = match (c.soonest_time_wait_ms, left) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
             }
         }
     }
-    set_rates(&mut c, young, window_ms, is_loopback(q.dst.ip()), sys);
+    let c = t.capacity(range, loopback, sys, table.bound_only_hidden);
     (c, holders)
-}
-
-/// The window over which young TIME_WAITs count as "being taken now":
-/// shorter than the time a port stays out of use, so a port reused before
-/// the window ends is not missed — half of `tcp_tw_reuse_delay` where
-/// tcp_tw_reuse applies, else 10 s of the 60 s TIME_WAIT.
-pub(crate) fn rate_window_ms(sys: &NetSysctls, loopback: bool) -> u32 {
-    let r = ReuseSysctls::from(sys);
-    if r.timestamps && tw_reuse_applies(r.tw_reuse, loopback) {
-        (tw_reuse_delay_ms(&r) / 2).clamp(50, 10_000)
-    } else {
-        10_000
-    }
-}
-
-/// A TIME_WAIT that entered its state within the last `window_ms`.
-pub(crate) fn is_young(e: &SockEntry, window_ms: u32) -> bool {
-    e.state == TcpState::TimeWait
-        && e.timer
-            .is_some_and(|t| TimeWaitFacts::age_from_left(t.expires_ms) <= window_ms)
-}
-
-/// The intake the table shows (`young` TIME_WAITs in `window_ms`) and the
-/// rate at which ports come back ([`ports_back_per_s`]) for the ports not
-/// held by open connections.
-pub(crate) fn set_rates(
-    c: &mut Capacity,
-    young: u32,
-    window_ms: u32,
-    loopback: bool,
-    sys: &NetSysctls,
-) {
-    let open = c.range_ports - c.reserved - c.bind_owned;
-    let cycling = open.saturating_sub(c.tuple_busy);
-    let back = ports_back_per_s(cycling, loopback, &ReuseSysctls::from(sys)) * 60.0;
-    c.back_per_min = Some(back.round().min(f64::from(u32::MAX)) as u32);
-    c.rate_window_ms = Some(window_ms);
-    c.taken_per_min = Some(
-        (f64::from(young) * 60_000.0 / f64::from(window_ms.max(1)))
-            .round()
-            .min(f64::from(u32::MAX)) as u32,
-    );
 }
 
 fn ephemeral(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> Diagnosis {
     let range = sys.port_range;
     let src = source_ip(q);
     let (mut c, holders) = count_range(q, table, sys);
-    c.usable = c.free + c.time_wait_reusable;
     c.tuple_limit = format!(
         "at most {} connections held at once from {} to {} (usable ports × 1 source address)",
         c.range_ports - c.reserved - c.bind_owned,

@@ -14,6 +14,10 @@ use serde::Serialize;
 
 use std::net::SocketAddr;
 
+/// The ephemeral capacity: the model's count of the range toward one
+/// destination (its [`Capacity::expect`] is the diagnosis's).
+pub use crate::model::range::Capacity;
+
 /// The errors the rules predict. In JSON each is the errno object of
 /// every command (docs/json.md): `{"name": "EADDRINUSE", "code": 98,
 /// "wsa": {…}}`, numbered as Linux numbers it (the rules are Linux's).
@@ -125,6 +129,7 @@ impl Failure {
     }
 }
 
+// The model counts the range; what a count predicts is said here.
 impl Capacity {
     /// What connect() with a kernel-chosen port does, by this accounting:
     /// succeeds if a port with no socket is left, fails with EADDRNOTAVAIL
@@ -416,67 +421,6 @@ impl Flag {
             ),
         }
     }
-}
-
-/// Ephemeral ports connect() (or bind(addr, 0)) can still use toward one
-/// destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-pub struct Capacity {
-    /// `ip_local_port_range`.
-    pub range: PortRange,
-    /// Ports in the range.
-    pub range_ports: u32,
-    /// Of those, reserved (`ip_local_reserved_ports`).
-    pub reserved: u32,
-    /// Ports whose bucket came from bind(): listeners, bound-only sockets
-    /// (connect() skips them: `tb->fastreuse >= 0`). For bind(addr, 0):
-    /// ports with any overlapping socket.
-    pub bind_owned: u32,
-    /// Ports whose 4-tuple to this destination a full socket holds.
-    pub tuple_busy: u32,
-    /// Ports whose 4-tuple is held by a TIME_WAIT that cannot be reused now.
-    pub time_wait_blocking: u32,
-    /// Ports whose TIME_WAIT connect() may take over (`tcp_twsk_unique()`).
-    pub time_wait_reusable: u32,
-    /// Ports nothing stands on.
-    pub free: u32,
-    /// free + time_wait_reusable: what connect() can use now.
-    pub usable: u32,
-    /// Of `usable`, the ports with no socket at all: surely usable. The
-    /// others are held by connections whose ports connect() chose — unless
-    /// bind(ip, 0) gave them, which makes a port's bucket skipped for every
-    /// destination (`tb->fastreuse >= 0`) and which sock_diag cannot show.
-    pub surely_usable: u32,
-    /// The soonest blocking TIME_WAIT expiry, in ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub soonest_time_wait_ms: Option<u32>,
-    /// When the first blocking TIME_WAIT passes `tcp_tw_reuse_delay` and
-    /// becomes reusable, in ms (only when tw_reuse and timestamps allow).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time_wait_reusable_in_ms: Option<u32>,
-    /// Why TIME_WAIT is or is not reusable under the current sysctls.
-    pub time_wait_note: String,
-    /// Held connections to one destination are limited by 4-tuples:
-    /// usable ports × source addresses (one source here).
-    pub tuple_limit: String,
-    /// New connections per minute the table shows being made toward the
-    /// destination: TIME_WAITs younger than `rate_window_ms`, scaled.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub taken_per_min: Option<u32>,
-    /// The window behind `taken_per_min`, in ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_window_ms: Option<u32>,
-    /// Ports per minute that come back for new connections once taken:
-    /// the ports not held by open connections, every `tcp_tw_reuse_delay`
-    /// where tcp_tw_reuse applies (timestamps on), else every 60 s
-    /// (`kernel::connect::ports_back_per_s`). A rate above it exhausts the
-    /// range; one below it is sustainable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub back_per_min: Option<u32>,
-    /// The dump could not show bound-only sockets (Linux before 6.5): a
-    /// port that looks empty may be held, so no port is sure.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub bound_only_hidden: bool,
 }
 
 /// What another system is documented to do in the same situation.

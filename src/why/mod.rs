@@ -15,9 +15,12 @@
 //! # Layout
 //! - `table`: the sockets, their roles, address overlap.
 //! - `bind`: the bind bucket rule (reusing [`crate::model`]'s reuse rule).
-//! - `connect`: the 4-tuple rule and the ephemeral range accounting.
+//! - `connect`: the 4-tuple rule and the ephemeral scan toward one
+//!   destination, counted by [`crate::model::range`]'s rules, with its
+//!   holders.
 //! - `fix`: fixes and their costs.
-//! - `range`: every occupant of the ephemeral range at once (`ss --summary`).
+//! - `range`: what `ss --summary` says of the model's accounting of the
+//!   whole range (warnings, notes, fixes).
 //! - `documented`: Windows and BSD/macOS.
 //! - `diagnosis`: the answer's types.
 //! - [`live`], reading the namespace and `--try`.
@@ -35,17 +38,20 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+/// The range accounting and the TIME_WAIT reuse rule are the model's; the
+/// diagnosis words them.
+pub use crate::model::{
+    range::{PeerCapacity, RangeIndex, RangeUse, range_use},
+    tuple::time_wait_reusable,
+};
 pub use bind::{Asker, BindQuestion, REUSE_VARIANTS, blocking, diagnose_bind, expect_of, shares};
-pub use connect::{ConnectQuestion, diagnose_connect, time_wait_reusable};
+pub use connect::{ConnectQuestion, diagnose_connect};
 pub use diagnosis::{
     Agreement, Asked, Attempt, Blocking, Capacity, Diagnosis, Errno, Expect, Failure, Flag,
     HOLDERS_LISTED, HolderClass, HolderReport, OtherSystem, ReuseKnown, Variant,
 };
 pub use fix::{Fix, RankedFix};
-pub use range::{
-    PeerCapacity, RangeAdvice, RangeIndex, RangeUse, TimeWaitSides, peer_fixes, range_use,
-    time_wait_sides,
-};
+pub use range::{RangeAdvice, TimeWaitSides, peer_fixes, time_wait_sides};
 pub use table::{Occupant, Origin, Role, Table, origin_given};
 
 use crate::sysctl::NetSysctls;

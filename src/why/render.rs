@@ -2,8 +2,8 @@
 //! (a few lines) for a program that just got the errno.
 
 use super::diagnosis::{Agreement, Asked, Blocking, Diagnosis, HolderReport, ReuseKnown};
-use super::range::RangeUse;
 use super::table::{Origin, Role};
+use crate::model::range::RangeUse;
 use crate::text::group;
 use std::fmt::Write;
 

@@ -138,35 +138,6 @@ impl Table {
     }
 }
 
-/// What a socket is doing on its port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// listen() was called.
-    Listener,
-    /// bind() without listen() or connect() (diag state CLOSE, dumped with
-    /// `idiag_states` bit 13, TCP_BOUND_INACTIVE), or a reset socket whose
-    /// open descriptor keeps its explicitly bound port.
-    BoundOnly,
-    /// A TIME_WAIT mini-socket (or an orphaned FIN_WAIT2 kept as one).
-    TimeWait,
-    /// A connection in any other state.
-    Connected,
-}
-
-/// The role of a socket.
-pub fn role(e: &SockEntry) -> Role {
-    if e.state == TcpState::Listen {
-        Role::Listener
-    } else if e.state == TcpState::TimeWait || e.is_timewait_sock() {
-        Role::TimeWait
-    } else if e.state == TcpState::Closed {
-        Role::BoundOnly
-    } else {
-        Role::Connected
-    }
-}
-
 /// Which end of its connection a socket was, guessed from the ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -217,6 +188,9 @@ pub fn self_connected(e: &SockEntry) -> bool {
 
 /// Is `ip` a loopback address (the kernel layer's test)?
 pub use crate::model::kernel::addr::is_loopback;
+
+/// What a socket does on its port (the model's classification).
+pub use crate::model::{Role, role};
 
 /// Does a socket's local address `local` match the source `src` a question
 /// names (an unspecified `src` matches every address)?
