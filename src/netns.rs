@@ -8,13 +8,15 @@
 //! namespace of the thread that opens them, so sysctls written from that
 //! thread change only its namespace.
 
-use crate::error::{Error, Result};
+use crate::error::{NetnsError, Result};
 
 pub use crate::sysctl::Sysctl;
 
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;
+    use crate::error::NsLimit;
+    use crate::outcome::SysError;
     use crate::sys::ns;
     use crate::sysctl::write as write_sysctl;
     use std::cell::RefCell;
@@ -25,8 +27,43 @@ mod imp {
         static NURSERY: RefCell<Option<OwnedFd>> = const { RefCell::new(None) };
     }
 
-    fn unshare_net() -> Result<()> {
-        ns::unshare_net().map_err(|e| Error::Netns(ns::unshare_error("CLONE_NEWNET", e)))
+    /// The error of a failed `unshare(flags)`. For ENOSPC (a namespace
+    /// count limit reached, `inc_ucount` against /proc/sys/user/
+    /// max_net_namespaces or max_user_namespaces, which apply to root too)
+    /// the limits are read now, for the message.
+    pub(crate) fn unshare_error(flags: &'static str, e: nix::errno::Errno) -> NetnsError {
+        let limits = if e == nix::errno::Errno::ENOSPC {
+            let mut names = vec!["user.max_net_namespaces"];
+            if flags.contains("NEWUSER") {
+                names.push("user.max_user_namespaces");
+            }
+            (names.into_iter())
+                .map(|name| NsLimit {
+                    name,
+                    value: crate::sysctl::read(name),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        NetnsError::Unshare {
+            flags,
+            err: SysError::from_code(e as i32),
+            limits,
+        }
+    }
+
+    /// Move the calling thread into a new, empty network namespace.
+    pub(crate) fn unshare_net() -> std::result::Result<(), NetnsError> {
+        ns::unshare_net().map_err(|e| unshare_error("CLONE_NEWNET", e))
+    }
+
+    /// Bring `lo` of the calling thread's namespace up.
+    pub(crate) fn loopback_up() -> std::result::Result<(), NetnsError> {
+        ns::loopback_up().map_err(|(step, e)| NetnsError::LoopbackUp {
+            step,
+            err: SysError::from_io(&e),
+        })
     }
 
     /// Like [`enter_fresh`], but the new namespace gets a TCP established
@@ -47,8 +84,10 @@ mod imp {
         NURSERY.with(|cell| -> Result<()> {
             let mut nursery = cell.borrow_mut();
             match nursery.as_ref() {
-                Some(fd) => ns::enter_net(fd)
-                    .map_err(|e| Error::Netns(format!("setns to the nursery namespace: {e}")))?,
+                Some(fd) => ns::enter_net(fd).map_err(|e| NetnsError::Setns {
+                    what: "setns to the nursery namespace",
+                    err: SysError::from_code(e as i32),
+                })?,
                 None => {
                     unshare_net()?;
                     // Best effort: kernels before 6.1 have no such sysctl.
@@ -56,8 +95,10 @@ mod imp {
                         "net.ipv4.tcp_child_ehash_entries",
                         buckets.to_string(),
                     ));
-                    let f = ns::open_own_net()
-                        .map_err(|e| Error::Netns(format!("open the nursery namespace: {e}")))?;
+                    let f = ns::open_own_net().map_err(|err| NetnsError::Io {
+                        what: "open the nursery namespace",
+                        err,
+                    })?;
                     *nursery = Some(f);
                 }
             }
@@ -70,7 +111,7 @@ mod imp {
     /// its `lo` up and apply `sysctls`.
     pub fn enter_fresh(sysctls: &[Sysctl]) -> Result<()> {
         unshare_net()?;
-        ns::loopback_up().map_err(Error::Netns)?;
+        loopback_up()?;
         for s in sysctls {
             write_sysctl(s)?;
         }
@@ -89,7 +130,7 @@ mod imp {
                 enter_fresh(&sysctls)?;
                 Ok(f())
             })
-            .map_err(|e| Error::Netns(format!("spawn: {e}")))?
+            .map_err(|err| NetnsError::Io { what: "spawn", err })?
             .join()
             // A panic inside `f` is a bug of the caller (or a failed test
             // assertion): pass it on unchanged.
@@ -98,33 +139,53 @@ mod imp {
 
     /// Can this process make network namespaces per thread? Probed by doing
     /// it on a throwaway thread.
-    pub fn can_unshare() -> std::result::Result<(), String> {
-        std::thread::spawn(|| ns::unshare_net().map_err(|e| ns::unshare_error("CLONE_NEWNET", e)))
+    pub fn can_unshare() -> std::result::Result<(), NetnsError> {
+        std::thread::spawn(unshare_net)
             .join()
-            .unwrap_or_else(|_| Err("probe thread panicked".into()))
+            .unwrap_or(Err(NetnsError::Panicked {
+                what: "probe thread",
+            }))
     }
 }
 
 /// For an ordinary user: move this process into a new user namespace with
 /// its uid and gid mapped to root, and a network namespace it owns, so the
-/// commands that make namespaces of their own (cells, veth pairs) may.
-/// Must be called while the process has one thread (see
-/// `sys::ns::enter_user_and_net`). What stays out of reach: the host's
-/// sysctls, other uids, tracefs.
+/// commands that make namespaces of their own (cells, veth pairs) may
+/// (CAP_NET_ADMIN over them). What stays out of reach: the host's sysctls,
+/// other uids, tracefs.
+///
+/// Must be called while the process has one thread:
+/// `unshare(CLONE_NEWUSER)` fails with EINVAL otherwise (kernel/fork.c,
+/// `check_unshare_flags`). `setgroups` must be denied before an
+/// unprivileged process may write its gid map (kernel/user_namespace.c,
+/// `new_idmap_permitted`).
 #[cfg(target_os = "linux")]
-pub fn enter_unprivileged() -> std::result::Result<(), String> {
-    crate::sys::ns::enter_user_and_net()
+pub fn enter_unprivileged() -> std::result::Result<(), NetnsError> {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    crate::sys::ns::unshare_user_and_net()
+        .map_err(|e| unshare_error("CLONE_NEWUSER|CLONE_NEWNET", e))?;
+    let w = |path: &'static str, s: String| {
+        std::fs::write(path, s).map_err(|err| NetnsError::IdMap { path, err })
+    };
+    w("/proc/self/setgroups", "deny".into())?;
+    w("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    w("/proc/self/gid_map", format!("0 {gid} 1"))?;
+    Ok(())
 }
 
 /// User namespaces are a Linux feature: an error.
 #[cfg(not(target_os = "linux"))]
-pub fn enter_unprivileged() -> std::result::Result<(), String> {
-    Err("user namespaces are a Linux feature".into())
+pub fn enter_unprivileged() -> std::result::Result<(), NetnsError> {
+    Err(NetnsError::NotLinux {
+        what: "user namespaces",
+    })
 }
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
     use super::*;
+    use crate::error::Error;
 
     /// Network namespaces are a Linux feature: an error.
     pub fn enter_fresh_private_ehash(sysctls: &[Sysctl], _buckets: u32) -> Result<()> {
@@ -148,8 +209,10 @@ mod imp {
     }
 
     /// Network namespaces are a Linux feature: never.
-    pub fn can_unshare() -> std::result::Result<(), String> {
-        Err("network namespaces are a Linux feature".into())
+    pub fn can_unshare() -> std::result::Result<(), NetnsError> {
+        Err(NetnsError::NotLinux {
+            what: "network namespaces",
+        })
     }
 }
 
@@ -159,6 +222,32 @@ pub use imp::*;
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use crate::error::Error;
+
+    /// ENOSPC is a limit, not a missing privilege: root is not told to
+    /// run as root. The message is the one line the CLI prints.
+    #[test]
+    fn unshare_errors_name_the_cause() {
+        use nix::errno::Errno;
+        let e = unshare_error("CLONE_NEWNET", Errno::ENOSPC).to_string();
+        assert!(
+            e.starts_with("unshare(CLONE_NEWNET) failed: ENOSPC (28); too many namespaces")
+                && e.contains("user.max_net_namespaces = ")
+                && !e.contains("max_user_namespaces"),
+            "{e}"
+        );
+        assert!(!e.contains("root"), "{e}");
+        let e = unshare_error("CLONE_NEWNET", Errno::EPERM);
+        assert!(
+            matches!(&e, NetnsError::Unshare { err, limits, .. } if err.is("EPERM") && limits.is_empty())
+        );
+        assert_eq!(
+            Error::Netns(e).to_string(),
+            "network namespace: unshare(CLONE_NEWNET) failed: EPERM (1); run as root, or with CAP_SYS_ADMIN"
+        );
+        let e = unshare_error("CLONE_NEWUSER|CLONE_NEWNET", Errno::ENOSPC).to_string();
+        assert!(e.contains("user.max_user_namespaces"), "{e}");
+    }
 
     /// Straight to stderr: `eprintln!` is hidden for passing tests.
     fn skip(msg: &str) {

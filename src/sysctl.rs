@@ -6,7 +6,7 @@
 //! a thread that entered a cell's namespace reads and writes that
 //! namespace's values, never the host's.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SysctlError};
 use serde::{Deserialize, Serialize};
 
 /// `net.ipv4.tcp_timestamps`.
@@ -88,12 +88,19 @@ pub fn write(s: &Sysctl) -> Result<()> {
     if !std::path::Path::new(&p).exists() {
         return Err(Error::Sysctl {
             name: s.name.clone(),
-            why: "this kernel has no such sysctl".into(),
+            why: SysctlError::Missing,
         });
     }
-    std::fs::write(&p, format!("{}\n", s.value)).map_err(|e| Error::Sysctl {
-        name: s.name.clone(),
-        why: format!("cannot set it to '{}': {e}", s.value),
+    std::fs::write(&p, format!("{}\n", s.value)).map_err(|err| {
+        let value = s.value.clone();
+        Error::Sysctl {
+            name: s.name.clone(),
+            why: if err.kind() == std::io::ErrorKind::PermissionDenied {
+                SysctlError::PermissionDenied { value, err }
+            } else {
+                SysctlError::Write { value, err }
+            },
+        }
     })
 }
 
@@ -255,12 +262,12 @@ impl NetSysctls {
         let need = |name: &str| {
             get(name).ok_or_else(|| Error::Sysctl {
                 name: name.into(),
-                why: "cannot read it".into(),
+                why: SysctlError::Unreadable,
             })
         };
         let bad = |name: &str, v: &str| Error::Sysctl {
             name: name.into(),
-            why: format!("unexpected value '{v}'"),
+            why: SysctlError::Unexpected { value: v.into() },
         };
         let flag = |v: String| v.trim() != "0";
         let ts = need(TIMESTAMPS)?;

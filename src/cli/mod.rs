@@ -170,7 +170,7 @@ fn unprivileged_namespaces(cmd: &Cmd) -> Result<Option<String>, ExitCode> {
         Err(why) => {
             eprintln!(
                 "twlab: error: {name} needs network namespaces: not root, and no user namespace either ({}); run as root",
-                safe_line(&why)
+                safe_line(&why.to_string())
             );
             Err(ExitCode::from(1))
         }

@@ -3,7 +3,7 @@
 
 use super::wire::{self, ENOENT, Families, Reply};
 use super::{PortTest, Query, SockEntry, StateSet, TupleView};
-use crate::error::{Error, Result};
+use crate::error::{DiagError, Error, Result};
 use crate::socket::Family;
 use crate::sys::netlink_batch::{self, MAX_BATCH};
 use netlink_packet_core::NLM_F_DUMP_INTR;
@@ -50,21 +50,18 @@ impl std::fmt::Debug for DiagSocket {
     }
 }
 
-fn diag_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Diag(format!("{what}: {e}"))
+/// A failed call on the socket.
+fn diag_err(call: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |err| Error::Diag(DiagError::Socket { call, err })
 }
 
 impl DiagSocket {
     /// Open a NETLINK_SOCK_DIAG socket.
     pub fn open() -> Result<Self> {
-        let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| {
-            Error::Diag(format!(
-                "cannot open a NETLINK_SOCK_DIAG socket ({e}); is the inet_diag/tcp_diag module available?"
-            ))
-        })?;
-        sock.bind_auto().map_err(|e| diag_err("bind", e))?;
+        let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(|err| DiagError::Open { err })?;
+        sock.bind_auto().map_err(diag_err("bind"))?;
         sock.connect(&NlAddr::new(0, 0))
-            .map_err(|e| diag_err("connect", e))?;
+            .map_err(diag_err("connect"))?;
         // A bigger receive queue lets the kernel fill the next skb while
         // we decode this one.
         let _ = sock.set_rx_buf_sz(1 << 20);
@@ -91,7 +88,7 @@ impl DiagSocket {
             match self.sock.send(&self.req, 0) {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(diag_err("send", e)),
+                Err(e) => return Err(diag_err("send")(e)),
             }
         }
     }
@@ -99,10 +96,10 @@ impl DiagSocket {
     fn recv(&mut self) -> Result<usize> {
         loop {
             match self.sock.recv(&mut &mut self.buf[..], 0) {
-                Ok(0) => return Err(Error::Diag("the kernel closed the socket".into())),
+                Ok(0) => return Err(DiagError::Closed.into()),
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(diag_err("recv", e)),
+                Err(e) => return Err(diag_err("recv")(e)),
             }
         }
     }
@@ -115,7 +112,7 @@ impl DiagSocket {
         use std::os::fd::AsRawFd;
         let want = pending.clamp(1, MAX_BATCH);
         match netlink_batch::recv_dontwait(self.sock.as_raw_fd(), &mut self.buf, want) {
-            Ok((lens, 0)) => Err(diag_err("recv", format!("empty read {lens:?}"))),
+            Ok((_, 0)) => Err(DiagError::EmptyRead.into()),
             Ok(r) => Ok(r),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let n = self.recv()?;
@@ -123,7 +120,7 @@ impl DiagSocket {
                 lens[0] = n;
                 Ok((lens, 1))
             }
-            Err(e) => Err(diag_err("recv", e)),
+            Err(e) => Err(diag_err("recv")(e)),
         }
     }
 
@@ -184,7 +181,7 @@ impl DiagSocket {
             for (k, len) in lens.iter().take(count).enumerate() {
                 let datagram = &self.buf[k * slot..k * slot + len];
                 for m in wire::messages(datagram) {
-                    let m = m.map_err(|e| Error::Diag(e.to_string()))?;
+                    let m = m?;
                     let i = m.seq.wrapping_sub(first) as usize;
                     if i >= tuples.len() {
                         continue; // an answer to an earlier, abandoned request
@@ -213,7 +210,7 @@ impl DiagSocket {
             }
         }
         if pending != 0 {
-            return Err(Error::Diag("the kernel did not answer every lookup".into()));
+            return Err(DiagError::Unanswered.into());
         }
         if refused.is_some() {
             self.exact = Exact::Unavailable;
@@ -338,9 +335,7 @@ impl DiagSocket {
             // bytes per socket (2 MB at 250,000) for a case no kernel
             // produces: say so instead of answering from a torn table.
             if first? {
-                return Err(Error::Diag(
-                    "the kernel flagged the socket dump as interrupted (NLM_F_DUMP_INTR): the table changed while it was read; run the command again".into(),
-                ));
+                return Err(DiagError::DumpInterrupted.into());
             }
             k += 1;
         }
@@ -364,7 +359,7 @@ impl DiagSocket {
         for _ in 0..MAX_READS {
             let n = self.recv()?;
             for m in wire::messages(&self.buf[..n]) {
-                let m = m.map_err(|e| Error::Diag(e.to_string()))?;
+                let m = m?;
                 if m.seq != seq {
                     continue; // a late answer to an earlier request
                 }
@@ -374,10 +369,10 @@ impl DiagSocket {
                 match m.reply {
                     Reply::Done | Reply::Ack => return Ok(interrupted),
                     Reply::Error(code) => {
-                        return Err(Error::Diag(format!(
-                            "the kernel refused the dump: {}",
-                            crate::outcome::SysError::from_code(code)
-                        )));
+                        return Err(DiagError::Refused {
+                            err: crate::outcome::SysError::from_code(code),
+                        }
+                        .into());
                     }
                     // Sockets that vanish mid-dump are simply not in it;
                     // entries of an unknown state are skipped.
@@ -390,6 +385,6 @@ impl DiagSocket {
                 }
             }
         }
-        Err(Error::Diag("dump did not end".into()))
+        Err(DiagError::Endless.into())
     }
 }

@@ -12,6 +12,7 @@
 //! AF_INET6 = 10), never the host libc's.
 
 use super::{PortTest, SockEntry, StateSet, TcpState, Timer, TimerKind};
+use crate::error::DiagError;
 use crate::socket::Family;
 use netlink_packet_core::{
     ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_ALIGNTO, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
@@ -64,23 +65,6 @@ pub(crate) mod field {
     pub const LEN: usize = INODE.end;
 }
 
-/// What can be wrong with the bytes the kernel sent.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum WireError {
-    /// A netlink message whose header or length field does not fit.
-    #[error("malformed netlink message: {0}")]
-    Framing(String),
-    /// An `inet_diag_msg` shorter than the struct.
-    #[error("inet_diag_msg of {len} bytes, shorter than {} bytes", field::LEN)]
-    Truncated { len: usize },
-    /// An address family other than AF_INET / AF_INET6.
-    #[error("unknown address family {0}")]
-    Family(u8),
-    /// A TCP state number this build does not know.
-    #[error("unknown TCP state {0}")]
-    State(u8),
-}
-
 /// A checked view over one `struct inet_diag_msg`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InetDiagMsg<T: AsRef<[u8]>> {
@@ -90,10 +74,14 @@ pub(crate) struct InetDiagMsg<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> InetDiagMsg<T> {
     /// Check that the fixed part is all there; every accessor is then in
     /// bounds.
-    pub(crate) fn new_checked(buf: T) -> Result<Self, WireError> {
+    pub(crate) fn new_checked(buf: T) -> Result<Self, DiagError> {
         let len = buf.as_ref().len();
         if len < field::LEN {
-            return Err(WireError::Truncated { len });
+            return Err(DiagError::Truncated {
+                what: "inet_diag_msg",
+                len,
+                need: field::LEN,
+            });
         }
         Ok(InetDiagMsg { buf })
     }
@@ -111,7 +99,7 @@ impl<T: AsRef<[u8]>> InetDiagMsg<T> {
         a.copy_from_slice(&self.b()[r]);
         u16::from_be_bytes(a)
     }
-    fn ip_at(&self, r: std::ops::Range<usize>) -> Result<IpAddr, WireError> {
+    fn ip_at(&self, r: std::ops::Range<usize>) -> Result<IpAddr, DiagError> {
         let b = &self.b()[r];
         match self.family() {
             AF_INET => Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
@@ -120,7 +108,7 @@ impl<T: AsRef<[u8]>> InetDiagMsg<T> {
                 a.copy_from_slice(b);
                 Ok(IpAddr::V6(Ipv6Addr::from(a)))
             }
-            f => Err(WireError::Family(f)),
+            f => Err(DiagError::Family(f)),
         }
     }
 
@@ -141,14 +129,14 @@ impl<T: AsRef<[u8]>> InetDiagMsg<T> {
         self.b()[field::RETRANS]
     }
     /// `id.idiag_src` : `id.idiag_sport`, the socket's own end.
-    pub(crate) fn local(&self) -> Result<SocketAddr, WireError> {
+    pub(crate) fn local(&self) -> Result<SocketAddr, DiagError> {
         Ok(SocketAddr::new(
             self.ip_at(field::SRC)?,
             self.port_at(field::SPORT),
         ))
     }
     /// `id.idiag_dst` : `id.idiag_dport`, the peer's end.
-    pub(crate) fn peer(&self) -> Result<SocketAddr, WireError> {
+    pub(crate) fn peer(&self) -> Result<SocketAddr, DiagError> {
         Ok(SocketAddr::new(
             self.ip_at(field::DST)?,
             self.port_at(field::DPORT),
@@ -189,13 +177,13 @@ impl<T: AsRef<[u8]>> InetDiagMsg<T> {
     }
 
     /// Decode into the library's [`SockEntry`].
-    pub(crate) fn to_entry(&self) -> Result<SockEntry, WireError> {
+    pub(crate) fn to_entry(&self) -> Result<SockEntry, DiagError> {
         let family = match self.family() {
             AF_INET => Family::V4,
             AF_INET6 => Family::V6,
-            f => return Err(WireError::Family(f)),
+            f => return Err(DiagError::Family(f)),
         };
-        let state = TcpState::from_kernel(self.state()).ok_or(WireError::State(self.state()))?;
+        let state = TcpState::from_kernel(self.state()).ok_or(DiagError::State(self.state()))?;
         let kind = match self.timer() {
             1 => Some(TimerKind::Retransmit),
             2 => Some(TimerKind::Keepalive),
@@ -280,7 +268,7 @@ pub(crate) struct Message<'a> {
 /// The messages in `buf` (one datagram from the kernel), each framed by
 /// netlink-packet-core's checked buffer; the next starts at
 /// NLMSG_ALIGN(nlmsg_len) (include/uapi/linux/netlink.h).
-pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, WireError>> {
+pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, DiagError>> {
     let mut off = 0;
     std::iter::from_fn(move || {
         if off >= buf.len() {
@@ -291,7 +279,7 @@ pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, W
             Ok(nl) => nl,
             Err(e) => {
                 off = buf.len();
-                return Some(Err(WireError::Framing(e.to_string())));
+                return Some(Err(DiagError::Malformed { why: e.to_string() }));
             }
         };
         let len = nl.length() as usize;
@@ -305,13 +293,13 @@ pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = Result<Message<'_>, W
     })
 }
 
-fn classify<'a>(nl: &NetlinkBuffer<&'a [u8]>) -> Result<Reply<'a>, WireError> {
+fn classify<'a>(nl: &NetlinkBuffer<&'a [u8]>) -> Result<Reply<'a>, DiagError> {
     let payload = nl.payload();
     Ok(match nl.message_type() {
         NLMSG_DONE => Reply::Done,
         NLMSG_ERROR => {
-            let e =
-                ErrorBuffer::new_checked(payload).map_err(|e| WireError::Framing(e.to_string()))?;
+            let e = ErrorBuffer::new_checked(payload)
+                .map_err(|e| DiagError::Malformed { why: e.to_string() })?;
             match e.code() {
                 None => Reply::Ack,
                 // The kernel sends -errno (netlink_ack()).

@@ -3,7 +3,7 @@
 //! [`Experiment`] plus the sysctls of its namespace.
 
 use super::factors::{RangeChoice, Selection};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SysctlError};
 use crate::experiment::{ClientPort, Close, Experiment, NextStep, When};
 use crate::model;
 use crate::socket::{Family, SocketOpts};
@@ -311,10 +311,12 @@ pub fn build_cells(sel: &Selection, host: &NetSysctls, isolated: bool) -> Result
     if sel.tw_reuse_delay.is_some() && host.tw_reuse_delay_ms.is_none() {
         return Err(Error::Sysctl {
             name: TW_REUSE_DELAY.into(),
-            why: format!(
-                "this kernel ({}) has no net.ipv4.tcp_tw_reuse_delay (added in Linux 6.14); drop the tcp-tw-reuse-delay factor",
-                model::kernel_release()
-            ),
+            why: SysctlError::TooNew {
+                release: model::kernel_release(),
+                sysctl: TW_REUSE_DELAY,
+                since: "6.14",
+                factor: "tcp-tw-reuse-delay",
+            },
         });
     }
     let d = defaults(sel, host);

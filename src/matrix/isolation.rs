@@ -13,7 +13,7 @@
 use super::cells::CellSpec;
 use super::pool::{Place, RunOptions, run_cells};
 use super::results::CellResult;
-use crate::error::{Error, Result};
+use crate::error::{Error, NetnsError, Result};
 use crate::netns;
 use crate::outcome::Exit;
 use std::io::{BufRead, Write};
@@ -142,7 +142,7 @@ fn userns_probe() -> std::result::Result<(), String> {
 }
 
 /// The result of the worker's early unshare (see [`before_worker_threads`]).
-static USERNS: Mutex<Option<std::result::Result<(), String>>> = Mutex::new(None);
+static USERNS: Mutex<Option<std::result::Result<(), NetnsError>>> = Mutex::new(None);
 
 /// The worker calls this before anything starts a thread (the Ctrl-C
 /// handler does): it enters its user + network namespace here, because
@@ -150,21 +150,8 @@ static USERNS: Mutex<Option<std::result::Result<(), String>>> = Mutex::new(None)
 pub fn before_worker_threads() {
     #[cfg(target_os = "linux")]
     crate::sys::ns::die_with_parent();
-    let r = enter_userns();
+    let r = netns::enter_unprivileged();
     *USERNS.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-}
-
-#[cfg(target_os = "linux")]
-fn enter_userns() -> std::result::Result<(), String> {
-    crate::sys::ns::enter_user_and_net()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn enter_userns() -> std::result::Result<(), String> {
-    Err(format!(
-        "{}: user namespaces are a Linux feature",
-        crate::sys::OS_NAME
-    ))
 }
 
 /// The hidden worker: having entered a user + network namespace while still
@@ -175,8 +162,8 @@ pub(crate) fn run_worker(opts: RunOptions) -> Result<Exit> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take()
-        .unwrap_or_else(|| Err("the worker did not unshare before threads started".into()));
-    entered.map_err(Error::Netns)?;
+        .unwrap_or(Err(NetnsError::NotUnshared));
+    entered?;
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
         .map_err(|e| Error::Invalid(format!("reading cells: {e}")))?;
@@ -207,14 +194,20 @@ pub(crate) fn run_worker(opts: RunOptions) -> Result<Exit> {
 fn run_via_worker(cells: &[CellSpec], opts: RunOptions, done: &dyn Fn(CellResult)) -> Result<()> {
     use std::process::{Command, Stdio};
     use std::sync::mpsc::{RecvTimeoutError, channel};
-    let exe = std::env::current_exe().map_err(|e| Error::Netns(format!("current_exe: {e}")))?;
+    let exe = std::env::current_exe().map_err(|err| NetnsError::Io {
+        what: "current_exe",
+        err,
+    })?;
     let mut child = Command::new(exe)
         .args(worker_args(opts))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::Netns(format!("starting the namespace worker: {e}")))?;
+        .map_err(|err| NetnsError::Io {
+            what: "starting the namespace worker",
+            err,
+        })?;
     let input = serde_json::to_vec(cells).map_err(|e| Error::Invalid(e.to_string()))?;
     let mut stdin = child.stdin.take().expect("piped");
     let writer = std::thread::spawn(move || {
@@ -236,9 +229,15 @@ fn run_via_worker(cells: &[CellSpec], opts: RunOptions, done: &dyn Fn(CellResult
         match rx.recv_timeout(POLL) {
             Ok(Ok(line)) => match serde_json::from_str::<CellResult>(&line) {
                 Ok(r) => done(r),
-                Err(e) => break Err(Error::Netns(format!("bad worker output: {e}"))),
+                Err(err) => break Err(NetnsError::WorkerOutput { err }.into()),
             },
-            Ok(Err(e)) => break Err(Error::Netns(format!("reading the worker: {e}"))),
+            Ok(Err(err)) => {
+                break Err(NetnsError::Io {
+                    what: "reading the worker",
+                    err,
+                }
+                .into());
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break Ok(()),
         }
@@ -248,9 +247,10 @@ fn run_via_worker(cells: &[CellSpec], opts: RunOptions, done: &dyn Fn(CellResult
     }
     let _ = writer.join();
     let _ = reader.join();
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::Netns(format!("waiting for the worker: {e}")))?;
+    let out = child.wait_with_output().map_err(|err| NetnsError::Io {
+        what: "waiting for the worker",
+        err,
+    })?;
     got?;
     worker_status(&out)
 }
@@ -299,7 +299,7 @@ fn worker_status(out: &std::process::Output) -> Result<()> {
         Some(130) => Err(Error::Interrupted),
         _ if signalled && crate::interrupted() => Err(Error::Interrupted),
         Some(2) => Err(Error::Usage(last)),
-        _ => Err(Error::Netns(format!("the namespace worker failed: {last}"))),
+        _ => Err(NetnsError::WorkerFailed { last }.into()),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::cells::CellSpec;
 use super::results::{CellResult, CellStatus, FreeTiming, RanCell, held_by_open_descriptor, judge};
-use crate::error::{Error, Result};
+use crate::error::{Error, NetnsError, Result};
 use crate::experiment::{Experiment, When};
 use crate::model::KernelFacts;
 use crate::netns;
@@ -94,7 +94,7 @@ fn setup_failure(spec: &CellSpec, e: Error) -> CellStatus {
     {
         return CellStatus::SysctlRefused {
             sysctl: s.clone(),
-            why: why.clone(),
+            why: why.to_string(),
         };
     }
     CellStatus::Error {
@@ -213,12 +213,16 @@ fn run_pool<I: Sync, T>(
                         done(i, work(item));
                     }
                 })
-                .map_err(|e| Error::Netns(format!("spawn worker: {e}")))?;
+                .map_err(|err| NetnsError::Io {
+                    what: "spawn worker",
+                    err,
+                })?;
             handles.push(h);
         }
         for h in handles {
-            h.join()
-                .map_err(|_| Error::Netns("a cell worker panicked".into()))?;
+            h.join().map_err(|_| NetnsError::Panicked {
+                what: "a cell worker",
+            })?;
         }
         Ok(())
     })?;

@@ -233,7 +233,7 @@ pub fn can_run() -> std::result::Result<(), String> {
             "selfcheck needs root (network namespaces, sockets of another uid, dropping CAP_NET_BIND_SERVICE): run it with sudo".into(),
         );
     }
-    netns::can_unshare()
+    netns::can_unshare().map_err(|e| e.to_string())
 }
 
 /// Run `plan`; `progress` is called once per situation done (from any

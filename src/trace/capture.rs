@@ -5,7 +5,7 @@
 
 use super::decode::{Captured, decode_frame};
 use crate::diag::{self, Query};
-use crate::error::{Error, Result};
+use crate::error::{Error, NetnsError, Result};
 use crate::sys::packet::{PACKET_OUTGOING, PacketSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -83,7 +83,12 @@ impl Capture {
         let thread = std::thread::Builder::new()
             .name("twlab-capture".into())
             .spawn(move || read_loop(&sock, keep, dump_states, (start, start_wall), &s2, &sh2))
-            .map_err(|e| Error::Netns(format!("spawn capture thread: {e}")))?;
+            .map_err(|err| {
+                Error::Netns(NetnsError::Io {
+                    what: "spawn capture thread",
+                    err,
+                })
+            })?;
         Ok(Capture {
             stop,
             shared,

@@ -13,7 +13,7 @@
 //! itself until told to let it go, and says so in one line.
 
 use super::decode::decode_frame;
-use crate::error::{Error, Result};
+use crate::error::{Error, NetnsError, Result};
 use crate::sys::packet::{self, PACKET_OUTGOING, PacketSocket};
 use crate::sys::rtnl::Rtnl;
 use std::net::SocketAddr;
@@ -73,7 +73,8 @@ impl DelayBox {
         server: SocketAddr,
     ) -> Result<Self> {
         let open = |i: &str| {
-            PacketSocket::open(i).map_err(|e| Error::Netns(format!("packet socket on {i}: {e}")))
+            PacketSocket::open(i)
+                .map_err(|err| Error::Netns(NetnsError::PacketSocket { dev: i.into(), err }))
         };
         let (a, b) = (open(client_if)?, open(server_if)?);
         let holder = netem_holder(server_if);
@@ -98,7 +99,12 @@ impl DelayBox {
                     &rx,
                 )
             })
-            .map_err(|e| Error::Netns(format!("spawn the delay box: {e}")))?;
+            .map_err(|err| {
+                Error::Netns(NetnsError::Io {
+                    what: "spawn the delay box",
+                    err,
+                })
+            })?;
         Ok(DelayBox {
             cmd: tx,
             thread: Some(thread),

@@ -16,7 +16,7 @@ use super::delaybox::DelayBox;
 use super::veth::{self, Place, Topology};
 use super::{STATES_SOURCE, Trace, TracePlan, decode};
 use crate::diag::{self, TcpState, TupleView};
-use crate::error::{Error, Result};
+use crate::error::{Error, NetnsError, Result};
 use crate::netns::Sysctl;
 use crate::outcome::{Step, StepResult, SysError};
 use crate::scenario::StepRecord;
@@ -312,7 +312,7 @@ pub(crate) fn run(plan: &TracePlan) -> Result<Trace> {
             let topo = Topology::build(&sysctls)?;
             scenario(&topo, client, server)
         })
-        .map_err(|e| Error::Netns(format!("spawn: {e}")))?
+        .map_err(|err| Error::Netns(NetnsError::Io { what: "spawn", err }))?
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
     // The late arrival: the last frame with the held bytes (a retransmission

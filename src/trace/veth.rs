@@ -10,8 +10,9 @@
 //! rtnetlink ([`crate::sys::rtnl`]), the peer end directly in its namespace
 //! through IFLA_NET_NS_FD, the descriptor held: no iproute2 at run time.
 
-use crate::error::{Error, Result};
-use crate::netns::Sysctl;
+use crate::error::{Error, NetnsError, Result};
+use crate::netns::{self, Sysctl};
+use crate::outcome::SysError;
 use crate::sys::ns;
 use crate::sys::rtnl::{Rtnl, RtnlError};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -48,24 +49,28 @@ pub(crate) struct Topology {
     server: OwnedFd,
 }
 
-fn ns_err(what: &str) -> impl Fn(nix::errno::Errno) -> Error + '_ {
-    move |e| Error::Netns(format!("{what}: {e}"))
-}
-
 fn rtnl_err(e: RtnlError) -> Error {
-    Error::Netns(e.to_string())
+    Error::Netns(NetnsError::Rtnl {
+        what: e.what,
+        err: e.errno.map(SysError::from_code),
+        detail: e.detail,
+    })
 }
 
 /// The frames the box relays must carry finished checksums.
 fn checksum_off(dev: &str) -> Result<()> {
-    crate::sys::packet::tx_checksum_off(dev)
-        .map_err(|e| Error::Netns(format!("TX checksum offload off on {dev}: {e}")))
+    crate::sys::packet::tx_checksum_off(dev).map_err(|err| {
+        Error::Netns(NetnsError::ChecksumOffload {
+            dev: dev.into(),
+            err,
+        })
+    })
 }
 
 /// Make a fresh namespace, enter it, bring `lo` up, apply `sysctls`.
 fn fresh(sysctls: &[Sysctl]) -> Result<OwnedFd> {
-    ns::unshare_net().map_err(|e| Error::Netns(ns::unshare_error("CLONE_NEWNET", e)))?;
-    ns::loopback_up().map_err(Error::Netns)?;
+    netns::unshare_net()?;
+    netns::loopback_up()?;
     for s in sysctls {
         crate::sysctl::write(s)?;
     }
@@ -121,7 +126,12 @@ impl Topology {
             Place::Box => &self.middle,
             Place::Server => &self.server,
         };
-        ns::enter_net(fd).map_err(ns_err("setns"))
+        ns::enter_net(fd).map_err(|e| {
+            Error::Netns(NetnsError::Setns {
+                what: "setns",
+                err: SysError::from_code(e as i32),
+            })
+        })
     }
 }
 
