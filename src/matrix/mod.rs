@@ -41,7 +41,7 @@
 //! - [`results`]: a cell's observation beside the predictions, the run;
 //! - [`render`](mod@render): table, Markdown, CSV, JSON.
 //!
-//! The command line parses its arguments into a [`Plan`]; [`run`] runs it.
+//! The command line parses its arguments into a [`Plan`]; [`execute`] runs it and returns the [`MatrixRun`] it prints.
 
 pub mod cells;
 pub mod factors;
@@ -83,7 +83,7 @@ pub struct Plan {
     pub run: RunOptions,
     /// Namespaces, or the host's (`--host-netns`).
     pub isolation: IsolationChoice,
-    /// How [`run`] prints the result.
+    /// How the command line prints the result.
     pub format: OutputFormat,
     /// The most cells to run (`--max-cells`); `None`: [`MAX_CELLS`].
     pub max_cells: Option<usize>,
