@@ -60,8 +60,14 @@
 //! call, [`cli_main`].
 
 #![warn(missing_docs)]
+// Without the command line (`--no-default-features`), the commands that
+// only it calls (the server and client loops, `ss`, the events' live
+// view) are still built, as the JSON Schemas name their outputs, but
+// nothing calls them.
+#![cfg_attr(not(feature = "cli"), allow(dead_code, unused_imports))]
 
 pub mod check;
+#[cfg(feature = "cli")]
 mod cli;
 pub mod demo;
 pub mod diag;
@@ -78,6 +84,8 @@ pub mod model;
 pub mod netns;
 pub mod netstat;
 pub mod outcome;
+// Its writers (pcap, plots, selfcheck's files) are Linux commands.
+#[cfg(target_os = "linux")]
 pub(crate) mod outfile;
 pub mod pairs;
 pub(crate) mod peer;
@@ -100,6 +108,7 @@ pub use error::{Error, Result};
 /// The `twlab` command line: parse the arguments, run the command, print
 /// its report, map it to an exit code. The binary (`src/main.rs`) is this
 /// call alone; the commands it reaches are private to the crate.
+#[cfg(feature = "cli")]
 #[doc(hidden)]
 pub fn cli_main() -> std::process::ExitCode {
     cli::main()

@@ -11,6 +11,6 @@ pub struct Args {
 }
 
 /// Never reached: `Cmd::linux_needs` refuses first; kept as a guard.
-pub fn run(_a: Args) -> anyhow::Result<Exit> {
+pub fn run(_a: Args) -> anyhow::Result<crate::outcome::Exit> {
     anyhow::bail!("this command needs Linux")
 }

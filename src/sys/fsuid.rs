@@ -79,16 +79,10 @@ pub fn has_cap_net_bind_service() -> bool {
 
 /// The inode number of a socket (what sock_diag reports as its inode),
 /// to tell apart sockets that share an address, such as the members of a
-/// SO_REUSEPORT group.
-#[cfg(unix)]
+/// SO_REUSEPORT group (`reuseport`, a Linux command).
+#[cfg(target_os = "linux")]
 // st_ino is u64 on Linux but not on every unix.
 #[allow(clippy::unnecessary_cast)]
 pub fn socket_inode(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
     nix::sys::stat::fstat(fd).ok().map(|s| s.st_ino as u64)
-}
-
-/// Elsewhere: unknown.
-#[cfg(not(unix))]
-pub fn socket_inode<T>(_fd: T) -> Option<u64> {
-    None
 }

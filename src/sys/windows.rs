@@ -15,9 +15,6 @@ pub fn errno_name(code: i32) -> String {
     }
 }
 
-/// SO_EXCLUSIVEADDRUSE is `~SO_REUSEADDR` (-5) in winsock2.h.
-pub const SO_EXCLUSIVEADDRUSE: i32 = ws::SO_EXCLUSIVEADDRUSE;
-
 /// The OS name shown in reports.
 pub const OS_NAME: &str = "Windows";
 
