@@ -24,7 +24,7 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// How many characters of one piece of user input an error echoes.
-pub const ECHO_MAX_CHARS: usize = 200;
+pub(crate) const ECHO_MAX_CHARS: usize = 200;
 
 /// Is `c` a control character a terminal may act on: C0 (U+0000..U+001F),
 /// DEL, or C1 (U+0080..U+009F, which some terminals take as CSI, OSC ...)?
@@ -59,7 +59,7 @@ pub fn escape_for_terminal(s: &str) -> Cow<'_, str> {
 
 /// The first `max` characters of `s`, then `… (N more characters)` if
 /// there were more.
-pub fn shorten(s: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn shorten(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max) {
         None => Cow::Borrowed(s),
         Some((cut, _)) => {
@@ -72,7 +72,7 @@ pub fn shorten(s: &str, max: usize) -> Cow<'_, str> {
 
 /// User input as an error message quotes it: at most
 /// [`ECHO_MAX_CHARS`] characters, control characters escaped.
-pub fn echo(s: &str) -> String {
+pub(crate) fn echo(s: &str) -> String {
     let short = shorten(s, ECHO_MAX_CHARS);
     escape_for_terminal(&short).into_owned()
 }
@@ -89,7 +89,7 @@ pub fn echo(s: &str) -> String {
 /// of an argument a parser quoted) is cut, keeping the quotes and
 /// punctuation around it. Pieces already cut (ending in `…`) are left as
 /// they are.
-pub fn cut_echoes(line: &str, args: &[String]) -> String {
+pub(crate) fn cut_echoes(line: &str, args: &[String]) -> String {
     let long = |p: &&str| p.chars().count() > ECHO_MAX_CHARS;
     let mut pieces: Vec<&str> = args
         .iter()
@@ -141,7 +141,7 @@ fn cut_run(run: &str) -> Cow<'_, str> {
 }
 
 /// 28001 → "28,001".
-pub fn group(n: u64) -> String {
+pub(crate) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {

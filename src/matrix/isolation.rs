@@ -79,7 +79,7 @@ impl Isolation {
 }
 
 /// Decide how to isolate cells.
-pub fn choose_isolation(choice: IsolationChoice) -> Isolation {
+pub(crate) fn choose_isolation(choice: IsolationChoice) -> Isolation {
     if choice == IsolationChoice::Host {
         return Isolation::Host {
             why: "--host-netns given".into(),
@@ -99,7 +99,7 @@ pub fn choose_isolation(choice: IsolationChoice) -> Isolation {
 }
 
 /// The arguments that start this executable as the hidden worker.
-pub fn worker_args(opts: RunOptions) -> Vec<String> {
+pub(crate) fn worker_args(opts: RunOptions) -> Vec<String> {
     let mut a: Vec<String> = vec!["matrix".into(), "--internal-worker".into()];
     if opts.until_free {
         a.push("--until-free".into());
@@ -147,7 +147,7 @@ static USERNS: Mutex<Option<std::result::Result<(), NetnsError>>> = Mutex::new(N
 /// The worker calls this before anything starts a thread (the Ctrl-C
 /// handler does): it enters its user + network namespace here, because
 /// unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process.
-pub fn before_worker_threads() {
+pub(crate) fn before_worker_threads() {
     #[cfg(target_os = "linux")]
     crate::sys::ns::die_with_parent();
     let r = netns::enter_unprivileged();

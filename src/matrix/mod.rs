@@ -56,9 +56,8 @@ pub use cells::{
     check_size, check_sysctl_names, count_cells,
 };
 pub use factors::{FACTORS, Factor, MAX_AFTER_MS, RangeChoice, Selection, list_factors};
-pub use isolation::{
-    Isolation, IsolationChoice, before_worker_threads, choose_isolation, worker_args,
-};
+pub use isolation::{Isolation, IsolationChoice};
+pub(crate) use isolation::{before_worker_threads, choose_isolation};
 pub use pool::{RunOptions, UNTIL_FREE_LIMIT, default_jobs};
 pub use render::{TableLayout, render, render_csv, render_md, render_table};
 pub use results::{
