@@ -229,8 +229,9 @@ pub struct Workload {
     pub port_choice: PortChoice,
 }
 
-/// A whole run. Built with [`Plan::new`] outside this crate (it may grow
-/// fields).
+/// A whole run.
+// Outside this crate: built with `Plan::new` (it may grow fields). Not in
+// the doc comment, which is also the JSON Schema's description.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct Plan {
