@@ -55,9 +55,10 @@
 //! The command line (`src/cli/`) is private: it parses arguments into the
 //! typed plans these modules take, prints their reports and maps how each
 //! command ended ([`outcome::Exit`]) to an exit code, in one place. The
-//! commands that print as they run (`server`, `client`, `ss`, `events`) and
-//! the printing helpers are private to the crate too. The binary is one
-//! call, [`cli_main`].
+//! commands that stream (`server`, `client`, `ss`, `events`) write to the
+//! writer the command line gives them as they run; they and the printing
+//! helpers are private to the crate too. The binary is one call,
+//! [`cli_main`].
 
 #![warn(missing_docs)]
 // Without the command line (`--no-default-features`), the commands that

@@ -108,5 +108,6 @@ pub fn run(a: ClientArgs) -> Result<Exit> {
             return Err(crate::Error::Usage(format!("{e} (see `twlab client --help`)")).into());
         }
     };
-    Ok(run_plan(&plan)?)
+    // The loop buffers its lines itself (64 KiB, flushed every 100 ms).
+    Ok(run_plan(&plan, std::io::stdout())?)
 }

@@ -87,5 +87,8 @@ pub fn run(a: EventsArgs) -> anyhow::Result<Exit> {
         lives_only: a.lives,
         freed: a.freed,
     };
-    Ok(crate::events::live::run(&plan)?)
+    Ok(crate::events::live::run(
+        &plan,
+        &mut std::io::stdout().lock(),
+    )?)
 }

@@ -165,7 +165,8 @@ impl ServerArgs {
 }
 
 pub fn run(a: ServerArgs) -> Result<Exit> {
-    Ok(run_plan(&a.plan()?)?)
+    // The server buffers its lines itself (64 KiB, flushed every 100 ms).
+    Ok(run_plan(&a.plan()?, std::io::stdout())?)
 }
 
 #[cfg(test)]

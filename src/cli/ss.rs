@@ -179,5 +179,5 @@ impl SsArgs {
 /// Parse, then run `twlab ss`; returns the exit code.
 pub fn run(a: SsArgs) -> anyhow::Result<Exit> {
     let plan = a.plan()?;
-    Ok(crate::ss::run(&plan)?)
+    Ok(crate::ss::run(&plan, &mut std::io::stdout().lock())?)
 }

@@ -28,19 +28,21 @@ pub struct EventsPlan {
     pub freed: bool,
 }
 
-fn json<T: Serialize>(out: &mut impl Write, kind: &'static str, v: &T) -> std::io::Result<()> {
+fn json<T: Serialize>(out: &mut dyn Write, kind: &'static str, v: &T) -> std::io::Result<()> {
     let s = crate::json::compact_line(kind, v).map_err(std::io::Error::other)?;
     writeln!(out, "{s}")
 }
 
-/// Run until Ctrl-C, `--duration` or `--count`; print the summary. Exit 0.
-pub fn run(plan: &EventsPlan) -> Result<Exit> {
+/// Run until Ctrl-C, `--duration` or `--count`, writing each event (and
+/// each life as it ends) to `out` as it comes, flushed after every batch
+/// the kernel hands over; then the summary. The command line hands its
+/// stdout, locked. A write that fails (a closed pipe) ends the watch
+/// quietly. Exit 0.
+pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
     let mut session = Session::open_with(plan.filter.clone(), Some(super::BUFFER_KB), plan.freed)
         .map_err(|why| {
         Error::Invalid(format!("twlab events: kernel events unavailable: {why}"))
     })?;
-    let out = std::io::stdout();
-    let mut out = out.lock();
     let what = if plan.filter.is_all() {
         "every TCP socket of every namespace".to_string()
     } else {
@@ -75,10 +77,10 @@ pub fn run(plan: &EventsPlan) -> Result<Exit> {
                 (if plan.lives_only {
                     Ok(())
                 } else {
-                    json(&mut out, "event", &e)
+                    json(out, "event", &e)
                 })
-                .and_then(|_| ended.iter().try_for_each(|l| json(&mut out, "life", l)))
-                .and_then(|_| tws.iter().try_for_each(|t| json(&mut out, "time-wait", t)))
+                .and_then(|_| ended.iter().try_for_each(|l| json(out, "life", l)))
+                .and_then(|_| tws.iter().try_for_each(|t| json(out, "time-wait", t)))
             } else {
                 (if plan.lives_only {
                     Ok(())
@@ -105,13 +107,13 @@ pub fn run(plan: &EventsPlan) -> Result<Exit> {
     drop(session);
     for l in lives.flush() {
         let _ = if plan.json {
-            json(&mut out, "life", &l)
+            json(out, "life", &l)
         } else {
             writeln!(out, "{}", l.line())
         };
     }
     if plan.json {
-        let _ = json(&mut out, "summary", &lives.summary);
+        let _ = json(out, "summary", &lives.summary);
     } else {
         for l in lives.summary.lines() {
             let _ = writeln!(out, "{l}");

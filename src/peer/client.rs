@@ -271,8 +271,8 @@ fn waiting_line(left: Duration) -> String {
 
 /// Where an attempt says that it waits for the server's FIN: the output
 /// (flushed first) and whether it was said already in this run.
-struct Notice<'a> {
-    out: &'a mut Output,
+struct Notice<'a, W: Write> {
+    out: &'a mut Output<W>,
     format: OutputFormat,
     said: bool,
 }
@@ -286,7 +286,7 @@ fn attempt(
     nl: &mut Option<DiagSocket>,
     n: u64,
     (start, deadline): (Instant, Instant),
-    notice: &mut Notice<'_>,
+    notice: &mut Notice<'_, impl Write>,
 ) -> Result<Attempt> {
     let server = p.connect;
     let bind = p.bind;
@@ -387,7 +387,7 @@ fn after_connect(
     steps: &mut Vec<(Step, StepResult)>,
     (reset, self_connect): (bool, bool),
     deadline: Instant,
-    notice: &mut Notice<'_>,
+    notice: &mut Notice<'_, impl Write>,
 ) -> Result<Option<f64>> {
     let wait_step = if p.close == CloseMode::AfterPeer {
         Step::Recv
@@ -527,14 +527,17 @@ fn print_attempt(out: &mut impl Write, a: &Attempt, format: OutputFormat) -> std
     Ok(())
 }
 
-/// Run the client loop. (Over 80 lines: one loop whose counters, attempts,
+/// Run the client loop, writing a line per attempt (and the summary) to
+/// `out` through a 64 KiB buffer flushed at least every 100 ms, at each
+/// failure and at every pause; the command line hands its stdout. A write
+/// that fails (a closed pipe) ends the loop quietly. (Over 80 lines: one loop whose counters, attempts,
 /// tries and blocked time, feed the summary; split, they would travel
 /// together as one struct anyway.)
-pub fn run(p: &ClientPlan) -> Result<Exit> {
+pub fn run<W: Write>(p: &ClientPlan, out: W) -> Result<Exit> {
     p.check()?;
     let start = Instant::now();
     let deadline = start + p.timeout;
-    let mut out = Output::stdout();
+    let mut out = Output::new(out);
     // One sock_diag socket for the whole loop; without one (no sock_diag
     // here) the attempts still run, without the kernel's view.
     let mut nl = DiagSocket::open().ok();

@@ -43,13 +43,19 @@ pub(crate) const WAIT_SLICE: Duration = crate::signal::CHECK_EVERY;
 pub(crate) const FIN_WAIT_NOTICE_AFTER: Duration = Duration::from_millis(100);
 
 /// Say (once per run, the caller keeps `said`) that this end is waiting
-/// for the peer's FIN: a line on stdout in text, after the lines before it;
-/// on stderr under `--json`, where stdout holds only JSON (docs/json.md).
-pub(crate) fn say_waiting(out: &mut Output, format: OutputFormat, said: &mut bool, line: &str) {
+/// for the peer's FIN: a line of the output in text, after the lines
+/// before it; on stderr under `--json`, where the output holds only JSON
+/// (docs/json.md).
+pub(crate) fn say_waiting<W: Write>(
+    out: &mut Output<W>,
+    format: OutputFormat,
+    said: &mut bool,
+    line: &str,
+) {
     if std::mem::replace(said, true) {
         return;
     }
-    // A closed stdout ends the program at its next line; nothing to do here.
+    // A closed output ends the program at its next line; nothing to do here.
     if format.is_json() {
         let _ = out.flush();
         eprintln!("twlab: {line}");
@@ -109,18 +115,20 @@ pub fn describe_view(client: SocketAddr, server: SocketAddr, v: &TupleView) -> V
     ]
 }
 
-/// Buffered stdout: a tight loop writes into memory and flushes when the
-/// program waits, when [`Output::flush_if_due`] finds the last flush
-/// older than 100 ms, and at the end.
-pub(crate) struct Output {
-    w: BufWriter<io::Stdout>,
+/// The buffered output (the command line's stdout): a tight loop writes
+/// into memory and flushes when the program waits, when
+/// [`Output::flush_if_due`] finds the last flush older than 100 ms, and at
+/// the end. Generic over the writer, so a line costs no dynamic call.
+pub(crate) struct Output<W: Write> {
+    w: BufWriter<W>,
     last_flush: Instant,
 }
 
-impl Output {
-    pub(crate) fn stdout() -> Self {
+impl<W: Write> Output<W> {
+    /// A 64 KiB buffer in front of `w`.
+    pub(crate) fn new(w: W) -> Self {
         Output {
-            w: BufWriter::with_capacity(64 * 1024, io::stdout()),
+            w: BufWriter::with_capacity(64 * 1024, w),
             last_flush: Instant::now(),
         }
     }
@@ -141,7 +149,7 @@ impl Output {
     }
 }
 
-impl Write for Output {
+impl<W: Write> Write for Output<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.w.write(buf)
     }

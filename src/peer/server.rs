@@ -162,7 +162,7 @@ enum Next {
     Conn(TcpSock, SocketAddr),
     /// No connection for the idle timeout.
     Idle,
-    /// stdout is closed (e.g. piped into head).
+    /// The output is closed (e.g. stdout piped into head).
     OutputClosed,
 }
 
@@ -177,7 +177,12 @@ const IDLE_SLICE: Duration = super::WAIT_SLICE;
 /// connection; output is flushed when it goes idle (no connection within
 /// [`BUSY_WAIT`]) and every 100 ms, so lines appear as soon as the server
 /// waits, and a burst of connections costs one write.
-fn next_conn(l: &TcpSock, local: SocketAddr, idle: Duration, out: &mut Output) -> Result<Next> {
+fn next_conn(
+    l: &TcpSock,
+    local: SocketAddr,
+    idle: Duration,
+    out: &mut Output<impl Write>,
+) -> Result<Next> {
     // Read the clock only once the first wait ran out: a busy server
     // skips it.
     let mut t_wait = None;
@@ -241,7 +246,12 @@ fn waiting_line() -> String {
 /// Wait for the peer's FIN as the plan says, saying so once per run
 /// (`said`) when the wait lasts. Every wait is cut into slices and stops
 /// at Ctrl-C (`Err(Interrupted)`).
-fn finish(conn: &mut TcpSock, p: &ServerPlan, out: &mut Output, said: &mut bool) -> Result<Seen> {
+fn finish(
+    conn: &mut TcpSock,
+    p: &ServerPlan,
+    out: &mut Output<impl Write>,
+    said: &mut bool,
+) -> Result<Seen> {
     let seen = |closed_first, client_close, result: &str| Seen {
         closed_first,
         client_close,
@@ -429,15 +439,15 @@ pub(crate) struct PortFailure<'a> {
     why: &'a FailureWhy,
 }
 
-/// A failed bind() or listen(): print the diagnosis of the live table on
-/// stdout (short form, or one JSON object), and return the error line.
+/// A failed bind() or listen(): write the diagnosis of the live table to
+/// the output (short form, or one JSON object; flushed), and return the
+/// error line.
 /// "another program listens there" is said only when a listener is what
 /// the diagnosis found in the way.
-fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
+fn port_failed(p: &ServerPlan, e: &StepError, out: &mut Output<impl Write>) -> Error {
     let addr = p.listen;
     let why = super::why::after_bind(addr, p.opts, crate::why::Asker::Server, &e.error);
     if let Some(w) = &why {
-        let mut out = Output::stdout();
         let _ = match p.format {
             OutputFormat::Json => {
                 let f = PortFailure {
@@ -448,7 +458,7 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
                     },
                     why: w,
                 };
-                serde_json::to_writer(&mut out, &crate::json::line("failure", &f))
+                serde_json::to_writer(&mut *out, &crate::json::line("failure", &f))
                     .map_err(std::io::Error::from)
                     .and_then(|_| writeln!(out))
             }
@@ -462,7 +472,6 @@ fn port_failed(p: &ServerPlan, e: &StepError) -> Error {
         // No diagnosis off Linux (its rules are Linux's): the sockets on
         // the port as this system's table shows them, right after the
         // failure.
-        let mut out = Output::stdout();
         for l in lines {
             let _ = writeln!(out, "{l}");
         }
@@ -525,22 +534,27 @@ fn options_label(l: &TcpSock, exclusive_addr_use: bool) -> String {
     }
 }
 
-/// Run the server until `count` connections, the idle timeout or Ctrl-C.
-pub fn run(p: &ServerPlan) -> Result<Exit> {
+/// Run the server until `count` connections, the idle timeout or Ctrl-C,
+/// writing its lines (and a failed bind's diagnosis) to `out` through a
+/// 64 KiB buffer flushed at least every 100 ms and whenever it waits; the
+/// command line hands its stdout. A write that fails (a closed pipe) ends
+/// the run quietly.
+pub fn run<W: Write>(p: &ServerPlan, out: W) -> Result<Exit> {
+    let mut out = Output::new(out);
     let addr = p.listen;
     let l = TcpSock::new(Family::of(&addr), p.opts).map_err(|e| explain_step_error(&e, addr))?;
     if p.exclusive_addr_use {
         l.set_exclusive_addr_use()
             .map_err(|e| explain_step_error(&e, addr))?;
     }
-    l.bind(addr).map_err(|e| port_failed(p, &e))?;
+    l.bind(addr).map_err(|e| port_failed(p, &e, &mut out))?;
     // Before listen(): every accepted socket inherits this SO_RCVTIMEO
     // (see `finish`), so none waits for its peer without a slice.
     l.set_accept_timeout(BUSY_WAIT)
         .map_err(|e| explain_step_error(&e, addr))?;
-    l.listen(BACKLOG).map_err(|e| port_failed(p, &e))?;
+    l.listen(BACKLOG)
+        .map_err(|e| port_failed(p, &e, &mut out))?;
     let local = l.local_addr().unwrap_or(addr);
-    let mut out = Output::stdout();
     let mut nl = DiagSocket::open().ok();
     let start = Instant::now();
     if !p.format.is_json() {

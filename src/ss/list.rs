@@ -394,7 +394,8 @@ impl Widths {
     }
 }
 
-/// Print the filtered table on stdout, streaming: rows go out as the
+/// Write the filtered table to `out`, streaming: rows go out (through a
+/// 128 KiB buffer) as the
 /// kernel's one dump is decoded (both families in one walk where the
 /// kernel allows, in its hash order, as `ss -tan` prints them; nothing is
 /// sorted), so memory does not grow with the table.
@@ -403,15 +404,19 @@ impl Widths {
 /// [`FIRST_LOOK`] rows are held back to measure; past them the columns
 /// take the widest value possible. `-p` reads every socket's owners from
 /// /proc first, as `ss -p` does.
-pub(super) fn run(filter: &Filter, format: OutputFormat, processes: Processes) -> Result<Exit> {
+pub(super) fn run(
+    filter: &Filter,
+    format: OutputFormat,
+    processes: Processes,
+    out: &mut dyn Write,
+) -> Result<Exit> {
     let procs = processes == Processes::Show;
     let owners = if procs {
         crate::diag::owners::all_socket_owners()
     } else {
         HashMap::new()
     };
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::with_capacity(128 * 1024, stdout.lock());
+    let mut out = io::BufWriter::with_capacity(128 * 1024, out);
     match format {
         OutputFormat::Json => write_json_list(&mut out, filter, &owners, procs)?,
         _ => write_text_list(&mut out, filter, &owners, procs)?,

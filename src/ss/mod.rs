@@ -8,13 +8,17 @@
 //!
 //! The command line (clap, in the binary) is turned into a [`Plan`]: the
 //! [`Filter`] and one [`View`]. Three views share the filters:
-//! - the list (default, [`list`]): aligned text or JSON, streamed with one
-//!   lock of stdout and one buffered writer, no allocation per row;
+//! - the list (default, [`list`]): aligned text or JSON, streamed through
+//!   one buffered writer, no allocation per row;
 //! - the summary ([`summary`]): counts per state, TIME_WAIT per peer and per
 //!   local port, how much of `ip_local_port_range` TIME_WAIT holds per
 //!   (local address, peer), and the distance to `tcp_max_tw_buckets`;
 //! - watch ([`watch`]): a live view that marks sockets appearing, changing
 //!   state and going away.
+//!
+//! Every view writes to the writer the command line hands [`run`] (its
+//! stdout, locked); only the terminal handling of watch (is stdout a
+//! terminal, the alternate screen) reads and writes the real stdout.
 
 pub mod filter;
 pub mod list;
@@ -79,8 +83,10 @@ pub struct Plan {
     pub view: View,
 }
 
-/// Run `twlab ss`. Returns the exit code.
-pub fn run(plan: &Plan) -> Result<Exit> {
+/// Run `twlab ss`, writing the view to `out`. Returns the exit code; a
+/// write that fails because the reader went away (EPIPE: `twlab ss |
+/// head`) is a normal end.
+pub fn run(plan: &Plan, out: &mut dyn io::Write) -> Result<Exit> {
     // Windows, macOS and FreeBSD answer from their own tables (see
     // `diag`): states and owners, no timers.
     if !cfg!(any(
@@ -104,13 +110,13 @@ pub fn run(plan: &Plan) -> Result<Exit> {
         }
     }
     let r = match plan.view {
-        View::List { format, processes } => list::run(filter, format, processes),
-        View::Summary { format, top } => summary::run(filter, format, top),
+        View::List { format, processes } => list::run(filter, format, processes, out),
+        View::Summary { format, top } => summary::run(filter, format, top, out),
         View::Watch {
             every,
             frames,
             format,
-        } => watch::run(filter, every, frames, format),
+        } => watch::run(filter, every, frames, format, out),
     };
     match r {
         Ok(code) => Ok(code),
@@ -120,8 +126,9 @@ pub fn run(plan: &Plan) -> Result<Exit> {
     }
 }
 
-/// Marks a write that failed because stdout's reader went away (EPIPE;
-/// Rust ignores SIGPIPE, so the write returns the error).
+/// Marks a write that failed because the output's reader went away
+/// (EPIPE; Rust ignores SIGPIPE, so the write returns the error). The
+/// words say stdout: the command line hands its stdout.
 const PIPE_CLOSED: &str = "writing to stdout (closed pipe)";
 
 fn io_err(e: io::Error) -> Error {
@@ -136,5 +143,44 @@ fn json_err(e: serde_json::Error) -> Error {
     match e.io_error_kind() {
         Some(kind) => io_err(io::Error::from(kind)),
         None => Error::Invalid(format!("JSON encoding failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list goes to the writer it is given: a listener of this test,
+    /// on a port of its own, is a row of what `run` wrote into a Vec.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_list_is_written_to_the_given_writer() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let plan = Plan {
+            filter: Filter {
+                query: crate::diag::Query {
+                    local_port: Some(port),
+                    ..Default::default()
+                },
+                port: Some(port),
+                ..Default::default()
+            },
+            view: View::List {
+                format: OutputFormat::Text,
+                processes: Processes::Hide,
+            },
+        };
+        let mut out = Vec::new();
+        assert_eq!(run(&plan, &mut out).unwrap(), Exit::Done);
+        let text = String::from_utf8(out).unwrap();
+        let me = format!(" 127.0.0.1:{port} ");
+        assert!(text.starts_with("State"), "{text}");
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with("LISTEN") && line.contains(&me)),
+            "no LISTEN row for 127.0.0.1:{port} in:\n{text}"
+        );
+        drop(l);
     }
 }

@@ -403,11 +403,15 @@ pub fn build_summary(filter: &Filter, top_n: usize) -> Result<Summary> {
     })
 }
 
-/// Print the summary on stdout.
-pub(super) fn run(filter: &Filter, format: OutputFormat, top_n: usize) -> Result<Exit> {
+/// Write the summary to `out` (buffered, flushed at the end).
+pub(super) fn run(
+    filter: &Filter,
+    format: OutputFormat,
+    top_n: usize,
+    out: &mut dyn Write,
+) -> Result<Exit> {
     let s = build_summary(filter, top_n)?;
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    let mut out = io::BufWriter::new(out);
     match format {
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &crate::json::doc(&s)).map_err(json_err)?;

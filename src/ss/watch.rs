@@ -115,23 +115,26 @@ impl Tracker {
 
 /// Redraw the filtered table every `every` until `frames` refreshes, q,
 /// Ctrl-C or a stop signal (SIGTERM, SIGHUP, SIGQUIT: the terminal is
-/// restored, then the CLI exits 128 + the signal's number).
+/// restored, then the CLI exits 128 + the signal's number). Each refresh
+/// goes to `out` through a buffer flushed once per refresh; the terminal
+/// checks and the alternate screen stay the real stdout's (the command
+/// line hands its stdout as `out`).
 pub(super) fn run(
     filter: &Filter,
     every: Duration,
     frames: u64,
     format: OutputFormat,
+    out: &mut dyn Write,
 ) -> Result<Exit> {
     let frames = frames.min(MAX_WATCH_FRAMES);
     if format == OutputFormat::Json {
-        return run_json(filter, every, frames);
+        return run_json(filter, every, frames, out);
     }
     // The terminal must be restored whatever stops the watch: catch the
     // stop signals (idempotent; the CLI has done it already).
     crate::signal::install();
     let tty = io::stdout().is_terminal();
     let _screen = Screen::enter(tty)?;
-    let stdout = io::stdout();
     let mut tracker = Tracker::default();
     // Column widths of a non-terminal watch only ever grow, so the change
     // lines of later refreshes line up with the first table.
@@ -158,9 +161,9 @@ pub(super) fn run(
             frame,
             changes,
         };
-        let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-        let r = render(&mut out, &f).and_then(|_| out.flush());
-        drop(out);
+        let mut buf = io::BufWriter::with_capacity(64 * 1024, &mut *out);
+        let r = render(&mut buf, &f).and_then(|_| buf.flush());
+        drop(buf);
         r.map_err(io_err)?;
         widths = Some(w);
         if frame + 1 == frames || wait_for_quit(every) {
@@ -190,11 +193,11 @@ pub(crate) struct JsonRefresh<'a> {
 }
 
 /// `--watch --json`: one line per refresh, no screen, no keys; stops on
-/// `frames`, Ctrl-C or a stop signal (checked in the waits).
-fn run_json(filter: &Filter, every: Duration, frames: u64) -> Result<Exit> {
+/// `frames`, Ctrl-C or a stop signal (checked in the waits). Each line
+/// goes to `out`, flushed at once.
+fn run_json(filter: &Filter, every: Duration, frames: u64, out: &mut dyn Write) -> Result<Exit> {
     let start = Instant::now();
     let mut tracker = Tracker::default();
-    let stdout = io::stdout();
     for frame in 0..frames {
         let now = Instant::now();
         let mut entries = collect(filter)?;
@@ -225,11 +228,9 @@ fn run_json(filter: &Filter, every: Duration, frames: u64) -> Result<Exit> {
         };
         let text = crate::json::compact_line("refresh", &line)
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        let mut out = stdout.lock();
         writeln!(out, "{text}")
             .and_then(|_| out.flush())
             .map_err(io_err)?;
-        drop(out);
         if frame + 1 == frames {
             break;
         }
