@@ -3,7 +3,7 @@
 //! escaped the way JSON (and iproute2's JSON output) writes them, so an
 //! argument like `$'\e[2J'` or a process named `\e]0;x\a` cannot clear the
 //! screen or retitle the window; and long echoes cut short. Also numbers with
-//! thousands separators ([`group`]).
+//! thousands separators (`group`).
 
 use std::borrow::Cow;
 use std::fmt::Write;

@@ -4,8 +4,8 @@
 //!
 //! # The worker protocol
 //! The front end starts `<this exe> matrix --internal-worker [--until-free]
-//! [--jobs N]` ([`worker_args`]); the binary must accept those arguments and,
-//! before it starts any thread, call [`before_worker_threads`], then
+//! [--jobs N]` (`worker_args`); the binary must accept those arguments and,
+//! before it starts any thread, call `before_worker_threads`, then
 //! `run_worker`. The worker reads the cells as one JSON array on stdin and
 //! writes one JSON [`CellResult`] per line on stdout as each finishes; an
 //! empty array only sets up the namespaces (the probe).
