@@ -154,23 +154,13 @@ fn a_privileged_port_as_an_ordinary_user() {
 netns_test! {
     fn ctrl_c_stops_the_server_with_one_line() {
         let addr: SocketAddr = "127.0.0.1:12345".parse().unwrap();
-        let child = Command::new(bin())
-            .args(["server", "--listen", "127.0.0.1:12345"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = start(&["server", "--listen", "127.0.0.1:12345"]);
         wait_listening(addr);
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let start = Instant::now();
-        let o = child.wait_with_output().unwrap();
-        assert!(start.elapsed() < Duration::from_secs(5));
-        let line = one_line_failure(&o);
-        assert_eq!(o.status.code(), Some(130));
+        let five = Duration::from_secs(5);
+        let o = stop_with(child, nix::sys::signal::Signal::SIGINT, five);
+        assert!(o.elapsed < five);
+        let line = o.one_line();
+        assert_eq!(o.code, Some(130));
         assert!(line.contains("interrupted"), "{line}");
     }
 }
@@ -191,19 +181,13 @@ netns_test! {
         .enumerate()
         {
             let listen = format!("127.0.0.1:{}", 12400 + i);
-            let child = Command::new(bin())
-                .args(["server", "--listen", &listen])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = start(&["server", "--listen", &listen]);
             wait_listening(listen.parse().unwrap());
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
-            let start = Instant::now();
-            let o = child.wait_with_output().unwrap();
-            assert!(start.elapsed() < Duration::from_secs(5));
-            let line = one_line_failure(&o);
-            assert_eq!(o.status.code(), Some(code), "{name}: {line}");
+            let five = Duration::from_secs(5);
+            let o = stop_with(child, sig, five);
+            assert!(o.elapsed < five);
+            let line = o.one_line();
+            assert_eq!(o.code, Some(code), "{name}: {line}");
             assert_eq!(line, format!("twlab: interrupted by {name}"));
         }
     }
@@ -218,27 +202,18 @@ netns_test! {
         // Handshakes complete into the listen queue; nobody accepts, so
         // no FIN ever comes.
         let _silent = std::net::TcpListener::bind("127.0.0.1:5002").unwrap();
-        let child = Command::new(bin())
-            .args(["load", "--target", "127.0.0.1:5002", "--closer", "server"])
-            .args(["--requests", "0", "--duration", "600"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = start(&[
+            "load", "--target", "127.0.0.1:5002", "--closer", "server",
+            "--requests", "0", "--duration", "600",
+        ]);
         // The worker's connection and its queued peer: both ESTABLISHED.
         wait_until(Duration::from_secs(5), "the worker's connection", || {
             (count(&[twlab::diag::TcpState::Established]) == 2).then_some(())
         });
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-        let start = Instant::now();
-        let o = child.wait_with_output().unwrap();
-        let took = start.elapsed();
-        let line = one_line_failure(&o);
-        assert_eq!(o.status.code(), Some(130), "{line}");
+        let o = stop_with(child, nix::sys::signal::Signal::SIGINT, Duration::from_secs(5));
+        let took = o.elapsed;
+        let line = o.one_line();
+        assert_eq!(o.code, Some(130), "{line}");
         assert_eq!(line, "twlab: interrupted by SIGINT (Ctrl-C)");
         assert!(took < Duration::from_secs(1), "took {took:?}");
     }
@@ -645,12 +620,7 @@ fn ctrl_c_stops_reuseport_while_it_connects() {
     if !netns_or_skip("ctrl_c_stops_reuseport_while_it_connects") {
         return;
     }
-    let child = Command::new(bin())
-        .args(["reuseport", "--connections", "15000"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start(&["reuseport", "--connections", "15000"]);
     // Kernel state, not a sleep: its descriptor table holds the first
     // thousand connections (it runs in a namespace of its own, which the
     // test cannot dump).
@@ -658,16 +628,14 @@ fn ctrl_c_stops_reuseport_while_it_connects() {
     wait_until(Duration::from_secs(10), "1,000 open sockets", || {
         (std::fs::read_dir(&fds).map_or(0, |d| d.count()) > 1000).then_some(())
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+    let o = stop_with(
+        child,
         nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let start = Instant::now();
-    let o = child.wait_with_output().unwrap();
-    let took = start.elapsed();
-    let line = one_line_failure(&o);
-    assert_eq!(o.status.code(), Some(130), "{line}");
+        Duration::from_secs(5),
+    );
+    let took = o.elapsed;
+    let line = o.one_line();
+    assert_eq!(o.code, Some(130), "{line}");
     assert_eq!(line, "twlab: interrupted by SIGINT (Ctrl-C)");
     // A liveness bound, not a speed target: what is left is the kernel
     // closing the sockets made so far.
@@ -970,8 +938,7 @@ fn run_reads_only_regular_files_within_the_limits() {
     if !netns_or_skip("run_reads_only_regular_files_within_the_limits") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("twlab-cli-files-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("cli-files");
     let path = |name: &str| dir.join(name).display().to_string();
     let fifo = path("fifo.toml");
     let _ = std::fs::remove_file(&fifo);
@@ -1042,8 +1009,7 @@ netns_test! {
     /// expectation) reaches the terminal escaped as every echo is: the
     /// file cannot retitle the window or clear the screen.
     fn run_escapes_control_characters_from_the_file() {
-        let dir = std::env::temp_dir().join(format!("twlab-cli-escape-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("cli-escape");
         let f = dir.join("escape.toml");
         std::fs::write(
             &f,
@@ -1120,9 +1086,7 @@ fn plot_names_other_than_svg_or_png_exit_2_before_any_run() {
 #[cfg(unix)]
 #[test]
 fn a_symbolic_link_at_an_output_path_is_refused_and_its_target_kept() {
-    let dir = std::env::temp_dir().join(format!("twlab-cli-link-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("cli-link");
     let target = dir.join("target");
     std::fs::write(&target, b"keep").unwrap();
     for (args, name) in [

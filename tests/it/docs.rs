@@ -266,35 +266,35 @@ fn run_one(c: &DocCommand, dir: &Path) -> Result<(), String> {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawn: {e}"))?;
+        // Its own end within the limit, or SIGINT then (at most 5 s more).
+        let limit = if live { LIVE_FOR } else { BUDGET };
         let start = Instant::now();
-        let mut stopped = false;
-        let status = loop {
-            if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+        let exited = loop {
+            let st = child.try_wait().map_err(|e| e.to_string())?;
+            if st.is_some() || start.elapsed() > limit {
                 break st;
             }
-            let limit = if live { LIVE_FOR } else { BUDGET };
-            if start.elapsed() > limit && !stopped {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(child.id() as i32),
-                    nix::sys::signal::Signal::SIGINT,
-                );
-                stopped = true;
-            }
-            if start.elapsed() > limit + Duration::from_secs(5) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("still running {} s after SIGINT", 5));
-            }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        let ended = match exited {
+            Some(status) => {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                Ok((status.code(), false, err))
+            }
+            None => common::try_stop_with(
+                child,
+                nix::sys::signal::Signal::SIGINT,
+                Duration::from_secs(5),
+            )
+            .map(|o| (o.code, true, o.stderr)),
         };
         if let Some(mut s) = server {
             let _ = s.kill();
             let _ = s.wait();
         }
-        let mut err = String::new();
-        use std::io::Read;
-        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-        Ok::<_, String>((status.code(), stopped, err))
+        ended
     })
     .map_err(|e| format!("namespace: {e}"))??;
     let (code, stopped, err) = out;

@@ -63,6 +63,38 @@ fn run(p: &Plan) -> LoadReport {
     load::run(p, "test", Arc::new(|_: &load::Sample| {})).expect("load run")
 }
 
+/// The settings of the run's own namespace ([`plan`] has one).
+fn ns(p: &mut Plan) -> &mut NsSettings {
+    p.netns.as_mut().expect("the plan's namespace")
+}
+
+/// Run `p` toward 127.0.0.1:5001, where a server accepts nothing and
+/// never closes (the kernel completes handshakes into the listen queue;
+/// no FIN ever comes), in a namespace of the test's own that the run
+/// shares: its report and how long the run took.
+fn against_a_silent_server(mut p: Plan) -> (LoadReport, Duration) {
+    common::in_netns(&[], move || {
+        let _silent = std::net::TcpListener::bind("127.0.0.1:5001").unwrap();
+        p.workload.destinations = vec![dest(5001)];
+        p.target = Target::External;
+        p.netns = None;
+        p.count_free_ports = false;
+        let start = std::time::Instant::now();
+        let r = run(&p);
+        (r, start.elapsed())
+    })
+}
+
+/// `twlab load` on the 100-port range without tcp_tw_reuse, with `args`
+/// more: it succeeds (its stderr shown if not).
+fn load_cli(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["load", "--port-range", "40000-40099", "--tw-reuse", "0"];
+    all.extend(args);
+    let o = common::run(&all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
 fn ok(test: &str) -> bool {
     common::netns_or_skip(test)
 }
@@ -140,9 +172,7 @@ fn held_connections_run_out_exactly_at_the_usable_ports() {
         low: 40010,
         high: 40019,
     };
-    if let Some(ns) = p.netns.as_mut() {
-        ns.reserved_ports = format!("{}-{}", reserved.low, reserved.high);
-    }
+    ns(&mut p).reserved_ports = format!("{}-{}", reserved.low, reserved.high);
     let usable = (RANGE.len() - reserved.len()) as u64;
     let r = run(&p);
     assert_eq!(r.uses, usable, "{}", r.text());
@@ -221,10 +251,8 @@ fn tw_reuse_lifts_the_rate_limit_on_loopback() {
     // its 1 ms delay.
     let mut p = plan(churn(1, 0, 0), Some(300), 10.0);
     p.workload.rate = Rate::PerSecond(2000.0);
-    if let Some(ns) = p.netns.as_mut() {
-        ns.tw_reuse = TwReuse::On;
-        ns.tw_reuse_delay_ms = Some(1);
-    }
+    ns(&mut p).tw_reuse = TwReuse::On;
+    ns(&mut p).tw_reuse_delay_ms = Some(1);
     let r = run(&p);
     assert!(
         matches!(r.predicted, load::Limit::Rate { per_s, .. } if per_s == RANGE.len() as f64 * 1000.0)
@@ -242,8 +270,7 @@ fn the_plot_is_svg_with_a_row_per_run_and_the_predicted_limit() {
     p.workload.closer = Side::Server;
     let b = load::run(&p, "server first", Arc::new(|_: &load::Sample| {})).unwrap();
     assert!(a.samples.len() >= 3, "samples every 100 ms over 0.5 s");
-    let dir = std::env::temp_dir().join(format!("twlab-load-plot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::fresh_dir("load-plot");
     let f = dir.join("p.svg");
     let limits: Vec<(f64, u64)> = [&a, &b]
         .iter()
@@ -323,19 +350,7 @@ fn the_cli_prints_a_json_time_series_and_a_report() {
     if !ok("the_cli_prints_a_json_time_series_and_a_report") {
         return;
     }
-    let o = common::run(&[
-        "load",
-        "--port-range",
-        "40000-40099",
-        "--tw-reuse",
-        "0",
-        "--duration",
-        "0.6",
-        "--interval",
-        "100",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = load_cli(&["--duration", "0.6", "--interval", "100", "--json"]);
     let lines = common::json_lines(&o);
     let samples: Vec<_> = lines.iter().filter(|l| l["type"] == "sample").collect();
     // A series: at least one sample during the run and the final one, in
@@ -370,12 +385,7 @@ fn compare_runs_each_mitigation_and_ranks_them() {
     if !ok("compare_runs_each_mitigation_and_ranks_them") {
         return;
     }
-    let o = common::run(&[
-        "load",
-        "--port-range",
-        "40000-40099",
-        "--tw-reuse",
-        "0",
+    let o = load_cli(&[
         "--duration",
         "2",
         "--count",
@@ -384,7 +394,6 @@ fn compare_runs_each_mitigation_and_ranks_them() {
         "2",
         "--compare",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     for v in [
         "as given",
@@ -434,9 +443,7 @@ fn a_full_time_wait_table_frees_ports_at_once_and_counts_the_overflow() {
     // Paced, so the server has closed its end (and the client's FIN_WAIT2
     // has ended) before a port comes round again.
     p.workload.rate = Rate::PerSecond(2000.0);
-    if let Some(ns) = p.netns.as_mut() {
-        ns.max_tw_buckets = Some(buckets as u32);
-    }
+    ns(&mut p).max_tw_buckets = Some(buckets as u32);
     let r = run(&p);
     assert!(
         matches!(r.predicted, load::Limit::Unbounded { .. }),
@@ -480,21 +487,10 @@ fn a_silent_server_holds_a_worker_only_until_the_run_ends() {
     if !ok("a_silent_server_holds_a_worker_only_until_the_run_ends") {
         return;
     }
-    let took = common::in_netns(&[], || {
-        // The kernel completes handshakes into the listen queue; nobody
-        // accepts, so no FIN ever comes.
-        let _silent = std::net::TcpListener::bind("127.0.0.1:5001").unwrap();
-        let mut p = plan(churn(1, 0, 0), None, 0.5);
-        p.workload.closer = Side::Server;
-        p.workload.destinations = vec![dest(5001)];
-        p.target = Target::External;
-        p.netns = None;
-        p.count_free_ports = false;
-        let start = std::time::Instant::now();
-        let r = run(&p);
-        assert_eq!(r.connects, 1, "one connection, then the wait\n{}", r.text());
-        start.elapsed()
-    });
+    let mut p = plan(churn(1, 0, 0), None, 0.5);
+    p.workload.closer = Side::Server;
+    let (r, took) = against_a_silent_server(p);
+    assert_eq!(r.connects, 1, "one connection, then the wait\n{}", r.text());
     assert!(
         took < Duration::from_secs(3),
         "the run of 0.5 s took {took:?}"
@@ -583,15 +579,7 @@ fn a_reply_cut_off_by_the_runs_end_is_not_an_error() {
     if !ok("a_reply_cut_off_by_the_runs_end_is_not_an_error") {
         return;
     }
-    let r = common::in_netns(&[], || {
-        let _silent = std::net::TcpListener::bind("127.0.0.1:5001").unwrap();
-        let mut p = plan(churn(1, 0, 1), None, 0.4);
-        p.workload.destinations = vec![dest(5001)];
-        p.target = Target::External;
-        p.netns = None;
-        p.count_free_ports = false;
-        run(&p)
-    });
+    let (r, _) = against_a_silent_server(plan(churn(1, 0, 1), None, 0.4));
     assert_eq!(r.connects, 1, "one connection, then the wait\n{}", r.text());
     assert_eq!(r.uses, 0, "{}", r.text());
     assert_eq!(r.errors, 0, "{}", r.text());

@@ -3,10 +3,11 @@
 
 use crate::common;
 
-use common::{bin, netns_or_skip, one_line_failure, run, skip, wait_until};
-use std::io::Read;
+use common::{
+    bin, netns_or_skip, one_line_failure, run, skip, start, stop_group_with, stop_with, wait_until,
+};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use twlab::matrix::{self, CellStatus, IsolationChoice, Plan, Selection};
 
@@ -367,18 +368,6 @@ fn runs_a_cell(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Wait (bounded by `limit`) for `child` to exit; its status, stderr and
-/// how long it took.
-fn exit_within(mut child: Child, limit: Duration) -> (std::process::ExitStatus, String, Duration) {
-    let t0 = Instant::now();
-    let status = wait_until(limit, "twlab to exit", || child.try_wait().ok().flatten());
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    (status, err, t0.elapsed())
-}
-
 /// Ctrl-C during a cell's after-<N>ms wait ends the run at once: exit 130,
 /// one line.
 #[test]
@@ -386,23 +375,18 @@ fn sigint_ends_a_sleeping_cell_at_once() {
     if !netns_or_skip("sigint_ends_a_sleeping_cell_at_once") {
         return;
     }
-    let child = Command::new(bin())
-        .args(SLEEPY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("twlab");
+    let child = start(SLEEPY);
     let pid = child.id();
     wait_until(Duration::from_secs(5), "a cell thread", || {
         runs_a_cell(pid).then_some(())
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
+    let o = stop_with(
+        child,
         nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let (status, err, took) = exit_within(child, Duration::from_secs(3));
-    assert_eq!(status.code(), Some(130), "{err}");
+        Duration::from_secs(3),
+    );
+    let (err, took) = (o.stderr, o.elapsed);
+    assert_eq!(o.code, Some(130), "{err}");
     assert!(took < Duration::from_millis(1000), "took {took:?}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("interrupted"), "{err}");
@@ -572,8 +556,7 @@ fn alive(pid: u32) -> bool {
 /// exits 130 with one line (not a nested message).
 #[test]
 fn unprivileged_run_ends_on_signals_with_its_worker() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
+    use nix::sys::signal::Signal;
     let test = "unprivileged_run_ends_on_signals_with_its_worker";
     for (sig, group) in [
         (Signal::SIGINT, false),
@@ -590,9 +573,9 @@ fn unprivileged_run_ends_on_signals_with_its_worker() {
             .expect("twlab as nobody");
         let pid = child.id();
         let worker = worker_of(pid);
-        let target = if group { -(pid as i32) } else { pid as i32 };
-        kill(Pid::from_raw(target), sig).unwrap();
-        let (status, err, _) = exit_within(child, Duration::from_secs(3));
+        let stop = if group { stop_group_with } else { stop_with };
+        let o = stop(child, sig, Duration::from_secs(3));
+        let (status, err) = (o.status, o.stderr);
         match sig {
             Signal::SIGINT => {
                 assert_eq!(status.code(), Some(130), "{sig} group={group}: {err}");

@@ -7,16 +7,8 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-/// A fresh, empty directory of this test's own.
-fn fresh_dir(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("twlab-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// Fill the file system under `dir` to its last block (bounded: 64 tries
 /// of 4 KiB for a 64 KiB tmpfs).
@@ -50,10 +42,9 @@ netns_test! {
     /// happen), nothing written.
     fn every_writer_refuses_a_read_only_directory_before_its_run() {
         let test = "every_writer_refuses_a_read_only_directory_before_its_run";
-        let d = fresh_dir(test);
-        if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
+        let Some(d) = common::tmpfs_dir(test, "size=64k,mode=0755") else {
             return;
-        }
+        };
         common::remount_read_only(&d);
         for (args, name) in WRITERS {
             let p = if name.is_empty() { d.clone() } else { d.join(name) };
@@ -75,10 +66,9 @@ netns_test! {
     /// own test is in tests/it/trace.rs).
     fn load_plot_on_a_full_file_system_exits_1_and_leaves_no_file() {
         let test = "load_plot_on_a_full_file_system_exits_1_and_leaves_no_file";
-        let d = fresh_dir(test);
-        if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
+        let Some(d) = common::tmpfs_dir(test, "size=64k,mode=0755") else {
             return;
-        }
+        };
         fill(&d);
         let p = d.join("p.svg");
         let o = twlab(&["load", "--duration", "1s", "--plot"], &p);
@@ -105,7 +95,7 @@ fn selfcheck_out_that_is_a_file_exits_2() {
     if !common::netns_or_skip("selfcheck_out_that_is_a_file_exits_2") {
         return;
     }
-    let d = fresh_dir("selfcheck-out-file");
+    let d = common::fresh_dir("selfcheck-out-file");
     let f = d.join("f");
     std::fs::write(&f, b"keep").unwrap();
     let o = twlab(&["selfcheck", "--cases", "1", "--out"], &f);

@@ -331,23 +331,13 @@ fn sigint_ends_within_1s(child: std::process::Child, what: &str) {
 
 /// [`sigint_ends_within_1s`] within `limit`.
 fn sigint_ends_within(child: std::process::Child, what: &str, limit: Duration) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let start = std::time::Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    // Bounded: kill the child if it has not ended 1 s past the limit.
-    let mut child = child;
-    let status = wait_until(Duration::from_secs(30), what, || {
-        if start.elapsed() > limit + Duration::from_secs(1) {
-            let _ = child.kill();
-        }
-        child.try_wait().unwrap()
-    });
-    let took = start.elapsed();
-    let mut err = String::new();
-    use std::io::Read;
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
+    // Bounded: the child is killed if it has not ended 1 s past the limit.
+    let o = stop_with(
+        child,
+        nix::sys::signal::Signal::SIGINT,
+        limit + Duration::from_secs(1),
+    );
+    let (took, status, err) = (o.elapsed, o.status, o.stderr);
     assert!(took < limit, "{what}: ended {took:?} after SIGINT");
     assert_eq!(status.code(), Some(130), "{what}: {status:?} {err}");
     let lines: Vec<&str> = err.lines().collect();

@@ -7,10 +7,11 @@ use crate::common;
 use common::*;
 use std::path::PathBuf;
 
-fn examples() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios");
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .expect("examples/scenarios")
+/// The scenario files (`*.toml`) in `dir` of the repository, sorted.
+fn toml_files(dir: &str) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut v: Vec<String> = std::fs::read_dir(&path)
+        .expect(dir)
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .map(|p| p.display().to_string())
@@ -19,17 +20,60 @@ fn examples() -> Vec<String> {
     v
 }
 
+/// `twlab` with `args` then `files`: its output and its stdout as text.
+fn run_files(args: &[&str], files: &[String]) -> (std::process::Output, String) {
+    let mut all = args.to_vec();
+    all.extend(files.iter().map(String::as_str));
+    let o = run(&all);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    (o, text)
+}
+
+/// Write `text` to a file `name` in a fresh directory of its own; its path.
+fn temp(name: &str, text: &str) -> String {
+    let p = fresh_dir(&format!("run-{name}")).join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// `twlab run FILE` of a scenario `text` written to `name`: it refuses the
+/// file in one line naming the file and containing `want`.
+fn refused_in_one_line(name: &str, text: &str, want: &str) {
+    let f = temp(name, text);
+    let o = run(&["run", &f]);
+    let line = one_line_failure(&o);
+    assert!(line.contains(&f), "{name}: {line}");
+    assert!(line.contains(want), "{name}: want {want:?} in {line}");
+}
+
+/// `twlab run FILE` of a scenario `text` written to `name`, whose
+/// expectation is wrong: exit 3; its stdout.
+fn disagrees(name: &str, text: &str) -> String {
+    let (o, text) = run_files(&["run"], &[temp(name, text)]);
+    assert_eq!(o.status.code(), Some(3), "{text}");
+    text
+}
+
+/// `twlab` with `args` succeeds: its stdout (its stderr shown if not).
+fn stdout_of(args: &[&str]) -> Vec<u8> {
+    let o = run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
 #[test]
 fn every_example_scenario_agrees() {
     if !netns_or_skip("every_example_scenario_agrees") {
         return;
     }
-    let files = examples();
+    let files = toml_files("examples/scenarios");
     assert!(files.len() >= 8, "{files:?}");
-    let mut args = vec!["run"];
-    args.extend(files.iter().map(String::as_str));
-    let o = run(&args);
-    let text = String::from_utf8_lossy(&o.stdout);
+    let (o, text) = run_files(&["run"], &files);
     assert_eq!(o.status.code(), Some(0), "{text}");
     assert!(
         text.contains(&format!("{} scenario(s), 0 step(s)", files.len())),
@@ -43,17 +87,6 @@ fn every_example_scenario_agrees() {
     );
 }
 
-fn selftest_files() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios/selftests");
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .expect("examples/scenarios/selftests")
-        .map(|e| e.unwrap().path().display().to_string())
-        .filter(|p| p.ends_with(".toml"))
-        .collect();
-    v.sort();
-    v
-}
-
 // The kernel's own selftests (net/bind_wildcard.c: 44 variants x 3
 // TEST_F; net/reuseaddr_ports_exhausted.c: 3 TESTs) as scenario files:
 // every step has a model prediction (from the kernel-rule layer), and
@@ -63,14 +96,11 @@ fn the_kernel_selftests_agree_step_by_step() {
     if !netns_or_skip("the_kernel_selftests_agree_step_by_step") {
         return;
     }
-    let files = selftest_files();
+    let files = toml_files("examples/scenarios/selftests");
     let count = |prefix: &str| files.iter().filter(|f| f.contains(prefix)).count();
     assert_eq!(count("/bind_wildcard-"), 44, "{files:?}");
     assert_eq!(count("/reuseaddr_ports_exhausted-"), 3, "{files:?}");
-    let mut args = vec!["run", "--json"];
-    args.extend(files.iter().map(String::as_str));
-    let o = run(&args);
-    let text = String::from_utf8_lossy(&o.stdout);
+    let (o, text) = run_files(&["run", "--json"], &files);
     assert_eq!(o.status.code(), Some(0), "{text}");
     // With --json the totals are the last line, as JSON (docs/json.md).
     let lines = json_lines(&o);
@@ -126,26 +156,15 @@ fn the_kernel_selftests_agree_step_by_step() {
     }
 }
 
-fn temp(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("twlab-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
-
 #[test]
 fn a_wrong_expectation_exits_3() {
     if !netns_or_skip("a_wrong_expectation_exits_3") {
         return;
     }
-    let f = temp(
+    let text = disagrees(
         "wrong.toml",
         "[[socket]]\nname = \"a\"\naddress = \"127.0.0.1:8080\"\n\n[[socket]]\nname = \"b\"\naddress = \"0.0.0.0:8080\"\n\n[[step]]\ndo = \"bind\"\nsocket = \"a\"\n\n[[step]]\ndo = \"bind\"\nsocket = \"b\"\nexpect = \"ok\"\n",
     );
-    let o = run(&["run", &f]);
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(3), "{text}");
     assert!(text.contains("!!"), "{text}");
     assert!(text.contains("EADDRINUSE"), "{text}");
 }
@@ -180,11 +199,7 @@ fn bad_files_are_refused_in_one_line_with_file_and_line() {
         ),
     ];
     for (name, text, want) in cases {
-        let f = temp(name, text);
-        let o = run(&["run", &f]);
-        let line = one_line_failure(&o);
-        assert!(line.contains(&f), "{name}: {line}");
-        assert!(line.contains(want), "{name}: want {want:?} in {line}");
+        refused_in_one_line(name, text, want);
     }
     let o = run(&["run", "/nonexistent/x.toml"]);
     let line = one_line_failure(&o);
@@ -194,17 +209,6 @@ fn bad_files_are_refused_in_one_line_with_file_and_line() {
     );
 }
 
-fn demo_files() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios/demo");
-    let mut v: Vec<String> = std::fs::read_dir(&dir)
-        .expect("examples/scenarios/demo")
-        .map(|e| e.unwrap().path().display().to_string())
-        .filter(|p| p.ends_with(".toml"))
-        .collect();
-    v.sort();
-    v
-}
-
 // The demo's own case files, replayed by `twlab run` in a namespace: the
 // model agrees with the kernel and the files' [expect] tables hold.
 #[test]
@@ -212,12 +216,9 @@ fn demo_case_files_replay_in_agreement() {
     if !netns_or_skip("demo_case_files_replay_in_agreement") {
         return;
     }
-    let files = demo_files();
+    let files = toml_files("examples/scenarios/demo");
     assert_eq!(files.len(), 5, "{files:?}");
-    let mut args = vec!["run"];
-    args.extend(files.iter().map(String::as_str));
-    let o = run(&args);
-    let text = String::from_utf8_lossy(&o.stdout);
+    let (o, text) = run_files(&["run"], &files);
     assert_eq!(o.status.code(), Some(0), "{text}");
     assert!(text.contains("5 scenario(s), 0 step(s)"), "{text}");
     // Case 5 fails at bind() by the bind-conflict rule, with its fix.
@@ -239,13 +240,10 @@ fn a_wrong_experiment_expectation_exits_3() {
         return;
     }
     // Case 5 of the demo (no SO_REUSEADDR: bind() fails), expected "ok".
-    let f = temp(
+    let text = disagrees(
         "wrong-experiment.toml",
         "[experiment]\nfamily = \"v4\"\nclient_port = { fixed = 0 }\nlistener = { reuseaddr = true }\nclose = \"client\"\nwhen = \"after-peer\"\nnext = \"reconnect\"\n\n[expect]\noutcome = \"ok\"\n",
     );
-    let o = run(&["run", &f]);
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(3), "{text}");
     assert!(text.contains("!! expected:   ok"), "{text}");
     assert!(text.contains("1 scenario(s), 1 step(s)"), "{text}");
 }
@@ -305,11 +303,7 @@ fn bad_experiment_files_are_refused_in_one_line_with_file_and_line() {
         ),
     ];
     for (name, text, want) in cases {
-        let f = temp(name, &text);
-        let o = run(&["run", &f]);
-        let line = one_line_failure(&o);
-        assert!(line.contains(&f), "{name}: {line}");
-        assert!(line.contains(want), "{name}: want {want:?} in {line}");
+        refused_in_one_line(name, &text, want);
     }
 }
 
@@ -366,20 +360,12 @@ fn an_emitted_matrix_cell_replays_with_the_same_prediction() {
             "family=ipv6",
         ],
     ];
-    let dir = std::env::temp_dir().join(format!("twlab-emit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("run-emit");
     let (mut oks, mut fails) = (0, 0);
     for factors in selections {
         let mut args = vec!["matrix", "--format", "json"];
         args.extend(factors);
-        let o = run(&args);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&stdout_of(&args)).unwrap();
         let cells = m["cells"].as_array().unwrap();
         assert!(!cells.is_empty());
         for cell in cells {
@@ -387,15 +373,8 @@ fn an_emitted_matrix_cell_replays_with_the_same_prediction() {
             let id = i.to_string();
             let mut args = vec!["matrix", "--emit-cell", &id];
             args.extend(factors);
-            let o = run(&args);
-            assert_eq!(
-                o.status.code(),
-                Some(0),
-                "{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
             let f = dir.join(format!("cell-{i}.toml"));
-            std::fs::write(&f, &o.stdout).unwrap();
+            std::fs::write(&f, stdout_of(&args)).unwrap();
             let f = f.display().to_string();
             let o = run(&["run", "--json", &f]);
             let lines = json_lines(&o);
@@ -421,22 +400,12 @@ fn ctrl_c_stops_a_sleeping_scenario() {
     if !netns_or_skip("ctrl_c_stops_a_sleeping_scenario") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("twlab-run-sleep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("sleep.toml");
-    std::fs::write(
-        &file,
+    let file = temp(
+        "sleep.toml",
         "description = \"a long sleep\"\n\n[[socket]]\nname = \"s\"\naddress = \"127.0.0.1:32150\"\n\n\
          [[step]]\ndo = \"bind\"\nsocket = \"s\"\n\n[[step]]\ndo = \"sleep\"\nms = 60000\n",
-    )
-    .unwrap();
-    let child = std::process::Command::new(bin())
-        .arg("run")
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    );
+    let child = start(&["run", &file]);
     // Kernel state: the script's bound socket exists (in the script's own
     // namespace, found through the process's descriptors: a socket fd).
     let fds = format!("/proc/{}/fd", child.id());
@@ -454,20 +423,11 @@ fn ctrl_c_stops_a_sleeping_scenario() {
                 .then_some(())
         },
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let start = std::time::Instant::now();
-    let o = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    let line = one_line_failure(&o);
-    assert_eq!(o.status.code(), Some(130), "{line}");
+    let five = std::time::Duration::from_secs(5);
+    let o = stop_with(child, nix::sys::signal::Signal::SIGINT, five);
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&file).parent().unwrap());
+    let line = o.one_line();
+    assert_eq!(o.code, Some(130), "{line}");
     // A liveness bound far below the 60 s sleep.
-    assert!(
-        start.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(o.elapsed < five, "{:?}", o.elapsed);
 }

@@ -443,14 +443,6 @@ fn is_pcap(b: &[u8]) -> bool {
             .any(|f| f([b[0], b[1], b[2], b[3]]) == 0xa1b2_c3d4)
 }
 
-/// A fresh directory of this test's own.
-fn pcap_dir(test: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("twlab-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Names in `d` other than `keep`: a temporary left behind shows here.
 fn other_names(d: &std::path::Path, keep: &[&str]) -> Vec<String> {
     std::fs::read_dir(d)
@@ -475,7 +467,7 @@ netns_test! {
     /// says so (it used to be replaced without a word); no temporary is
     /// left beside it.
     fn pcap_replacing_a_file_says_so() {
-        let d = pcap_dir("pcap-replace");
+        let d = common::fresh_dir("pcap-replace");
         let p = d.join("t.pcap");
         std::fs::write(&p, b"an older file").unwrap();
         let o = trace_pcap(&p);
@@ -505,7 +497,7 @@ netns_test! {
     /// target keeps its bytes, and so does a dangling link's (nothing is
     /// created where it points).
     fn pcap_at_a_symbolic_link_is_refused_and_its_target_untouched() {
-        let d = pcap_dir("pcap-link");
+        let d = common::fresh_dir("pcap-link");
         let target = d.join("target");
         std::fs::write(&target, b"keep").unwrap();
         let link = d.join("t.pcap");
@@ -530,7 +522,7 @@ netns_test! {
     /// A --pcap path under a directory that does not exist is bad input:
     /// exit 2, one line, before the run, and no directory is made.
     fn pcap_under_a_missing_directory_exits_2() {
-        let d = pcap_dir("pcap-nodir");
+        let d = common::fresh_dir("pcap-nodir");
         let p = d.join("no-such-dir").join("t.pcap");
         let o = trace_pcap(&p);
         let line = common::one_line_failure(&o);
@@ -550,10 +542,9 @@ netns_test! {
     /// a mount namespace of this test's own.
     fn pcap_on_a_full_file_system_exits_1_and_leaves_no_file() {
         let test = "pcap_on_a_full_file_system_exits_1_and_leaves_no_file";
-        let d = pcap_dir("pcap-full");
-        if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
+        let Some(d) = common::tmpfs_dir(test, "size=64k,mode=0755") else {
             return;
-        }
+        };
         std::fs::write(d.join("old.pcap"), b"old").unwrap();
         // Fill it: 4 KiB at a time, bounded (64 KiB is 16 blocks).
         {
@@ -585,10 +576,9 @@ netns_test! {
     /// printed on stdout, nothing written.
     fn pcap_on_a_read_only_file_system_exits_1_before_the_run() {
         let test = "pcap_on_a_read_only_file_system_exits_1_before_the_run";
-        let d = pcap_dir("pcap-ro");
-        if !common::private_tmpfs(test, &d, "size=64k,mode=0755") {
+        let Some(d) = common::tmpfs_dir(test, "size=64k,mode=0755") else {
             return;
-        }
+        };
         common::remount_read_only(&d);
         let p = d.join("t.pcap");
         let o = trace_pcap(&p);
@@ -608,10 +598,9 @@ netns_test! {
     /// one under it untouched, no temporary left.
     fn pcap_on_a_mounted_file_fails_at_the_rename_and_says_why() {
         let test = "pcap_on_a_mounted_file_fails_at_the_rename_and_says_why";
-        let d = pcap_dir("pcap-bind");
-        if !common::private_tmpfs(test, &d, "size=1m,mode=0755") {
+        let Some(d) = common::tmpfs_dir(test, "size=1m,mode=0755") else {
             return;
-        }
+        };
         use nix::mount::{MsFlags, mount};
         let src = d.join("src");
         let p = d.join("t.pcap");

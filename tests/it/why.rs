@@ -69,6 +69,17 @@ fn wait_for(state: TcpState, port: u16, n: usize) {
     );
 }
 
+/// One connection to a listener on 127.0.0.1:`port` (SO_REUSEADDR as
+/// `reuseaddr` says), closed by the server first, and the listener gone:
+/// the port is held by a server-side TIME_WAIT alone (waited for).
+fn server_time_wait(port: u16, reuseaddr: bool) {
+    let addr = format!("127.0.0.1:{port}");
+    let l = listener(&addr, reuseaddr);
+    close_one(&l, &addr, true);
+    drop(l);
+    wait_for(TcpState::TimeWait, port, 1);
+}
+
 /// One connection to `l` where the side `server_first` closes first; the
 /// TIME_WAIT ends up on that side. Returns the client's port.
 fn close_one(l: &Socket, dst: &str, server_first: bool) -> u16 {
@@ -134,10 +145,7 @@ netns_test! {
     /// TIME_WAIT: nothing listens, the TIME_WAITs hold the port; SO_REUSEADDR
     /// on both the old and the new listener is the fix.
     fn server_time_wait_blocks_a_restart() {
-        let l = listener("127.0.0.1:8080", false);
-        close_one(&l, "127.0.0.1:8080", true);
-        drop(l);
-        wait_for(TcpState::TimeWait, 8080, 1);
+        server_time_wait(8080, false);
         let d = live::bind(&bind_q("0.0.0.0:8080", false), true).unwrap();
         // inet_bind_conflict(): no SO_REUSEADDR on the new socket → conflict
         // whatever the TIME_WAIT carries.
@@ -154,10 +162,7 @@ netns_test! {
         no_mismatch(&d);
 
         // The fix: SO_REUSEADDR on both.
-        let l = listener("127.0.0.1:8081", true);
-        close_one(&l, "127.0.0.1:8081", true);
-        drop(l);
-        wait_for(TcpState::TimeWait, 8081, 1);
+        server_time_wait(8081, true);
         // Without --try it depends on the holder's hidden sk_reuse; --try
         // settles it in the answer itself.
         let d = live::bind(&bind_q("0.0.0.0:8081", true), false).unwrap();
@@ -176,10 +181,7 @@ netns_test! {
     /// are the whole bind bucket, whose 4-tuples have nothing to do with the
     /// client's destination.
     fn client_bind_on_a_port_held_by_server_time_wait() {
-        let l = listener("127.0.0.1:7000", false);
-        close_one(&l, "127.0.0.1:7000", true);
-        drop(l);
-        wait_for(TcpState::TimeWait, 7000, 1);
+        server_time_wait(7000, false);
         let _other = listener("127.0.0.1:7001", false);
         let q = ConnectQuestion {
             dst: a("127.0.0.1:7001"),
@@ -391,10 +393,7 @@ netns_test! {
     /// The command line: text names the rule and the fix, --json parses,
     /// and the exit status says "predicted to fail".
     fn cli_text_and_json() {
-        let l = listener("127.0.0.1:8080", false);
-        close_one(&l, "127.0.0.1:8080", true);
-        drop(l);
-        wait_for(TcpState::TimeWait, 8080, 1);
+        server_time_wait(8080, false);
         let out = std::process::Command::new(common::bin())
             .args(["why", "bind", "0.0.0.0:8080", "--try"])
             .output()

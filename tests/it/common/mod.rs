@@ -274,6 +274,139 @@ pub fn socket_table() -> String {
     }
 }
 
+/// A fresh, empty directory of `name`'s own under the system's temporary
+/// directory (`twlab-NAME-PID`, emptied first). `name` is the test's, or
+/// the file's it holds: two tests that run at once never share one.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("twlab-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Start the `twlab` binary with `args`, its stdout to /dev/null and its
+/// stderr piped (for [`stop_with`]).
+pub fn start(args: &[&str]) -> Child {
+    Command::new(bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn twlab")
+}
+
+/// How a command stopped by [`stop_with`] ended.
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: std::process::ExitStatus,
+    /// Its exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    /// All it wrote to stderr (empty if stderr was not piped).
+    pub stderr: String,
+    /// From just before the signal was sent to the exit.
+    pub elapsed: Duration,
+}
+
+#[cfg(unix)]
+impl Stopped {
+    /// Assert it stopped cleanly, as [`one_line_failure`] does: non-zero
+    /// exit, exactly one line on stderr, no panic; return that line.
+    pub fn one_line(&self) -> String {
+        one_line_of(self.status, &self.stderr)
+    }
+}
+
+/// Send `signal` to `child` (already started and, where the test needs it,
+/// waited on until it is in the state to stop from) and wait for its exit,
+/// reading its stderr meanwhile. Bounded: a child still running `within`
+/// after the signal is killed and the test fails here; the test asserts
+/// its own, tighter bound on [`Stopped::elapsed`].
+#[cfg(unix)]
+pub fn stop_with(child: Child, signal: nix::sys::signal::Signal, within: Duration) -> Stopped {
+    let pid = child.id() as i32;
+    try_stop(child, pid, signal, within).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`stop_with`], the signal sent to the child's process group (a child
+/// started with `process_group(0)`), as Ctrl-C at a terminal sends it.
+#[cfg(unix)]
+pub fn stop_group_with(
+    child: Child,
+    signal: nix::sys::signal::Signal,
+    within: Duration,
+) -> Stopped {
+    let group = -(child.id() as i32);
+    try_stop(child, group, signal, within).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`stop_with`], a child still running `within` after the signal an
+/// error (it is killed) rather than a failed test.
+#[cfg(unix)]
+pub fn try_stop_with(
+    child: Child,
+    signal: nix::sys::signal::Signal,
+    within: Duration,
+) -> Result<Stopped, String> {
+    let pid = child.id() as i32;
+    try_stop(child, pid, signal, within)
+}
+
+/// Send `signal` to `target` (the child, or its group) and wait at most
+/// `within` for the child to exit (polling every 2 ms, as [`wait_until`]).
+#[cfg(unix)]
+fn try_stop(
+    mut child: Child,
+    target: i32,
+    signal: nix::sys::signal::Signal,
+    within: Duration,
+) -> Result<Stopped, String> {
+    use std::io::Read;
+    // Read on a thread of its own, so a chatty child never blocks on a
+    // full pipe; the read ends at the child's exit (or kill).
+    let reader = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = e.read_to_string(&mut s);
+            s
+        })
+    });
+    let start = Instant::now();
+    let sent = nix::sys::signal::kill(nix::unistd::Pid::from_raw(target), signal);
+    let mut status = None;
+    if sent.is_ok() {
+        while start.elapsed() < within {
+            status = child.try_wait().expect("try_wait");
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let elapsed = start.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let stderr = reader
+        .map(|r| r.join().unwrap_or_default())
+        .unwrap_or_default();
+    if let Err(e) = sent {
+        return Err(format!("kill({target}, {signal}): {e}; stderr: {stderr}"));
+    }
+    let Some(status) = status else {
+        return Err(format!(
+            "still running {within:?} after {signal} (killed); stderr: {stderr}"
+        ));
+    };
+    Ok(Stopped {
+        status,
+        code: status.code(),
+        stderr,
+        elapsed,
+    })
+}
+
 /// Run the `twlab` binary with `args` and wait for it.
 pub fn run(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().expect("run twlab")
@@ -291,9 +424,13 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 /// Assert a command failed cleanly: non-zero exit, exactly one line on
 /// stderr, no panic; return that line.
 pub fn one_line_failure(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    one_line_of(o.status, &String::from_utf8_lossy(&o.stderr))
+}
+
+/// [`one_line_failure`] of an exit `status` and what was written to stderr.
+fn one_line_of(status: std::process::ExitStatus, err: &str) -> String {
     assert!(
-        !o.status.success(),
+        !status.success(),
         "expected failure, got success; stderr: {err}"
     );
     assert!(!err.contains("panicked"), "panicked: {err}");
@@ -340,6 +477,20 @@ pub fn private_tmpfs(test: &str, dir: &std::path::Path, options: &str) -> bool {
             skip(&format!("{test}: no private mount namespace here ({why})"));
             false
         }
+    }
+}
+
+#[cfg(target_os = "linux")]
+/// A [`fresh_dir`] named after `test` with a [`private_tmpfs`] of
+/// `options` on it; `None` (the test skipped, and said so) where the
+/// kernel refuses. Remove it with [`unmount_and_remove`].
+pub fn tmpfs_dir(test: &str, options: &str) -> Option<PathBuf> {
+    let d = fresh_dir(test);
+    if private_tmpfs(test, &d, options) {
+        Some(d)
+    } else {
+        let _ = std::fs::remove_dir(&d);
+        None
     }
 }
 
