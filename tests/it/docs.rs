@@ -101,19 +101,26 @@ fn words(line: &str) -> Option<Vec<String>> {
 /// `$ ` prompts only the prompted lines are commands (the rest is their
 /// output); elsewhere every line that starts with `twlab ` (or `sudo
 /// twlab `) and is not output ("twlab demo: …") is. A trailing comment, a
-/// redirection or a pipe is cut off; `\` continues a line.
+/// redirection or a pipe is cut off; `\` continues a line. A block marked
+/// as another language than a shell's (```toml: a dependency line that
+/// starts with `twlab =`) holds no commands.
 fn commands_in(file: &str, text: &str) -> Vec<DocCommand> {
     let mut out = Vec::new();
-    let mut block: Option<Vec<(usize, &str)>> = None;
+    // The open block's lines, and whether it is a shell's.
+    let mut block: Option<(Vec<(usize, &str)>, bool)> = None;
     for (n, line) in text.lines().enumerate() {
-        if line.trim_start().starts_with("```") {
+        if let Some(lang) = line.trim_start().strip_prefix("```") {
             match block.take() {
-                Some(lines) => out.extend(block_commands(file, &lines)),
-                None => block = Some(Vec::new()),
+                Some((lines, true)) => out.extend(block_commands(file, &lines)),
+                Some((_, false)) => {}
+                None => {
+                    let shell = matches!(lang.trim(), "" | "sh" | "shell" | "bash" | "console");
+                    block = Some((Vec::new(), shell));
+                }
             }
             continue;
         }
-        if let Some(b) = block.as_mut() {
+        if let Some((b, _)) = block.as_mut() {
             b.push((n + 1, line));
         } else if line.starts_with("| `") {
             // A table of commands: its last cell is an invocation.
@@ -339,6 +346,10 @@ twlab why bind 127.0.0.1:8080 (options: REUSEADDR)
 twlab demo: a client with a fixed local port reconnects
 ```
 
+```toml
+twlab = { path = \"..\", default-features = false }
+```
+
 | `ss` | the table | `twlab ss --summary` |
 | `x` | not a command | `twlab` |
 ";
@@ -354,7 +365,7 @@ twlab demo: a client with a fixed local port reconnects
             "x.md:6 completions bash",
             "x.md:7 selfcheck --cases 20 --seed 1",
             "x.md:11 client --connect 127.0.0.1:5000",
-            "x.md:20 ss --summary",
+            "x.md:24 ss --summary",
         ]
     );
 }
