@@ -146,13 +146,13 @@ fn json_err(e: serde_json::Error) -> Error {
     }
 }
 
-#[cfg(test)]
+// Linux: the list is read from sock_diag there.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
     /// The list goes to the writer it is given: a listener of this test,
     /// on a port of its own, is a row of what `run` wrote into a Vec.
-    #[cfg(target_os = "linux")]
     #[test]
     fn the_list_is_written_to_the_given_writer() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
