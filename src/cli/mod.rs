@@ -253,11 +253,11 @@ pub fn main() -> ExitCode {
     }
     // `twlab --version` alone: what clap prints, without building the
     // parser of every command first.
-    if let [_, flag] = std::env::args_os().collect::<Vec<_>>().as_slice() {
-        if flag == "--version" || flag == "-V" {
-            let _ = out(format!("twlab {}\n", env!("CARGO_PKG_VERSION")));
-            return ExitCode::SUCCESS;
-        }
+    if let [_, flag] = std::env::args_os().collect::<Vec<_>>().as_slice()
+        && (flag == "--version" || flag == "-V")
+    {
+        let _ = out(format!("twlab {}\n", env!("CARGO_PKG_VERSION")));
+        return ExitCode::SUCCESS;
     }
     // Before anything runs: SIGINT, SIGTERM, SIGHUP and SIGQUIT only set a
     // flag from now on. (No thread is started, so the unprivileged matrix

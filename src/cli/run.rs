@@ -65,22 +65,23 @@ pub fn run(a: RunArgs) -> Result<Exit> {
                 if !a.json {
                     print_script(&mut out, script, &r)?;
                 }
-                if let (Some(min), Some(v)) = (script.min_kernel, running) {
-                    if v < min && n > 0 {
-                        // The file's expectations are for min_kernel and
-                        // later; the model is for this kernel, so a step
-                        // the model gets wrong still counts.
-                        let model_wrong = r.model_mismatches();
-                        let apart = n - model_wrong;
-                        if !a.json && apart > 0 {
-                            writeln!(
-                                out,
-                                "   note: Linux {v} is older than this scenario's min_kernel {min}: {apart} step(s) differ from its expectations only (the model predicted this kernel's outcome), counted apart\n"
-                            )?;
-                        }
-                        older += apart;
-                        n = model_wrong;
+                if let (Some(min), Some(v)) = (script.min_kernel, running)
+                    && v < min
+                    && n > 0
+                {
+                    // The file's expectations are for min_kernel and
+                    // later; the model is for this kernel, so a step
+                    // the model gets wrong still counts.
+                    let model_wrong = r.model_mismatches();
+                    let apart = n - model_wrong;
+                    if !a.json && apart > 0 {
+                        writeln!(
+                            out,
+                            "   note: Linux {v} is older than this scenario's min_kernel {min}: {apart} step(s) differ from its expectations only (the model predicted this kernel's outcome), counted apart\n"
+                        )?;
                     }
+                    older += apart;
+                    n = model_wrong;
                 }
                 (RunReport::Script(r), n)
             }

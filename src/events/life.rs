@@ -270,7 +270,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -472,16 +472,16 @@ impl Lives {
         // This end's FIN reaches a peer end that waits in a FIN_WAIT2
         // timewait socket: tcp_timewait_state_process() moves it to
         // TIME_WAIT (no tracepoint there).
-        if new == TcpState::LastAck {
-            if let Some(mut l) = self.awaiting.remove(&(peer, local)) {
-                l.ending = Ending::TimeWait;
-                l.states.push(TcpState::TimeWait);
-                reading = Some(format!(
-                    "this FIN turns {}'s FIN_WAIT2 timewait socket into TIME_WAIT",
-                    peer
-                ));
-                self.finish(l, lives);
-            }
+        if new == TcpState::LastAck
+            && let Some(mut l) = self.awaiting.remove(&(peer, local))
+        {
+            l.ending = Ending::TimeWait;
+            l.states.push(TcpState::TimeWait);
+            reading = Some(format!(
+                "this FIN turns {}'s FIN_WAIT2 timewait socket into TIME_WAIT",
+                peer
+            ));
+            self.finish(l, lives);
         }
         // A new connection on a 4-tuple that twlab believes in TIME_WAIT.
         let opening = match (old, new) {
@@ -676,15 +676,15 @@ impl Lives {
                 Role::Server => s.server_closed_first += 1,
             }
         }
-        if l.closed_first {
-            if let Some(p) = l.closer_pid {
-                let key = match &l.closer_comm {
-                    Some(c) => format!("pid {p} {c}"),
-                    None => format!("pid {p}"),
-                };
-                if s.closers.len() < 64 || s.closers.contains_key(&key) {
-                    *s.closers.entry(key).or_default() += 1;
-                }
+        if l.closed_first
+            && let Some(p) = l.closer_pid
+        {
+            let key = match &l.closer_comm {
+                Some(c) => format!("pid {p} {c}"),
+                None => format!("pid {p}"),
+            };
+            if s.closers.len() < 64 || s.closers.contains_key(&key) {
+                *s.closers.entry(key).or_default() += 1;
             }
         }
     }

@@ -429,10 +429,10 @@ impl Session {
         if e.sock != 0 {
             self.known.insert(e.sock, (e.local, e.peer));
         }
-        if let What::SendReset { skb, .. } = &e.what {
-            if *skb != 0 {
-                self.reset_skbs.insert(*skb, (e.local, e.peer));
-            }
+        if let What::SendReset { skb, .. } = &e.what
+            && *skb != 0
+        {
+            self.reset_skbs.insert(*skb, (e.local, e.peer));
         }
         // Bounded memory over a long `twlab events`.
         if self.known.len() > 100_000 {

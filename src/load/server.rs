@@ -156,11 +156,11 @@ fn serve(epoll: Epoll, listeners: Vec<Socket>, close: ServerClose, stop: &Atomic
             let key = ev.data();
             if let Some(i) = lfds.iter().position(|l| *l == key) {
                 accept_all(&epoll, &listeners[i], close, &mut conns);
-            } else if let Some(s) = conns.get_mut(&key) {
-                if let Next::Close = serve_conn(s) {
-                    let s = conns.remove(&key).expect("present");
-                    let _ = epoll.delete(&s);
-                }
+            } else if let Some(s) = conns.get_mut(&key)
+                && let Next::Close = serve_conn(s)
+            {
+                let s = conns.remove(&key).expect("present");
+                let _ = epoll.delete(&s);
             }
         }
     }

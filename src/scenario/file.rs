@@ -727,7 +727,7 @@ fn read_text(file: &Path, max: u64) -> Result<String, (String, bool)> {
         ));
     }
     let too_big = || {
-        let size = if max % (1 << 20) == 0 {
+        let size = if max.is_multiple_of(1 << 20) {
             format!("{} MiB", max >> 20)
         } else {
             format!("{max} bytes")

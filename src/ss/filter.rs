@@ -223,10 +223,10 @@ impl AddrMatch {
 
     /// True if `a` lies in the prefix and has the port (when given).
     pub fn matches(&self, a: &SocketAddr) -> bool {
-        if let Some(p) = self.port {
-            if a.port() != p {
-                return false;
-            }
+        if let Some(p) = self.port
+            && a.port() != p
+        {
+            return false;
         }
         match self.net {
             None => true,
@@ -276,20 +276,21 @@ pub struct Filter {
 impl Filter {
     /// The filters done here, after the kernel's state filter.
     pub fn matches(&self, e: &SockEntry) -> bool {
-        if let Some(p) = self.port {
-            if e.local.port() != p && e.peer.port() != p {
-                return false;
-            }
+        if let Some(p) = self.port
+            && e.local.port() != p
+            && e.peer.port() != p
+        {
+            return false;
         }
-        if let Some(m) = &self.local {
-            if !m.matches(&e.local) {
-                return false;
-            }
+        if let Some(m) = &self.local
+            && !m.matches(&e.local)
+        {
+            return false;
         }
-        if let Some(m) = &self.peer {
-            if !m.matches(&e.peer) {
-                return false;
-            }
+        if let Some(m) = &self.peer
+            && !m.matches(&e.peer)
+        {
+            return false;
         }
         true
     }

@@ -276,22 +276,20 @@ pub(super) fn write_row(
         f.push_u64(u64::from(owner_key(e)));
         out.write_all(f.as_bytes())?;
     }
-    if procs {
-        if let Some(os) = owners {
-            pad(out, if e.is_timewait_sock() { 7 } else { 6 + f.len }, 17)?;
-            for (i, o) in os.iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b",")?;
-                }
-                // A process may name itself anything (prctl(PR_SET_NAME),
-                // /proc/PID/comm), escape sequences included.
-                out.write_all(crate::text::escape_for_terminal(&o.name).as_bytes())?;
-                f.clear();
-                f.push(b"(pid=");
-                f.push_u64(u64::from(o.pid));
-                f.push(b")");
-                out.write_all(f.as_bytes())?;
+    if procs && let Some(os) = owners {
+        pad(out, if e.is_timewait_sock() { 7 } else { 6 + f.len }, 17)?;
+        for (i, o) in os.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
             }
+            // A process may name itself anything (prctl(PR_SET_NAME),
+            // /proc/PID/comm), escape sequences included.
+            out.write_all(crate::text::escape_for_terminal(&o.name).as_bytes())?;
+            f.clear();
+            f.push(b"(pid=");
+            f.push_u64(u64::from(o.pid));
+            f.push(b")");
+            out.write_all(f.as_bytes())?;
         }
     }
     out.write_all(b"\n")

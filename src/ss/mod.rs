@@ -104,10 +104,10 @@ pub fn run(plan: &Plan, out: &mut dyn io::Write) -> Result<Exit> {
     let filter = &plan.filter;
     // A kernel before 6.5 cannot dump bound-only sockets: say so (on
     // stderr, the JSON stays whole) rather than show the table as complete.
-    if matches!(plan.view, View::Summary { .. }) || filter.query.states.contains_bound_inactive() {
-        if let Some(n) = crate::model::kernel::version::bound_only_blind_spot() {
-            eprintln!("{n}");
-        }
+    if (matches!(plan.view, View::Summary { .. }) || filter.query.states.contains_bound_inactive())
+        && let Some(n) = crate::model::kernel::version::bound_only_blind_spot()
+    {
+        eprintln!("{n}");
     }
     let r = match plan.view {
         View::List { format, processes } => list::run(filter, format, processes, out),

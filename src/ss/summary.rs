@@ -267,12 +267,12 @@ fn tw_buckets(limit: Option<u64>, in_use: u64, warnings: &mut Vec<String>) -> Tw
     let percent = limit
         .filter(|l| *l > 0)
         .map(|l| 100.0 * in_use as f64 / l as f64);
-    if let (Some(l), Some(p)) = (limit, percent) {
-        if p >= 90.0 {
-            warnings.push(format!(
+    if let (Some(l), Some(p)) = (limit, percent)
+        && p >= 90.0
+    {
+        warnings.push(format!(
                 "TIME_WAIT sockets at {p:.1}% of tcp_max_tw_buckets ({l}): beyond it the kernel closes connections without TIME_WAIT (TCPTIMEWAITOVERFLOW in nstat)"
             ));
-        }
     }
     TwBuckets {
         limit,

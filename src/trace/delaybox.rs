@@ -223,17 +223,19 @@ fn relay(
                 if f.pkttype == PACKET_OUTGOING {
                     continue;
                 }
-                if i == 0 && !done_holding {
-                    if let Some(w) = decode_frame(&f.data) {
-                        if w.src == client && w.dst == server && w.len > 0 {
-                            if let Holder::Netem(nl) = &mut holder {
-                                send_held(nl, b, &server_if, &f.data)?;
-                            }
-                            held = Some((f.data, Instant::now()));
-                            done_holding = true;
-                            continue;
-                        }
+                if i == 0
+                    && !done_holding
+                    && let Some(w) = decode_frame(&f.data)
+                    && w.src == client
+                    && w.dst == server
+                    && w.len > 0
+                {
+                    if let Holder::Netem(nl) = &mut holder {
+                        send_held(nl, b, &server_if, &f.data)?;
                     }
+                    held = Some((f.data, Instant::now()));
+                    done_holding = true;
+                    continue;
                 }
                 to.send(&f.data)?;
             }

@@ -210,10 +210,11 @@ fn unmask_path_literals(src: &str, kinds: &[Kind], text: &mut [u8]) {
             .find(|&j| kinds[j] != Kind::Literal)
             .unwrap_or(b.len());
         let inner = &b[i..end];
-        if let [b'"', path @ .., b'"'] = inner {
-            if path.starts_with(b"crate::") && path.iter().all(|c| is_ident(*c) || *c == b':') {
-                text[i + 1..end - 1].copy_from_slice(path);
-            }
+        if let [b'"', path @ .., b'"'] = inner
+            && path.starts_with(b"crate::")
+            && path.iter().all(|c| is_ident(*c) || *c == b':')
+        {
+            text[i + 1..end - 1].copy_from_slice(path);
         }
         i = end;
     }
