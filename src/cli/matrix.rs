@@ -136,7 +136,7 @@ impl MatrixArgs {
     }
 }
 
-/// Run the command; returns the exit code.
+/// Run the command; returns how it ended (disagreed: a cell differed).
 pub fn run(a: MatrixArgs) -> anyhow::Result<Exit> {
     if a.internal_worker {
         return Ok(matrix::isolation::run_worker(a.run_options())?);
@@ -150,7 +150,6 @@ pub fn run(a: MatrixArgs) -> anyhow::Result<Exit> {
             .to_string()
     } else {
         let plan = a.plan()?;
-        crate::install_interrupt_handler();
         let run = matrix::execute(&plan, std::io::IsTerminal::is_terminal(&std::io::stderr()))?;
         if let Some(e) = run.refused_sysctl() {
             return Err(e.into());

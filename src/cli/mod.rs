@@ -1,6 +1,7 @@
 //! The command line: clap's raw arguments, one file per command, each
 //! turning its arguments into the library's typed plan and calling it
-//! (ripgrep's raw vs resolved arguments). Only the binary sees clap.
+//! (ripgrep's raw vs resolved arguments). Only this module sees clap, and
+//! only with the `cli` feature; the binary is one call into it.
 
 use crate::outcome::Exit;
 use clap::{Parser, Subcommand};
@@ -320,7 +321,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(exit.exit_code())
         }
         // `twlab … | head`: the reader went away. Not an error, for every
-        // command (ss and matrix already say so themselves).
+        // command (ss already says so itself).
         Err(e)
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()

@@ -176,7 +176,7 @@ impl SsArgs {
     }
 }
 
-/// Parse, then run `twlab ss`; returns the exit code.
+/// Parse, then run `twlab ss` on stdout; returns how it ended.
 pub fn run(a: SsArgs) -> anyhow::Result<Exit> {
     let plan = a.plan()?;
     Ok(crate::ss::run(&plan, &mut std::io::stdout().lock())?)

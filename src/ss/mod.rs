@@ -6,7 +6,7 @@
 //! /proc/net/tcp. Port and address filters are applied here, on the decoded
 //! entries.
 //!
-//! The command line (clap, in the binary) is turned into a [`Plan`]: the
+//! The command line (clap, behind the `cli` feature) is turned into a [`Plan`]: the
 //! [`Filter`] and one [`View`]. Three views share the filters:
 //! - the list (default, [`list`]): aligned text or JSON, streamed through
 //!   one buffered writer, no allocation per row;
@@ -83,7 +83,7 @@ pub struct Plan {
     pub view: View,
 }
 
-/// Run `twlab ss`, writing the view to `out`. Returns the exit code; a
+/// Run `twlab ss`, writing the view to `out`. Returns how it ended; a
 /// write that fails because the reader went away (EPIPE: `twlab ss |
 /// head`) is a normal end.
 pub fn run(plan: &Plan, out: &mut dyn io::Write) -> Result<Exit> {
