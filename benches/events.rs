@@ -35,7 +35,11 @@ mod imp {
     use common::{median, median_ci95};
 
     const TWLAB: &str = env!("CARGO_BIN_EXE_twlab");
+    /// Rounds unless the command line gives another count.
     const ROUNDS: usize = 21;
+    /// How long a reader may take to end after Ctrl-C (it drains, prints
+    /// its summary and removes its tracefs instance).
+    const STOP_WITHIN: Duration = Duration::from_secs(5);
 
     fn compile(src: &Path, out: &Path) -> Result<(), String> {
         if !src.exists() {
@@ -98,6 +102,40 @@ mod imp {
         Ok(child)
     }
 
+    /// CPU time a live process's threads have run so far, in ns:
+    /// /proc/PID/task/*/schedstat's first field (the scheduler's
+    /// `sum_exec_runtime`: exact, where /proc/PID/stat counts 10 ms ticks,
+    /// too coarse for a reader that runs a few ms per run).
+    fn cpu_time(pid: u32) -> Option<Duration> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        let mut ns = 0u64;
+        for t in tasks.flatten() {
+            let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            ns += s.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(Duration::from_nanos(ns))
+    }
+
+    /// Stop the reader as a user does (Ctrl-C), so that it removes its
+    /// tracefs instance: killed outright, it would leave the instance with
+    /// its tracepoints on until the next twlab starts, and the next
+    /// variant — maybe the one without events — would pay for them.
+    fn stop_events(mut child: Child) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = kill(pid, Signal::SIGINT);
+        let start = Instant::now();
+        while start.elapsed() < STOP_WITHIN {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        println!("warning: `twlab events` did not end within {STOP_WITHIN:?} of Ctrl-C; killed");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// One run of the C loop on `port`: conn/s.
     fn run(c_loop: &Path, port: u16, n: u32) -> Result<f64, String> {
         let mut srv = pinned(Command::new(c_loop), true);
@@ -126,10 +164,13 @@ mod imp {
             println!("events bench skipped: it needs Linux (tracefs, namespaces)");
             return;
         }
-        let n: u32 = std::env::args()
+        // cargo bench passes `--bench`; the numbers are COUNT and ROUNDS.
+        let nums: Vec<u32> = std::env::args()
             .skip(1)
-            .find_map(|a| a.parse().ok())
-            .unwrap_or(10_000);
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let n: u32 = nums.first().copied().unwrap_or(10_000);
+        let rounds = nums.get(1).map_or(ROUNDS, |r| (*r as usize).max(1));
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let src = root
             .ancestors()
@@ -152,7 +193,7 @@ mod imp {
         }
         netns::enter_fresh(&[Sysctl::new("net.ipv4.tcp_rfc1337", "1")]).expect("fresh namespace");
         println!(
-            "{n} connections per run, {ROUNDS} rounds, the C loop (client closes first, kernel-chosen ports), {}",
+            "{n} connections per run, {rounds} rounds, the C loop (client closes first, kernel-chosen ports), {}",
             common::placement()
         );
         // Per round: the loop alone, the loop with the same tracepoints
@@ -162,7 +203,12 @@ mod imp {
         let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         let (mut floor_ratios, mut ratios) = (Vec::new(), Vec::new());
         let mut port = 40_000u16;
-        for round in 0..ROUNDS {
+        // Per CPU: 2 KiB per connection of a run, far more than its ~11
+        // records of under 100 bytes, split over the CPUs.
+        let floor_kb = (u64::from(n) * 2).max(2048).to_string();
+        // The reader's CPU time per connection of its runs.
+        let (mut reader_cpu, mut reader_conns) = (Duration::ZERO, 0u64);
+        for round in 0..rounds {
             let mut got = [None; 3];
             for k in 0..3 {
                 let variant = (k + round) % 3;
@@ -171,7 +217,14 @@ mod imp {
                 let mut unread = None;
                 match variant {
                     1 => {
-                        match twlab::events::Session::open(twlab::events::Filter::ports(&[port])) {
+                        // A buffer the run cannot fill: a full buffer in
+                        // overwrite mode costs every write more (the
+                        // writer must push the head page on), which a
+                        // reader, freeing pages as it goes, never pays.
+                        match twlab::events::Session::open_sized(
+                            twlab::events::Filter::ports(&[port]),
+                            Some(&floor_kb),
+                        ) {
                             Ok(s) => unread = Some(s),
                             Err(why) => {
                                 println!("events bench skipped: kernel events unavailable ({why})");
@@ -180,7 +233,7 @@ mod imp {
                         }
                     }
                     2 => match start_events(port) {
-                        Ok(c) => reader = Some(c),
+                        Ok(c) => reader = cpu_time(c.id()).map(|t0| (c, t0)),
                         Err(why) => {
                             println!("events bench skipped: `twlab events` did not start: {why}");
                             return;
@@ -189,9 +242,12 @@ mod imp {
                     _ => {}
                 }
                 let r = run(&c_loop, port, n);
-                if let Some(mut c) = reader {
-                    let _ = c.kill();
-                    let _ = c.wait();
+                if let Some((c, t0)) = reader {
+                    if let (Some(t), Ok(_)) = (cpu_time(c.id()), &r) {
+                        reader_cpu += t.saturating_sub(t0);
+                        reader_conns += u64::from(n);
+                    }
+                    stop_events(c);
                 }
                 drop(unread);
                 match r {
@@ -239,5 +295,13 @@ mod imp {
             total - floor,
             each.join(" ")
         );
+        if reader_conns > 0 {
+            println!(
+                "twlab's reader used {:.2} µs of CPU per connection ({:.3} s over {} connections, from its first line to Ctrl-C)",
+                reader_cpu.as_secs_f64() * 1e6 / reader_conns as f64,
+                reader_cpu.as_secs_f64(),
+                reader_conns
+            );
+        }
     }
 }

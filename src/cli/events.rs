@@ -87,8 +87,9 @@ pub fn run(a: EventsArgs) -> anyhow::Result<Exit> {
         lives_only: a.lives,
         freed: a.freed,
     };
-    Ok(crate::events::live::run(
-        &plan,
-        &mut std::io::stdout().lock(),
-    )?)
+    // Buffered: the watch flushes after each batch the kernel hands over,
+    // not after every line (stdout alone is line-buffered, and a write(2)
+    // per line was the reader's largest system cost).
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    Ok(crate::events::live::run(&plan, &mut out)?)
 }

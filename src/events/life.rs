@@ -96,49 +96,71 @@ impl Life {
         self.end_ns.saturating_sub(self.start_ns) as f64 / 1e6
     }
 
-    /// One line, like tcplife.
+    /// One line, like tcplife (the [`Display`](std::fmt::Display) form).
     pub fn line(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// " (pid 4711, comm)" after "closed first", or nothing: written in place,
+/// as every piece of a life's line is (`twlab events --lives` writes one
+/// per connection end; a `format!` per piece was a fifth of the reader's
+/// time).
+struct Who<'a>(Option<i32>, Option<&'a str>);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0, self.1) {
+            (Some(p), Some(c)) => write!(f, " (pid {p}, {c})"),
+            (Some(p), None) => write!(f, " (pid {p})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Life {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let role = match self.role {
             Role::Client => "client",
             Role::Server => "server",
         };
-        let who = match (&self.closer_pid, &self.closer_comm) {
-            (Some(p), Some(c)) => format!(" (pid {p}, {c})"),
-            (Some(p), None) => format!(" (pid {p})"),
-            _ => String::new(),
-        };
-        let how = match &self.ending {
-            Ending::TimeWait => format!("closed first{who}: TIME_WAIT here, 60 s"),
-            Ending::FinWait2Timewait => format!(
+        write!(
+            f,
+            "life  {role} {} ⇄ {}  {:.3} ms  ",
+            self.local,
+            self.peer,
+            self.ms()
+        )?;
+        let who = Who(self.closer_pid, self.closer_comm.as_deref());
+        match &self.ending {
+            Ending::TimeWait => write!(f, "closed first{who}: TIME_WAIT here, 60 s"),
+            Ending::FinWait2Timewait => write!(
+                f,
                 "closed first{who}: a FIN_WAIT2 timewait socket here, the peer's FIN not seen"
             ),
-            Ending::LastAck => format!("closed second{who}: no TIME_WAIT here"),
-            Ending::ResetSent { reason } => format!(
+            Ending::LastAck => write!(f, "closed second{who}: no TIME_WAIT here"),
+            Ending::ResetSent { reason } => write!(
+                f,
                 "reset by this end{who}: RST sent, reason {}, no TIME_WAIT",
                 reason.as_deref().unwrap_or("?")
             ),
-            Ending::ResetReceived => "reset by the peer: RST received, no TIME_WAIT".into(),
-            Ending::Refused => "refused: the SYN was answered with an RST".into(),
-            Ending::NeverEstablished => "never established".into(),
-            Ending::Other { from } => format!("ended from {}", from.kernel_name()),
-        };
-        let rtx = if self.retransmits > 0 {
-            format!(", {} retransmits", self.retransmits)
-        } else {
-            String::new()
-        };
-        format!(
-            "life  {role} {} ⇄ {}  {:.3} ms  {}  [{}]{rtx}",
-            self.local,
-            self.peer,
-            self.ms(),
-            how,
-            self.states
-                .iter()
-                .map(|s| s.kernel_name())
-                .collect::<Vec<_>>()
-                .join(" → ")
-        )
+            Ending::ResetReceived => f.write_str("reset by the peer: RST received, no TIME_WAIT"),
+            Ending::Refused => f.write_str("refused: the SYN was answered with an RST"),
+            Ending::NeverEstablished => f.write_str("never established"),
+            Ending::Other { from } => write!(f, "ended from {}", from.kernel_name()),
+        }?;
+        f.write_str("  [")?;
+        for (i, s) in self.states.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" → ")?;
+            }
+            f.write_str(s.kernel_name())?;
+        }
+        f.write_str("]")?;
+        if self.retransmits > 0 {
+            write!(f, ", {} retransmits", self.retransmits)?;
+        }
+        Ok(())
     }
 }
 
@@ -177,13 +199,20 @@ pub struct Takeover {
     /// Whose TIME_WAIT it was.
     pub role: Role,
     /// What took it over.
-    pub by: String,
+    pub by: &'static str,
 }
 
 impl Takeover {
-    /// One line.
+    /// One line (the [`Display`](std::fmt::Display) form).
     pub fn line(&self) -> String {
-        format!(
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Takeover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
             "tw    TIME_WAIT {} ⇄ {} → gone after {:.3} ms: {}",
             self.local, self.peer, self.after_ms, self.by
         )
@@ -220,9 +249,26 @@ pub struct Lives {
     /// whole map, so at most one a second (one per new connection made
     /// the reader quadratic once 1,024 TIME_WAITs were followed).
     next_sweep_ns: u64,
-    /// Everything seen, for the summary.
-    pub summary: Summary,
+    /// Everything seen, for the summary, but the services.
+    totals: Summary,
+    /// Per service, by the server's address: what [`Summary::services`]
+    /// shows, kept with plain keys (a string per end and a sorted map
+    /// lookup was a tenth of the reader's time); made into words only
+    /// when a summary is asked for.
+    services: HashMap<SocketAddr, Tally>,
 }
+
+/// One service's counts while events come in.
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    /// Everything but `closers`.
+    counts: Service,
+    /// The processes that closed first: (pid, comm) → count.
+    closers: HashMap<(i32, Option<std::sync::Arc<str>>), u64>,
+}
+
+/// At most this many distinct closing processes counted per service.
+const MAX_CLOSERS: usize = 64;
 
 /// What `twlab events` prints on exit.
 #[derive(Debug, Default, Clone, Serialize, schemars::JsonSchema)]
@@ -362,10 +408,11 @@ impl Summary {
     }
 }
 
-fn service_of(role: Role, local: SocketAddr, peer: SocketAddr) -> String {
+/// The server's address of a connection: the service it is counted under.
+fn service_of(role: Role, local: SocketAddr, peer: SocketAddr) -> SocketAddr {
     match role {
-        Role::Client => peer.to_string(),
-        Role::Server => local.to_string(),
+        Role::Client => peer,
+        Role::Server => local,
     }
 }
 
@@ -379,13 +426,48 @@ pub struct Fed {
     /// twlab's reading of the event where the tracepoint alone does not
     /// say it (FIN_WAIT2 → CLOSE is TIME_WAIT, or a FIN_WAIT2 timewait
     /// socket).
-    pub reading: Option<String>,
+    pub reading: Option<Reading>,
+}
+
+/// What twlab reads into a state change that the tracepoint does not name
+/// (no tracepoint fires in `tcp_time_wait()` or
+/// `tcp_timewait_state_process()`). Words only when printed: most readings
+/// are of events nobody prints (`twlab events --lives`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// FIN_WAIT2 or CLOSING → CLOSE with both FINs through: TIME_WAIT.
+    TimeWait,
+    /// FIN_WAIT2 → CLOSE before the peer's FIN: a FIN_WAIT2 timewait socket.
+    FinWait2Timewait,
+    /// This end's FIN (→ LAST_ACK) reaches the peer's FIN_WAIT2 timewait
+    /// socket, which turns TIME_WAIT.
+    PeerTimeWait {
+        /// The peer end that now holds the TIME_WAIT.
+        peer: SocketAddr,
+    },
+}
+
+impl std::fmt::Display for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reading::TimeWait => f.write_str(
+                "= TIME_WAIT: both FINs are through; tcp_time_wait() hands the 4-tuple to a timewait socket for 60 s and closes the full socket",
+            ),
+            Reading::FinWait2Timewait => f.write_str(
+                "= a timewait socket in FIN_WAIT2: closed and orphaned, the peer's FIN not in yet (tcp_time_wait(sk, TCP_FIN_WAIT2, …)); TIME_WAIT when it comes",
+            ),
+            Reading::PeerTimeWait { peer } => write!(
+                f,
+                "this FIN turns {peer}'s FIN_WAIT2 timewait socket into TIME_WAIT"
+            ),
+        }
+    }
 }
 
 impl Lives {
     /// Take one event; return what ended with it and how twlab reads it.
     pub fn feed(&mut self, e: &Event) -> Fed {
-        self.summary.events += 1;
+        self.totals.events += 1;
         let mut lives = Vec::new();
         let mut tws = Vec::new();
         let mut reading = None;
@@ -404,12 +486,12 @@ impl Lives {
         }
         match &e.what {
             What::State { old, new } => {
-                self.summary.state_changes += 1;
+                self.totals.state_changes += 1;
                 reading = self.state(e, *old, *new, &mut lives, &mut tws);
             }
             What::SendReset { reason, .. } => {
                 let r = reason.clone().unwrap_or_else(|| "?".into());
-                *self.summary.resets_sent.entry(r).or_default() += 1;
+                *self.totals.resets_sent.entry(r).or_default() += 1;
                 if let Some(o) = self.open.get_mut(&e.sock) {
                     o.reset_sent = Some(reason.clone());
                     if o.closer.is_none() && e.context == Context::Process {
@@ -419,16 +501,16 @@ impl Lives {
                 }
             }
             What::ReceiveReset => {
-                self.summary.resets_received += 1;
+                self.totals.resets_received += 1;
                 if let Some(o) = self.open.get_mut(&e.sock) {
                     o.reset_received = true;
                 }
             }
             What::Drop { reason, .. } => {
-                *self.summary.drops.entry(reason.clone()).or_default() += 1;
+                *self.totals.drops.entry(reason.clone()).or_default() += 1;
             }
             What::Retransmit { .. } => {
-                self.summary.retransmits += 1;
+                self.totals.retransmits += 1;
                 if let Some(o) = self.open.get_mut(&e.sock) {
                     o.retransmits += 1;
                 }
@@ -458,7 +540,7 @@ impl Lives {
         new: TcpState,
         lives: &mut Vec<Life>,
         tws: &mut Vec<Takeover>,
-    ) -> Option<String> {
+    ) -> Option<Reading> {
         let (Some(local), Some(peer)) = (e.local, e.peer) else {
             return None;
         };
@@ -477,10 +559,7 @@ impl Lives {
         {
             l.ending = Ending::TimeWait;
             l.states.push(TcpState::TimeWait);
-            reading = Some(format!(
-                "this FIN turns {}'s FIN_WAIT2 timewait socket into TIME_WAIT",
-                peer
-            ));
+            reading = Some(Reading::PeerTimeWait { peer });
             self.finish(l, lives);
         }
         // A new connection on a 4-tuple that twlab believes in TIME_WAIT.
@@ -495,12 +574,12 @@ impl Lives {
             self.fin_from.remove(&(peer, local));
             if let Some(tw) = self.tw.remove(&(local, peer)) {
                 let by = match (role, tw.role) {
-                    (Role::Server, Role::Server) => "a new SYN from the client was accepted into the server's TIME_WAIT (tcp_timewait_state_process() → TCP_TW_SYN), the new connection is SYN_RECV".to_string(),
-                    (Role::Client, Role::Client) => "connect() on the same 4-tuple took over the client's own TIME_WAIT (tcp_twsk_unique())".to_string(),
-                    _ => "a new connection on the same 4-tuple".to_string(),
+                    (Role::Server, Role::Server) => "a new SYN from the client was accepted into the server's TIME_WAIT (tcp_timewait_state_process() → TCP_TW_SYN), the new connection is SYN_RECV",
+                    (Role::Client, Role::Client) => "connect() on the same 4-tuple took over the client's own TIME_WAIT (tcp_twsk_unique())",
+                    _ => "a new connection on the same 4-tuple",
                 };
                 let svc = service_of(tw.role, local, peer);
-                self.summary.services.entry(svc).or_default().tw_taken_over += 1;
+                self.services.entry(svc).or_default().counts.tw_taken_over += 1;
                 tws.push(Takeover {
                     local,
                     peer,
@@ -589,14 +668,10 @@ impl Lives {
         match ending {
             Ending::TimeWait => {
                 states.push(TcpState::TimeWait);
-                reading = Some(
-                    "= TIME_WAIT: both FINs are through; tcp_time_wait() hands the 4-tuple to a timewait socket for 60 s and closes the full socket".into(),
-                );
+                reading = Some(Reading::TimeWait);
             }
             Ending::FinWait2Timewait => {
-                reading = Some(
-                    "= a timewait socket in FIN_WAIT2: closed and orphaned, the peer's FIN not in yet (tcp_time_wait(sk, TCP_FIN_WAIT2, …)); TIME_WAIT when it comes".into(),
-                );
+                reading = Some(Reading::FinWait2Timewait);
             }
             _ => states.push(TcpState::Closed),
         }
@@ -657,11 +732,11 @@ impl Lives {
     }
 
     fn count(&mut self, l: &Life) {
-        let s = self
-            .summary
+        let t = self
             .services
             .entry(service_of(l.role, l.local, l.peer))
             .or_default();
+        let s = &mut t.counts;
         match l.role {
             Role::Client => s.client_ends += 1,
             Role::Server => s.server_ends += 1,
@@ -679,14 +754,37 @@ impl Lives {
         if l.closed_first
             && let Some(p) = l.closer_pid
         {
-            let key = match &l.closer_comm {
-                Some(c) => format!("pid {p} {c}"),
-                None => format!("pid {p}"),
-            };
-            if s.closers.len() < 64 || s.closers.contains_key(&key) {
-                *s.closers.entry(key).or_default() += 1;
+            let key = (p, l.closer_comm.clone());
+            if t.closers.len() < MAX_CLOSERS || t.closers.contains_key(&key) {
+                *t.closers.entry(key).or_default() += 1;
             }
         }
+    }
+
+    /// The summary of everything seen so far (`lost` is the session's to
+    /// fill in).
+    pub fn summary(&self) -> Summary {
+        let mut s = self.totals.clone();
+        s.services = self
+            .services
+            .iter()
+            .map(|(addr, t)| {
+                let mut svc = t.counts.clone();
+                svc.closers = t
+                    .closers
+                    .iter()
+                    .map(|((p, c), n)| {
+                        let key = match c {
+                            Some(c) => format!("pid {p} {c}"),
+                            None => format!("pid {p}"),
+                        };
+                        (key, *n)
+                    })
+                    .collect();
+                (addr.to_string(), svc)
+            })
+            .collect();
+        s
     }
 
     /// The TIME_WAIT twlab believes on `local` ⇄ `peer`, since when (ns).
@@ -764,8 +862,10 @@ mod tests {
         let tw = l.feed(&ev(20, 3, c, s, Closed, SynSent, Process)).takeovers;
         assert_eq!(tw.len(), 1);
         assert!(tw[0].by.contains("tcp_twsk_unique"));
-        let svc = &l.summary.services[s];
+        let summary = l.summary();
+        let svc = &summary.services[s];
         assert_eq!((svc.client_closed_first, svc.tw_taken_over), (1, 1));
-        assert!(l.summary.lines()[1].contains("TIME_WAIT on the client side"));
+        assert_eq!(svc.closers.get("pid 7 x"), Some(&1));
+        assert!(summary.lines()[1].contains("TIME_WAIT on the client side"));
     }
 }

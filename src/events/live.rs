@@ -67,9 +67,12 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
     let deadline = plan.duration.map_or(Deadline::never(), Deadline::after);
     let mut lives = Lives::default();
     let mut seen: u64 = 0;
+    // One buffer for every batch: its capacity stays at the largest batch.
+    let mut batch = Vec::new();
     // Bounded by the deadline, the count and the stop signal.
     'outer: while !deadline.passed() && !signal::interrupted() {
-        for e in session.wait(deadline.step()) {
+        session.wait_into(deadline.step(), &mut batch);
+        for e in batch.drain(..) {
             seen += 1;
             let fed = lives.feed(&e);
             let (ended, tws) = (&fed.lives, &fed.takeovers);
@@ -86,12 +89,12 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
                     Ok(())
                 } else {
                     match &fed.reading {
-                        Some(r) => writeln!(out, "{}  {r}", render::line(&e)),
-                        None => writeln!(out, "{}", render::line(&e)),
+                        Some(r) => writeln!(out, "{}  {r}", render::Line(&e)),
+                        None => writeln!(out, "{}", render::Line(&e)),
                     }
                 })
-                .and_then(|_| ended.iter().try_for_each(|l| writeln!(out, "{}", l.line())))
-                .and_then(|_| tws.iter().try_for_each(|t| writeln!(out, "{}", t.line())))
+                .and_then(|_| ended.iter().try_for_each(|l| writeln!(out, "{l}")))
+                .and_then(|_| tws.iter().try_for_each(|t| writeln!(out, "{t}")))
             };
             // A closed pipe (`| head`) ends the run quietly.
             if r.is_err() {
@@ -103,19 +106,21 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
         }
         let _ = out.flush();
     }
-    lives.summary.lost = session.missed();
+    let lost = session.missed();
     drop(session);
     for l in lives.flush() {
         let _ = if plan.json {
             json(out, "life", &l)
         } else {
-            writeln!(out, "{}", l.line())
+            writeln!(out, "{l}")
         };
     }
+    let mut summary = lives.summary();
+    summary.lost = lost;
     if plan.json {
-        let _ = json(out, "summary", &lives.summary);
+        let _ = json(out, "summary", &summary);
     } else {
-        for l in lives.summary.lines() {
+        for l in summary.lines() {
             let _ = writeln!(out, "{l}");
         }
     }

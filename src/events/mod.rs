@@ -107,6 +107,9 @@ impl Filter {
             // TP_fast_assign of include/trace/events/skb.h).
             parts.push("(protocol == 2048 || protocol == 34525)".into());
         }
+        if let Some(purge) = self.purge_filter(f) {
+            parts.push(purge);
+        }
         if !self.ports.is_empty() && f.field("sport").is_some() && f.field("dport").is_some() {
             let alts: Vec<String> = self
                 .ports
@@ -116,6 +119,28 @@ impl Filter {
             parts.push(format!("({})", alts.join(" || ")));
         }
         (!parts.is_empty()).then(|| parts.join(" && "))
+    }
+
+    /// For `skb:kfree_skb` under a port or address filter: leave out, in
+    /// the kernel, the frees of a closing socket's queues that name no
+    /// socket. Every connection's end ends in one: `sk_stream_kill_queues()`
+    /// purges its queues with SKB_DROP_REASON_QUEUE_PURGE and `rx_sk` NULL.
+    /// Such a record could only be shown by [`Session::keep`] if its packet
+    /// had been answered with an RST, and a packet on a socket's queue was
+    /// accepted, not answered; so user space would discard every one of
+    /// them, after the kernel had paid to record it (the story's loop:
+    /// 1 of its 11 events per connection). The value comes from this
+    /// kernel's own `__print_symbolic()` list; without it, no filter.
+    fn purge_filter(&self, f: &Format) -> Option<String> {
+        if self.is_all() || f.name != "kfree_skb" || f.field("rx_sk").is_none() {
+            return None;
+        }
+        let n = f
+            .symbols
+            .get("reason")?
+            .iter()
+            .find_map(|(n, s)| (s == "QUEUE_PURGE").then_some(*n))?;
+        Some(format!("(rx_sk != 0 || reason != {n})"))
     }
 }
 
@@ -346,7 +371,15 @@ impl Session {
 
     /// Everything recorded so far (without waiting), in time order.
     pub fn drain(&mut self) -> Vec<Event> {
-        let mut raw: Vec<Event> = Vec::new();
+        let mut v = Vec::new();
+        self.drain_into(&mut v);
+        v
+    }
+
+    /// [`drain`](Self::drain) into `raw` (cleared first), whose capacity a
+    /// long-running reader keeps from one batch to the next.
+    pub fn drain_into(&mut self, raw: &mut Vec<Event>) {
+        raw.clear();
         // Each reader: pages until EAGAIN; bounded by what the buffer holds
         // (a writer that outpaces us is cut off after MAX_PAGES).
         const MAX_PAGES: usize = 4096;
@@ -386,13 +419,19 @@ impl Session {
             }
             true
         });
-        raw
     }
 
     /// Wait up to `timeout` for the kernel to wake a reader (poll(2) on
     /// the ring buffers: no polling of socket tables), then
     /// [`drain`](Self::drain).
     pub fn wait(&mut self, timeout: Duration) -> Vec<Event> {
+        let mut v = Vec::new();
+        self.wait_into(timeout, &mut v);
+        v
+    }
+
+    /// [`wait`](Self::wait) into `out` (cleared first).
+    pub fn wait_into(&mut self, timeout: Duration, out: &mut Vec<Event>) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let mut fds: Vec<PollFd> = self
             .readers
@@ -402,7 +441,7 @@ impl Session {
         let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, t);
         drop(fds);
-        self.drain()
+        self.drain_into(out);
     }
 
     /// The filter, and the drops of sockets that passed it (given their

@@ -2,6 +2,7 @@
 
 use super::event::{Context, Event, What};
 use crate::diag::TcpState;
+use std::fmt;
 
 /// What an RST reason (`enum sk_rst_reason`, include/net/rstreason.h)
 /// means, where twlab knows.
@@ -73,25 +74,45 @@ pub fn drop_hint(reason: &str) -> Option<&'static str> {
 
 /// The time of day (UTC) with microseconds, from ns since the epoch.
 pub fn clock_time(ns: u64) -> String {
-    let s = ns / 1_000_000_000;
-    let us = (ns % 1_000_000_000) / 1_000;
-    format!(
-        "{:02}:{:02}:{:02}.{us:06}",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60
-    )
+    ClockTime(ns).to_string()
+}
+
+/// [`clock_time`], written in place.
+struct ClockTime(u64);
+
+impl fmt::Display for ClockTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0 / 1_000_000_000;
+        let us = (self.0 % 1_000_000_000) / 1_000;
+        write!(
+            f,
+            "{:02}:{:02}:{:02}.{us:06}",
+            (s / 3600) % 24,
+            (s / 60) % 60,
+            s % 60
+        )
+    }
 }
 
 /// Who caused it, in words.
 pub fn who(e: &Event) -> String {
-    match e.context {
-        Context::Process => match &e.comm {
-            Some(c) => format!("pid {} {c}", e.pid),
-            None => format!("pid {}", e.pid),
-        },
-        Context::Softirq => "kernel, softirq".into(),
-        Context::Irq => "kernel, interrupt".into(),
+    Who(e).to_string()
+}
+
+/// [`who`], written in place.
+struct Who<'a>(&'a Event);
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        match e.context {
+            Context::Process => match &e.comm {
+                Some(c) => write!(f, "pid {} {c}", e.pid),
+                None => write!(f, "pid {}", e.pid),
+            },
+            Context::Softirq => f.write_str("kernel, softirq"),
+            Context::Irq => f.write_str("kernel, interrupt"),
+        }
     }
 }
 
@@ -104,49 +125,69 @@ pub fn transition(old: TcpState, new: TcpState) -> String {
 /// The event's description without time and ends ("ESTABLISHED →
 /// FIN_WAIT1", "RST sent, reason …", "dropped: …").
 pub fn what(e: &Event) -> String {
-    match &e.what {
-        What::State { old, new } => transition(*old, *new),
-        What::SendReset { reason, state, .. } => {
-            let r = reason.as_deref().unwrap_or("?");
-            let mut s = format!("RST sent, reason {r}");
-            if let Some(h) = reset_hint(r) {
-                s.push_str(&format!(": {h}"));
+    Desc(e).to_string()
+}
+
+/// [`what`], written in place.
+struct Desc<'a>(&'a Event);
+
+impl fmt::Display for Desc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.what {
+            What::State { old, new } => {
+                write!(f, "{} → {}", old.kernel_name(), new.kernel_name())
             }
-            if let Some(st) = state.filter(|s| *s != TcpState::Closed) {
-                s.push_str(&format!(" (socket {})", st.kernel_name()));
+            What::SendReset { reason, state, .. } => {
+                let r = reason.as_deref().unwrap_or("?");
+                write!(f, "RST sent, reason {r}")?;
+                if let Some(h) = reset_hint(r) {
+                    write!(f, ": {h}")?;
+                }
+                if let Some(st) = state.filter(|s| *s != TcpState::Closed) {
+                    write!(f, " (socket {})", st.kernel_name())?;
+                }
+                Ok(())
             }
-            s
+            What::ReceiveReset => f.write_str("RST received (tcp_reset())"),
+            What::Drop { reason, .. } => {
+                write!(f, "dropped, reason {reason}")?;
+                if let Some(h) = drop_hint(reason) {
+                    write!(f, ": {h}")?;
+                }
+                Ok(())
+            }
+            What::Retransmit { state } => {
+                f.write_str("segment retransmitted")?;
+                if let Some(s) = state {
+                    write!(f, " ({})", s.kernel_name())?;
+                }
+                Ok(())
+            }
+            What::Destroy => f.write_str("socket freed (tcp_v4_destroy_sock())"),
         }
-        What::ReceiveReset => "RST received (tcp_reset())".into(),
-        What::Drop { reason, .. } => {
-            let mut s = format!("dropped, reason {reason}");
-            if let Some(h) = drop_hint(reason) {
-                s.push_str(&format!(": {h}"));
-            }
-            s
-        }
-        What::Retransmit { state } => format!(
-            "segment retransmitted{}",
-            state.map_or(String::new(), |s| format!(" ({})", s.kernel_name()))
-        ),
-        What::Destroy => "socket freed (tcp_v4_destroy_sock())".into(),
     }
 }
 
 /// One line: time, ends, what, who.
 pub fn line(e: &Event) -> String {
-    let ends = match (e.local, e.peer) {
-        (Some(l), Some(p)) => format!("{l} ⇄ {p}"),
-        (Some(l), None) => l.to_string(),
-        _ => "(no socket)".into(),
-    };
-    format!(
-        "{}  {:<13} {ends}  {}  [{}]",
-        clock_time(e.at_ns),
-        e.what.name(),
-        what(e),
-        who(e)
-    )
+    Line(e).to_string()
+}
+
+/// [`line`], written in place: `twlab events` writes one per event, and
+/// the story's loop makes ten a connection.
+pub struct Line<'a>(pub &'a Event);
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        write!(f, "{}  {:<13} ", ClockTime(e.at_ns), e.what.name())?;
+        match (e.local, e.peer) {
+            (Some(l), Some(p)) => write!(f, "{l} ⇄ {p}"),
+            (Some(l), None) => write!(f, "{l}"),
+            _ => f.write_str("(no socket)"),
+        }?;
+        write!(f, "  {}  [{}]", Desc(e), Who(e))
+    }
 }
 
 /// A short form for a ladder row: "client ESTABLISHED → FIN_WAIT1 (pid

@@ -180,18 +180,24 @@ impl PortTally {
     /// (at least one), counted by `class` (what `__inet_check_established()`
     /// makes of them). A blocking one is free again when the last of its
     /// TIME_WAITs lets go: its delay (`tcp_twsk_unique()`'s age test) or its
-    /// timer; the soonest such port is kept.
-    pub(crate) fn held<'a, I>(&mut self, class: TupleUse, on: I, sys: &NetSysctls)
+    /// timer; the soonest such port is kept. Its TIME_WAITs younger than
+    /// `window_ms` count as connections being made now (`young`), unless a
+    /// full socket holds the 4-tuple: `why connect` and `ss --summary` both
+    /// count them here, so the two answers give the same rate.
+    pub(crate) fn held<'a, I>(&mut self, class: TupleUse, on: I, window_ms: u32, sys: &NetSysctls)
     where
         I: IntoIterator<Item = &'a SockEntry>,
         I::IntoIter: Clone,
     {
+        let on = on.into_iter();
+        if class != TupleUse::Busy {
+            self.young += on.clone().filter(|e| is_young(e, window_ms)).count() as u32;
+        }
         match class {
             TupleUse::Busy => self.busy += 1,
             TupleUse::TimeWaitReusable => self.time_wait_reusable += 1,
             TupleUse::TimeWaitBlocking => {
                 self.time_wait_blocking += 1;
-                let on = on.into_iter();
                 let later = on
                     .clone()
                     .map(|e| reusable_in_ms(e, sys))
@@ -497,13 +503,12 @@ impl RangeIndex {
                 let t = pairs[pair as usize].get_or_insert_with(PairTally::default);
                 let window = rate_window_ms(sys, is_loopback(peer.ip()));
                 let on = on_tuple.iter().map(|(_, e)| e);
-                t.ports.young += on.clone().filter(|e| is_young(e, window)).count() as u32;
                 t.established += on
                     .clone()
                     .filter(|e| e.state == TcpState::Established)
                     .count() as u32;
                 // `__inet_check_established()` over the pair's 4-tuple.
-                t.ports.held(tuple_use(on.clone(), sys), on, sys);
+                t.ports.held(tuple_use(on.clone(), sys), on, window, sys);
             }
             u.shared_across_peers += u32::from(peers_here > 1);
         }
@@ -601,5 +606,29 @@ mod tests {
         assert_eq!(u.peers[0].peer, "127.0.0.1:80".parse().unwrap());
         assert_eq!(u.peers[0].capacity.tuple_busy, 1);
         assert_eq!(u.peers[0].capacity.usable, 6);
+    }
+
+    /// The rate both `why connect` and `ss --summary` print comes from
+    /// `held`: a TIME_WAIT 0.5 s old counts in a 1 s window, one 30 s old
+    /// does not, and nothing counts on a 4-tuple a full socket holds.
+    #[test]
+    fn young_time_waits_are_counted_where_the_tuple_is_held() {
+        let tw = |left_ms: u32| {
+            let mut e = sock(TcpState::TimeWait, "127.0.0.1:40000", "127.0.0.1:80");
+            e.timer = Some(crate::diag::Timer {
+                kind: crate::diag::TimerKind::Timewait,
+                expires_ms: left_ms,
+                retrans: 0,
+            });
+            e
+        };
+        let (young, old) = (tw(59_500), tw(30_000));
+        let mut t = PortTally::default();
+        t.held(TupleUse::TimeWaitBlocking, [&young, &old], 1_000, &sys());
+        assert_eq!((t.young, t.time_wait_blocking), (1, 1));
+        t.held(TupleUse::TimeWaitReusable, [&young], 1_000, &sys());
+        assert_eq!((t.young, t.time_wait_reusable), (2, 1));
+        t.held(TupleUse::Busy, [&young], 1_000, &sys());
+        assert_eq!((t.young, t.busy), (2, 1));
     }
 }

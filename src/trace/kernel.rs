@@ -104,7 +104,7 @@ pub(crate) fn attach(t: &mut Trace, rec: Recording, start: SystemTime) {
         .filter_map(|e| {
             let fed = lives.feed(&e);
             let reading = match (fed.reading, fed.takeovers.first()) {
-                (r, None) => r,
+                (r, None) => r.map(|r| r.to_string()),
                 (_, Some(tw)) => Some(format!(
                     "TIME_WAIT of this 4-tuple → gone ({:.3} ms old): {}",
                     tw.after_ms, tw.by

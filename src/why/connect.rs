@@ -22,7 +22,7 @@ use crate::model::kernel::connect::{
     tw_reuse_applies, tw_reuse_delay_ms,
 };
 use crate::model::range::PortTally;
-use crate::model::tuple::{TupleUse, is_young, on_tuple, rate_window_ms};
+use crate::model::tuple::{TupleUse, on_tuple, rate_window_ms};
 use crate::outcome::Step;
 use crate::socket::SocketOpts;
 use crate::sysctl::NetSysctls;
@@ -426,11 +426,12 @@ fn count_range(q: &ConnectQuestion, table: &Table, sys: &NetSysctls) -> (Capacit
                 t.surely_usable += u32::from(bucket.is_empty());
             }
             ScanPort::Tuple(verdict) => {
-                let class = TupleUse::from(verdict);
-                if class != TupleUse::Busy {
-                    t.young += on.iter().filter(|o| is_young(&o.entry, window_ms)).count() as u32;
-                }
-                t.held(class, on.iter().map(|o| &o.entry), sys);
+                t.held(
+                    TupleUse::from(verdict),
+                    on.iter().map(|o| &o.entry),
+                    window_ms,
+                    sys,
+                );
                 for o in &on {
                     holders.add(|| report(o, Blocking::HoldsTuple, table, sys));
                 }

@@ -142,9 +142,10 @@ netns_test! {
             assert!(l.closed_first && l.closer_pid.is_some());
         }
         assert_eq!(taken, 2, "the second and third connect() took over the TIME_WAIT");
-        let svc = &lives.summary.services[&s.to_string()];
+        let summary = lives.summary();
+        let svc = &summary.services[&s.to_string()];
         assert_eq!((svc.client_closed_first, svc.server_closed_first), (3, 0));
-        assert!(lives.summary.lines()[1].contains("3 TIME_WAIT on the client side"));
+        assert!(summary.lines()[1].contains("3 TIME_WAIT on the client side"));
     }
 }
 
