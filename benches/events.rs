@@ -2,17 +2,21 @@
 //! (`../shared/bench/loop.c`, client closes first, kernel-chosen ports)
 //! with no tracepoint enabled, against the same loop while `twlab events
 //! --port P --lives` records every state change, reset and drop of the
-//! port (six tracepoints enabled in twlab's tracefs instance, the reader
+//! port (five tracepoints enabled in twlab's tracefs instance, the reader
 //! waking on its ring buffers and printing each connection's life to
 //! /dev/null). A third variant enables the same tracepoints in an
-//! instance nobody reads: the kernel's own cost of recording them, which
-//! no reader can go below. Rounds rotate the three, each with its own
-//! port, in one fresh network namespace; the figure is the median over the
-//! rounds of 1 − (rate with events ÷ rate without). Goal: overhead < 5 %.
+//! instance nobody reads, with a buffer the run cannot fill: the kernel's
+//! own cost of recording them, which no reader can go below. Rounds rotate
+//! the three, each with its own port, in one fresh network namespace; the
+//! figure is the median over the rounds of 1 − (rate with events ÷ rate
+//! without). Goal: overhead < 5 %. The reader is stopped with Ctrl-C, as
+//! a user stops it, so that it removes its instance before the next run;
+//! its CPU time from its first line to Ctrl-C (the scheduler's exact
+//! `sum_exec_runtime`) is printed per connection.
 //!
-//! `cargo bench --bench events [-- COUNT]` (default 10000 connections per
-//! run). Needs root (namespace, tracefs), `cc` and the shared folder;
-//! says what is missing and skips otherwise.
+//! `cargo bench --bench events [-- COUNT [ROUNDS]]` (default 10000
+//! connections per run, 21 rounds). Needs root (namespace, tracefs), `cc`
+//! and the shared folder; says what is missing and skips otherwise.
 
 mod common;
 

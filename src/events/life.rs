@@ -124,12 +124,20 @@ impl std::fmt::Display for Life {
             Role::Client => "client",
             Role::Server => "server",
         };
+        // The duration to the microsecond in integers: `{:.3}` of a float
+        // takes the slow exact path of float formatting, once per end.
+        let us = self
+            .end_ns
+            .saturating_sub(self.start_ns)
+            .saturating_add(500)
+            / 1_000;
         write!(
             f,
-            "life  {role} {} ⇄ {}  {:.3} ms  ",
+            "life  {role} {} ⇄ {}  {}.{:03} ms  ",
             self.local,
             self.peer,
-            self.ms()
+            us / 1_000,
+            us % 1_000
         )?;
         let who = Who(self.closer_pid, self.closer_comm.as_deref());
         match &self.ending {
@@ -177,6 +185,32 @@ struct Open {
     reset_sent: Option<Option<String>>,
     reset_received: bool,
     retransmits: u32,
+}
+
+/// A 4-tuple as the reader's map key: each address as IPv6 (an IPv4 one
+/// mapped, as a dual-stack socket shows it, so both ends of one connection
+/// meet whichever family each socket has) and both ports in one integer.
+/// Three integers hash and compare faster than two `SocketAddr` enums field
+/// by field, and the reader looks up a dozen keys per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Tuple {
+    local: u128,
+    peer: u128,
+    ports: u32,
+}
+
+impl Tuple {
+    fn new(local: SocketAddr, peer: SocketAddr) -> Tuple {
+        let ip = |a: SocketAddr| match a.ip() {
+            std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+            std::net::IpAddr::V6(v6) => u128::from(v6),
+        };
+        Tuple {
+            local: ip(local),
+            peer: ip(peer),
+            ports: u32::from(local.port()) << 16 | u32::from(peer.port()),
+        }
+    }
 }
 
 /// A TIME_WAIT twlab believes the kernel holds.
@@ -237,14 +271,14 @@ pub struct Lives {
     /// until that socket's next event.
     pending: HashMap<u64, Life>,
     /// Open sockets by (local, peer).
-    by_tuple: HashMap<(SocketAddr, SocketAddr), u64>,
+    by_tuple: HashMap<Tuple, u64>,
     /// (local, peer) of sockets that sent their FIN (→ FIN_WAIT1 or
     /// → LAST_ACK), with when.
-    fin_from: HashMap<(SocketAddr, SocketAddr), u64>,
+    fin_from: HashMap<Tuple, u64>,
     /// Ends handed to a FIN_WAIT2 timewait socket, waiting for the peer's
     /// FIN to become TIME_WAIT.
-    awaiting: HashMap<(SocketAddr, SocketAddr), Life>,
-    tw: HashMap<(SocketAddr, SocketAddr), Tw>,
+    awaiting: HashMap<Tuple, Life>,
+    tw: HashMap<Tuple, Tw>,
     /// Event time before which `tw` is not swept again: a sweep walks the
     /// whole map, so at most one a second (one per new connection made
     /// the reader quadratic once 1,024 TIME_WAITs were followed).
@@ -471,7 +505,10 @@ impl Lives {
         let mut lives = Vec::new();
         let mut tws = Vec::new();
         let mut reading = None;
-        if let Some(mut life) = self.pending.remove(&e.sock) {
+        // Almost always empty: no hash and probe per event then.
+        if !self.pending.is_empty()
+            && let Some(mut life) = self.pending.remove(&e.sock)
+        {
             if let What::SendReset { reason, .. } = &e.what {
                 life.ending = Ending::ResetSent {
                     reason: reason.clone(),
@@ -549,13 +586,13 @@ impl Lives {
             if self.fin_from.len() >= MAX_FOLLOWED {
                 self.fin_from.clear();
             }
-            self.fin_from.insert((local, peer), e.at_ns);
+            self.fin_from.insert(Tuple::new(local, peer), e.at_ns);
         }
         // This end's FIN reaches a peer end that waits in a FIN_WAIT2
         // timewait socket: tcp_timewait_state_process() moves it to
         // TIME_WAIT (no tracepoint there).
         if new == TcpState::LastAck
-            && let Some(mut l) = self.awaiting.remove(&(peer, local))
+            && let Some(mut l) = self.awaiting.remove(&Tuple::new(peer, local))
         {
             l.ending = Ending::TimeWait;
             l.states.push(TcpState::TimeWait);
@@ -570,12 +607,16 @@ impl Lives {
         };
         if let Some(role) = opening {
             self.forget_old(e.at_ns);
-            self.fin_from.remove(&(local, peer));
-            self.fin_from.remove(&(peer, local));
-            if let Some(tw) = self.tw.remove(&(local, peer)) {
+            self.fin_from.remove(&Tuple::new(local, peer));
+            self.fin_from.remove(&Tuple::new(peer, local));
+            if let Some(tw) = self.tw.remove(&Tuple::new(local, peer)) {
                 let by = match (role, tw.role) {
-                    (Role::Server, Role::Server) => "a new SYN from the client was accepted into the server's TIME_WAIT (tcp_timewait_state_process() → TCP_TW_SYN), the new connection is SYN_RECV",
-                    (Role::Client, Role::Client) => "connect() on the same 4-tuple took over the client's own TIME_WAIT (tcp_twsk_unique())",
+                    (Role::Server, Role::Server) => {
+                        "a new SYN from the client was accepted into the server's TIME_WAIT (tcp_timewait_state_process() → TCP_TW_SYN), the new connection is SYN_RECV"
+                    }
+                    (Role::Client, Role::Client) => {
+                        "connect() on the same 4-tuple took over the client's own TIME_WAIT (tcp_twsk_unique())"
+                    }
                     _ => "a new connection on the same 4-tuple",
                 };
                 let svc = service_of(tw.role, local, peer);
@@ -592,7 +633,7 @@ impl Lives {
                 self.open.clear();
                 self.by_tuple.clear();
             }
-            self.by_tuple.insert((local, peer), e.sock);
+            self.by_tuple.insert(Tuple::new(local, peer), e.sock);
             self.open.insert(
                 e.sock,
                 Open {
@@ -615,8 +656,8 @@ impl Lives {
         };
         // connect() without a port gets it after SYN_SENT is recorded.
         if (o.local, o.peer) != (local, peer) {
-            self.by_tuple.remove(&(o.local, o.peer));
-            self.by_tuple.insert((local, peer), e.sock);
+            self.by_tuple.remove(&Tuple::new(o.local, o.peer));
+            self.by_tuple.insert(Tuple::new(local, peer), e.sock);
             (o.local, o.peer) = (local, peer);
         }
         // The first close of this end: ESTABLISHED → FIN_WAIT1 (closed
@@ -643,7 +684,7 @@ impl Lives {
         let Some(o) = self.open.remove(&e.sock) else {
             return reading;
         };
-        self.by_tuple.remove(&(local, peer));
+        self.by_tuple.remove(&Tuple::new(local, peer));
         let ending = if let Some(reason) = &o.reset_sent {
             Ending::ResetSent {
                 reason: reason.clone(),
@@ -655,7 +696,7 @@ impl Lives {
         } else {
             match old {
                 TcpState::Closing | TcpState::TimeWait => Ending::TimeWait,
-                TcpState::FinWait2 if self.fin_from.contains_key(&(peer, local)) => {
+                TcpState::FinWait2 if self.fin_from.contains_key(&Tuple::new(peer, local)) => {
                     Ending::TimeWait
                 }
                 TcpState::FinWait2 => Ending::FinWait2Timewait,
@@ -695,11 +736,13 @@ impl Lives {
             self.pending.insert(e.sock, life);
             return reading;
         }
-        if life.ending == Ending::FinWait2Timewait && self.by_tuple.contains_key(&(peer, local)) {
+        if life.ending == Ending::FinWait2Timewait
+            && self.by_tuple.contains_key(&Tuple::new(peer, local))
+        {
             if self.awaiting.len() >= MAX_FOLLOWED {
                 self.awaiting.clear();
             }
-            self.awaiting.insert((local, peer), life);
+            self.awaiting.insert(Tuple::new(local, peer), life);
             return reading;
         }
         self.finish(life, lives);
@@ -713,7 +756,7 @@ impl Lives {
                 self.tw.clear();
             }
             self.tw.insert(
-                (life.local, life.peer),
+                Tuple::new(life.local, life.peer),
                 Tw {
                     since_ns: life.end_ns,
                     role: life.role,
@@ -789,7 +832,7 @@ impl Lives {
 
     /// The TIME_WAIT twlab believes on `local` ⇄ `peer`, since when (ns).
     pub fn time_wait(&self, local: SocketAddr, peer: SocketAddr) -> Option<u64> {
-        self.tw.get(&(local, peer)).map(|t| t.since_ns)
+        self.tw.get(&Tuple::new(local, peer)).map(|t| t.since_ns)
     }
 }
 
@@ -867,5 +910,44 @@ mod tests {
         assert_eq!((svc.client_closed_first, svc.tw_taken_over), (1, 1));
         assert_eq!(svc.closers.get("pid 7 x"), Some(&1));
         assert!(summary.lines()[1].contains("TIME_WAIT on the client side"));
+    }
+
+    /// A dual-stack server's accepted socket shows the client's IPv4
+    /// addresses mapped into IPv6: the two ends still meet, so the
+    /// client's FIN_WAIT2 → CLOSE after the server's FIN reads TIME_WAIT,
+    /// not a FIN_WAIT2 timewait socket waiting for a FIN that came.
+    #[test]
+    fn both_ends_meet_across_address_families() {
+        use Context::*;
+        use TcpState::*;
+        let (c, s) = ("127.0.0.1:23456", "127.0.0.1:12345");
+        let (c6, s6) = ("[::ffff:127.0.0.1]:23456", "[::ffff:127.0.0.1]:12345");
+        let mut l = Lives::default();
+        let seq = [
+            ev(0, 1, c, s, Closed, SynSent, Process),
+            ev(1, 1, c, s, SynSent, Established, Softirq),
+            ev(2, 2, s6, c6, Listen, SynRecv, Softirq),
+            ev(3, 2, s6, c6, SynRecv, Established, Softirq),
+            ev(4, 1, c, s, Established, FinWait1, Process),
+            ev(5, 2, s6, c6, Established, CloseWait, Softirq),
+            ev(6, 2, s6, c6, CloseWait, LastAck, Process),
+            ev(7, 1, c, s, FinWait1, FinWait2, Softirq),
+            ev(8, 1, c, s, FinWait2, Closed, Softirq),
+            ev(9, 2, s6, c6, LastAck, Closed, Softirq),
+        ];
+        let mut lives = Vec::new();
+        for e in &seq {
+            lives.extend(l.feed(e).lives);
+        }
+        assert_eq!(lives.len(), 2);
+        assert_eq!(
+            (lives[0].role, &lives[0].ending),
+            (Role::Client, &Ending::TimeWait)
+        );
+        assert_eq!(lives[1].ending, Ending::LastAck);
+        assert_eq!(
+            l.time_wait(c6.parse().unwrap(), s6.parse().unwrap()),
+            Some(8)
+        );
     }
 }

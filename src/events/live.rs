@@ -72,15 +72,15 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
     // Bounded by the deadline, the count and the stop signal.
     'outer: while !deadline.passed() && !signal::interrupted() {
         session.wait_into(deadline.step(), &mut batch);
-        for e in batch.drain(..) {
+        for e in &batch {
             seen += 1;
-            let fed = lives.feed(&e);
+            let fed = lives.feed(e);
             let (ended, tws) = (&fed.lives, &fed.takeovers);
             let r = if plan.json {
                 (if plan.lives_only {
                     Ok(())
                 } else {
-                    json(out, "event", &e)
+                    json(out, "event", e)
                 })
                 .and_then(|_| ended.iter().try_for_each(|l| json(out, "life", l)))
                 .and_then(|_| tws.iter().try_for_each(|t| json(out, "time-wait", t)))
@@ -89,8 +89,8 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
                     Ok(())
                 } else {
                     match &fed.reading {
-                        Some(r) => writeln!(out, "{}  {r}", render::Line(&e)),
-                        None => writeln!(out, "{}", render::Line(&e)),
+                        Some(r) => writeln!(out, "{}  {r}", render::Line(e)),
+                        None => writeln!(out, "{}", render::Line(e)),
                     }
                 })
                 .and_then(|_| ended.iter().try_for_each(|l| writeln!(out, "{l}")))

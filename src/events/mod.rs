@@ -225,6 +225,8 @@ pub struct Session {
     missed: u64,
     /// Tracepoints this kernel lacks.
     missing: Vec<String>,
+    /// (tracepoint, its filter as the kernel reads it back).
+    filters: Vec<(String, String)>,
     instance: Option<Instance>,
 }
 
@@ -290,6 +292,7 @@ impl Session {
         );
         let mut formats = HashMap::default();
         let mut missing = Vec::new();
+        let mut filters = Vec::new();
         let extra = freed.then_some(FREED);
         for (sys, name) in TRACEPOINTS.into_iter().chain(extra) {
             let dir = format!("events/{sys}/{name}");
@@ -305,6 +308,10 @@ impl Session {
                 // A filter the kernel refuses only costs speed: user space
                 // filters every event again.
                 let _ = instance.write(&format!("{dir}/filter"), &expr);
+                // As the kernel holds it ("none" where it refused it).
+                if let Ok(held) = instance.read(&format!("{dir}/filter")) {
+                    filters.push((format!("{sys}:{name}"), held.trim().to_string()));
+                }
             }
             if instance.write(&format!("{dir}/enable"), "1").is_err() {
                 missing.push(format!("{sys}:{name}"));
@@ -345,6 +352,7 @@ impl Session {
             comms: HashMap::default(),
             missed: 0,
             missing,
+            filters,
             instance: Some(instance),
         })
     }
@@ -362,6 +370,12 @@ impl Session {
     /// Tracepoints this kernel lacks ("tcp:tcp_send_reset").
     pub fn missing(&self) -> &[String] {
         &self.missing
+    }
+
+    /// The filters the kernel applies before it records an event:
+    /// ("skb:kfree_skb", the expression as the kernel reads it back).
+    pub fn kernel_filters(&self) -> &[(String, String)] {
+        &self.filters
     }
 
     /// The instance's name under `instances/`.
@@ -544,4 +558,52 @@ pub fn instances() -> Result<Vec<String>, Unavailable> {
         .collect();
     v.sort();
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This machine's kernel (6.18): `events/skb/kfree_skb/format`, its
+    /// symbol list cut to three entries.
+    const KFREE_SKB: &str = "name: kfree_skb
+ID: 2310
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:void * rx_sk;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned short protocol;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:enum skb_drop_reason reason;\toffset:36;\tsize:4;\tsigned:0;
+
+print fmt: \"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s\", REC->skbaddr, REC->rx_sk, REC->protocol, REC->location, __print_symbolic(REC->reason, { 2, \"NOT_SPECIFIED\" }, { 3, \"NO_SOCKET\" }, { 105, \"QUEUE_PURGE\" })
+";
+
+    /// Under a port filter the kernel leaves out the queue purges of
+    /// closing sockets (no socket named: user space would drop them all),
+    /// by this kernel's own number for QUEUE_PURGE; watching everything,
+    /// it records them (they are shown then).
+    #[test]
+    fn queue_purges_are_left_out_in_the_kernel_only_under_a_filter() {
+        let f = Format::parse(KFREE_SKB).expect("the format parses");
+        let port = Filter::ports(&[12345]).kernel_filter(&f).unwrap();
+        assert_eq!(
+            port,
+            "(protocol == 2048 || protocol == 34525) && (rx_sk != 0 || reason != 105)"
+        );
+        let all = Filter::all().kernel_filter(&f).unwrap();
+        assert_eq!(all, "(protocol == 2048 || protocol == 34525)");
+        // A kernel without rx_sk (before 6.12) or without the name: no clause.
+        let old = Format::parse(&KFREE_SKB.replace("rx_sk", "rx_xx")).unwrap();
+        assert!(
+            !Filter::ports(&[1])
+                .kernel_filter(&old)
+                .unwrap()
+                .contains("reason")
+        );
+    }
 }

@@ -80,6 +80,13 @@ netns_test! {
         let Some(mut session) = session_or_skip("the_story_loop_as_state_changes", &[s.port()]) else {
             return;
         };
+        // Every filter twlab wrote is one the kernel took (a refused one
+        // reads back as "none", and the kernel would record everything).
+        let filters = session.kernel_filters();
+        assert!(filters.iter().any(|(tp, _)| tp == "sock:inet_sock_set_state"), "{filters:?}");
+        for (tp, held) in filters {
+            assert!(held != "none" && held.contains("=="), "{tp}: the kernel holds {held:?}");
+        }
         let l = TcpListener::bind(s).unwrap();
         for _ in 0..3 {
             let cs = reuse_bound(c);
