@@ -4,9 +4,10 @@
 //! --port P --lives` records every state change, reset and drop of the
 //! port (five tracepoints enabled in twlab's tracefs instance, the reader
 //! waking on its ring buffers and printing each connection's life to
-//! /dev/null). A third variant enables the same tracepoints in an
-//! instance nobody reads, with a buffer the run cannot fill: the kernel's
-//! own cost of recording them, which no reader can go below. Rounds rotate
+//! /dev/null). A third variant enables the same tracepoints in the same
+//! kind of instance and takes every page as twlab's reader does, decoding
+//! nothing (`Session::wait_discard`): the kernel's own cost of recording
+//! them, the floor under any reader. Rounds rotate
 //! the three, each with its own port, in one fresh network namespace; the
 //! figure is the median over the rounds of 1 − (rate with events ÷ rate
 //! without). Goal: overhead < 5 %. The reader is stopped with Ctrl-C, as
@@ -15,7 +16,7 @@
 //! `sum_exec_runtime`) is printed per connection.
 //!
 //! `cargo bench --bench events [-- COUNT [ROUNDS]]` (default 10000
-//! connections per run, 21 rounds). Needs root (namespace, tracefs), `cc`
+//! connections per run, 63 rounds). Needs root (namespace, tracefs), `cc`
 //! and the shared folder; says what is missing and skips otherwise.
 
 mod common;
@@ -39,8 +40,10 @@ mod imp {
     use common::{median, median_ci95};
 
     const TWLAB: &str = env!("CARGO_BIN_EXE_twlab");
-    /// Rounds unless the command line gives another count.
-    const ROUNDS: usize = 21;
+    /// Rounds unless the command line gives another count: single rounds
+    /// on this VM spread over ±30 %; 63 brought the median's 95 % interval
+    /// to ±1–5 points, where 21 left it at ±3–8.
+    const ROUNDS: usize = 63;
     /// How long a reader may take to end after Ctrl-C (it drains, prints
     /// its summary and removes its tracefs instance).
     const STOP_WITHIN: Duration = Duration::from_secs(5);
@@ -140,6 +143,38 @@ mod imp {
         let _ = child.wait();
     }
 
+    /// The floor: twlab's own instance and buffers, the same tracepoints
+    /// and filters, read as twlab's reader reads them (poll, wake at half
+    /// a buffer or every 50 ms, every page taken) but nothing decoded.
+    /// Left unread, a buffer costs the writer more once it fills and wraps
+    /// (or, made big enough never to fill, by writing into cold pages):
+    /// measured that way, "nobody reading" cost the loop more than twlab's
+    /// reader did, so it is no floor.
+    struct Drainer {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl Drainer {
+        fn start(mut session: twlab::events::Session) -> Drainer {
+            use std::sync::atomic::Ordering;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            let thread = std::thread::spawn(move || {
+                // Bounded by `stop`, set after the run.
+                while !flag.load(Ordering::Relaxed) {
+                    session.wait_discard(Duration::from_millis(50));
+                }
+            });
+            Drainer { stop, thread }
+        }
+
+        fn stop(self) {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = self.thread.join();
+        }
+    }
+
     /// One run of the C loop on `port`: conn/s.
     fn run(c_loop: &Path, port: u16, n: u32) -> Result<f64, String> {
         let mut srv = pinned(Command::new(c_loop), true);
@@ -202,14 +237,11 @@ mod imp {
         );
         // Per round: the loop alone, the loop with the same tracepoints
         // enabled in an instance nobody reads (the kernel's own cost of
-        // recording: the floor no reader can go below), and the loop with
+        // recording, read by a reader that decodes nothing), and the loop with
         // `twlab events` reading; the order rotates each round.
         let mut rates: [Vec<f64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
         let (mut floor_ratios, mut ratios) = (Vec::new(), Vec::new());
         let mut port = 40_000u16;
-        // Per CPU: 2 KiB per connection of a run, far more than its ~11
-        // records of under 100 bytes, split over the CPUs.
-        let floor_kb = (u64::from(n) * 2).max(2048).to_string();
         // The reader's CPU time per connection of its runs.
         let (mut reader_cpu, mut reader_conns) = (Duration::ZERO, 0u64);
         for round in 0..rounds {
@@ -218,18 +250,11 @@ mod imp {
                 let variant = (k + round) % 3;
                 port += 1;
                 let mut reader = None;
-                let mut unread = None;
+                let mut drainer = None;
                 match variant {
                     1 => {
-                        // A buffer the run cannot fill: a full buffer in
-                        // overwrite mode costs every write more (the
-                        // writer must push the head page on), which a
-                        // reader, freeing pages as it goes, never pays.
-                        match twlab::events::Session::open_sized(
-                            twlab::events::Filter::ports(&[port]),
-                            Some(&floor_kb),
-                        ) {
-                            Ok(s) => unread = Some(s),
+                        match twlab::events::Session::open(twlab::events::Filter::ports(&[port])) {
+                            Ok(session) => drainer = Some(Drainer::start(session)),
                             Err(why) => {
                                 println!("events bench skipped: kernel events unavailable ({why})");
                                 return;
@@ -253,7 +278,9 @@ mod imp {
                     }
                     stop_events(c);
                 }
-                drop(unread);
+                if let Some(d) = drainer {
+                    d.stop();
+                }
                 match r {
                     Ok(v) => got[variant] = Some(v),
                     Err(why) => println!("round {round}: stopped: {why}"),
@@ -278,7 +305,7 @@ mod imp {
                 .unwrap_or_default()
         };
         println!(
-            "medians: without events {:.0} conn/s; tracepoints on, nobody reading {:.0} conn/s; with `twlab events --port P --lives` {:.0} conn/s",
+            "medians: without events {:.0} conn/s; tracepoints on, pages taken and not decoded {:.0} conn/s; with `twlab events --port P --lives` {:.0} conn/s",
             median(&rates[0]),
             median(&rates[1]),
             median(&rates[2])
@@ -289,13 +316,19 @@ mod imp {
             .collect();
         let (total, floor) = (overhead(median(&ratios)), overhead(median(&floor_ratios)));
         println!(
-            "the kernel's own cost (tracepoints on, nobody reading): {floor:.1} %{} of the loop's rate",
+            "the kernel's own cost (tracepoints on, pages taken and not decoded): {floor:.1} %{} of the loop's rate",
             ci(&floor_ratios)
         );
         println!(
             "events overhead: {total:.1} %{} of the loop's rate (goal < 5 %: {}); twlab's reader on top of the kernel's cost: {:.1} points; per round: {}",
             ci(&ratios),
-            if total < 5.0 { "met" } else { "not met" },
+            // The verdict says how sure it is: the interval's upper end
+            // (the highest overhead the rounds allow at 95 %) under 5 %.
+            match median_ci95(&ratios).map(|(lo, _)| overhead(lo)) {
+                Some(worst) if worst < 5.0 => "met, at 95 % confidence",
+                _ if total < 5.0 => "met by the median, not at 95 % confidence",
+                _ => "not met",
+            },
             total - floor,
             each.join(" ")
         );

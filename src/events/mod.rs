@@ -245,6 +245,9 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 /// every event; at the story loop's rate the 50 ms tick comes first, so
 /// the reader runs about 20 times a second, whatever the event rate.
 const WAKE_PERCENT: &str = "50";
+/// The most pages one read of a CPU's buffer takes (a 2 MiB buffer holds
+/// 512): a writer that outpaces the reader does not keep it there.
+const MAX_PAGES: usize = 4096;
 /// Per-CPU buffer size: room for tens of thousands of events between two
 /// reads.
 pub(crate) const BUFFER_KB: &str = "2048";
@@ -396,7 +399,6 @@ impl Session {
         raw.clear();
         // Each reader: pages until EAGAIN; bounded by what the buffer holds
         // (a writer that outpaces us is cut off after MAX_PAGES).
-        const MAX_PAGES: usize = 4096;
         for i in 0..self.readers.len() {
             for _ in 0..MAX_PAGES {
                 let (cpu, f) = &mut self.readers[i];
@@ -446,6 +448,32 @@ impl Session {
 
     /// [`wait`](Self::wait) into `out` (cleared first).
     pub fn wait_into(&mut self, timeout: Duration, out: &mut Vec<Event>) {
+        self.poll(timeout);
+        self.drain_into(out);
+    }
+
+    /// Wait as [`wait`](Self::wait) does, then take every page the kernel
+    /// has and decode nothing; the pages taken. The least any reader of
+    /// these events does: `cargo bench --bench events` measures the
+    /// kernel's cost of recording them with it, so that what twlab's
+    /// reader adds shows apart.
+    pub fn wait_discard(&mut self, timeout: Duration) -> usize {
+        self.poll(timeout);
+        let mut pages = 0;
+        for (_, f) in &mut self.readers {
+            for _ in 0..MAX_PAGES {
+                match f.read(&mut self.page) {
+                    Ok(n) if n > 0 => pages += 1,
+                    _ => break,
+                }
+            }
+        }
+        pages
+    }
+
+    /// Sleep in poll(2) on the ring buffers until the kernel wakes a
+    /// reader or `timeout` passes.
+    fn poll(&self, timeout: Duration) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let mut fds: Vec<PollFd> = self
             .readers
@@ -454,8 +482,6 @@ impl Session {
             .collect();
         let t = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
         let _ = poll(&mut fds, t);
-        drop(fds);
-        self.drain_into(out);
     }
 
     /// The filter, and the drops of sockets that passed it (given their
