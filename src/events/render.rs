@@ -173,7 +173,7 @@ pub fn line(e: &Event) -> String {
     Line(e).to_string()
 }
 
-/// [`line`], written in place: `twlab events` writes one per event, and
+/// [`line()`], written in place: `twlab events` writes one per event, and
 /// the story's loop makes ten a connection.
 pub struct Line<'a>(pub &'a Event);
 
