@@ -862,28 +862,34 @@ mod tests {
         }
     }
 
+    /// One connection of the story's loop, the client closing first:
+    /// the client end's (local, peer) and the server end's, as each
+    /// socket's events give them; the lives that ended.
+    fn story(l: &mut Lives, (c, s): (&str, &str), (sl, sp): (&str, &str)) -> Vec<Life> {
+        use Context::*;
+        use TcpState::*;
+        let seq = [
+            ev(0, 1, c, s, Closed, SynSent, Process),
+            ev(1, 1, c, s, SynSent, Established, Softirq),
+            ev(2, 2, sl, sp, Listen, SynRecv, Softirq),
+            ev(3, 2, sl, sp, SynRecv, Established, Softirq),
+            ev(4, 1, c, s, Established, FinWait1, Process),
+            ev(5, 2, sl, sp, Established, CloseWait, Softirq),
+            ev(6, 2, sl, sp, CloseWait, LastAck, Process),
+            ev(7, 1, c, s, FinWait1, FinWait2, Softirq),
+            ev(8, 1, c, s, FinWait2, Closed, Softirq),
+            ev(9, 2, sl, sp, LastAck, Closed, Softirq),
+        ];
+        seq.iter().flat_map(|e| l.feed(e).lives).collect()
+    }
+
     #[test]
     fn the_client_closing_first_holds_the_time_wait() {
         use Context::*;
         use TcpState::*;
         let (c, s) = ("127.0.0.1:23456", "127.0.0.1:12345");
         let mut l = Lives::default();
-        let seq = [
-            ev(0, 1, c, s, Closed, SynSent, Process),
-            ev(1, 1, c, s, SynSent, Established, Softirq),
-            ev(2, 2, s, c, Listen, SynRecv, Softirq),
-            ev(3, 2, s, c, SynRecv, Established, Softirq),
-            ev(4, 1, c, s, Established, FinWait1, Process),
-            ev(5, 2, s, c, Established, CloseWait, Softirq),
-            ev(6, 2, s, c, CloseWait, LastAck, Process),
-            ev(7, 1, c, s, FinWait1, FinWait2, Softirq),
-            ev(8, 1, c, s, FinWait2, Closed, Softirq),
-            ev(9, 2, s, c, LastAck, Closed, Softirq),
-        ];
-        let mut lives = Vec::new();
-        for e in &seq {
-            lives.extend(l.feed(e).lives);
-        }
+        let lives = story(&mut l, (c, s), (s, c));
         assert_eq!(lives.len(), 2);
         assert_eq!(lives[0].role, Role::Client);
         assert_eq!(lives[0].ending, Ending::TimeWait);
@@ -918,27 +924,10 @@ mod tests {
     /// not a FIN_WAIT2 timewait socket waiting for a FIN that came.
     #[test]
     fn both_ends_meet_across_address_families() {
-        use Context::*;
-        use TcpState::*;
         let (c, s) = ("127.0.0.1:23456", "127.0.0.1:12345");
         let (c6, s6) = ("[::ffff:127.0.0.1]:23456", "[::ffff:127.0.0.1]:12345");
         let mut l = Lives::default();
-        let seq = [
-            ev(0, 1, c, s, Closed, SynSent, Process),
-            ev(1, 1, c, s, SynSent, Established, Softirq),
-            ev(2, 2, s6, c6, Listen, SynRecv, Softirq),
-            ev(3, 2, s6, c6, SynRecv, Established, Softirq),
-            ev(4, 1, c, s, Established, FinWait1, Process),
-            ev(5, 2, s6, c6, Established, CloseWait, Softirq),
-            ev(6, 2, s6, c6, CloseWait, LastAck, Process),
-            ev(7, 1, c, s, FinWait1, FinWait2, Softirq),
-            ev(8, 1, c, s, FinWait2, Closed, Softirq),
-            ev(9, 2, s6, c6, LastAck, Closed, Softirq),
-        ];
-        let mut lives = Vec::new();
-        for e in &seq {
-            lives.extend(l.feed(e).lives);
-        }
+        let lives = story(&mut l, (c, s), (s6, c6));
         assert_eq!(lives.len(), 2);
         assert_eq!(
             (lives[0].role, &lives[0].ending),
