@@ -36,7 +36,7 @@ pub mod ring;
 mod tracefs;
 
 pub use event::{Context, Event, FREED, TRACEPOINTS, What};
-pub use life::{Life, Lives, Summary};
+pub use life::{Life, Lives, Reading, Summary};
 
 use format::Format;
 use ring::PageLayout;

@@ -161,7 +161,10 @@ pub fn cites(moments: &[Moment], segs: &[Segment], evs: &[KernelEvent]) -> Vec<C
                             && c.at_us <= t
                             && state_of(c, "client", None, TcpState::LastAck)
                     });
-                    match fin.filter(|_| k.reading.as_deref().is_some_and(|r| !r.starts_with("= TIME_WAIT"))) {
+                    match fin.filter(|_| {
+                        // Read as a FIN_WAIT2 timewait socket, not as TIME_WAIT.
+                        k.reading.as_deref().is_some_and(|r| r != events::Reading::TimeWait.to_string())
+                    }) {
                         Some(f) => v.push(format!(
                             "kernel: the server's socket went to a FIN_WAIT2 timewait socket at {} (FIN_WAIT2 → CLOSE: tcp_time_wait()), TIME_WAIT at {} with the client's FIN (CLOSE_WAIT → LAST_ACK)",
                             ms(k.at_us),
