@@ -16,8 +16,13 @@ use super::event::{Context, Event, What};
 use crate::diag::TcpState;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
+
+mod summary;
+mod words;
+
+pub use summary::{Service, Summary};
+use summary::{Tally, service_of};
 
 /// Which way this end opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
@@ -102,76 +107,6 @@ impl Life {
     }
 }
 
-/// " (pid 4711, comm)" after "closed first", or nothing: written in place,
-/// as every piece of a life's line is (`twlab events --lives` writes one
-/// per connection end; a `format!` per piece was a fifth of the reader's
-/// time).
-struct Who<'a>(Option<i32>, Option<&'a str>);
-
-impl std::fmt::Display for Who<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.0, self.1) {
-            (Some(p), Some(c)) => write!(f, " (pid {p}, {c})"),
-            (Some(p), None) => write!(f, " (pid {p})"),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl std::fmt::Display for Life {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let role = match self.role {
-            Role::Client => "client",
-            Role::Server => "server",
-        };
-        // The duration to the microsecond in integers: `{:.3}` of a float
-        // takes the slow exact path of float formatting, once per end.
-        let us = self
-            .end_ns
-            .saturating_sub(self.start_ns)
-            .saturating_add(500)
-            / 1_000;
-        write!(
-            f,
-            "life  {role} {} ⇄ {}  {}.{:03} ms  ",
-            self.local,
-            self.peer,
-            us / 1_000,
-            us % 1_000
-        )?;
-        let who = Who(self.closer_pid, self.closer_comm.as_deref());
-        match &self.ending {
-            Ending::TimeWait => write!(f, "closed first{who}: TIME_WAIT here, 60 s"),
-            Ending::FinWait2Timewait => write!(
-                f,
-                "closed first{who}: a FIN_WAIT2 timewait socket here, the peer's FIN not seen"
-            ),
-            Ending::LastAck => write!(f, "closed second{who}: no TIME_WAIT here"),
-            Ending::ResetSent { reason } => write!(
-                f,
-                "reset by this end{who}: RST sent, reason {}, no TIME_WAIT",
-                reason.as_deref().unwrap_or("?")
-            ),
-            Ending::ResetReceived => f.write_str("reset by the peer: RST received, no TIME_WAIT"),
-            Ending::Refused => f.write_str("refused: the SYN was answered with an RST"),
-            Ending::NeverEstablished => f.write_str("never established"),
-            Ending::Other { from } => write!(f, "ended from {}", from.kernel_name()),
-        }?;
-        f.write_str("  [")?;
-        for (i, s) in self.states.iter().enumerate() {
-            if i > 0 {
-                f.write_str(" → ")?;
-            }
-            f.write_str(s.kernel_name())?;
-        }
-        f.write_str("]")?;
-        if self.retransmits > 0 {
-            write!(f, ", {} retransmits", self.retransmits)?;
-        }
-        Ok(())
-    }
-}
-
 /// A socket being followed.
 #[derive(Debug, Clone)]
 struct Open {
@@ -243,16 +178,6 @@ impl Takeover {
     }
 }
 
-impl std::fmt::Display for Takeover {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "tw    TIME_WAIT {} ⇄ {} → gone after {:.3} ms: {}",
-            self.local, self.peer, self.after_ms, self.by
-        )
-    }
-}
-
 /// A TIME_WAIT lasts TCP_TIMEWAIT_LEN (60 s) and is freed by 62 s:
 /// beliefs older than this are dropped.
 const TW_FORGET_NS: u64 = 63_000_000_000;
@@ -292,164 +217,6 @@ pub struct Lives {
     services: HashMap<SocketAddr, Tally>,
 }
 
-/// One service's counts while events come in.
-#[derive(Debug, Default, Clone)]
-struct Tally {
-    /// Everything but `closers`.
-    counts: Service,
-    /// The processes that closed first: (pid, comm) → count.
-    closers: HashMap<(i32, Option<std::sync::Arc<str>>), u64>,
-}
-
-/// At most this many distinct closing processes counted per service.
-const MAX_CLOSERS: usize = 64;
-
-/// What `twlab events` prints on exit.
-#[derive(Debug, Default, Clone, Serialize, schemars::JsonSchema)]
-pub struct Summary {
-    /// Events seen.
-    pub events: u64,
-    /// State changes seen.
-    pub state_changes: u64,
-    /// RSTs sent, by reason.
-    pub resets_sent: BTreeMap<String, u64>,
-    /// RSTs received.
-    pub resets_received: u64,
-    /// Drops, by reason.
-    pub drops: BTreeMap<String, u64>,
-    /// Retransmitted segments.
-    pub retransmits: u64,
-    /// Events the kernel lost (ring buffer overrun).
-    pub lost: u64,
-    /// Per service (the server's address): the connections' ends.
-    pub services: BTreeMap<String, Service>,
-}
-
-/// Connections to one server address.
-#[derive(Debug, Default, Clone, Serialize, schemars::JsonSchema)]
-pub struct Service {
-    /// Client ends that ended.
-    pub client_ends: u64,
-    /// Server ends that ended.
-    pub server_ends: u64,
-    /// Closed first by the client side (TIME_WAIT on the client side).
-    pub client_closed_first: u64,
-    /// Closed first by the server side (TIME_WAIT on the server side).
-    pub server_closed_first: u64,
-    /// Ends that sent an RST.
-    pub reset: u64,
-    /// connect()s refused (RST in answer to the SYN).
-    pub refused: u64,
-    /// The processes that closed first, by "pid comm": count.
-    pub closers: BTreeMap<String, u64>,
-    /// TIME_WAITs taken over by a new connection on the same 4-tuple.
-    pub tw_taken_over: u64,
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-impl Summary {
-    /// The summary in lines.
-    pub fn lines(&self) -> Vec<String> {
-        let mut v = vec![format!(
-            "summary: {} events, {} state changes, {} retransmits{}",
-            thousands(self.events),
-            thousands(self.state_changes),
-            thousands(self.retransmits),
-            if self.lost > 0 {
-                format!(
-                    ", {} LOST by the kernel (buffer overrun)",
-                    thousands(self.lost)
-                )
-            } else {
-                String::new()
-            }
-        )];
-        for (svc, s) in &self.services {
-            let n = s.client_ends.max(s.server_ends);
-            let closers: Vec<String> = s
-                .closers
-                .iter()
-                .map(|(k, c)| format!("{k} ×{}", thousands(*c)))
-                .collect();
-            let mut parts = Vec::new();
-            if s.client_closed_first > 0 {
-                parts.push(format!(
-                    "{} closed first by the client: {} TIME_WAIT on the client side",
-                    thousands(s.client_closed_first),
-                    thousands(s.client_closed_first)
-                ));
-            }
-            if s.server_closed_first > 0 {
-                parts.push(format!(
-                    "{} closed first by the server: {} TIME_WAIT on the server side",
-                    thousands(s.server_closed_first),
-                    thousands(s.server_closed_first)
-                ));
-            }
-            if s.reset > 0 {
-                parts.push(format!("{} ended with an RST", thousands(s.reset)));
-            }
-            if s.refused > 0 {
-                parts.push(format!("{} refused", thousands(s.refused)));
-            }
-            v.push(format!(
-                "  {} connections to {svc}: {}{}{}",
-                thousands(n),
-                if parts.is_empty() {
-                    "none closed yet".to_string()
-                } else {
-                    parts.join("; ")
-                },
-                if closers.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (closed first by {})", closers.join(", "))
-                },
-                if s.tw_taken_over > 0 {
-                    format!(
-                        "; {} TIME_WAIT taken over by a new connection",
-                        thousands(s.tw_taken_over)
-                    )
-                } else {
-                    String::new()
-                }
-            ));
-        }
-        for (r, n) in &self.resets_sent {
-            v.push(format!("  RST sent ×{}: {r}", thousands(*n)));
-        }
-        if self.resets_received > 0 {
-            v.push(format!(
-                "  RST received ×{}",
-                thousands(self.resets_received)
-            ));
-        }
-        for (r, n) in &self.drops {
-            v.push(format!("  dropped ×{}: {r}", thousands(*n)));
-        }
-        v
-    }
-}
-
-/// The server's address of a connection: the service it is counted under.
-fn service_of(role: Role, local: SocketAddr, peer: SocketAddr) -> SocketAddr {
-    match role {
-        Role::Client => peer,
-        Role::Server => local,
-    }
-}
-
 /// What one event meant.
 #[derive(Debug, Default)]
 pub struct Fed {
@@ -479,23 +246,6 @@ pub enum Reading {
         /// The peer end that now holds the TIME_WAIT.
         peer: SocketAddr,
     },
-}
-
-impl std::fmt::Display for Reading {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Reading::TimeWait => f.write_str(
-                "= TIME_WAIT: both FINs are through; tcp_time_wait() hands the 4-tuple to a timewait socket for 60 s and closes the full socket",
-            ),
-            Reading::FinWait2Timewait => f.write_str(
-                "= a timewait socket in FIN_WAIT2: closed and orphaned, the peer's FIN not in yet (tcp_time_wait(sk, TCP_FIN_WAIT2, …)); TIME_WAIT when it comes",
-            ),
-            Reading::PeerTimeWait { peer } => write!(
-                f,
-                "this FIN turns {peer}'s FIN_WAIT2 timewait socket into TIME_WAIT"
-            ),
-        }
-    }
 }
 
 impl Lives {
@@ -774,62 +524,6 @@ impl Lives {
         }
     }
 
-    fn count(&mut self, l: &Life) {
-        let t = self
-            .services
-            .entry(service_of(l.role, l.local, l.peer))
-            .or_default();
-        let s = &mut t.counts;
-        match l.role {
-            Role::Client => s.client_ends += 1,
-            Role::Server => s.server_ends += 1,
-        }
-        if l.ending == Ending::Refused {
-            s.refused += 1;
-        } else if matches!(l.ending, Ending::ResetSent { .. }) {
-            s.reset += 1;
-        } else if l.closed_first {
-            match l.role {
-                Role::Client => s.client_closed_first += 1,
-                Role::Server => s.server_closed_first += 1,
-            }
-        }
-        if l.closed_first
-            && let Some(p) = l.closer_pid
-        {
-            let key = (p, l.closer_comm.clone());
-            if t.closers.len() < MAX_CLOSERS || t.closers.contains_key(&key) {
-                *t.closers.entry(key).or_default() += 1;
-            }
-        }
-    }
-
-    /// The summary of everything seen so far (`lost` is the session's to
-    /// fill in).
-    pub fn summary(&self) -> Summary {
-        let mut s = self.totals.clone();
-        s.services = self
-            .services
-            .iter()
-            .map(|(addr, t)| {
-                let mut svc = t.counts.clone();
-                svc.closers = t
-                    .closers
-                    .iter()
-                    .map(|((p, c), n)| {
-                        let key = match c {
-                            Some(c) => format!("pid {p} {c}"),
-                            None => format!("pid {p}"),
-                        };
-                        (key, *n)
-                    })
-                    .collect();
-                (addr.to_string(), svc)
-            })
-            .collect();
-        s
-    }
-
     /// The TIME_WAIT twlab believes on `local` ⇄ `peer`, since when (ns).
     pub fn time_wait(&self, local: SocketAddr, peer: SocketAddr) -> Option<u64> {
         self.tw.get(&Tuple::new(local, peer)).map(|t| t.since_ns)
@@ -837,106 +531,4 @@ impl Lives {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(
-        at: u64,
-        sock: u64,
-        l: &str,
-        p: &str,
-        old: TcpState,
-        new: TcpState,
-        ctx: Context,
-    ) -> Event {
-        Event {
-            at_ns: at,
-            cpu: 0,
-            pid: 7,
-            comm: Some("x".into()),
-            context: ctx,
-            sock,
-            local: Some(l.parse().unwrap()),
-            peer: Some(p.parse().unwrap()),
-            what: What::State { old, new },
-        }
-    }
-
-    /// One connection of the story's loop, the client closing first:
-    /// the client end's (local, peer) and the server end's, as each
-    /// socket's events give them; the lives that ended.
-    fn story(l: &mut Lives, (c, s): (&str, &str), (sl, sp): (&str, &str)) -> Vec<Life> {
-        use Context::*;
-        use TcpState::*;
-        let seq = [
-            ev(0, 1, c, s, Closed, SynSent, Process),
-            ev(1, 1, c, s, SynSent, Established, Softirq),
-            ev(2, 2, sl, sp, Listen, SynRecv, Softirq),
-            ev(3, 2, sl, sp, SynRecv, Established, Softirq),
-            ev(4, 1, c, s, Established, FinWait1, Process),
-            ev(5, 2, sl, sp, Established, CloseWait, Softirq),
-            ev(6, 2, sl, sp, CloseWait, LastAck, Process),
-            ev(7, 1, c, s, FinWait1, FinWait2, Softirq),
-            ev(8, 1, c, s, FinWait2, Closed, Softirq),
-            ev(9, 2, sl, sp, LastAck, Closed, Softirq),
-        ];
-        seq.iter().flat_map(|e| l.feed(e).lives).collect()
-    }
-
-    #[test]
-    fn the_client_closing_first_holds_the_time_wait() {
-        use Context::*;
-        use TcpState::*;
-        let (c, s) = ("127.0.0.1:23456", "127.0.0.1:12345");
-        let mut l = Lives::default();
-        let lives = story(&mut l, (c, s), (s, c));
-        assert_eq!(lives.len(), 2);
-        assert_eq!(lives[0].role, Role::Client);
-        assert_eq!(lives[0].ending, Ending::TimeWait);
-        assert_eq!(
-            lives[0].states,
-            [
-                TcpState::SynSent,
-                TcpState::Established,
-                TcpState::FinWait1,
-                TcpState::FinWait2,
-                TcpState::TimeWait
-            ]
-        );
-        assert!(lives[0].closed_first);
-        assert_eq!(lives[0].closer_pid, Some(7));
-        assert_eq!(lives[1].ending, Ending::LastAck);
-        assert!(!lives[1].closed_first);
-        // The same 4-tuple again: the client's own TIME_WAIT is taken over.
-        let tw = l.feed(&ev(20, 3, c, s, Closed, SynSent, Process)).takeovers;
-        assert_eq!(tw.len(), 1);
-        assert!(tw[0].by.contains("tcp_twsk_unique"));
-        let summary = l.summary();
-        let svc = &summary.services[s];
-        assert_eq!((svc.client_closed_first, svc.tw_taken_over), (1, 1));
-        assert_eq!(svc.closers.get("pid 7 x"), Some(&1));
-        assert!(summary.lines()[1].contains("TIME_WAIT on the client side"));
-    }
-
-    /// A dual-stack server's accepted socket shows the client's IPv4
-    /// addresses mapped into IPv6: the two ends still meet, so the
-    /// client's FIN_WAIT2 → CLOSE after the server's FIN reads TIME_WAIT,
-    /// not a FIN_WAIT2 timewait socket waiting for a FIN that came.
-    #[test]
-    fn both_ends_meet_across_address_families() {
-        let (c, s) = ("127.0.0.1:23456", "127.0.0.1:12345");
-        let (c6, s6) = ("[::ffff:127.0.0.1]:23456", "[::ffff:127.0.0.1]:12345");
-        let mut l = Lives::default();
-        let lives = story(&mut l, (c, s), (s6, c6));
-        assert_eq!(lives.len(), 2);
-        assert_eq!(
-            (lives[0].role, &lives[0].ending),
-            (Role::Client, &Ending::TimeWait)
-        );
-        assert_eq!(lives[1].ending, Ending::LastAck);
-        assert_eq!(
-            l.time_wait(c6.parse().unwrap(), s6.parse().unwrap()),
-            Some(8)
-        );
-    }
-}
+mod tests;
