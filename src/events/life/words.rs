@@ -3,6 +3,7 @@
 //! `format!` per piece was a fifth of the reader's time.
 
 use super::{Ending, Life, Reading, Role, Takeover};
+use crate::events::render::Addr;
 
 /// " (pid 4711, comm)" after "closed first", or nothing.
 struct Who<'a>(Option<i32>, Option<&'a str>);
@@ -33,8 +34,8 @@ impl std::fmt::Display for Life {
         write!(
             f,
             "life  {role} {} ⇄ {}  {}.{:03} ms  ",
-            self.local,
-            self.peer,
+            Addr(self.local),
+            Addr(self.peer),
             us / 1_000,
             us % 1_000
         )?;
