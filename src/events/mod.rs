@@ -128,8 +128,9 @@ impl Filter {
     /// Such a record could only be shown by [`Session::keep`] if its packet
     /// had been answered with an RST, and a packet on a socket's queue was
     /// accepted, not answered; so user space would discard every one of
-    /// them, after the kernel had paid to record it (the story's loop:
-    /// 1 of its 11 events per connection). The value comes from this
+    /// them, after the kernel had written it to the ring buffer (the
+    /// story's loop: 1 of its 11 events per connection). The probe still
+    /// runs: the kernel builds the record before the filter drops it. The value comes from this
     /// kernel's own `__print_symbolic()` list; without it, no filter.
     fn purge_filter(&self, f: &Format) -> Option<String> {
         if self.is_all() || f.name != "kfree_skb" || f.field("rx_sk").is_none() {
