@@ -222,6 +222,8 @@ pub struct Session {
     /// their drops pass.
     reset_skbs: HashMap<u64, Ends>,
     comms: HashMap<i32, Option<std::sync::Arc<str>>>,
+    /// `saved_cmdlines` as read in this batch (None: not read yet).
+    saved: Option<HashMap<i32, std::sync::Arc<str>>>,
     /// Events the kernel reported lost (ring buffer overrun).
     missed: u64,
     /// Tracepoints this kernel lacks.
@@ -354,6 +356,7 @@ impl Session {
             known: HashMap::default(),
             reset_skbs: HashMap::default(),
             comms: HashMap::default(),
+            saved: None,
             missed: 0,
             missing,
             filters,
@@ -424,6 +427,8 @@ impl Session {
             }
         }
         raw.sort_by_key(|e| e.at_ns);
+        // A new batch: names the kernel saved since are read again.
+        self.saved = None;
         // In place: each event moves once more at most.
         raw.retain_mut(|e| {
             if !self.keep(e) {
@@ -525,7 +530,13 @@ impl Session {
     }
 
     /// The process's name, read once per pid (an `Arc`: every event of
-    /// the loop's process shares it instead of copying it).
+    /// the loop's process shares it instead of copying it): from
+    /// /proc/PID/comm while the process lives, else from the kernel's own
+    /// record of the names of the tasks that fired events
+    /// (`saved_cmdlines`, which `trace_save_cmdline()` fills as they fire):
+    /// the story's client has often exited before its events are read,
+    /// and "closed first by pid 4711" is worth less than "by pid 4711
+    /// client".
     fn comm(&mut self, pid: i32) -> Option<std::sync::Arc<str>> {
         if pid <= 0 {
             return Some("swapper".into());
@@ -533,15 +544,47 @@ impl Session {
         if self.comms.len() > 10_000 {
             self.comms.clear();
         }
-        self.comms
-            .entry(pid)
-            .or_insert_with(|| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .ok()
-                    .map(|s| crate::text::escape_for_terminal(s.trim_end()).into())
-            })
-            .clone()
+        if let Some(c) = self.comms.get(&pid) {
+            return c.clone();
+        }
+        let c = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()
+            .map(|s| crate::text::escape_for_terminal(s.trim_end()).into())
+            .or_else(|| self.saved_cmdline(pid));
+        self.comms.insert(pid, c.clone());
+        c
     }
+
+    /// `pid`'s name in the tracefs file `saved_cmdlines` ("PID NAME" a
+    /// line), read at most once per batch of events.
+    fn saved_cmdline(&mut self, pid: i32) -> Option<std::sync::Arc<str>> {
+        if self.saved.is_none() {
+            let text = self
+                .instance
+                .as_ref()
+                .and_then(|i| i.read_global("saved_cmdlines").ok())
+                .unwrap_or_default();
+            self.saved = Some(parse_saved_cmdlines(&text));
+        }
+        self.saved.as_ref()?.get(&pid).cloned()
+    }
+}
+
+/// `saved_cmdlines`: "4711 client" a line; "<...>" is the kernel's word
+/// for a name it no longer has.
+fn parse_saved_cmdlines(text: &str) -> HashMap<i32, std::sync::Arc<str>> {
+    text.lines()
+        .filter_map(|l| {
+            let (pid, name) = l.split_once(' ')?;
+            let name = name.trim_end();
+            (!name.is_empty() && name != "<...>").then(|| {
+                Some((
+                    pid.parse().ok()?,
+                    crate::text::escape_for_terminal(name).into(),
+                ))
+            })?
+        })
+        .collect()
 }
 
 impl Drop for Session {
@@ -609,6 +652,17 @@ format:
 
 print fmt: \"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s\", REC->skbaddr, REC->rx_sk, REC->protocol, REC->location, __print_symbolic(REC->reason, { 2, \"NOT_SPECIFIED\" }, { 3, \"NO_SOCKET\" }, { 105, \"QUEUE_PURGE\" })
 ";
+
+    /// "PID NAME" lines, "<...>" for a name the kernel lost.
+    #[test]
+    fn saved_cmdlines_give_names_by_pid() {
+        let m = parse_saved_cmdlines(
+            "26078 twlab-netns\n34 kworker/u8:1\n77 <...>\nx y\n4711 my prog\n",
+        );
+        assert_eq!(m.get(&26078).map(|s| &**s), Some("twlab-netns"));
+        assert_eq!(m.get(&4711).map(|s| &**s), Some("my prog"));
+        assert_eq!(m.len(), 3, "{m:?}");
+    }
 
     /// Under a port filter the kernel leaves out the queue purges of
     /// closing sockets (no socket named: user space would drop them all),

@@ -157,6 +157,42 @@ netns_test! {
 }
 
 netns_test! {
+    /// A process that connects, closes and exits before its events are
+    /// read is still named: /proc/PID is gone by then, and the name comes
+    /// from the kernel's `saved_cmdlines`, recorded as its events fired.
+    fn a_process_gone_before_its_events_are_read_is_still_named(tools = ["bash"]) {
+        let s: SocketAddr = "127.0.0.31:31031".parse().unwrap();
+        let Some(mut session) =
+            session_or_skip("a_process_gone_before_its_events_are_read_is_still_named", &[s.port()])
+        else {
+            return;
+        };
+        let l = TcpListener::bind(s).unwrap();
+        // bash's own connect(): its socket closes when bash exits.
+        let st = std::process::Command::new("bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/{}/{}", s.ip(), s.port())])
+            .status()
+            .unwrap();
+        assert!(st.success(), "bash: {st}");
+        let (a, peer) = l.accept().unwrap();
+        drop(a);
+        let v = collect(&mut session, |v| {
+            v.iter().any(|e| e.local == Some(peer) && matches!(e.what, What::State { new: TcpState::FinWait1, .. }))
+        });
+        let fw1 = v
+            .iter()
+            .find(|e| e.local == Some(peer) && matches!(e.what, What::State { new: TcpState::FinWait1, .. }))
+            .unwrap_or_else(|| panic!("no FIN_WAIT1 of {peer}: {v:#?}"));
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", fw1.pid)).exists(),
+            "pid {} still exists",
+            fw1.pid
+        );
+        assert_eq!(fw1.comm.as_deref(), Some("bash"), "{fw1:#?}");
+    }
+}
+
+netns_test! {
     /// SO_LINGER 0 with unread bytes: the client's kernel sends an RST with
     /// reason TCP_ABORT_ON_CLOSE and the server's socket receives it; a
     /// SYN to a port where nothing listens is answered with an RST
