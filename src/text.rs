@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::io;
+use std::net::SocketAddr;
 
 /// The decimal digits of `n`, as `{n}` prints them, written into the tail
 /// of `buf` without `core::fmt` (the tight loops that print a line per
@@ -20,6 +22,25 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
         if n == 0 {
             return &buf[i..];
         }
+    }
+}
+
+/// `a` as `{a}`: IPv4 without the formatter, IPv6 with it (`peer::line`
+/// and the kernel's events print one or two per connection).
+pub(crate) fn put_addr(out: &mut impl io::Write, a: &SocketAddr) -> io::Result<()> {
+    match a {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            for (k, o) in [a, b, c, d].into_iter().enumerate() {
+                if k > 0 {
+                    out.write_all(b".")?;
+                }
+                out.write_all(decimal(o.into(), &mut [0u8; 20]))?;
+            }
+            out.write_all(b":")?;
+            out.write_all(decimal(v4.port().into(), &mut [0u8; 20]))
+        }
+        SocketAddr::V6(_) => write!(out, "{a}"),
     }
 }
 
@@ -240,5 +261,22 @@ mod tests {
         let once = cut_echoes(&line, &args);
         assert_eq!(cut_echoes(&once, &args), once);
         assert_eq!(cut_echoes("short line", &args), "short line");
+    }
+
+    #[test]
+    fn addresses_as_the_formatter_prints_them() {
+        for a in [
+            "127.0.0.1:1",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.3.40:8080",
+            "[::1]:443",
+            "[fe80::1%2]:22",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let mut v = Vec::new();
+            put_addr(&mut v, &a).unwrap();
+            assert_eq!(String::from_utf8(v).unwrap(), a.to_string());
+        }
     }
 }

@@ -130,8 +130,9 @@ impl Filter {
     /// accepted, not answered; so user space would discard every one of
     /// them, after the kernel had written it to the ring buffer (the
     /// story's loop: 1 of its 11 events per connection). The probe still
-    /// runs: the kernel builds the record before the filter drops it. The value comes from this
-    /// kernel's own `__print_symbolic()` list; without it, no filter.
+    /// runs: the kernel builds the record before the filter drops it. The
+    /// value comes from this kernel's own `__print_symbolic()` list;
+    /// without it, no filter.
     fn purge_filter(&self, f: &Format) -> Option<String> {
         if self.is_all() || f.name != "kfree_skb" || f.field("rx_sk").is_none() {
             return None;
@@ -404,13 +405,9 @@ impl Session {
         // Each reader: pages until EAGAIN; bounded by what the buffer holds
         // (a writer that outpaces us is cut off after MAX_PAGES).
         for i in 0..self.readers.len() {
+            let cpu = self.readers[i].0;
             for _ in 0..MAX_PAGES {
-                let (cpu, f) = &mut self.readers[i];
-                let cpu = *cpu;
-                let n = match f.read(&mut self.page) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
+                let Some(n) = self.read_page(i) else { break };
                 let page = ring::parse_page(&self.page[..n], self.layout);
                 if let Some(m) = page.missed {
                     self.missed += m.max(1);
@@ -466,15 +463,26 @@ impl Session {
     pub fn wait_discard(&mut self, timeout: Duration) -> usize {
         self.poll(timeout);
         let mut pages = 0;
-        for (_, f) in &mut self.readers {
+        for i in 0..self.readers.len() {
+            // Bounded as `drain_into` is.
             for _ in 0..MAX_PAGES {
-                match f.read(&mut self.page) {
-                    Ok(n) if n > 0 => pages += 1,
-                    _ => break,
+                if self.read_page(i).is_none() {
+                    break;
                 }
+                pages += 1;
             }
         }
         pages
+    }
+
+    /// The next page of reader `i` into `self.page`, its length; `None`
+    /// when the buffer has nothing more (EAGAIN: the readers do not block)
+    /// or the read fails.
+    fn read_page(&mut self, i: usize) -> Option<usize> {
+        match self.readers[i].1.read(&mut self.page) {
+            Ok(n) if n > 0 => Some(n),
+            _ => None,
+        }
     }
 
     /// Sleep in poll(2) on the ring buffers until the kernel wakes a
@@ -577,12 +585,13 @@ fn parse_saved_cmdlines(text: &str) -> HashMap<i32, std::sync::Arc<str>> {
         .filter_map(|l| {
             let (pid, name) = l.split_once(' ')?;
             let name = name.trim_end();
-            (!name.is_empty() && name != "<...>").then(|| {
-                Some((
-                    pid.parse().ok()?,
-                    crate::text::escape_for_terminal(name).into(),
-                ))
-            })?
+            if name.is_empty() || name == "<...>" {
+                return None;
+            }
+            Some((
+                pid.parse().ok()?,
+                crate::text::escape_for_terminal(name).into(),
+            ))
         })
         .collect()
 }

@@ -102,63 +102,25 @@ impl fmt::Display for ClockTime {
 }
 
 /// An address and port as `SocketAddr` shows them ("127.0.0.1:5000",
-/// "[::1]:5000"), the IPv4 ones written in one piece: through the
-/// formatter, each octet is a call of its own, and the addresses were a
-/// quarter of `twlab events`' time.
+/// "[::1]:5000"), the IPv4 ones through [`crate::text::put_addr`] in one
+/// piece: through the formatter, each octet is a call of its own, and the
+/// addresses were a quarter of `twlab events`' time.
 pub(crate) struct Addr(pub(crate) std::net::SocketAddr);
 
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let std::net::SocketAddr::V4(a) = self.0 else {
+        if self.0.is_ipv6() {
             return write!(f, "{}", self.0);
+        }
+        // "255.255.255.255:65535" is 21 bytes.
+        let mut buf = [0u8; 21];
+        let left = {
+            let mut w = &mut buf[..];
+            crate::text::put_addr(&mut w, &self.0).map_err(|_| fmt::Error)?;
+            w.len()
         };
-        let mut b = Digits::default();
-        for (i, o) in a.ip().octets().into_iter().enumerate() {
-            if i > 0 {
-                b.push(b'.');
-            }
-            b.num(u32::from(o));
-        }
-        b.push(b':');
-        b.num(u32::from(a.port()));
-        f.write_str(b.as_str()?)
-    }
-}
-
-/// Room for "255.255.255.255:65535" (21 bytes), filled left to right.
-#[derive(Default)]
-struct Digits {
-    b: [u8; 21],
-    n: usize,
-}
-
-impl Digits {
-    fn push(&mut self, c: u8) {
-        if let Some(slot) = self.b.get_mut(self.n) {
-            *slot = c;
-            self.n += 1;
-        }
-    }
-
-    /// `v` in decimal (at most 10 digits for a u32).
-    fn num(&mut self, mut v: u32) {
-        let mut d = [0u8; 10];
-        let mut k = 0;
-        loop {
-            d[k] = b'0' + (v % 10) as u8;
-            k += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        for &c in d[..k].iter().rev() {
-            self.push(c);
-        }
-    }
-
-    fn as_str(&self) -> Result<&str, fmt::Error> {
-        std::str::from_utf8(&self.b[..self.n]).map_err(|_| fmt::Error)
+        let n = buf.len() - left;
+        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -182,12 +144,6 @@ impl fmt::Display for Who<'_> {
             Context::Irq => f.write_str("kernel, interrupt"),
         }
     }
-}
-
-/// The transition in the kernel's names (twlab's reading of FIN_WAIT2 →
-/// CLOSE comes from [`super::life::Lives`], which knows the peer).
-pub fn transition(old: TcpState, new: TcpState) -> String {
-    format!("{} → {}", old.kernel_name(), new.kernel_name())
 }
 
 /// The event's description without time and ends ("ESTABLISHED →

@@ -1,17 +1,12 @@
 //! The tight loop's lines written without `core::fmt`: integers, seconds
-//! and addresses straight into the output buffer. `twlab client` and
+//! and addresses ([`crate::text::put_addr`], shared with the kernel's
+//! events) straight into the output buffer. `twlab client` and
 //! `twlab server` print one line per connection; with `write!` the
 //! formatting machinery was a third of their own (user-space) time per
 //! connection. Each function prints exactly what the `format!` named in
 //! its comment prints; the tests hold them to it.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
-
-/// `n` as `{n}`.
-pub(crate) fn put_u64(out: &mut impl Write, n: u64) -> io::Result<()> {
-    out.write_all(crate::text::decimal(n, &mut [0u8; 20]))
-}
 
 const SPACES: &[u8; 16] = b"                ";
 
@@ -49,23 +44,7 @@ pub(crate) fn put_secs3(out: &mut impl Write, t: f64) -> io::Result<()> {
     ])
 }
 
-/// `a` as `{a}`: IPv4 without the formatter, IPv6 with it.
-pub(crate) fn put_addr(out: &mut impl Write, a: &SocketAddr) -> io::Result<()> {
-    match a {
-        SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            for (k, o) in [a, b, c, d].into_iter().enumerate() {
-                if k > 0 {
-                    out.write_all(b".")?;
-                }
-                put_u64(out, o.into())?;
-            }
-            out.write_all(b":")?;
-            put_u64(out, v4.port().into())
-        }
-        SocketAddr::V6(_) => write!(out, "{a}"),
-    }
-}
+pub(crate) use crate::text::put_addr;
 
 #[cfg(test)]
 mod tests {
@@ -80,7 +59,8 @@ mod tests {
     #[test]
     fn integers_as_the_formatter_prints_them() {
         for n in [0, 1, 9, 10, 99, 100, 1234, 12345, 65535, u64::MAX] {
-            assert_eq!(text(|o| put_u64(o, n)), format!("{n}"));
+            let d = crate::text::decimal(n, &mut [0u8; 20]).to_vec();
+            assert_eq!(String::from_utf8(d).unwrap(), format!("{n}"));
             assert_eq!(text(|o| put_u64_left(o, n, 4)), format!("{n:<4}"));
             assert_eq!(text(|o| put_u64_right(o, n, 4)), format!("{n:>4}"));
         }
@@ -108,21 +88,6 @@ mod tests {
                 super::super::Secs3(t).to_string(),
                 "{t}"
             );
-        }
-    }
-
-    #[test]
-    fn addresses_as_the_formatter_prints_them() {
-        for a in [
-            "127.0.0.1:1",
-            "0.0.0.0:0",
-            "255.255.255.255:65535",
-            "10.20.3.40:8080",
-            "[::1]:443",
-            "[fe80::1%2]:22",
-        ] {
-            let a: SocketAddr = a.parse().unwrap();
-            assert_eq!(text(|o| put_addr(o, &a)), a.to_string());
         }
     }
 }

@@ -104,7 +104,7 @@ pub(super) fn bind_explanation(
     }
 }
 
-pub(super) fn state_name(h: &HolderReport) -> String {
+fn state_name(h: &HolderReport) -> String {
     if h.timewait_sock && h.state != TcpState::TimeWait {
         format!("the {} timewait mini-socket", h.state)
     } else {
@@ -112,7 +112,7 @@ pub(super) fn state_name(h: &HolderReport) -> String {
     }
 }
 
-pub(super) fn why_refuses(new: SocketOpts, h: &HolderReport) -> &'static str {
+fn why_refuses(new: SocketOpts, h: &HolderReport) -> &'static str {
     if !new.reuseaddr && !new.reuseport {
         "the new socket has neither SO_REUSEADDR nor SO_REUSEPORT"
     } else if h.role == Role::Listener && !new.reuseport {
