@@ -39,7 +39,8 @@
 //! - `selfcheck` (Linux): `twlab selfcheck`, the live diagnosis checked against
 //!   the kernel on random socket tables in fresh namespaces.
 //! - `events` (Linux): the kernel's own TCP events (state changes, resets,
-//!   drops) from its tracepoints, through a private tracefs instance;
+//!   drops) from its tracepoints, through BPF programs twlab assembles
+//!   from the tracepoints' formats, or a private tracefs instance;
 //!   `twlab events`, and beside `trace` and the client's failures.
 //! - [`error`]: the library's typed errors.
 //!

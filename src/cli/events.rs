@@ -3,7 +3,7 @@
 use crate::outcome::Exit;
 
 const AFTER_HELP: &str = "\
-What the kernel says, from its tracepoints (no polling, no BPF):
+What the kernel says, from its tracepoints (no polling):
   state          sock:inet_sock_set_state: OLD → NEW, and the process that
                  made it (a system call: close() → FIN_WAIT1, connect() →
                  SYN_SENT) or 'kernel (softirq)' when a segment or a timer
@@ -24,13 +24,23 @@ What the kernel says, from its tracepoints (no polling, no BPF):
                  which process), and where the TIME_WAIT went
   tw             a TIME_WAIT taken over by a new connection on its 4-tuple
 
-How: tracefs mounted in a private mount namespace of twlab's own thread
-and detached at once, an instance under instances/ (removed on exit, also
-on Ctrl-C), events filtered by port in the kernel, read in binary from each
-CPU's ring buffer. The host's mounts and global tracing are untouched.
+How (--via auto, the default): for each tracepoint twlab assembles a
+small BPF program from the tracepoint's own format file (no compiler, no
+object file); the program filters by port in the kernel and copies the
+record, with the time, the CPU and the task's name, into a BPF ring
+buffer that twlab reads. The programs are removed on exit, also on
+Ctrl-C. Where the kernel cannot run them (--via says why), or with
+--via tracefs: tracefs mounted in a private mount namespace of twlab's own
+thread and detached at once, an instance under instances/ (removed on
+exit), events filtered by port in the kernel, read in binary from each
+CPU's ring buffer. Both decode the same records with the same code and
+cost the traced programs the same (cargo bench --bench events); BPF names
+each process as the event fires, and leaves nothing running if twlab is
+killed outright. The host's mounts and global tracing are untouched
+either way.
 Tracepoints see every network namespace: filter by port or address.
-Needs root (CAP_SYS_ADMIN to mount tracefs). Times are UTC on
-CLOCK_REALTIME (trace_clock tai minus the TAI offset), the clock of packet
+Needs root (CAP_SYS_ADMIN, CAP_BPF and CAP_PERFMON). Times are UTC on
+CLOCK_REALTIME (CLOCK_TAI minus the TAI offset), the clock of packet
 capture timestamps.
 
 Examples:
@@ -70,6 +80,21 @@ pub struct EventsArgs {
     /// Also show when each socket's memory is freed (tcp:tcp_destroy_sock).
     #[arg(long)]
     freed: bool,
+    /// How the events reach twlab: BPF programs where the kernel allows
+    /// them, else tracefs (auto); or only one of the two.
+    #[arg(long, value_enum, default_value_t = ViaArg::Auto)]
+    via: ViaArg,
+}
+
+/// `--via`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ViaArg {
+    /// BPF, else tracefs.
+    Auto,
+    /// BPF programs on the tracepoints, or an error saying why not.
+    Bpf,
+    /// A tracefs instance's ring buffers.
+    Tracefs,
 }
 
 #[cfg(target_os = "linux")]
@@ -86,6 +111,11 @@ pub fn run(a: EventsArgs) -> anyhow::Result<Exit> {
         count: a.count,
         lives_only: a.lives,
         freed: a.freed,
+        via: match a.via {
+            ViaArg::Auto => crate::events::Via::Auto,
+            ViaArg::Bpf => crate::events::Via::Bpf,
+            ViaArg::Tracefs => crate::events::Via::Tracefs,
+        },
     };
     // Buffered: the watch flushes after each batch the kernel hands over,
     // not after every line (stdout alone is line-buffered, and a write(2)

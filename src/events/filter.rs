@@ -51,31 +51,36 @@ impl Filter {
     }
 
     /// The kernel-side filter for an event with these fields: its port
-    /// fields compared with the ports (the events' filter language,
-    /// kernel/trace/trace_events_filter.c); `None` when nothing can be
-    /// said in the kernel and user space decides alone.
-    pub(super) fn kernel_filter(&self, f: &Format) -> Option<String> {
-        let mut parts = Vec::new();
+    /// fields compared with the ports; `None` when nothing can be said in
+    /// the kernel and user space decides alone. One expression for both
+    /// transports: tracefs takes its text (the events' filter language,
+    /// kernel/trace/trace_events_filter.c), the BPF transport compiles it
+    /// into its programs (`events::bpf`).
+    pub(super) fn kernel_filter(&self, f: &Format) -> Option<KernelFilter> {
+        let mut all = Vec::new();
         if f.name == "inet_sock_set_state" && f.field("protocol").is_some() {
-            parts.push(format!("protocol == {}", libc::IPPROTO_TCP));
+            all.push(vec![Test::eq("protocol", libc::IPPROTO_TCP as u64)]);
         }
         if f.name == "kfree_skb" && f.field("protocol").is_some() {
             // skb->protocol stored in host order (ntohs() in the
             // TP_fast_assign of include/trace/events/skb.h).
-            parts.push("(protocol == 2048 || protocol == 34525)".into());
+            all.push(vec![
+                Test::eq("protocol", 0x0800),
+                Test::eq("protocol", 0x86dd),
+            ]);
         }
         if let Some(purge) = self.purge_filter(f) {
-            parts.push(purge);
+            all.push(purge);
         }
         if !self.ports.is_empty() && f.field("sport").is_some() && f.field("dport").is_some() {
-            let alts: Vec<String> = self
+            let any = self
                 .ports
                 .iter()
-                .map(|p| format!("sport == {p} || dport == {p}"))
+                .flat_map(|&p| [Test::eq("sport", p.into()), Test::eq("dport", p.into())])
                 .collect();
-            parts.push(format!("({})", alts.join(" || ")));
+            all.push(any);
         }
-        (!parts.is_empty()).then(|| parts.join(" && "))
+        (!all.is_empty()).then_some(KernelFilter { all })
     }
 
     /// For `skb:kfree_skb` under a port or address filter: leave out, in
@@ -86,11 +91,11 @@ impl Filter {
     /// had been answered with an RST, and a packet on a socket's queue was
     /// accepted, not answered; so user space would discard every one of
     /// them, after the kernel had written it to the ring buffer (the
-    /// story's loop: 1 of its 11 events per connection). The probe still
-    /// runs: the kernel builds the record before the filter drops it. The
-    /// value comes from this kernel's own `__print_symbolic()` list;
-    /// without it, no filter.
-    fn purge_filter(&self, f: &Format) -> Option<String> {
+    /// story's loop: 1 of its 11 events per connection). Under tracefs the
+    /// probe still runs: the kernel builds the record before the filter
+    /// drops it. The value comes from this kernel's own
+    /// `__print_symbolic()` list; without it, no filter.
+    fn purge_filter(&self, f: &Format) -> Option<Vec<Test>> {
         if self.is_all() || f.name != "kfree_skb" || f.field("rx_sk").is_none() {
             return None;
         }
@@ -99,7 +104,68 @@ impl Filter {
             .get("reason")?
             .iter()
             .find_map(|(n, s)| (s == "QUEUE_PURGE").then_some(*n))?;
-        Some(format!("(rx_sk != 0 || reason != {n})"))
+        Some(vec![Test::ne("rx_sk", 0), Test::ne("reason", n)])
+    }
+}
+
+/// A filter the kernel applies before it hands an event over: every group
+/// must hold, and a group holds when any of its tests does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KernelFilter {
+    /// The groups (and), each a list of tests (or).
+    pub all: Vec<Vec<Test>>,
+}
+
+/// One comparison of a record's field with a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Test {
+    /// The field, by its name in the `format` file.
+    pub field: &'static str,
+    /// `!=` rather than `==`.
+    pub not: bool,
+    /// The number, as the field holds it (zero-extended).
+    pub value: u64,
+}
+
+impl Test {
+    fn eq(field: &'static str, value: u64) -> Test {
+        Test {
+            field,
+            not: false,
+            value,
+        }
+    }
+
+    fn ne(field: &'static str, value: u64) -> Test {
+        Test {
+            field,
+            not: true,
+            value,
+        }
+    }
+}
+
+/// In the events' filter language, as tracefs takes it.
+impl std::fmt::Display for KernelFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, any) in self.all.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" && ")?;
+            }
+            let paren = any.len() > 1;
+            if paren {
+                f.write_str("(")?;
+            }
+            for (j, t) in any.iter().enumerate() {
+                let op = if t.not { "!=" } else { "==" };
+                let sep = if j > 0 { " || " } else { "" };
+                write!(f, "{sep}{} {op} {}", t.field, t.value)?;
+            }
+            if paren {
+                f.write_str(")")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -141,12 +207,15 @@ print fmt: \"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s\", REC->skb
     #[test]
     fn queue_purges_are_left_out_in_the_kernel_only_under_a_filter() {
         let f = Format::parse(KFREE_SKB).expect("the format parses");
-        let port = Filter::ports(&[12345]).kernel_filter(&f).unwrap();
+        let port = Filter::ports(&[12345])
+            .kernel_filter(&f)
+            .unwrap()
+            .to_string();
         assert_eq!(
             port,
             "(protocol == 2048 || protocol == 34525) && (rx_sk != 0 || reason != 105)"
         );
-        let all = Filter::all().kernel_filter(&f).unwrap();
+        let all = Filter::all().kernel_filter(&f).unwrap().to_string();
         assert_eq!(all, "(protocol == 2048 || protocol == 34525)");
         // A kernel without rx_sk (before 6.12) or without the name: no clause.
         let old = Format::parse(&KFREE_SKB.replace("rx_sk", "rx_xx")).unwrap();
@@ -154,6 +223,7 @@ print fmt: \"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s\", REC->skb
             !Filter::ports(&[1])
                 .kernel_filter(&old)
                 .unwrap()
+                .to_string()
                 .contains("reason")
         );
     }

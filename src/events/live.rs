@@ -26,6 +26,8 @@ pub struct EventsPlan {
     pub lives_only: bool,
     /// Also when each socket's memory is freed (`tcp:tcp_destroy_sock`).
     pub freed: bool,
+    /// BPF or tracefs.
+    pub via: super::Via,
 }
 
 fn json<T: Serialize>(out: &mut dyn Write, kind: &'static str, v: &T) -> std::io::Result<()> {
@@ -39,10 +41,13 @@ fn json<T: Serialize>(out: &mut dyn Write, kind: &'static str, v: &T) -> std::io
 /// stdout, locked. A write that fails (a closed pipe) ends the watch
 /// quietly. Exit 0.
 pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
-    let mut session = Session::open_with(plan.filter.clone(), Some(super::BUFFER_KB), plan.freed)
-        .map_err(|why| {
-        Error::Invalid(format!("twlab events: kernel events unavailable: {why}"))
-    })?;
+    let mut session = Session::open_via(
+        plan.filter.clone(),
+        Some(super::BUFFER_KB),
+        plan.freed,
+        plan.via,
+    )
+    .map_err(|why| Error::Invalid(format!("twlab events: kernel events unavailable: {why}")))?;
     let what = if plan.filter.is_all() {
         "every TCP socket of every namespace".to_string()
     } else {
@@ -53,8 +58,8 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
     if !plan.json {
         let _ = writeln!(
             out,
-            "kernel events for {what} (tracefs instance {}, trace_clock {}, times UTC){}; Ctrl-C ends",
-            session.instance_name(),
+            "kernel events for {what} ({}, clock {}, times UTC){}; Ctrl-C ends",
+            session.source(),
             session.clock().name(),
             if session.missing().is_empty() {
                 String::new()
@@ -106,7 +111,7 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
         }
         let _ = out.flush();
     }
-    let lost = session.missed();
+    let (lost, unsure) = (session.missed(), session.unsure_context());
     drop(session);
     for l in lives.flush() {
         let _ = if plan.json {
@@ -117,6 +122,7 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
     }
     let mut summary = lives.summary();
     summary.lost = lost;
+    summary.unsure_context = unsure;
     if plan.json {
         let _ = json(out, "summary", &summary);
     } else {

@@ -26,6 +26,7 @@
 //! The tracepoints see every network namespace of the machine: filters by
 //! port and address are how a session keeps to its own sockets.
 
+pub(crate) mod bpf;
 mod event;
 mod filter;
 pub mod format;
@@ -102,14 +103,36 @@ type Ends = (Option<SocketAddr>, Option<SocketAddr>);
 /// Why events are not available, in one line.
 pub type Unavailable = String;
 
-/// A live tracefs instance with the events enabled, and its readers.
+/// How the records reach twlab.
+enum Transport {
+    /// The instance's per-CPU ring buffers.
+    Tracefs {
+        /// (cpu, its trace_pipe_raw opened non-blocking). Closed before
+        /// the instance is removed (an open reader keeps it busy).
+        readers: Vec<(u32, File)>,
+        layout: PageLayout,
+        page: Vec<u8>,
+    },
+    /// Programs on the tracepoints and their ring buffer (`bpf`).
+    Bpf(bpf::Source),
+}
+
+/// Which transport a session should use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// BPF where the kernel allows it, else tracefs.
+    #[default]
+    Auto,
+    /// A tracefs instance's ring buffers only.
+    Tracefs,
+    /// BPF only: an error where it cannot be had.
+    Bpf,
+}
+
+/// A live session with the events on, and its reader.
 pub struct Session {
-    /// (cpu, its trace_pipe_raw opened non-blocking). Closed before the
-    /// instance is removed (an open reader keeps it busy).
-    readers: Vec<(u32, File)>,
+    transport: Transport,
     formats: HashMap<u16, Format>,
-    layout: PageLayout,
-    page: Vec<u8>,
     clock: Clock,
     filter: Filter,
     /// Sockets (skaddr) whose events passed the filter, with their ends:
@@ -119,6 +142,9 @@ pub struct Session {
     /// their drops pass.
     reset_skbs: HashMap<u64, Ends>,
     comms: HashMap<i32, Option<std::sync::Arc<str>>>,
+    /// Names as the BPF programs read them (pid → its name's bytes and
+    /// the name), so that a name is made once per process, not per event.
+    bpf_comms: HashMap<i32, ([u8; 16], std::sync::Arc<str>)>,
     /// `saved_cmdlines` as read in this batch (None: not read yet).
     saved: Option<HashMap<i32, std::sync::Arc<str>>>,
     /// Events the kernel reported lost (ring buffer overrun).
@@ -127,6 +153,11 @@ pub struct Session {
     missing: Vec<String>,
     /// (tracepoint, its filter as the kernel reads it back).
     filters: Vec<(String, String)>,
+    /// Why BPF was not used, when it was not.
+    bpf_unavailable: Option<Unavailable>,
+    /// Events whose context the BPF program could not tell (read as the
+    /// kernel's).
+    unsure_context: u64,
     instance: Option<Instance>,
 }
 
@@ -148,6 +179,9 @@ const WAKE_PERCENT: &str = "50";
 /// The most pages one read of a CPU's buffer takes (a 2 MiB buffer holds
 /// 512): a writer that outpaces the reader does not keep it there.
 const MAX_PAGES: usize = 4096;
+/// The most records one read of the BPF ring buffer takes (it holds
+/// about 70,000).
+const MAX_RECORDS: usize = 200_000;
 /// Per-CPU buffer size: room for tens of thousands of events between two
 /// reads.
 pub(crate) const BUFFER_KB: &str = "2048";
@@ -172,8 +206,54 @@ impl Session {
         buffer_kb: Option<&str>,
         freed: bool,
     ) -> Result<Session, Unavailable> {
+        Session::open_via(filter, buffer_kb, freed, Via::Auto)
+    }
+
+    /// [`Session::open_with`] through the transport `via` asks for.
+    pub fn open_via(
+        filter: Filter,
+        buffer_kb: Option<&str>,
+        freed: bool,
+        via: Via,
+    ) -> Result<Session, Unavailable> {
         let root = crate::sys::tracefs::open_private()?;
         let instance = Instance::create(root)?;
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        let extra = freed.then_some(FREED);
+        for (sys, name) in TRACEPOINTS.into_iter().chain(extra) {
+            match instance
+                .read(&format!("events/{sys}/{name}/format"))
+                .ok()
+                .and_then(|t| Format::parse(&t))
+            {
+                Some(f) => found.push((format!("{sys}:{name}"), f)),
+                None => missing.push(format!("{sys}:{name}")),
+            }
+        }
+        if !found.iter().any(|(_, f)| f.name == "inet_sock_set_state") {
+            return Err("the kernel has no sock:inet_sock_set_state tracepoint".into());
+        }
+        let mut bpf_unavailable = None;
+        if via != Via::Tracefs {
+            let named: Vec<(String, &Format)> = found.iter().map(|(n, f)| (n.clone(), f)).collect();
+            match bpf::Source::open(&named, &filter) {
+                Ok(source) => {
+                    let filters = source.filters().to_vec();
+                    return Ok(Session::new(
+                        Transport::Bpf(source),
+                        found,
+                        filter,
+                        missing,
+                        filters,
+                        None,
+                        instance,
+                    ));
+                }
+                Err(e) if via == Via::Bpf => return Err(e),
+                Err(e) => bpf_unavailable = Some(e),
+            }
+        }
         let clock = if instance.write("trace_clock", "tai").is_ok() {
             Clock::Tai {
                 offset_ns: crate::sys::tracefs::tai_offset_ns(),
@@ -193,37 +273,24 @@ impl Session {
                 .read_global("events/header_page")
                 .unwrap_or_default(),
         );
-        let mut formats = HashMap::default();
-        let mut missing = Vec::new();
         let mut filters = Vec::new();
-        let extra = freed.then_some(FREED);
-        for (sys, name) in TRACEPOINTS.into_iter().chain(extra) {
-            let dir = format!("events/{sys}/{name}");
-            let Some(f) = instance
-                .read(&format!("{dir}/format"))
-                .ok()
-                .and_then(|t| Format::parse(&t))
-            else {
-                missing.push(format!("{sys}:{name}"));
-                continue;
-            };
+        let mut enabled = Vec::new();
+        for (name, f) in found {
+            let dir = format!("events/{}", name.replace(':', "/"));
             if let Some(expr) = filter.kernel_filter(&f) {
                 // A filter the kernel refuses only costs speed: user space
                 // filters every event again.
-                let _ = instance.write(&format!("{dir}/filter"), &expr);
+                let _ = instance.write(&format!("{dir}/filter"), &expr.to_string());
                 // As the kernel holds it ("none" where it refused it).
                 if let Ok(held) = instance.read(&format!("{dir}/filter")) {
-                    filters.push((format!("{sys}:{name}"), held.trim().to_string()));
+                    filters.push((name.clone(), held.trim().to_string()));
                 }
             }
             if instance.write(&format!("{dir}/enable"), "1").is_err() {
-                missing.push(format!("{sys}:{name}"));
+                missing.push(name);
                 continue;
             }
-            formats.insert(f.id, f);
-        }
-        if !formats.values().any(|f| f.name == "inet_sock_set_state") {
-            return Err("the kernel has no sock:inet_sock_set_state tracepoint".into());
+            enabled.push((name, f));
         }
         let mut readers = Vec::new();
         for cpu in instance.cpus() {
@@ -243,22 +310,91 @@ impl Session {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(4);
-        Ok(Session {
+        let transport = Transport::Tracefs {
             readers,
-            formats,
             layout,
             page: vec![0; sub_kb.max(4) * 1024],
+        };
+        let mut session = Session::new(
+            transport,
+            enabled,
+            filter,
+            missing,
+            filters,
+            bpf_unavailable,
+            instance,
+        );
+        session.clock = clock;
+        Ok(session)
+    }
+
+    fn new(
+        transport: Transport,
+        formats: Vec<(String, Format)>,
+        filter: Filter,
+        missing: Vec<String>,
+        filters: Vec<(String, String)>,
+        bpf_unavailable: Option<Unavailable>,
+        instance: Instance,
+    ) -> Session {
+        let clock = match &transport {
+            Transport::Bpf(s) => s.clock(),
+            // Set by the caller.
+            Transport::Tracefs { .. } => Clock::Mono { offset_ns: 0 },
+        };
+        Session {
+            transport,
+            formats: formats.into_iter().map(|(_, f)| (f.id, f)).collect(),
             clock,
             filter,
             known: HashMap::default(),
             reset_skbs: HashMap::default(),
             comms: HashMap::default(),
+            bpf_comms: HashMap::default(),
             saved: None,
             missed: 0,
             missing,
             filters,
+            bpf_unavailable,
+            unsure_context: 0,
             instance: Some(instance),
-        })
+        }
+    }
+
+    /// "bpf" or "tracefs": how the records reach twlab.
+    pub fn transport(&self) -> &'static str {
+        match self.transport {
+            Transport::Bpf(_) => "bpf",
+            Transport::Tracefs { .. } => "tracefs",
+        }
+    }
+
+    /// Where the records come from, in words: "BPF programs on the
+    /// tracepoints" or "tracefs instance twlab-4711-0 (BPF not used: …)".
+    pub fn source(&self) -> String {
+        match &self.transport {
+            Transport::Bpf(_) => "BPF programs on the tracepoints".into(),
+            Transport::Tracefs { .. } => format!(
+                "tracefs instance {}{}",
+                self.instance_name(),
+                self.bpf_unavailable
+                    .as_ref()
+                    .map(|why| format!(", BPF not used: {why}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Events whose context (system call or kernel) the BPF programs could
+    /// not tell: 0 unless the kernel's per-CPU layout is not what
+    /// the BPF transport's notes (`src/events/bpf/mod.rs`) say.
+    pub fn unsure_context(&self) -> u64 {
+        self.unsure_context
+    }
+
+    /// Why BPF is not used, where a session fell back to tracefs.
+    pub fn bpf_unavailable(&self) -> Option<&str> {
+        self.bpf_unavailable.as_deref()
     }
 
     /// The clock the event times were taken on.
@@ -298,38 +434,73 @@ impl Session {
     /// long-running reader keeps from one batch to the next.
     pub fn drain_into(&mut self, raw: &mut Vec<Event>) {
         raw.clear();
-        // Each reader: pages until EAGAIN; bounded by what the buffer holds
-        // (a writer that outpaces us is cut off after MAX_PAGES).
-        for i in 0..self.readers.len() {
-            let cpu = self.readers[i].0;
-            for _ in 0..MAX_PAGES {
-                let Some(n) = self.read_page(i) else { break };
-                let page = ring::parse_page(&self.page[..n], self.layout);
-                if let Some(m) = page.missed {
-                    self.missed += m.max(1);
-                }
-                for r in &page.records {
-                    let id = r.data.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-                    let Some(f) = id.and_then(|id| self.formats.get(&id)) else {
-                        continue;
-                    };
-                    if let Some(e) = event::decode(f, r.data, self.clock.to_realtime(r.ts), cpu) {
-                        raw.push(e);
+        match &mut self.transport {
+            Transport::Tracefs {
+                readers,
+                layout,
+                page,
+            } => {
+                // Each reader: pages until EAGAIN; bounded by what the
+                // buffer holds (a writer that outpaces us is cut off after
+                // MAX_PAGES).
+                for (cpu, reader) in readers.iter_mut() {
+                    for _ in 0..MAX_PAGES {
+                        let Some(n) = read_page(reader, page) else {
+                            break;
+                        };
+                        let p = ring::parse_page(&page[..n], *layout);
+                        if let Some(m) = p.missed {
+                            self.missed += m.max(1);
+                        }
+                        for r in &p.records {
+                            let id = r.data.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+                            let Some(f) = id.and_then(|id| self.formats.get(&id)) else {
+                                continue;
+                            };
+                            if let Some(e) =
+                                event::decode(f, r.data, self.clock.to_realtime(r.ts), *cpu)
+                            {
+                                raw.push(e);
+                            }
+                        }
                     }
                 }
+            }
+            Transport::Bpf(source) => {
+                let (formats, clock, comms) = (&self.formats, self.clock, &mut self.bpf_comms);
+                let unsure = &mut self.unsure_context;
+                source.drain(MAX_RECORDS, |r| {
+                    let id = r.data.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+                    let Some(f) = id.and_then(|id| formats.get(&id)) else {
+                        return;
+                    };
+                    if let Some(mut e) = event::decode(f, r.data, clock.to_realtime(r.ts), r.cpu) {
+                        if r.data.get(3) == Some(&bpf::UNSURE) {
+                            *unsure += 1;
+                            e.context = Context::Softirq;
+                        }
+                        if e.context == Context::Process {
+                            e.comm = Some(bpf_comm(comms, e.pid, r.comm));
+                        }
+                        raw.push(e);
+                    }
+                });
+                self.missed = source.lost();
             }
         }
         raw.sort_by_key(|e| e.at_ns);
         // A new batch: names the kernel saved since are read again.
         self.saved = None;
+        let named = matches!(self.transport, Transport::Bpf(_));
         // In place: each event moves once more at most.
         raw.retain_mut(|e| {
             if !self.keep(e) {
                 return false;
             }
             // Only a system call's process is worth naming: in softirq
-            // the pid is whoever happened to run.
-            if e.context == Context::Process {
+            // the pid is whoever happened to run. The BPF programs named
+            // it as the event fired.
+            if e.context == Context::Process && !named {
                 e.comm = self.comm(e.pid);
             }
             true
@@ -351,42 +522,15 @@ impl Session {
         self.drain_into(out);
     }
 
-    /// Wait as [`wait`](Self::wait) does, then take every page the kernel
-    /// has and decode nothing; the pages taken. The least any reader of
-    /// these events does: `cargo bench --bench events` measures the
-    /// kernel's cost of recording them with it, so that what twlab's
-    /// reader adds shows apart.
-    pub fn wait_discard(&mut self, timeout: Duration) -> usize {
-        self.poll(timeout);
-        let mut pages = 0;
-        for i in 0..self.readers.len() {
-            // Bounded as `drain_into` is.
-            for _ in 0..MAX_PAGES {
-                if self.read_page(i).is_none() {
-                    break;
-                }
-                pages += 1;
-            }
-        }
-        pages
-    }
-
-    /// The next page of reader `i` into `self.page`, its length; `None`
-    /// when the buffer has nothing more (EAGAIN: the readers do not block)
-    /// or the read fails.
-    fn read_page(&mut self, i: usize) -> Option<usize> {
-        match self.readers[i].1.read(&mut self.page) {
-            Ok(n) if n > 0 => Some(n),
-            _ => None,
-        }
-    }
-
-    /// Sleep in poll(2) on the ring buffers until the kernel wakes a
-    /// reader or `timeout` passes.
+    /// Sleep in poll(2) until the kernel wakes the reader or `timeout`
+    /// passes.
     fn poll(&self, timeout: Duration) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let mut fds: Vec<PollFd> = self
-            .readers
+        let readers = match &self.transport {
+            Transport::Tracefs { readers, .. } => readers,
+            Transport::Bpf(source) => return source.poll(timeout),
+        };
+        let mut fds: Vec<PollFd> = readers
             .iter()
             .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
             .collect();
@@ -495,9 +639,48 @@ fn parse_saved_cmdlines(text: &str) -> HashMap<i32, std::sync::Arc<str>> {
 impl Drop for Session {
     fn drop(&mut self) {
         // Readers first: an open trace_pipe_raw keeps the instance busy.
-        self.readers.clear();
+        if let Transport::Tracefs { readers, .. } = &mut self.transport {
+            readers.clear();
+        }
         self.instance.take();
     }
+}
+
+/// The next page of `reader` into `page`, its length; `None` when the
+/// buffer has nothing more (EAGAIN: the readers do not block) or the read
+/// fails.
+fn read_page(reader: &mut File, page: &mut [u8]) -> Option<usize> {
+    match reader.read(page) {
+        Ok(n) if n > 0 => Some(n),
+        _ => None,
+    }
+}
+
+/// The name a BPF program read for `pid`, made into a string once per
+/// process (and again when the process renames itself, as exec does).
+fn bpf_comm(
+    cache: &mut HashMap<i32, ([u8; 16], std::sync::Arc<str>)>,
+    pid: i32,
+    raw: &[u8],
+) -> std::sync::Arc<str> {
+    if pid <= 0 {
+        return "swapper".into();
+    }
+    let mut key = [0u8; 16];
+    let n = raw.len().min(16);
+    key[..n].copy_from_slice(&raw[..n]);
+    if let Some((k, name)) = cache.get(&pid)
+        && *k == key
+    {
+        return name.clone();
+    }
+    if cache.len() > 10_000 {
+        cache.clear();
+    }
+    let name: std::sync::Arc<str> =
+        crate::text::escape_for_terminal(&String::from_utf8_lossy(&raw[..n])).into();
+    cache.insert(pid, (key, name.clone()));
+    name
 }
 
 /// O_NONBLOCK for the readers.

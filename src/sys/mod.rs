@@ -37,6 +37,8 @@ pub mod caps {
     }
 }
 #[cfg(target_os = "linux")]
+pub(crate) mod bpf;
+#[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 pub(crate) mod load;

@@ -88,8 +88,8 @@ pub(crate) fn attach(t: &mut Trace, rec: Recording, start: SystemTime) {
     let mut s = rec.session;
     let evs = s.drain();
     t.notes.push(format!(
-        "kernel events: tracefs instance {} (private mount), {}{}",
-        s.instance_name(),
+        "kernel events: {}, {}{}",
+        s.source(),
         s.clock().describe(),
         if s.missed() > 0 {
             format!("; {} events LOST", s.missed())

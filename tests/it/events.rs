@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 use twlab::diag::TcpState;
-use twlab::events::{Event, Filter, Lives, Session, What};
+use twlab::events::{Event, Filter, Lives, Session, Via, What};
 use twlab::trace::{Target, TracePlan, run_trace};
 
 /// The loopback address of this module's sockets, which no other test uses.
@@ -58,6 +58,26 @@ fn reuse_bound(addr: SocketAddr) -> Socket {
     s
 }
 
+/// The story's loop, `n` times from the fixed client address `c` to the
+/// listener `l`: the client closes first, the server waits for its FIN
+/// and closes, and each round waits until the client's end is TIME_WAIT
+/// (the server's FIN is in) before the next connect() takes it over.
+fn story_loop(l: &TcpListener, c: SocketAddr, n: usize) {
+    let s = l.local_addr().unwrap();
+    for _ in 0..n {
+        let cs = reuse_bound(c);
+        cs.connect(&s.into()).unwrap();
+        let (mut a, _) = l.accept().unwrap();
+        drop(cs);
+        let mut b = [0u8; 8];
+        assert_eq!(a.read(&mut b).unwrap(), 0);
+        drop(a);
+        common::wait_until(Duration::from_secs(5), "TIME_WAIT", || {
+            (common::count(&[TcpState::TimeWait]) == 1).then_some(())
+        });
+    }
+}
+
 fn states_of(v: &[Event], local: SocketAddr) -> Vec<(TcpState, TcpState)> {
     v.iter()
         .filter(|e| e.local == Some(local))
@@ -88,20 +108,7 @@ netns_test! {
             assert!(held != "none" && held.contains("=="), "{tp}: the kernel holds {held:?}");
         }
         let l = TcpListener::bind(s).unwrap();
-        for _ in 0..3 {
-            let cs = reuse_bound(c);
-            cs.connect(&s.into()).unwrap();
-            let (mut a, _) = l.accept().unwrap();
-            drop(cs);
-            // The server: wait for the client's FIN, then close.
-            let mut b = [0u8; 8];
-            assert_eq!(a.read(&mut b).unwrap(), 0);
-            drop(a);
-            // Until the client's end is TIME_WAIT (the peer's FIN is in).
-            common::wait_until(Duration::from_secs(5), "TIME_WAIT", || {
-                (common::count(&[TcpState::TimeWait]) == 1).then_some(())
-            });
-        }
+        story_loop(&l, c, 3);
         let v = collect(&mut session, |v| {
             states_of(v, c).iter().filter(|t| t.1 == TcpState::Closed).count() >= 3
                 && states_of(v, s).iter().filter(|t| t.1 == TcpState::Closed).count() >= 3
@@ -429,5 +436,60 @@ netns_test! {
         }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains("tracefs"), "{mounts}");
+    }
+}
+
+netns_test! {
+    /// The BPF transport and the tracefs one, on at once over the same
+    /// connections, hand over the same events: every state change with the
+    /// same ends, context, pid and process name, at the same time within a
+    /// millisecond (both on CLOCK_TAI made CLOCK_REALTIME). The context is
+    /// the part the BPF programs work out for themselves (from where perf
+    /// put its registers), so the process that closed first is named by
+    /// both or by neither.
+    fn both_transports_hand_over_the_same_events() {
+        let (c, s): (SocketAddr, SocketAddr) =
+            ("127.0.0.31:31012".parse().unwrap(), "127.0.0.31:31011".parse().unwrap());
+        let filter = Filter {
+            addrs: vec![OURS.into()],
+            ..Filter::ports(&[s.port()])
+        };
+        let open = |via| Session::open_via(filter.clone(), None, false, via);
+        let (mut bpf, mut tracefs) = match (open(Via::Bpf), open(Via::Tracefs)) {
+            (Ok(b), Ok(t)) => (b, t),
+            (Err(why), _) | (_, Err(why)) => {
+                common::skip(&format!("both_transports_hand_over_the_same_events: {why}"));
+                return;
+            }
+        };
+        assert_eq!((bpf.transport(), tracefs.transport()), ("bpf", "tracefs"));
+        let l = TcpListener::bind(s).unwrap();
+        story_loop(&l, c, 3);
+        drop(l);
+        let done = |v: &[Event]| {
+            states_of(v, c).iter().filter(|t| t.1 == TcpState::Closed).count() >= 3
+                && states_of(v, s).contains(&(TcpState::Listen, TcpState::Closed))
+        };
+        let key = |e: &Event| {
+            (
+                format!("{:?} {:?} {:?} {:?} {} {:?}", e.local, e.peer, e.what, e.context, e.pid, e.comm),
+                e.at_ns,
+            )
+        };
+        let mut via_bpf: Vec<_> = collect(&mut bpf, done).iter().map(key).collect();
+        let mut via_tracefs: Vec<_> = collect(&mut tracefs, done).iter().map(key).collect();
+        via_bpf.sort();
+        via_tracefs.sort();
+        let words = |v: &[(String, u64)]| v.iter().map(|k| k.0.clone()).collect::<Vec<_>>();
+        assert_eq!(words(&via_bpf), words(&via_tracefs));
+        // 3 connections × (5 client + 5 server changes) + LISTEN and its end.
+        assert_eq!(via_bpf.len(), 32, "{via_bpf:#?}");
+        for (b, t) in via_bpf.iter().zip(&via_tracefs) {
+            assert!(b.1.abs_diff(t.1) < 1_000_000, "{} apart: {b:?} {t:?}", b.1.abs_diff(t.1));
+        }
+        // Both kinds of context occur, so the comparison means something.
+        assert!(via_bpf.iter().any(|k| k.0.contains("Softirq")));
+        assert!(via_bpf.iter().any(|k| k.0.contains("Process")));
+        assert_eq!(bpf.unsure_context(), 0);
     }
 }

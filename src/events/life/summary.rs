@@ -37,6 +37,11 @@ pub struct Summary {
     pub retransmits: u64,
     /// Events the kernel lost (ring buffer overrun).
     pub lost: u64,
+    /// Events whose context (a system call, or the kernel) the BPF
+    /// programs could not tell; read as the kernel's, so no process is
+    /// named for them. 0 unless this kernel's per-CPU layout is unusual.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unsure_context: u64,
     /// Per service (the server's address): the connections' ends.
     pub services: BTreeMap<String, Service>,
 }
@@ -60,6 +65,10 @@ pub struct Service {
     pub closers: BTreeMap<String, u64>,
     /// TIME_WAITs taken over by a new connection on the same 4-tuple.
     pub tw_taken_over: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn thousands(n: u64) -> String {
@@ -91,6 +100,12 @@ impl Summary {
                 String::new()
             }
         )];
+        if self.unsure_context > 0 {
+            v.push(format!(
+                "  {} events of unknown context (system call or kernel): no process named for them",
+                thousands(self.unsure_context)
+            ));
+        }
         for (svc, s) in &self.services {
             let n = s.client_ends.max(s.server_ends);
             let closers: Vec<String> = s
