@@ -216,14 +216,15 @@ impl Session {
         freed: bool,
         via: Via,
     ) -> Result<Session, Unavailable> {
-        let root = crate::sys::tracefs::open_private()?;
-        let instance = Instance::create(root)?;
+        // The formats first, from the tracefs root: the BPF transport needs
+        // no instance, and makes none (nothing of it outlives the process).
+        let tracefs = Instance::root(crate::sys::tracefs::open_private()?);
         let mut found = Vec::new();
         let mut missing = Vec::new();
         let extra = freed.then_some(FREED);
         for (sys, name) in TRACEPOINTS.into_iter().chain(extra) {
-            match instance
-                .read(&format!("events/{sys}/{name}/format"))
+            match tracefs
+                .read_global(&format!("events/{sys}/{name}/format"))
                 .ok()
                 .and_then(|t| Format::parse(&t))
             {
@@ -247,13 +248,14 @@ impl Session {
                         missing,
                         filters,
                         None,
-                        instance,
+                        tracefs,
                     ));
                 }
                 Err(e) if via == Via::Bpf => return Err(e),
                 Err(e) => bpf_unavailable = Some(e),
             }
         }
+        let instance = tracefs.made()?;
         let clock = if instance.write("trace_clock", "tai").is_ok() {
             Clock::Tai {
                 offset_ns: crate::sys::tracefs::tai_offset_ns(),
@@ -418,7 +420,8 @@ impl Session {
         &self.filters
     }
 
-    /// The instance's name under `instances/`.
+    /// The instance's name under `instances/` (empty for the BPF
+    /// transport, which makes none).
     pub fn instance_name(&self) -> &str {
         self.instance.as_ref().map_or("", |i| i.name.as_str())
     }

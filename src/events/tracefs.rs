@@ -30,13 +30,20 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
-    /// Remove leftovers of dead twlab processes, then make a new instance
-    /// in the tracefs whose root is `root`.
-    pub(crate) fn create(root: OwnedFd) -> Result<Instance, String> {
-        let mut inst = Instance {
+    /// The tracefs whose root is `root`, with no instance made yet: what
+    /// reading the events' formats needs (they are the same in every
+    /// instance). Dropping it removes nothing.
+    pub(crate) fn root(root: OwnedFd) -> Instance {
+        Instance {
             root,
             name: String::new(),
-        };
+        }
+    }
+
+    /// Remove leftovers of dead twlab processes, then make a new instance
+    /// in the tracefs of this [`Instance::root`].
+    pub(crate) fn made(self) -> Result<Instance, String> {
+        let mut inst = self;
         inst.remove_leftovers();
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -463,6 +463,9 @@ netns_test! {
             }
         };
         assert_eq!((bpf.transport(), tracefs.transport()), ("bpf", "tracefs"));
+        // BPF makes no tracefs instance: nothing of it outlives the process.
+        assert_eq!(bpf.instance_name(), "");
+        assert!(tracefs.instance_name().starts_with("twlab-"));
         let l = TcpListener::bind(s).unwrap();
         story_loop(&l, c, 3);
         drop(l);
