@@ -24,7 +24,7 @@
 //! its programs or instance before the next run.
 //!
 //! `cargo bench --bench events [-- COUNT [ROUNDS]]` (default 10000
-//! connections per run, 63 rounds). Needs root (namespace, tracefs), `cc`
+//! connections per run, 250 rounds). Needs root (namespace, tracefs), `cc`
 //! and the shared folder; says what is missing and skips otherwise.
 
 mod common;
@@ -48,10 +48,12 @@ mod imp {
     use common::{median, median_ci95};
 
     const TWLAB: &str = env!("CARGO_BIN_EXE_twlab");
-    /// Rounds unless the command line gives another count: single rounds
-    /// on this VM spread over ±30 %; 63 brought the median's 95 % interval
-    /// to ±1–5 points, where 21 left it at ±3–8.
-    const ROUNDS: usize = 63;
+    /// Rounds unless the command line gives another count: single rounds'
+    /// rates on this VM spread over ±20–40 %; 63 rounds left the rate's
+    /// 95 % interval 3–8 points wide, too wide to place a cost of about 4 %
+    /// on either side of the 5 % goal; 250 (about 7 minutes) bring it to
+    /// about 1.5 points.
+    const ROUNDS: usize = 250;
     /// How long a reader may take to end after Ctrl-C (it drains, prints
     /// its summary and removes its tracefs instance).
     const STOP_WITHIN: Duration = Duration::from_secs(5);
