@@ -28,11 +28,16 @@ const OURS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 31);
 /// Events unavailable (not root, no tracefs): say so under the test's
 /// name and pass. Only sockets with an end on [`OURS`] and one of `ports`.
 fn session_or_skip(test: &str, ports: &[u16]) -> Option<Session> {
+    session_via_or_skip(test, ports, Via::Auto)
+}
+
+/// [`session_or_skip`] through the transport `via`.
+fn session_via_or_skip(test: &str, ports: &[u16], via: Via) -> Option<Session> {
     let filter = Filter {
         addrs: vec![OURS.into()],
         ..Filter::ports(ports)
     };
-    match Session::open(filter) {
+    match Session::open_via(filter, None, false, via) {
         Ok(s) => Some(s),
         Err(why) => {
             common::skip(&format!("{test}: kernel events unavailable ({why})"));
@@ -165,37 +170,41 @@ netns_test! {
 
 netns_test! {
     /// A process that connects, closes and exits before its events are
-    /// read is still named: /proc/PID is gone by then, and the name comes
-    /// from the kernel's `saved_cmdlines`, recorded as its events fired.
+    /// read is still named: /proc/PID is gone by then. The BPF programs
+    /// read the name as the event fires; through tracefs it comes from the
+    /// kernel's `saved_cmdlines`, recorded as its events fired.
     fn a_process_gone_before_its_events_are_read_is_still_named(tools = ["bash"]) {
-        let s: SocketAddr = "127.0.0.31:31031".parse().unwrap();
-        let Some(mut session) =
-            session_or_skip("a_process_gone_before_its_events_are_read_is_still_named", &[s.port()])
-        else {
-            return;
-        };
-        let l = TcpListener::bind(s).unwrap();
-        // bash's own connect(): its socket closes when bash exits.
-        let st = std::process::Command::new("bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/{}/{}", s.ip(), s.port())])
-            .status()
-            .unwrap();
-        assert!(st.success(), "bash: {st}");
-        let (a, peer) = l.accept().unwrap();
-        drop(a);
-        let v = collect(&mut session, |v| {
-            v.iter().any(|e| e.local == Some(peer) && matches!(e.what, What::State { new: TcpState::FinWait1, .. }))
-        });
-        let fw1 = v
-            .iter()
-            .find(|e| e.local == Some(peer) && matches!(e.what, What::State { new: TcpState::FinWait1, .. }))
-            .unwrap_or_else(|| panic!("no FIN_WAIT1 of {peer}: {v:#?}"));
-        assert!(
-            !std::path::Path::new(&format!("/proc/{}", fw1.pid)).exists(),
-            "pid {} still exists",
-            fw1.pid
-        );
-        assert_eq!(fw1.comm.as_deref(), Some("bash"), "{fw1:#?}");
+        // Each transport names it its own way: BPF as the event fires,
+        // tracefs afterwards from saved_cmdlines.
+        for (port, via) in [(31031u16, Via::Bpf), (31032, Via::Tracefs)] {
+            let s = SocketAddr::from((OURS, port));
+            let test = format!("a_process_gone_before_its_events_are_read_is_still_named ({via:?})");
+            let Some(mut session) = session_via_or_skip(&test, &[s.port()], via) else {
+                continue;
+            };
+            let l = TcpListener::bind(s).unwrap();
+            // bash's own connect(): its socket closes when bash exits.
+            let st = std::process::Command::new("bash")
+                .args(["-c", &format!("exec 3<>/dev/tcp/{}/{}", s.ip(), s.port())])
+                .status()
+                .unwrap();
+            assert!(st.success(), "bash: {st}");
+            let (a, peer) = l.accept().unwrap();
+            drop(a);
+            let v = collect(&mut session, |v| {
+                v.iter().any(|e| e.local == Some(peer) && matches!(e.what, What::State { new: TcpState::FinWait1, .. }))
+            });
+            let fw1 = v
+                .iter()
+                .find(|e| e.local == Some(peer) && matches!(e.what, What::State { new: TcpState::FinWait1, .. }))
+                .unwrap_or_else(|| panic!("no FIN_WAIT1 of {peer}: {v:#?}"));
+            assert!(
+                !std::path::Path::new(&format!("/proc/{}", fw1.pid)).exists(),
+                "pid {} still exists",
+                fw1.pid
+            );
+            assert_eq!(fw1.comm.as_deref(), Some("bash"), "{via:?}: {fw1:#?}");
+        }
     }
 }
 
@@ -449,7 +458,7 @@ netns_test! {
     /// both or by neither.
     fn both_transports_hand_over_the_same_events() {
         let (c, s): (SocketAddr, SocketAddr) =
-            ("127.0.0.31:31012".parse().unwrap(), "127.0.0.31:31011".parse().unwrap());
+            ("127.0.0.31:31042".parse().unwrap(), "127.0.0.31:31041".parse().unwrap());
         let filter = Filter {
             addrs: vec![OURS.into()],
             ..Filter::ports(&[s.port()])
