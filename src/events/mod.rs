@@ -1,42 +1,45 @@
 //! The kernel's own words: TCP state changes, resets and drops from its
 //! tracepoints (`sock:inet_sock_set_state`, `tcp:tcp_send_reset`,
 //! `tcp:tcp_receive_reset`, `tcp:tcp_destroy_sock`,
-//! `tcp:tcp_retransmit_skb`, `skb:kfree_skb`), read through a tracefs
-//! instance of twlab's own.
+//! `tcp:tcp_retransmit_skb`, `skb:kfree_skb`), through one of two
+//! transports that hand over the same records, decoded by the same code
+//! through the events' `format` files (no offset is hard-coded).
 //!
-//! How: tracefs is mounted in a private mount namespace and detached at
-//! once (`sys::tracefs`), so the host's mounts and its global
-//! trace stay untouched; an instance under `instances/` gets the events
+//! First, tracefs is mounted in a private mount namespace and detached at
+//! once (`sys::tracefs`), so the host's mounts and its global trace stay
+//! untouched; the formats are read from its root.
+//!
+//! BPF, where the kernel allows it ([`Via::Auto`]): programs twlab
+//! assembles from the formats, on the tracepoints, each CPU's records in a
+//! BPF ring buffer (see `bpf/mod.rs`). Nothing of it outlives the process.
+//!
+//! tracefs otherwise: an instance under `instances/` gets the events
 //! enabled with filters on their port fields; each CPU's ring buffer is
-//! read in binary from `per_cpu/cpuN/trace_pipe_raw` and decoded through
-//! the events' `format` files (no offset is hard-coded). The instance is
+//! read in binary from `per_cpu/cpuN/trace_pipe_raw`. The instance is
 //! removed when the [`Session`] drops: on every return, error and
 //! unwinding panic; a stop signal only sets a flag (see `crate::signal`)
 //! so the loops return and drop it; after a SIGKILL the next twlab removes
 //! the leftover.
 //!
-//! The clock: the instance's `trace_clock` is set to `tai` (CLOCK_TAI, the
-//! same timekeeper as CLOCK_REALTIME plus the TAI offset) and each time is
-//! turned into CLOCK_REALTIME by subtracting that offset: the clock of the
-//! packet socket's timestamps (`skb->tstamp` from `ktime_get_real()`,
-//! SIOCGSTAMP), so events and captured segments sort on one time line.
-//! Where `tai` is missing, `mono` with the REALTIME − MONOTONIC offset read
-//! at the start.
-//!
-//! The tracepoints see every network namespace of the machine: filters by
-//! port and address are how a session keeps to its own sockets.
+//! Both on CLOCK_TAI made CLOCK_REALTIME, the clock of captured packets
+//! ([`Clock`]). The tracepoints see every network namespace of the
+//! machine: filters by port and address are how a session keeps to its own
+//! sockets.
 
 pub(crate) mod bpf;
+mod clock;
 mod event;
 mod filter;
 pub mod format;
 pub mod hook;
 pub mod life;
 pub(crate) mod live;
+mod names;
 pub mod render;
 pub mod ring;
 mod tracefs;
 
+pub use clock::Clock;
 pub use event::{Context, Event, FREED, TRACEPOINTS, What};
 pub use filter::Filter;
 pub use life::{Life, Lives, Reading, Summary};
@@ -50,52 +53,6 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Duration;
 use tracefs::Instance;
-
-/// The instance's trace clock and how its times become CLOCK_REALTIME.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Clock {
-    /// `tai`: realtime = tai − offset (whole seconds).
-    Tai {
-        /// CLOCK_TAI − CLOCK_REALTIME in ns.
-        offset_ns: i64,
-    },
-    /// `mono`: realtime = mono − offset, the offset read at the start.
-    Mono {
-        /// CLOCK_MONOTONIC − CLOCK_REALTIME in ns.
-        offset_ns: i64,
-    },
-}
-
-impl Clock {
-    /// The `trace_clock` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Clock::Tai { .. } => "tai",
-            Clock::Mono { .. } => "mono",
-        }
-    }
-
-    /// A trace time as nanoseconds since the Unix epoch.
-    pub fn to_realtime(self, ts: u64) -> u64 {
-        let off = match self {
-            Clock::Tai { offset_ns } | Clock::Mono { offset_ns } => offset_ns,
-        };
-        (ts as i64 - off).max(0) as u64
-    }
-
-    /// In words, for notes under a ladder.
-    pub fn describe(self) -> String {
-        match self {
-            Clock::Tai { offset_ns } => format!(
-                "trace_clock tai − {} s = CLOCK_REALTIME, the clock of the packet timestamps",
-                offset_ns / 1_000_000_000
-            ),
-            Clock::Mono { .. } => {
-                "trace_clock mono + the REALTIME − MONOTONIC offset at the start = CLOCK_REALTIME, the clock of the packet timestamps".into()
-            }
-        }
-    }
-}
 
 /// A socket's own end and its peer's, as an event gave them.
 type Ends = (Option<SocketAddr>, Option<SocketAddr>);
@@ -112,6 +69,8 @@ enum Transport {
         readers: Vec<(u32, File)>,
         layout: PageLayout,
         page: Vec<u8>,
+        /// The instance's trace clock.
+        clock: Clock,
     },
     /// Programs on the tracepoints and their ring buffer (`bpf`).
     Bpf(bpf::Source),
@@ -133,7 +92,6 @@ pub enum Via {
 pub struct Session {
     transport: Transport,
     formats: HashMap<u16, Format>,
-    clock: Clock,
     filter: Filter,
     /// Sockets (skaddr) whose events passed the filter, with their ends:
     /// drops on them pass.
@@ -141,12 +99,8 @@ pub struct Session {
     /// Packets answered with an RST that passed, with the RST's ends:
     /// their drops pass.
     reset_skbs: HashMap<u64, Ends>,
-    comms: HashMap<i32, Option<std::sync::Arc<str>>>,
-    /// Names as the BPF programs read them (pid → its name's bytes and
-    /// the name), so that a name is made once per process, not per event.
-    bpf_comms: HashMap<i32, ([u8; 16], std::sync::Arc<str>)>,
-    /// `saved_cmdlines` as read in this batch (None: not read yet).
-    saved: Option<HashMap<i32, std::sync::Arc<str>>>,
+    /// The names of the processes that fired events.
+    names: names::Names,
     /// Events the kernel reported lost (ring buffer overrun).
     missed: u64,
     /// Tracepoints this kernel lacks.
@@ -237,8 +191,7 @@ impl Session {
         }
         let mut bpf_unavailable = None;
         if via != Via::Tracefs {
-            let named: Vec<(String, &Format)> = found.iter().map(|(n, f)| (n.clone(), f)).collect();
-            match bpf::Source::open(&named, &filter) {
+            match bpf::Source::open(&found, &filter) {
                 Ok(source) => {
                     let filters = source.filters().to_vec();
                     return Ok(Session::new(
@@ -257,14 +210,10 @@ impl Session {
         }
         let instance = tracefs.made()?;
         let clock = if instance.write("trace_clock", "tai").is_ok() {
-            Clock::Tai {
-                offset_ns: crate::sys::tracefs::tai_offset_ns(),
-            }
+            Clock::tai()
         } else {
             instance.write("trace_clock", "mono")?;
-            Clock::Mono {
-                offset_ns: crate::sys::tracefs::mono_offset_ns(),
-            }
+            Clock::mono()
         };
         if let Some(kb) = buffer_kb {
             let _ = instance.write("buffer_size_kb", kb);
@@ -316,8 +265,9 @@ impl Session {
             readers,
             layout,
             page: vec![0; sub_kb.max(4) * 1024],
+            clock,
         };
-        let mut session = Session::new(
+        Ok(Session::new(
             transport,
             enabled,
             filter,
@@ -325,9 +275,7 @@ impl Session {
             filters,
             bpf_unavailable,
             instance,
-        );
-        session.clock = clock;
-        Ok(session)
+        ))
     }
 
     fn new(
@@ -339,21 +287,13 @@ impl Session {
         bpf_unavailable: Option<Unavailable>,
         instance: Instance,
     ) -> Session {
-        let clock = match &transport {
-            Transport::Bpf(s) => s.clock(),
-            // Set by the caller.
-            Transport::Tracefs { .. } => Clock::Mono { offset_ns: 0 },
-        };
         Session {
             transport,
             formats: formats.into_iter().map(|(_, f)| (f.id, f)).collect(),
-            clock,
             filter,
             known: HashMap::default(),
             reset_skbs: HashMap::default(),
-            comms: HashMap::default(),
-            bpf_comms: HashMap::default(),
-            saved: None,
+            names: names::Names::default(),
             missed: 0,
             missing,
             filters,
@@ -394,14 +334,12 @@ impl Session {
         self.unsure_context
     }
 
-    /// Why BPF is not used, where a session fell back to tracefs.
-    pub fn bpf_unavailable(&self) -> Option<&str> {
-        self.bpf_unavailable.as_deref()
-    }
-
     /// The clock the event times were taken on.
     pub fn clock(&self) -> Clock {
-        self.clock
+        match &self.transport {
+            Transport::Tracefs { clock, .. } => *clock,
+            Transport::Bpf(source) => source.clock(),
+        }
     }
 
     /// Events the kernel reported lost so far.
@@ -437,11 +375,14 @@ impl Session {
     /// long-running reader keeps from one batch to the next.
     pub fn drain_into(&mut self, raw: &mut Vec<Event>) {
         raw.clear();
+        let clock = self.clock();
+        let formats = &self.formats;
         match &mut self.transport {
             Transport::Tracefs {
                 readers,
                 layout,
                 page,
+                ..
             } => {
                 // Each reader: pages until EAGAIN; bounded by what the
                 // buffer holds (a writer that outpaces us is cut off after
@@ -455,45 +396,33 @@ impl Session {
                         if let Some(m) = p.missed {
                             self.missed += m.max(1);
                         }
-                        for r in &p.records {
-                            let id = r.data.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-                            let Some(f) = id.and_then(|id| self.formats.get(&id)) else {
-                                continue;
-                            };
-                            if let Some(e) =
-                                event::decode(f, r.data, self.clock.to_realtime(r.ts), *cpu)
-                            {
-                                raw.push(e);
-                            }
-                        }
+                        raw.extend(p.records.iter().filter_map(|r| {
+                            decode(formats, r.data, clock.to_realtime(r.ts), *cpu)
+                        }));
                     }
                 }
             }
             Transport::Bpf(source) => {
-                let (formats, clock, comms) = (&self.formats, self.clock, &mut self.bpf_comms);
-                let unsure = &mut self.unsure_context;
+                let (names, unsure) = (&mut self.names, &mut self.unsure_context);
                 source.drain(MAX_RECORDS, |r| {
-                    let id = r.data.get(0..2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-                    let Some(f) = id.and_then(|id| formats.get(&id)) else {
+                    let Some(mut e) = decode(formats, r.data, clock.to_realtime(r.ts), r.cpu)
+                    else {
                         return;
                     };
-                    if let Some(mut e) = event::decode(f, r.data, clock.to_realtime(r.ts), r.cpu) {
-                        if r.data.get(3) == Some(&bpf::UNSURE) {
-                            *unsure += 1;
-                            e.context = Context::Softirq;
-                        }
-                        if e.context == Context::Process {
-                            e.comm = Some(bpf_comm(comms, e.pid, r.comm));
-                        }
-                        raw.push(e);
+                    if r.data.get(3) == Some(&bpf::UNSURE) {
+                        *unsure += 1;
+                        e.context = Context::Softirq;
                     }
+                    if e.context == Context::Process {
+                        e.comm = Some(names.as_read(e.pid, r.comm));
+                    }
+                    raw.push(e);
                 });
                 self.missed = source.lost();
             }
         }
         raw.sort_by_key(|e| e.at_ns);
-        // A new batch: names the kernel saved since are read again.
-        self.saved = None;
+        self.names.new_batch();
         let named = matches!(self.transport, Transport::Bpf(_));
         // In place: each event moves once more at most.
         raw.retain_mut(|e| {
@@ -504,7 +433,7 @@ impl Session {
             // the pid is whoever happened to run. The BPF programs named
             // it as the event fired.
             if e.context == Context::Process && !named {
-                e.comm = self.comm(e.pid);
+                e.comm = self.names.of_pid(e.pid, self.instance.as_ref());
             }
             true
         });
@@ -579,64 +508,6 @@ impl Session {
         }
         true
     }
-
-    /// The process's name, read once per pid (an `Arc`: every event of
-    /// the loop's process shares it instead of copying it): from
-    /// /proc/PID/comm while the process lives, else from the kernel's own
-    /// record of the names of the tasks that fired events
-    /// (`saved_cmdlines`, which `trace_save_cmdline()` fills as they fire):
-    /// the story's client has often exited before its events are read,
-    /// and "closed first by pid 4711" is worth less than "by pid 4711
-    /// client".
-    fn comm(&mut self, pid: i32) -> Option<std::sync::Arc<str>> {
-        if pid <= 0 {
-            return Some("swapper".into());
-        }
-        if self.comms.len() > 10_000 {
-            self.comms.clear();
-        }
-        if let Some(c) = self.comms.get(&pid) {
-            return c.clone();
-        }
-        let c = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .ok()
-            .map(|s| crate::text::escape_for_terminal(s.trim_end()).into())
-            .or_else(|| self.saved_cmdline(pid));
-        self.comms.insert(pid, c.clone());
-        c
-    }
-
-    /// `pid`'s name in the tracefs file `saved_cmdlines` ("PID NAME" a
-    /// line), read at most once per batch of events.
-    fn saved_cmdline(&mut self, pid: i32) -> Option<std::sync::Arc<str>> {
-        if self.saved.is_none() {
-            let text = self
-                .instance
-                .as_ref()
-                .and_then(|i| i.read_global("saved_cmdlines").ok())
-                .unwrap_or_default();
-            self.saved = Some(parse_saved_cmdlines(&text));
-        }
-        self.saved.as_ref()?.get(&pid).cloned()
-    }
-}
-
-/// `saved_cmdlines`: "4711 client" a line; "<...>" is the kernel's word
-/// for a name it no longer has.
-fn parse_saved_cmdlines(text: &str) -> HashMap<i32, std::sync::Arc<str>> {
-    text.lines()
-        .filter_map(|l| {
-            let (pid, name) = l.split_once(' ')?;
-            let name = name.trim_end();
-            if name.is_empty() || name == "<...>" {
-                return None;
-            }
-            Some((
-                pid.parse().ok()?,
-                crate::text::escape_for_terminal(name).into(),
-            ))
-        })
-        .collect()
 }
 
 impl Drop for Session {
@@ -649,6 +520,14 @@ impl Drop for Session {
     }
 }
 
+/// A record from either transport (`common_type` first) as an event,
+/// through its tracepoint's format; `None` for a tracepoint twlab did not
+/// enable or a record it does not show.
+fn decode(formats: &HashMap<u16, Format>, data: &[u8], at_ns: u64, cpu: u32) -> Option<Event> {
+    let id = u16::from_ne_bytes(data.get(0..2)?.try_into().ok()?);
+    event::decode(formats.get(&id)?, data, at_ns, cpu)
+}
+
 /// The next page of `reader` into `page`, its length; `None` when the
 /// buffer has nothing more (EAGAIN: the readers do not block) or the read
 /// fails.
@@ -657,33 +536,6 @@ fn read_page(reader: &mut File, page: &mut [u8]) -> Option<usize> {
         Ok(n) if n > 0 => Some(n),
         _ => None,
     }
-}
-
-/// The name a BPF program read for `pid`, made into a string once per
-/// process (and again when the process renames itself, as exec does).
-fn bpf_comm(
-    cache: &mut HashMap<i32, ([u8; 16], std::sync::Arc<str>)>,
-    pid: i32,
-    raw: &[u8],
-) -> std::sync::Arc<str> {
-    if pid <= 0 {
-        return "swapper".into();
-    }
-    let mut key = [0u8; 16];
-    let n = raw.len().min(16);
-    key[..n].copy_from_slice(&raw[..n]);
-    if let Some((k, name)) = cache.get(&pid)
-        && *k == key
-    {
-        return name.clone();
-    }
-    if cache.len() > 10_000 {
-        cache.clear();
-    }
-    let name: std::sync::Arc<str> =
-        crate::text::escape_for_terminal(&String::from_utf8_lossy(&raw[..n])).into();
-    cache.insert(pid, (key, name.clone()));
-    name
 }
 
 /// O_NONBLOCK for the readers.
@@ -719,20 +571,4 @@ pub fn instances() -> Result<Vec<String>, Unavailable> {
         .collect();
     v.sort();
     Ok(v)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// "PID NAME" lines, "<...>" for a name the kernel lost.
-    #[test]
-    fn saved_cmdlines_give_names_by_pid() {
-        let m = parse_saved_cmdlines(
-            "26078 twlab-netns\n34 kworker/u8:1\n77 <...>\nx y\n4711 my prog\n",
-        );
-        assert_eq!(m.get(&26078).map(|s| &**s), Some("twlab-netns"));
-        assert_eq!(m.get(&4711).map(|s| &**s), Some("my prog"));
-        assert_eq!(m.len(), 3, "{m:?}");
-    }
 }

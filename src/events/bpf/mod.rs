@@ -52,9 +52,9 @@
 pub(crate) mod asm;
 pub(crate) mod btf;
 
-use super::Clock;
 use super::filter::{Filter, KernelFilter};
 use super::format::Format;
+use super::{Clock, Unavailable};
 use asm::{Alu, Asm, Cond, Pseudo, R0, R1, R2, R3, R6, R7, R8, R10, Size};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
@@ -312,13 +312,10 @@ pub struct Source {
     filters: Vec<(String, String)>,
 }
 
-/// Why the BPF transport is not used, in one line.
-pub type Unavailable = String;
-
 impl Source {
-    /// Load and attach a program for each format (`formats`: with the
-    /// tracepoint's "system:name" and its `id` file's number).
-    pub fn open(formats: &[(String, &Format)], filter: &Filter) -> Result<Source, Unavailable> {
+    /// Load and attach a program for each format (`formats`: each with its
+    /// tracepoint's "system:name").
+    pub fn open(formats: &[(String, Format)], filter: &Filter) -> Result<Source, Unavailable> {
         use crate::sys::bpf;
         if !cfg!(target_arch = "x86_64") {
             return Err("the BPF transport reads x86-64's per-CPU layout".into());
@@ -392,13 +389,9 @@ impl Source {
             }
         }
         let clock = if shared.tai {
-            Clock::Tai {
-                offset_ns: crate::sys::tracefs::tai_offset_ns(),
-            }
+            Clock::tai()
         } else {
-            Clock::Mono {
-                offset_ns: crate::sys::tracefs::mono_offset_ns(),
-            }
+            Clock::mono()
         };
         let rings = ring_fds
             .into_iter()
