@@ -2,12 +2,12 @@
 //! (`../shared/bench/loop.c`, client closes first, kernel-chosen ports)
 //! with no tracepoint enabled, against the same loop while `twlab events
 //! --port P --lives` records every state change, reset and drop of the
-//! port (five tracepoints, through BPF programs where the kernel allows
-//! them, the reader waking on its ring buffers and printing each
-//! connection's life to a pipe that is drained), and the same with `--via
-//! tracefs` (twlab's tracefs instance), to show what the transport
-//! changes. Rounds rotate the three, each with its own port, in one fresh
-//! network namespace. Two figures per variant, each the median over the
+//! port (five tracepoints, through twlab's tracefs instance, the default,
+//! the reader waking on its ring buffers and printing each connection's
+//! life to a pipe that is drained), and the same with `--via bpf` (BPF
+//! programs on the tracepoints), to show what the transport changes.
+//! Rounds rotate the three, each with its own port, in one fresh network
+//! namespace. Two figures per variant, each the median over the
 //! rounds with a distribution-free 95 % interval:
 //! - the rate: 1 − (rate with events ÷ rate without). The goal is stated
 //!   on it: overhead < 5 % (of the default transport).
@@ -238,7 +238,9 @@ mod imp {
             .map(|a| a.join("shared/bench/loop.c"))
             .find(|p| p.exists())
             .unwrap_or_else(|| root.join("../shared/bench/loop.c"));
-        let c_loop: PathBuf = root.join("target/loop-c-events");
+        // Cargo's scratch folder for benches: it exists wherever the
+        // target folder is (CARGO_TARGET_DIR too).
+        let c_loop: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("loop-c-events");
         if let Err(why) = compile(&src, &c_loop) {
             println!("events bench skipped: {why} (needs cc and ../shared/bench/loop.c)");
             return;
@@ -257,7 +259,7 @@ mod imp {
             common::placement()
         );
         // Per round: the loop alone, and the loop with `twlab events`
-        // reading, through the default transport and through tracefs; the
+        // reading, through the default transport and through BPF; the
         // order rotates each round.
         const V: usize = 3;
         let mut rates: [Vec<f64>; V] = Default::default();
@@ -269,7 +271,7 @@ mod imp {
         let mut extra: [Vec<f64>; V] = Default::default();
         let mut port = 40_000u16;
         // The readers' CPU time per connection of their runs (default,
-        // tracefs).
+        // BPF).
         let mut reader_cpu = [Duration::ZERO; 2];
         let mut reader_conns = [0u64; 2];
         let mut transport = String::new();
@@ -280,7 +282,7 @@ mod imp {
                 port += 1;
                 let mut reader = None;
                 if variant > 0 {
-                    match start_events(port, if variant == 1 { "auto" } else { "tracefs" }) {
+                    match start_events(port, if variant == 1 { "tracefs" } else { "bpf" }) {
                         Ok((c, source)) => {
                             if variant == 1 {
                                 transport = source;
@@ -306,8 +308,8 @@ mod imp {
                     Err(why) => println!("round {round}: stopped: {why}"),
                 }
             }
-            if let [Some(off), Some(on), Some(tracefs)] = got {
-                for (i, (rate, ns)) in [off, on, tracefs].into_iter().enumerate() {
+            if let [Some(off), Some(on), Some(bpf)] = got {
+                for (i, (rate, ns)) in [off, on, bpf].into_iter().enumerate() {
                     rates[i].push(rate);
                     ratios[i].push(rate / off.0);
                     cpu[i].push(ns);
@@ -315,11 +317,11 @@ mod imp {
                 }
             }
         }
-        let [_, ratios, tracefs_ratios] = ratios;
+        let [_, ratios, bpf_ratios] = ratios;
         let names = [
             "without events",
             "twlab events --lives",
-            "twlab events --lives --via tracefs",
+            "twlab events --lives --via bpf",
         ];
         let cpu_line: Vec<String> = (0..V)
             .map(|i| {
@@ -363,12 +365,12 @@ mod imp {
             format!("{:.1} %{ci}", median(&extra[i]) / base * 100.0)
         };
         println!(
-            "the loop's CPU spent on the events: {} with the default transport, {} through tracefs",
+            "the loop's CPU spent on the events: {} with the default transport (tracefs), {} through BPF",
             share(1),
             share(2)
         );
         println!(
-            "medians: without events {:.0} conn/s; with `twlab events --port P --lives` {:.0} conn/s; the same with --via tracefs {:.0} conn/s",
+            "medians: without events {:.0} conn/s; with `twlab events --port P --lives` {:.0} conn/s; the same with --via bpf {:.0} conn/s",
             median(&rates[0]),
             median(&rates[1]),
             median(&rates[2])
@@ -391,9 +393,9 @@ mod imp {
             each.join(" ")
         );
         println!(
-            "through tracefs (--via tracefs): {:.1} %{} of the loop's rate",
-            overhead(median(&tracefs_ratios)),
-            ci(&tracefs_ratios)
+            "through BPF (--via bpf): {:.1} %{} of the loop's rate",
+            overhead(median(&bpf_ratios)),
+            ci(&bpf_ratios)
         );
         for (i, name) in names[1..].iter().enumerate() {
             if reader_conns[i] > 0 {

@@ -38,6 +38,16 @@ impl Clock {
         }
     }
 
+    /// Now, on this clock (the events' own time, before
+    /// [`to_realtime`](Self::to_realtime)).
+    pub(crate) fn now(self) -> u64 {
+        let id = match self {
+            Clock::Tai { .. } => libc::CLOCK_TAI,
+            Clock::Mono { .. } => libc::CLOCK_MONOTONIC,
+        };
+        crate::sys::tracefs::now_ns(id).map_or(0, |t| t.max(0) as u64)
+    }
+
     /// The `trace_clock` name.
     pub fn name(self) -> &'static str {
         match self {

@@ -72,12 +72,10 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
     let deadline = plan.duration.map_or(Deadline::never(), Deadline::after);
     let mut lives = Lives::default();
     let mut seen: u64 = 0;
-    // One buffer for every batch: its capacity stays at the largest batch.
-    let mut batch = Vec::new();
-    // Bounded by the deadline, the count and the stop signal.
-    'outer: while !deadline.passed() && !signal::interrupted() {
-        session.wait_into(deadline.step(), &mut batch);
-        for e in &batch {
+    // Write one batch; false once the output is closed or the count is
+    // reached.
+    let mut show = |batch: &[super::Event], out: &mut dyn Write| -> bool {
+        for e in batch {
             seen += 1;
             let fed = lives.feed(e);
             let (ended, tws) = (&fed.lives, &fed.takeovers);
@@ -102,16 +100,31 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
                 .and_then(|_| tws.iter().try_for_each(|t| writeln!(out, "{t}")))
             };
             // A closed pipe (`| head`) ends the run quietly.
-            if r.is_err() {
-                break 'outer;
-            }
-            if plan.count.is_some_and(|c| seen >= c) {
-                break 'outer;
+            if r.is_err() || plan.count.is_some_and(|c| seen >= c) {
+                return false;
             }
         }
         let _ = out.flush();
+        true
+    };
+    // One buffer for every batch: its capacity stays at the largest batch.
+    let mut batch = Vec::new();
+    let mut going = true;
+    // Bounded by the deadline, the count and the stop signal.
+    while going && !deadline.passed() && !signal::interrupted() {
+        session.wait_into(deadline.step(), &mut batch);
+        going = show(&batch, out);
     }
-    let (lost, unsure) = (session.missed(), session.unsure_context());
+    // What the buffers still hold, and what was held back for order.
+    if going {
+        session.drain_into(&mut batch);
+        show(&batch, out);
+    }
+    let (lost, skipped, unsure) = (
+        session.missed(),
+        session.skipped(),
+        session.unsure_context(),
+    );
     drop(session);
     for l in lives.flush() {
         let _ = if plan.json {
@@ -122,6 +135,7 @@ pub fn run(plan: &EventsPlan, out: &mut dyn Write) -> Result<Exit> {
     }
     let mut summary = lives.summary();
     summary.lost = lost;
+    summary.skipped = skipped;
     summary.unsure_context = unsure;
     if plan.json {
         let _ = json(out, "summary", &summary);

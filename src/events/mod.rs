@@ -9,17 +9,20 @@
 //! once (`sys::tracefs`), so the host's mounts and its global trace stay
 //! untouched; the formats are read from its root.
 //!
-//! BPF, where the kernel allows it ([`Via::Auto`]): programs twlab
-//! assembles from the formats, on the tracepoints, each CPU's records in a
-//! BPF ring buffer (see `bpf/mod.rs`). Nothing of it outlives the process.
-//!
-//! tracefs otherwise: an instance under `instances/` gets the events
+//! tracefs by default ([`Via::Tracefs`]): an instance under `instances/` gets the events
 //! enabled with filters on their port fields; each CPU's ring buffer is
 //! read in binary from `per_cpu/cpuN/trace_pipe_raw`. The instance is
 //! removed when the [`Session`] drops: on every return, error and
 //! unwinding panic; a stop signal only sets a flag (see `crate::signal`)
 //! so the loops return and drop it; after a SIGKILL the next twlab removes
 //! the leftover.
+//!
+//! BPF on request ([`Via::Bpf`]): programs twlab assembles from the
+//! formats, on the tracepoints, each CPU's records in a BPF ring buffer
+//! (see `bpf/mod.rs`). Nothing of it outlives the process, and each
+//! process is named as its event fires; but the kernel skips a program
+//! while another runs on that CPU, which tracefs's buffers never do (see
+//! [`Via`]).
 //!
 //! Both on CLOCK_TAI made CLOCK_REALTIME, the clock of captured packets
 //! ([`Clock`]). The tracepoints see every network namespace of the
@@ -35,6 +38,7 @@ pub mod hook;
 pub mod life;
 pub(crate) mod live;
 mod names;
+mod order;
 pub mod render;
 pub mod ring;
 mod tracefs;
@@ -79,12 +83,17 @@ enum Transport {
 /// Which transport a session should use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Via {
-    /// BPF where the kernel allows it, else tracefs.
+    /// A tracefs instance's ring buffers: the default. Its buffers take
+    /// an event in each context (task, softirq, hardirq, NMI) even while
+    /// another is being written on that CPU, so none is lost but to a
+    /// full buffer.
     #[default]
-    Auto,
-    /// A tracefs instance's ring buffers only.
     Tracefs,
-    /// BPF only: an error where it cannot be had.
+    /// BPF programs: an error where they cannot be had. The kernel skips
+    /// a program while another BPF program runs on that CPU
+    /// (`trace_call_bpf()`), so a softirq's state change that interrupts
+    /// the program of a system call's is lost (about 0.2 % of the story
+    /// loop's events; counted, see [`Session::skipped`]).
     Bpf,
 }
 
@@ -103,12 +112,23 @@ pub struct Session {
     names: names::Names,
     /// Events the kernel reported lost (ring buffer overrun).
     missed: u64,
+    /// Events the kernel skipped the BPF programs for.
+    skipped: u64,
     /// Tracepoints this kernel lacks.
     missing: Vec<String>,
     /// (tracepoint, its filter as the kernel reads it back).
     filters: Vec<(String, String)>,
-    /// Why BPF was not used, when it was not.
-    bpf_unavailable: Option<Unavailable>,
+    /// The events of a read, per CPU (from index 1), in their buffers'
+    /// order; at 0 the events the last read held back (see `order.rs`).
+    runs: Vec<Vec<Event>>,
+    /// An empty buffer for the next events held back.
+    spare: Vec<Event>,
+    /// Whether the last read left events in a buffer (a live reader
+    /// takes a bounded share at a time): the next reads without waiting.
+    more: bool,
+    /// The time (on the session's clock) the previous read of tracefs
+    /// began.
+    read_before: Option<u64>,
     /// Events whose context the BPF program could not tell (read as the
     /// kernel's).
     unsure_context: u64,
@@ -136,6 +156,14 @@ const MAX_PAGES: usize = 4096;
 /// The most records one read of the BPF ring buffer takes (it holds
 /// about 70,000).
 const MAX_RECORDS: usize = 200_000;
+/// What a live reader ([`Session::wait_into`]) takes from each CPU's
+/// buffer at a time, tracefs pages and BPF records (about 2,000 events
+/// either way), and reads again at once if a buffer had more: a batch of
+/// a whole 50 ms at the story loop's rate was 3 MB of events, each moved
+/// through memory three times, and the moves (not the decoding) were a
+/// fifth of the reader's time.
+const PAGES_PER_READ: usize = 64;
+const RECORDS_PER_READ: usize = 2048;
 /// Per-CPU buffer size: room for tens of thousands of events between two
 /// reads.
 pub(crate) const BUFFER_KB: &str = "2048";
@@ -160,7 +188,7 @@ impl Session {
         buffer_kb: Option<&str>,
         freed: bool,
     ) -> Result<Session, Unavailable> {
-        Session::open_via(filter, buffer_kb, freed, Via::Auto)
+        Session::open_via(filter, buffer_kb, freed, Via::default())
     }
 
     /// [`Session::open_with`] through the transport `via` asks for.
@@ -189,24 +217,17 @@ impl Session {
         if !found.iter().any(|(_, f)| f.name == "inet_sock_set_state") {
             return Err("the kernel has no sock:inet_sock_set_state tracepoint".into());
         }
-        let mut bpf_unavailable = None;
-        if via != Via::Tracefs {
-            match bpf::Source::open(&found, &filter) {
-                Ok(source) => {
-                    let filters = source.filters().to_vec();
-                    return Ok(Session::new(
-                        Transport::Bpf(source),
-                        found,
-                        filter,
-                        missing,
-                        filters,
-                        None,
-                        tracefs,
-                    ));
-                }
-                Err(e) if via == Via::Bpf => return Err(e),
-                Err(e) => bpf_unavailable = Some(e),
-            }
+        if via == Via::Bpf {
+            let source = bpf::Source::open(&found, &filter)?;
+            let filters = source.filters().to_vec();
+            return Ok(Session::new(
+                Transport::Bpf(source),
+                found,
+                filter,
+                missing,
+                filters,
+                tracefs,
+            ));
         }
         let instance = tracefs.made()?;
         let clock = if instance.write("trace_clock", "tai").is_ok() {
@@ -268,13 +289,7 @@ impl Session {
             clock,
         };
         Ok(Session::new(
-            transport,
-            enabled,
-            filter,
-            missing,
-            filters,
-            bpf_unavailable,
-            instance,
+            transport, enabled, filter, missing, filters, instance,
         ))
     }
 
@@ -284,7 +299,6 @@ impl Session {
         filter: Filter,
         missing: Vec<String>,
         filters: Vec<(String, String)>,
-        bpf_unavailable: Option<Unavailable>,
         instance: Instance,
     ) -> Session {
         Session {
@@ -295,9 +309,13 @@ impl Session {
             reset_skbs: HashMap::default(),
             names: names::Names::default(),
             missed: 0,
+            skipped: 0,
             missing,
             filters,
-            bpf_unavailable,
+            runs: vec![Vec::new()],
+            spare: Vec::new(),
+            more: false,
+            read_before: None,
             unsure_context: 0,
             instance: Some(instance),
         }
@@ -312,18 +330,11 @@ impl Session {
     }
 
     /// Where the records come from, in words: "BPF programs on the
-    /// tracepoints" or "tracefs instance twlab-4711-0 (BPF not used: …)".
+    /// tracepoints" or "tracefs instance twlab-4711-0".
     pub fn source(&self) -> String {
         match &self.transport {
             Transport::Bpf(_) => "BPF programs on the tracepoints".into(),
-            Transport::Tracefs { .. } => format!(
-                "tracefs instance {}{}",
-                self.instance_name(),
-                self.bpf_unavailable
-                    .as_ref()
-                    .map(|why| format!(", BPF not used: {why}"))
-                    .unwrap_or_default()
-            ),
+            Transport::Tracefs { .. } => format!("tracefs instance {}", self.instance_name()),
         }
     }
 
@@ -342,9 +353,15 @@ impl Session {
         }
     }
 
-    /// Events the kernel reported lost so far.
+    /// Events the kernel reported lost so far (buffer overrun).
     pub fn missed(&self) -> u64 {
         self.missed
+    }
+
+    /// Events the kernel did not hand to the BPF programs so far (another
+    /// BPF program ran on that CPU then; see [`Summary::skipped`]).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// Tracepoints this kernel lacks ("tcp:tcp_send_reset").
@@ -374,37 +391,72 @@ impl Session {
     /// [`drain`](Self::drain) into `raw` (cleared first), whose capacity a
     /// long-running reader keeps from one batch to the next.
     pub fn drain_into(&mut self, raw: &mut Vec<Event>) {
+        self.read_into(raw, false);
+    }
+
+    /// Read what the buffers hold into `raw`, with the events held back
+    /// before, in time order. `ordered`: hand over only the events no
+    /// later read can precede, and hold the rest back (see `order.rs`).
+    fn read_into(&mut self, raw: &mut Vec<Event>, ordered: bool) {
         raw.clear();
+        let (pages, records) = if ordered {
+            (PAGES_PER_READ, RECORDS_PER_READ)
+        } else {
+            (MAX_PAGES, MAX_RECORDS)
+        };
+        let mut whole = true;
         let clock = self.clock();
+        let now = clock.now();
         let formats = &self.formats;
-        match &mut self.transport {
+        // runs[0]: the events the last read held back; then one per CPU.
+        let runs = &mut self.runs;
+        let until = match &mut self.transport {
             Transport::Tracefs {
                 readers,
                 layout,
                 page,
                 ..
             } => {
+                if runs.len() <= readers.len() {
+                    runs.resize_with(readers.len() + 1, Vec::new);
+                }
                 // Each reader: pages until EAGAIN; bounded by what the
                 // buffer holds (a writer that outpaces us is cut off after
                 // MAX_PAGES).
-                for (cpu, reader) in readers.iter_mut() {
-                    for _ in 0..MAX_PAGES {
+                // tracefs stamps an event as it reserves its room and shows
+                // it once committed, which the writer does with preemption
+                // off (`trace_event_buffer_reserve()` …
+                // `trace_event_buffer_commit()`): what was reserved before
+                // the previous read began is readable now.
+                let mut until = clock.to_realtime(self.read_before.replace(now).unwrap_or(0));
+                for ((cpu, reader), run) in readers.iter_mut().zip(&mut runs[1..]) {
+                    let mut to_end = false;
+                    for _ in 0..pages {
                         let Some(n) = read_page(reader, page) else {
+                            to_end = true;
                             break;
                         };
                         let p = ring::parse_page(&page[..n], *layout);
                         if let Some(m) = p.missed {
                             self.missed += m.max(1);
                         }
-                        raw.extend(p.records.iter().filter_map(|r| {
+                        run.extend(p.records.iter().filter_map(|r| {
                             decode(formats, r.data, clock.to_realtime(r.ts), *cpu)
                         }));
                     }
+                    // Cut off with pages left: its later events come next.
+                    if !to_end {
+                        whole = false;
+                        if let Some(last) = run.last() {
+                            until = until.min(last.at_ns);
+                        }
+                    }
                 }
+                until
             }
             Transport::Bpf(source) => {
                 let (names, unsure) = (&mut self.names, &mut self.unsure_context);
-                source.drain(MAX_RECORDS, |r| {
+                let drained = source.drain(records, now, |r| {
                     let Some(mut e) = decode(formats, r.data, clock.to_realtime(r.ts), r.cpu)
                     else {
                         return;
@@ -416,12 +468,23 @@ impl Session {
                     if e.context == Context::Process {
                         e.comm = Some(names.as_read(e.pid, r.comm));
                     }
-                    raw.push(e);
+                    let k = r.cpu as usize + 1;
+                    if runs.len() <= k {
+                        runs.resize_with(k + 1, Vec::new);
+                    }
+                    runs[k].push(e);
                 });
                 self.missed = source.lost();
+                self.skipped = source.skipped();
+                whole = drained.whole;
+                clock.to_realtime(drained.until)
             }
-        }
-        raw.sort_by_key(|e| e.at_ns);
+        };
+        self.more = !whole;
+        let mut held = std::mem::take(&mut self.spare);
+        order::merge(runs, ordered.then_some(until), raw, &mut held);
+        // The emptied buffer of the old held events is the next spare.
+        self.spare = std::mem::replace(&mut runs[0], held);
         self.names.new_batch();
         let named = matches!(self.transport, Transport::Bpf(_));
         // In place: each event moves once more at most.
@@ -448,10 +511,16 @@ impl Session {
         v
     }
 
-    /// [`wait`](Self::wait) into `out` (cleared first).
+    /// [`wait`](Self::wait) into `out` (cleared first). Unlike
+    /// [`drain`](Self::drain), it holds back the events that a CPU's
+    /// buffer may still precede (see `held`): a reader that calls it
+    /// again and again gets every event once, in time order across
+    /// calls; [`drain`](Self::drain) hands over the rest.
     pub fn wait_into(&mut self, timeout: Duration, out: &mut Vec<Event>) {
-        self.poll(timeout);
-        self.drain_into(out);
+        if !self.more {
+            self.poll(timeout);
+        }
+        self.read_into(out, true);
     }
 
     /// Sleep in poll(2) until the kernel wakes the reader or `timeout`

@@ -15,6 +15,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 const BPF_PROG_TYPE_TRACEPOINT: u32 = 5;
@@ -27,6 +28,12 @@ const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 1 << 3;
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
 const HDR: usize = 8;
+
+/// The bytes a record of `len` takes in a ring buffer: its header, and
+/// the record rounded up to 8 (`__bpf_ringbuf_reserve()`).
+pub(crate) const fn reserved(len: usize) -> usize {
+    (len + HDR + 7) & !7
+}
 
 /// `union bpf_attr`, as 8-byte words: every command's fields are at fixed
 /// offsets from its start, and the rest must be zero.
@@ -110,6 +117,23 @@ pub(crate) fn counter(map: &OwnedFd, key: u32) -> io::Result<u64> {
     // key and value outlive the call, which returns 0.
     sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut a)?;
     Ok(value)
+}
+
+/// How often the kernel skipped the program `prog` because another BPF
+/// program ran on that CPU then (`struct bpf_prog_info`'s
+/// `recursion_misses`, at byte 208: counted by `trace_call_bpf()` since
+/// Linux 6.7); `None` where the kernel does not say.
+pub(crate) fn recursion_misses(prog: &OwnedFd) -> Option<u64> {
+    const AT: usize = 208;
+    let mut info = [0u64; 29];
+    let mut a: Attr = [0; 16];
+    // info.bpf_fd, info.info_len, info.info.
+    a[0] = words(prog.as_raw_fd() as u32, std::mem::size_of_val(&info) as u32);
+    a[1] = info.as_mut_ptr() as u64;
+    // info outlives the call; the kernel writes back how much it filled.
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).ok()?;
+    let filled = (a[0] >> 32) as usize;
+    (filled >= AT + 8).then(|| info[AT / 8])
 }
 
 /// Load a BPF_PROG_TYPE_TRACEPOINT program (`insns`: 8-byte instructions
@@ -206,6 +230,17 @@ pub(crate) fn attach_tracepoint(id: u64, prog: &OwnedFd) -> io::Result<OwnedFd> 
     Ok(event)
 }
 
+/// What one [`Ring::read`] took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Read {
+    /// Records handed over.
+    pub records: usize,
+    /// Whether it reached the producer's position: false when a record
+    /// still being written (or the `max`) stopped it, so the buffer may
+    /// hold records older than others read now.
+    pub to_end: bool,
+}
+
 /// A BPF ring buffer map, mapped for reading (`ringbuf_map_mmap_kern()`):
 /// the consumer page, writable; then the producer page and the data twice
 /// over, read-only, so a record that wraps reads as one slice.
@@ -272,9 +307,9 @@ impl Ring {
         &self.fd
     }
 
-    /// Hand every committed record to `f`, oldest first, at most `max`;
-    /// their number. A record still being written ends the batch.
-    pub(crate) fn read(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> usize {
+    /// Hand every committed record to `f`, oldest first, at most `max`.
+    /// A record still being written ends the batch.
+    pub(crate) fn read(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Read {
         // SAFETY: both positions are u64s at the start of their pages,
         // which stay mapped while self lives; the kernel writes producer_pos
         // with release order and reads consumer_pos with acquire.
@@ -284,9 +319,15 @@ impl Ring {
         let mask = self.size as u64 - 1;
         let mut cons = cons_pos.load(Ordering::Acquire);
         let mut n = 0;
-        while n < max {
+        loop {
             let prod = prod_pos.load(Ordering::Acquire);
             if cons >= prod {
+                return Read {
+                    records: n,
+                    to_end: true,
+                };
+            }
+            if n >= max {
                 break;
             }
             let at = (cons & mask) as usize;
@@ -302,10 +343,13 @@ impl Ring {
                 f(unsafe { std::slice::from_raw_parts(data.add(at + HDR), len) });
                 n += 1;
             }
-            cons += ((len + HDR + 7) & !7) as u64;
+            cons += reserved(len) as u64;
             cons_pos.store(cons, Ordering::Release);
         }
-        n
+        Read {
+            records: n,
+            to_end: false,
+        }
     }
 }
 

@@ -91,7 +91,7 @@ fn mount_here() -> Result<OwnedFd, String> {
     })
 }
 
-fn now_ns(clock: libc::clockid_t) -> Option<i64> {
+pub(crate) fn now_ns(clock: libc::clockid_t) -> Option<i64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

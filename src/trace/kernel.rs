@@ -91,8 +91,8 @@ pub(crate) fn attach(t: &mut Trace, rec: Recording, start: SystemTime) {
         "kernel events: {}, {}{}",
         s.source(),
         s.clock().describe(),
-        if s.missed() > 0 {
-            format!("; {} events LOST", s.missed())
+        if s.missed() + s.skipped() > 0 {
+            format!("; {} events LOST", s.missed() + s.skipped())
         } else {
             String::new()
         }

@@ -73,6 +73,7 @@ pub enum Alu {
 pub enum Cond {
     Eq = 0x10,
     Ne = 0x50,
+    Ge = 0x30,
     Lt = 0xa0,
 }
 
@@ -209,7 +210,8 @@ mod tests {
     /// (include/linux/filter.h): BPF_MOV64_IMM(R0, 0) is b7 00 0000
     /// 00000000, BPF_EXIT_INSN() is 95, BPF_LDX_MEM(BPF_H, R2, R6, 26) is
     /// 69 62 1a00, BPF_JMP_IMM(BPF_JEQ, R2, 80, +1) is 15 02 0100 50000000,
-    /// BPF_LD_MAP_FD(R1, 7) is 18 11 0000 07000000 + a zero word.
+    /// BPF_LD_MAP_FD(R1, 7) is 18 11 0000 07000000 + a zero word,
+    /// BPF_JMP_IMM(BPF_JGE, R0, 4096, +0) is 35 00 0000 00100000.
     #[test]
     fn instructions_encode_as_the_kernel_macros_do() {
         let mut a = Asm::default();
@@ -218,6 +220,9 @@ mod tests {
         a.load(Size::H, R2, R6, 26);
         a.jump_imm(Cond::Eq, R2, 80, l);
         a.ld_imm64(R1, Some(Pseudo::MapFd), 7);
+        let next = a.label();
+        a.jump_imm(Cond::Ge, R0, 4096, next);
+        a.bind(next);
         a.bind(l);
         a.exit();
         let p = a.finish().expect("bound");
@@ -230,10 +235,11 @@ mod tests {
             [
                 "b700000000000000",
                 "69621a0000000000",
-                // Over the two slots of ld_imm64: +2.
-                "1502020050000000",
+                // Over the two slots of ld_imm64 and the JGE: +3.
+                "1502030050000000",
                 "1811000007000000",
                 "0000000000000000",
+                "3500000000100000",
                 "9500000000000000",
             ]
         );

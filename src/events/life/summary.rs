@@ -37,6 +37,12 @@ pub struct Summary {
     pub retransmits: u64,
     /// Events the kernel lost (ring buffer overrun).
     pub lost: u64,
+    /// Events the kernel did not hand to twlab's BPF program because
+    /// another BPF program ran on that CPU then (`trace_call_bpf()`: a
+    /// softirq's event while the program ran for a system call's, say).
+    /// Counted by kernels from 6.7; tracefs has no such gap.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped: u64,
     /// Events whose context (a system call, or the kernel) the BPF
     /// programs could not tell; read as the kernel's, so no process is
     /// named for them. 0 unless this kernel's per-CPU layout is unusual.
@@ -100,6 +106,12 @@ impl Summary {
                 String::new()
             }
         )];
+        if self.skipped > 0 {
+            v.push(format!(
+                "  {} events LOST: the kernel skipped twlab's BPF program while another BPF program ran on that CPU (`--via tracefs` has no such gap)",
+                thousands(self.skipped)
+            ));
+        }
         if self.unsure_context > 0 {
             v.push(format!(
                 "  {} events of unknown context (system call or kernel): no process named for them",
