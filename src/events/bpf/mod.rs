@@ -1,6 +1,7 @@
 //! The events through BPF (`--via bpf`): the same tracepoints and the
-//! same records as through tracefs, at the same cost to the traced
-//! programs.
+//! same records as through tracefs, at about the same cost to the traced
+//! programs (3.4–3.7 % of the story loop's CPU, tracefs 2.9–3.0 %:
+//! docs/benchmarks.md).
 //!
 //! Not the default, because of what the kernel skips: `trace_call_bpf()`
 //! runs no program on a CPU where a BPF program already runs, so a
@@ -18,10 +19,8 @@
 //! twlab removes it. Each record carries the task's name as the event
 //! fired, where tracefs names a pid afterwards from /proc or from
 //! `saved_cmdlines` (a process gone, or a pid reused, can read wrong
-//! there). The cost to the traced programs is the same within what this
-//! project's bench machine can tell (`cargo bench --bench events`, both
-//! transports side by side: docs/benchmarks.md): most of it is the
-//! tracepoint's own hit, which either way builds the record first.
+//! there). Most of the cost to the traced programs is the tracepoint's
+//! own hit, which either way builds the record first.
 //!
 //! How: for each tracepoint twlab assembles a BPF_PROG_TYPE_TRACEPOINT
 //! program from its `format` file. The kernel hands the program the
