@@ -420,9 +420,8 @@ impl Session {
                 if runs.len() <= readers.len() {
                     runs.resize_with(readers.len() + 1, Vec::new);
                 }
-                // Each reader: pages until EAGAIN; bounded by what the
-                // buffer holds (a writer that outpaces us is cut off after
-                // MAX_PAGES).
+                // Each reader: pages until EAGAIN, or until the read's
+                // share (a writer that outpaces us does not keep us here).
                 // tracefs stamps an event as it reserves its room and shows
                 // it once committed, which the writer does with preemption
                 // off (`trace_event_buffer_reserve()` …
@@ -430,7 +429,7 @@ impl Session {
                 // the previous read began is readable now.
                 let mut until = clock.to_realtime(self.read_before.replace(now).unwrap_or(0));
                 for ((cpu, reader), run) in readers.iter_mut().zip(&mut runs[1..]) {
-                    let mut to_end = false;
+                    let (mut to_end, mut last) = (false, None);
                     for _ in 0..pages {
                         let Some(n) = read_page(reader, page) else {
                             to_end = true;
@@ -440,15 +439,18 @@ impl Session {
                         if let Some(m) = p.missed {
                             self.missed += m.max(1);
                         }
+                        last = p.records.last().map(|r| r.ts).or(last);
                         run.extend(p.records.iter().filter_map(|r| {
                             decode(formats, r.data, clock.to_realtime(r.ts), *cpu)
                         }));
                     }
-                    // Cut off with pages left: its later events come next.
+                    // Cut off with pages left: its later events come next
+                    // (and a page whose events were all left out still
+                    // dates the cut).
                     if !to_end {
                         whole = false;
-                        if let Some(last) = run.last() {
-                            until = until.min(last.at_ns);
+                        if let Some(ts) = last {
+                            until = until.min(clock.to_realtime(ts));
                         }
                     }
                 }
