@@ -318,7 +318,8 @@ impl Ring {
         let data = self.producer.wrapping_add(self.page);
         let mask = self.size as u64 - 1;
         let mut cons = cons_pos.load(Ordering::Acquire);
-        let mut n = 0;
+        // Handed over, and looked at (discarded ones too: the bound).
+        let (mut n, mut seen) = (0, 0);
         loop {
             let prod = prod_pos.load(Ordering::Acquire);
             if cons >= prod {
@@ -327,9 +328,10 @@ impl Ring {
                     to_end: true,
                 };
             }
-            if n >= max {
+            if seen >= max {
                 break;
             }
+            seen += 1;
             let at = (cons & mask) as usize;
             // SAFETY: at < size; the header is a u32 in the data area,
             // whose BUSY bit the kernel clears with release order.
