@@ -9,10 +9,10 @@
 //! once (`sys::tracefs`), so the host's mounts and its global trace stay
 //! untouched; the formats are read from its root.
 //!
-//! tracefs by default ([`Via::Tracefs`]): an instance under `instances/` gets the events
-//! enabled with filters on their port fields; each CPU's ring buffer is
-//! read in binary from `per_cpu/cpuN/trace_pipe_raw`. The instance is
-//! removed when the [`Session`] drops: on every return, error and
+//! tracefs by default ([`Via::Tracefs`]): an instance under `instances/`
+//! gets the events enabled with filters on their port fields; each CPU's
+//! ring buffer is read in binary from `per_cpu/cpuN/trace_pipe_raw`. The
+//! instance is removed when the [`Session`] drops: on every return, error and
 //! unwinding panic; a stop signal only sets a flag (see `crate::signal`)
 //! so the loops return and drop it; after a SIGKILL the next twlab removes
 //! the leftover.
@@ -110,10 +110,9 @@ pub struct Session {
     reset_skbs: HashMap<u64, Ends>,
     /// The names of the processes that fired events.
     names: names::Names,
-    /// Events the kernel reported lost (ring buffer overrun).
+    /// Events the kernel reported lost in tracefs's pages (ring buffer
+    /// overrun); the BPF transport counts its own, read when asked.
     missed: u64,
-    /// Events the kernel skipped the BPF programs for.
-    skipped: u64,
     /// Tracepoints this kernel lacks.
     missing: Vec<String>,
     /// (tracepoint, its filter as the kernel reads it back).
@@ -309,7 +308,6 @@ impl Session {
             reset_skbs: HashMap::default(),
             names: names::Names::default(),
             missed: 0,
-            skipped: 0,
             missing,
             filters,
             runs: vec![Vec::new()],
@@ -355,13 +353,20 @@ impl Session {
 
     /// Events the kernel reported lost so far (buffer overrun).
     pub fn missed(&self) -> u64 {
-        self.missed
+        match &self.transport {
+            Transport::Tracefs { .. } => self.missed,
+            Transport::Bpf(source) => source.lost(),
+        }
     }
 
     /// Events the kernel did not hand to the BPF programs so far (another
-    /// BPF program ran on that CPU then; see [`Summary::skipped`]).
+    /// BPF program ran on that CPU then; see [`Summary::skipped`]). Read
+    /// from the kernel when asked: a system call per program.
     pub fn skipped(&self) -> u64 {
-        self.skipped
+        match &self.transport {
+            Transport::Tracefs { .. } => 0,
+            Transport::Bpf(source) => source.skipped(),
+        }
     }
 
     /// Tracepoints this kernel lacks ("tcp:tcp_send_reset").
@@ -476,8 +481,6 @@ impl Session {
                     }
                     runs[k].push(e);
                 });
-                self.missed = source.lost();
-                self.skipped = source.skipped();
                 whole = drained.whole;
                 clock.to_realtime(drained.until)
             }
@@ -515,7 +518,7 @@ impl Session {
 
     /// [`wait`](Self::wait) into `out` (cleared first). Unlike
     /// [`drain`](Self::drain), it holds back the events that a CPU's
-    /// buffer may still precede (see `held`): a reader that calls it
+    /// buffer may still precede (see `order.rs`): a reader that calls it
     /// again and again gets every event once, in time order across
     /// calls; [`drain`](Self::drain) hands over the rest.
     pub fn wait_into(&mut self, timeout: Duration, out: &mut Vec<Event>) {

@@ -87,12 +87,13 @@ fn side(e: &Event, server: SocketAddr) -> &'static str {
 pub(crate) fn attach(t: &mut Trace, rec: Recording, start: SystemTime) {
     let mut s = rec.session;
     let evs = s.drain();
+    let lost = s.missed() + s.skipped();
     t.notes.push(format!(
         "kernel events: {}, {}{}",
         s.source(),
         s.clock().describe(),
-        if s.missed() + s.skipped() > 0 {
-            format!("; {} events LOST", s.missed() + s.skipped())
+        if lost > 0 {
+            format!("; {lost} events LOST")
         } else {
             String::new()
         }
